@@ -1,0 +1,41 @@
+"""`python -m cardiolab <verb>`: one sub-command per verb, each a thin call into the library.
+
+A verb lives in `cardiolab/cli/<verb>.py` with HELP, add_arguments(parser) and run(args) -> exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cardiolab.core import CardiolabError
+
+VERBS = ("phantom", "check", "prepare", "function", "train", "encode", "sample", "evaluate",
+         "report", "notebooks", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cardiolab", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="<verb>")
+    for verb in VERBS:
+        module = importlib.import_module(f"cardiolab.cli.{verb}")
+        p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except CardiolabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The cohort format every stage shares: the `Subject` record and the one cohort writer (ACDC layout).
+
+On disk a cohort is a folder of subject folders in the ACDC layout:
+
+    ROOT/<id>/<id>_4d.nii.gz                 cine, (x, y, slice, time), zooms (sx, sy, sz, frame_ms)
+    ROOT/<id>/<id>_frameXX.nii.gz            the ED and ES frames (XX is 1-based)
+    ROOT/<id>/<id>_frameXX_gt.nii.gz         their labels: 0 background, 1 RV, 2 MYO, 3 LV
+    ROOT/<id>/<id>_4d_gt.nii.gz              full label series (phantom / synthetic only; real ACDC lacks it)
+    ROOT/<id>/Info.cfg                       ED, ES, Group, Height, NbFrame, Weight (+ optional extras)
+
+Phantoms, real datasets and every generator's samples all pass through `Subject`, so `check`,
+`evaluate` and the audits read any of them the same way.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import nibabel as nib
+import numpy as np
+
+from cardiolab.core import CardiolabError, atomic_path
+
+# cardiolab's one label convention (the ACDC one). Other layouts are mapped onto it when read.
+LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
+
+# Info.cfg keys every subject has, in ACDC's order; anything else in `info` is written after them.
+INFO_KEYS = ("ED", "ES", "Group", "Height", "NbFrame", "Weight")
+
+
+@dataclass
+class Subject:
+    """One short-axis cine study in canonical form.
+
+    image:  (X, Y, Z, T) float32, as stored in NIfTI: x, y, slice (base -> apex), frame.
+    affine: (4, 4) voxel -> world (mm) for the spatial axes.
+    frame_ms: time between frames in milliseconds (the NIfTI 4th zoom).
+    ed, es: 0-based frame indices of end-diastole and end-systole.
+    labels: {frame: (X, Y, Z) uint8} in the canonical convention; real ACDC has ED and ES only.
+    label_series: (X, Y, Z, T) uint8 or None: every frame labelled (phantom, two-stage synthesis).
+    info: the rest of Info.cfg and attributes (Group, Height, Weight, Age, Sex, ...).
+    """
+
+    id: str
+    image: np.ndarray
+    affine: np.ndarray
+    frame_ms: float
+    ed: int
+    es: int
+    labels: dict[int, np.ndarray] = field(default_factory=dict)
+    label_series: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """(sx, sy, sz) in mm, from the affine's column norms."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def voxel_ml(self) -> float:
+        sx, sy, sz = self.spacing
+        return sx * sy * sz / 1000.0
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.image.shape[3])
+
+    def labels_at(self, frame: int) -> np.ndarray | None:
+        """Labels of one frame, from `labels` or else `label_series`."""
+        if frame in self.labels:
+            return self.labels[frame]
+        if self.label_series is not None:
+            return self.label_series[..., frame]
+        return None
+
+
+def make_affine(spacing: tuple[float, float, float]) -> np.ndarray:
+    """Diagonal affine for (sx, sy, sz) mm voxels, as ACDC stores them."""
+    return np.diag([*map(float, spacing), 1.0])
+
+
+def _nifti(array: np.ndarray, affine: np.ndarray, frame_ms: float | None) -> nib.Nifti1Image:
+    img = nib.Nifti1Image(array, affine)
+    zooms = list(np.linalg.norm(affine[:3, :3], axis=0))
+    if array.ndim == 4:
+        zooms.append(float(frame_ms))
+        img.header.set_xyzt_units("mm", "msec")
+    else:
+        img.header.set_xyzt_units("mm")
+    img.header.set_zooms(zooms[: array.ndim])
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    return img
+
+
+def format_info(subject: Subject) -> str:
+    """Info.cfg text: ACDC's keys first (ED/ES 1-based), then any extra attributes."""
+    info = dict(subject.info)
+    info.update(ED=subject.ed + 1, ES=subject.es + 1, NbFrame=subject.n_frames)
+    info.setdefault("Group", "UNKNOWN")
+    lines = [f"{k}: {info.pop(k, '')}" for k in INFO_KEYS]
+    lines += [f"{k}: {v}" for k, v in info.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_subject(root: str | os.PathLike, subject: Subject, extra_files: dict[str, str] | None = None) -> Path:
+    """Write one subject folder in the ACDC layout, atomically (a crash leaves no half-written folder).
+
+    extra_files: {file name: text} written beside the NIfTI files (e.g. phantom_truth.json).
+    Returns the subject folder.
+    """
+    if subject.image.ndim != 4:
+        raise CardiolabError(f"subject {subject.id}: image must be (X, Y, Z, T), got shape {subject.image.shape}")
+    folder = Path(root) / subject.id
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        sid = subject.id
+        nib.save(_nifti(subject.image.astype(np.float32), subject.affine, subject.frame_ms), tmp / f"{sid}_4d.nii.gz")
+        for frame in sorted({subject.ed, subject.es}):
+            name = f"{sid}_frame{frame + 1:02d}"
+            nib.save(_nifti(subject.image[..., frame].astype(np.float32), subject.affine, None), tmp / f"{name}.nii.gz")
+            lab = subject.labels_at(frame)
+            if lab is not None:
+                nib.save(_nifti(lab.astype(np.uint8), subject.affine, None), tmp / f"{name}_gt.nii.gz")
+        if subject.label_series is not None:
+            nib.save(_nifti(subject.label_series.astype(np.uint8), subject.affine, subject.frame_ms),
+                     tmp / f"{sid}_4d_gt.nii.gz")
+        (tmp / "Info.cfg").write_text(format_info(subject))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return folder
+
+
+def read_cohort(root: str | os.PathLike, layout: str = "acdc") -> Iterator[Subject]:
+    """Yield every subject of a dataset folder, validated (bad files raise CardiolabError naming them).
+
+    layout: 'acdc' (also phantom and synthetic cohorts) or 'mnms' (M&Ms / M&Ms-2).
+    """
+    if layout == "acdc":
+        from cardiolab.io.acdc import read_acdc
+        yield from read_acdc(root)
+    elif layout == "mnms":
+        from cardiolab.io.mnms import read_mnms
+        yield from read_mnms(root)
+    else:
+        raise CardiolabError(f"unknown layout {layout!r}: choose 'acdc' or 'mnms'")

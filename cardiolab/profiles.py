@@ -1,0 +1,128 @@
+"""The three run profiles (smoke / tiny / full): the only place sizes, steps and cohort sizes live.
+
+smoke: seconds per notebook on 2 CPU cores, for CI and nbval. Numbers it prints mean nothing.
+tiny:  the CPU default for `make reproduce`; minutes per model on 2 cores, real (small) results.
+full:  the paper's shapes (CardioDiT: 6 slices of 256x256x32 cines -> 8x64x64x8 latents), for a GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cardiolab.core import CardiolabError, project_root
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    phantom_subjects: int = 40        # cohort size written by `cardiolab phantom`
+    phantom_size: int = 128           # in-plane pixels of the phantom (ACDC-like 1.5 mm)
+    phantom_spacing: float = 1.5      # mm in-plane
+    phantom_slices: int = 8           # short-axis slices base -> apex
+    phantom_frames: int = 20          # frames over one heart beat
+    image_size: int = 64              # H = W after prepare
+    spacing: float = 3.0              # mm in-plane after prepare (64 px x 3 mm = 192 mm field of view)
+    slices: int = 6                   # D after prepare: slices chosen base -> apex
+    frames: int = 16                  # T after prepare, aligned at ED
+    split: tuple[float, float, float] = (0.5, 0.3, 0.2)  # public / private / holdout fractions
+
+
+@dataclass(frozen=True)
+class VQGANConfig:
+    channels: tuple[int, ...] = (32, 64)   # encoder widths; two stride-2 levels -> /4 in H, W, T
+    res_blocks: int = 1
+    codes: int = 512                  # codebook size (paper: 16384)
+    code_dim: int = 8                 # latent channels C_z (paper: 8)
+    steps: int = 1500
+    batch: int = 8
+    lr: float = 2e-4
+    disc_start: int = 500             # LSGAN term ramps in after the autoencoder has warmed up
+    disc_weight: float = 0.05
+    perceptual_weight: float = 0.0    # feature loss from cardiolab's own evaluator; 0 = off
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    hidden: int = 192
+    depth: int = 6
+    heads: int = 6
+    patch: tuple[int, int, int, int] = (1, 2, 2, 2)   # (D, H, W, T) patch of the latent
+    train_timesteps: int = 300        # CardioDiT: cosine schedule, 300 steps, v-prediction
+    sample_steps: int = 50            # DDIM steps at sampling
+    steps: int = 3000
+    batch: int = 8
+    lr: float = 1e-4
+    ema_decay: float = 0.999
+    cond_dropout: float = 0.1         # label dropout for classifier-free guidance
+    n_samples: int = 16
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    seg_channels: tuple[int, ...] = (16, 32, 64, 128)
+    seg_steps: int = 800
+    seg_batch: int = 16
+    feature_steps: int = 600          # training steps of cardiolab's own feature evaluator
+    feature_dim: int = 64
+    utility_seeds: int = 3
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "auto"
+    num_workers: int = 0
+
+    # Where this profile's files live (all git-ignored).
+    @property
+    def phantom_dir(self) -> Path:
+        return project_root() / "data" / "phantom" / self.name
+
+    @property
+    def cache_dir(self) -> Path:
+        return project_root() / "data" / "cache" / self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return project_root() / "runs" / self.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        data=DataConfig(phantom_subjects=10, phantom_size=64, phantom_spacing=3.0, phantom_slices=6,
+                        phantom_frames=12, image_size=32, spacing=6.0, slices=4, frames=8),
+        vqgan=VQGANConfig(channels=(8, 16), codes=64, code_dim=4, steps=20, batch=4, disc_start=10),
+        dit=DiTConfig(hidden=32, depth=2, heads=2, patch=(1, 2, 2, 2), steps=20, batch=4,
+                      sample_steps=5, n_samples=4),
+        eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, feature_steps=20,
+                        feature_dim=16, utility_seeds=2),
+    ),
+    "tiny": Profile(name="tiny"),
+    "full": Profile(
+        name="full",
+        data=DataConfig(phantom_subjects=200, phantom_size=256, phantom_spacing=1.25, phantom_slices=10,
+                        phantom_frames=30, image_size=256, spacing=1.25, slices=6, frames=32),
+        vqgan=VQGANConfig(channels=(64, 128), res_blocks=2, codes=16384, code_dim=8, steps=50_000,
+                          batch=8, disc_start=10_000, disc_weight=0.1),
+        dit=DiTConfig(hidden=768, depth=8, heads=12, patch=(1, 4, 4, 2), steps=200_000, batch=4, n_samples=64),
+        eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Look a profile up by name; None reads $CARDIOLAB_PROFILE (default 'tiny')."""
+    name = name or os.environ.get("CARDIOLAB_PROFILE", "tiny")
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise CardiolabError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}") from None
