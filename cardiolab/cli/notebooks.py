@@ -1,14 +1,21 @@
-"""`python -m cardiolab notebooks`: not implemented yet."""
+"""`python -m cardiolab notebooks`: run every notebook through papermill (what `make reproduce` does)."""
 from __future__ import annotations
 
-from cardiolab.core import CardiolabError
+from cardiolab.cli import add_profile
+from cardiolab.profiles import get_profile
 
-HELP = "(notebooks: not implemented yet)"
+HELP = "run notebooks/NN_*.ipynb in order through papermill; executed copies go to runs/<profile>/notebooks"
 
 
 def add_arguments(p) -> None:
-    pass
+    add_profile(p)
+    p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes (e.g. 01 03)")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
-    raise CardiolabError("notebooks is not implemented yet")
+    from cardiolab.reproduce import run_notebooks
+
+    out = run_notebooks(get_profile(args.profile).name, only=args.only, seed=args.seed)
+    print(f"executed notebooks in {out}")
+    return 0

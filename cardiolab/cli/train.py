@@ -1,14 +1,29 @@
-"""`python -m cardiolab train`: not implemented yet."""
+"""`python -m cardiolab train <model>`: train one model of the pipeline through the shared engine."""
 from __future__ import annotations
 
-from cardiolab.core import CardiolabError
+import importlib
+from pathlib import Path
 
-HELP = "(train: not implemented yet)"
+from cardiolab.cli import add_profile
+from cardiolab.profiles import get_profile
+
+HELP = "train a model (vqgan, dit, segmenter, evaluator) in a profile; --resume continues a killed run"
+
+# model name -> module under cardiolab.tasks with train(profile, out=None, resume=False, steps=None, seed=0)
+MODELS = {"vqgan": "vqgan", "dit": "dit", "segmenter": "segmenter", "evaluator": "evaluator"}
 
 
 def add_arguments(p) -> None:
-    pass
+    p.add_argument("model", choices=list(MODELS), help="which model to train")
+    add_profile(p)
+    p.add_argument("--out", type=Path, help="run folder (default runs/<profile>/<model>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--steps", type=int, help="override the profile's number of steps")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
-    raise CardiolabError("train is not implemented yet")
+    task = importlib.import_module(f"cardiolab.tasks.{MODELS[args.model]}")
+    out = task.train(get_profile(args.profile), out=args.out, resume=args.resume, steps=args.steps, seed=args.seed)
+    print(f"trained {args.model}: {out}")
+    return 0

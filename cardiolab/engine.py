@@ -1,0 +1,357 @@
+"""The one training loop every cardiolab model uses (VQ-GAN, DiT, segmenter, evaluator, DP fine-tuning).
+
+A model contributes a `step_fn(batch, step, trainer) -> dict of floats` that computes its losses under
+`trainer.autocast()` and calls `trainer.backward(loss, name)` once per optimizer. The engine owns
+everything else: devices, DDP, AMP, clipping, the LR schedule, EMA, logging, atomic checkpoints and resume.
+
+Determinism: the data order and every random draw are functions of (seed, step, rank) only: each step
+re-seeds the RNGs, and the batch of step k is the k-th chunk of a stream of seeded permutations. So a run
+that is killed and resumed from its last checkpoint ends with weights bit-identical (on CPU) to one that
+was never interrupted, and there is no RNG state to restore.
+
+Opacus: pass the GradSampleModule as the module, the DPOptimizer as its optimizer and the Poisson
+DataLoader as `data`; the engine then skips its own clipping (DP-SGD clips per sample) and iterates the
+loader as given.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from cardiolab.core import CardiolabError, atomic_path, pick_device, write_json
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+STATE = "state.json"          # small sidecar: step, steps, finished (readable without loading weights)
+METRICS = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int                      # optimizer steps in total
+    batch_size: int = 8             # global batch; DDP splits it evenly over ranks
+    lr: float = 1e-4                # peak LR of every optimizer group without its own 'initial_lr'
+    warmup: int = 100               # linear warm-up steps, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    grad_clip: float | None = 1.0   # global grad-norm clip (skipped for Opacus optimizers, which clip per sample)
+    ema_decay: float | None = None  # EMA of the modules named in Trainer(ema=...)
+    ckpt_every: int = 200
+    log_every: int = 10
+    amp: str = "auto"               # auto: bf16 on GPU, off on CPU | bf16 | fp16 (GPU, GradScaler) | off
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class StreamBatchSampler(Sampler[list[int]]):
+    """Batches of a seeded stream of permutations: the batch of step k depends only on (seed, k).
+
+    Global batch k is items [k*B, (k+1)*B) of perm(epoch 0) ++ perm(epoch 1) ++ ...; rank r of W takes
+    its contiguous B/W share, so W ranks together see exactly the single-process batch.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+        if n == 0:
+            raise CardiolabError("training data is empty")
+        if batch_size % world:
+            raise CardiolabError(f"batch_size {batch_size} is not divisible by the {world} DDP ranks")
+        self.n, self.B, self.seed, self.start, self.stop = n, batch_size, seed, start, stop
+        self.rank, self.world = rank, world
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))}
+        return self._perms[epoch]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_rank = self.B // self.world
+        for k in range(self.start, self.stop):
+            first = k * self.B + self.rank * per_rank
+            yield [int(self._perm(j // self.n)[j % self.n]) for j in range(first, first + per_rank)]
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to cfg.min_lr_ratio."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain model inside DDP and Opacus wrappers."""
+    while True:
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_module") and isinstance(module._module, nn.Module):  # opacus GradSampleModule
+            module = module._module
+        else:
+            return module
+
+
+def _seed_step(seed: int, step: int, rank: int) -> None:
+    s = (seed * 1_000_003 + step) * 64 + rank
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world) from torchrun's environment; initialises the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Runs `step_fn` for cfg.steps steps over `data`, checkpointing to run_dir. See the module docstring."""
+
+    def __init__(self, run_dir: str | os.PathLike, cfg: TrainConfig, modules: dict[str, nn.Module],
+                 optimizers: dict[str, torch.optim.Optimizer], ema: tuple[str, ...] | list[str] = (),
+                 config: dict | None = None):
+        self.run_dir, self.cfg, self.config = Path(run_dir), cfg, config or {}
+        self.rank, self.world = _distributed()
+        self.device = pick_device(cfg.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        self.modules: dict[str, nn.Module] = {}
+        for name, module in modules.items():
+            module.to(self.device)
+            trainable = any(p.requires_grad for p in module.parameters())
+            if self.world > 1 and trainable and not isinstance(module, nn.parallel.DistributedDataParallel):
+                module = nn.parallel.DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.modules[name] = module
+        self.optimizers = optimizers
+        for opt in optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        self.ema = {name: copy.deepcopy(self.raw(name)).eval().requires_grad_(False) for name in ema}
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.step = 0
+
+    # ---- what step_fn uses -------------------------------------------------------------------
+    def raw(self, name: str) -> nn.Module:
+        return unwrap(self.modules[name])
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def backward(self, loss: torch.Tensor, name: str) -> float:
+        """One optimizer step of `name` on `loss`: zero_grad, backward, clip, step. Returns the grad norm (or nan)."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        norm = float("nan")
+        is_dp = hasattr(opt, "noise_multiplier")  # Opacus DPOptimizer clips per sample itself
+        if self.cfg.grad_clip and not is_dp:
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            norm = float(nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        return norm
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self, data: Dataset | DataLoader, step_fn: Callable[[Any, int, "Trainer"], dict], resume: bool = False) -> "Trainer":
+        """Train until cfg.steps; with resume=True continue from run_dir/checkpoint.pt if it exists."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume and (self.run_dir / CHECKPOINT).exists():
+            self._load(load_checkpoint(self.run_dir))
+            log.info("resumed %s at step %d", self.run_dir, self.step)
+        elif self.rank == 0:
+            (self.run_dir / METRICS).unlink(missing_ok=True)
+        if self.rank == 0:
+            write_json(self.run_dir / "config.json", {"train": self.cfg.to_dict(), **self.config})
+            self._trim_metrics()
+        if self.step >= self.cfg.steps:
+            return self
+        window: dict[str, list[float]] = {}
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.run_dir.name, disable=self.rank != 0,
+                   mininterval=2.0, dynamic_ncols=True)
+        batches, t0, n = self._batches(data), time.perf_counter(), 0
+        while self.step < self.cfg.steps:
+            _seed_step(self.cfg.seed, self.step, self.rank)  # before the fetch: augmentations are seeded too
+            batch = _to_device(next(batches), self.device)
+            self._set_lr()
+            for m in self.modules.values():
+                m.train()
+            out = step_fn(batch, self.step, self)
+            self._update_ema()
+            self.step, n = self.step + 1, n + 1
+            for k, v in out.items():
+                window.setdefault(k, []).append(float(v))
+            bar.update(1)
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                means = {k: float(np.mean(v)) for k, v in window.items()}
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+                self._log({"step": self.step, **means, "lr": self._lr(), "s_per_step": (time.perf_counter() - t0) / n})
+                window, t0, n = {}, time.perf_counter(), 0
+            if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps:
+                self.save()
+        bar.close()
+        return self
+
+    def _batches(self, data: Dataset | DataLoader) -> Iterator[Any]:
+        if isinstance(data, DataLoader):   # a given loader (e.g. Opacus Poisson sampling): replay to the step
+            stream = _cycle(data)
+            for _ in range(self.step):
+                next(stream)
+            yield from stream
+            return
+        sampler = StreamBatchSampler(len(data), self.cfg.batch_size, self.cfg.seed, self.step, self.cfg.steps,
+                                     self.rank, self.world)
+        yield from DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers,
+                              generator=torch.Generator().manual_seed(self.cfg.seed),
+                              pin_memory=self.device.type == "cuda")
+
+    def _set_lr(self) -> None:
+        f = lr_factor(self.step, self.cfg)
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * f
+
+    def _lr(self) -> float:
+        opt = next(iter(self.optimizers.values()), None)
+        return float(opt.param_groups[0]["lr"]) if opt else 0.0
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if not self.ema:
+            return
+        decay = min(self.cfg.ema_decay or 0.0, (1 + self.step) / (10 + self.step))  # warm-up: early EMA tracks fast
+        for name, ema in self.ema.items():
+            src = self.raw(name)
+            for pe, p in zip(ema.parameters(), src.parameters()):
+                pe.lerp_(p.detach(), 1 - decay)
+            for be, b in zip(ema.buffers(), src.buffers()):
+                be.copy_(b)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.cfg.amp
+        if amp == "auto":
+            amp = "bf16" if self.device.type == "cuda" else "off"
+        return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+    # ---- checkpoints and logs ----------------------------------------------------------------
+    def save(self) -> None:
+        """Write run_dir/checkpoint.pt atomically (rank 0), then the state.json sidecar."""
+        if self.rank == 0:
+            state = {
+                "step": self.step,
+                "modules": {n: self.raw(n).state_dict() for n in self.modules},
+                "ema": {n: m.state_dict() for n, m in self.ema.items()},
+                "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+                "scaler": self.scaler.state_dict() if self.scaler else {},
+                "config": json.loads(json.dumps({"train": self.cfg.to_dict(), **self.config}, default=str)),
+            }
+            with atomic_path(self.run_dir / CHECKPOINT) as tmp:
+                torch.save(state, tmp)
+            write_json(self.run_dir / STATE, {"step": self.step, "steps": self.cfg.steps,
+                                              "finished": self.step >= self.cfg.steps})
+        if self.world > 1:
+            dist.barrier()
+
+    def _load(self, ckpt: dict) -> None:
+        self.step = int(ckpt["step"])
+        for n, sd in ckpt["modules"].items():
+            self.raw(n).load_state_dict(sd)
+        for n, sd in ckpt["ema"].items():
+            self.ema[n].load_state_dict(sd)
+        for n, sd in ckpt["optimizers"].items():
+            self.optimizers[n].load_state_dict(sd)
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+
+    def _log(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.run_dir / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _trim_metrics(self) -> None:
+        """On resume, drop log lines written after the checkpoint (they will be written again)."""
+        path = self.run_dir / METRICS
+        if not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in keep))
+
+
+def _cycle(loader: DataLoader) -> Iterator[Any]:
+    while True:
+        yield from loader
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load run_dir/checkpoint.pt (or a .pt path) with weights_only=True; clear error if missing or corrupt."""
+    path = Path(run_dir)
+    path = path / CHECKPOINT if path.is_dir() else path
+    if not path.exists():
+        raise CardiolabError(f"{path}: no checkpoint (train the model first)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle of a non-tensor object, ...
+        raise CardiolabError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
+
+
+def is_finished(run_dir: str | os.PathLike, steps: int | None = None) -> bool:
+    """True when run_dir holds a checkpoint of a finished run (of at least `steps` steps, if given)."""
+    path = Path(run_dir) / STATE
+    if not path.exists() or not (Path(run_dir) / CHECKPOINT).exists():
+        return False
+    state = json.loads(path.read_text())
+    return bool(state["finished"]) and (steps is None or state["step"] >= steps)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of run_dir/metrics.jsonl."""
+    path = Path(run_dir) / METRICS
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
