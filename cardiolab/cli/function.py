@@ -1,14 +1,50 @@
-"""`python -m cardiolab function`: not implemented yet."""
+"""`python -m cardiolab function`: cardiac function (EDV, ESV, SV, EF, LV mass, RV) of a labelled cohort."""
 from __future__ import annotations
 
-from cardiolab.core import CardiolabError
+import math
+from pathlib import Path
 
-HELP = "(function: not implemented yet)"
+from cardiolab.cli import add_profile
+from cardiolab.core import write_json
+from cardiolab.io.cohort import read_cohort
+from cardiolab.io.validate import LAYOUTS, detect_layout
+from cardiolab.metrics.function import METRICS, cohort_function
+from cardiolab.profiles import get_profile
+
+HELP = "cardiac function per subject and per group from the ED/ES label maps; optional JSON output"
 
 
 def add_arguments(p) -> None:
-    pass
+    p.add_argument("--root", type=Path, help="dataset folder (default: the profile's phantom cohort)")
+    p.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto")
+    p.add_argument("--json", type=Path, help="write {subjects, summary} here")
+    add_profile(p)
 
 
 def run(args) -> int:
-    raise CardiolabError("function is not implemented yet")
+    root = args.root or get_profile(args.profile).phantom_dir
+    layout = detect_layout(root) if args.layout == "auto" else args.layout
+    table, summary = cohort_function(read_cohort(root, layout))
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+    for group, stats in summary["by_group"].items():
+        cells = (f"{m} {_fmt(stats[m]['mean'])}±{_fmt(stats[m]['std'])}" for m in ("EDV", "EF", "LV_mass"))
+        print(f"{group} (n={stats['EF']['n']}): " + ", ".join(cells))
+    if summary["skipped"]:
+        print(f"skipped (no ED/ES labels): {', '.join(summary['skipped'])}")
+    if args.json:
+        records = [{k: _clean(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+        write_json(args.json, {"root": str(root), "layout": layout, "metrics": list(METRICS),
+                               "subjects": records, "summary": summary})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def _clean(v):
+    """JSON-safe: NaN -> None, numpy scalars -> python."""
+    if hasattr(v, "item"):
+        v = v.item()
+    return None if isinstance(v, float) and math.isnan(v) else v
