@@ -1,0 +1,184 @@
+"""The 4D cine phantom: determinism, ACDC layout, ground truth, physiology, CLI, ensure_phantom."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from cardiolab.core import CardiolabError, read_json
+from cardiolab.data import phantom
+from cardiolab.io.acdc import read_acdc
+from cardiolab.profiles import DataConfig, get_profile
+
+SMALL = dict(size=32, spacing=6.0, slices=4, frames=6)
+MEDIUM = dict(size=64, spacing=3.0, slices=6, frames=8)
+
+
+def ef_from_labels(labels: np.ndarray, ed: int, es: int, label: int = 3) -> float:
+    """EF (%) counted on a (X, Y, Z, T) label series, independently of the phantom's code."""
+    edv, esv = (float((labels[..., f] == label).sum()) for f in (ed, es))
+    return 100 * (edv - esv) / edv
+
+
+def test_same_seed_same_bytes_other_seed_differs():
+    a, ta = phantom.make_subject(3, seed=0, **SMALL)
+    b, tb = phantom.make_subject(3, seed=0, **SMALL)
+    c, _ = phantom.make_subject(3, seed=1, **SMALL)
+    assert a.image.tobytes() == b.image.tobytes() and a.label_series.tobytes() == b.label_series.tobytes()
+    assert json.dumps(ta, sort_keys=True) == json.dumps(tb, sort_keys=True)
+    assert a.image.tobytes() != c.image.tobytes() and a.label_series.tobytes() != c.label_series.tobytes()
+
+
+def test_subject_independent_of_cohort_size_and_workers(tmp_path):
+    phantom.generate_cohort(tmp_path / "two", 2, seed=4, **SMALL)
+    phantom.generate_cohort(tmp_path / "three", 3, seed=4, workers=2, **SMALL)
+    two, three = list(read_acdc(tmp_path / "two")), list(read_acdc(tmp_path / "three"))
+    assert [s.id for s in two] == ["patient001", "patient002"] and len(three) == 3
+    for x, y in zip(two, three):
+        assert x.image.tobytes() == y.image.tobytes()
+        assert x.label_series.tobytes() == y.label_series.tobytes()
+    # Regenerating a smaller cohort in place leaves exactly that cohort.
+    phantom.generate_cohort(tmp_path / "three", 2, seed=4, **SMALL)
+    assert sorted(p.name for p in (tmp_path / "three").iterdir() if p.is_dir()) == ["patient001", "patient002"]
+    assert read_json(tmp_path / "three" / "cohort.json")["subjects"][1] == {"id": "patient002", "group": "DCM"}
+
+
+def test_acdc_roundtrip(phantom_root):
+    subjects = list(read_acdc(phantom_root))
+    assert [s.id for s in subjects] == [f"patient{i:03d}" for i in range(1, 7)]
+    assert {s.info["Group"] for s in subjects} == set(phantom.GROUPS)
+    stamp = read_json(phantom_root / "cohort.json")
+    assert (stamp["n_subjects"], stamp["size"], stamp["frames"], len(stamp["subjects"])) == (6, 48, 10, 6)
+    for s in subjects:
+        truth = read_json(phantom_root / s.id / "phantom_truth.json")
+        assert s.image.shape == (48, 48, 6, 10) and s.label_series.shape == (48, 48, 6, 10)
+        assert s.ed == 0 and s.es == truth["es"] and 2 <= s.es <= 5          # ES near 35 % of 10 frames
+        assert s.spacing == pytest.approx((4.0, 4.0, truth["spacing_mm"][2]))
+        assert 8.0 <= s.spacing[2] <= 10.0
+        assert s.frame_ms == pytest.approx(60000 / truth["heart_rate_bpm"] / 10, rel=1e-5)
+        assert set(np.unique(s.label_series)) <= {0, 1, 2, 3}
+        for f in (s.ed, s.es):
+            assert np.array_equal(s.labels[f], s.label_series[..., f])
+        assert {"Height", "Weight", "Age", "Sex"} <= set(s.info) and s.info["Sex"] in ("M", "F")
+        assert s.image.min() >= 0 and np.all(s.image == np.round(s.image))   # magnitudes, integer-valued
+
+
+def test_ef_from_written_labels_matches_truth(phantom_root):
+    for s in read_acdc(phantom_root):
+        truth = read_json(phantom_root / s.id / "phantom_truth.json")
+        assert abs(ef_from_labels(s.label_series, s.ed, s.es) - truth["EF"]) < 2, s.id
+        assert abs(ef_from_labels(s.label_series, s.ed, s.es, label=1) - truth["RV_EF"]) < 2, s.id
+        edv = (s.labels[s.ed] == 3).sum() * s.voxel_ml
+        assert edv == pytest.approx(truth["EDV"], rel=1e-4)
+        assert truth["LV_mass"] == pytest.approx(1.05 * (s.labels[s.ed] == 2).sum() * s.voxel_ml, rel=1e-4)
+        # The rasterisation follows the continuous model even at 4 mm pixels.
+        lv = np.array(truth["analytic_volumes_ml"]["LV"])
+        assert abs(100 * (1 - lv[s.es] / lv[0]) - truth["EF"]) < 3, s.id
+        assert truth["EF"] == pytest.approx(truth["target_EF"], abs=3)
+
+
+def test_groups_have_their_physiology():
+    rows = {g: [phantom.make_subject(i, seed=0, group=g, **MEDIUM)[1] for i in range(3)] for g in phantom.GROUPS}
+
+    def mean(g, key):
+        return np.mean([t[key] for t in rows[g]])
+
+    assert all(55 <= t["EF"] <= 70 for t in rows["NOR"])
+    assert all(t["EF"] < 40 for t in rows["DCM"]) and all(t["EF"] > 55 for t in rows["HCM"])
+    assert all(t["EF"] < 45 for t in rows["MINF"])
+    assert mean("DCM", "EF") < mean("NOR", "EF") and mean("DCM", "EDV") > mean("NOR", "EDV")
+    assert mean("HCM", "LV_mass") > 1.3 * mean("NOR", "LV_mass")
+    assert mean("ARV", "RV_EDV") > 1.3 * mean("NOR", "RV_EDV") and mean("ARV", "RV_EF") < mean("NOR", "RV_EF")
+    assert all(t["parameters"]["infarct"] for t in rows["MINF"])
+
+
+# Systolic thickening of the mid-ventricular wall: reduced where the LV contracts poorly.
+THICKENING = {"NOR": 1.2, "DCM": 1.04, "HCM": 1.15, "MINF": 1.04, "ARV": 1.2}
+
+
+@pytest.mark.parametrize("group", phantom.GROUPS)
+def test_myocardium_constant_wall_thickens_rv_ends_before_apex(group):
+    s, truth = phantom.make_subject(1, seed=2, group=group, size=96, spacing=2.0, slices=8, frames=12)
+    myo = (s.label_series == 2).sum((0, 1, 2)).astype(float)
+    assert np.abs(myo / myo[0] - 1).max() < 0.05
+    analytic = np.array(truth["analytic_volumes_ml"]["MYO"])
+    assert np.allclose(analytic, analytic[0], rtol=1e-9)
+    lv = (s.label_series == 3).sum((0, 1, 2))
+    assert lv.argmax() == 0 and lv.argmin() == s.es
+    # Mid-ventricular wall thickness from areas: r_epi - r_endo of equal-area circles.
+    mid = s.label_series[:, :, 3]
+    cav, wall = (mid == 3).sum((0, 1)), (mid >= 2).sum((0, 1))
+    thick = np.sqrt(wall / np.pi) - np.sqrt(cav / np.pi)
+    assert thick[s.es] > THICKENING[group] * thick[0]
+    rv = (s.label_series == 1).sum((0, 1))                                  # (Z, T)
+    assert rv[0].min() > 0 and rv[-1].max() == 0                            # at the base always, never at the apex
+    assert (s.label_series[:, :, -1] == 3).any()                            # the apex slice still shows LV
+
+
+def test_contraction_curve_phases():
+    c = phantom.contraction_curve(20, 7, filling=0.7, kick=0.15)
+    assert c[0] == 0 and c[7] == 1 and c.argmax() == 7 and np.all(c[1:] > 0)
+    assert np.all(np.diff(c[:8]) > 0) and np.all(np.diff(c[7:]) <= 1e-12)
+    assert np.diff(c[:8])[:4].sum() > 0.6                                  # fast early ejection
+    assert 1 - c[11] > 0.65                                                # rapid filling done ~200 ms after ES
+    assert 0 < c[15] - c[19] and c[15] > 0.1                               # the atrial kick refills the rest
+
+
+def test_insertion_points_and_appearance():
+    s, truth = phantom.make_subject(0, seed=1, size=96, spacing=2.0, slices=8, frames=8, snr=1000)
+    lab = s.label_series[..., 0]
+    points = truth["rv_insertion_points"]["ed"]
+    assert points[-1] is None and all(p is not None for p in points[:3])
+    for z, pts in enumerate(points[:4]):
+        for x, y in pts:
+            i, j = int(round(x)), int(round(y))
+            window = lab[i - 2:i + 3, j - 2:j + 3, z]
+            assert 2 in window and 0 in window, (z, x, y)                  # on the epicardium
+    img = s.image[..., 0]
+    blood, myo = img[lab == 3].mean(), img[lab == 2].mean()
+    assert blood > 2.5 * myo                                               # bSSFP: bright blood, dark muscle
+    noisy = phantom.make_subject(0, seed=1, size=96, spacing=2.0, slices=8, frames=8, snr=10)[0].image[..., 0]
+    assert np.std(noisy - img) > 50                                        # sigma = 1000 / SNR scanner units
+
+
+def test_bad_input_raises(tmp_path):
+    with pytest.raises(CardiolabError, match="size"):
+        phantom.make_subject(0, size=8)
+    with pytest.raises(CardiolabError, match="group"):
+        phantom.make_subject(0, group="XYZ", **SMALL)
+    with pytest.raises(CardiolabError, match="subjects"):
+        phantom.generate_cohort(tmp_path / "none", 0)
+    with pytest.raises(CardiolabError, match="size=8"):
+        phantom.generate_cohort(tmp_path / "none", 2, size=8)
+    assert not (tmp_path / "none").exists()                                # refused before writing anything
+
+
+def test_cli(tmp_path, capsys):
+    from cardiolab.__main__ import main
+
+    out = tmp_path / "cohort"
+    assert main(["phantom", "--out", str(out), "--subjects", "2", "--size", "32", "--slices", "4",
+                 "--frames", "6", "--spacing", "6", "--seed", "3"]) == 0
+    subjects = list(read_acdc(out))
+    assert [s.image.shape for s in subjects] == [(32, 32, 4, 6)] * 2
+    assert read_json(out / "cohort.json")["seed"] == 3
+    ref, _ = phantom.make_subject(1, seed=3, **SMALL)
+    assert np.array_equal(subjects[1].image, ref.image)
+    assert main(["phantom", "--out", str(out), "--subjects", "0"]) == 2
+    assert "subjects" in capsys.readouterr().err
+
+
+def test_ensure_phantom_stamps_and_regenerates(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
+    data = DataConfig(phantom_subjects=2, phantom_size=24, phantom_spacing=8.0, phantom_slices=3, phantom_frames=4)
+    profile = dataclasses.replace(get_profile("smoke"), data=data)
+    root = phantom.ensure_phantom(profile)
+    assert root == tmp_path / "data" / "phantom" / "smoke"
+    stamp = root / "cohort.json"
+    first = stamp.stat().st_mtime_ns
+    assert phantom.ensure_phantom(profile) == root and stamp.stat().st_mtime_ns == first   # up to date: kept
+    bigger = dataclasses.replace(profile, data=dataclasses.replace(data, phantom_subjects=3))
+    phantom.ensure_phantom(bigger)
+    assert read_json(stamp)["n_subjects"] == 3 and len(list(read_acdc(root))) == 3
