@@ -1,0 +1,182 @@
+"""Cardiac function and mask shapes of synthetic cines, compared with real ones.
+
+Synthetic cines (CardioDiT samples) are images only, so the segmenter trained on real labels
+(`cardiolab.tasks.segmenter`) labels every frame of every slice; `function_from_labels` then gives EDV, ESV,
+SV, EF, LV mass and RV volumes with ED = frame of max LV volume and ES = min. Real cohorts go through the
+same segmenter (source="segment", so both sides share its bias) or use their own labels (source="labels").
+Distributions are compared with the Wasserstein-1 distance (in the metric's unit) and the two-sample KS
+statistic, overall and per group (e.g. the conditioning pathology).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import ks_2samp, wasserstein_distance
+
+from cardiolab.core import CardiolabError, atomic_path, write_json
+from cardiolab.data.datasets import load_manifest
+from cardiolab.data.phantom import ensure_phantom
+from cardiolab.data.prepare import ensure_prepared
+from cardiolab.io.acdc import read_acdc
+from cardiolab.metrics.function import METRICS, cardiac_function, function_from_labels
+from cardiolab.metrics.shape import STATS, cohort_shape_stats
+from cardiolab.profiles import Profile, get_profile
+from cardiolab.tasks.segmenter import cohort_volumes, ensure_model, segment
+
+log = logging.getLogger(__name__)
+
+
+def segment_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile | str | None = None,
+                   ids: Sequence[str] | None = None) -> Iterator[tuple[dict, np.ndarray]]:
+    """Yield (volume record, labels (D, H, W, T) int64) for every subject, all slices and frames segmented.
+
+    Volumes are preprocessed like the cache but keep every slice and frame (`cohort_volumes(all_slices=True)`).
+    """
+    for vol in cohort_volumes(cohort_root, profile, all_slices=True, ids=ids):
+        yield vol, segment(seg_model, vol["image"][None])[0].numpy()
+
+
+def measure_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile | str | None = None,
+                   ids: Sequence[str] | None = None, phases: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Segment a cohort once; return its function table and its shape table.
+
+    function: one row per subject, columns id, Group, EDV, ESV, SV, EF, LV_mass, RV_EDV, RV_ESV, RV_SV, RV_EF,
+    ed, es (ED/ES = frames of max/min LV volume). shape: `cohort_shape_stats` rows plus Group, for the ED and ES
+    frames only (phases=True) or every frame.
+    """
+    if seg_model is None:
+        raise CardiolabError("measuring a cohort by segmentation needs a segmenter (tasks.segmenter.ensure_model)")
+    rows, shapes = [], []
+    for vol, labels in segment_cohort(cohort_root, seg_model, profile, ids):
+        group = str(vol["info"].get("Group", "UNKNOWN"))
+        sx, sy, sz = vol["spacing"]
+        fn = function_from_labels(labels, sx * sy * sz / 1000.0)
+        rows.append({"id": vol["id"], "Group": group, **fn})
+        frames = sorted({fn["ed"], fn["es"]}) if phases else None
+        shape = cohort_shape_stats([labels], spacing=(sx, sy), ids=[vol["id"]], frames=frames)
+        shapes.append(shape.assign(Group=group))
+    if not rows:
+        raise CardiolabError(f"{cohort_root}: no subjects to measure")
+    shape = pd.concat(shapes, ignore_index=True)
+    return pd.DataFrame(rows, columns=["id", "Group", *METRICS, "ed", "es"]), shape
+
+
+def function_table(cohort_root: str | os.PathLike, seg_model=None, profile: Profile | str | None = None,
+                   source: str = "segment", ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per subject: id, Group, EDV, ESV, SV, EF, LV_mass, RV_EDV, RV_ESV, RV_SV, RV_EF, ed, es.
+
+    source: 'segment' (seg_model labels every frame; ED/ES = max/min LV volume) or 'labels' (the cohort's
+    own labels at its Info.cfg ED/ES frames, native geometry). ids: only these subjects.
+    """
+    if source == "segment":
+        return measure_cohort(cohort_root, seg_model, profile, ids)[0]
+    if source != "labels":
+        raise CardiolabError(f"function_table: source {source!r} is not 'segment' or 'labels'")
+    rows = [cardiac_function(s) for s in read_acdc(cohort_root) if (ids is None or s.id in ids)
+            and s.labels_at(s.ed) is not None and s.labels_at(s.es) is not None]
+    if not rows:
+        raise CardiolabError(f"{cohort_root}: no subjects with ED and ES labels")
+    return pd.DataFrame(rows, columns=["id", "Group", *METRICS, "ed", "es"])
+
+
+def shape_table(cohort_root: str | os.PathLike, seg_model, profile: Profile | str | None = None,
+                ids: Sequence[str] | None = None, phases: bool = True) -> pd.DataFrame:
+    """Shape statistics of a segmented cohort (the second table of `measure_cohort`)."""
+    return measure_cohort(cohort_root, seg_model, profile, ids, phases)[1]
+
+
+def compare_distributions(real_df: pd.DataFrame, synth_df: pd.DataFrame, by: str | None = None,
+                          metrics: Sequence[str] | None = None, overall: bool = True) -> pd.DataFrame:
+    """Wasserstein-1 and KS statistic between real and synthetic distributions of each metric.
+
+    by: a column to compare within (e.g. 'Group' or 'structure'); rows for 'all' come first (unless
+    overall=False: pooling structures means nothing for shapes), then each value present on both sides.
+    metrics: columns to compare (default: the function metrics, else every numeric column both tables share).
+    NaNs are dropped per metric.
+    Columns: group, metric, n_real, n_synth, mean_real, mean_synth, std_real, std_synth, w1, ks, ks_pvalue.
+    """
+    if metrics is None:
+        shared = [c for c in real_df.columns if c in synth_df.columns and c not in ("ed", "es", "slice", "frame")
+                  and pd.api.types.is_numeric_dtype(real_df[c]) and pd.api.types.is_numeric_dtype(synth_df[c])]
+        metrics = [m for m in METRICS if m in shared] or shared
+    missing = [m for m in metrics if m not in real_df.columns or m not in synth_df.columns]
+    if missing:
+        raise CardiolabError(f"compare_distributions: columns {missing} missing from the real or synthetic table")
+    pairs = [("all", real_df, synth_df)] if overall or by is None else []
+    if by is not None:
+        if by not in real_df.columns or by not in synth_df.columns:
+            raise CardiolabError(f"compare_distributions: no column {by!r} to group by")
+        both = sorted(set(real_df[by].dropna()) & set(synth_df[by].dropna()), key=str)
+        pairs += [(g, real_df[real_df[by] == g], synth_df[synth_df[by] == g]) for g in both]
+    rows = []
+    for group, r, s in pairs:
+        for m in metrics:
+            a = pd.to_numeric(r[m], errors="coerce").dropna().to_numpy(float)
+            b = pd.to_numeric(s[m], errors="coerce").dropna().to_numpy(float)
+            row = {"group": group, "metric": m, "n_real": len(a), "n_synth": len(b),
+                   "mean_real": _stat(a, np.mean), "mean_synth": _stat(b, np.mean),
+                   "std_real": _stat(a, np.std), "std_synth": _stat(b, np.std),
+                   "w1": float("nan"), "ks": float("nan"), "ks_pvalue": float("nan")}
+            if len(a) and len(b):
+                ks = ks_2samp(a, b)
+                row.update(w1=float(wasserstein_distance(a, b)), ks=float(ks.statistic), ks_pvalue=float(ks.pvalue))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _stat(x: np.ndarray, fn) -> float:
+    return float(fn(x)) if len(x) else float("nan")
+
+
+def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.PathLike,
+                       real_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+                       seg_model=None, real_ids: Sequence[str] | None = None) -> dict:
+    """Function and shape of a synthetic cohort vs the real one, both segmented by the profile's segmenter.
+
+    real_root: default the profile's phantom cohort (its cache's holdout split unless real_ids is given).
+    Writes <out_dir>/function_{real,synthetic}.csv, shape_{real,synthetic}.csv and synthetic_function.json
+    (default out_dir: <run_dir>/eval) and returns the JSON's dict:
+    {"function": records of compare_distributions(by='Group'), "shape": records by structure,
+     "n_real", "n_synthetic", "by"}.
+    """
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    model = seg_model if seg_model is not None else ensure_model(profile)
+    if real_root is None:
+        real_root = ensure_phantom(profile)
+        if real_ids is None:
+            real_ids = load_manifest(ensure_prepared(profile))["splits"]["holdout"]
+    out_dir = Path(out_dir) if out_dir is not None else profile.run_dir / "eval"
+    tables = {"real": (real_root, real_ids), "synthetic": (synthetic_root, None)}
+    measured = {k: measure_cohort(root, model, profile, ids=ids) for k, (root, ids) in tables.items()}
+    fn, sh = {k: m[0] for k, m in measured.items()}, {k: m[1] for k, m in measured.items()}
+    grouped = "Group" if (fn["synthetic"]["Group"] != "UNKNOWN").any() else None
+    result = {"n_real": len(fn["real"]), "n_synthetic": len(fn["synthetic"]), "by": grouped,
+              "real_root": str(real_root), "synthetic_root": str(synthetic_root),
+              "function": _records(compare_distributions(fn["real"], fn["synthetic"], by=grouped)),
+              "shape": _records(compare_distributions(sh["real"], sh["synthetic"], by="structure",
+                                                      metrics=list(STATS), overall=False)),
+              "means": {k: {m: _num(df[m].mean()) for m in METRICS} for k, df in fn.items()}}
+    for k in tables:
+        _write_csv(out_dir / f"function_{k}.csv", fn[k])
+        _write_csv(out_dir / f"shape_{k}.csv", sh[k])
+    write_json(out_dir / "synthetic_function.json", result)
+    return result
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return [{k: _num(v) if isinstance(v, float) else v for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)

@@ -1,0 +1,193 @@
+"""Downstream utility of a synthetic cohort: does it help train a segmenter that works on real cines?
+
+The same segmenter (`cardiolab.tasks.segmenter`) is trained on (a) the real public split, (b) the synthetic
+cohort, (c) both, for several seeds, and tested on the real holdout split: Dice and HD95 (mm) per structure
+(MONAI DiceMetric / HausdorffDistanceMetric), with 95% confidence intervals over seeds (t-interval; with one
+seed, a bootstrap over test subjects).
+
+Synthetic cines need labels. A cohort with labels (label series or ED/ES masks, e.g. from a two-stage
+mask-conditioned generator) is used as is; image-only subjects (CardioDiT samples) are pseudo-labelled by the
+real-trained segmenter of seed 0, and the result says so in "synthetic_labels".
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from scipy import stats
+
+from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.io.cohort import LABELS
+from cardiolab.profiles import Profile, get_profile
+
+log = logging.getLogger(__name__)
+
+STRUCTURES = ("RV", "MYO", "LV")
+SETTINGS = ("real", "synthetic", "real+synthetic")
+PSEUDO = "pseudo (segmenter trained on real public split)"
+
+
+def seg_scores(pred: torch.Tensor, truth: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict:
+    """Dice and HD95 per structure of N label volumes.
+
+    pred, truth: (N, D, H, W) integer labels. spacing: (sd, sh, sw) mm, for HD95 in mm.
+    Returns {"dice_RV": (N,), ..., "hd95_LV": (N,)} float arrays. A structure absent from the truth gives NaN;
+    one present in the truth but missing from the prediction gets Dice 0 and HD95 = the volume's diagonal
+    (the worst possible distance), so failures are not silently skipped.
+    """
+    pred, truth = torch.as_tensor(pred).long(), torch.as_tensor(truth).long()
+    if pred.shape != truth.shape or pred.ndim != 4:
+        raise CardiolabError(f"seg_scores: pred {tuple(pred.shape)} and truth {tuple(truth.shape)} "
+                             "must be equal (N, D, H, W)")
+    p, t = _onehot(pred), _onehot(truth)
+    dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)(p, t).numpy()
+    with warnings.catch_warnings():   # empty structures are handled below; MONAI warns about each one
+        warnings.filterwarnings("ignore", message=".* is all 0, this may result in nan/inf distance")
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(
+            p, t, spacing=[float(s) for s in spacing]).numpy()
+    present = t[:, 1:].flatten(2).any(-1).numpy()
+    predicted = p[:, 1:].flatten(2).any(-1).numpy()
+    diagonal = float(np.linalg.norm(np.asarray(pred.shape[1:]) * np.asarray(spacing, dtype=float)))
+    hd = np.where(present & ~predicted, diagonal, hd)
+    dice, hd = np.where(present, dice, np.nan), np.where(present, hd, np.nan)
+    out = {}
+    for j, name in enumerate(STRUCTURES):
+        out[f"dice_{name}"], out[f"hd95_{name}"] = dice[:, j].astype(float), hd[:, j].astype(float)
+    return out
+
+
+def _onehot(labels: torch.Tensor) -> torch.Tensor:
+    """(N, D, H, W) labels -> (N, K, D, H, W) float one-hot over the canonical labels."""
+    k = len(LABELS)
+    return rearrange(F.one_hot(labels.clamp(0, k - 1), k), "n d h w k -> n k d h w").float()
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval of the mean; NaNs dropped; a single value gives a zero-width CI."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return (float("nan"),) * 3
+    mean = float(v.mean())
+    if len(v) == 1 or np.all(v == v[0]):
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 2000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): percentile bootstrap of the mean over `values` (e.g. per test subject)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(1)
+    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    return float(v.mean()), float(min(lo, v.mean())), float(max(hi, v.mean()))
+
+
+def _summarise(scores: list[dict]) -> dict:
+    """Per-seed scores.json contents -> {"dice": {RV: {mean, ci_low, ci_high, per_seed}, ...}, "hd95": ...}."""
+    out = {}
+    for metric in ("dice", "hd95"):
+        out[metric] = {}
+        for name in (*STRUCTURES, "mean"):
+            per_seed = [s[metric][name] for s in scores]
+            if len(scores) >= 2:
+                mean, lo, hi = mean_ci(per_seed)
+            else:   # one seed: bootstrap over test subjects
+                subj = [r[f"{metric}_{name}"] if name != "mean" else
+                        np.nanmean([r[f"{metric}_{n}"] for n in STRUCTURES]) for r in scores[0]["per_subject"]]
+                mean, lo, hi = bootstrap_ci(subj)
+            out[metric][name] = {"mean": mean, "ci_low": lo, "ci_high": hi, "per_seed": per_seed}
+    return out
+
+
+def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
+            out_json: str | os.PathLike | None = None, seeds: int | Sequence[int] | None = None,
+            steps: int | None = None, cache_dir: str | os.PathLike | None = None,
+            run_root: str | os.PathLike | None = None) -> dict:
+    """Train on real / synthetic / real+synthetic, test on the real holdout split; write and return the result.
+
+    synthetic_root: ACDC-layout synthetic cohort. seeds: a count or list (default profile.eval.utility_seeds).
+    steps: segmenter steps per run (default profile.eval.seg_steps). run_root: where the training runs go
+    (default <run_dir>/eval/utility). out_json default: <run_dir>/eval/utility.json.
+    Returns {"profile", "synthetic_root", "synthetic_labels", "test_split", "n_test", "n_train", "seeds",
+    "steps", "ci", "results": {setting: {"dice": {RV|MYO|LV|mean: {mean, ci_low, ci_high, per_seed}},
+    "hd95": ...}}}.
+    """
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.tasks import segmenter as seg   # it imports this module: import here, not at the top
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    seeds = list(seeds) if isinstance(seeds, (list, tuple)) else list(range(seeds or profile.eval.utility_seeds))
+    if not seeds:
+        raise CardiolabError("utility: at least one seed is needed")
+    cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
+    run_root = Path(run_root) if run_root is not None else profile.run_dir / "eval" / "utility"
+    out_json = Path(out_json) if out_json is not None else profile.run_dir / "eval" / "utility.json"
+
+    def train(setting: str, seed: int, **data) -> Path:
+        out = run_root / f"{setting.replace('+', '_')}-seed{seed}"
+        return seg.train(profile, out=out, steps=steps, seed=seed, cache_dir=cache, evaluate_on="holdout", **data)
+
+    runs = {s: {} for s in SETTINGS}
+    if seeds[0] == 0 and steps is None and cache_dir is None:   # the same run as the profile's own segmenter
+        runs["real"][0] = seg.ensure(profile)
+    else:
+        runs["real"][seeds[0]] = train("real", seeds[0], subjects="public")   # first: it pseudo-labels
+    synth, labels = _labelled_synthetic(synthetic_root, profile, runs["real"][seeds[0]])
+    data = {"real": dict(subjects="public"), "synthetic": dict(cohort=synth),
+            "real+synthetic": dict(subjects="public", cohort=synth)}
+    for seed in seeds:
+        for setting in SETTINGS:
+            if seed not in runs[setting]:
+                runs[setting][seed] = train(setting, seed, **data[setting])
+
+    scores = {s: [read_json(runs[s][seed] / "scores.json") for seed in seeds] for s in SETTINGS}
+    manifest = read_json(cache / "manifest.json")
+    result = {
+        "profile": profile.name, "synthetic_root": str(synthetic_root), "synthetic_labels": labels,
+        "test_split": "holdout", "n_test": scores["real"][0]["n_subjects"],
+        "n_train": {"real": len(manifest["splits"]["public"]), "synthetic": len(synth)},
+        "seeds": seeds, "steps": steps if steps is not None else profile.eval.seg_steps,
+        "ci": "95% t-interval over seeds" if len(seeds) >= 2 else "95% bootstrap over test subjects",
+        "results": {s: _summarise(scores[s]) for s in SETTINGS},
+    }
+    write_json(out_json, result)
+    return result
+
+
+def _labelled_synthetic(root: str | os.PathLike, profile: Profile, real_run: Path) -> tuple[list[dict], str]:
+    """The synthetic cohort's volume records, image-only subjects pseudo-labelled; and how labels were made."""
+    from cardiolab.tasks import segmenter as seg
+    synth = seg.cohort_volumes(root, profile)
+    unlabelled = [v for v in synth if not v["label_mask"].any()]
+    if unlabelled:
+        model = seg.load(real_run)
+        for v in unlabelled:
+            v["labels"] = seg.segment(model, v["image"][None])[0]
+            v["label_mask"] = torch.ones_like(v["label_mask"])
+    if not unlabelled:
+        labels = "provided"
+    else:
+        labels = PSEUDO if len(unlabelled) == len(synth) else f"mixed: {len(unlabelled)} of {len(synth)} {PSEUDO}"
+    log.info("utility: %d synthetic subjects, labels %s", len(synth), labels)
+    return synth, labels
+
+
+def utility_table(result: dict) -> pd.DataFrame:
+    """The `utility` result as a long table: setting, metric, structure, mean, ci_low, ci_high."""
+    rows = [{"setting": setting, "metric": metric, "structure": name,
+             **{k: v[k] for k in ("mean", "ci_low", "ci_high")}}
+            for setting, res in result["results"].items() for metric, per in res.items() for name, v in per.items()]
+    return pd.DataFrame(rows)

@@ -1,0 +1,109 @@
+"""Distribution comparison, segmentation scores and CIs, synthetic function, and the utility experiment."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cardiolab.core import CardiolabError
+from cardiolab.metrics.synthetic_function import compare_distributions, function_table, synthetic_function
+from cardiolab.metrics.utility import PSEUDO, bootstrap_ci, mean_ci, seg_scores, utility, utility_table
+from cardiolab.tasks import segmenter as seg
+from test_segmenter import make_cache, write_cohort
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny prepared cache of toy hearts and a segmenter trained on its public split."""
+    root = tmp_path_factory.mktemp("utility")
+    cache = make_cache(root)
+    run = seg.train("smoke", out=root / "seg", steps=80, cache_dir=cache)
+    return root, cache, seg.load(run)
+
+
+def test_compare_identical_and_shifted():
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame({"Group": ["NOR"] * 50 + ["DCM"] * 50, "EF": rng.normal(60, 5, 100),
+                         "EDV": rng.normal(150, 20, 100)})
+    same = compare_distributions(real, real.copy())
+    assert set(same.metric) == {"EF", "EDV"} and (same.w1 == 0).all() and (same.ks == 0).all()
+    shifted = real.assign(EF=real.EF + 10)
+    out = compare_distributions(real, shifted, by="Group").set_index(["group", "metric"])
+    assert out.loc[("all", "EF"), "w1"] == pytest.approx(10.0)        # W1 of a pure shift is the shift
+    assert out.loc[("all", "EF"), "ks"] > 0.5 and out.loc[("all", "EDV"), "w1"] == 0
+    assert out.loc[("DCM", "EF"), "n_real"] == 50 and out.loc[("NOR", "EF"), "w1"] == pytest.approx(10.0)
+    with pytest.raises(CardiolabError):
+        compare_distributions(real, real, metrics=["LV_mass"])
+
+
+def test_mean_ci_known_answer_and_bootstrap():
+    mean, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2 and hi - mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) * s / sqrt(n)
+    assert mean_ci([0.7]) == (0.7, 0.7, 0.7)
+    mean, lo, hi = bootstrap_ci(np.linspace(0, 1, 21))
+    assert mean == pytest.approx(0.5) and lo < mean < hi and hi - lo < 0.4
+
+
+def test_seg_scores_known_answers():
+    truth = torch.zeros(1, 2, 16, 16, dtype=torch.long)
+    truth[0, :, 4:8, 4:8] = 3                                        # LV 2 x 4 x 4
+    truth[0, :, 10:14, 10:14] = 2                                    # MYO
+    pred = truth.clone()
+    pred[0, :, 4:8, 8:12] = 3                                        # LV twice as wide
+    pred[pred == 2] = 0                                              # MYO missed
+    s = seg_scores(pred, truth, spacing=(10.0, 2.0, 2.0))
+    assert s["dice_LV"][0] == pytest.approx(2 * 32 / (32 + 64))
+    assert s["dice_MYO"][0] == 0 and s["hd95_MYO"][0] == pytest.approx(math.hypot(20, 32, 32))
+    assert math.isnan(s["dice_RV"][0]) and math.isnan(s["hd95_RV"][0])  # no RV in the truth
+    perfect = seg_scores(truth, truth)
+    assert perfect["dice_LV"][0] == 1 and perfect["hd95_LV"][0] == 0
+
+
+def test_function_of_segmented_cohort_matches_labels(trained, tmp_path):
+    root, cache, model = trained
+    cohort = write_cohort(tmp_path / "syn", n=2, labels="series", seed=50)
+    by_labels = function_table(cohort, source="labels")
+    by_seg = function_table(cohort, model, "smoke")
+    assert list(by_seg.id) == list(by_labels.id) == ["sub050", "sub051"]
+    assert (by_labels.EF > 30).all() and (by_labels.EDV > by_labels.ESV).all()
+    np.testing.assert_allclose(by_seg.EDV, by_labels.EDV, rtol=0.3)
+    np.testing.assert_allclose(by_seg.EF, by_labels.EF, atol=15)
+    assert (by_seg.ed != by_seg.es).all()
+    result = synthetic_function("smoke", cohort, real_root=root / "cohort", out_dir=tmp_path / "eval", seg_model=model)
+    assert result["n_real"] == 8 and result["n_synthetic"] == 2 and result["by"] == "Group"
+    assert {r["metric"] for r in result["function"]} >= {"EDV", "ESV", "EF", "LV_mass"}
+    assert {r["group"] for r in result["shape"]} == {"RV", "MYO", "LV"}
+    assert all(r["w1"] >= 0 and 0 <= r["ks"] <= 1 for r in result["function"] if r["w1"] is not None)
+    assert (tmp_path / "eval" / "synthetic_function.json").exists()
+    assert len(pd.read_csv(tmp_path / "eval" / "shape_synthetic.csv")) > 0
+    with pytest.raises(CardiolabError):
+        function_table(cohort, None, "smoke")
+
+
+def test_utility_pseudo_labels_and_cis(trained, tmp_path):
+    root, cache, _ = trained
+    synthetic = write_cohort(tmp_path / "syn", n=3, labels=None, seed=70)   # image-only, like CardioDiT samples
+    out = tmp_path / "utility.json"
+    result = utility("smoke", synthetic, out, seeds=2, steps=15, cache_dir=cache, run_root=tmp_path / "runs")
+    assert json.loads(out.read_text())["synthetic_labels"] == result["synthetic_labels"] == PSEUDO
+    assert set(result["results"]) == {"real", "synthetic", "real+synthetic"}
+    assert result["n_train"] == {"real": 4, "synthetic": 3} and result["n_test"] == 2 and result["seeds"] == [0, 1]
+    for setting in result["results"].values():
+        for name in ("RV", "MYO", "LV", "mean"):
+            d = setting["dice"][name]
+            assert 0 <= d["mean"] <= 1 and len(d["per_seed"]) == 2
+            assert d["ci_low"] <= d["mean"] <= d["ci_high"]
+            assert setting["hd95"][name]["mean"] >= 0
+    assert len(utility_table(result)) == 3 * 2 * 4
+
+
+def test_utility_with_provided_labels_one_seed(trained, tmp_path):
+    root, cache, _ = trained
+    synthetic = write_cohort(tmp_path / "syn", n=2, labels="series", seed=80)
+    result = utility("smoke", synthetic, tmp_path / "u.json", seeds=[3], steps=10, cache_dir=cache,
+                     run_root=tmp_path / "runs")
+    assert result["synthetic_labels"] == "provided" and "bootstrap" in result["ci"]
+    d = result["results"]["synthetic"]["dice"]["LV"]
+    assert 0 <= d["ci_low"] <= d["mean"] <= d["ci_high"] <= 1
