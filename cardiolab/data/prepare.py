@@ -1,0 +1,355 @@
+"""Preprocessing: a cohort folder (ACDC / M&Ms / phantom) -> the prepared cache every model trains on.
+
+Per subject, in this order (spatial and temporal steps commute, so the cheap temporal one runs last):
+
+1. canonical in-plane orientation (flip/swap x, y so they point along +world axes; slices stay base -> apex),
+2. in-plane resampling to `profile.data.spacing` (MONAI Resize with anti-aliasing; nearest for labels),
+3. heart centre: LV (+MYO) label centroid, else the centroid of the temporal-std map (the beating heart
+   is what changes over the cycle),
+4. `profile.data.slices` slices from base to apex (evenly over the slices holding LV, else central ones),
+5. robust intensity scaling: percentiles 0.5 / 99.5 -> [-1, 1], clipped (MONAI ScaleIntensityRangePercentiles),
+6. crop / pad (with -1) to `image_size` x `image_size` around the heart centre (MONAI BorderPad + SpatialCrop),
+7. temporal resampling to `profile.data.frames` frames over the periodic cycle with frame 0 = ED
+   (linear for images, nearest for labels; ED/ES-only labels go to their nearest new frame).
+
+Cache layout (see the shared conventions): `<out>/manifest.json` and `<out>/subjects/<id>.pt` =
+{"image": (D, H, W, T) float32 in [-1, 1], "labels": (D, H, W, T) uint8, "label_mask": (T,) bool,
+"cond": (A,) int64}. H is the NIfTI x axis, W the y axis, D the slice axis (base -> apex).
+The whole cache is built in a temporary folder and renamed into place, so a crash leaves no half cache.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from nibabel.orientations import io_orientation
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
+from cardiolab.data import attributes
+from cardiolab.io.cohort import LABELS, Subject, read_cohort
+from cardiolab.profiles import Profile, get_profile
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+LV, MYO = LABELS["LV"], LABELS["MYO"]
+PCT_LOW, PCT_HIGH = 0.5, 99.5        # robust to a few bright fat / flow-artefact voxels
+HEART_SEARCH_MM = 20.0               # smoothing of the temporal-std map when no labels exist
+HEART_WINDOW_MM = 50.0               # radius around the std peak searched for the LV cavity
+BLOOD_LEVEL = 0.8                    # blood-pool threshold between the 10th and 99th intensity percentile
+
+
+# ----------------------------------------------------------------------------- one subject, step by step
+
+def canonical_inplane(image: np.ndarray, labels: np.ndarray, affine: np.ndarray):
+    """Swap / flip the in-plane axes so x, y run along increasing world axes; the slice axis is untouched.
+
+    image, labels: (X, Y, Z, T). Returns (image, labels, affine) reoriented (a full RAS reorientation
+    could move the slice axis of an oblique short-axis stack in-plane, so only x, y move).
+    """
+    ornt = io_orientation(affine)
+    affine = affine.copy()
+    if ornt[0, 0] > ornt[1, 0]:
+        image, labels = image.swapaxes(0, 1), labels.swapaxes(0, 1)
+        affine[:, [0, 1]] = affine[:, [1, 0]]
+        ornt = ornt[[1, 0, 2]]
+    for axis in (0, 1):
+        if ornt[axis, 1] < 0:
+            image, labels = np.flip(image, axis), np.flip(labels, axis)
+            affine[:, 3] += affine[:, axis] * (image.shape[axis] - 1)
+            affine[:, axis] *= -1
+    return image, labels, affine  # views; _txyz copies
+
+
+def resample_inplane(image: torch.Tensor, labels: torch.Tensor, spacing_xy: tuple[float, float],
+                     target: float) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
+    """image, labels: (T, X, Y, Z) -> (T, X', Y', Z) at ~`target` mm in-plane; returns the exact new spacing."""
+    from monai.transforms import Resize
+
+    X, Y = image.shape[1:3]
+    size = [max(1, round(n * s / target)) for n, s in zip((X, Y), spacing_xy)]
+    image = Resize((*size, -1), mode="bilinear", anti_aliasing=True)(image)
+    labels = Resize((*size, -1), mode="nearest")(labels.float())
+    new_spacing = (spacing_xy[0] * X / size[0], spacing_xy[1] * Y / size[1])
+    return _plain(image), _plain(labels).round().to(torch.uint8), new_spacing
+
+
+def heart_centre(image: torch.Tensor, labels: torch.Tensor, valid: np.ndarray, spacing: float,
+                 ed: int = 0) -> np.ndarray:
+    """In-plane (x, y) voxel centre of the LV. image, labels: (T, X, Y, Z); valid: (T,) labelled frames.
+
+    With labels: the LV + MYO centroid (all labelled frames and slices). Without: the heart is what moves
+    over the cycle (temporal-std map), and inside it the LV cavity is the thickest bright blood pool at ED
+    (the RV crescent is thinner), found as the maximum of the distance transform of the bright mask.
+    """
+    lab = labels[torch.as_tensor(valid)] if valid.any() else labels[:0]
+    for mask in ((lab == LV) | (lab == MYO), lab > 0):
+        if mask.any():
+            return _centroid(mask.sum(dim=(0, 3)).double().numpy())  # (X, Y) voxel counts
+    std = image.std(dim=0).mean(dim=-1).numpy()  # (X, Y)
+    peak = np.unravel_index(np.argmax(ndimage.gaussian_filter(std, HEART_SEARCH_MM / spacing / 2)), std.shape)
+    gx, gy = np.indices(std.shape)
+    near = (gx - peak[0]) ** 2 + (gy - peak[1]) ** 2 <= (HEART_WINDOW_MM / spacing) ** 2
+    Z = image.shape[-1]
+    ed_img = ndimage.gaussian_filter(image[ed][..., Z // 4: Z - Z // 4].mean(dim=-1).numpy(), 0.5)
+    lo, hi = np.quantile(ed_img[near], [0.1, 0.99])
+    blood = near & (ed_img > lo + BLOOD_LEVEL * (hi - lo))
+    depth = ndimage.distance_transform_edt(blood)
+    if depth.max() == 0:
+        return np.array(peak, dtype=float)
+    c = np.unravel_index(np.argmax(ndimage.gaussian_filter(depth, 1.0)), depth.shape)
+    cavity = blood & ((gx - c[0]) ** 2 + (gy - c[1]) ** 2 <= (depth.max() + 1) ** 2)
+    return _centroid(cavity.astype(float))
+
+
+def _centroid(weight: np.ndarray) -> np.ndarray:
+    return np.array(ndimage.center_of_mass(weight), dtype=float)
+
+
+def choose_slices(labels: torch.Tensor, valid: np.ndarray, n: int, sid: str) -> np.ndarray:
+    """Indices of `n` slices base -> apex. labels: (T, X, Y, Z).
+
+    Evenly spaced over the slices holding LV in any labelled frame; a window of n neighbouring slices
+    when the LV spans fewer; the central n slices without labels.
+    """
+    Z = labels.shape[-1]
+    if Z < n:
+        log.warning("%s: %d slices < %d wanted; repeating slices", sid, Z, n)
+        return np.linspace(0, Z - 1, n).round().astype(int)
+    lv = (labels[torch.as_tensor(valid)] == LV).any(dim=(0, 1, 2)).numpy() if valid.any() else np.zeros(Z, bool)
+    if lv.any():
+        first, last = np.flatnonzero(lv)[[0, -1]]
+        if last - first + 1 >= n:
+            return np.linspace(first, last, n).round().astype(int)
+        start = (first + last + 1) // 2 - n // 2
+    else:
+        start = (Z - n) // 2
+    start = int(np.clip(start, 0, Z - n))
+    return np.arange(start, start + n)
+
+
+def crop_around(x: torch.Tensor, centre: np.ndarray, size: int, value: float) -> torch.Tensor:
+    """(C, X, Y, Z) -> (C, size, size, Z) centred on `centre` (x, y), padding with `value` where needed."""
+    from monai.transforms import BorderPad, SpatialCrop
+
+    # the crop's middle, start + (size - 1) / 2, lands within half a voxel of the centre
+    start = [int(np.floor(c - (size - 1) / 2 + 0.5)) for c in centre]
+    pads = [(max(0, -s), max(0, s + size - n)) for s, n in zip(start, x.shape[1:3])]
+    if any(p for pair in pads for p in pair):
+        x = BorderPad([*pads[0], *pads[1], 0, 0], mode="constant", value=value)(x)
+    start = [s + lo for s, (lo, _) in zip(start, pads)]
+    return _plain(SpatialCrop(roi_start=[*start, 0], roi_end=[start[0] + size, start[1] + size, x.shape[-1]])(x))
+
+
+def resample_cycle(x: torch.Tensor, ed: int, frames: int, mode: str = "linear") -> torch.Tensor:
+    """(T, ...) one periodic heart cycle -> (frames, ...) starting at frame `ed`.
+
+    New frame k sits at old time ed + k T / frames (mod T); 'linear' blends the two neighbours
+    (wrapping from the last frame to the first), 'nearest' picks the closest (labels).
+    """
+    T = x.shape[0]
+    t = ed + torch.arange(frames, dtype=torch.float64) * T / frames
+    if mode == "nearest":
+        return x[torch.round(t).long() % T]
+    lo = torch.floor(t).long()
+    w = (t - lo).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+    return (1 - w) * x[lo % T] + w * x[(lo + 1) % T]
+
+
+def resample_labels(labels: torch.Tensor, valid: np.ndarray, ed: int, frames: int):
+    """(T, ...) labels and (T,) labelled-frame mask -> (frames, ...) labels and (frames,) mask, ED first.
+
+    A full series is resampled by nearest frame; sparse labels (ACDC: ED and ES) each move to their
+    nearest new frame, and every other new frame is zero and masked out.
+    """
+    if valid.all():
+        return resample_cycle(labels, ed, frames, "nearest"), torch.ones(frames, dtype=torch.bool)
+    out = torch.zeros((frames, *labels.shape[1:]), dtype=labels.dtype)
+    mask = torch.zeros(frames, dtype=torch.bool)
+    for f in np.flatnonzero(valid):
+        k = cycle_index(int(f), ed, len(valid), frames)
+        out[k], mask[k] = labels[f], True
+    return out, mask
+
+
+def cycle_index(frame: int, ed: int, n_old: int, n_new: int) -> int:
+    """Old frame index -> nearest new frame index after `resample_cycle` (ED -> 0)."""
+    return int(round(((frame - ed) % n_old) * n_new / n_old)) % n_new
+
+
+def _txyz(a: np.ndarray) -> torch.Tensor:
+    """(X, Y, Z, T) numpy -> (T, X, Y, Z) torch: frames as channels for MONAI's channel-first transforms."""
+    return torch.from_numpy(rearrange(a, "x y z t -> t x y z").copy())
+
+
+def _plain(x) -> torch.Tensor:
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+def label_stack(subject: Subject) -> tuple[np.ndarray, np.ndarray]:
+    """(X, Y, Z, T) uint8 labels with zeros in unlabelled frames, and the (T,) bool mask of labelled frames."""
+    T = subject.n_frames
+    if subject.label_series is not None:
+        return subject.label_series.astype(np.uint8), np.ones(T, bool)
+    stack = np.zeros(subject.image.shape, np.uint8)
+    valid = np.zeros(T, bool)
+    for frame, lab in subject.labels.items():
+        if 0 <= frame < T:
+            stack[..., frame], valid[frame] = lab, True
+    return stack, valid
+
+
+def prepare_subject(subject: Subject, profile: Profile) -> tuple[dict, dict]:
+    """One Subject -> (tensors for `subjects/<id>.pt`, manifest entry without split/file)."""
+    cfg = profile.data
+    sid, T = subject.id, subject.n_frames
+    if not 0 <= subject.ed < T or not 0 <= subject.es < T:
+        raise CardiolabError(f"{sid}: ED {subject.ed + 1} / ES {subject.es + 1} outside 1..{T} frames (Info.cfg)")
+    labels, valid = label_stack(subject)
+    image, labels, affine = canonical_inplane(subject.image.astype(np.float32), labels, subject.affine)
+    sx, sy, sz = np.linalg.norm(affine[:3, :3], axis=0)
+
+    img, lab, (nsx, nsy) = resample_inplane(_txyz(image), _txyz(labels), (sx, sy), cfg.spacing)
+    centre = heart_centre(img, lab, valid, cfg.spacing, subject.ed)
+    slices = choose_slices(lab, valid, cfg.slices, sid)
+    img, lab = img[..., slices], lab[..., slices]
+
+    from monai.transforms import ScaleIntensityRangePercentiles
+    img = _plain(ScaleIntensityRangePercentiles(PCT_LOW, PCT_HIGH, -1.0, 1.0, clip=True)(img))
+    img = crop_around(img, centre, cfg.image_size, value=-1.0)
+    lab = crop_around(lab, centre, cfg.image_size, value=0).to(torch.uint8)
+
+    img = resample_cycle(img, subject.ed, cfg.frames, "linear")
+    lab, mask = resample_labels(lab, valid, subject.ed, cfg.frames)
+
+    cond = torch.from_numpy(attributes.encode(subject.info))
+    tensors = {
+        "image": rearrange(img, "t x y z -> z x y t").float().contiguous(),
+        "labels": rearrange(lab, "t x y z -> z x y t").contiguous(),
+        "label_mask": mask,
+        "cond": cond,
+    }
+    step = float(np.mean(np.diff(slices))) if len(slices) > 1 else 1.0
+    entry = {
+        "id": sid,
+        "attributes": attributes.raw_attributes(subject.info),
+        "cond": cond.tolist(),
+        "ed": 0,
+        "es": cycle_index(subject.es, subject.ed, T, cfg.frames),
+        "label_frames": torch.nonzero(mask).flatten().tolist(),
+        "spacing": [float(nsx), float(nsy), float(sz * max(step, 1.0))],
+        "frame_ms": float(subject.frame_ms) * T / cfg.frames,
+        "source": {"frames": T, "ed": subject.ed, "es": subject.es, "slices": slices.tolist(),
+                   "spacing": [float(sx), float(sy), float(sz)], "centre": [float(c) for c in centre]},
+    }
+    return tensors, entry
+
+
+# ----------------------------------------------------------------------------- splits and the whole cache
+
+def stratified_splits(ids: list[str], groups: list[str], fractions, seed: int = 0) -> dict[str, list[str]]:
+    """Seeded public / private / holdout split, stratified by group.
+
+    Subjects are shuffled within each group, the groups laid end to end, and each subject dealt to the
+    split furthest behind its quota, so every split gets ~fraction of the cohort and of each group.
+    """
+    names = ("public", "private", "holdout")
+    frac = np.asarray(fractions, dtype=float)
+    if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
+        raise CardiolabError(f"profile data.split: need three non-negative fractions, got {fractions}")
+    frac = frac / frac.sum()
+    rng = np.random.default_rng(seed)
+    by_group: dict[str, list[str]] = {}
+    for sid, g in sorted(zip(ids, groups)):
+        by_group.setdefault(str(g), []).append(sid)
+    order = []
+    for g in sorted(by_group):
+        members = by_group[g]
+        order += [members[i] for i in rng.permutation(len(members))]
+    counts = np.zeros(3)
+    splits = {n: [] for n in names}
+    for k, sid in enumerate(order):
+        i = int(np.argmax(frac * (k + 1) - counts))
+        counts[i] += 1
+        splits[names[i]].append(sid)
+    return {n: sorted(v) for n, v in splits.items()}
+
+
+def prepare(root: str | os.PathLike, layout: str = "acdc", profile: Profile | str | None = None,
+            out: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Preprocess every subject under `root` into the cache `out` (default profile.cache_dir).
+
+    Returns the path of `<out>/manifest.json`. Replaces an existing cache only once the new one is complete.
+    """
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    out = Path(out) if out is not None else profile.cache_dir
+    subjects = read_cohort(root, layout)
+    entries = []
+    with atomic_path(out) as tmp:
+        (tmp / "subjects").mkdir(parents=True)
+        for subject in tqdm(subjects, desc="prepare", unit="subject", leave=False):
+            tensors, entry = prepare_subject(subject, profile)
+            entry["file"] = f"subjects/{subject.id}.pt"
+            torch.save(tensors, tmp / entry["file"])
+            entries.append(entry)
+        if not entries:
+            raise CardiolabError(f"{root}: no subjects to prepare")
+        groups = [attributes.describe(e["cond"])["group"] for e in entries]
+        splits = stratified_splits([e["id"] for e in entries], groups, profile.data.split, seed)
+        split_of = {sid: name for name, ids in splits.items() for sid in ids}
+        for e in entries:
+            e["split"] = split_of[e["id"]]
+        cfg = profile.data
+        manifest = {
+            "version": CACHE_VERSION,
+            "profile": profile.to_dict(),
+            "image_size": cfg.image_size,
+            "frames": cfg.frames,
+            "slices": cfg.slices,
+            "spacing": cfg.spacing,
+            "source": {"root": str(Path(root).resolve()), "layout": layout, "seed": seed,
+                       "subjects": len(entries)},
+            "attributes": {f.name: list(f.classes) for f in attributes.FIELDS},
+            "splits": splits,
+            "subjects": entries,
+        }
+        write_json(tmp / "manifest.json", manifest)
+    log.info("prepared %d subjects from %s into %s (%s)", len(entries), root, out,
+             ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    return out / "manifest.json"
+
+
+def is_current(cache_dir: str | os.PathLike, profile: Profile) -> bool:
+    """True when `cache_dir` holds a manifest of this cache version made with this profile's data settings."""
+    path = Path(cache_dir) / "manifest.json"
+    if not path.exists():
+        return False
+    try:
+        manifest = read_json(path)
+    except CardiolabError:
+        return False
+    want = _jsonable(profile.to_dict())
+    have = manifest.get("profile", {})
+    return (manifest.get("version") == CACHE_VERSION and have.get("name") == want["name"]
+            and have.get("data") == want["data"])
+
+
+def _jsonable(obj):
+    import json
+    return json.loads(json.dumps(obj))
+
+
+def ensure_prepared(profile: Profile | str | None = None) -> Path:
+    """The profile's cache folder, built from the phantom (generated if missing) when absent or stale."""
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    if not is_current(profile.cache_dir, profile):
+        from cardiolab.data.phantom import ensure_phantom
+        root = ensure_phantom(profile)
+        prepare(root, "acdc", profile, profile.cache_dir)
+    return profile.cache_dir
