@@ -1,14 +1,30 @@
-"""`python -m cardiolab encode`: not implemented yet."""
+"""`python -m cardiolab encode`: encode the prepared cohort with a trained VQ-GAN into 4D latents for the DiT."""
 from __future__ import annotations
 
-from cardiolab.core import CardiolabError
+import logging
+from pathlib import Path
 
-HELP = "(encode: not implemented yet)"
+from cardiolab.cli import add_profile
+from cardiolab.profiles import get_profile
+
+HELP = "encode every subject of the prepared cache into 4D VQ-GAN latents (latents.pt)"
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    pass
+    add_profile(p)
+    p.add_argument("--run", type=Path, default=None, help="VQ-GAN run folder (default runs/<profile>/vqgan)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<profile>/latents)")
+    p.add_argument("--cache", type=Path, default=None, help="prepared cache (default data/cache/<profile>)")
 
 
 def run(args) -> int:
-    raise CardiolabError("encode is not implemented yet")
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.tasks.vqgan import encode_cohort
+
+    profile = get_profile(args.profile)
+    run_dir = args.run or profile.run_dir / "vqgan"
+    cache = args.cache or ensure_prepared(profile)
+    path = encode_cohort(run_dir, cache, args.out or profile.run_dir / "latents")
+    log.info("latents: %s", path)
+    return 0

@@ -1,14 +1,41 @@
-"""`python -m cardiolab evaluate`: not implemented yet."""
+"""`python -m cardiolab evaluate`: metrics of a synthetic cohort against real data -> JSON."""
 from __future__ import annotations
 
-from cardiolab.core import CardiolabError
+import logging
+import shlex
+import sys
 
-HELP = "(evaluate: not implemented yet)"
+from cardiolab.cli import add_profile
+
+HELP = "evaluate a synthetic cohort against real data (FD/KID-cardiolab, consistency, temporal, function) -> JSON"
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    pass
+    p.add_argument("--synthetic", required=True, help="synthetic cohort folder (ACDC layout) or a prepared cache")
+    p.add_argument("--real", default=None,
+                   help="real cohort folder (ACDC layout) or prepared cache (default: the profile's cache, holdout split)")
+    p.add_argument("--split", default=None, choices=("public", "private", "holdout"),
+                   help="split of a prepared --real cache (default: holdout for the profile cache, else all)")
+    p.add_argument("--labels", action="store_true",
+                   help="segment both cohorts with the profile's segmenter: adds LV-area / volume-curve scores, "
+                        "cardiac function (W1/KS) and shape comparisons")
+    p.add_argument("--name", default=None, help="model name in the report (default: the synthetic folder's name)")
+    p.add_argument("--json", default=None, help="output JSON (default runs/<profile>/eval/<name>.json)")
+    p.add_argument("--evaluator", default=None, help="evaluator run folder (default runs/<profile>/evaluator, trained if missing)")
+    p.add_argument("--fid-weights", default=None,
+                   help="TorchScript 2D feature extractor (B, 3, H, W) in [0, 1] -> features: adds standard FID")
+    add_profile(p)
 
 
 def run(args) -> int:
-    raise CardiolabError("evaluate is not implemented yet")
+    from cardiolab.evaluate import evaluate
+    from cardiolab.profiles import get_profile
+    profile = get_profile(args.profile)
+    result = evaluate(args.synthetic, args.real, profile, split=args.split, labels=args.labels, name=args.name,
+                      out_json=args.json, fid_weights=args.fid_weights, evaluator=args.evaluator,
+                      command="python -m cardiolab " + shlex.join(sys.argv[1:]))
+    f = result["fidelity"]
+    log.info("%s (%s, %d vs %d cines): FD-cardiolab %.4g, KID-cardiolab %.4g +- %.2g", result["model"], result["data"],
+             result["real"]["n"], result["synthetic"]["n"], f["FD-cardiolab"], f["KID-cardiolab"], f["KID-cardiolab_std"])
+    return 0

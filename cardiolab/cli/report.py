@@ -1,14 +1,19 @@
-"""`python -m cardiolab report`: not implemented yet."""
+"""`python -m cardiolab report`: gather a profile's runs into report.md + report.csv + figures."""
 from __future__ import annotations
 
-from cardiolab.core import CardiolabError
+import logging
 
-HELP = "(report: not implemented yet)"
+HELP = "gather runs/<profile> (eval JSONs, VQ-GAN recon, utility, benchmarks) into report.md, report.csv and figures"
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    pass
+    p.add_argument("--runs", required=True, help="a profile's run folder, e.g. runs/tiny")
+    p.add_argument("--out", default=None, help="report path (default <runs>/report.md)")
 
 
 def run(args) -> int:
-    raise CardiolabError("report is not implemented yet")
+    from cardiolab.report import build_report
+    out = build_report(args.runs, args.out)
+    log.info("report: %s", out)
+    return 0

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from einops import rearrange
 from scipy.ndimage import gaussian_filter
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
 from cardiolab.io.cohort import Subject, make_affine, write_subject

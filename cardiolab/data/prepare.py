@@ -28,7 +28,7 @@ import torch
 from einops import rearrange
 from nibabel.orientations import io_orientation
 from scipy import ndimage
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
 from cardiolab.data import attributes
