@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import sys
 
 from cardiolab.cli import add_profile
 
@@ -28,13 +27,22 @@ def add_arguments(p) -> None:
     add_profile(p)
 
 
+def command_line(args) -> str:
+    """The command as typed (rebuilt from the parsed options, so it is right however main() was called)."""
+    parts = ["python", "-m", "cardiolab", "evaluate"]
+    for opt in ("synthetic", "real", "split", "name", "json", "evaluator", "fid_weights", "profile"):
+        if getattr(args, opt, None):
+            parts += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
+    return shlex.join(parts + (["--labels"] if args.labels else []))
+
+
 def run(args) -> int:
     from cardiolab.evaluate import evaluate
     from cardiolab.profiles import get_profile
     profile = get_profile(args.profile)
     result = evaluate(args.synthetic, args.real, profile, split=args.split, labels=args.labels, name=args.name,
                       out_json=args.json, fid_weights=args.fid_weights, evaluator=args.evaluator,
-                      command="python -m cardiolab " + shlex.join(sys.argv[1:]))
+                      command=command_line(args))
     f = result["fidelity"]
     log.info("%s (%s, %d vs %d cines): FD-cardiolab %.4g, KID-cardiolab %.4g +- %.2g", result["model"], result["data"],
              result["real"]["n"], result["synthetic"]["n"], f["FD-cardiolab"], f["KID-cardiolab"], f["KID-cardiolab_std"])

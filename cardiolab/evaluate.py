@@ -1,0 +1,305 @@
+"""Evaluate a synthetic cohort against real data: one metrics dict / JSON per generator.
+
+Both sides are brought to the profile's geometry and intensity before any metric:
+* a prepared cache (a folder with manifest.json) is read as is (its `split`, default: all subjects);
+* an ACDC-layout cohort (real, phantom or synthetic) goes through `cardiolab.tasks.segmenter.cohort_volumes`,
+  i.e. the cache's own `prepare_subject` (resampling, heart-centred crop, slices, [-1, 1] scaling, ED first).
+The default real reference (no --real) is the profile's prepared cache, holdout split: data no generator
+trained on, preprocessed once, and the split the segmenter and utility tests also use.
+
+Metrics (see each module): FD-/KID-cardiolab on the frozen evaluator (`metrics.features`), optionally standard
+FID with user TorchScript weights; inter-slice consistency and temporal coherence (`metrics.consistency`) of
+both sides. With segmentation (labels=True) the profile's segmenter labels both sides, adding the LV
+area roughness and volume-curve correlation, and the function (W1/KS) and shape comparison of
+`metrics.synthetic_function`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.profiles import Profile, get_profile
+
+log = logging.getLogger(__name__)
+
+KIND = "cardiolab-evaluate"     # marks this module's JSONs among the files in runs/<profile>/eval/
+VERSION = 1
+
+
+@dataclass
+class Cines:
+    """A cohort at profile geometry. images: (N, D, H, W, T) in [-1, 1]; labels: (N, D, H, W, T) int64 or None."""
+    ids: list[str]
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    label_mask: torch.Tensor | None = None       # (N, T) frames whose labels are valid
+    info: list[dict] = field(default_factory=list)
+    source: dict = field(default_factory=dict)   # {"path", "split", "kind": cache|cohort, "phantom": bool}
+
+
+def is_phantom(path: str | os.PathLike) -> bool:
+    """True when a cohort folder (or the cohort a cache was prepared from) is a cardiolab phantom."""
+    path = Path(path)
+    if (path / "manifest.json").exists():
+        from cardiolab.data.datasets import load_manifest
+        root = load_manifest(path).get("source", {}).get("root")
+        return bool(root) and Path(root).is_dir() and is_phantom(root)
+    return path.is_dir() and any(path.glob("*/phantom_truth.json"))
+
+
+def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, split: str | None = None) -> Cines:
+    """A prepared cache (its `split`, default all) or an ACDC-layout cohort (brought to `profile` geometry)."""
+    path = Path(path)
+    if (path / "manifest.json").exists():
+        from cardiolab.data.datasets import CineDataset
+        ds = CineDataset(path, split=split, mode="volume")
+        if len(ds) == 0:
+            raise CardiolabError(f"{path / 'manifest.json'}: no subjects in split {split!r}")
+        return Cines(ids=list(ds.ids), images=ds.stack("image")[:, 0], labels=ds.stack("labels"),
+                     label_mask=ds.stack("label_mask"), info=[dict(r.get("attributes", {})) for r in ds.records],
+                     source={"path": str(path), "split": split or "all", "kind": "cache", "phantom": is_phantom(path)})
+    if split is not None:
+        raise CardiolabError(f"{path}: a split ({split!r}) needs a prepared cache (a folder with manifest.json)")
+    from cardiolab.tasks.segmenter import cohort_volumes
+    vols = cohort_volumes(path, profile)
+    mask = torch.stack([v["label_mask"] for v in vols])
+    return Cines(ids=[v["id"] for v in vols], images=torch.stack([v["image"][0] for v in vols]),
+                 labels=torch.stack([v["labels"] for v in vols]) if mask.any() else None,
+                 label_mask=mask, info=[v["info"] for v in vols],
+                 source={"path": str(path), "split": None, "kind": "cohort", "phantom": is_phantom(path)})
+
+
+def _geometry_check(real: Cines, synth: Cines) -> None:
+    if real.images.shape[1:] != synth.images.shape[1:]:
+        raise CardiolabError(f"{synth.source['path']}: cines of shape {tuple(synth.images.shape[1:])} but the real "
+                             f"ones ({real.source['path']}) are {tuple(real.images.shape[1:])} (D, H, W, T); "
+                             f"evaluate both with the same --profile")
+
+
+def _real_root(real: Cines) -> tuple[Path | None, list[str] | None]:
+    """The ACDC cohort behind `real` and its ids, for the segmenter-based function/shape comparison."""
+    if real.source["kind"] == "cohort":
+        return Path(real.source["path"]), None
+    from cardiolab.data.datasets import load_manifest
+    root = load_manifest(real.source["path"]).get("source", {}).get("root")
+    return (Path(root), real.ids) if root and Path(root).is_dir() else (None, None)
+
+
+def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None,
+             profile: Profile | str | None = None, split: str | None = None, labels: bool = False,
+             name: str | None = None, out_json: str | os.PathLike | None = None,
+             fid_weights: str | os.PathLike | None = None, evaluator: str | os.PathLike | None = None,
+             seg_model=None, command: str | None = None) -> dict:
+    """Metrics of a synthetic cohort against real data; written to out_json (default runs/<profile>/eval/<name>.json).
+
+    synthetic: ACDC-layout cohort (or a prepared cache). real: cohort or cache; None = the profile's cache,
+    `split` default 'holdout'. labels: segment both sides (adds segmentation-based metrics).
+    evaluator: the evaluator run folder (default: `ensure_evaluator(profile)`, trained if missing).
+    command: the command line recorded in the JSON (the report names it).
+    Returns {"kind", "version", "model", "profile", "data", "command", "real", "synthetic", "fidelity",
+    "consistency": {"real", "synthetic"}, "temporal": {"real", "synthetic"}, "function", "shape", "segmentation"}.
+    """
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    if real is None:
+        from cardiolab.data.prepare import ensure_prepared
+        real, split = ensure_prepared(profile), split or "holdout"
+    real_c, synth_c = load_cines(real, profile, split), load_cines(synthetic, profile)
+    command = command or f"cardiolab.evaluate.evaluate({str(synthetic)!r}, profile={profile.name!r}, labels={labels})"
+    return evaluate_cines(real_c, synth_c, profile, name=name or Path(synthetic).name, out_json=out_json,
+                          labels=labels, synthetic_root=synthetic, fid_weights=fid_weights, evaluator=evaluator,
+                          seg_model=seg_model, command=command)
+
+
+def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
+                   out_json: str | os.PathLike | None = None, labels: bool = False,
+                   synthetic_root: str | os.PathLike | None = None,
+                   fid_weights: str | os.PathLike | None = None, evaluator: str | os.PathLike | None = None,
+                   seg_model=None, command: str = "", extra: dict | None = None) -> dict:
+    """`evaluate` on cines already in memory (e.g. reconstructions); see `evaluate` for the result.
+
+    synthetic_root: the synthetic cohort on disk, needed for the function/shape comparison (labels=True).
+    extra: more top-level entries for the JSON (e.g. {"reconstruction": paired fidelity}).
+    """
+    from cardiolab.metrics import consistency
+    from cardiolab.metrics.features import distances, ensure_evaluator, features, fid_from_torchscript, load_evaluator
+
+    _geometry_check(real_c, synth_c)
+    out_json = Path(out_json) if out_json else profile.run_dir / "eval" / f"{name}.json"
+    log.info("evaluating %s (%d cines) against %s (%d cines)", name, len(synth_c.ids), real_c.source.get("path"),
+             len(real_c.ids))
+    evaluator = Path(evaluator) if evaluator else ensure_evaluator(profile)
+    model = load_evaluator(evaluator)
+    fidelity = distances(features(model, real_c.images), features(model, synth_c.images))
+    fidelity["evaluator"] = str(evaluator)
+    if fid_weights:
+        fidelity["FID"] = fid_from_torchscript(real_c.images, synth_c.images, fid_weights)
+        fidelity["FID_weights"] = str(fid_weights)
+
+    seg_real = seg_synth = function = shape = None
+    if labels:
+        from cardiolab.tasks import segmenter as seg
+        seg_model = seg_model if seg_model is not None else seg.ensure_model(profile)
+        seg_real = seg.segment(seg_model, real_c.images[:, None])
+        seg_synth = seg.segment(seg_model, synth_c.images[:, None])
+        root, ids = _real_root(real_c)
+        if root is not None and synthetic_root is not None:
+            from cardiolab.metrics.synthetic_function import synthetic_function
+            comp = synthetic_function(profile, synthetic_root, real_root=root, real_ids=ids, seg_model=seg_model,
+                                      out_dir=out_json.parent / f"{name}_function")
+            function, shape = comp["function"], comp["shape"]
+        else:
+            log.warning("%s: no ACDC cohort on disk for one side; function/shape comparison skipped", name)
+    ref_curve = consistency.mean_volume_curve(seg_real.numpy()) if seg_real is not None else None
+
+    def scores(c: Cines, lab) -> dict:
+        return consistency.cohort_consistency(c.images.numpy(), None if lab is None else lab.numpy(), ref_curve)
+
+    both = {"real": scores(real_c, seg_real), "synthetic": scores(synth_c, seg_synth)}
+    split_keys = lambda d, temporal: {k: v for k, v in d.items()  # noqa: E731
+                                      if k == "n" or k.startswith(("temporal", "periodicity", "volume")) == temporal}
+    result = {
+        "kind": KIND, "version": VERSION, "model": name, "profile": profile.name,
+        "data": "phantom" if real_c.source.get("phantom") else "real", "command": command,
+        "real": {**real_c.source, "n": len(real_c.ids)},
+        "synthetic": {**synth_c.source, "n": len(synth_c.ids)},
+        "fidelity": fidelity,
+        "consistency": {k: split_keys(v, False) for k, v in both.items()},
+        "temporal": {k: split_keys(v, True) for k, v in both.items()},
+        "function": function, "shape": shape, "segmentation": bool(labels), **(extra or {}),
+    }
+    write_json(out_json, result)
+    return result
+
+
+# ---- the models of a profile (notebook 05) -------------------------------------------------------------
+def write_cines(out: str | os.PathLike, cines: Cines, images: torch.Tensor, spacing: list, frame_ms: list,
+                es: list) -> Path:
+    """Write images (N, D, H, W, T) with `cines`' ids and attributes as an ACDC-layout cohort (no labels)."""
+    import numpy as np
+    from einops import rearrange
+
+    from cardiolab.core import atomic_path
+    from cardiolab.io.cohort import Subject, make_affine, write_subject
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for i, sid in enumerate(cines.ids):
+            image = rearrange(images[i].float().numpy(), "d h w t -> h w d t")   # H = NIfTI x, W = y (prepare.py)
+            write_subject(tmp, Subject(id=sid, image=np.ascontiguousarray(image), affine=make_affine(spacing[i]),
+                                       frame_ms=float(frame_ms[i]), ed=0, es=int(es[i]), info=dict(cines.info[i])))
+    return Path(out)
+
+
+def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout", labels: bool = True) -> dict:
+    """VQ-GAN reconstructions of the cache's `split` as a 'model': paired PSNR / SSIM / MS-SSIM plus every
+    `evaluate` metric; also writes them as a cohort runs/<profile>/samples/vqgan_recon. -> eval/vqgan_recon.json."""
+    from cardiolab.data.datasets import load_manifest
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.metrics.fidelity import reconstruction_metrics
+    from cardiolab.tasks import vqgan
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    cache = ensure_prepared(profile)
+    real = load_cines(cache, profile, split)
+    model = vqgan.load(vqgan.ensure(profile))
+    recon = torch.cat([vqgan.reconstruct(model, x[None]) for x in real.images]).cpu()   # (N, D, H, W, T)
+    by_id = {r["id"]: r for r in load_manifest(cache)["subjects"]}
+    recs = [by_id[i] for i in real.ids]
+    root = write_cines(profile.run_dir / "samples" / "vqgan_recon", real, recon, [r["spacing"] for r in recs],
+                       [r.get("frame_ms", 0.0) for r in recs], [r["es"] for r in recs])
+    synth = Cines(ids=real.ids, images=recon, info=real.info,
+                  source={"path": str(root), "split": split, "kind": "reconstruction",
+                          "phantom": real.source["phantom"]})
+    return evaluate_cines(real, synth, profile, name="vqgan_recon", labels=labels, synthetic_root=root,
+                          command=f"cardiolab.evaluate.evaluate_vqgan({profile.name!r}, split={split!r})",
+                          extra={"reconstruction": reconstruction_metrics(real.images, recon)})
+
+
+def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
+    """{model name: cohort folder} of the generators' samples: the DiT's (`cardiolab.tasks.dit.ensure_samples`,
+    generated if missing, when that module exists) and any other folder under runs/<profile>/samples/
+    (baselines), except the VQ-GAN reconstructions."""
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    found: dict[str, Path] = {}
+    try:
+        from cardiolab.tasks.dit import ensure_samples
+    except ImportError:
+        log.warning("cardiolab.tasks.dit is not available: no DiT samples to evaluate")
+    else:
+        found["dit"] = Path(ensure_samples(profile))
+    samples = profile.run_dir / "samples"
+    known = {p.resolve() for p in found.values()}
+    for folder in sorted(samples.iterdir()) if samples.is_dir() else []:
+        if folder.is_dir() and folder.name != "vqgan_recon" and folder.resolve() not in known \
+                and any(folder.glob("*/*_4d.nii.gz")):
+            found[folder.name] = folder
+    return found
+
+
+def evaluate_all(profile: Profile | str | None = None, labels: bool = True):
+    """Evaluate the VQ-GAN reconstructions and every synthetic cohort of the profile; returns the model table
+    (`cardiolab.report.model_table`) of everything in runs/<profile>/eval."""
+    from cardiolab.report import load_evaluations, model_table
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    evaluate_vqgan(profile, labels=labels)
+    for name, root in synthetic_cohorts(profile).items():
+        evaluate(root, profile=profile, labels=labels, name=name)
+    return model_table(load_evaluations(profile.run_dir))
+
+
+def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
+    """(name, cohort) the notebook's function / shape / utility sections use: the DiT's samples when present,
+    else another generator's, else the VQ-GAN reconstructions (a stand-in, built if missing)."""
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    cohorts = synthetic_cohorts(profile)
+    if cohorts:
+        name = "dit" if "dit" in cohorts else next(iter(cohorts))
+        return name, cohorts[name]
+    recon = profile.run_dir / "samples" / "vqgan_recon"
+    if not recon.is_dir():
+        evaluate_vqgan(profile)
+    return "vqgan_recon", recon
+
+
+def function_tables(profile: Profile | str | None, name: str):
+    """(real, synthetic) per-subject function tables written by `evaluate(..., labels=True)` for model `name`."""
+    import pandas as pd
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    folder = profile.run_dir / "eval" / f"{name}_function"
+    try:
+        return pd.read_csv(folder / "function_real.csv"), pd.read_csv(folder / "function_synthetic.csv")
+    except FileNotFoundError:
+        raise CardiolabError(f"{folder}: no function tables; run evaluate with labels=True for {name!r}") from None
+
+
+def shape_tables(profile: Profile | str | None, name: str):
+    """(real, synthetic) shape-statistics tables written by `evaluate(..., labels=True)` for model `name`."""
+    import pandas as pd
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    folder = profile.run_dir / "eval" / f"{name}_function"
+    try:
+        return pd.read_csv(folder / "shape_real.csv"), pd.read_csv(folder / "shape_synthetic.csv")
+    except FileNotFoundError:
+        raise CardiolabError(f"{folder}: no shape tables; run evaluate with labels=True for {name!r}") from None
+
+
+def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", seg_model=None):
+    """Segmenter EF vs phantom ground truth (phantom_truth.json) on the cache's `split`:
+    DataFrame id, Group, EF_truth, EF_segmenter (both in %)."""
+    from cardiolab.data.datasets import load_manifest
+    from cardiolab.data.phantom import TRUTH_FILE, ensure_phantom
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.metrics.synthetic_function import function_table
+    from cardiolab.tasks import segmenter as seg
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    root = ensure_phantom(profile)
+    ids = load_manifest(ensure_prepared(profile))["splits"][split]
+    model = seg_model if seg_model is not None else seg.ensure_model(profile)
+    table = function_table(root, model, profile, ids=ids)
+    table["EF_truth"] = [read_json(Path(root) / sid / TRUTH_FILE)["EF"] for sid in table["id"]]
+    return table.rename(columns={"EF": "EF_segmenter"})[["id", "Group", "EF_truth", "EF_segmenter"]]

@@ -1,0 +1,73 @@
+"""cardiolab's own feature evaluator: a small 3D conv encoder over 2D+t slabs of adjacent short-axis slices.
+
+No ImageNet/Inception weights can be downloaded here, so FD/KID are computed on features of this encoder,
+trained self-supervised (SimCLR, see `cardiolab.metrics.features`) and then frozen. Its input is a slab of
+`in_slices` adjacent slices stacked as channels, (B, S, H, W, T), so the features see motion (T) and
+inter-slice continuity (S) as well as appearance. The metrics built on it are named FD-cardiolab and
+KID-cardiolab, never FID.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import reduce
+from monai.networks.blocks import Convolution
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    in_slices: int = 2                     # adjacent slices per slab: 2 is the least that sees slice order
+    widths: tuple[int, ...] = (16, 32, 64)  # one stride-2 level each over (H, W, T)
+    feature_dim: int = 64                  # F: the features FD/KID are computed on
+    proj_dim: int = 64                     # SimCLR projection head output (discarded after training)
+    groups: int = 8                        # GroupNorm groups: batch-size independent, deterministic at eval
+    stem_stride: tuple[int, int, int] = (2, 2, 1)  # (H, W, T): keep every frame in the stem so frame order shows
+
+
+class CineEncoder(nn.Module):
+    """Slab (B, S, H, W, T) in [-1, 1] -> features (B, F); `project` and `order_logits` are training heads."""
+
+    def __init__(self, cfg: EvaluatorConfig = EvaluatorConfig()):
+        super().__init__()
+        self.cfg = cfg
+        norm = lambda c: ("group", {"num_groups": min(cfg.groups, c)})  # noqa: E731
+        # a stride-2 stem still sees pixel-level texture (noise, blur) but keeps no full-resolution activations
+        # (those made CPU training 8x slower); the stride-2 levels then see shape, motion and inter-slice change
+        layers = [Convolution(3, cfg.in_slices, cfg.widths[0], strides=cfg.stem_stride, kernel_size=3, act="SWISH",
+                              norm=norm(cfg.widths[0]))]
+        c_in = cfg.widths[0]
+        for c in cfg.widths:
+            layers.append(Convolution(3, c_in, c, strides=2, kernel_size=3, act="SWISH", norm=norm(c)))
+            layers.append(Convolution(3, c, c, kernel_size=3, act="SWISH", norm=norm(c)))
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, cfg.feature_dim)
+        self.proj = nn.Sequential(nn.Linear(cfg.feature_dim, cfg.feature_dim), nn.SiLU(),
+                                  nn.Linear(cfg.feature_dim, cfg.proj_dim))
+        # "shuffle and learn" (Misra et al. 2016): classify a slab as ordered / frames shuffled / slices
+        # swapped, so the features keep the temporal and base-to-apex order that SimCLR's roll invariance drops
+        self.order_head = nn.Linear(cfg.feature_dim, 3)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv3d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, S, H, W, T) -> (B, F)."""
+        h = self.body(x)                                  # (B, C, H', W', T')
+        h = reduce(h, "b c h w t -> b c", "mean")         # global average pool over space and time
+        return self.head(h)                               # (B, F)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, S, H, W, T) -> SimCLR projections (B, P)."""
+        return self.proj(self(x))
+
+    def order_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, S, H, W, T) -> logits (B, 3): ordered, frames shuffled, slices swapped."""
+        return self.order_head(self(x))

@@ -1,0 +1,128 @@
+"""FD-/KID-cardiolab, the evaluator encoder, degradations and the validation ordering."""
+import numpy as np
+import pytest
+import torch
+
+from cardiolab.core import CardiolabError
+from cardiolab.metrics import features as ft
+from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
+
+
+def toy_cines(n, size=32, slices=4, frames=8, seed=0, noise=0.02):
+    """Smooth periodic toy cines (n, D, H, W, T) in [-1, 1]: a bright LV pool in a dark ring that shrinks
+    base -> apex and contracts mid-cycle, inside a grey body; size / position / contrast vary per cine."""
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    out = np.zeros((n, slices, size, size, frames), np.float32)
+    sig = lambda z: 1 / (1 + np.exp(-z * size / 1.5))  # noqa: E731
+    for i in range(n):
+        cx, cy = g.normal(0, 0.03, 2)
+        r0, amp, b = g.uniform(0.14, 0.2), g.uniform(0.25, 0.4), g.uniform(0.6, 0.9)
+        rad, body = np.hypot(xx - cx, yy - cy), sig(0.42 - np.hypot(xx, yy))
+        for d in range(slices):
+            for t in range(frames):
+                r = r0 * (1 - 0.15 * d) * (1 - amp * (1 - np.cos(2 * np.pi * t / frames)) / 2)
+                pool, ring = sig(r - rad), sig(r + 0.05 - rad)
+                out[i, d, :, :, t] = -1 + 0.6 * body - 0.3 * body * ring + (b + 0.3) * pool * body
+    out += noise * g.standard_normal(out.shape).astype(np.float32)
+    return torch.from_numpy(out).clamp(-1, 1)
+
+
+def _gauss(n, dim=8, shift=0.0, seed=0):
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + shift
+
+
+def test_frechet_distance_zero_symmetric_and_known_shift():
+    a, b = _gauss(500, seed=0), _gauss(500, shift=1.0, seed=1)
+    assert abs(ft.frechet_distance(a, a)) < 1e-6
+    assert ft.frechet_distance(a, b) == pytest.approx(ft.frechet_distance(b, a), rel=1e-6)
+    # N(0, I) vs N(1, I) in 8 dims: FD = |mu|^2 = 8 (plus a small finite-sample term)
+    assert ft.frechet_distance(a, b) == pytest.approx(8.0, rel=0.1)
+    with pytest.raises(CardiolabError):
+        ft.frechet_distance(a[:1], b)
+
+
+def test_kid_unbiased_near_zero_for_one_distribution_and_positive_when_shifted():
+    a, b, c = _gauss(400, seed=0), _gauss(400, seed=1), _gauss(400, shift=0.5, seed=2)
+    same, same_std = ft.kid(a, b)
+    shifted, _ = ft.kid(a, c)
+    assert abs(same) < 3 * same_std + 1e-3
+    assert shifted > 10 * max(abs(same), same_std)
+    # the unbiased estimator by brute force on a small set (different set sizes allowed)
+    x, y = a[:5], c[:7]
+    k = lambda u, v: (u @ v / x.shape[1] + 1) ** 3  # noqa: E731
+    want = (sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
+            + sum(k(y[i], y[j]) for i in range(7) for j in range(7) if i != j) / 42
+            - 2 * sum(k(x[i], y[j]) for i in range(5) for j in range(7)) / 35)
+    assert ft.mmd2_unbiased(x, y) == pytest.approx(float(want), rel=1e-9)
+
+
+def test_slabs_and_features_shapes_deterministic():
+    x = toy_cines(3, slices=4)
+    s = ft.slabs(x, 2)
+    assert s.shape == (9, 2, 32, 32, 8)
+    assert torch.equal(s[4], x[1, 1:3])                        # cine 1, slab starting at slice 1
+    torch.manual_seed(0)
+    model = CineEncoder(EvaluatorConfig(feature_dim=16)).eval()
+    f = ft.features(model, x)
+    assert f.shape == (9, 16)
+    assert torch.equal(f, ft.features(model, x[:, None]))     # (N, 1, D, H, W, T) accepted too
+    assert ft.features(model, x, per_cine=True).shape == (3, 16)
+
+
+def test_degradations_do_what_they_say():
+    x = toy_cines(8)
+    assert (ft.degrade(x, "noise", 2) - x).std() == pytest.approx(0.1, rel=0.05)
+    blurred = ft.degrade(x, "blur", 4)
+    assert blurred.diff(dim=2).abs().mean() < x.diff(dim=2).abs().mean()
+    t = ft.degrade(x, "temporal shuffle", 4)                  # every frame of every cine moves
+    for i in range(len(x)):
+        assert all(not torch.equal(t[i, ..., k], x[i, ..., k]) for k in range(8))
+        assert torch.equal(t[i].sort(-1).values, x[i].sort(-1).values)
+    s = ft.degrade(x, "slice shuffle", 2)                     # half the cines, no slice left in place
+    moved = [not torch.equal(s[i], x[i]) for i in range(len(x))]
+    assert sum(moved) == 4
+    with pytest.raises(CardiolabError):
+        ft.degrade(x, "rotate", 1)
+
+
+def test_validation_ordering_with_random_init_frozen_evaluator():
+    """A random-init frozen evaluator (training is too slow for a unit test) already orders the degradations."""
+    torch.manual_seed(0)
+    model = CineEncoder(EvaluatorConfig(feature_dim=16)).eval()
+    df = ft.validate_features(model, toy_cines(32, seed=1), splits=1)
+    assert set(df.degradation) == set(ft.DEGRADATIONS) and df.level.max() == 4 and len(df) == 4 * 5
+    assert all(ft.is_monotonic(df, "FD-cardiolab").values())
+    assert ft.is_monotonic(df, "KID-cardiolab")["noise"]
+    for _, g in df.groupby("degradation"):
+        kid = g.sort_values("level")["KID-cardiolab"].to_numpy()
+        assert kid[-1] > kid[0] and kid[-1] > 0
+    clean = df[df.level == 0].iloc[0]
+    assert abs(clean["KID-cardiolab"]) < df[df.level == 4]["KID-cardiolab"].min()  # two halves: ~0
+
+
+def test_fid_from_torchscript_user_weights(tmp_path):
+    net = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()))
+    path = tmp_path / "fe.pt"
+    net.save(str(path))
+    x = toy_cines(4, slices=2, frames=4)
+    assert abs(ft.fid_from_torchscript(x, x, path)) < 1e-6
+    assert ft.fid_from_torchscript(x, ft.degrade(x, "noise", 4), path) > 1e-3
+    (tmp_path / "junk.pt").write_text("nope")
+    with pytest.raises(CardiolabError, match="TorchScript"):
+        ft.fid_from_torchscript(x, x, tmp_path / "junk.pt")
+
+
+def test_train_evaluator_through_engine_and_reload(phantom_root, tmp_path):
+    from cardiolab.data.prepare import prepare
+    from cardiolab.profiles import get_profile
+    profile = get_profile("smoke")
+    cache = prepare(phantom_root, "acdc", profile, tmp_path / "cache").parent
+    run = ft.train_evaluator(profile, tmp_path / "evaluator", cache_dir=cache, steps=3)
+    assert (run / "checkpoint.pt").exists()
+    model = ft.load_evaluator(run)
+    assert not any(p.requires_grad for p in model.parameters())
+    x = toy_cines(2)
+    assert ft.features(model, x).shape == (6, profile.eval.feature_dim)
+    run2 = ft.train_evaluator(profile, tmp_path / "again", cache_dir=cache, steps=3)
+    assert torch.equal(ft.features(ft.load_evaluator(run2), x), ft.features(model, x))   # seeded: repeatable

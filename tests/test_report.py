@@ -1,0 +1,97 @@
+"""report.md from fake metric JSONs, and the evaluate -> report path on a tiny phantom."""
+import json
+
+import pandas as pd
+import pytest
+
+from cardiolab.__main__ import main
+from cardiolab.core import CardiolabError, write_json
+from cardiolab.report import build_report, load_evaluations, markdown_table, model_table
+
+
+def fake_eval(model, fd, kid, data="phantom"):
+    side = lambda ncc: {"n": 4, "slice_ncc": ncc, "slice_ncc_min": ncc - 0.1}  # noqa: E731
+    temporal = {"n": 4, "temporal_roughness": 0.7, "periodicity": 1.1}
+    return {"kind": "cardiolab-evaluate", "version": 1, "model": model, "profile": "smoke", "data": data,
+            "command": f"python -m cardiolab evaluate --synthetic runs/smoke/samples/{model}",
+            "real": {"n": 4}, "synthetic": {"n": 6},
+            "fidelity": {"FD-cardiolab": fd, "KID-cardiolab": kid, "KID-cardiolab_std": 0.01},
+            "consistency": {"real": side(0.9), "synthetic": side(0.8)},
+            "temporal": {"real": temporal, "synthetic": temporal}, "function": None, "shape": None}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    run = tmp_path / "myruns"
+    write_json(run / "eval" / "dit.json", fake_eval("dit", 1.25, 0.0312))
+    write_json(run / "eval" / "baseline.json", fake_eval("baseline", 3.5, 0.25))
+    write_json(run / "eval" / "utility.json", {"results": {"real": {"dice": {"mean": {"mean": 0.8, "ci_low": 0.7,
+                                                                                       "ci_high": 0.9}}}}})
+    write_json(run / "eval" / "synthetic_function.json", {"function": []})        # not an evaluate JSON
+    write_json(run / "vqgan" / "recon_holdout.json", {"split": "holdout", "n": 4, "psnr": 31.5, "ssim": 0.93})
+    write_json(run / "dit" / "bench_speed.json", {"machine": "cpu", "timing": {"s_per_step": 0.42}})
+    return run
+
+
+def test_model_table_from_fake_jsons(runs):
+    evals = load_evaluations(runs)
+    assert [e["model"] for e in evals] == ["baseline", "dit"]                      # skips other JSONs
+    table = model_table(evals)
+    assert list(table["FD-cardiolab"]) == [3.5, 1.25]
+    assert set(table["data"]) == {"phantom"}
+    assert "FID (user weights)" not in table.columns                              # absent everywhere: dropped
+    md = markdown_table(table)
+    assert md.count("\n") == len(table) + 1 and "| dit | phantom | 1.25 | 0.0312 |" in md
+
+
+def test_report_markdown_csv_and_figure(runs):
+    out = build_report(runs)
+    text = out.read_text()
+    assert out == runs / "report.md"
+    for needle in ("phantom", "FD-cardiolab", "KID-cardiolab", "| dit |", "| baseline |",
+                   "`python -m cardiolab evaluate --synthetic runs/smoke/samples/dit`",
+                   "## VQ-GAN reconstruction", "31.5", "## Segmentation utility", "0.8", "s_per_step", "0.42"):
+        assert needle in text, needle
+    assert "not FID" in text
+    csv = pd.read_csv(runs / "report.csv")
+    assert list(csv["model"]) == ["baseline", "dit"]
+    assert (runs / "figures" / "report_models.png").stat().st_size > 1000
+
+
+def test_report_cli(runs, tmp_path):
+    assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "r.md")]) == 0
+    assert "| dit |" in (tmp_path / "r.md").read_text()
+    assert main(["report", "--runs", str(tmp_path / "missing")]) == 2
+    with pytest.raises(CardiolabError):
+        build_report(tmp_path / "missing")
+
+
+def test_evaluate_then_report_on_tiny_phantom(phantom_root, tmp_path):
+    """End to end at smoke geometry: a 3-step evaluator, the phantom cohort as a stand-in 'synthetic' set."""
+    from cardiolab.data.prepare import prepare
+    from cardiolab.evaluate import evaluate
+    from cardiolab.metrics.features import train_evaluator
+    from cardiolab.profiles import get_profile
+    profile = get_profile("smoke")
+    cache = prepare(phantom_root, "acdc", profile, tmp_path / "cache").parent
+    ev = train_evaluator(profile, tmp_path / "evaluator", cache_dir=cache, steps=3)
+    out = tmp_path / "runs" / "eval" / "phantom.json"
+    res = evaluate(phantom_root, real=cache, profile=profile, name="phantom", out_json=out, evaluator=ev)
+    saved = json.loads(out.read_text())
+    assert saved["data"] == "phantom" and saved["real"]["n"] == 6 and saved["synthetic"]["n"] == 6
+    assert saved["fidelity"]["n_real"] == 6 * (profile.data.slices - 1)
+    # the cohort and its own prepared cache are the same cines: FD = 0 and identical consistency scores
+    assert abs(res["fidelity"]["FD-cardiolab"]) < 1e-6 and res["function"] is None
+    assert 0 < saved["consistency"]["synthetic"]["slice_ncc"] <= 1
+    assert saved["consistency"]["synthetic"]["slice_ncc"] == pytest.approx(saved["consistency"]["real"]["slice_ncc"])
+    assert saved["temporal"]["real"]["temporal_tv"] > 0
+    cli_json = tmp_path / "runs" / "eval" / "cli.json"
+    assert main(["evaluate", "--synthetic", str(phantom_root), "--real", str(cache), "--profile", "smoke",
+                 "--evaluator", str(ev), "--name", "cli", "--json", str(cli_json)]) == 0
+    cli = json.loads(cli_json.read_text())
+    assert cli["command"].startswith("python -m cardiolab evaluate --synthetic")
+    assert cli["fidelity"]["FD-cardiolab"] == pytest.approx(saved["fidelity"]["FD-cardiolab"], abs=1e-9)
+    assert main(["evaluate", "--synthetic", str(tmp_path / "nowhere"), "--real", str(cache), "--profile", "smoke",
+                 "--evaluator", str(ev)]) == 2
+    report = build_report(tmp_path / "runs").read_text()
+    assert "| phantom | phantom |" in report and "| cli | phantom |" in report
