@@ -58,6 +58,7 @@ class DiTConfig:
     ema_decay: float = 0.999
     cond_dropout: float = 0.1         # label dropout for classifier-free guidance
     n_samples: int = 16
+    amp: str = "auto"                 # engine AMP; "bf16" trains ~1.4x faster on CPUs with AVX-512 BF16 (slow without)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class EvalConfig:
     seg_batch: int = 16
     feature_steps: int = 600          # training steps of cardiolab's own feature evaluator
     feature_dim: int = 64
+    feature_batch: int = 8            # cines per contrastive step (x3 views)
     utility_seeds: int = 3
 
 

@@ -44,7 +44,6 @@ RUN_NAME = "evaluator"          # runs/<profile>/evaluator
 TEMPERATURE = 0.5               # NT-Xent temperature (SimCLR's CIFAR setting; small batches here)
 ORDER_WEIGHT = 1.0              # weight of the order pretext loss beside NT-Xent
 LR = 3e-4                       # 1e-3 collapsed NT-Xent to chance on phantom-like data
-FEATURE_BATCH = 8               # cines per step (x3 views) unless the profile sets eval.feature_batch
 
 # Degradation strengths, levels 1..4. Noise sigma is in [-1, 1] units, blur sigma in pixels (in-plane);
 # temporal shuffle: the fraction of every cine's frames that leave their place; slice shuffle: the fraction
@@ -252,7 +251,7 @@ def train_evaluator(profile: Profile, out: str | os.PathLike | None = None, resu
     seed_everything(seed)
     cfg = evaluator_config(profile)
     model = CineEncoder(cfg)
-    batch = getattr(profile.eval, "feature_batch", FEATURE_BATCH)
+    batch = profile.eval.feature_batch
     train_cfg = TrainConfig(steps=steps, batch_size=min(batch, len(data)), lr=LR, warmup=max(1, steps // 20),
                             ckpt_every=200, seed=seed, device=profile.device)
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=1e-4)
