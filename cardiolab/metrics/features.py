@@ -3,11 +3,13 @@
 No ImageNet/Inception/LPIPS weights can be downloaded, so cardiolab trains its own encoder
 (`cardiolab.models.evaluator.CineEncoder`) self-supervised with SimCLR's NT-Xent loss (MONAI
 `ContrastiveLoss`) under cine augmentations (intensity jitter, small shifts, flips, temporal roll), through
-the one engine, then freezes it. SimCLR's temporal-roll invariance drops frame order, so a "shuffle and
-learn" pretext head (Misra et al. 2016: is this slab ordered, frame-shuffled or slice-reversed?) is trained
-beside it; so the shuffle degradations of `validate_evaluator` are related to a training task, while noise
-and blur are never seen in training. The unit it embeds is a slab of adjacent slices over all frames,
-(S, H, W, T), so a cohort of N cines of D slices gives N * (D - S + 1) feature vectors.
+the one engine, then freezes it. SimCLR's temporal-roll invariance and the final pooling over T drop frame
+order, so the encoder also gets the circular frame differences as input channels (motion made explicit) and
+a "shuffle and learn" pretext head (Misra et al. 2016: is this slab ordered, frame-shuffled - anywhere from
+two frames to all of them - or slice-reversed?) is trained beside it; so the shuffle degradations of
+`validate_evaluator` are related to a training task, while noise and blur are never seen in training. The
+unit it embeds is a slab of adjacent slices over all frames, (S, H, W, T), so a cohort of N cines of D
+slices gives N * (D - S + 1) feature vectors.
 
 * FD-cardiolab: the Frechet distance between Gaussian fits of the two feature sets (MONAI `FIDMetric`).
   Like FID it is biased upwards for small sets, so two halves of one real set do not give exactly 0.
@@ -33,7 +35,7 @@ from einops import rearrange
 from monai.metrics import FIDMetric
 from scipy.ndimage import gaussian_filter
 
-from cardiolab.core import CardiolabError, read_json, seed_everything
+from cardiolab.core import CardiolabError, seed_everything
 from cardiolab.metrics.fidelity import as_cines, to_unit
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
 from cardiolab.profiles import Profile
@@ -158,7 +160,7 @@ def fid_from_torchscript(real, fake, weights: str | os.PathLike, batch_size: int
 
 
 # ---- degradations for validation ----------------------------------------------------------------
-def _derange(n: int, g: torch.Generator) -> torch.Tensor:
+def _derange(n: int, g: torch.Generator | None = None) -> torch.Tensor:
     """A random permutation with no fixed point (n >= 2): a cyclic shift along a random order."""
     order = torch.randperm(n, generator=g)
     out = torch.empty(n, dtype=torch.long)
@@ -277,12 +279,20 @@ def train_evaluator(profile: Profile, out: str | os.PathLike | None = None, resu
 
 
 def scramble(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The order pretext task: each slab (B, S, H, W, T) is kept (0), frame-shuffled (1) or slice-reversed (2)."""
+    """The order pretext task: each slab (B, S, H, W, T) is kept (0), frame-shuffled (1) or slice-reversed (2).
+
+    A shuffled slab has a random number (2 .. T) of its frames trade places, none staying put, so the head
+    must notice a few jumbled frames as well as a wholly scrambled beat.
+    """
     order = torch.randint(0, 3, (len(x),))
     out = x.clone()
+    t = x.shape[-1]
     for i, c in enumerate(order.tolist()):
-        if c == 1:
-            out[i] = x[i][..., torch.randperm(x.shape[-1])]
+        if c == 1 and t > 1:
+            pos = torch.randperm(t)[: int(torch.randint(2, t + 1, ()))]
+            perm = torch.arange(t)
+            perm[pos] = pos[_derange(len(pos))]
+            out[i] = x[i][..., perm]
         elif c == 2:
             out[i] = x[i].flip(0)
     return out, order
@@ -298,11 +308,12 @@ def _heads(net: torch.nn.Module, project: list, classify: list) -> tuple[list, l
 
 def ensure_evaluator(profile: Profile) -> Path:
     """The trained evaluator's run folder (runs/<profile>/evaluator), training it first if unfinished or if
-    it was trained with another evaluator config (an older cardiolab)."""
-    from cardiolab.engine import is_finished
+    its checkpoint holds another evaluator config (an older cardiolab). The checkpoint's own config is the
+    one compared: config.json is rewritten when a run starts, so a killed retrain would leave it new."""
+    from cardiolab.engine import CHECKPOINT, is_finished, load_checkpoint
     out = profile.run_dir / RUN_NAME
     want = json.loads(json.dumps(dataclasses.asdict(evaluator_config(profile))))
-    stale = (out / "config.json").exists() and read_json(out / "config.json").get("evaluator") != want
+    stale = (out / CHECKPOINT).exists() and load_checkpoint(out).get("config", {}).get("evaluator") != want
     if stale or not is_finished(out, profile.eval.feature_steps):
         log.info("training the feature evaluator -> %s", out)
         train_evaluator(profile, out, resume=not stale)
@@ -316,6 +327,7 @@ def load_evaluator(run_dir: str | os.PathLike, device: str | torch.device = "cpu
     raw = ckpt["config"].get("evaluator")
     if raw is None:
         raise CardiolabError(f"{run_dir}: not an evaluator checkpoint (no 'evaluator' config)")
+    raw = {"motion": False, **raw}  # checkpoints from before the frame-difference channels
     cfg = EvaluatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     model = CineEncoder(cfg)
     model.load_state_dict(ckpt["modules"]["model"])

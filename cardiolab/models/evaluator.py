@@ -3,8 +3,10 @@
 No ImageNet/Inception weights can be downloaded here, so FD/KID are computed on features of this encoder,
 trained self-supervised (SimCLR, see `cardiolab.metrics.features`) and then frozen. Its input is a slab of
 `in_slices` adjacent slices stacked as channels, (B, S, H, W, T), so the features see motion (T) and
-inter-slice continuity (S) as well as appearance. The metrics built on it are named FD-cardiolab and
-KID-cardiolab, never FID.
+inter-slice continuity (S) as well as appearance. Motion is also given explicitly: the circular frame
+difference x[..., t+1] - x[..., t] of every slice is stacked as S more channels, so a jumbled frame order
+(large frame-to-frame jumps) shows in every layer although the features are pooled over T at the end.
+The metrics built on it are named FD-cardiolab and KID-cardiolab, never FID.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from torch import nn
 @dataclass(frozen=True)
 class EvaluatorConfig:
     in_slices: int = 2                     # adjacent slices per slab: 2 is the least that sees slice order
+    motion: bool = True                    # add the circular frame differences as in_slices more input channels
     widths: tuple[int, ...] = (16, 32, 64)  # one stride-2 level each over (H, W, T)
     feature_dim: int = 64                  # F: the features FD/KID are computed on
     proj_dim: int = 64                     # SimCLR projection head output (discarded after training)
@@ -35,7 +38,8 @@ class CineEncoder(nn.Module):
         norm = lambda c: ("group", {"num_groups": min(cfg.groups, c)})  # noqa: E731
         # a stride-2 stem still sees pixel-level texture (noise, blur) but keeps no full-resolution activations
         # (those made CPU training 8x slower); the stride-2 levels then see shape, motion and inter-slice change
-        layers = [Convolution(3, cfg.in_slices, cfg.widths[0], strides=cfg.stem_stride, kernel_size=3, act="SWISH",
+        c_in = cfg.in_slices * (2 if cfg.motion else 1)  # slices (+ their frame differences) as channels
+        layers = [Convolution(3, c_in, cfg.widths[0], strides=cfg.stem_stride, kernel_size=3, act="SWISH",
                               norm=norm(cfg.widths[0]))]
         c_in = cfg.widths[0]
         for c in cfg.widths:
@@ -58,9 +62,15 @@ class CineEncoder(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, S, H, W, T) -> (B, 2S, H, W, T): the slices and their circular frame differences
+        x[..., t+1] - x[..., t] (wrap-around: a cine is one periodic beat, so a temporal roll of x stays a
+        roll of the inputs). Unchanged (B, S, H, W, T) when cfg.motion is off."""
+        return torch.cat([x, x.roll(-1, dims=-1) - x], dim=1) if self.cfg.motion else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, S, H, W, T) -> (B, F)."""
-        h = self.body(x)                                  # (B, C, H', W', T')
+        h = self.body(self.inputs(x))                                  # (B, C, H', W', T')
         h = reduce(h, "b c h w t -> b c", "mean")         # global average pool over space and time
         return self.head(h)                               # (B, F)
 
