@@ -1,0 +1,343 @@
+"""Training and using the spatiotemporal VQ-GAN (stage 1 of CardioDiT, arXiv 2603.25194).
+
+Losses per step (generator, then discriminator), all on one batch of 2D+t slices x (B, 1, H, W, T):
+  L_G = |x - x_hat|_1 + commitment + w_adv(step) * LSGAN_G(D(x_hat))     (+ perceptual, off: no weights to download)
+  L_D = 0.5 * (LSGAN(D(x), real) + LSGAN(D(x_hat), fake))                 (from step disc_start on)
+w_adv ramps linearly from 0 at disc_start to disc_weight at 2 * disc_start, so the autoencoder learns to reconstruct
+before the adversary sharpens it. The codebook itself moves by EMA (no gradient); idle codes are restarted.
+
+Latents for the DiT: every slice of a subject is encoded and the slices are stacked into one 4D latent
+(C_z, D, h, w, t); `latents.pt` keeps them unscaled with `scale` = 1 / std over the training subjects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from monai.losses import PatchAdversarialLoss
+from monai.metrics import PSNRMetric, SSIMMetric
+from tqdm import tqdm
+
+from cardiolab.core import CardiolabError, atomic_path, seed_everything
+from cardiolab.engine import Trainer, TrainConfig, is_finished, load_checkpoint, read_metrics
+from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
+from cardiolab.profiles import Profile, VQGANConfig, get_profile
+
+log = logging.getLogger(__name__)
+
+LATENTS = "latents.pt"
+_adversarial = PatchAdversarialLoss(criterion="least_squares")
+
+
+# ---- losses and the engine step ----------------------------------------------------------------
+def adversarial_weight(cfg: VQGANConfig, step: int) -> float:
+    """0 before disc_start, then a linear ramp over disc_start steps up to disc_weight."""
+    if step < cfg.disc_start:
+        return 0.0
+    return cfg.disc_weight * min(1.0, (step - cfg.disc_start + 1) / max(1, cfg.disc_start))
+
+
+def make_step_fn(cfg: VQGANConfig):
+    """The engine step: one generator update, one discriminator update (after disc_start), dead-code restarts."""
+    if cfg.perceptual_weight:
+        raise CardiolabError("profiles.py: vqgan.perceptual_weight > 0 needs a feature network; cardiolab ships "
+                             "none without downloaded weights, so set it to 0.0")
+
+    def step_fn(batch: dict, step: int, tr: Trainer) -> dict:
+        x = batch["image"]                                         # (B, 1, H, W, T)
+        model, disc = tr.modules["model"], tr.modules["disc"]
+        w_adv = adversarial_weight(cfg, step)
+        with tr.autocast():
+            x_hat, commit, codes, z_e = model(x)
+            recon = F.l1_loss(x_hat.float(), x)
+            loss = recon + commit
+            g_adv = torch.zeros((), device=x.device)
+            if w_adv > 0:
+                # The raw discriminator: its gradients here are discarded by the next zero_grad anyway.
+                g_adv = _adversarial(tr.raw("disc")(x_hat)[-1].float(), target_is_real=True, for_discriminator=False)
+                loss = loss + w_adv * g_adv
+        tr.backward(loss, "model")
+        d_loss = torch.zeros(())
+        if step >= cfg.disc_start:
+            with tr.autocast():
+                real = _adversarial(disc(x)[-1].float(), target_is_real=True, for_discriminator=True)
+                fake = _adversarial(disc(x_hat.detach())[-1].float(), target_is_real=False, for_discriminator=True)
+                d_loss = 0.5 * (real + fake)
+            tr.backward(d_loss, "disc")
+        vq = tr.raw("model")
+        restarted = vq.restart_dead_codes(z_e)                     # global RNG: the engine seeds it per step
+        return {"loss": loss.item(), "l1": recon.item(), "commit": commit.item(), "g_adv": g_adv.item(),
+                "d_loss": d_loss.item(), "w_adv": w_adv, "perplexity": perplexity(codes, cfg.codes).item(),
+                "dead_fraction": vq.dead_fraction(), "restarted": restarted}
+
+    return step_fn
+
+
+# ---- build, train, ensure, load ----------------------------------------------------------------
+def slice_size(profile: Profile) -> tuple[int, int, int]:
+    """(H, W, T) of one prepared slice."""
+    return (profile.data.image_size, profile.data.image_size, profile.data.frames)
+
+
+def build(cfg: VQGANConfig, size: tuple[int, int, int]) -> tuple[VQGAN, torch.nn.Module]:
+    return VQGAN(cfg), build_discriminator(cfg, size)
+
+
+def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0) -> Path:
+    """Train the VQ-GAN on every non-holdout slice of the prepared cache; returns the run folder."""
+    from cardiolab.data.datasets import CineDataset, load_manifest
+    from cardiolab.data.prepare import ensure_prepared
+
+    profile = get_profile(profile) if isinstance(profile, str) or profile is None else profile
+    out = Path(out) if out else profile.run_dir / "vqgan"
+    cfg, size = profile.vqgan, slice_size(profile)
+    cache = ensure_prepared(profile)
+    manifest = load_manifest(cache)
+    train_ids = [s["id"] for s in manifest["subjects"] if s["split"] != "holdout"]
+    data = CineDataset(cache, split=train_ids, mode="slice")
+    config = {"profile": profile.name, "cache_dir": str(cache), "train_ids": train_ids}
+    return fit(data, cfg, size, out, steps=steps, seed=seed, resume=resume, device=profile.device,
+               num_workers=profile.num_workers, config=config)
+
+
+def fit(data, cfg: VQGANConfig, size: tuple[int, int, int], out: str | os.PathLike, steps: int | None = None,
+        seed: int = 0, resume: bool = False, device: str = "auto", num_workers: int = 0,
+        config: dict | None = None) -> Path:
+    """Train on `data` (items {"image": (1, H, W, T)}) through the engine; returns the run folder `out`."""
+    steps = steps or cfg.steps
+    seed_everything(seed)
+    model, disc = build(cfg, size)
+    # Adam betas (0.5, 0.9): the usual GAN choice (taming-transformers, MONAI generative tutorials).
+    opt_g = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    tcfg = TrainConfig(steps=steps, batch_size=cfg.batch, lr=cfg.lr, warmup=min(100, steps // 10),
+                       ema_decay=None, ckpt_every=max(1, min(200, steps // 4)), log_every=max(1, min(10, steps // 10)),
+                       seed=seed, device=device, num_workers=num_workers)
+    # No EMA copy: an average of EMA-updated codebooks is not a codebook.
+    tr = Trainer(out, tcfg, modules={"model": model, "disc": disc}, optimizers={"model": opt_g, "disc": opt_d},
+                 config={**(config or {}), "vqgan": dataclasses.asdict(cfg), "size": list(size), "seed": seed,
+                         "dead_after": model.dead_after})
+    tr.fit(data, make_step_fn(cfg), resume=resume)
+    return Path(out)
+
+
+def ensure(profile: Profile | str, run_dir: str | os.PathLike | None = None) -> Path:
+    """The VQ-GAN run folder (default runs/<profile>/vqgan); trains (resuming a partial run) unless finished."""
+    profile = get_profile(profile) if isinstance(profile, str) or profile is None else profile
+    run = Path(run_dir) if run_dir else profile.run_dir / "vqgan"
+    if not is_finished(run, profile.vqgan.steps):
+        train(profile, run, resume=True)
+    return run
+
+
+def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> VQGAN:
+    """The trained VQGAN from run_dir (EMA weights when the run kept them), in eval mode."""
+    ckpt = load_checkpoint(run_dir, map_location=device)
+    conf = ckpt["config"]
+    if "vqgan" not in conf:
+        raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a VQ-GAN run (no 'vqgan' section)")
+    v = dict(conf["vqgan"])
+    cfg = VQGANConfig(**{**v, "channels": tuple(v["channels"])})
+    model = VQGAN(cfg, dead_after=int(conf.get("dead_after", 100)))
+    weights = ckpt["ema"].get("model") if ema and ckpt.get("ema") else None
+    model.load_state_dict(weights or ckpt["modules"]["model"])
+    return model.to(device).eval()
+
+
+# ---- latents ------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_volume(model: VQGAN, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """image (1, D, H, W, T) -> (latent (C_z, D, h, w, t) quantized embeddings, codes (D, h, w, t))."""
+    x = rearrange(image, "c d h w t -> d c h w t")                    # slices as the batch
+    codes = model.snap(model.encode(x.to(_device(model))))           # (D, h, w, t)
+    z = rearrange(model.embed(codes), "d c h w t -> c d h w t")
+    return z.cpu(), codes.cpu()
+
+
+@torch.no_grad()
+def decode_latents(model: VQGAN, z: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """z (B, C_z, D, h, w, t) UNSCALED -> images (B, 1, D, H, W, T) in [-1, 1].
+
+    z is first snapped to the nearest codebook entries, so DiT samples decode like real codes.
+    """
+    if z.ndim != 6 or z.shape[1] != model.cfg.code_dim:
+        raise CardiolabError(f"decode_latents: expected (B, {model.cfg.code_dim}, D, h, w, t), got {tuple(z.shape)}")
+    B = z.shape[0]
+    flat = rearrange(z, "b c d h w t -> (b d) c h w t").to(_device(model))
+    out = torch.cat([model.decode(model.embed(model.snap(part))) for part in flat.split(chunk)])
+    return rearrange(out.clamp(-1, 1), "(b d) c h w t -> b c d h w t", b=B).cpu()
+
+
+def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Encode every subject of the prepared cache; writes out/latents.pt (weights_only-safe) and returns its path."""
+    from cardiolab.data.datasets import CineDataset, load_manifest
+
+    model = load(run_dir)
+    manifest = load_manifest(cache_dir)
+    data = CineDataset(cache_dir, mode="volume")
+    latents, codes, ids, conds = [], [], [], []
+    for i in tqdm(range(len(data)), desc="encode", mininterval=2.0):
+        item = data[i]
+        z, c = encode_volume(model, item["image"])
+        latents.append(z)
+        codes.append(c)
+        ids.append(data.ids[int(item["index"])])
+        conds.append(item["cond"])
+    splits = {s["id"]: s["split"] for s in manifest["subjects"]}
+    latents_t = torch.stack(latents).float()                             # (N, C_z, D, h, w, t)
+    train = torch.tensor([splits[i] != "holdout" for i in ids])
+    std = latents_t[train].std() if train.any() else latents_t.std()
+    record = {"latents": latents_t, "codes": torch.stack(codes).long(), "ids": ids, "splits": splits,
+              "cond": torch.stack(conds).long(), "scale": float(1.0 / max(float(std), 1e-8)),
+              "shape": list(latents_t.shape[1:]), "vqgan_run": str(Path(run_dir).resolve())}
+    path = Path(out) / LATENTS
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+    log.info("wrote %s: %d subjects, latent %s, scale %.4f", path, len(ids), record["shape"], record["scale"])
+    return path
+
+
+def ensure_latents(profile: Profile | str, run_dir: str | os.PathLike | None = None,
+                   out: str | os.PathLike | None = None) -> Path:
+    """Path of latents.pt (default runs/<profile>/latents/); trains the VQ-GAN and encodes if missing or stale."""
+    from cardiolab.data.prepare import ensure_prepared
+
+    profile = get_profile(profile) if isinstance(profile, str) or profile is None else profile
+    path = Path(out or profile.run_dir / "latents") / LATENTS
+    run = ensure(profile, run_dir)
+    # re-encode when the VQ-GAN was (re)trained after the latents were written
+    if not path.exists() or path.stat().st_mtime < (run / "checkpoint.pt").stat().st_mtime:
+        encode_cohort(run, ensure_prepared(profile), path.parent)
+    return path
+
+
+def load_latents(path: str | os.PathLike) -> dict:
+    """The dict written by encode_cohort (a folder or the latents.pt file)."""
+    path = Path(path)
+    path = path / LATENTS if path.is_dir() else path
+    if not path.exists():
+        raise CardiolabError(f"{path}: no latents (run `python -m cardiolab encode` first)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---- evaluation helpers (notebook 02, benchmarks/vqgan_recon.py) ---------------------------------
+@torch.no_grad()
+def reconstruct(model: VQGAN, image: torch.Tensor) -> torch.Tensor:
+    """image (1, D, H, W, T) -> its reconstruction (1, D, H, W, T) in [-1, 1]."""
+    z, _ = encode_volume(model, image)
+    return decode_latents(model, z[None])[0]
+
+
+@torch.no_grad()
+def reconstruction_metrics(model: VQGAN, cache_dir: str | os.PathLike, split: str = "holdout") -> dict:
+    """PSNR (per subject volume) and SSIM (2D, per frame, averaged) on images mapped to [0, 1], data_range 1."""
+    from cardiolab.data.datasets import CineDataset, load_manifest
+
+    data = CineDataset(cache_dir, split=split, mode="volume")
+    psnr, ssim = PSNRMetric(max_val=1.0), SSIMMetric(spatial_dims=2, data_range=1.0)
+    rows = []
+    for i in range(len(data)):
+        item = data[i]
+        x = (item["image"] + 1) / 2                                         # (1, D, H, W, T) in [0, 1]
+        y = (reconstruct(model, item["image"]) + 1) / 2
+        frames = lambda v: rearrange(v, "c d h w t -> (d t) c h w")          # noqa: E731
+        rows.append({"id": data.ids[int(item["index"])],
+                     "psnr": float(psnr(y[None], x[None]).mean()),
+                     "ssim": float(ssim(frames(y), frames(x)).mean())})
+    if not rows:
+        raise CardiolabError(f"{cache_dir}: no subjects in split {split!r}")
+    return {"split": split, "n": len(rows), "psnr": float(np.mean([r["psnr"] for r in rows])),
+            "ssim": float(np.mean([r["ssim"] for r in rows])), "subjects": rows}
+
+
+@torch.no_grad()
+def codebook_usage(model: VQGAN, codes: torch.Tensor) -> np.ndarray:
+    """How often each of the K codes occurs in `codes` (any shape): (K,) int64."""
+    return torch.bincount(codes.flatten().cpu(), minlength=model.cfg.codes).numpy()
+
+
+def training_curves(run_dir: str | os.PathLike):
+    """metrics.jsonl of a run as a pandas DataFrame indexed by step."""
+    import pandas as pd
+
+    records = read_metrics(run_dir)
+    if not records:
+        raise CardiolabError(f"{Path(run_dir) / 'metrics.jsonl'}: no training log")
+    return pd.DataFrame.from_records(records).set_index("step")
+
+
+# ---- figures for notebook 02 (each returns a Figure; save with cardiolab.plots.save_figure) -------------
+LOSS_PANELS = {"reconstruction": ("l1", "commit"), "adversarial": ("g_adv", "d_loss"),
+               "codebook": ("perplexity", "dead_fraction")}
+
+
+def plot_training(curves):
+    """Loss curves, adversarial terms and codebook health from `training_curves(run_dir)`."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
+    for ax, (title, keys) in zip(axes, LOSS_PANELS.items()):
+        lines = []
+        for i, key in enumerate(k for k in keys if k in curves):
+            target = ax.twinx() if i and title == "codebook" else ax     # perplexity and fraction: own y axes
+            lines += target.plot(curves.index, curves[key], label=key, color=f"C{i}")
+            target.set_ylabel(key if title == "codebook" else "loss")
+        ax.set(title=title, xlabel="step")
+        if title == "reconstruction":
+            ax.set_yscale("log")
+        ax.legend(handles=lines, fontsize=8)
+    return fig
+
+
+def plot_reconstruction(real: torch.Tensor, recon: torch.Tensor, slice: int | None = None, frames: int = 6):
+    """Real (top) vs reconstructed (middle) frames of one slice, |error| below; real, recon: (D, H, W, T)."""
+    import matplotlib.pyplot as plt
+
+    z = real.shape[0] // 2 if slice is None else slice
+    ts = np.unique(np.linspace(0, real.shape[-1] - 1, frames).round().astype(int))
+    fig, axes = plt.subplots(3, len(ts), figsize=(1.6 * len(ts), 5), squeeze=False, layout="constrained")
+    rows = {"real": real[z], "recon": recon[z], "|error|": (recon[z] - real[z]).abs()}
+    for r, (name, img) in enumerate(rows.items()):
+        for c, t in enumerate(ts):
+            lim = (0, 0.5) if name == "|error|" else (-1, 1)
+            axes[r, c].imshow(img[..., t].numpy(), cmap="gray" if r < 2 else "magma", vmin=lim[0], vmax=lim[1])
+            axes[r, c].set(xticks=[], yticks=[], title=f"t={t}" if r == 0 else None)
+        axes[r, 0].set_ylabel(name)
+    return fig
+
+
+def plot_xt_profile(real: torch.Tensor, recon: torch.Tensor, slice: int | None = None):
+    """M-mode view: intensity along the horizontal line through the image centre (near the LV) over time."""
+    import matplotlib.pyplot as plt
+
+    z = real.shape[0] // 2 if slice is None else slice
+    row = real.shape[1] // 2                                          # prepare centres the crop on the heart
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True, layout="constrained")
+    for ax, (name, img) in zip(axes, {"real": real, "recon": recon}.items()):
+        ax.imshow(img[z, row].numpy(), cmap="gray", vmin=-1, vmax=1, aspect="auto")     # (W, T)
+        ax.set(title=f"{name}: x-t profile, slice {z}", xlabel="frame t", ylabel="position along W (pixels)")
+    return fig
+
+
+def plot_codebook_usage(counts: np.ndarray):
+    """Histogram of code use, most used first, with the perplexity and the share of codes never used."""
+    import matplotlib.pyplot as plt
+
+    p = counts / max(1, counts.sum())
+    ppl = float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))
+    fig, ax = plt.subplots(figsize=(7, 3), layout="constrained")
+    ax.bar(np.arange(len(counts)), np.sort(counts)[::-1], width=1.0)
+    ax.set(yscale="log", xlabel="code (sorted by use)", ylabel="count",
+           title=f"codebook usage: perplexity {ppl:.0f} of {len(counts)} codes, {np.mean(counts == 0):.0%} unused")
+    return fig
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

@@ -1,0 +1,239 @@
+"""The spatiotemporal VQ-GAN: shapes per profile, deterministic losses, checkpoints, dead codes, latent round trip."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from cardiolab.core import CardiolabError
+from cardiolab.engine import load_checkpoint
+from cardiolab.models.vqgan import VQGAN, build_discriminator, discriminator_layers, latent_shape, perplexity
+from cardiolab.profiles import PROFILES
+from cardiolab.tasks import vqgan as task
+
+SMOKE = PROFILES["smoke"].vqgan
+SIZE = (32, 32, 8)
+
+
+def cine_slices(n: int, size=SIZE, seed: int = 0) -> list[dict]:
+    """Bright disks whose radius beats over time on a dark background: (1, H, W, T) in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    H, W, T = size
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    items = []
+    for _ in range(n):
+        cy, cx = (torch.rand(2, generator=g) * 0.4 + 0.3) * H
+        r0 = 0.15 * H + torch.rand((), generator=g) * 0.1 * H
+        r = r0 * (1 - 0.3 * torch.sin(torch.linspace(0, torch.pi, T)))               # (T,)
+        d = ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt()[..., None]                       # (H, W, 1)
+        img = torch.sigmoid((r - d) * 1.5) * 1.6 - 0.8                                # (H, W, T)
+        items.append({"image": img[None].float()})
+    return items
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_latent_shape_every_profile(name):
+    p = PROFILES[name]
+    size = (p.data.image_size, p.data.image_size, p.data.frames)
+    want = latent_shape(p.vqgan, size)
+    assert want == (p.vqgan.code_dim, size[0] // 4, size[1] // 4, size[2] // 4)
+    if name == "smoke":
+        torch.manual_seed(0)
+        model, disc = VQGAN(p.vqgan), build_discriminator(p.vqgan, size)
+        x = torch.rand(2, 1, *size) * 2 - 1
+        x_hat, commit, codes, z_e = model(x)
+        assert x_hat.shape == x.shape and z_e.shape == (2, *want) and codes.shape == (2, *want[1:])
+        assert commit.ndim == 0 and commit.item() >= 0
+        assert disc(x)[-1].shape[:2] == (2, 1)
+    else:  # no compute: shapes on the meta device
+        with torch.device("meta"):
+            model, disc = VQGAN(p.vqgan), build_discriminator(p.vqgan, size)
+            x = torch.empty(1, 1, *size)
+            z = model.encode(x)
+            assert tuple(z.shape[1:]) == want
+            assert model.decode(z).shape == x.shape
+            logits = disc(x)[-1]
+        assert min(logits.shape[2:]) >= 2, "PatchGAN must leave several patches per axis"
+    # Paper's full shapes: a 256x256x32 slice -> 8x64x64x8, 16384 codes
+    assert latent_shape(PROFILES["full"].vqgan, (256, 256, 32)) == (8, 64, 64, 8)
+    assert PROFILES["full"].vqgan.codes == 16384
+
+
+def test_bad_input_raises():
+    model = VQGAN(SMOKE)
+    with pytest.raises(CardiolabError, match="divisible"):
+        model.encode(torch.zeros(1, 1, 30, 32, 8))
+    with pytest.raises(CardiolabError, match="channels"):
+        VQGAN(dataclasses.replace(SMOKE, channels=(8, 16, 32)))
+    with pytest.raises(CardiolabError, match="perceptual"):
+        task.make_step_fn(dataclasses.replace(SMOKE, perceptual_weight=0.1))
+    assert discriminator_layers((32, 32, 8)) == 1 and discriminator_layers((256, 256, 32)) == 3
+
+
+def test_perplexity_known_answers():
+    assert perplexity(torch.tensor([0, 1, 2, 3]), 8).item() == pytest.approx(4.0, rel=1e-5)
+    assert perplexity(torch.tensor([5, 5, 5]), 8).item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_adversarial_ramp():
+    cfg = dataclasses.replace(SMOKE, disc_start=10, disc_weight=0.2)
+    w = [task.adversarial_weight(cfg, s) for s in (0, 9, 10, 14, 19, 50)]
+    assert w[:2] == [0.0, 0.0]
+    assert w[2] == pytest.approx(0.02) and w[3] == pytest.approx(0.1)
+    assert w[4] == pytest.approx(0.2) and w[5] == pytest.approx(0.2)
+
+
+def test_idle_counters_track_usage():
+    torch.manual_seed(0)
+    model = VQGAN(SMOKE).train()
+    _, _, codes, _ = model(torch.rand(2, 1, *SIZE) * 2 - 1)
+    used = torch.zeros(SMOKE.codes, dtype=torch.bool)
+    used[codes.unique()] = True
+    start = model.dead_after                                # codes start dead: the first batch initialises them
+    assert (model.idle[used] == 0).all() and (model.idle[~used] == start + 1).all()
+    model.eval()(torch.rand(1, 1, *SIZE))
+    assert (model.idle[~used] == start + 1).all(), "eval forwards must not age codes"
+    z_e = torch.randn(2, SMOKE.code_dim, 8, 8, 2)
+    assert model.restart_dead_codes(z_e) == int((~used).sum())
+
+
+def test_dead_code_restart_changes_only_dead_codes():
+    torch.manual_seed(0)
+    model = VQGAN(SMOKE, dead_after=3)
+    q = model.quantizer
+    dead = torch.tensor([1, 7, 30])
+    model.idle.zero_()
+    model.idle[dead] = 3
+    model.idle[2] = 2                                     # almost dead: must stay
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    z_e = torch.randn(2, SMOKE.code_dim, 8, 8, 2)
+    assert model.restart_dead_codes(z_e) == 3
+    alive = torch.ones(SMOKE.codes, dtype=torch.bool)
+    alive[dead] = False
+    for name, t in [("embedding.weight", q.embedding.weight), ("ema_w", q.ema_w), ("ema_cluster_size", q.ema_cluster_size)]:
+        old = before[f"vqvae.quantizer.quantizer.{name}"]
+        assert torch.equal(t[alive], old[alive]), name
+        assert not torch.equal(t[dead], old[dead]), name
+    # restarted vectors are encoder outputs of the batch
+    flat = z_e.permute(0, 2, 3, 4, 1).reshape(-1, SMOKE.code_dim)
+    for k in dead:
+        assert (flat == q.embedding.weight[k]).all(dim=1).any()
+    assert (model.idle[dead] == 0).all() and model.idle[2] == 2
+    assert model.restart_dead_codes(z_e) == 0
+    # only buffers of the quantizer moved; encoder/decoder untouched
+    for k, v in model.state_dict().items():
+        if "quantizer" not in k and k != "idle":
+            assert torch.equal(v, before[k]), k
+
+
+def test_code_round_trip():
+    torch.manual_seed(0)
+    model = VQGAN(SMOKE).eval()
+    codes = torch.randint(SMOKE.codes, (3, 8, 8, 2))
+    # the codebook may hold near-duplicates only by chance; random normal init makes them distinct
+    assert torch.equal(model.snap(model.embed(codes)), codes)
+    # through the 4D latent API: encode a volume, decode the latent, the latent re-snaps to the same codes
+    volume = torch.rand(1, 4, *SIZE) * 2 - 1                       # (1, D, H, W, T)
+    z, c = task.encode_volume(model, volume)
+    assert z.shape == (SMOKE.code_dim, 4, 8, 8, 2) and c.shape == (4, 8, 8, 2)
+    z_slices = z.permute(1, 0, 2, 3, 4)                              # (D, C_z, h, w, t)
+    assert torch.equal(model.snap(z_slices), c)
+    images = task.decode_latents(model, z[None])
+    assert images.shape == (1, 1, 4, *SIZE) and images.abs().max() <= 1
+    # a small perturbation of the latent decodes exactly like the clean latent (re-snapping)
+    noisy = z + 1e-4 * torch.randn_like(z)
+    assert torch.equal(task.decode_latents(model, noisy[None]), images)
+    with pytest.raises(CardiolabError, match="decode_latents"):
+        task.decode_latents(model, z)
+
+
+def _fit(tmp_path, name, steps=6, **kw):
+    cfg = dataclasses.replace(SMOKE, batch=2, disc_start=2, **kw)
+    return task.fit(cine_slices(6), cfg, SIZE, tmp_path / name, steps=steps, seed=3, device="cpu")
+
+
+def test_training_is_deterministic_and_checkpoint_loads(tmp_path):
+    a, b = _fit(tmp_path, "a"), _fit(tmp_path, "b")
+    log_a = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines()]
+    log_b = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "s_per_step"} for r in rows]  # noqa: E731
+    assert len(log_a) == 6 and strip(log_a) == strip(log_b)
+    assert {"l1", "commit", "g_adv", "d_loss", "perplexity", "dead_fraction"} <= set(log_a[0])
+    assert log_a[0]["d_loss"] == 0 and log_a[-1]["d_loss"] > 0 and log_a[-1]["g_adv"] > 0
+    assert all(1.0 <= r["perplexity"] <= SMOKE.codes for r in log_a)
+    assert log_a[0]["restarted"] > 0 and log_a[1]["perplexity"] > 10, "first batch initialises the codebook"
+
+    ckpt = load_checkpoint(a)                                   # weights_only=True inside
+    assert ckpt["step"] == 6 and set(ckpt["modules"]) == {"model", "disc"}
+    model = task.load(a)
+    assert not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ckpt["modules"]["model"][k]), k
+    x = cine_slices(1, seed=9)[0]["image"][None]
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], task.load(b)(x)[0])
+
+
+def fake_cache(root, n: int = 3, slices: int = 2):
+    """A prepared cache in the shared layout (manifest.json + subjects/<id>.pt) from the disk phantom."""
+    from cardiolab.core import write_json
+    from cardiolab.data.prepare import CACHE_VERSION
+
+    items = cine_slices(n * slices, seed=5)
+    splits = {"public": ["s0"], "private": ["s1"], "holdout": [f"s{i}" for i in range(2, n)]}
+    split_of = {s: k for k, v in splits.items() for s in v}
+    (root / "subjects").mkdir(parents=True)
+    subjects = []
+    for i in range(n):
+        image = torch.cat([items[i * slices + z]["image"] for z in range(slices)])      # (D, H, W, T)
+        torch.save({"image": image, "labels": torch.zeros(image.shape, dtype=torch.uint8),
+                    "label_mask": torch.zeros(SIZE[2], dtype=torch.bool), "cond": torch.tensor([i % 2, 0, 1, 2, 3])},
+                   root / f"subjects/s{i}.pt")
+        subjects.append({"id": f"s{i}", "split": split_of[f"s{i}"], "file": f"subjects/s{i}.pt"})
+    write_json(root / "manifest.json", {"version": CACHE_VERSION, "slices": slices, "image_size": SIZE[0],
+                                        "frames": SIZE[2], "splits": splits, "subjects": subjects})
+    return root
+
+
+def test_encode_cohort_and_metrics(tmp_path):
+    run = _fit(tmp_path, "run", steps=2)
+    cache = fake_cache(tmp_path / "cache")
+    from cardiolab.__main__ import main
+    assert main(["encode", "--run", str(run), "--cache", str(cache), "--out", str(tmp_path / "lat")]) == 0
+    lat = task.load_latents(tmp_path / "lat")                  # weights_only=True
+    N, C, D, h, w, t = lat["latents"].shape
+    assert (N, C, D, h, w, t) == (3, SMOKE.code_dim, 2, 8, 8, 2) and lat["shape"] == [C, D, h, w, t]
+    assert lat["codes"].shape == (3, 2, 8, 8, 2) and lat["cond"].shape == (3, 5)
+    assert lat["ids"] == ["s0", "s1", "s2"] and lat["splits"]["s2"] == "holdout"
+    train = lat["latents"][:2]
+    assert lat["scale"] == pytest.approx(1 / train.std().item(), rel=1e-5)
+    model = task.load(run)
+    # stored latents are exactly the code vectors of the stored codes
+    codes = lat["codes"][1]                                      # (D, h, w, t)
+    assert torch.equal(model.embed(codes).permute(1, 0, 2, 3, 4), lat["latents"][1])
+    images = task.decode_latents(model, lat["latents"][:2])
+    assert images.shape == (2, 1, 2, *SIZE)
+    m = task.reconstruction_metrics(model, cache, split="holdout")
+    assert m["n"] == 1 and m["subjects"][0]["id"] == "s2"
+    assert 0 < m["psnr"] < 100 and -1 <= m["ssim"] <= 1
+    assert task.codebook_usage(model, lat["codes"]).sum() == lat["codes"].numel()
+
+
+def test_figures(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = _fit(tmp_path, "run", steps=2)
+    curves = task.training_curves(run)
+    assert list(curves.index) == [1, 2] and "perplexity" in curves
+    real = torch.rand(2, *SIZE) * 2 - 1
+    figs = [task.plot_training(curves), task.plot_reconstruction(real, real.flip(0)),
+            task.plot_xt_profile(real, real), task.plot_codebook_usage(torch.arange(8).numpy())]
+    assert [len(f.axes) for f in figs] == [4, 18, 2, 1]
+    assert "perplexity" in figs[3].axes[0].get_title()
+    plt.close("all")
+    with pytest.raises(CardiolabError, match="metrics.jsonl"):
+        task.training_curves(tmp_path)
