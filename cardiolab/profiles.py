@@ -45,10 +45,12 @@ class VQGANConfig:
 
 @dataclass(frozen=True)
 class DiTConfig:
-    # tiny defaults: 6 x 16 x 16 x 4 latents -> 192 tokens with the paper's (1, 4, 4, 2) patch, ~0.4 s/step on 1 core
-    hidden: int = 128                 # paper (DiT-S/B/L): 768
-    depth: int = 4                    # paper: 8 / 12 / 16
-    heads: int = 4                    # paper: 12
+    # tiny defaults: 6 x 16 x 16 x 4 latents -> 192 tokens with the paper's (1, 4, 4, 2) patch; 4.3 M parameters,
+    # ~0.6 s/step on one busy CPU core (1500 steps ~15 min). hidden 128 / depth 4 is 3x faster but ends at
+    # loss 0.18 instead of 0.13 on the tiny phantom latents.
+    hidden: int = 192                 # paper (DiT-S/B/L): 768
+    depth: int = 6                    # paper: 8 / 12 / 16
+    heads: int = 6                    # paper: 12
     patch: tuple[int, int, int, int] = (1, 4, 4, 2)   # (D, H, W, T) patch of the latent (paper)
     train_timesteps: int = 300        # CardioDiT: cosine schedule, 300 steps, v-prediction
     sample_steps: int = 50            # DDIM steps at sampling

@@ -1,0 +1,166 @@
+"""Benchmarks behind `python -m cardiolab bench` and benchmarks/*.py (measurements, not tests).
+
+Training-step timing covers what one optimizer step costs: noise + forward + v-prediction loss + backward
++ grad clip + AdamW, exactly as cardiolab.tasks.dit trains. Peak memory: torch.cuda.max_memory_allocated
+on a GPU; on the CPU the growth of the process's peak resident set (getrusage ru_maxrss) over its value
+before the model was built, measured in a fresh child process so that earlier work does not hide it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cardiolab.core import CardiolabError, pick_device, seed_everything
+from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
+from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DiTBench:
+    input_size: tuple[int, int, int, int] = (4, 32, 32, 8)   # latent (D, H, W, T)
+    patch: tuple[int, int, int, int] = (1, 4, 4, 2)
+    channels: int = 8
+    hidden: int = 192
+    depth: int = 6
+    heads: int = 6
+    batch: int = 2
+    steps: int = 5              # timed steps (after `warmup` untimed ones)
+    warmup: int = 2             # first steps pay for allocation, oneDNN kernel selection, compilation
+    compile: bool = False
+    checkpointing: bool = False
+    bf16: bool = False          # autocast: bf16 matmuls (AVX-512 BF16 / AMX on CPU, tensor cores on GPU)
+    fused_adamw: bool = True    # one fused kernel for the optimizer instead of many small ones
+    device: str = "auto"
+    seed: int = 0
+
+    def model_config(self) -> DiT4DConfig:
+        return DiT4DConfig(input_size=tuple(self.input_size), in_channels=self.channels, patch=tuple(self.patch),
+                           hidden=self.hidden, depth=self.depth, heads=self.heads, checkpointing=self.checkpointing)
+
+
+def build_dit(b: DiTBench) -> nn.Module:
+    model = DiT4D(b.model_config())
+    return model.compile_blocks() if b.compile else model
+
+
+def train_step_fn(model: nn.Module, b: DiTBench, fused_adamw: bool | None = None,
+                  bf16: bool | None = None) -> Callable[[], float]:
+    """A closure running one full training step of `model` (any `model(x_t, t, cond)` denoiser); returns seconds.
+
+    Separate closures for several models can be called in turn, so a side-by-side timing interleaves them
+    and load from other processes hits every model alike.
+    """
+    device = pick_device(b.device)
+    model.to(device).train()
+    sch = create_scheduler(DiffusionConfig())
+    fused = b.fused_adamw if fused_adamw is None else fused_adamw
+    bf16 = b.bf16 if bf16 is None else bf16
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
+    x0 = torch.randn(b.batch, b.channels, *b.input_size, generator=torch.Generator().manual_seed(b.seed)).to(device)
+
+    def step() -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = diffusion_loss(model, sch, x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        _sync(device)
+        return time.perf_counter() - t0
+    return step
+
+
+def time_train_steps(model: nn.Module, b: DiTBench) -> dict:
+    """Median time of b.steps training steps after b.warmup untimed ones."""
+    seed_everything(b.seed)
+    step = train_step_fn(model, b)
+    times = [step() for _ in range(b.warmup + b.steps)][b.warmup:]
+    step_s = statistics.median(times)
+    return {"samples_per_s": b.batch / step_s, "step_s": step_s, "step_s_all": times,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def time_sampling(model: nn.Module, b: DiTBench, sample_steps: int = 50, n: int = 1) -> dict:
+    """Seconds per 4D sample of a DDIM chain of `sample_steps` steps (batch of n)."""
+    device = pick_device(b.device)
+    sch = create_scheduler(DiffusionConfig(), sampler="ddim")
+    model.to(device).eval()
+    shape = (n, b.channels, *b.input_size)
+    sample(model, sch, shape, steps=1, device=device, autocast=b.bf16)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    sample(model, sch, shape, steps=sample_steps, device=device, autocast=b.bf16,
+           generator=torch.Generator().manual_seed(b.seed))
+    _sync(device)
+    total = time.perf_counter() - t0
+    return {"s_per_sample": total / n, "s_per_step": total / sample_steps, "sample_steps": sample_steps, "n": n,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def bench_dit(b: DiTBench) -> dict:
+    """Training-step benchmark of cardiolab's DiT4D: throughput, step time, params and peak memory."""
+    device = pick_device(b.device)
+    base = _rss_peak_bytes()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    out = time_train_steps(build_dit(b), b)
+    out["peak_mem_bytes"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                             else _rss_peak_bytes() - base)
+    return {**out, "device": _device_name(device), "config": asdict(b), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def bench_dit_sample(b: DiTBench, sample_steps: int = 50, n: int = 1) -> dict:
+    out = time_sampling(build_dit(b), b, sample_steps, n)
+    return {**out, "device": _device_name(pick_device(b.device)), "config": asdict(b), "torch": torch.__version__}
+
+
+def in_fresh_process(fn: Callable[..., dict], *args, timeout: float | None = None) -> dict:
+    """Run fn(*args) in a spawned child, so its peak RSS counts only what fn allocates."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(fn, args)
+        try:
+            return result.get(timeout)
+        except mp.TimeoutError:
+            raise CardiolabError(f"benchmark {fn.__name__} ran past its {timeout} s limit") from None
+
+
+def _rss_peak_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)  # Linux reports KiB
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return "cpu"
+
+
+def dumps(result: dict) -> str:
+    return json.dumps(result, indent=2, sort_keys=True)

@@ -1,0 +1,345 @@
+"""Training and sampling CardioDiT (stage 2 of arXiv 2603.25194) on the VQ-GAN's 4D latents.
+
+Training: latents.pt from `cardiolab.tasks.vqgan.ensure_latents` (unscaled, (N, C_z, D, h, w, t)) are
+multiplied by its `scale` (1 / std) so the diffusion sees unit variance; holdout subjects are left out.
+One engine step = one v-prediction smooth-L1 term (cardiolab.diffusion) with attribute dropout for
+classifier-free guidance; EMA weights are kept for sampling.
+
+Sampling: DDIM from the EMA model, latents divided by `scale` again, decoded slice by slice by the VQ-GAN
+(which snaps them to its codebook), then written as a synthetic ACDC-layout cohort `synth0001`, ... that
+carries no identifier of any training subject: ids, Info.cfg and samples.json hold only sampled values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch.utils.data import Dataset
+
+from cardiolab.core import CardiolabError, atomic_path, pick_device, seed_everything, write_json
+from cardiolab.data import attributes
+from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
+from cardiolab.engine import Trainer, TrainConfig, is_finished, load_checkpoint, read_metrics
+from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+from cardiolab.profiles import Profile, get_profile
+
+log = logging.getLogger(__name__)
+
+GENERATOR = "cardiodit"
+SAMPLES_JSON = "samples.json"
+COND_MODES = ("random", "from-training-distribution", "none")
+INTENSITY_OFFSET = 1000.0  # cohort images are (x + 1) * 1000: positive, like scanner magnitudes
+
+
+def _profile(profile: Profile | str | None) -> Profile:
+    return profile if isinstance(profile, Profile) else get_profile(profile)
+
+
+# ---- configs from the profile ---------------------------------------------------------------------
+def model_config(profile: Profile, latent_shape: tuple[int, ...], conditional: bool = True) -> DiT4DConfig:
+    """DiT4DConfig for latents (C_z, D, h, w, t) and the profile's dit section."""
+    p = profile.dit
+    C, *size = latent_shape
+    return DiT4DConfig(input_size=tuple(size), in_channels=C, patch=tuple(p.patch), hidden=p.hidden,
+                       depth=p.depth, heads=p.heads,
+                       cond_cardinalities=tuple(attributes.cardinalities()) if conditional else (),
+                       cond_dropout=p.cond_dropout)
+
+
+def diffusion_config(profile: Profile) -> DiffusionConfig:
+    return DiffusionConfig(train_timesteps=profile.dit.train_timesteps)
+
+
+class LatentSet(Dataset):
+    """Scaled latents and attribute codes: items {"z": (C_z, D, h, w, t) float32, "cond": (A,) int64}."""
+
+    def __init__(self, latents: torch.Tensor, cond: torch.Tensor, scale: float):
+        self.z, self.cond, self.scale = latents.float(), cond.long(), float(scale)
+
+    def __len__(self) -> int:
+        return self.z.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        return {"z": self.z[i] * self.scale, "cond": self.cond[i]}
+
+
+def training_set(record: dict, path: str | os.PathLike = "latents.pt") -> LatentSet:
+    """The non-holdout subjects of a latents.pt record."""
+    ids, splits = list(record["ids"]), dict(record["splits"])
+    keep = [i for i, sid in enumerate(ids) if splits.get(sid) != "holdout"]
+    if not keep:
+        raise CardiolabError(f"{path}: no non-holdout subjects to train the DiT on")
+    return LatentSet(record["latents"][keep], record["cond"][keep], record["scale"])
+
+
+def make_step_fn(scheduler, loss: str = "smooth_l1"):
+    def step_fn(batch: dict, step: int, tr: Trainer) -> dict:
+        with tr.autocast():
+            value = diffusion_loss(tr.modules["model"], scheduler, batch["z"], batch["cond"], loss=loss)
+        tr.backward(value, "model")
+        return {"loss": value.item()}
+    return step_fn
+
+
+# ---- train / ensure / load ------------------------------------------------------------------------
+def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None) -> Path:
+    """Train the DiT of `profile` on its latents (built via the VQ-GAN if missing); returns the run folder."""
+    from cardiolab.tasks.vqgan import ensure_latents, load_latents
+
+    profile = _profile(profile)
+    out = Path(out or profile.run_dir / "dit")
+    path = Path(latents) if latents else ensure_latents(profile)
+    record = load_latents(path)
+    data = training_set(record, path)
+    seed_everything(seed)
+    mcfg, dcfg = model_config(profile, tuple(data.z.shape[1:])), diffusion_config(profile)
+    model = DiT4D(mcfg)
+    p = profile.dit
+    total = int(steps or p.steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.0)
+    cfg = TrainConfig(steps=total, batch_size=p.batch, lr=p.lr, warmup=min(100, max(1, total // 10)),
+                      ema_decay=p.ema_decay, ckpt_every=max(1, min(500, total // 4)), log_every=max(1, min(10, total // 10)),
+                      amp=p.amp, seed=seed, device=profile.device, num_workers=profile.num_workers)
+    conf = {"dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), "profile": profile.name,
+            "scale": float(record["scale"]), "latent_shape": list(data.z.shape[1:]),
+            "vqgan_run": record.get("vqgan_run") or str(profile.run_dir / "vqgan"), "latents": str(Path(path).resolve()),
+            "cache_dir": str(profile.cache_dir), "n_train": len(data), "seed": seed,
+            # attribute codes only (no ids): lets sampling follow the training distribution of attributes
+            "train_cond": data.cond.tolist()}
+    log.info("DiT: %d training latents %s, %d tokens, %.2fM parameters", len(data), tuple(data.z.shape[1:]),
+             mcfg.num_tokens, sum(q.numel() for q in model.parameters()) / 1e6)
+    tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, ema=["model"], config=conf)
+    tr.fit(data, make_step_fn(create_scheduler(dcfg), dcfg.loss), resume=resume)
+    return out
+
+
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished."""
+    profile = _profile(profile)
+    run = Path(run_dir or profile.run_dir / "dit")
+    if not is_finished(run, profile.dit.steps):
+        train(profile, run, resume=True)
+    return run
+
+
+def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> tuple[DiT4D, dict]:
+    """(model in eval mode with EMA weights unless ema=False, the run's config dict)."""
+    ckpt = load_checkpoint(run_dir, map_location="cpu")
+    conf = ckpt["config"]
+    if "dit" not in conf:
+        raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a DiT run (no 'dit' section)")
+    d = dict(conf["dit"])
+    for key in ("input_size", "patch", "cond_cardinalities"):
+        d[key] = tuple(d[key])
+    model = DiT4D(DiT4DConfig(**d))
+    weights = ckpt["ema"].get("model") if ema and ckpt.get("ema") else None
+    model.load_state_dict(weights or ckpt["modules"]["model"])
+    return model.to(device).eval(), conf
+
+
+def training_curve(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, loss) from the run's metrics.jsonl."""
+    rows = [r for r in read_metrics(run_dir) if "loss" in r]
+    return np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
+
+
+# ---- sampling -------------------------------------------------------------------------------------
+def sample_conditions(conf: dict, n: int, mode: str, generator: torch.Generator) -> torch.Tensor | None:
+    """(n, A) attribute codes: 'random' (uniform over each field's known classes), 'from-training-distribution'
+    (rows of the training attributes, drawn with replacement) or 'none' (unconditional: the null class)."""
+    cards = conf["dit"]["cond_cardinalities"]
+    if mode not in COND_MODES:
+        raise CardiolabError(f"--cond {mode!r}: choose one of {', '.join(COND_MODES)}")
+    if not cards or mode == "none":
+        return None
+    if mode == "random":
+        known = [f.unknown for f in attributes.FIELDS]  # classes 0 .. unknown-1 are real values
+        return torch.stack([torch.randint(0, k, (n,), generator=generator) for k in known], dim=1)
+    table = torch.tensor(conf["train_cond"], dtype=torch.long)
+    return table[torch.randint(0, table.shape[0], (n,), generator=generator)]
+
+
+@torch.no_grad()
+def sample_latents(model: DiT4D, conf: dict, n: int, steps: int, seed: int = 0, guidance: float = 1.0,
+                   cond: str | torch.Tensor = "random", eta: float = 0.0, batch: int = 4,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """DDIM-sample n latents; returns (UNSCALED latents (n, C_z, D, h, w, t), attribute codes (n, A) or None).
+
+    Everything random comes from one CPU generator seeded with `seed`: same seed, same samples.
+    """
+    g = torch.Generator().manual_seed(seed)
+    codes = cond if isinstance(cond, torch.Tensor) else sample_conditions(conf, n, cond, g)
+    sch = create_scheduler(DiffusionConfig(**conf["diffusion"]), sampler="ddim")
+    shape = tuple(conf["latent_shape"])
+    device = pick_device(str(device))
+    out = []
+    for start in range(0, n, batch):
+        b = min(batch, n - start)
+        c = None if codes is None else codes[start:start + b]
+        out.append(sample(model, sch, (b, *shape), steps=steps, cond=c, guidance=guidance, eta=eta,
+                          generator=g, device=device, progress=n > batch))
+    return torch.cat(out) / float(conf["scale"]), codes
+
+
+def cohort_geometry(cache_dir: str | os.PathLike) -> dict:
+    """Voxel spacing, frame time and ES of the synthetic cohort: medians over the non-holdout cache subjects.
+
+    ES is the training cohort's median ES frame (frames are resampled so that ED is frame 0), rounded.
+    """
+    from cardiolab.data.datasets import load_manifest
+
+    subjects = [s for s in load_manifest(cache_dir)["subjects"] if s["split"] != "holdout"]
+    if not subjects:
+        raise CardiolabError(f"{Path(cache_dir) / 'manifest.json'}: no non-holdout subjects")
+    spacing = np.median(np.array([s["spacing"] for s in subjects], dtype=float), axis=0)
+    return {"spacing": [float(v) for v in spacing], "frame_ms": float(np.median([s["frame_ms"] for s in subjects])),
+            "es": int(round(float(np.median([s["es"] for s in subjects]))))}
+
+
+def to_subject(index: int, image: torch.Tensor, codes, geometry: dict):
+    """Sample `index` (0-based) as a cohort Subject: image (D, H, W, T) in [-1, 1] -> (X, Y, Z, T) positive."""
+    from cardiolab.io.cohort import Subject, make_affine
+
+    vol = rearrange(image.float().numpy(), "d h w t -> h w d t")   # the cache's (D, H, W) are (z, x, y)
+    info = attributes.decode(codes) if codes is not None else {"Group": "UNKNOWN"}
+    es = min(geometry["es"], vol.shape[3] - 1)
+    return Subject(id=f"synth{index + 1:04d}", image=((vol + 1.0) * INTENSITY_OFFSET).astype(np.float32),
+                   affine=make_affine(geometry["spacing"]), frame_ms=geometry["frame_ms"], ed=0, es=es, info=info)
+
+
+def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike,
+                  guidance: float = 1.0, cond: str = "random", eta: float = 0.0, batch: int = 4,
+                  gifs: bool = True, device: str = "auto") -> Path:
+    """Sample n studies from the DiT run and write them as an ACDC-layout cohort at `out` (atomically).
+
+    out/synth0001/... per sample, out/gifs/synth0001.gif (middle slice), out/samples.json (generator, run,
+    steps, seed, guidance, conditioning mode, ES rule; no patient identifiers).
+    """
+    from cardiolab.io.cohort import write_subject
+    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
+
+    if n < 1:
+        raise CardiolabError(f"sample: --n must be at least 1, got {n}")
+    run_dir = Path(run_dir)
+    model, conf = load(run_dir, device=pick_device(device))
+    vq = load_vqgan(conf["vqgan_run"])
+    geometry = cohort_geometry(conf["cache_dir"])
+    z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device)
+    images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for i in range(n):
+            subject = to_subject(i, images[i], None if codes is None else codes[i], geometry)
+            write_subject(tmp, subject)
+            if gifs:
+                from cardiolab.plots import save_gif
+                save_gif(images[i], tmp / "gifs" / f"{subject.id}.gif", title=subject.id)
+        write_json(tmp / SAMPLES_JSON, {
+            "generator": GENERATOR, "run": str(run_dir), "n": n, "steps": steps, "seed": seed,
+            "guidance": guidance, "cond": cond if isinstance(cond, str) else "given", "eta": eta,
+            "sampler": "ddim", "es_rule": "median ES frame of the training cohort", "ed": 1,
+            "intensity": f"(x + 1) * {INTENSITY_OFFSET:g} of the VQ-GAN output x in [-1, 1]",
+            "ids": [f"synth{i + 1:04d}" for i in range(n)]})
+    log.info("wrote %d synthetic studies to %s", n, out)
+    return out
+
+
+def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir: str | os.PathLike | None = None,
+                   out: str | os.PathLike | None = None) -> Path:
+    """The profile's n_samples DiT samples (default runs/<profile>/samples/dit); trains the DiT first if needed.
+
+    Samples are redrawn when missing, older than the DiT checkpoint, or of another count.
+    """
+    from cardiolab.core import read_json
+
+    profile = _profile(profile)
+    run = ensure(profile, run_dir)
+    out = Path(out or profile.run_dir / "samples" / "dit")
+    meta = out / SAMPLES_JSON
+    fresh = meta.exists() and meta.stat().st_mtime >= (run / "checkpoint.pt").stat().st_mtime
+    if not (fresh and read_json(meta).get("n") == profile.dit.n_samples and read_json(meta).get("seed") == seed):
+        sample_cohort(run, profile.dit.n_samples, profile.dit.sample_steps, seed, out)
+    return out
+
+
+# ---- notebook helpers (figures) --------------------------------------------------------------------
+def plot_token_grid(cfg: DiT4DConfig, slices: int = 2):
+    """How a latent (C_z, D, H, W, T) becomes tokens: each panel is one (slice d, frame-block t) plane of the
+    latent, coloured by the index of the token each latent voxel falls into (patchify's (d, h, w, t) order)."""
+    import matplotlib.pyplot as plt
+
+    D, H, W, T = cfg.input_size
+    gD, gH, gW, gT = cfg.grid()
+    pd, ph, pw, pt = cfg.patch
+    token = np.arange(cfg.num_tokens).reshape(gD, gH, gW, gT)
+    rows, cols = min(slices, gD), min(gT, 4)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False, layout="constrained")
+    for r in range(rows):
+        for c in range(cols):
+            plane = np.kron(token[r, :, :, c], np.ones((ph, pw)))[:H, :W]     # (H, W) latent voxels -> token id
+            ax = axes[r, c]
+            ax.imshow(plane % 20, cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
+            if gH * gW <= 64:
+                for (i, j), n in np.ndenumerate(token[r, :, :, c]):
+                    ax.text(j * pw + (pw - 1) / 2, i * ph + (ph - 1) / 2, str(n), ha="center", va="center", fontsize=6)
+            ax.set_xticks(np.arange(-0.5, W, pw), labels=[]), ax.set_yticks(np.arange(-0.5, H, ph), labels=[])
+            ax.grid(color="white", linewidth=0.8)
+            ax.set_title(f"slice {r * pd}, frames {c * pt}-{min(T, (c + 1) * pt) - 1}", fontsize=8)
+    fig.suptitle(f"latent (D, H, W, T) = {cfg.input_size}, patch {cfg.patch}\n-> token grid {cfg.grid()} = "
+                 f"{cfg.num_tokens} tokens (numbered), each attending to all", fontsize=8)
+    return fig
+
+
+def plot_loss(run_dir: str | os.PathLike, smooth: int = 5):
+    """Training loss (raw and a running mean) against step."""
+    import matplotlib.pyplot as plt
+
+    steps, loss = training_curve(run_dir)
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
+    ax.plot(steps, loss, alpha=0.4, label="loss (logged means)")
+    if len(loss) >= smooth:
+        ax.plot(steps[smooth - 1:], np.convolve(loss, np.ones(smooth) / smooth, mode="valid"), label=f"mean of {smooth}")
+    ax.set_xlabel("step"), ax.set_ylabel("v-prediction smooth-L1"), ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+@torch.no_grad()
+def guidance_sweep(run_dir: str | os.PathLike, scales=(1.0, 2.0, 4.0), steps: int = 20, seed: int = 0,
+                   cond: str = "from-training-distribution") -> tuple[torch.Tensor, dict]:
+    """One sample per guidance scale from the same noise and attributes: images (S, D, H, W, T) in [-1, 1]."""
+    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
+
+    model, conf = load(run_dir)
+    vq = load_vqgan(conf["vqgan_run"])
+    codes = sample_conditions(conf, 1, cond, torch.Generator().manual_seed(seed))
+    z = torch.cat([sample_latents(model, conf, 1, steps, seed, s, codes if codes is not None else "none")[0]
+                   for s in scales])
+    info = attributes.describe(codes[0]) if codes is not None else {}
+    return decode_latents(vq, z)[:, 0], info
+
+
+def plot_guidance(images: torch.Tensor, scales, slice: int | None = None, frames: int = 6, info: dict | None = None):
+    """Rows: guidance scales; columns: frames of one slice."""
+    import matplotlib.pyplot as plt
+
+    S, D, H, W, T = images.shape
+    z = D // 2 if slice is None else slice
+    cols = np.unique(np.linspace(0, T - 1, min(T, frames)).round().astype(int))
+    fig, axes = plt.subplots(S, len(cols), figsize=(1.3 * len(cols), 1.3 * S), squeeze=False, layout="constrained")
+    for r in range(S):
+        for c, t in enumerate(cols):
+            axes[r, c].imshow(images[r, z, :, :, t], cmap="gray", vmin=-1, vmax=1)
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+            axes[0, c].set_title(f"t={t}", fontsize=8)
+        axes[r, 0].set_ylabel(f"s={scales[r]:g}", fontsize=8)
+    if info:
+        fig.suptitle("guidance for " + ", ".join(f"{k}={v}" for k, v in info.items()), fontsize=8)
+    return fig

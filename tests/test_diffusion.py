@@ -1,0 +1,129 @@
+"""Diffusion: cosine schedule, v-prediction target (MONAI's definition, by hand), samplers, overfitting."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cardiolab.core import CardiolabError
+from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, training_target
+from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+
+
+def test_cosine_schedule_known_values():
+    sch = create_scheduler(DiffusionConfig(train_timesteps=300))
+    abar = sch.alphas_cumprod
+    assert abar.shape == (300,)
+    assert torch.all(abar[1:] < abar[:-1])
+    # Nichol & Dhariwal: abar(t) = f(t+1) / f(0) with f(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2)
+    f = lambda t: math.cos((t / 300 + 0.008) / 1.008 * math.pi / 2) ** 2
+    for t in (0, 150, 298):
+        assert abar[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-4)
+
+
+def test_v_target_matches_hand_computation():
+    sch = create_scheduler(DiffusionConfig())
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 2, 2, 4, 4, 2, generator=g), torch.randn(3, 2, 2, 4, 4, 2, generator=g)
+    t = torch.tensor([0, 100, 299])
+    v = training_target(sch, x0, eps, t)
+    for i, ti in enumerate(t.tolist()):
+        a = sch.alphas_cumprod[ti].item()
+        assert torch.allclose(v[i], math.sqrt(a) * eps[i] - math.sqrt(1 - a) * x0[i], atol=1e-6)
+    # and x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, so x0 = sqrt(abar) x_t - sqrt(1 - abar) v
+    x_t = sch.add_noise(x0, eps, t)
+    a = sch.alphas_cumprod[t].view(-1, 1, 1, 1, 1, 1)
+    assert torch.allclose(a.sqrt() * x_t - (1 - a).sqrt() * v, x0, atol=1e-5)
+
+
+class Oracle(nn.Module):
+    """Predicts the exact v for one known x0: DDIM must then land on x0 from any noise."""
+
+    def __init__(self, x0, sch):
+        super().__init__()
+        self.x0, self.sch = x0, sch
+
+    def forward(self, x_t, t, cond=None):
+        a = self.sch.alphas_cumprod[t].view(-1, *[1] * (x_t.ndim - 1))
+        eps = (x_t - a.sqrt() * self.x0) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * self.x0
+
+
+def test_ddim_with_exact_v_recovers_x0():
+    sch = create_scheduler(DiffusionConfig(), sampler="ddim")
+    x0 = 2.5 * torch.randn(2, 2, 2, 4, 4, 2, generator=torch.Generator().manual_seed(1))  # beyond [-1, 1]: no clipping
+    out = sample(Oracle(x0, sch), sch, tuple(x0.shape), steps=10, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(out, x0, atol=1e-3)
+
+
+def small_model(cond=()):
+    torch.manual_seed(0)
+    m = DiT4D(DiT4DConfig(input_size=(2, 8, 8, 4), in_channels=2, patch=(1, 2, 2, 2), hidden=32, depth=1,
+                          heads=2, cond_cardinalities=cond))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_sampling_is_deterministic_for_a_seed(eta):
+    m, sch = small_model(), create_scheduler(DiffusionConfig(), sampler="ddim")
+    run = lambda seed: sample(m, sch, (2, 2, 2, 8, 8, 4), steps=4, eta=eta, generator=torch.Generator().manual_seed(seed))
+    a, b, c = run(0), run(0), run(1)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert torch.isfinite(a).all()
+
+
+def test_guided_sampling_uses_condition():
+    m, sch = small_model(cond=(3, 2)), create_scheduler(DiffusionConfig(), sampler="ddim")
+    cond = torch.tensor([[0, 1], [2, 0]])
+    run = lambda s: sample(m, sch, (2, 2, 2, 8, 8, 4), steps=3, cond=cond, guidance=s,
+                           generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(run(1.0), run(4.0))
+
+
+def test_sampler_errors_are_clear():
+    m = small_model()
+    with pytest.raises(CardiolabError, match="DDPM"):
+        sample(m, create_scheduler(sampler="ddpm"), (1, 2, 2, 8, 8, 4), steps=10)
+    with pytest.raises(CardiolabError, match="steps"):
+        sample(m, create_scheduler(sampler="ddim"), (1, 2, 2, 8, 8, 4), steps=0)
+    with pytest.raises(CardiolabError, match="sampler"):
+        create_scheduler(sampler="euler")
+
+
+def test_tiny_model_overfits_one_latent():
+    torch.manual_seed(0)
+    m = DiT4D(DiT4DConfig(input_size=(2, 8, 8, 4), in_channels=2, patch=(1, 2, 2, 2), hidden=64, depth=2, heads=4))
+    sch = create_scheduler(DiffusionConfig())
+    x0 = torch.randn(1, 2, 2, 8, 8, 4).expand(16, -1, -1, -1, -1, -1)
+
+    def held_out_loss():  # the same 256 (t, noise) draws before and after
+        with torch.no_grad():
+            return diffusion_loss(m, sch, x0[:1].expand(256, -1, -1, -1, -1, -1),
+                                  generator=torch.Generator().manual_seed(123)).item()
+
+    before, steps = held_out_loss(), 300
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
+    for _ in range(steps):
+        loss = diffusion_loss(m, sch, x0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        decay.step()
+    after = held_out_loss()
+    assert before > 0.3                      # zero prediction of a unit-variance v
+    assert after < before / 10, (before, after)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 5, 50, 300])
+def test_ddim_timesteps_match_its_step_stride(steps):
+    # each DDIM step jumps t -> t - T // n; the next model call must be at exactly that t
+    sch = create_scheduler(DiffusionConfig(), sampler="ddim")
+    sch.set_timesteps(steps)
+    ts = sch.timesteps.tolist()
+    assert len(ts) == steps and ts[-1] == 0 and ts[0] <= 299
+    assert all(a - b == 300 // steps for a, b in zip(ts, ts[1:]))

@@ -1,0 +1,213 @@
+"""CardioDiT model: shapes, (un)patchify inverse for odd sizes, adaLN-Zero identity, guidance, overfitting."""
+import numpy as np
+import pytest
+import torch
+
+from cardiolab.core import CardiolabError
+from cardiolab.models.dit4d import (DiT4D, DiT4DConfig, DiTBlock, crop_to, get_4d_sincos_pos_embed, pad_to_patch,
+                                    patchify, unpatchify)
+
+
+def tiny_config(**kw) -> DiT4DConfig:
+    base = dict(input_size=(3, 9, 7, 5), in_channels=2, patch=(1, 4, 4, 2), hidden=32, depth=2, heads=2)
+    base.update(kw)
+    return DiT4DConfig(**base)
+
+
+def perturb(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give the zero-initialised layers random weights, so outputs depend on every input."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def test_forward_shape_odd_sizes_and_grid():
+    cfg = tiny_config()
+    assert cfg.grid() == (3, 3, 2, 3) and cfg.num_tokens == 54
+    model = DiT4D(cfg)
+    x = torch.randn(2, 2, 3, 9, 7, 5)
+    out = model(x, torch.tensor([0, 299]))
+    assert out.shape == x.shape
+    # zero-initialised final layer: the untrained model predicts exactly 0
+    assert torch.count_nonzero(out) == 0
+
+
+def test_patchify_unpatchify_inverse_for_odd_sizes():
+    x = torch.randn(2, 3, 5, 9, 7, 3)
+    patch = (2, 4, 4, 2)
+    padded = pad_to_patch(x, patch)
+    assert padded.shape == (2, 3, 6, 12, 8, 4)
+    assert torch.equal(crop_to(padded, x.shape[2:]), x)
+    assert padded[:, :, 5:].abs().sum() == 0 and padded[..., 3:].abs().sum() == 0
+    tokens = patchify(padded, patch)
+    assert tokens.shape == (2, 3 * 3 * 2 * 2, 3 * 2 * 4 * 4 * 2)
+    back = crop_to(unpatchify(tokens, patch, (3, 3, 2, 2), 3), x.shape[2:])
+    assert torch.equal(back, x)
+
+
+def test_token_order_matches_position_embedding_grid():
+    # token n of patchify must be grid cell n in (d, h, w, t) C-order, the order the pos embedding assumes
+    x = torch.zeros(1, 1, 2, 4, 4, 4)
+    x[0, 0, 1, 2, 0, 3] = 1.0  # cell (d=1, h=1, w=0, t=1) for patch (1, 2, 2, 2), grid (2, 2, 2, 2)
+    tokens = patchify(x, (1, 2, 2, 2))
+    hot = tokens.abs().sum(-1).nonzero()[:, 1].tolist()
+    assert hot == [np.ravel_multi_index((1, 1, 0, 1), (2, 2, 2, 2))]
+
+
+def test_4d_sincos_quarter_channels_per_axis():
+    emb = get_4d_sincos_pos_embed(32, (2, 3, 1, 4))
+    assert emb.shape == (24, 32)
+    grid = np.stack(np.meshgrid(*[np.arange(g) for g in (2, 3, 1, 4)], indexing="ij"), -1).reshape(-1, 4)
+    # first channel of each quarter is sin(position * 1) of that axis
+    assert np.allclose(emb[:, [0, 8, 16, 24]], np.sin(grid), atol=1e-6)
+    assert len({tuple(r) for r in emb.round(5)}) == 24  # every token has its own code
+
+
+def test_adaln_zero_block_is_identity_at_init():
+    model = DiT4D(tiny_config())
+    block = model.blocks[0]
+    assert isinstance(block, DiTBlock)
+    x, c = torch.randn(2, 54, 32), torch.randn(2, 32)
+    assert torch.equal(block(x, c), x)
+    perturb(block)
+    assert not torch.allclose(block(x, c), x)
+
+
+def test_conditioning_cfg_and_null_class():
+    cfg = tiny_config(cond_cardinalities=(5, 2, 4), cond_dropout=0.5)
+    model = DiT4D(cfg)
+    perturb(model)
+    model.eval()
+    x, t = torch.randn(2, 2, 3, 9, 7, 5), torch.tensor([10, 200])
+    cond = torch.tensor([[0, 1, 3], [4, 0, 2]])
+    y_cond = model(x, t, cond)
+    y_null = model(x, t, torch.full_like(cond, -1))
+    assert not torch.allclose(y_cond, y_null)
+    assert torch.allclose(model(x, t, None), y_null)                       # no attributes = null class
+    assert torch.allclose(model(x, t, cond, force_drop=torch.tensor([True, True])), y_null)
+    assert torch.allclose(model.forward_with_cfg(x, t, cond, 1.0), y_cond)
+    s = 3.0
+    guided = model.forward_with_cfg(x, t, cond, s)
+    assert torch.allclose(guided, y_null + s * (y_cond - y_null), atol=1e-5)
+
+
+def test_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    plain = DiT4D(tiny_config())
+    perturb(plain)
+    ckpt = DiT4D(tiny_config(checkpointing=True))
+    ckpt.load_state_dict(plain.state_dict())
+    x, t = torch.randn(2, 2, 3, 9, 7, 5), torch.tensor([3, 7])
+    grads = []
+    for m in (plain, ckpt):
+        m.train()
+        m(x, t).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_bad_input_raises_cardiolab_error():
+    model = DiT4D(tiny_config())
+    with pytest.raises(CardiolabError, match="expected latents"):
+        model(torch.randn(1, 2, 3, 8, 8, 4), torch.tensor([0]))
+    with pytest.raises(CardiolabError, match="divisible"):
+        DiT4D(tiny_config(hidden=40, heads=3))
+
+
+def test_bf16_autocast_runs_close_to_fp32():
+    model = DiT4D(tiny_config())
+    perturb(model)
+    x, t = torch.randn(1, 2, 3, 9, 7, 5), torch.tensor([5])
+    ref = model(x, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x, t).float()
+    assert (low - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+# ---- training + sampling + export through the engine (tiny fakes of the VQ-GAN run and the cache) -------
+
+def _fake_stage1(root):
+    """A VQ-GAN checkpoint (untrained), a cache manifest and latents.pt, as the earlier stages write them."""
+    import dataclasses
+
+    from cardiolab.core import write_json
+    from cardiolab.data.attributes import cardinalities
+    from cardiolab.data.prepare import CACHE_VERSION
+    from cardiolab.models.vqgan import VQGAN
+    from cardiolab.profiles import VQGANConfig
+
+    torch.manual_seed(0)
+    vq_cfg = VQGANConfig(channels=(8, 16), codes=16, code_dim=4)
+    vq_run = root / "vqgan"
+    vq_run.mkdir(parents=True)
+    torch.save({"step": 0, "modules": {"model": VQGAN(vq_cfg).state_dict()}, "ema": {}, "optimizers": {},
+                "config": {"vqgan": dataclasses.asdict(vq_cfg), "dead_after": 100}}, vq_run / "checkpoint.pt")
+    ids = [f"patient{i:03d}" for i in range(1, 7)]
+    splits = {sid: ("holdout" if i >= 4 else "public") for i, sid in enumerate(ids)}
+    cache = root / "data" / "cache" / "smoke"
+    write_json(cache / "manifest.json", {"version": CACHE_VERSION, "subjects": [
+        {"id": sid, "split": splits[sid], "spacing": [6.0, 6.0, 10.0 + i], "frame_ms": 40.0, "es": 3 + (i == 1)}
+        for i, sid in enumerate(ids)]})
+    cond = torch.stack([torch.randint(0, n, (len(ids),)) for n in cardinalities()], 1)
+    latents = root / "latents.pt"
+    torch.save({"latents": torch.randn(len(ids), 4, 3, 4, 4, 2), "cond": cond, "ids": ids, "splits": splits,
+                "scale": 2.0, "vqgan_run": str(vq_run)}, latents)
+    return latents
+
+
+def test_train_sample_export_roundtrip(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from cardiolab.io.acdc import read_acdc
+    from cardiolab.io.validate import validate_cohort
+    from cardiolab.profiles import get_profile
+    from cardiolab.tasks import dit
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
+    latents = _fake_stage1(tmp_path)
+    profile = get_profile("smoke")
+    run = dit.train(profile, out=tmp_path / "dit", steps=4, latents=latents)
+    conf = json.loads((run / "config.json").read_text())
+    assert conf["n_train"] == 4 and conf["scale"] == 2.0 and conf["latent_shape"] == [4, 3, 4, 4, 2]
+    steps, loss = dit.training_curve(run)
+    assert steps[-1] == 4 and np.isfinite(loss).all()
+
+    out = dit.sample_cohort(run, n=2, steps=3, seed=7, out=tmp_path / "synth", gifs=True, device="cpu")
+    subjects = list(read_acdc(out))
+    assert [s.id for s in subjects] == ["synth0001", "synth0002"]
+    assert validate_cohort(out) == []
+    s = subjects[0]
+    assert s.image.shape == (16, 16, 3, 8)                        # (X, Y, Z, T) from latents (3, 4, 4, 2) x4
+    assert s.spacing == pytest.approx((6.0, 6.0, 11.5))           # in-plane from the cache, slices: train median
+    assert s.frame_ms == pytest.approx(40.0) and (s.ed, s.es) == (0, 3)   # median ES of the training subjects
+    assert s.image.min() >= 0.0 and s.image.max() <= 2000.0 and s.image.std() > 0
+    assert (out / "gifs" / "synth0001.gif").stat().st_size > 0
+    meta = json.loads((out / "samples.json").read_text())
+    assert meta["generator"] == "cardiodit" and meta["seed"] == 7 and meta["steps"] == 3
+    # no training-patient identifier anywhere in the synthetic cohort
+    for f in out.rglob("*"):
+        if f.suffix in (".cfg", ".json"):
+            assert "patient" not in f.read_text().lower(), f
+
+    again = dit.sample_cohort(run, n=2, steps=3, seed=7, out=tmp_path / "synth2", gifs=False, device="cpu")
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(read_acdc(out), read_acdc(again)))
+    other = dit.sample_cohort(run, n=1, steps=3, seed=8, out=tmp_path / "synth3", gifs=False, device="cpu")
+    assert not np.array_equal(next(read_acdc(other)).image, s.image)
+    # a dataclass profile round trip: the run's model config rebuilds the same network
+    model, conf = dit.load(run)
+    assert dataclasses.asdict(model.config)["input_size"] == (3, 4, 4, 2)
+
+
+def test_bench_times_a_training_step_and_cli_rejects_bad_sizes(capsys):
+    from cardiolab.__main__ import main
+    from cardiolab.bench import DiTBench, build_dit, time_train_steps
+
+    b = DiTBench(input_size=(2, 8, 8, 4), patch=(1, 4, 4, 2), channels=2, hidden=32, depth=1, heads=2, batch=2,
+                 steps=2, warmup=1, device="cpu")
+    out = time_train_steps(build_dit(b), b)
+    assert out["step_s"] > 0 and out["samples_per_s"] == pytest.approx(2 / out["step_s"])
+    assert out["params"] == sum(p.numel() for p in build_dit(b).parameters()) and len(out["step_s_all"]) == 2
+    assert main(["bench", "dit", "--input-size", "4,32"]) == 2
+    assert "--input-size" in capsys.readouterr().err
