@@ -285,7 +285,7 @@ class Trainer:
             with atomic_path(self.run_dir / CHECKPOINT) as tmp:
                 torch.save(state, tmp)
             write_json(self.run_dir / STATE, {"step": self.step, "steps": self.cfg.steps,
-                                              "finished": self.step >= self.cfg.steps})
+                                              "finished": self.step >= self.cfg.steps, "config": state["config"]})
         if self.world > 1:
             dist.barrier()
 
@@ -349,6 +349,22 @@ def is_finished(run_dir: str | os.PathLike, steps: int | None = None) -> bool:
         return False
     state = json.loads(path.read_text())
     return bool(state["finished"]) and (steps is None or state["step"] >= steps)
+
+
+def run_status(run_dir: str | os.PathLike, steps: int, match: dict | None = None) -> str:
+    """What `ensure_*` should do with run_dir: 'finished' (use it), 'partial' (resume it) or 'fresh' (train anew).
+
+    match: config entries (e.g. {"vqgan": asdict(cfg)}) the run must have been trained with; a run of another
+    configuration is 'fresh', so a changed profile retrains instead of resuming incompatible weights.
+    """
+    path = Path(run_dir) / STATE
+    if not path.exists() or not (Path(run_dir) / CHECKPOINT).exists():
+        return "fresh"
+    state = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(match or {}, default=str))   # tuples -> lists, as saved
+    if any(state.get("config", {}).get(k) != v for k, v in wanted.items()):
+        return "fresh"
+    return "finished" if state["finished"] and state["step"] >= steps else "partial"
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

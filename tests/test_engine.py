@@ -169,3 +169,16 @@ def test_accepts_opacus_model_optimizer_and_poisson_loader(tmp_path):
     tr.fit(loader, step_fn)
     assert tr.step == 5 and engine.get_epsilon(delta=1e-5) > 0
     assert set(load_checkpoint(tmp_path / "dp")["modules"]["model"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_run_status_tells_finished_partial_and_stale(job, tmp_path):
+    from cardiolab.engine import run_status
+
+    _, toyjob = job
+    tr, data, fn = toyjob.make(tmp_path / "run", steps=4)
+    assert run_status(tmp_path / "run", 4) == "fresh"
+    tr.config = {"model": {"width": 16, "sizes": (1, 2)}}
+    tr.fit(data, fn)
+    assert run_status(tmp_path / "run", 4, {"model": {"width": 16, "sizes": (1, 2)}}) == "finished"
+    assert run_status(tmp_path / "run", 8, {"model": {"width": 16, "sizes": (1, 2)}}) == "partial"
+    assert run_status(tmp_path / "run", 4, {"model": {"width": 32, "sizes": (1, 2)}}) == "fresh"

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from cardiolab.core import CardiolabError, atomic_path, pick_device, seed_everything, write_json
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
-from cardiolab.engine import Trainer, TrainConfig, is_finished, load_checkpoint, read_metrics
+from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, read_metrics, run_status
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
 from cardiolab.profiles import Profile, get_profile
 
@@ -107,6 +107,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       ema_decay=p.ema_decay, ckpt_every=max(1, min(500, total // 4)), log_every=max(1, min(10, total // 10)),
                       amp=p.amp, seed=seed, device=profile.device, num_workers=profile.num_workers)
     conf = {"dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), "profile": profile.name,
+            "profile_dit": dataclasses.asdict(p),
             "scale": float(record["scale"]), "latent_shape": list(data.z.shape[1:]),
             "vqgan_run": record.get("vqgan_run") or str(profile.run_dir / "vqgan"), "latents": str(Path(path).resolve()),
             "cache_dir": str(profile.cache_dir), "n_train": len(data), "seed": seed,
@@ -123,8 +124,14 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
     """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished."""
     profile = _profile(profile)
     run = Path(run_dir or profile.run_dir / "dit")
-    if not is_finished(run, profile.dit.steps):
-        train(profile, run, resume=True)
+    from cardiolab.tasks.vqgan import ensure_latents
+
+    latents = ensure_latents(profile)
+    status = run_status(run, profile.dit.steps, {"profile_dit": dataclasses.asdict(profile.dit)})
+    if status != "fresh" and latents.stat().st_mtime > (run / "checkpoint.pt").stat().st_mtime:
+        status = "fresh"                       # the VQ-GAN was retrained: its old latents are gone
+    if status != "finished":
+        train(profile, run, resume=status == "partial")
     return run
 
 

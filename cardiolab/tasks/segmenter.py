@@ -29,7 +29,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from cardiolab.core import CardiolabError, seed_everything, write_json
 from cardiolab.data.datasets import CineDataset
 from cardiolab.data.prepare import ensure_prepared, prepare_subject
-from cardiolab.engine import Trainer, TrainConfig, is_finished, load_checkpoint
+from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, run_status
 from cardiolab.io.acdc import read_acdc
 from cardiolab.metrics.utility import STRUCTURES, seg_scores
 from cardiolab.models.segmenter import Segmenter, SegmenterConfig
@@ -216,7 +216,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       ckpt_every=max(50, steps // 4), log_every=max(1, min(20, steps // 10)), seed=seed,
                       device=profile.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    config = {"model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data)}
+    config = {"model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data),
+              "profile_eval": dataclasses.asdict(profile.eval)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=config)
     tr.fit(data, _step, resume=resume)
 
@@ -260,9 +261,10 @@ def ensure(profile: Profile | str | None = None) -> Path:
     """The profile's segmenter run folder (runs/<profile>/segmenter), trained (or finished) if needed."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     out = profile.run_dir / RUN
-    if is_finished(out, profile.eval.seg_steps) and (out / "scores.json").exists():
+    status = run_status(out, profile.eval.seg_steps, {"profile_eval": dataclasses.asdict(profile.eval)})
+    if status == "finished" and (out / "scores.json").exists():
         return out
-    return train(profile, out=out, resume=True)
+    return train(profile, out=out, resume=status == "partial")
 
 
 def ensure_model(profile: Profile | str | None = None, device: str | torch.device = "cpu") -> Segmenter:

@@ -25,7 +25,7 @@ from monai.metrics import PSNRMetric, SSIMMetric
 from tqdm import tqdm
 
 from cardiolab.core import CardiolabError, atomic_path, seed_everything
-from cardiolab.engine import Trainer, TrainConfig, is_finished, load_checkpoint, read_metrics
+from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, read_metrics, run_status
 from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
 from cardiolab.profiles import Profile, VQGANConfig, get_profile
 
@@ -132,8 +132,9 @@ def ensure(profile: Profile | str, run_dir: str | os.PathLike | None = None) -> 
     """The VQ-GAN run folder (default runs/<profile>/vqgan); trains (resuming a partial run) unless finished."""
     profile = get_profile(profile) if isinstance(profile, str) or profile is None else profile
     run = Path(run_dir) if run_dir else profile.run_dir / "vqgan"
-    if not is_finished(run, profile.vqgan.steps):
-        train(profile, run, resume=True)
+    status = run_status(run, profile.vqgan.steps, {"vqgan": dataclasses.asdict(profile.vqgan)})
+    if status != "finished":
+        train(profile, run, resume=status == "partial")
     return run
 
 
