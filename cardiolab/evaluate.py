@@ -265,26 +265,25 @@ def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
     return "vqgan_recon", recon
 
 
-def function_tables(profile: Profile | str | None, name: str):
-    """(real, synthetic) per-subject function tables written by `evaluate(..., labels=True)` for model `name`."""
+def _tables(profile: Profile | str | None, name: str, kind: str):
+    """(real, synthetic) `kind` tables ('function' or 'shape') written by `evaluate(..., labels=True)`."""
     import pandas as pd
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     folder = profile.run_dir / "eval" / f"{name}_function"
     try:
-        return pd.read_csv(folder / "function_real.csv"), pd.read_csv(folder / "function_synthetic.csv")
+        return pd.read_csv(folder / f"{kind}_real.csv"), pd.read_csv(folder / f"{kind}_synthetic.csv")
     except FileNotFoundError:
-        raise CardiolabError(f"{folder}: no function tables; run evaluate with labels=True for {name!r}") from None
+        raise CardiolabError(f"{folder}: no {kind} tables; run evaluate with labels=True for {name!r}") from None
+
+
+def function_tables(profile: Profile | str | None, name: str):
+    """(real, synthetic) per-subject cardiac-function tables of model `name`."""
+    return _tables(profile, name, "function")
 
 
 def shape_tables(profile: Profile | str | None, name: str):
-    """(real, synthetic) shape-statistics tables written by `evaluate(..., labels=True)` for model `name`."""
-    import pandas as pd
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    folder = profile.run_dir / "eval" / f"{name}_function"
-    try:
-        return pd.read_csv(folder / "shape_real.csv"), pd.read_csv(folder / "shape_synthetic.csv")
-    except FileNotFoundError:
-        raise CardiolabError(f"{folder}: no shape tables; run evaluate with labels=True for {name!r}") from None
+    """(real, synthetic) shape-statistics tables of model `name`."""
+    return _tables(profile, name, "shape")
 
 
 def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", seg_model=None):
