@@ -156,8 +156,8 @@ def test_train_evaluator_through_engine_and_reload(phantom_root, tmp_path):
 
 
 def test_ensure_evaluator_retrains_when_the_checkpoint_config_is_stale(tmp_path, monkeypatch):
-    """Staleness is read from the checkpoint: a retrain killed before its first checkpoint leaves a new
-    config.json beside the old weights, and those must still be retrained, not loaded."""
+    """Staleness is read from state.json, written with each checkpoint: a retrain killed before its first
+    checkpoint leaves a new config.json beside the old weights, and those must still be retrained."""
     import dataclasses
     import json
 
@@ -168,12 +168,13 @@ def test_ensure_evaluator_retrains_when_the_checkpoint_config_is_stale(tmp_path,
     monkeypatch.setattr(ft, "train_evaluator", lambda p, out, resume: calls.append(resume))
     run = profile.run_dir / ft.RUN_NAME
     run.mkdir(parents=True)
-    (run / "state.json").write_text(json.dumps({"finished": True, "step": 20, "steps": 20}))
     new = json.loads(json.dumps(dataclasses.asdict(ft.evaluator_config(profile))))
     old = {k: v for k, v in new.items() if k != "motion"}                  # before the frame differences
+    state = lambda cfg: json.dumps({"finished": True, "step": 20, "steps": 20, "config": {"evaluator": cfg}})  # noqa: E731
     (run / "config.json").write_text(json.dumps({"evaluator": new}))
     torch.save({"config": {"evaluator": old}}, run / "checkpoint.pt")
+    (run / "state.json").write_text(state(old))
     assert ft.ensure_evaluator(profile) == run and calls == [False]        # retrained from scratch
-    torch.save({"config": {"evaluator": new}}, run / "checkpoint.pt")
+    (run / "state.json").write_text(state(new))
     ft.ensure_evaluator(profile)
     assert calls == [False]                                                 # up to date: loaded as is

@@ -308,15 +308,13 @@ def _heads(net: torch.nn.Module, project: list, classify: list) -> tuple[list, l
 
 def ensure_evaluator(profile: Profile) -> Path:
     """The trained evaluator's run folder (runs/<profile>/evaluator), training it first if unfinished or if
-    its checkpoint holds another evaluator config (an older cardiolab). The checkpoint's own config is the
-    one compared: config.json is rewritten when a run starts, so a killed retrain would leave it new."""
-    from cardiolab.engine import CHECKPOINT, is_finished, load_checkpoint
+    it was trained with another evaluator config."""
+    from cardiolab.engine import run_status
     out = profile.run_dir / RUN_NAME
-    want = json.loads(json.dumps(dataclasses.asdict(evaluator_config(profile))))
-    stale = (out / CHECKPOINT).exists() and load_checkpoint(out).get("config", {}).get("evaluator") != want
-    if stale or not is_finished(out, profile.eval.feature_steps):
+    status = run_status(out, profile.eval.feature_steps, {"evaluator": dataclasses.asdict(evaluator_config(profile))})
+    if status != "finished":
         log.info("training the feature evaluator -> %s", out)
-        train_evaluator(profile, out, resume=not stale)
+        train_evaluator(profile, out, resume=status == "partial")
     return out
 
 
