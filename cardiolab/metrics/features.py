@@ -22,7 +22,6 @@ slices gives N * (D - S + 1) feature vectors.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
