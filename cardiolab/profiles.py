@@ -59,7 +59,7 @@ class DiTConfig:
     ema_decay: float = 0.999
     cond_dropout: float = 0.1         # label dropout for classifier-free guidance
     n_samples: int = 16
-    amp: str = "auto"                 # engine AMP; "bf16" trains ~1.4x faster on CPUs with AVX-512 BF16 (slow without)
+    amp: str = "bf16"                 # engine AMP: bf16 autocast trains ~1.4x faster on CPUs with AVX-512 BF16
 
 
 @dataclass(frozen=True)
