@@ -182,3 +182,12 @@ def test_run_status_tells_finished_partial_and_stale(job, tmp_path):
     assert run_status(tmp_path / "run", 4, {"model": {"width": 16, "sizes": (1, 2)}}) == "finished"
     assert run_status(tmp_path / "run", 8, {"model": {"width": 16, "sizes": (1, 2)}}) == "partial"
     assert run_status(tmp_path / "run", 4, {"model": {"width": 32, "sizes": (1, 2)}}) == "fresh"
+
+
+@pytest.mark.parametrize("model", ["vqgan", "dit", "segmenter", "evaluator"])
+def test_train_cli_resolves_every_model(model):
+    import importlib
+
+    from cardiolab.cli.train import MODELS
+    module, fn = MODELS[model]
+    assert callable(getattr(importlib.import_module(module), fn))

@@ -9,8 +9,10 @@ from cardiolab.profiles import get_profile
 
 HELP = "train a model (vqgan, dit, segmenter, evaluator) in a profile; --resume continues a killed run"
 
-# model name -> module under cardiolab.tasks with train(profile, out=None, resume=False, steps=None, seed=0)
-MODELS = {"vqgan": "vqgan", "dit": "dit", "segmenter": "segmenter", "evaluator": "evaluator"}
+# model name -> (module, function) with fn(profile, out=None, resume=False, steps=None, seed=0) -> run folder
+MODELS = {"vqgan": ("cardiolab.tasks.vqgan", "train"), "dit": ("cardiolab.tasks.dit", "train"),
+          "segmenter": ("cardiolab.tasks.segmenter", "train"),
+          "evaluator": ("cardiolab.metrics.features", "train_evaluator")}
 
 
 def add_arguments(p) -> None:
@@ -23,7 +25,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    task = importlib.import_module(f"cardiolab.tasks.{MODELS[args.model]}")
-    out = task.train(get_profile(args.profile), out=args.out, resume=args.resume, steps=args.steps, seed=args.seed)
+    module, fn = MODELS[args.model]
+    train = getattr(importlib.import_module(module), fn)
+    out = train(get_profile(args.profile), out=args.out, resume=args.resume, steps=args.steps, seed=args.seed)
     print(f"trained {args.model}: {out}")
     return 0
