@@ -342,15 +342,6 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
         raise CardiolabError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
 
 
-def is_finished(run_dir: str | os.PathLike, steps: int | None = None) -> bool:
-    """True when run_dir holds a checkpoint of a finished run (of at least `steps` steps, if given)."""
-    path = Path(run_dir) / STATE
-    if not path.exists() or not (Path(run_dir) / CHECKPOINT).exists():
-        return False
-    state = json.loads(path.read_text())
-    return bool(state["finished"]) and (steps is None or state["step"] >= steps)
-
-
 def run_status(run_dir: str | os.PathLike, steps: int, match: dict | None = None) -> str:
     """What `ensure_*` should do with run_dir: 'finished' (use it), 'partial' (resume it) or 'fresh' (train anew).
 

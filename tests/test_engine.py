@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from cardiolab.core import CardiolabError
-from cardiolab.engine import StreamBatchSampler, TrainConfig, Trainer, is_finished, load_checkpoint, lr_factor, read_metrics
+from cardiolab.engine import StreamBatchSampler, TrainConfig, Trainer, load_checkpoint, lr_factor, read_metrics, run_status
 
 # A toy job shared by the in-process tests and the subprocesses (kill -9, DDP): dropout and a random
 # noise term make the losses depend on the engine's seeding, not only on the data order.
@@ -85,9 +85,9 @@ def test_kill9_then_resume_is_bit_identical(job, tmp_path):
     killed = subprocess.run([sys.executable, "-c", script.format(d=str(d), run=str(tmp_path / "cut"), k=10, r=False)], env=env)
     assert killed.returncode == -9                       # died by SIGKILL after the step-8 checkpoint
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["step"] == 8
-    assert not is_finished(tmp_path / "cut")
+    assert run_status(tmp_path / "cut", 12) == "partial"
     resumed = subprocess.run([sys.executable, "-c", script.format(d=str(d), run=str(tmp_path / "cut"), k=None, r=True)], env=env)
-    assert resumed.returncode == 0 and is_finished(tmp_path / "cut", 12)
+    assert resumed.returncode == 0 and run_status(tmp_path / "cut", 12) == "finished"
     a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
     assert _equal(a["modules"]["model"], b["modules"]["model"])
     assert _equal(a["ema"]["model"], b["ema"]["model"])
@@ -105,11 +105,15 @@ def test_two_process_gloo_ddp_equals_single_process(job, tmp_path):
     tr, data, fn = toyjob.make(tmp_path / "single", steps=6, noise=False)
     tr.fit(data, fn)
     script = f"import sys; sys.path.insert(0, {str(d)!r}); import toyjob; tr, data, fn = toyjob.make({str(tmp_path / 'ddp')!r}, steps=6, noise=False); tr.fit(data, fn)"
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", script], env={
-        **os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}) for r in range(2)]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    for attempt in range(3):  # a free port can be taken between probing and binding: retry on a new one
+        port = _free_port()
+        procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env={
+            **os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}) for r in range(2)]
+        results = [p.communicate(timeout=120) for p in procs]
+        if all(p.returncode == 0 for p in procs):
+            break
+    assert [p.returncode for p in procs] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
     single, ddp = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
     for k in single:
         torch.testing.assert_close(ddp[k], single[k], rtol=1e-5, atol=1e-6)
@@ -172,8 +176,6 @@ def test_accepts_opacus_model_optimizer_and_poisson_loader(tmp_path):
 
 
 def test_run_status_tells_finished_partial_and_stale(job, tmp_path):
-    from cardiolab.engine import run_status
-
     _, toyjob = job
     tr, data, fn = toyjob.make(tmp_path / "run", steps=4)
     assert run_status(tmp_path / "run", 4) == "fresh"
