@@ -34,12 +34,13 @@ class VQGANConfig:
     res_blocks: int = 1
     codes: int = 1024                 # codebook size (paper: 16384); restarts keep them in use
     code_dim: int = 8                 # latent channels C_z (paper: 8)
-    steps: int = 3000                 # ~0.26 s/step at batch 4 on 2 idle CPU cores: ~13 min
+    steps: int = 8000                 # bf16 on 2 idle CPU cores: ~0.2 s/step, ~0.3 s with the discriminator: ~30 min
     batch: int = 4
     lr: float = 4e-4                  # few steps: a high LR (grad-norm clipped by the engine) converges faster
-    disc_start: int = 1500            # LSGAN term ramps in after the autoencoder has warmed up
+    disc_start: int = 6000            # LSGAN term ramps in after the autoencoder has warmed up
     disc_weight: float = 0.01         # small: the adversary trades PSNR for sharpness (CardioDiT: 0.005)
-    perceptual_weight: float = 0.0    # feature loss from cardiolab's own evaluator; 0 = off
+    mse_weight: float = 0.0           # MSE beside L1: L1 keeps edges sharp, MSE is what PSNR measures
+    amp: str = "bf16"                 # engine AMP: bf16 autocast ~1.3x faster on CPUs with AVX-512 BF16
 
 
 @dataclass(frozen=True)
@@ -132,3 +133,28 @@ def get_profile(name: str | None = None) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise CardiolabError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}") from None
+
+
+def override(profile: Profile, assignments: list[str]) -> Profile:
+    """A copy of `profile` with "section.field=value" assignments applied, e.g. "vqgan.steps=6000".
+
+    Values are parsed by the field's current type; tuples take comma-separated items ("vqgan.channels=32,128").
+    """
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        section, _, name = key.strip().partition(".")
+        part = getattr(profile, section, None)
+        if not sep or not dataclasses.is_dataclass(part) or name not in {f.name for f in dataclasses.fields(part)}:
+            raise CardiolabError(f"--set {item!r}: expected section.field=value with a field of "
+                                 f"{', '.join(f.name for f in dataclasses.fields(Profile) if f.name in _SECTIONS)}")
+        old = getattr(part, name)
+        try:
+            new = (tuple(type(old[0])(v) for v in value.split(",")) if isinstance(old, tuple)
+                   else (value.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)(value))
+        except ValueError:
+            raise CardiolabError(f"--set {item!r}: {value!r} is not a valid {type(old).__name__}") from None
+        profile = dataclasses.replace(profile, **{section: dataclasses.replace(part, **{name: new})})
+    return profile
+
+
+_SECTIONS = ("data", "vqgan", "dit", "eval")

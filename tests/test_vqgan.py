@@ -67,8 +67,6 @@ def test_bad_input_raises():
         model.encode(torch.zeros(1, 1, 30, 32, 8))
     with pytest.raises(CardiolabError, match="channels"):
         VQGAN(dataclasses.replace(SMOKE, channels=(8, 16, 32)))
-    with pytest.raises(CardiolabError, match="perceptual"):
-        task.make_step_fn(dataclasses.replace(SMOKE, perceptual_weight=0.1))
     assert discriminator_layers((32, 32, 8)) == 1 and discriminator_layers((256, 256, 32)) == 3
 
 
@@ -155,7 +153,7 @@ def _fit(tmp_path, name, steps=6, **kw):
 
 
 def test_training_is_deterministic_and_checkpoint_loads(tmp_path):
-    a, b = _fit(tmp_path, "a"), _fit(tmp_path, "b")
+    a, b = _fit(tmp_path, "a", mse_weight=0.5), _fit(tmp_path, "b", mse_weight=0.5)
     log_a = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines()]
     log_b = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "s_per_step"} for r in rows]  # noqa: E731
@@ -164,6 +162,9 @@ def test_training_is_deterministic_and_checkpoint_loads(tmp_path):
     assert log_a[0]["d_loss"] == 0 and log_a[-1]["d_loss"] > 0 and log_a[-1]["g_adv"] > 0
     assert all(1.0 <= r["perplexity"] <= SMOKE.codes for r in log_a)
     assert log_a[0]["restarted"] > 0 and log_a[1]["perplexity"] > 10, "first batch initialises the codebook"
+    for r in log_a:   # L_G = L1 + w_mse * MSE + commitment + w_adv * G_adv
+        want = r["l1"] + 0.5 * r["mse"] + r["commit"] + r["w_adv"] * r["g_adv"]
+        assert r["loss"] == pytest.approx(want, rel=1e-5)
 
     ckpt = load_checkpoint(a)                                   # weights_only=True inside
     assert ckpt["step"] == 6 and set(ckpt["modules"]) == {"model", "disc"}

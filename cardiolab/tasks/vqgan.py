@@ -1,10 +1,12 @@
 """Training and using the spatiotemporal VQ-GAN (stage 1 of CardioDiT, arXiv 2603.25194).
 
 Losses per step (generator, then discriminator), all on one batch of 2D+t slices x (B, 1, H, W, T):
-  L_G = |x - x_hat|_1 + commitment + w_adv(step) * LSGAN_G(D(x_hat))     (+ perceptual, off: no weights to download)
+  L_G = |x - x_hat|_1 + w_mse |x - x_hat|^2 + commitment + w_adv(step) * LSGAN_G(D(x_hat))
   L_D = 0.5 * (LSGAN(D(x), real) + LSGAN(D(x_hat), fake))                 (from step disc_start on)
 w_adv ramps linearly from 0 at disc_start to disc_weight at 2 * disc_start, so the autoencoder learns to reconstruct
 before the adversary sharpens it. The codebook itself moves by EMA (no gradient); idle codes are restarted.
+No perceptual term: LPIPS-style losses need downloaded weights, and a feature net of cardiolab's own would be the
+one that FD-cardiolab measures with, so training against it would flatter the evaluation.
 
 Latents for the DiT: every slice of a subject is encoded and the slices are stacked into one 4D latent
 (C_z, D, h, w, t); `latents.pt` keeps them unscaled with `scale` = 1 / std over the training subjects.
@@ -45,10 +47,6 @@ def adversarial_weight(cfg: VQGANConfig, step: int) -> float:
 
 def make_step_fn(cfg: VQGANConfig):
     """The engine step: one generator update, one discriminator update (after disc_start), dead-code restarts."""
-    if cfg.perceptual_weight:
-        raise CardiolabError("profiles.py: vqgan.perceptual_weight > 0 needs a feature network; cardiolab ships "
-                             "none without downloaded weights, so set it to 0.0")
-
     def step_fn(batch: dict, step: int, tr: Trainer) -> dict:
         x = batch["image"]                                         # (B, 1, H, W, T)
         model, disc = tr.modules["model"], tr.modules["disc"]
@@ -56,7 +54,8 @@ def make_step_fn(cfg: VQGANConfig):
         with tr.autocast():
             x_hat, commit, codes, z_e = model(x)
             recon = F.l1_loss(x_hat.float(), x)
-            loss = recon + commit
+            mse = F.mse_loss(x_hat.float(), x)
+            loss = recon + cfg.mse_weight * mse + commit
             g_adv = torch.zeros((), device=x.device)
             if w_adv > 0:
                 # The raw discriminator: its gradients here are discarded by the next zero_grad anyway.
@@ -72,9 +71,10 @@ def make_step_fn(cfg: VQGANConfig):
             tr.backward(d_loss, "disc")
         vq = tr.raw("model")
         restarted = vq.restart_dead_codes(z_e)                     # global RNG: the engine seeds it per step
-        return {"loss": loss.item(), "l1": recon.item(), "commit": commit.item(), "g_adv": g_adv.item(),
-                "d_loss": d_loss.item(), "w_adv": w_adv, "perplexity": perplexity(codes, cfg.codes).item(),
-                "dead_fraction": vq.dead_fraction(), "restarted": restarted}
+        return {"loss": loss.item(), "l1": recon.item(), "mse": mse.item(), "commit": commit.item(),
+                "g_adv": g_adv.item(), "d_loss": d_loss.item(), "w_adv": w_adv,
+                "perplexity": perplexity(codes, cfg.codes).item(), "dead_fraction": vq.dead_fraction(),
+                "restarted": restarted}
 
     return step_fn
 
@@ -119,7 +119,7 @@ def fit(data, cfg: VQGANConfig, size: tuple[int, int, int], out: str | os.PathLi
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     tcfg = TrainConfig(steps=steps, batch_size=cfg.batch, lr=cfg.lr, warmup=min(100, steps // 10),
                        ema_decay=None, ckpt_every=max(1, min(200, steps // 4)), log_every=max(1, min(10, steps // 10)),
-                       seed=seed, device=device, num_workers=num_workers)
+                       amp=cfg.amp, seed=seed, device=device, num_workers=num_workers)
     # No EMA copy: an average of EMA-updated codebooks is not a codebook.
     tr = Trainer(out, tcfg, modules={"model": model, "disc": disc}, optimizers={"model": opt_g, "disc": opt_d},
                  config={**(config or {}), "vqgan": dataclasses.asdict(cfg), "size": list(size), "seed": seed,

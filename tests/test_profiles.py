@@ -1,0 +1,28 @@
+"""Profiles: the one place sizes live, and `--set section.field=value` overrides of them."""
+from __future__ import annotations
+
+import pytest
+
+from cardiolab.core import CardiolabError
+from cardiolab.profiles import PROFILES, get_profile, override
+
+
+def test_override_parses_by_field_type():
+    tiny = get_profile("tiny")
+    p = override(tiny, ["vqgan.steps=6000", "vqgan.channels=32,128", "vqgan.lr=1e-4", "dit.amp=off"])
+    assert p.vqgan.steps == 6000 and p.vqgan.channels == (32, 128) and p.vqgan.lr == 1e-4 and p.dit.amp == "off"
+    assert p.vqgan.codes == tiny.vqgan.codes and p.data == tiny.data and p.name == "tiny"
+    assert PROFILES["tiny"].vqgan.steps == tiny.vqgan.steps, "the registered profile is left alone"
+    assert override(tiny, []) == tiny
+
+
+@pytest.mark.parametrize("bad, match", [("vqgan.nope=1", "section.field=value"), ("steps=3", "section.field"),
+                                        ("vqgan.steps", "section.field"), ("vqgan.steps=many", "not a valid int")])
+def test_override_rejects_bad_assignments(bad, match):
+    with pytest.raises(CardiolabError, match=match):
+        override(get_profile("tiny"), [bad])
+
+
+def test_unknown_profile():
+    with pytest.raises(CardiolabError, match="unknown profile"):
+        get_profile("huge")
