@@ -1,7 +1,7 @@
 """VQ-GAN reconstruction quality on held-out subjects: PSNR / SSIM (MONAI, images in [0, 1], data_range 1).
 
     python benchmarks/vqgan_recon.py --run runs/tiny/vqgan [--cache data/cache/tiny] [--split holdout] [--out FILE]
-                                     [--noise-free]
+                                     [--noise-free] [--continuous]
 
 Writes JSON (default <run>/recon_<split>.json) with the means, per-subject rows, the run's training step and the
 machine, and prints a one-line summary. Goal for the tiny profile: PSNR >= 30 dB, SSIM >= 0.90.
@@ -9,7 +9,9 @@ machine, and prints a one-line summary. Goal for the tiny profile: PSNR >= 30 dB
 --noise-free (phantom caches only): regenerates each subject without noise (same seed, SNR 1e6), prepares it like
 the cache, maps it affinely onto the noisy cine's intensity scale (least squares: prepare scales each cine by its
 own percentiles, which noise shifts), and adds PSNR(reconstruction, noise-free) and PSNR(noisy input, noise-free).
-The latter is the noise floor: a VQ-GAN cannot reproduce the Rician noise of unseen subjects, so it bounds the plain PSNR from above.
+The latter is the noise floor: a VQ-GAN cannot reproduce the Rician noise of unseen subjects, so it bounds the
+plain PSNR from above.
+--continuous: adds the PSNR of decoding the unquantised encoder output; the gap is what the codebook costs.
 """
 from __future__ import annotations
 
@@ -64,6 +66,13 @@ def noise_free(model, cache: Path, profile_name: str, ids: list[str]) -> dict:
     return rows
 
 
+@torch.no_grad()
+def continuous_psnr(model, cached: torch.Tensor) -> float:
+    """PSNR of decoding the continuous encoder output (no codebook) of one cine (1, D, H, W, T)."""
+    x = cached.permute(1, 0, 2, 3, 4)                                  # slices as the batch: (D, 1, H, W, T)
+    return psnr(model.decode(model.encode(x)).clamp(-1, 1), x)
+
+
 def main(args: argparse.Namespace) -> dict:
     run = Path(args.run)
     config = read_json(run / "config.json")
@@ -87,12 +96,18 @@ def main(args: argparse.Namespace) -> dict:
             row.update(extra[row["id"]])
         for key in ("psnr_vs_noise_free", "noise_floor_psnr"):
             result[key] = sum(r[key] for r in result["subjects"]) / len(result["subjects"])
+    if args.continuous:
+        for row in result["subjects"]:
+            image = torch.load(cache / "subjects" / f"{row['id']}.pt", weights_only=True)["image"][None]
+            row["psnr_continuous"] = continuous_psnr(model, image)
+        result["psnr_continuous"] = sum(r["psnr_continuous"] for r in result["subjects"]) / len(result["subjects"])
     out = Path(args.out) if args.out else run / f"recon_{args.split}.json"
     write_json(out, result)
     print(f"{run}: {result['n']} {args.split} subjects, PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} "
           f"(goal {GOAL['psnr']} dB / {GOAL['ssim']}: {'met' if result['meets_goal'] else 'not met'})"
           + (f"; vs noise-free PSNR {result['psnr_vs_noise_free']:.2f} dB, noise floor "
-             f"{result['noise_floor_psnr']:.2f} dB" if args.noise_free else "") + f" -> {out}")
+             f"{result['noise_floor_psnr']:.2f} dB" if args.noise_free else "")
+          + (f"; unquantised {result['psnr_continuous']:.2f} dB" if args.continuous else "") + f" -> {out}")
     return result
 
 
@@ -105,6 +120,8 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=None, help="JSON output (default <run>/recon_<split>.json)")
     parser.add_argument("--noise-free", action="store_true",
                         help="phantom only: also PSNR against the noise-free phantom, and the noise floor")
+    parser.add_argument("--continuous", action="store_true",
+                        help="also PSNR of decoding the unquantised encoder output (what the codebook costs)")
     try:
         main(parser.parse_args())
     except CardiolabError as e:

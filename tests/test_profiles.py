@@ -16,8 +16,9 @@ def test_override_parses_by_field_type():
     assert override(tiny, []) == tiny
 
 
-@pytest.mark.parametrize("bad, match", [("vqgan.nope=1", "section.field=value"), ("steps=3", "section.field"),
-                                        ("vqgan.steps", "section.field"), ("vqgan.steps=many", "not a valid int")])
+@pytest.mark.parametrize("bad, match", [("vqgan.nope=1", "no field 'nope'"), ("steps=3", "section.field"),
+                                        ("name.x=1", "section one of"), ("vqgan.steps", "section.field"),
+                                        ("vqgan.steps=many", "not a valid int")])
 def test_override_rejects_bad_assignments(bad, match):
     with pytest.raises(CardiolabError, match=match):
         override(get_profile("tiny"), [bad])
