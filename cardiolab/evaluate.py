@@ -104,7 +104,7 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
     Returns {"kind", "version", "model", "profile", "data", "command", "real", "synthetic", "fidelity",
     "consistency": {"real", "synthetic"}, "temporal": {"real", "synthetic"}, "function", "shape", "segmentation"}.
     """
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     if real is None:
         from cardiolab.data.prepare import ensure_prepared
         real, split = ensure_prepared(profile), split or "holdout"
@@ -202,7 +202,7 @@ def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout",
     from cardiolab.metrics.fidelity import reconstruction_metrics
     from cardiolab.tasks import vqgan
 
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     cache = ensure_prepared(profile)
     real = load_cines(cache, profile, split)
     model = vqgan.load(vqgan.ensure(profile))
@@ -223,7 +223,7 @@ def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
     """{model name: cohort folder} of the generators' samples: the DiT's (`cardiolab.tasks.dit.ensure_samples`,
     generated if missing, when that module exists) and any other folder under runs/<profile>/samples/
     (baselines), except the VQ-GAN reconstructions."""
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     found: dict[str, Path] = {}
     try:
         from cardiolab.tasks.dit import ensure_samples
@@ -244,7 +244,7 @@ def evaluate_all(profile: Profile | str | None = None, labels: bool = True):
     """Evaluate the VQ-GAN reconstructions and every synthetic cohort of the profile; returns the model table
     (`cardiolab.report.model_table`) of everything in runs/<profile>/eval."""
     from cardiolab.report import load_evaluations, model_table
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     evaluate_vqgan(profile, labels=labels)
     for name, root in synthetic_cohorts(profile).items():
         evaluate(root, profile=profile, labels=labels, name=name)
@@ -254,7 +254,7 @@ def evaluate_all(profile: Profile | str | None = None, labels: bool = True):
 def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
     """(name, cohort) the notebook's function / shape / utility sections use: the DiT's samples when present,
     else another generator's, else the VQ-GAN reconstructions (a stand-in, built if missing)."""
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     cohorts = synthetic_cohorts(profile)
     if cohorts:
         name = "dit" if "dit" in cohorts else next(iter(cohorts))
@@ -268,7 +268,7 @@ def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
 def _tables(profile: Profile | str | None, name: str, kind: str):
     """(real, synthetic) `kind` tables ('function' or 'shape') written by `evaluate(..., labels=True)`."""
     import pandas as pd
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     folder = profile.run_dir / "eval" / f"{name}_function"
     try:
         return pd.read_csv(folder / f"{kind}_real.csv"), pd.read_csv(folder / f"{kind}_synthetic.csv")
@@ -295,7 +295,7 @@ def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", s
     from cardiolab.metrics.synthetic_function import function_table
     from cardiolab.tasks import segmenter as seg
 
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     root = ensure_phantom(profile)
     ids = load_manifest(ensure_prepared(profile))["splits"][split]
     model = seg_model if seg_model is not None else seg.ensure_model(profile)

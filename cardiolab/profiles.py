@@ -128,8 +128,10 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """Look a profile up by name; None reads $CARDIOLAB_PROFILE (default 'tiny')."""
+def get_profile(name: Profile | str | None = None) -> Profile:
+    """Look a profile up by name; None reads $CARDIOLAB_PROFILE (default 'tiny'); a Profile is returned as is."""
+    if isinstance(name, Profile):
+        return name
     name = name or os.environ.get("CARDIOLAB_PROFILE", "tiny")
     try:
         return PROFILES[name]
@@ -142,12 +144,13 @@ def override(profile: Profile, assignments: list[str]) -> Profile:
 
     Values are parsed by the field's current type; tuples take comma-separated items ("vqgan.channels=32,128").
     """
+    sections = [f.name for f in dataclasses.fields(profile) if dataclasses.is_dataclass(getattr(profile, f.name))]
     for item in assignments:
         key, sep, value = item.partition("=")
         section, _, name = key.strip().partition(".")
-        part = getattr(profile, section, None) if section in _SECTIONS else None
-        if not sep or section not in _SECTIONS:
-            raise CardiolabError(f"--set {item!r}: expected section.field=value, section one of {', '.join(_SECTIONS)}")
+        if not sep or section not in sections:
+            raise CardiolabError(f"--set {item!r}: expected section.field=value, section one of {', '.join(sections)}")
+        part = getattr(profile, section)
         fields = [f.name for f in dataclasses.fields(part)]
         if name not in fields:
             raise CardiolabError(f"--set {item!r}: {section} has no field {name!r}; it has {', '.join(fields)}")
@@ -159,6 +162,3 @@ def override(profile: Profile, assignments: list[str]) -> Profile:
             raise CardiolabError(f"--set {item!r}: {value!r} is not a valid {type(old).__name__}") from None
         profile = dataclasses.replace(profile, **{section: dataclasses.replace(part, **{name: new})})
     return profile
-
-
-_SECTIONS = ("data", "vqgan", "dit", "eval")

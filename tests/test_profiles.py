@@ -14,6 +14,7 @@ def test_override_parses_by_field_type():
     assert p.vqgan.codes == tiny.vqgan.codes and p.data == tiny.data and p.name == "tiny"
     assert PROFILES["tiny"].vqgan.steps == tiny.vqgan.steps, "the registered profile is left alone"
     assert override(tiny, []) == tiny
+    assert get_profile(p) is p, "a Profile passes through get_profile unchanged"
 
 
 @pytest.mark.parametrize("bad, match", [("vqgan.nope=1", "no field 'nope'"), ("steps=3", "section.field"),

@@ -287,7 +287,7 @@ def prepare(root: str | os.PathLike, layout: str = "acdc", profile: Profile | st
 
     Returns the path of `<out>/manifest.json`. Replaces an existing cache only once the new one is complete.
     """
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     out = Path(out) if out is not None else profile.cache_dir
     subjects = read_cohort(root, layout)
     entries = []
@@ -347,7 +347,7 @@ def _jsonable(obj):
 
 def ensure_prepared(profile: Profile | str | None = None) -> Path:
     """The profile's cache folder, built from the phantom (generated if missing) when absent or stale."""
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     if not is_current(profile.cache_dir, profile):
         from cardiolab.data.phantom import ensure_phantom
         root = ensure_phantom(profile)

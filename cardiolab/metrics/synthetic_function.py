@@ -144,7 +144,7 @@ def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.P
     {"function": records of compare_distributions(by='Group'), "shape": records by structure,
      "n_real", "n_synthetic", "by"}.
     """
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     model = seg_model if seg_model is not None else ensure_model(profile)
     if real_root is None:
         real_root = ensure_phantom(profile)

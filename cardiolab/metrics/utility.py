@@ -128,7 +128,7 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
     """
     from cardiolab.data.prepare import ensure_prepared
     from cardiolab.tasks import segmenter as seg   # it imports this module: import here, not at the top
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     seeds = list(seeds) if isinstance(seeds, (list, tuple)) else list(range(seeds or profile.eval.utility_seeds))
     if not seeds:
         raise CardiolabError("utility: at least one seed is needed")

@@ -36,10 +36,6 @@ COND_MODES = ("random", "from-training-distribution", "none")
 INTENSITY_OFFSET = 1000.0  # cohort images are (x + 1) * 1000: positive, like scanner magnitudes
 
 
-def _profile(profile: Profile | str | None) -> Profile:
-    return profile if isinstance(profile, Profile) else get_profile(profile)
-
-
 # ---- configs from the profile ---------------------------------------------------------------------
 def model_config(profile: Profile, latent_shape: tuple[int, ...], conditional: bool = True) -> DiT4DConfig:
     """DiT4DConfig for latents (C_z, D, h, w, t) and the profile's dit section."""
@@ -92,7 +88,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     """Train the DiT of `profile` on its latents (built via the VQ-GAN if missing); returns the run folder."""
     from cardiolab.tasks.vqgan import ensure_latents, load_latents
 
-    profile = _profile(profile)
+    profile = get_profile(profile)
     out = Path(out or profile.run_dir / "dit")
     path = Path(latents) if latents else ensure_latents(profile)
     record = load_latents(path)
@@ -122,7 +118,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
     """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished."""
-    profile = _profile(profile)
+    profile = get_profile(profile)
     run = Path(run_dir or profile.run_dir / "dit")
     from cardiolab.tasks.vqgan import ensure_latents
 
@@ -266,7 +262,7 @@ def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir:
     """
     from cardiolab.core import read_json
 
-    profile = _profile(profile)
+    profile = get_profile(profile)
     run = ensure(profile, run_dir)
     out = Path(out or profile.run_dir / "samples" / "dit")
     meta = out / SAMPLES_JSON

@@ -110,7 +110,7 @@ def cohort_volumes(root: str | os.PathLike, profile: Profile | str | None = None
     all_slices: keep every slice and frame of each subject (for volumes: the cache keeps profile.data.slices
     slices, chosen differently with and without labels). ids: only these subjects.
     """
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     volumes = []
     for subject in read_acdc(root):
         if ids is not None and subject.id not in ids:
@@ -190,7 +190,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     evaluate_on: cache split or ids scored after training into <out>/scores.json (None: skip).
     cache_dir: the prepared cache (default: profile.cache_dir, prepared if missing).
     """
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     out = Path(out) if out is not None else profile.run_dir / RUN
     steps = steps if steps is not None else profile.eval.seg_steps
     if subjects is None and cohort is None:
@@ -259,7 +259,7 @@ def score(model: Segmenter, volumes: Sequence[dict]) -> dict:
 
 def ensure(profile: Profile | str | None = None) -> Path:
     """The profile's segmenter run folder (runs/<profile>/segmenter), trained (or finished) if needed."""
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     out = profile.run_dir / RUN
     status = run_status(out, profile.eval.seg_steps, {"profile_eval": dataclasses.asdict(profile.eval)})
     if status == "finished" and (out / "scores.json").exists():

@@ -95,7 +95,7 @@ def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: 
     from cardiolab.data.datasets import CineDataset, load_manifest
     from cardiolab.data.prepare import ensure_prepared
 
-    profile = get_profile(profile) if isinstance(profile, str) or profile is None else profile
+    profile = get_profile(profile)
     out = Path(out) if out else profile.run_dir / "vqgan"
     cfg, size = profile.vqgan, slice_size(profile)
     cache = ensure_prepared(profile)
@@ -130,7 +130,7 @@ def fit(data, cfg: VQGANConfig, size: tuple[int, int, int], out: str | os.PathLi
 
 def ensure(profile: Profile | str, run_dir: str | os.PathLike | None = None) -> Path:
     """The VQ-GAN run folder (default runs/<profile>/vqgan); trains (resuming a partial run) unless finished."""
-    profile = get_profile(profile) if isinstance(profile, str) or profile is None else profile
+    profile = get_profile(profile)
     run = Path(run_dir) if run_dir else profile.run_dir / "vqgan"
     status = run_status(run, profile.vqgan.steps, {"vqgan": dataclasses.asdict(profile.vqgan)})
     if status != "finished":
@@ -210,7 +210,7 @@ def ensure_latents(profile: Profile | str, run_dir: str | os.PathLike | None = N
     """Path of latents.pt (default runs/<profile>/latents/); trains the VQ-GAN and encodes if missing or stale."""
     from cardiolab.data.prepare import ensure_prepared
 
-    profile = get_profile(profile) if isinstance(profile, str) or profile is None else profile
+    profile = get_profile(profile)
     path = Path(out or profile.run_dir / "latents") / LATENTS
     run = ensure(profile, run_dir)
     # re-encode when the VQ-GAN was (re)trained after the latents were written
