@@ -11,7 +11,7 @@ import sys
 
 from cardiolab.core import CardiolabError
 
-VERBS = ("phantom", "check", "prepare", "function", "train", "encode", "sample", "evaluate",
+VERBS = ("phantom", "check", "prepare", "function", "train", "models", "encode", "sample", "evaluate",
          "report", "notebooks", "bench")
 
 

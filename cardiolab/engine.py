@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, pick_device, write_json
+from cardiolab.core import CardiolabError, atomic_path, fingerprint, pick_device, write_json
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +356,33 @@ def run_status(run_dir: str | os.PathLike, steps: int, match: dict | None = None
     if any(state.get("config", {}).get(k) != v for k, v in wanted.items()):
         return "fresh"
     return "finished" if state["finished"] and state["step"] >= steps else "partial"
+
+
+def recorded_shaping(run_dir: str | os.PathLike) -> dict:
+    """The shaping a run recorded with its last checkpoint (see `ensure_run`); {} for a run without one."""
+    path = Path(run_dir) / STATE
+    return json.loads(path.read_text()).get("config", {}).get("shaping", {}) if path.exists() else {}
+
+
+def run_id(run_dir: str | os.PathLike) -> str:
+    """Id of a trained run's weights: its recorded shaping and step (samples and latents record it)."""
+    path = Path(run_dir) / STATE
+    step = json.loads(path.read_text()).get("step") if path.exists() else None
+    return fingerprint({"shaping": recorded_shaping(run_dir), "step": step})
+
+
+def ensure_run(run_dir: str | os.PathLike, steps: int, shaping: dict, train: Callable[[bool], Any]) -> Path:
+    """The one staleness rule: `train(resume)` unless run_dir finished with exactly this `shaping`.
+
+    shaping: the config fields that shape the run's weights plus the ids of the runs it was built from (each
+    task's `shaping(profile)`); the run records it in its config as "shaping". Settings outside it (sampling,
+    evaluation, precision, step counts) never retrain; a run with fewer steps than wanted is resumed.
+    """
+    status = run_status(run_dir, steps, {"shaping": shaping})
+    if status != "finished":
+        log.info("%s: %s run -> training", run_dir, status)
+        train(status == "partial")
+    return Path(run_dir)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

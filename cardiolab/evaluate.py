@@ -2,7 +2,7 @@
 
 Both sides are brought to the profile's geometry and intensity before any metric:
 * a prepared cache (a folder with manifest.json) is read as is (its `split`, default: all subjects);
-* an ACDC-layout cohort (real, phantom or synthetic) goes through `cardiolab.tasks.segmenter.cohort_volumes`,
+* an ACDC-layout cohort (real, phantom or synthetic) goes through `cardiolab.data.cines.load_cines`,
   i.e. the cache's own `prepare_subject` (resampling, heart-centred crop, slices, [-1, 1] scaling, ED first).
 The default real reference (no --real) is the profile's prepared cache, holdout split: data no generator
 trained on, preprocessed once, and the split the segmenter and utility tests also use.
@@ -11,18 +11,19 @@ Metrics (see each module): FD-/KID-cardiolab on the frozen evaluator (`metrics.f
 FID with user TorchScript weights; inter-slice consistency and temporal coherence (`metrics.consistency`) of
 both sides. With segmentation (labels=True) the profile's segmenter labels both sides, adding the LV
 area roughness and volume-curve correlation, and the function (W1/KS) and shape comparison of
-`metrics.synthetic_function`.
+`cardiolab.synthetic_function`.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.core import CardiolabError, read_json, write_csv, write_json
+from cardiolab.data.cines import Cines, is_phantom, load_cines  # noqa: F401 (notebook 05 reads them here)
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -31,47 +32,53 @@ KIND = "cardiolab-evaluate"     # marks this module's JSONs among the files in r
 VERSION = 1
 
 
-@dataclass
-class Cines:
-    """A cohort at profile geometry. images: (N, D, H, W, T) in [-1, 1]; labels: (N, D, H, W, T) int64 or None."""
-    ids: list[str]
-    images: torch.Tensor
-    labels: torch.Tensor | None = None
-    label_mask: torch.Tensor | None = None       # (N, T) frames whose labels are valid
-    info: list[dict] = field(default_factory=list)
-    source: dict = field(default_factory=dict)   # {"path", "split", "kind": cache|cohort, "phantom": bool}
+# (column in the table, where in an evaluate JSON, lower is better?)
+MODEL_COLUMNS = (
+    ("FD-cardiolab", ("fidelity", "FD-cardiolab"), True),
+    ("KID-cardiolab", ("fidelity", "KID-cardiolab"), True),
+    ("KID-cardiolab std", ("fidelity", "KID-cardiolab_std"), True),
+    ("FID (user weights)", ("fidelity", "FID"), True),
+    ("slice NCC synth", ("consistency", "synthetic", "slice_ncc"), False),
+    ("slice NCC real", ("consistency", "real", "slice_ncc"), False),
+    ("LV area roughness synth", ("consistency", "synthetic", "lv_area_roughness"), True),
+    ("LV area roughness real", ("consistency", "real", "lv_area_roughness"), True),
+    ("temporal roughness synth", ("temporal", "synthetic", "temporal_roughness"), True),
+    ("temporal roughness real", ("temporal", "real", "temporal_roughness"), True),
+    ("periodicity synth", ("temporal", "synthetic", "periodicity"), True),
+    ("periodicity real", ("temporal", "real", "periodicity"), True),
+    ("volume curve corr synth", ("temporal", "synthetic", "volume_curve_corr"), False),
+    ("PSNR", ("reconstruction", "PSNR"), False),
+    ("SSIM", ("reconstruction", "SSIM"), False),
+    ("MS-SSIM", ("reconstruction", "MS-SSIM"), False),
+    ("n real", ("real", "n"), None),
+    ("n synth", ("synthetic", "n"), None),
+)
 
 
-def is_phantom(path: str | os.PathLike) -> bool:
-    """True when a cohort folder (or the cohort a cache was prepared from) is a cardiolab phantom."""
-    path = Path(path)
-    if (path / "manifest.json").exists():
-        from cardiolab.data.datasets import load_manifest
-        root = load_manifest(path).get("source", {}).get("root")
-        return bool(root) and Path(root).is_dir() and is_phantom(root)
-    return path.is_dir() and any(path.glob("*/phantom_truth.json"))
+def _get(d: dict, keys: tuple) -> float | None:
+    for k in keys:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
 
 
-def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, split: str | None = None) -> Cines:
-    """A prepared cache (its `split`, default all) or an ACDC-layout cohort (brought to `profile` geometry)."""
-    path = Path(path)
-    if (path / "manifest.json").exists():
-        from cardiolab.data.datasets import CineDataset
-        ds = CineDataset(path, split=split, mode="volume")
-        if len(ds) == 0:
-            raise CardiolabError(f"{path / 'manifest.json'}: no subjects in split {split!r}")
-        return Cines(ids=list(ds.ids), images=ds.stack("image")[:, 0], labels=ds.stack("labels"),
-                     label_mask=ds.stack("label_mask"), info=[dict(r.get("attributes", {})) for r in ds.records],
-                     source={"path": str(path), "split": split or "all", "kind": "cache", "phantom": is_phantom(path)})
-    if split is not None:
-        raise CardiolabError(f"{path}: a split ({split!r}) needs a prepared cache (a folder with manifest.json)")
-    from cardiolab.tasks.segmenter import cohort_volumes
-    vols = cohort_volumes(path, profile)
-    mask = torch.stack([v["label_mask"] for v in vols])
-    return Cines(ids=[v["id"] for v in vols], images=torch.stack([v["image"][0] for v in vols]),
-                 labels=torch.stack([v["labels"] for v in vols]) if mask.any() else None,
-                 label_mask=mask, info=[v["info"] for v in vols],
-                 source={"path": str(path), "split": None, "kind": "cohort", "phantom": is_phantom(path)})
+def load_evaluations(run_dir: str | os.PathLike) -> list[dict]:
+    """Every evaluate JSON under run_dir/eval, sorted by model name (other JSONs there are skipped)."""
+    out = []
+    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
+        data = read_json(path)
+        if isinstance(data, dict) and data.get("kind") == KIND:
+            out.append({**data, "_file": str(path)})
+    return sorted(out, key=lambda d: d.get("model", ""))
+
+
+def model_table(evaluations: list[dict]) -> pd.DataFrame:
+    """One row per model: model, data, and the MODEL_COLUMNS that any model has."""
+    rows = [{"model": e.get("model", Path(e["_file"]).stem), "data": e.get("data", "unknown"),
+             **{col: _get(e, keys) for col, keys, _ in MODEL_COLUMNS}} for e in evaluations]
+    df = pd.DataFrame(rows, columns=["model", "data", *[c for c, _, _ in MODEL_COLUMNS]])
+    return df.dropna(axis=1, how="all")
 
 
 def _geometry_check(real: Cines, synth: Cines) -> None:
@@ -126,14 +133,15 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
     extra: more top-level entries for the JSON (e.g. {"reconstruction": paired fidelity}).
     """
     from cardiolab.metrics import consistency
-    from cardiolab.metrics.features import distances, ensure_evaluator, features, fid_from_torchscript, load_evaluator
+    from cardiolab.metrics.features import distances, features, fid_from_torchscript
+    from cardiolab.tasks import evaluator as evaluator_task
 
     _geometry_check(real_c, synth_c)
-    out_json = Path(out_json) if out_json else profile.run_dir / "eval" / f"{name}.json"
+    out_json = Path(out_json) if out_json else profile.eval_dir / f"{name}.json"
     log.info("evaluating %s (%d cines) against %s (%d cines)", name, len(synth_c.ids), real_c.source.get("path"),
              len(real_c.ids))
-    evaluator = Path(evaluator) if evaluator else ensure_evaluator(profile)
-    model = load_evaluator(evaluator)
+    evaluator = Path(evaluator) if evaluator else evaluator_task.ensure(profile)
+    model = evaluator_task.load(evaluator)
     fidelity = distances(features(model, real_c.images), features(model, synth_c.images))
     fidelity["evaluator"] = str(evaluator)
     if fid_weights:
@@ -148,7 +156,7 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
         seg_synth = seg.segment(seg_model, synth_c.images[:, None])
         root, ids = _real_root(real_c)
         if root is not None and synthetic_root is not None:
-            from cardiolab.metrics.synthetic_function import synthetic_function
+            from cardiolab.synthetic_function import synthetic_function
             comp = synthetic_function(profile, synthetic_root, real_root=root, real_ids=ids, seg_model=seg_model,
                                       out_dir=out_json.parent / f"{name}_function")
             function, shape = comp["function"], comp["shape"]
@@ -177,28 +185,12 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
 
 
 # ---- the models of a profile (notebook 05) -------------------------------------------------------------
-def write_cines(out: str | os.PathLike, cines: Cines, images: torch.Tensor, spacing: list, frame_ms: list,
-                es: list) -> Path:
-    """Write images (N, D, H, W, T) with `cines`' ids and attributes as an ACDC-layout cohort (no labels)."""
-    import numpy as np
-    from einops import rearrange
-
-    from cardiolab.core import atomic_path
-    from cardiolab.io.cohort import Subject, make_affine, write_subject
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        for i, sid in enumerate(cines.ids):
-            image = rearrange(images[i].float().numpy(), "d h w t -> h w d t")   # H = NIfTI x, W = y (prepare.py)
-            write_subject(tmp, Subject(id=sid, image=np.ascontiguousarray(image), affine=make_affine(spacing[i]),
-                                       frame_ms=float(frame_ms[i]), ed=0, es=int(es[i]), info=dict(cines.info[i])))
-    return Path(out)
-
-
 def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout", labels: bool = True) -> dict:
     """VQ-GAN reconstructions of the cache's `split` as a 'model': paired PSNR / SSIM / MS-SSIM plus every
     `evaluate` metric; also writes them as a cohort runs/<profile>/samples/vqgan_recon. -> eval/vqgan_recon.json."""
     from cardiolab.data.datasets import load_manifest
     from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.io.cohort import write_cines
     from cardiolab.metrics.fidelity import reconstruction_metrics
     from cardiolab.tasks import vqgan
 
@@ -208,9 +200,9 @@ def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout",
     model = vqgan.load(vqgan.ensure(profile))
     recon = torch.cat([vqgan.reconstruct(model, x[None]) for x in real.images]).cpu()   # (N, D, H, W, T)
     by_id = {r["id"]: r for r in load_manifest(cache)["subjects"]}
-    recs = [by_id[i] for i in real.ids]
-    root = write_cines(profile.run_dir / "samples" / "vqgan_recon", real, recon, [r["spacing"] for r in recs],
-                       [r.get("frame_ms", 0.0) for r in recs], [r["es"] for r in recs])
+    geometry = [{"spacing": by_id[i]["spacing"], "frame_ms": by_id[i].get("frame_ms", 0.0), "es": by_id[i]["es"]}
+                for i in real.ids]
+    root = write_cines(profile.samples("vqgan_recon"), recon, geometry, ids=real.ids, info=real.info)
     synth = Cines(ids=real.ids, images=recon, info=real.info,
                   source={"path": str(root), "split": split, "kind": "reconstruction",
                           "phantom": real.source["phantom"]})
@@ -231,7 +223,7 @@ def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
         log.warning("cardiolab.tasks.dit is not available: no DiT samples to evaluate")
     else:
         found["dit"] = Path(ensure_samples(profile))
-    samples = profile.run_dir / "samples"
+    samples = profile.samples_dir
     known = {p.resolve() for p in found.values()}
     for folder in sorted(samples.iterdir()) if samples.is_dir() else []:
         if folder.is_dir() and folder.name != "vqgan_recon" and folder.resolve() not in known \
@@ -242,8 +234,7 @@ def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
 
 def evaluate_all(profile: Profile | str | None = None, labels: bool = True):
     """Evaluate the VQ-GAN reconstructions and every synthetic cohort of the profile; returns the model table
-    (`cardiolab.report.model_table`) of everything in runs/<profile>/eval."""
-    from cardiolab.report import load_evaluations, model_table
+    (`model_table`) of everything in runs/<profile>/eval."""
     profile = get_profile(profile)
     evaluate_vqgan(profile, labels=labels)
     for name, root in synthetic_cohorts(profile).items():
@@ -259,7 +250,7 @@ def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
     if cohorts:
         name = "dit" if "dit" in cohorts else next(iter(cohorts))
         return name, cohorts[name]
-    recon = profile.run_dir / "samples" / "vqgan_recon"
+    recon = profile.samples("vqgan_recon")
     if not recon.is_dir():
         evaluate_vqgan(profile)
     return "vqgan_recon", recon
@@ -267,9 +258,8 @@ def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
 
 def _tables(profile: Profile | str | None, name: str, kind: str):
     """(real, synthetic) `kind` tables ('function' or 'shape') written by `evaluate(..., labels=True)`."""
-    import pandas as pd
     profile = get_profile(profile)
-    folder = profile.run_dir / "eval" / f"{name}_function"
+    folder = profile.eval_dir / f"{name}_function"
     try:
         return pd.read_csv(folder / f"{kind}_real.csv"), pd.read_csv(folder / f"{kind}_synthetic.csv")
     except FileNotFoundError:
@@ -286,13 +276,29 @@ def shape_tables(profile: Profile | str | None, name: str):
     return _tables(profile, name, "shape")
 
 
+def validate_evaluator(profile: Profile | str | None = None, seed: int = 0) -> pd.DataFrame:
+    """`validate_features` of the profile's trained evaluator on every cine of the prepared cache;
+    also writes runs/<profile>/eval/evaluator_validation.csv and figures/evaluator_validation.png."""
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.metrics.features import validate_features
+    from cardiolab.plots import plot_validation, save_figure
+    from cardiolab.tasks import evaluator as evaluator_task
+
+    profile = get_profile(profile)
+    model = evaluator_task.load(evaluator_task.ensure(profile))
+    df = validate_features(model, load_cines(ensure_prepared(profile), profile).images, seed=seed)
+    write_csv(df, profile.eval_dir / "evaluator_validation.csv")
+    save_figure(plot_validation(df), profile.figures_dir / "evaluator_validation.png")
+    return df
+
+
 def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", seg_model=None):
     """Segmenter EF vs phantom ground truth (phantom_truth.json) on the cache's `split`:
     DataFrame id, Group, EF_truth, EF_segmenter (both in %)."""
     from cardiolab.data.datasets import load_manifest
     from cardiolab.data.phantom import TRUTH_FILE, ensure_phantom
     from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.metrics.synthetic_function import function_table
+    from cardiolab.synthetic_function import function_table
     from cardiolab.tasks import segmenter as seg
 
     profile = get_profile(profile)

@@ -97,6 +97,26 @@ class Profile:
     def run_dir(self) -> Path:
         return project_root() / "runs" / self.name
 
+    def run(self, name: str) -> Path:
+        """The run folder of a model (runs/<profile>/<name>)."""
+        return self.run_dir / name
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.run_dir / "samples"
+
+    def samples(self, name: str) -> Path:
+        """The synthetic cohort a generator writes (runs/<profile>/samples/<name>)."""
+        return self.samples_dir / name
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.run_dir / "figures"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -126,6 +146,15 @@ PROFILES: dict[str, Profile] = {
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
     ),
 }
+
+
+def data_shaping(profile: Profile, cache: str | os.PathLike | None = None) -> dict:
+    """The part of a run's shaping that names its training data: the profile's data settings, plus the cache
+    folder when it is not the profile's own (a run on another cohort never passes for the profile's run)."""
+    out = {"data": dataclasses.asdict(profile.data)}
+    if cache is not None and Path(cache).resolve() != profile.cache_dir.resolve():
+        out["cache"] = str(Path(cache).resolve())
+    return out
 
 
 def get_profile(name: Profile | str | None = None) -> Profile:

@@ -3,8 +3,8 @@
 Sources, each optional (a section appears only when its files exist):
 * eval/*.json written by `cardiolab.evaluate` (marked kind = "cardiolab-evaluate"): one row per model;
 * vqgan/recon_*.json (benchmarks/vqgan_recon.py): VQ-GAN reconstruction fidelity;
-* eval/utility.json (`cardiolab.metrics.utility`): segmentation utility, real vs synthetic training;
-* eval/evaluator_validation.csv (`metrics.features.validate_evaluator`);
+* eval/utility.json (`cardiolab.utility`): segmentation utility, real vs synthetic training;
+* eval/evaluator_validation.csv (`cardiolab.evaluate.validate_evaluator`);
 * any other */bench*.json or bench*.json: flat numbers of benchmarks (e.g. DiT speed);
 * figures/*.png: linked at the end.
 Every number is labelled with the data it came from ("phantom" when the real data was cardiolab's
@@ -19,66 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardiolab.core import CardiolabError, atomic_path, read_json
+from cardiolab.core import CardiolabError, atomic_path, read_json, write_csv
+from cardiolab.data.cines import is_phantom
+from cardiolab.evaluate import load_evaluations, model_table
 
 log = logging.getLogger(__name__)
-
-KIND = "cardiolab-evaluate"
-# (column in the table, where in an evaluate JSON, lower is better?)
-MODEL_COLUMNS = (
-    ("FD-cardiolab", ("fidelity", "FD-cardiolab"), True),
-    ("KID-cardiolab", ("fidelity", "KID-cardiolab"), True),
-    ("KID-cardiolab std", ("fidelity", "KID-cardiolab_std"), True),
-    ("FID (user weights)", ("fidelity", "FID"), True),
-    ("slice NCC synth", ("consistency", "synthetic", "slice_ncc"), False),
-    ("slice NCC real", ("consistency", "real", "slice_ncc"), False),
-    ("LV area roughness synth", ("consistency", "synthetic", "lv_area_roughness"), True),
-    ("LV area roughness real", ("consistency", "real", "lv_area_roughness"), True),
-    ("temporal roughness synth", ("temporal", "synthetic", "temporal_roughness"), True),
-    ("temporal roughness real", ("temporal", "real", "temporal_roughness"), True),
-    ("periodicity synth", ("temporal", "synthetic", "periodicity"), True),
-    ("periodicity real", ("temporal", "real", "periodicity"), True),
-    ("volume curve corr synth", ("temporal", "synthetic", "volume_curve_corr"), False),
-    ("PSNR", ("reconstruction", "PSNR"), False),
-    ("SSIM", ("reconstruction", "SSIM"), False),
-    ("MS-SSIM", ("reconstruction", "MS-SSIM"), False),
-    ("n real", ("real", "n"), None),
-    ("n synth", ("synthetic", "n"), None),
-)
-
-
-def save_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a DataFrame as CSV, atomically."""
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return Path(path)
-
-
-def _get(d: dict, keys: tuple) -> float | None:
-    for k in keys:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return None
-        d = d[k]
-    return d
-
-
-def load_evaluations(run_dir: str | os.PathLike) -> list[dict]:
-    """Every evaluate JSON under run_dir/eval, sorted by model name (other JSONs there are skipped)."""
-    out = []
-    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
-        data = read_json(path)
-        if isinstance(data, dict) and data.get("kind") == KIND:
-            out.append({**data, "_file": str(path)})
-    return sorted(out, key=lambda d: d.get("model", ""))
-
-
-def model_table(evaluations: list[dict]) -> pd.DataFrame:
-    """One row per model: model, data, and the MODEL_COLUMNS that any model has."""
-    rows = [{"model": e.get("model", Path(e["_file"]).stem), "data": e.get("data", "unknown"),
-             **{col: _get(e, keys) for col, keys, _ in MODEL_COLUMNS}} for e in evaluations]
-    df = pd.DataFrame(rows, columns=["model", "data", *[c for c, _, _ in MODEL_COLUMNS]])
-    return df.dropna(axis=1, how="all")
-
 
 def recon_table(run_dir: str | os.PathLike, data: str) -> pd.DataFrame:
     """VQ-GAN reconstruction JSONs (vqgan/recon_*.json): split, n, PSNR, SSIM (+ MS-SSIM if present)."""
@@ -86,7 +31,7 @@ def recon_table(run_dir: str | os.PathLike, data: str) -> pd.DataFrame:
     for path in sorted((Path(run_dir) / "vqgan").glob("recon_*.json")):
         r = read_json(path)
         rows.append({"model": "vqgan", "data": data, "split": r.get("split", path.stem[6:]), "n": r.get("n"),
-                     "PSNR": r.get("psnr", r.get("PSNR")), "SSIM": r.get("ssim", r.get("SSIM")),
+                     "PSNR": r.get("PSNR"), "SSIM": r.get("SSIM"),
                      "MS-SSIM": r.get("MS-SSIM"),
                      "step": r.get("step")})
     return pd.DataFrame(rows).dropna(axis=1, how="all") if rows else pd.DataFrame()
@@ -202,9 +147,9 @@ def plot_shape_stats(real: pd.DataFrame, synthetic: pd.DataFrame,
 
 
 def plot_utility(result: dict, metric: str = "dice"):
-    """Bars of the utility result (`cardiolab.metrics.utility.utility`): setting x structure, 95% CI error bars."""
+    """Bars of the utility result (`cardiolab.utility.utility`): setting x structure, 95% CI error bars."""
     import matplotlib.pyplot as plt
-    from cardiolab.metrics.utility import utility_table
+    from cardiolab.utility import utility_table
     t = utility_table(result)
     t = t[t.metric == metric]
     structures, settings = list(dict.fromkeys(t.structure)), list(dict.fromkeys(t.setting))
@@ -227,7 +172,6 @@ def run_data_label(run_dir: str | os.PathLike) -> str:
     name = Path(run_dir).resolve().name
     if name not in PROFILES:
         return "unknown"
-    from cardiolab.evaluate import is_phantom
     cache = PROFILES[name].cache_dir
     if not (cache / "manifest.json").exists():
         return "unknown"
@@ -250,7 +194,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     models = model_table(evaluations)
     md += ["## Generative models vs real data", ""]
     if len(models):
-        save_table(models, out.with_suffix(".csv"))
+        write_csv(models, out.with_suffix(".csv"))
         fig = plot_models(models)
         save_figure(fig, run_dir / "figures" / "report_models.png", close=True)
         commands = "; ".join(sorted({f"`{e.get('command', '?')}`" for e in evaluations}))
@@ -271,14 +215,14 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     util = utility_summary(run_dir, data)
     if len(util):
         md += [f"## Segmentation utility ({data})", "",
-               "Made by: `cardiolab.metrics.utility.utility(profile, synthetic_root)` (notebook 05); mean over "
+               "Made by: `cardiolab.utility.utility(profile, synthetic_root)` (notebook 05); mean over "
                "structures, 95% CI.", "", markdown_table(util), ""]
     validation = run_dir / "eval" / "evaluator_validation.csv"
     if validation.exists():
         v = (pd.read_csv(validation).groupby(["degradation", "level", "strength"], sort=False)
              [["FD-cardiolab", "KID-cardiolab"]].mean().reset_index())
         md += [f"## Evaluator validation ({data})", "",
-               "Made by: `cardiolab.metrics.features.validate_evaluator(profile)` (notebook 05). Level 0 = two "
+               "Made by: `cardiolab.evaluate.validate_evaluator(profile)` (notebook 05). Level 0 = two "
                "halves of the real set; both distances should rise with the level. Means over random half splits.",
                "", markdown_table(v), ""]
     bench = bench_table(run_dir)

@@ -161,7 +161,7 @@ def test_train_sample_export_roundtrip(tmp_path, monkeypatch):
     import json
 
     from cardiolab.io.acdc import read_acdc
-    from cardiolab.io.validate import validate_cohort
+    from cardiolab.io.layouts import validate_cohort
     from cardiolab.profiles import get_profile
     from cardiolab.tasks import dit
 

@@ -188,8 +188,5 @@ def test_run_status_tells_finished_partial_and_stale(job, tmp_path):
 
 @pytest.mark.parametrize("model", ["vqgan", "dit", "segmenter", "evaluator"])
 def test_train_cli_resolves_every_model(model):
-    import importlib
-
-    from cardiolab.cli.train import MODELS
-    module, fn = MODELS[model]
-    assert callable(getattr(importlib.import_module(module), fn))
+    from cardiolab.tasks import get_task
+    assert callable(get_task(model).train)

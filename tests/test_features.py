@@ -6,6 +6,7 @@ import torch
 from cardiolab.core import CardiolabError
 from cardiolab.metrics import features as ft
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
+from cardiolab.tasks import evaluator
 
 
 def toy_cines(n, size=32, slices=4, frames=8, seed=0, noise=0.02):
@@ -120,7 +121,7 @@ def test_validation_ordering_with_briefly_trained_evaluator(phantom_root, tmp_pa
     from cardiolab.profiles import get_profile
     profile = get_profile("smoke")
     cache = prepare(phantom_root, "acdc", profile, tmp_path / "cache").parent
-    model = ft.load_evaluator(ft.train_evaluator(profile, tmp_path / "evaluator", cache_dir=cache, steps=40))
+    model = evaluator.load(evaluator.train(profile, tmp_path / "evaluator", cache_dir=cache, steps=40))
     df = ft.validate_features(model, toy_cines(32, seed=1), splits=1)
     assert ft.is_monotonic(df, "FD-cardiolab") == dict.fromkeys(ft.DEGRADATIONS, True)
     kid = df.pivot(index="degradation", columns="level", values="KID-cardiolab")
@@ -145,36 +146,35 @@ def test_train_evaluator_through_engine_and_reload(phantom_root, tmp_path):
     from cardiolab.profiles import get_profile
     profile = get_profile("smoke")
     cache = prepare(phantom_root, "acdc", profile, tmp_path / "cache").parent
-    run = ft.train_evaluator(profile, tmp_path / "evaluator", cache_dir=cache, steps=3)
+    run = evaluator.train(profile, tmp_path / "evaluator", cache_dir=cache, steps=3)
     assert (run / "checkpoint.pt").exists()
-    model = ft.load_evaluator(run)
+    model = evaluator.load(run)
     assert not any(p.requires_grad for p in model.parameters())
     x = toy_cines(2)
     assert ft.features(model, x).shape == (6, profile.eval.feature_dim)
-    run2 = ft.train_evaluator(profile, tmp_path / "again", cache_dir=cache, steps=3)
-    assert torch.equal(ft.features(ft.load_evaluator(run2), x), ft.features(model, x))   # seeded: repeatable
+    run2 = evaluator.train(profile, tmp_path / "again", cache_dir=cache, steps=3)
+    assert torch.equal(ft.features(evaluator.load(run2), x), ft.features(model, x))   # seeded: repeatable
 
 
 def test_ensure_evaluator_retrains_when_the_checkpoint_config_is_stale(tmp_path, monkeypatch):
     """Staleness is read from state.json, written with each checkpoint: a retrain killed before its first
     checkpoint leaves a new config.json beside the old weights, and those must still be retrained."""
-    import dataclasses
     import json
 
     from cardiolab.profiles import get_profile
     monkeypatch.setattr("cardiolab.profiles.project_root", lambda: tmp_path)
     profile = get_profile("smoke")
     calls = []
-    monkeypatch.setattr(ft, "train_evaluator", lambda p, out, resume: calls.append(resume))
-    run = profile.run_dir / ft.RUN_NAME
+    monkeypatch.setattr(evaluator, "train", lambda p, out, resume: calls.append(resume))
+    run = profile.run_dir / evaluator.RUN_NAME
     run.mkdir(parents=True)
-    new = json.loads(json.dumps(dataclasses.asdict(ft.evaluator_config(profile))))
-    old = {k: v for k, v in new.items() if k != "motion"}                  # before the frame differences
-    state = lambda cfg: json.dumps({"finished": True, "step": 20, "steps": 20, "config": {"evaluator": cfg}})  # noqa: E731
+    new = json.loads(json.dumps(evaluator.shaping(profile)))
+    old = {**new, "evaluator": {k: v for k, v in new["evaluator"].items() if k != "motion"}}  # before frame diffs
+    state = lambda cfg: json.dumps({"finished": True, "step": 20, "steps": 20, "config": {"shaping": cfg}})  # noqa: E731
     (run / "config.json").write_text(json.dumps({"evaluator": new}))
     torch.save({"config": {"evaluator": old}}, run / "checkpoint.pt")
     (run / "state.json").write_text(state(old))
-    assert ft.ensure_evaluator(profile) == run and calls == [False]        # retrained from scratch
+    assert evaluator.ensure(profile) == run and calls == [False]        # retrained from scratch
     (run / "state.json").write_text(state(new))
-    ft.ensure_evaluator(profile)
+    evaluator.ensure(profile)
     assert calls == [False]                                                 # up to date: loaded as is

@@ -123,7 +123,7 @@ def test_function_cli_writes_json(tmp_path, capsys):
 def test_phantom_cross_check(tmp_path):
     """The phantom's own ground truth (counted independently) agrees with what `function` measures on disk."""
     phantom = pytest.importorskip("cardiolab.data.phantom")
-    from cardiolab.io.validate import validate_cohort
+    from cardiolab.io.layouts import validate_cohort
     subject, truth = phantom.make_subject(2, seed=0, size=32, spacing=6.0, slices=4, frames=8)
     write_subject(tmp_path, subject)
     assert validate_cohort(tmp_path) == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 from cardiolab.__main__ import main
 from cardiolab.core import CardiolabError
 from cardiolab.io.acdc import find_subjects, read_acdc, read_subject
-from cardiolab.io.cohort import Subject, make_affine, read_cohort, write_subject
+from cardiolab.io.cohort import Subject, make_affine, write_subject
+from cardiolab.io.layouts import detect_layout, read_cohort, validate_cohort, validate_subject_dir
 from cardiolab.io.mnms import MNMS_TO_CANONICAL, read_mnms
-from cardiolab.io.validate import Problem, detect_layout, validate_cohort, validate_subject_dir
+from cardiolab.io.validate import Problem
 
 SHAPE = (12, 10, 3, 6)  # X, Y, Z, T
 
@@ -358,3 +360,36 @@ def test_acdc_unscaled_sform_uses_pixdim(tmp_path):
     assert subject.spacing == pytest.approx((1.5, 1.25, 8.0))
     np.testing.assert_allclose(subject.affine, qform)
     assert subject.frame_ms == 40.0
+
+
+# --- ED and ES labels come in pairs; prepare validates like check --------------------------------------
+
+@pytest.mark.parametrize("missing", ["ED", "ES"])
+def test_check_reports_a_missing_phase_label(tmp_path, missing):
+    folder = write_cohort(tmp_path, 1)[0]
+    frame = 1 if missing == "ED" else 4          # make_subject: ED frame 0, ES frame 3 (1-based 1 and 4)
+    (folder / f"patient001_frame{frame:02d}_gt.nii.gz").unlink()
+    (problem,) = validate_cohort(tmp_path)
+    assert problem.path.name == f"patient001_frame{frame:02d}_gt.nii.gz"
+    assert f"is {missing} in Info.cfg" in problem.message
+
+
+def test_prepare_runs_checks_validation_before_writing(tmp_path):
+    from cardiolab.data.prepare import prepare
+    folder = write_cohort(tmp_path / "cohort", 2)[1]
+    vol = nib.load(folder / "patient002_frame01.nii.gz")
+    save(np.full(vol.shape, np.inf, np.float32), folder / "patient002_frame01.nii.gz", vol.affine)
+    with pytest.raises(CardiolabError, match="patient002_frame01.nii.gz: .*NaN/Inf"):
+        prepare(tmp_path / "cohort", "acdc", "smoke", tmp_path / "cache")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+
+
+def test_a_killed_writer_leaves_no_temporary_behind(tmp_path):
+    from cardiolab.core import atomic_path
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)                                     # a process that has exited
+    (tmp_path / f".cache.{pid}.abc").mkdir()                  # what a kill -9 during prepare leaves
+    (tmp_path / f".cache.{os.getpid()}.live").mkdir()         # a writer still running: kept
+    with atomic_path(tmp_path / "cache") as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".cache.{os.getpid()}.live", "cache"]

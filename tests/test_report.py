@@ -28,7 +28,7 @@ def runs(tmp_path):
     write_json(run / "eval" / "utility.json", {"results": {"real": {"dice": {"mean": {"mean": 0.8, "ci_low": 0.7,
                                                                                        "ci_high": 0.9}}}}})
     write_json(run / "eval" / "synthetic_function.json", {"function": []})        # not an evaluate JSON
-    write_json(run / "vqgan" / "recon_holdout.json", {"split": "holdout", "n": 4, "psnr": 31.5, "ssim": 0.93})
+    write_json(run / "vqgan" / "recon_holdout.json", {"split": "holdout", "n": 4, "PSNR": 31.5, "SSIM": 0.93})
     write_json(run / "dit" / "bench_speed.json", {"machine": "cpu", "timing": {"s_per_step": 0.42}})
     return run
 
@@ -70,7 +70,7 @@ def test_evaluate_then_report_on_tiny_phantom(phantom_root, tmp_path):
     """End to end at smoke geometry: a 3-step evaluator, the phantom cohort as a stand-in 'synthetic' set."""
     from cardiolab.data.prepare import prepare
     from cardiolab.evaluate import evaluate
-    from cardiolab.metrics.features import train_evaluator
+    from cardiolab.tasks.evaluator import train as train_evaluator
     from cardiolab.profiles import get_profile
     profile = get_profile("smoke")
     cache = prepare(phantom_root, "acdc", profile, tmp_path / "cache").parent

@@ -78,7 +78,7 @@ def test_overfits_one_labelled_slice():
         loss.backward()
         opt.step()
     pred = seg.segment(model, torch.from_numpy(image[0])[None])     # (1, H, W, T) -> (H, W, T)
-    from cardiolab.metrics.utility import seg_scores
+    from cardiolab.metrics.segmentation import seg_scores
     s = seg_scores(pred.permute(2, 0, 1)[:, None], torch.from_numpy(labels[0]).permute(2, 0, 1)[:, None])
     for name in ("RV", "MYO", "LV"):
         assert s[f"dice_{name}"].min() > 0.8, (name, s)

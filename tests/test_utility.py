@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from cardiolab.core import CardiolabError
-from cardiolab.metrics.synthetic_function import compare_distributions, function_table, synthetic_function
-from cardiolab.metrics.utility import PSEUDO, bootstrap_ci, mean_ci, seg_scores, utility, utility_table
+from cardiolab.metrics.function import compare_distributions
+from cardiolab.metrics.segmentation import bootstrap_ci, mean_ci, seg_scores
+from cardiolab.synthetic_function import function_table, synthetic_function
+from cardiolab.utility import PSEUDO, utility, utility_table
 from cardiolab.tasks import segmenter as seg
 from test_segmenter import make_cache, write_cohort
 

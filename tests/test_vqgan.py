@@ -218,7 +218,7 @@ def test_encode_cohort_and_metrics(tmp_path):
     assert images.shape == (2, 1, 2, *SIZE)
     m = task.reconstruction_metrics(model, cache, split="holdout")
     assert m["n"] == 1 and m["subjects"][0]["id"] == "s2"
-    assert 0 < m["psnr"] < 100 and -1 <= m["ssim"] <= 1
+    assert 0 < m["PSNR"] < 100 and -1 <= m["SSIM"] <= 1
     assert task.codebook_usage(model, lat["codes"]).sum() == lat["codes"].numel()
 
 

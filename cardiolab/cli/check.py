@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cardiolab.cli import add_profile
-from cardiolab.io.validate import LAYOUTS, detect_layout, scan_cohort
+from cardiolab.io.layouts import LAYOUTS, detect_layout, scan_cohort
 from cardiolab.profiles import get_profile
 
 HELP = "validate a dataset (ACDC or M&Ms layout): one line per problem, exit 1 if any"

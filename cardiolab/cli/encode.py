@@ -23,8 +23,8 @@ def run(args) -> int:
     from cardiolab.tasks.vqgan import encode_cohort
 
     profile = get_profile(args.profile)
-    run_dir = args.run or profile.run_dir / "vqgan"
+    run_dir = args.run or profile.run("vqgan")
     cache = args.cache or ensure_prepared(profile)
-    path = encode_cohort(run_dir, cache, args.out or profile.run_dir / "latents")
+    path = encode_cohort(run_dir, cache, args.out or profile.run("latents"))
     log.info("latents: %s", path)
     return 0

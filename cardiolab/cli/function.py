@@ -6,8 +6,7 @@ from pathlib import Path
 
 from cardiolab.cli import add_profile
 from cardiolab.core import write_json
-from cardiolab.io.cohort import read_cohort
-from cardiolab.io.validate import LAYOUTS, detect_layout
+from cardiolab.io.layouts import LAYOUTS, detect_layout, read_cohort
 from cardiolab.metrics.function import METRICS, cohort_function
 from cardiolab.profiles import get_profile
 

@@ -1,18 +1,18 @@
-"""`python -m cardiolab sample`: DDIM-sample a trained DiT run into a synthetic ACDC-layout cohort."""
+"""`python -m cardiolab sample`: sample a trained generator run into a synthetic ACDC-layout cohort."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from cardiolab.cli import add_profile
 
-HELP = "sample a trained 4D DiT into a synthetic cohort (synth0001, ... in the ACDC layout)"
+HELP = "sample a trained generator run (the DiT by default) into a synthetic cohort (synth0001, ... ACDC layout)"
 
 
 def add_arguments(p) -> None:
     add_profile(p)
-    p.add_argument("--run", default=None, help="DiT run folder (default runs/<profile>/dit)")
+    p.add_argument("--run", default=None, help="generator run folder (default runs/<profile>/dit)")
     p.add_argument("--n", type=int, default=None, help="number of studies (default: the profile's n_samples)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the profile's sample_steps)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the profile's sample_steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--cond", default="random", choices=["random", "from-training-distribution", "none"],
@@ -21,17 +21,24 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=4, help="samples per network pass")
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIF per sample")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None, help="cohort folder (default runs/<profile>/samples/dit)")
+    p.add_argument("--out", default=None, help="cohort folder (default runs/<profile>/samples/<model>)")
 
 
 def run(args) -> int:
+    from cardiolab.core import CardiolabError
     from cardiolab.profiles import get_profile
-    from cardiolab.tasks.dit import sample_cohort
+    from cardiolab.tasks import get_task, task_of_run
 
     profile = get_profile(args.profile)
-    out = sample_cohort(Path(args.run or profile.run_dir / "dit"), n=args.n or profile.dit.n_samples,
-                        steps=args.steps or profile.dit.sample_steps, seed=args.seed,
-                        out=Path(args.out or profile.run_dir / "samples" / "dit"), guidance=args.guidance,
-                        cond=args.cond, eta=args.eta, batch=args.batch, gifs=not args.no_gifs, device=args.device)
+    run_dir = Path(args.run or profile.run("dit"))
+    name = task_of_run(run_dir)
+    task = get_task(name)
+    if task.KIND != "generator":
+        raise CardiolabError(f"--run {run_dir}: a {name} run ({task.KIND}), not a generator")
+    defaults = task.sample_defaults(profile)
+    out = task.sample_cohort(run_dir, n=args.n or defaults["n"], steps=args.steps or defaults["steps"],
+                             seed=args.seed, out=Path(args.out or profile.samples(name)), guidance=args.guidance,
+                             cond=args.cond, eta=args.eta, batch=args.batch, gifs=not args.no_gifs,
+                             device=args.device)
     print(out)
     return 0

@@ -32,7 +32,9 @@ from tqdm import tqdm
 
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
 from cardiolab.data import attributes
-from cardiolab.io.cohort import LABELS, Subject, read_cohort
+from cardiolab.io.cohort import LABELS, Subject
+from cardiolab.io.layouts import read_cohort, scan_cohort
+from cardiolab.io.validate import raise_if_problems
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -289,6 +291,7 @@ def prepare(root: str | os.PathLike, layout: str = "acdc", profile: Profile | st
     """
     profile = get_profile(profile)
     out = Path(out) if out is not None else profile.cache_dir
+    raise_if_problems(scan_cohort(root, layout)[1])     # what `check` reports (e.g. per-frame files) stops prepare
     subjects = read_cohort(root, layout)
     entries = []
     with atomic_path(out) as tmp:

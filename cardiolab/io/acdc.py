@@ -121,9 +121,10 @@ def load_subject(folder: str | os.PathLike, deep: bool = False) -> tuple[Subject
         if not p:
             ed, es = info["ED"] - 1, info["ES"] - 1
 
-    labels = {}
+    labels, stray = {}, False
     for path, frame in _frame_files(folder, sid, "_gt"):
         if ed is not None and frame not in (ed, es):
+            stray = True
             problems.append(Problem(path, f"labels for frame {frame + 1}, but Info.cfg has ED={ed + 1}, ES={es + 1}"))
         elif (lab := try_load_labels(path, 3, vol, problems)) is not None:
             labels[frame] = lab
@@ -135,6 +136,11 @@ def load_subject(folder: str | os.PathLike, deep: bool = False) -> tuple[Subject
 
     series_path = folder / f"{sid}_4d_gt.nii.gz"
     series = try_load_labels(series_path, 4, vol, problems) if series_path.exists() else None
+    if labels and series is None and ed is not None and not stray:  # ED without ES (or the reverse): dropped later
+        for frame in sorted({ed, es} - set(labels)):
+            problems.append(Problem(folder / f"{sid}_frame{frame + 1:02d}_gt.nii.gz",
+                                    f"missing: frame {frame + 1} is {'ED' if frame == ed else 'ES'} in Info.cfg and "
+                                    "the other phase is labelled"))
 
     if problems:
         return None, problems
@@ -175,8 +181,11 @@ def scan(root: str | os.PathLike) -> tuple[int, list[Problem]]:
     return len(dirs), problems
 
 
-def read_acdc(root: str | os.PathLike) -> Iterator[Subject]:
+def read(root: str | os.PathLike) -> Iterator[Subject]:
     """Yield every subject under ROOT, sorted by id (CardiolabError on the first broken one)."""
     for folder in subject_dirs(root):
         yield read_subject(folder)
 
+
+
+read_acdc = read   # the name the rest of cardiolab and its users know

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -25,6 +25,10 @@ from cardiolab.core import CardiolabError, atomic_path
 
 # cardiolab's one label convention (the ACDC one). Other layouts are mapped onto it when read.
 LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
+
+# Model tensors live in [-1, 1]; a written cohort stores (x + 1) * INTENSITY_SCALE: positive magnitudes in
+# [0, 2000], like a scanner's. `prepare` rescales by percentiles, so the constant cancels when read back.
+INTENSITY_SCALE = 1000.0
 
 # Info.cfg keys every subject has, in ACDC's order; anything else in `info` is written after them.
 INFO_KEYS = ("ED", "ES", "Group", "Height", "NbFrame", "Weight")
@@ -133,16 +137,43 @@ def write_subject(root: str | os.PathLike, subject: Subject, extra_files: dict[s
     return folder
 
 
-def read_cohort(root: str | os.PathLike, layout: str = "acdc") -> Iterator[Subject]:
-    """Yield every subject of a dataset folder, validated (bad files raise CardiolabError naming them).
+def to_stored(x: np.ndarray) -> np.ndarray:
+    """Model intensities in [-1, 1] -> the stored convention (see INTENSITY_SCALE)."""
+    return ((np.asarray(x, dtype=np.float32) + 1.0) * INTENSITY_SCALE).astype(np.float32)
 
-    layout: 'acdc' (also phantom and synthetic cohorts) or 'mnms' (M&Ms / M&Ms-2).
+
+def from_stored(v: np.ndarray) -> np.ndarray:
+    """The inverse of `to_stored`."""
+    return np.asarray(v, dtype=np.float32) / INTENSITY_SCALE - 1.0
+
+
+def write_cines(out: str | os.PathLike, images, geometry: dict | list[dict], ids: list[str] | None = None,
+                info: list[dict] | None = None, labels=None, extra: Callable[[Path], None] | None = None) -> Path:
+    """The one writer from model tensors to an ACDC-layout cohort, atomically (the folder appears whole or not).
+
+    images: (N, D, H, W, T) in [-1, 1], in the cache's axes (D slices, H = NIfTI x, W = y); stored as
+        `to_stored(x)`. labels: (N, D, H, W, T) integer label series or None (then image-only subjects).
+    geometry: {"spacing": (sx, sy, sz) mm, "frame_ms", "es"} for all subjects, or one dict per subject;
+        ED is frame 0 (prepare aligns it), ES is clamped to the last frame.
+    ids: default synth0001, ...; info: Info.cfg attributes per subject (default Group UNKNOWN).
+    extra: called with the temporary folder before it is renamed, to add files (samples.json, GIFs).
     """
-    if layout == "acdc":
-        from cardiolab.io.acdc import read_acdc
-        yield from read_acdc(root)
-    elif layout == "mnms":
-        from cardiolab.io.mnms import read_mnms
-        yield from read_mnms(root)
-    else:
-        raise CardiolabError(f"unknown layout {layout!r}: choose 'acdc' or 'mnms'")
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 5:
+        raise CardiolabError(f"{out}: write_cines expects images (N, D, H, W, T), got shape {images.shape}")
+    n = images.shape[0]
+    ids = list(ids) if ids is not None else [f"synth{i + 1:04d}" for i in range(n)]
+    geoms = geometry if isinstance(geometry, list) else [geometry] * n
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for i, sid in enumerate(ids):
+            vol = np.ascontiguousarray(images[i].transpose(1, 2, 0, 3))            # (D, H, W, T) -> (X, Y, Z, T)
+            series = None if labels is None else np.ascontiguousarray(np.asarray(labels[i]).transpose(1, 2, 0, 3))
+            g = geoms[i]
+            write_subject(tmp, Subject(id=sid, image=to_stored(vol), affine=make_affine(g["spacing"]),
+                                       frame_ms=float(g["frame_ms"]), ed=0, es=min(int(g["es"]), vol.shape[3] - 1),
+                                       label_series=None if series is None else series.astype(np.uint8),
+                                       info=dict(info[i]) if info else {"Group": "UNKNOWN"}))
+        if extra is not None:
+            extra(tmp)
+    return Path(out)

@@ -272,7 +272,7 @@ def scan(root: str | os.PathLike) -> tuple[int, list[Problem]]:
     return len(dirs), problems
 
 
-def read_mnms(root: str | os.PathLike) -> Iterator[Subject]:
+def read(root: str | os.PathLike) -> Iterator[Subject]:
     """Yield every subject under ROOT in canonical form (CardiolabError on the first broken one)."""
     dirs, problems = find_subjects(root)
     table = find_table(root) if dirs else None
@@ -283,3 +283,6 @@ def read_mnms(root: str | os.PathLike) -> Iterator[Subject]:
         subject, problems = load_subject(folder, table)
         raise_if_problems(problems)
         yield subject
+
+
+read_mnms = read

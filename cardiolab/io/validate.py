@@ -2,7 +2,8 @@
 
 The readers (`read_acdc`, `read_mnms`) run the same checks while loading and raise a CardiolabError
 with the first problems, so training never starts on broken data; `python -m cardiolab check` lists
-them all. The checks on arrays live here; which files a layout has lives in acdc.py / mnms.py.
+them all. The checks on arrays live here; which files a layout has lives in acdc.py / mnms.py, and the
+registry that dispatches between layouts in layouts.py.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import numpy as np
 from cardiolab.core import CardiolabError
 from cardiolab.io.nifti import NiftiError, Volume, load_nifti
 
-LAYOUTS = ("acdc", "mnms")
 VALID_LABELS = (0, 1, 2, 3)
 # Affines of a cine and its label files are written by the same tool; allow float32 header rounding.
 AFFINE_ATOL_MM = 1e-2
@@ -146,40 +146,3 @@ def walk_subjects(root: Path, is_subject: Callable[[Path, set[str]], bool],
     if not dirs and not problems:
         problems.append(Problem(root, f"no subject folders found (expected {expected})"))
     return sorted(dirs, key=lambda d: (d.name, str(d))), problems
-
-
-def _layout_module(layout: str):
-    if layout == "acdc":
-        from cardiolab.io import acdc
-        return acdc
-    if layout == "mnms":
-        from cardiolab.io import mnms
-        return mnms
-    raise CardiolabError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
-
-
-def detect_layout(root: str | os.PathLike) -> str:
-    """'acdc' if ROOT holds <id>/<id>_4d.nii.gz folders, 'mnms' if <code>_sa.nii.gz / _SA_CINE ones, else 'acdc'."""
-    from cardiolab.io import acdc, mnms
-    if not Path(root).is_dir():
-        raise CardiolabError(f"{root}: not a folder")
-    if acdc.find_subjects(root)[0]:
-        return "acdc"
-    if mnms.find_subjects(root)[0]:
-        return "mnms"
-    return "acdc"
-
-
-def validate_subject_dir(folder: str | os.PathLike, layout: str = "acdc") -> list[Problem]:
-    """Every problem of one subject folder (all files read in full)."""
-    return _layout_module(layout).validate_subject(Path(folder))
-
-
-def scan_cohort(root: str | os.PathLike, layout: str = "acdc") -> tuple[int, list[Problem]]:
-    """(number of subject folders found, every problem) for a dataset folder."""
-    return _layout_module(layout).scan(Path(root))
-
-
-def validate_cohort(root: str | os.PathLike, layout: str = "acdc") -> list[Problem]:
-    """Every problem of a dataset folder: the layout (no subjects, stray folders, CSV) and each subject."""
-    return scan_cohort(root, layout)[1]

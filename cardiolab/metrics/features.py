@@ -1,13 +1,12 @@
 """FD-cardiolab and KID-cardiolab: distribution distances on features of cardiolab's own frozen evaluator.
 
 No ImageNet/Inception/LPIPS weights can be downloaded, so cardiolab trains its own encoder
-(`cardiolab.models.evaluator.CineEncoder`) self-supervised with SimCLR's NT-Xent loss (MONAI
-`ContrastiveLoss`) under cine augmentations (intensity jitter, small shifts, flips, temporal roll), through
-the one engine, then freezes it. SimCLR's temporal-roll invariance and the final pooling over T drop frame
+(`cardiolab.models.evaluator.CineEncoder`, trained by `cardiolab.tasks.evaluator`) self-supervised with SimCLR's
+NT-Xent loss under cine augmentations (intensity jitter, small shifts, flips, temporal roll), then freezes it. SimCLR's temporal-roll invariance and the final pooling over T drop frame
 order, so the encoder also gets the circular frame differences as input channels (motion made explicit) and
 a "shuffle and learn" pretext head (Misra et al. 2016: is this slab ordered, frame-shuffled - anywhere from
 two frames to all of them - or slice-reversed?) is trained beside it; so the shuffle degradations of
-`validate_evaluator` are related to a training task, while noise and blur are never seen in training. The
+`validate_features` are related to a training task, while noise and blur are never seen in training. The
 unit it embeds is a slab of adjacent slices over all frames, (S, H, W, T), so a cohort of N cines of D
 slices gives N * (D - S + 1) feature vectors.
 
@@ -17,34 +16,24 @@ slices gives N * (D - S + 1) feature vectors.
   2018). MONAI's `MMDMetric` has only the linear kernel and needs equal set sizes, so it is written here.
 * Standard FID only when the user supplies a TorchScript 2D feature extractor (`fid_from_torchscript`).
 
-`validate_evaluator` checks that both distances rise with the strength of four degradations of a real set.
+`validate_features` checks that both distances rise with the strength of four degradations of a real set.
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from monai.metrics import FIDMetric
 from scipy.ndimage import gaussian_filter
 
-from cardiolab.core import CardiolabError, seed_everything
+from cardiolab.core import CardiolabError
 from cardiolab.metrics.fidelity import as_cines, to_unit
-from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
-from cardiolab.profiles import Profile
+from cardiolab.models.evaluator import CineEncoder
 
-log = logging.getLogger(__name__)
-
-RUN_NAME = "evaluator"          # runs/<profile>/evaluator
-TEMPERATURE = 0.5               # NT-Xent temperature (SimCLR's CIFAR setting; small batches here)
-ORDER_WEIGHT = 1.0              # weight of the order pretext loss beside NT-Xent
-LR = 3e-4                       # 1e-3 collapsed NT-Xent to chance on phantom-like data
 
 # Degradation strengths, levels 1..4. Noise sigma is in [-1, 1] units, blur sigma in pixels (in-plane);
 # temporal shuffle: the fraction of every cine's frames that leave their place; slice shuffle: the fraction
@@ -72,13 +61,10 @@ def slabs(cines: torch.Tensor, in_slices: int) -> torch.Tensor:
 def features(model: CineEncoder, cines, batch_size: int = 64, per_cine: bool = False) -> torch.Tensor:
     """Features of the frozen evaluator.
 
-    cines: (N, D, H, W, T) or (N, 1, D, H, W, T) in [-1, 1], a list of (D, H, W, T) arrays, or a cohort
-    folder / prepared cache (read with `cardiolab.evaluate.load_cines`, which needs the profile geometry).
+    cines: (N, D, H, W, T) or (N, 1, D, H, W, T) in [-1, 1], or a list of (D, H, W, T) arrays
+    (a folder: read it first with `cardiolab.data.cines.load_cines`).
     Returns (N * (D - S + 1), F) slab features, or (N, F) slab-averaged ones with per_cine=True.
     """
-    if isinstance(cines, (str, os.PathLike)):
-        from cardiolab.evaluate import load_cines
-        cines = load_cines(cines).images
     x = as_cines(cines)
     model = model.eval()
     device = next(model.parameters()).device
@@ -197,140 +183,6 @@ def degrade(cines: torch.Tensor, kind: str, level: int, seed: int = 0) -> torch.
     return x
 
 
-# ---- training -----------------------------------------------------------------------------------
-def evaluator_config(profile: Profile) -> EvaluatorConfig:
-    return EvaluatorConfig(feature_dim=profile.eval.feature_dim, proj_dim=profile.eval.feature_dim)
-
-
-def augment(x: torch.Tensor) -> torch.Tensor:
-    """A random SimCLR view of slabs x (B, S, H, W, T): intensity jitter, small shifts, flips, temporal roll.
-
-    Noise and blur are deliberately absent: the features must stay sensitive to them.
-    """
-    b, _, h, w, t = x.shape
-    out = []
-    for v in x:
-        gain, bias = 1 + 0.2 * (torch.rand(()) * 2 - 1), 0.1 * (torch.rand(()) * 2 - 1)
-        v = (v + 1) * gain - 1 + bias                                         # jitter around the [-1, 1] floor
-        shift = [int(s) for s in torch.randint(-max(1, h // 16), max(1, h // 16) + 1, (2,))]
-        v = v.roll(shifts=(*shift, int(torch.randint(t, ()))), dims=(1, 2, 3))  # shift in-plane, roll in time
-        for dim in (1, 2):
-            if torch.rand(()) < 0.5:
-                v = v.flip(dim)
-        out.append(v)
-    return torch.stack(out)
-
-
-def _random_slab(image: torch.Tensor, in_slices: int) -> torch.Tensor:
-    """image: (B, 1, D, H, W, T) -> one random slab per cine, (B, S, H, W, T)."""
-    image = image[:, 0]
-    b, d = image.shape[:2]
-    if d < in_slices:
-        image, d = image.repeat_interleave(in_slices, dim=1), d * in_slices
-    start = torch.randint(0, d - in_slices + 1, (b,))
-    return torch.stack([image[i, s:s + in_slices] for i, s in enumerate(start.tolist())])
-
-
-def train_evaluator(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
-                    seed: int = 0, cache_dir: str | os.PathLike | None = None, steps: int | None = None) -> Path:
-    """SimCLR + order training of the evaluator on the public + private splits of the prepared cache.
-
-    cache_dir: default the profile's (built if missing); steps: default profile.eval.feature_steps.
-    Returns the run folder (default runs/<profile>/evaluator).
-    """
-    from monai.losses import ContrastiveLoss
-
-    from cardiolab.data.datasets import CineDataset, load_manifest
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.engine import TrainConfig, Trainer
-
-    out = Path(out or profile.run_dir / RUN_NAME)
-    cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
-    steps = steps or profile.eval.feature_steps
-    splits = load_manifest(cache)["splits"]
-    data = CineDataset(cache, split=splits["public"] + splits["private"], mode="volume")
-    seed_everything(seed)
-    cfg = evaluator_config(profile)
-    model = CineEncoder(cfg)
-    batch = profile.eval.feature_batch
-    train_cfg = TrainConfig(steps=steps, batch_size=min(batch, len(data)), lr=LR, warmup=max(1, steps // 20),
-                            ckpt_every=200, seed=seed, device=profile.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=1e-4)
-    loss_fn = ContrastiveLoss(temperature=TEMPERATURE)
-
-    def step_fn(batch, step, tr):
-        slab = _random_slab(batch["image"], cfg.in_slices)
-        scrambled, order = scramble(slab)
-        with tr.autocast():
-            net = tr.modules["model"]
-            (z1, z2), (logits,) = _heads(net, [augment(slab), augment(slab)], [augment(scrambled)])
-            contrastive = loss_fn(z1.float(), z2.float())
-            order_loss = F.cross_entropy(logits.float(), order.to(logits.device))
-            loss = contrastive + ORDER_WEIGHT * order_loss
-        tr.backward(loss, "model")
-        return {"loss": loss.item(), "nt_xent": contrastive.item(), "order": order_loss.item()}
-
-    config = {"evaluator": dataclasses.asdict(cfg), "profile": profile.name, "cache": str(cache),
-              "n_train": len(data), "temperature": TEMPERATURE}
-    Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
-        data, step_fn, resume=resume)
-    return out
-
-
-def scramble(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The order pretext task: each slab (B, S, H, W, T) is kept (0), frame-shuffled (1) or slice-reversed (2).
-
-    A shuffled slab has a random number (2 .. T) of its frames trade places, none staying put, so the head
-    must notice a few jumbled frames as well as a wholly scrambled beat.
-    """
-    order = torch.randint(0, 3, (len(x),))
-    out = x.clone()
-    t = x.shape[-1]
-    for i, c in enumerate(order.tolist()):
-        if c == 1 and t > 1:
-            pos = torch.randperm(t)[: int(torch.randint(2, t + 1, ()))]
-            perm = torch.arange(t)
-            perm[pos] = pos[_derange(len(pos))]
-            out[i] = x[i][..., perm]
-        elif c == 2:
-            out[i] = x[i].flip(0)
-    return out, order
-
-
-def _heads(net: torch.nn.Module, project: list, classify: list) -> tuple[list, list]:
-    """One encoder pass over all views (one DDP forward), split into SimCLR projections and order logits."""
-    from cardiolab.engine import unwrap
-    feats = net(torch.cat(project + classify)).split([len(v) for v in project + classify])
-    raw = unwrap(net)
-    return [raw.proj(f) for f in feats[:len(project)]], [raw.order_head(f) for f in feats[len(project):]]
-
-
-def ensure_evaluator(profile: Profile) -> Path:
-    """The trained evaluator's run folder (runs/<profile>/evaluator), training it first if unfinished or if
-    it was trained with another evaluator config."""
-    from cardiolab.engine import run_status
-    out = profile.run_dir / RUN_NAME
-    status = run_status(out, profile.eval.feature_steps, {"evaluator": dataclasses.asdict(evaluator_config(profile))})
-    if status != "finished":
-        log.info("training the feature evaluator -> %s", out)
-        train_evaluator(profile, out, resume=status == "partial")
-    return out
-
-
-def load_evaluator(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> CineEncoder:
-    """The frozen evaluator from a run folder (or checkpoint path), in eval mode."""
-    from cardiolab.engine import load_checkpoint
-    ckpt = load_checkpoint(run_dir)
-    raw = ckpt["config"].get("evaluator")
-    if raw is None:
-        raise CardiolabError(f"{run_dir}: not an evaluator checkpoint (no 'evaluator' config)")
-    raw = {"motion": False, **raw}  # checkpoints from before the frame-difference channels
-    cfg = EvaluatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    model = CineEncoder(cfg)
-    model.load_state_dict(ckpt["modules"]["model"])
-    return model.to(device).eval().requires_grad_(False)
-
-
 # ---- validation ---------------------------------------------------------------------------------
 def validate_features(model: CineEncoder, cines, seed: int = 0, splits: int = 3) -> pd.DataFrame:
     """FD/KID between one random half of real cines (N, D, H, W, T) and the other half, clean (level 0) and
@@ -356,21 +208,6 @@ def validate_features(model: CineEncoder, cines, seed: int = 0, splits: int = 3)
     return pd.DataFrame(rows)
 
 
-def validate_evaluator(profile: Profile, seed: int = 0) -> pd.DataFrame:
-    """`validate_features` of the profile's trained evaluator on every cine of the prepared cache;
-    also writes runs/<profile>/eval/evaluator_validation.csv and figures/evaluator_validation.png."""
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.evaluate import load_cines
-    from cardiolab.plots import save_figure
-    from cardiolab.report import save_table
-
-    model = load_evaluator(ensure_evaluator(profile))
-    df = validate_features(model, load_cines(ensure_prepared(profile), profile).images, seed=seed)
-    save_table(df, profile.run_dir / "eval" / "evaluator_validation.csv")
-    save_figure(plot_validation(df), profile.run_dir / "figures" / "evaluator_validation.png")
-    return df
-
-
 def validation_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over splits of FD/KID per degradation and level (rows of `validate_features`)."""
     return (df.groupby(["degradation", "level"], sort=False)[["FD-cardiolab", "KID-cardiolab"]]
@@ -381,18 +218,3 @@ def is_monotonic(df: pd.DataFrame, metric: str = "FD-cardiolab") -> dict[str, bo
     """{degradation: the mean over splits of `metric` strictly rises with level (level 0 = clean halves)}."""
     means = df.groupby(["degradation", "level"], sort=False)[metric].mean()
     return {k: bool(np.all(np.diff(means[k].sort_index().to_numpy()) > 0)) for k in df.degradation.unique()}
-
-
-def plot_validation(df: pd.DataFrame):
-    """Two panels (FD, KID), one line per degradation against its level (mean over the half splits; symlog y)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("FD-cardiolab", "KID-cardiolab")):
-        sns.lineplot(data=df, x="level", y=metric, hue="degradation", marker="o", errorbar=None, ax=ax)
-        ax.set_xticks(range(int(df.level.max()) + 1))
-        ax.set_xlabel("degradation level (0 = two clean halves)")
-        ax.set_yscale("symlog", linthresh=0.1 if metric.startswith("FD") else 0.01)  # shuffles dwarf the rest
-        ax.set_title(f"{metric} vs degradation")
-    fig.tight_layout()
-    return fig

@@ -90,16 +90,21 @@ def ms_ssim(real, recon) -> torch.Tensor:
     return metric(_frames(recon), _frames(real)).view(n, -1).mean(1)
 
 
-def reconstruction_metrics(real, recon) -> dict:
-    """Paired fidelity summary: {"PSNR", "PSNR_std", "SSIM", "SSIM_std", "MS-SSIM", "MS-SSIM_std", "n", "ms_ssim"}.
+def reconstruction_metrics(real, recon, ids: list[str] | None = None) -> dict:
+    """The one paired-fidelity summary (VQ-GAN task, benchmark, evaluate and report all use it):
+    {"PSNR", "PSNR_std", "SSIM", "SSIM_std", "MS-SSIM", "MS-SSIM_std", "n", "ms_ssim"}, plus
+    "subjects": [{"id", "PSNR", "SSIM", "MS-SSIM"}] when `ids` are given.
 
     real, recon: (N, D, H, W, T) in [-1, 1].
     """
     out: dict = {"n": int(as_cines(real).shape[0])}
+    per = {}
     for name, fn in (("PSNR", psnr), ("SSIM", ssim), ("MS-SSIM", ms_ssim)):
-        v = fn(real, recon).double()
+        v = per[name] = fn(real, recon).double()
         out[name] = float(v.mean())
         out[f"{name}_std"] = float(v.std()) if len(v) > 1 else 0.0
+    if ids is not None:
+        out["subjects"] = [{"id": sid, **{k: float(v[i]) for k, v in per.items()}} for i, sid in enumerate(ids)]
     scales, k = ms_ssim_settings(min(as_cines(real).shape[2:4]))
     out["ms_ssim"] = {"scales": scales, "window": k}
     return out

@@ -18,6 +18,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ks_2samp, wasserstein_distance
 
 from cardiolab.core import CardiolabError
 from cardiolab.io.cohort import LABELS, Subject
@@ -110,3 +111,46 @@ def _num(x) -> float | None:
     """JSON-safe number: NaN (e.g. the std of one subject) becomes None."""
     x = float(x)
     return None if math.isnan(x) else x
+
+
+def compare_distributions(real_df: pd.DataFrame, synth_df: pd.DataFrame, by: str | None = None,
+                          metrics: Sequence[str] | None = None, overall: bool = True) -> pd.DataFrame:
+    """Wasserstein-1 and KS statistic between real and synthetic distributions of each metric.
+
+    by: a column to compare within (e.g. 'Group' or 'structure'); rows for 'all' come first (unless
+    overall=False: pooling structures means nothing for shapes), then each value present on both sides.
+    metrics: columns to compare (default: the function metrics, else every numeric column both tables share).
+    NaNs are dropped per metric.
+    Columns: group, metric, n_real, n_synth, mean_real, mean_synth, std_real, std_synth, w1, ks, ks_pvalue.
+    """
+    if metrics is None:
+        shared = [c for c in real_df.columns if c in synth_df.columns and c not in ("ed", "es", "slice", "frame")
+                  and pd.api.types.is_numeric_dtype(real_df[c]) and pd.api.types.is_numeric_dtype(synth_df[c])]
+        metrics = [m for m in METRICS if m in shared] or shared
+    missing = [m for m in metrics if m not in real_df.columns or m not in synth_df.columns]
+    if missing:
+        raise CardiolabError(f"compare_distributions: columns {missing} missing from the real or synthetic table")
+    pairs = [("all", real_df, synth_df)] if overall or by is None else []
+    if by is not None:
+        if by not in real_df.columns or by not in synth_df.columns:
+            raise CardiolabError(f"compare_distributions: no column {by!r} to group by")
+        both = sorted(set(real_df[by].dropna()) & set(synth_df[by].dropna()), key=str)
+        pairs += [(g, real_df[real_df[by] == g], synth_df[synth_df[by] == g]) for g in both]
+    rows = []
+    for group, r, s in pairs:
+        for m in metrics:
+            a = pd.to_numeric(r[m], errors="coerce").dropna().to_numpy(float)
+            b = pd.to_numeric(s[m], errors="coerce").dropna().to_numpy(float)
+            row = {"group": group, "metric": m, "n_real": len(a), "n_synth": len(b),
+                   "mean_real": _stat(a, np.mean), "mean_synth": _stat(b, np.mean),
+                   "std_real": _stat(a, np.std), "std_synth": _stat(b, np.std),
+                   "w1": float("nan"), "ks": float("nan"), "ks_pvalue": float("nan")}
+            if len(a) and len(b):
+                ks = ks_2samp(a, b)
+                row.update(w1=float(wasserstein_distance(a, b)), ks=float(ks.statistic), ks_pvalue=float(ks.pvalue))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _stat(x: np.ndarray, fn) -> float:
+    return float(fn(x)) if len(x) else float("nan")

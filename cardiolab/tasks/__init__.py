@@ -1,1 +1,81 @@
-"""Per-model training code: build the model from a profile, its loss step for the engine, train/ensure/load."""
+"""The one registry of trainable models: name -> task module. A new model is one file here plus one line below.
+
+A task module holds what a model adds to the engine and exposes:
+    NAME, KIND                        registry name; "generator", "autoencoder", "segmenter", "evaluator", ...
+    shaping(profile) -> dict          the config fields that shape its weights + ids of the runs it builds on
+    num_parameters(profile) -> int
+    train(profile, out=None, resume=False, steps=None, seed=0) -> run folder
+    ensure(profile, run_dir=None) -> run folder (trained unless finished with the same shaping)
+    load(run_dir, ...)                the trained network
+    sample_cohort(run_dir, n, steps, seed, out, ...) -> cohort folder      (generators only, with
+    sample_defaults(profile) -> {"n", "steps"}; cohorts go through `cardiolab.io.cohort.write_cines`)
+Every run records its registry name as config["task"], so `sample --run RUN` finds its generator.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+
+from cardiolab.core import CardiolabError
+
+REGISTRY: dict[str, str] = {
+    "vqgan": "cardiolab.tasks.vqgan",
+    "dit": "cardiolab.tasks.dit",
+    "segmenter": "cardiolab.tasks.segmenter",
+    "evaluator": "cardiolab.tasks.evaluator",
+}
+
+# Runs made before runs recorded config["task"]: recognised by their config sections.
+_LEGACY_KEYS = (("dit", "dit"), ("vqgan", "vqgan"), ("evaluator", "evaluator"), ("model", "segmenter"))
+
+
+def get_task(name: str) -> ModuleType:
+    """The task module registered as `name`."""
+    if name not in REGISTRY:
+        raise CardiolabError(f"unknown model {name!r}: choose one of {', '.join(REGISTRY)}")
+    return importlib.import_module(REGISTRY[name])
+
+
+def task_of_run(run_dir: str | os.PathLike) -> str:
+    """The registry name a run folder was trained as (its config.json's "task", or its sections for old runs)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise CardiolabError(f"{run_dir}: not a run folder (no config.json; train a model first)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CardiolabError(f"{path}: not valid JSON ({e})") from None
+    if config.get("task") in REGISTRY:
+        return config["task"]
+    for key, name in _LEGACY_KEYS:
+        if key in config:
+            return name
+    raise CardiolabError(f"{path}: no model name recorded (config has no 'task')")
+
+
+def generators() -> list[str]:
+    """Registry names of the models that sample synthetic cohorts."""
+    return [name for name in REGISTRY if get_task(name).KIND == "generator"]
+
+
+def describe(profile=None) -> list[dict]:
+    """One row per registered model: name, kind, parameters at the profile's sizes, its run folder and state
+    ('finished', 'partial', 'stale' (trained with other settings) or 'missing')."""
+    from cardiolab.engine import STATE, run_status
+    from cardiolab.profiles import get_profile
+
+    profile = get_profile(profile)
+    rows = []
+    for name in REGISTRY:
+        task = get_task(name)
+        run = profile.run(name)
+        # shaping holds the step count, so "finished" with the same shaping is the profile's whole run
+        status = run_status(run, 0, {"shaping": task.shaping(profile)})
+        if status == "fresh":
+            status = "stale" if (run / STATE).exists() else "missing"
+        rows.append({"name": name, "kind": task.KIND, "parameters": int(task.num_parameters(profile)),
+                     "run": str(run), "status": status})
+    return rows

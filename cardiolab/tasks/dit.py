@@ -18,22 +18,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, atomic_path, pick_device, seed_everything, write_json
+from cardiolab.core import CardiolabError, pick_device, read_json, seed_everything, write_json
+from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
-from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, read_metrics, run_status
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, read_metrics, run_id
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
 
-GENERATOR = "cardiodit"
+NAME = "dit"
+KIND = "generator"
+GENERATOR = "cardiodit"            # samples.json's generator; the CLI name stays `dit`
 SAMPLES_JSON = "samples.json"
 COND_MODES = ("random", "from-training-distribution", "none")
-INTENSITY_OFFSET = 1000.0  # cohort images are (x + 1) * 1000: positive, like scanner magnitudes
+SAMPLING_ONLY = ("sample_steps", "n_samples", "amp")   # dit fields that never change the weights
 
 
 # ---- configs from the profile ---------------------------------------------------------------------
@@ -49,6 +51,43 @@ def model_config(profile: Profile, latent_shape: tuple[int, ...], conditional: b
 
 def diffusion_config(profile: Profile) -> DiffusionConfig:
     return DiffusionConfig(train_timesteps=profile.dit.train_timesteps)
+
+
+def shaping(profile: Profile | str | None = None, seed: int = 0, vqgan_id: str | None = None,
+            latents: str | os.PathLike | None = None, steps: int | None = None) -> dict:
+    """What shapes the DiT's weights: its training fields, the VQ-GAN run behind its latents, the seed.
+
+    vqgan_id: of the latents trained on (default: the profile's VQ-GAN, `tasks.vqgan.run_id`); latents: a
+    latent set other than the profile's (canaries, subsets, private cohorts) is named too.
+    """
+    from cardiolab.tasks import vqgan
+
+    profile = get_profile(profile)
+    dit = {k: v for k, v in dataclasses.asdict(profile.dit).items() if k not in SAMPLING_ONLY}
+    dit["steps"] = steps or dit["steps"]
+    out = {"dit": dit, "vqgan": vqgan_id or vqgan.run_id(profile), "seed": seed}
+    if latents is not None and Path(latents).resolve() != (profile.run("latents") / vqgan.LATENTS).resolve():
+        out["latents"] = str(Path(latents).resolve())
+    return out
+
+
+def latent_shape(profile: Profile) -> tuple[int, ...]:
+    """(C_z, D, h, w, t) of the profile's latents, from its sizes (no encoding needed)."""
+    from cardiolab.models.vqgan import latent_shape as per_slice
+
+    C, h, w, t = per_slice(profile.vqgan, (profile.data.image_size, profile.data.image_size, profile.data.frames))
+    return (C, profile.data.slices, h, w, t)
+
+
+def sample_defaults(profile: Profile | str | None = None) -> dict:
+    """The profile's sampling settings: {"n": studies, "steps": DDIM steps}."""
+    profile = get_profile(profile)
+    return {"n": profile.dit.n_samples, "steps": profile.dit.sample_steps}
+
+
+def num_parameters(profile: Profile | str | None = None) -> int:
+    profile = get_profile(profile)
+    return sum(p.numel() for p in DiT4D(model_config(profile, latent_shape(profile))).parameters())
 
 
 class LatentSet(Dataset):
@@ -89,7 +128,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     from cardiolab.tasks.vqgan import ensure_latents, load_latents
 
     profile = get_profile(profile)
-    out = Path(out or profile.run_dir / "dit")
+    out = Path(out or profile.run(NAME))
     path = Path(latents) if latents else ensure_latents(profile)
     record = load_latents(path)
     data = training_set(record, path)
@@ -102,10 +141,11 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     cfg = TrainConfig(steps=total, batch_size=p.batch, lr=p.lr, warmup=min(100, max(1, total // 10)),
                       ema_decay=p.ema_decay, ckpt_every=max(1, min(500, total // 4)), log_every=max(1, min(10, total // 10)),
                       amp=p.amp, seed=seed, device=profile.device, num_workers=profile.num_workers)
-    conf = {"dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), "profile": profile.name,
+    conf = {"task": NAME, "shaping": shaping(profile, seed, record.get("vqgan_id"), path, total),
+            "dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), "profile": profile.name,
             "profile_dit": dataclasses.asdict(p),
             "scale": float(record["scale"]), "latent_shape": list(data.z.shape[1:]),
-            "vqgan_run": record.get("vqgan_run") or str(profile.run_dir / "vqgan"), "latents": str(Path(path).resolve()),
+            "vqgan_run": record.get("vqgan_run") or str(profile.run("vqgan")), "latents": str(Path(path).resolve()),
             "cache_dir": str(profile.cache_dir), "n_train": len(data), "seed": seed,
             # attribute codes only (no ids): lets sampling follow the training distribution of attributes
             "train_cond": data.cond.tolist()}
@@ -118,17 +158,12 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
     """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished."""
-    profile = get_profile(profile)
-    run = Path(run_dir or profile.run_dir / "dit")
     from cardiolab.tasks.vqgan import ensure_latents
 
-    latents = ensure_latents(profile)
-    status = run_status(run, profile.dit.steps, {"profile_dit": dataclasses.asdict(profile.dit)})
-    if status != "fresh" and latents.stat().st_mtime > (run / "checkpoint.pt").stat().st_mtime:
-        status = "fresh"                       # the VQ-GAN was retrained: its old latents are gone
-    if status != "finished":
-        train(profile, run, resume=status == "partial")
-    return run
+    profile = get_profile(profile)
+    run = Path(run_dir or profile.run(NAME))
+    ensure_latents(profile)                    # (re)encoded when the VQ-GAN changed; its id is in shaping()
+    return ensure_run(run, profile.dit.steps, shaping(profile), lambda resume: train(profile, run, resume=resume))
 
 
 def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> tuple[DiT4D, dict]:
@@ -190,32 +225,6 @@ def sample_latents(model: DiT4D, conf: dict, n: int, steps: int, seed: int = 0, 
     return torch.cat(out) / float(conf["scale"]), codes
 
 
-def cohort_geometry(cache_dir: str | os.PathLike) -> dict:
-    """Voxel spacing, frame time and ES of the synthetic cohort: medians over the non-holdout cache subjects.
-
-    ES is the training cohort's median ES frame (frames are resampled so that ED is frame 0), rounded.
-    """
-    from cardiolab.data.datasets import load_manifest
-
-    subjects = [s for s in load_manifest(cache_dir)["subjects"] if s["split"] != "holdout"]
-    if not subjects:
-        raise CardiolabError(f"{Path(cache_dir) / 'manifest.json'}: no non-holdout subjects")
-    spacing = np.median(np.array([s["spacing"] for s in subjects], dtype=float), axis=0)
-    return {"spacing": [float(v) for v in spacing], "frame_ms": float(np.median([s["frame_ms"] for s in subjects])),
-            "es": int(round(float(np.median([s["es"] for s in subjects]))))}
-
-
-def to_subject(index: int, image: torch.Tensor, codes, geometry: dict):
-    """Sample `index` (0-based) as a cohort Subject: image (D, H, W, T) in [-1, 1] -> (X, Y, Z, T) positive."""
-    from cardiolab.io.cohort import Subject, make_affine
-
-    vol = rearrange(image.float().numpy(), "d h w t -> h w d t")   # the cache's (D, H, W) are (z, x, y)
-    info = attributes.decode(codes) if codes is not None else {"Group": "UNKNOWN"}
-    es = min(geometry["es"], vol.shape[3] - 1)
-    return Subject(id=f"synth{index + 1:04d}", image=((vol + 1.0) * INTENSITY_OFFSET).astype(np.float32),
-                   affine=make_affine(geometry["spacing"]), frame_ms=geometry["frame_ms"], ed=0, es=es, info=info)
-
-
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike,
                   guidance: float = 1.0, cond: str = "random", eta: float = 0.0, batch: int = 4,
                   gifs: bool = True, device: str = "auto") -> Path:
@@ -224,7 +233,7 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     out/synth0001/... per sample, out/gifs/synth0001.gif (middle slice), out/samples.json (generator, run,
     steps, seed, guidance, conditioning mode, ES rule; no patient identifiers).
     """
-    from cardiolab.io.cohort import write_subject
+    from cardiolab.io.cohort import INTENSITY_SCALE, write_cines
     from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
 
     if n < 1:
@@ -235,21 +244,22 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     geometry = cohort_geometry(conf["cache_dir"])
     z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device)
     images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        for i in range(n):
-            subject = to_subject(i, images[i], None if codes is None else codes[i], geometry)
-            write_subject(tmp, subject)
-            if gifs:
-                from cardiolab.plots import save_gif
-                save_gif(images[i], tmp / "gifs" / f"{subject.id}.gif", title=subject.id)
-        write_json(tmp / SAMPLES_JSON, {
-            "generator": GENERATOR, "run": str(run_dir), "n": n, "steps": steps, "seed": seed,
-            "guidance": guidance, "cond": cond if isinstance(cond, str) else "given", "eta": eta,
-            "sampler": "ddim", "es_rule": "median ES frame of the training cohort", "ed": 1,
-            "intensity": f"(x + 1) * {INTENSITY_OFFSET:g} of the VQ-GAN output x in [-1, 1]",
-            "ids": [f"synth{i + 1:04d}" for i in range(n)]})
+    ids = [f"synth{i + 1:04d}" for i in range(n)]
+    info = [attributes.decode(codes[i]) if codes is not None else {"Group": "UNKNOWN"} for i in range(n)]
+    meta = {"generator": GENERATOR, "task": NAME, "run": str(run_dir), "run_id": run_id(run_dir),
+            "n": n, "steps": steps, "seed": seed, "guidance": guidance,
+            "cond": cond if isinstance(cond, str) else "given", "eta": eta, "sampler": "ddim",
+            "es_rule": "median ES frame of the training cohort", "ed": 1,
+            "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of the VQ-GAN output x in [-1, 1]", "ids": ids}
+
+    def extra(tmp: Path) -> None:
+        write_json(tmp / SAMPLES_JSON, meta)
+        if gifs:
+            from cardiolab.plots import save_gif
+            for sid, image in zip(ids, images):
+                save_gif(image, tmp / "gifs" / f"{sid}.gif", title=sid)
+
+    out = write_cines(out, images, geometry, ids=ids, info=info, extra=extra)
     log.info("wrote %d synthetic studies to %s", n, out)
     return out
 
@@ -258,16 +268,14 @@ def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir:
                    out: str | os.PathLike | None = None) -> Path:
     """The profile's n_samples DiT samples (default runs/<profile>/samples/dit); trains the DiT first if needed.
 
-    Samples are redrawn when missing, older than the DiT checkpoint, or of another count.
+    Samples are redrawn unless samples.json records this run id, count, seed and step count.
     """
-    from cardiolab.core import read_json
-
     profile = get_profile(profile)
     run = ensure(profile, run_dir)
-    out = Path(out or profile.run_dir / "samples" / "dit")
-    meta = out / SAMPLES_JSON
-    fresh = meta.exists() and meta.stat().st_mtime >= (run / "checkpoint.pt").stat().st_mtime
-    if not (fresh and read_json(meta).get("n") == profile.dit.n_samples and read_json(meta).get("seed") == seed):
+    out = Path(out or profile.samples(NAME))
+    wanted = {"run_id": run_id(run), "n": profile.dit.n_samples, "seed": seed, "steps": profile.dit.sample_steps}
+    meta = read_json(out / SAMPLES_JSON) if (out / SAMPLES_JSON).exists() else {}
+    if any(meta.get(k) != v for k, v in wanted.items()):
         sample_cohort(run, profile.dit.n_samples, profile.dit.sample_steps, seed, out)
     return out
 

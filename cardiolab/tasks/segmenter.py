@@ -4,12 +4,10 @@ Training data are labelled 2D frames gathered from labelled volumes, which come 
 (`subjects`: a split name or a list of ids) and/or an ACDC-layout cohort (`cohort`: real or synthetic with
 labels, e.g. the two-stage generator's masks, or volumes pseudo-labelled in memory). So the same `train`
 serves the segmenter of the evaluation suite and the real / synthetic / real+synthetic runs of
-`cardiolab.metrics.utility`. After training, the model is scored on the cache's holdout split
+`cardiolab.utility`. After training, the model is scored on the cache's holdout split
 (Dice and HD95 per structure) and the scores are written to `<run>/scores.json`.
 
-A volume record (what `cache_volumes` and `cohort_volumes` return):
-    {"id": str, "image": (1, D, H, W, T) float32 in [-1, 1], "labels": (D, H, W, T) int64,
-     "label_mask": (T,) bool, "spacing": (sx, sy, sz) mm, "frame_ms": float, "info": dict}
+Volume records come from `cardiolab.data.cines` (`cache_volumes`, `cohort_volumes`).
 """
 from __future__ import annotations
 
@@ -28,16 +26,18 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from cardiolab.core import CardiolabError, seed_everything, write_json
 from cardiolab.data.datasets import CineDataset
-from cardiolab.data.prepare import ensure_prepared, prepare_subject
-from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, run_status
-from cardiolab.io.acdc import read_acdc
-from cardiolab.metrics.utility import STRUCTURES, seg_scores
+from cardiolab.data.cines import cache_volumes, cohort_volumes
+from cardiolab.data.prepare import ensure_prepared
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
+from cardiolab.metrics.segmentation import STRUCTURES, seg_scores
 from cardiolab.models.segmenter import Segmenter, SegmenterConfig
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile
 
 log = logging.getLogger(__name__)
 
-RUN = "segmenter"          # run folder under profile.run_dir
+NAME = "segmenter"
+KIND = "segmenter"
+RUN = NAME                 # run folder under profile.run_dir
 MAX_FRAMES = 8             # labelled frames kept per subject: the phantom labels every frame, and
                            # neighbouring frames add little but memory (full profile: 32 frames of 256^2)
 INTENSITY_JITTER = 0.1     # random gain/offset: makes the segmenter robust to a generator's intensity drift
@@ -83,52 +83,24 @@ def _pick_frames(label_mask: torch.Tensor, max_frames: int) -> list[int]:
     return [frames[k] for k in keep]
 
 
-def cache_volumes(cache_dir: str | os.PathLike, subjects: str | Sequence[str] | None = None) -> list[dict]:
-    """Volume records of the prepared cache (see the module docstring).
-
-    subjects: a split name ('public', 'private', 'holdout'), a list of ids, or None for all subjects.
-    """
-    ds = CineDataset(cache_dir, split=subjects if isinstance(subjects, str) or subjects is None else list(subjects),
-                     mode="volume")
-    volumes = []
-    for i, record in enumerate(ds.records):
-        item = ds[i]
-        volumes.append({"id": record["id"], "image": item["image"], "labels": item["labels"],
-                        "label_mask": item["label_mask"], "spacing": tuple(record["spacing"]),
-                        "frame_ms": float(record.get("frame_ms", 0.0)), "info": dict(record.get("attributes", {}))})
-    return volumes
-
-
-def cohort_volumes(root: str | os.PathLike, profile: Profile | str | None = None, all_slices: bool = False,
-                   ids: Sequence[str] | None = None) -> list[dict]:
-    """Volume records of an ACDC-layout cohort (real, phantom or synthetic), preprocessed exactly as the cache.
-
-    Each subject goes through `cardiolab.data.prepare.prepare_subject` (in-plane resampling, heart-centred crop,
-    profile.data.slices slices, percentile intensity scaling, frames resampled with ED first), so the segmenter
-    sees synthetic cines as it saw the real ones. Labels: the label series when present, else the ED/ES frames;
-    an image-only cohort has an all-False label_mask.
-    all_slices: keep every slice and frame of each subject (for volumes: the cache keeps profile.data.slices
-    slices, chosen differently with and without labels). ids: only these subjects.
-    """
-    profile = get_profile(profile)
-    volumes = []
-    for subject in read_acdc(root):
-        if ids is not None and subject.id not in ids:
-            continue
-        geometry = profile
-        if all_slices:
-            data = dataclasses.replace(profile.data, slices=subject.image.shape[2], frames=subject.n_frames)
-            geometry = dataclasses.replace(profile, data=data)
-        tensors, entry = prepare_subject(subject, geometry)
-        volumes.append({"id": subject.id, "image": tensors["image"][None].float(), "labels": tensors["labels"].long(),
-                        "label_mask": tensors["label_mask"].bool(), "spacing": tuple(entry["spacing"]),
-                        "frame_ms": entry["frame_ms"], "info": dict(subject.info)})
-    return volumes
-
-
 # ---- model ---------------------------------------------------------------------------------------------
 def model_config(profile: Profile) -> SegmenterConfig:
     return SegmenterConfig(channels=tuple(profile.eval.seg_channels))
+
+
+def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+            data: dict | None = None, steps: int | None = None) -> dict:
+    """What shapes the segmenter's weights: the seg_* fields (never the evaluator's or utility's), the training
+    data (default: the profile's public split) and the seed."""
+    profile = get_profile(profile)
+    seg = {k: v for k, v in dataclasses.asdict(profile.eval).items() if k.startswith("seg_")}
+    seg["seg_steps"] = steps or seg["seg_steps"]
+    return {"segmenter": seg, **data_shaping(profile, cache), "train_data": data or {"subjects": "public"},
+            "seed": seed}
+
+
+def num_parameters(profile: Profile | str | None = None) -> int:
+    return sum(p.numel() for p in Segmenter(model_config(get_profile(profile))).parameters())
 
 
 def segment(model: Segmenter, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
@@ -216,8 +188,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       ckpt_every=max(50, steps // 4), log_every=max(1, min(20, steps // 10)), seed=seed,
                       device=profile.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    config = {"model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data),
-              "profile_eval": dataclasses.asdict(profile.eval)}
+    config = {"task": NAME, "shaping": shaping(profile, seed, cache_dir, described, steps),
+              "model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=config)
     tr.fit(data, _step, resume=resume)
 
@@ -257,14 +229,14 @@ def score(model: Segmenter, volumes: Sequence[dict]) -> dict:
     return summary
 
 
-def ensure(profile: Profile | str | None = None) -> Path:
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
     """The profile's segmenter run folder (runs/<profile>/segmenter), trained (or finished) if needed."""
     profile = get_profile(profile)
-    out = profile.run_dir / RUN
-    status = run_status(out, profile.eval.seg_steps, {"profile_eval": dataclasses.asdict(profile.eval)})
-    if status == "finished" and (out / "scores.json").exists():
-        return out
-    return train(profile, out=out, resume=status == "partial")
+    out = Path(run_dir or profile.run(NAME))
+    ensure_run(out, profile.eval.seg_steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume))
+    if not (out / "scores.json").exists():      # killed between the last checkpoint and scoring
+        train(profile, out=out, resume=True)
+    return out
 
 
 def ensure_model(profile: Profile | str | None = None, device: str | torch.device = "cpu") -> Segmenter:

@@ -23,16 +23,18 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from monai.losses import PatchAdversarialLoss
-from monai.metrics import PSNRMetric, SSIMMetric
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, seed_everything
-from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, read_metrics, run_status
+from cardiolab.core import CardiolabError, atomic_path, fingerprint, seed_everything
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, read_metrics, recorded_shaping
+from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
-from cardiolab.profiles import Profile, VQGANConfig, get_profile
+from cardiolab.profiles import Profile, VQGANConfig, data_shaping, get_profile
 
 log = logging.getLogger(__name__)
 
+NAME = "vqgan"
+KIND = "autoencoder"
 LATENTS = "latents.pt"
 _adversarial = PatchAdversarialLoss(criterion="least_squares")
 
@@ -85,6 +87,25 @@ def slice_size(profile: Profile) -> tuple[int, int, int]:
     return (profile.data.image_size, profile.data.image_size, profile.data.frames)
 
 
+def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+            steps: int | None = None) -> dict:
+    """What shapes the VQ-GAN's weights: its section (precision aside), the prepared data and the seed."""
+    profile = get_profile(profile)
+    cfg = {k: v for k, v in dataclasses.asdict(profile.vqgan).items() if k != "amp"}
+    cfg["steps"] = steps or cfg["steps"]
+    return {"vqgan": cfg, **data_shaping(profile, cache), "seed": seed}
+
+
+def run_id(profile: Profile | str | None = None) -> str:
+    """Id of the profile's VQ-GAN run: what a latent set and a DiT record as the VQ-GAN they were built on."""
+    return fingerprint(shaping(profile))
+
+
+def num_parameters(profile: Profile | str | None = None) -> int:
+    """Parameters of the autoencoder (the discriminator, used only in training, not counted)."""
+    return sum(p.numel() for p in VQGAN(get_profile(profile).vqgan).parameters())
+
+
 def build(cfg: VQGANConfig, size: tuple[int, int, int]) -> tuple[VQGAN, torch.nn.Module]:
     return VQGAN(cfg), build_discriminator(cfg, size)
 
@@ -96,13 +117,14 @@ def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: 
     from cardiolab.data.prepare import ensure_prepared
 
     profile = get_profile(profile)
-    out = Path(out) if out else profile.run_dir / "vqgan"
+    out = Path(out) if out else profile.run(NAME)
     cfg, size = profile.vqgan, slice_size(profile)
     cache = ensure_prepared(profile)
     manifest = load_manifest(cache)
     train_ids = [s["id"] for s in manifest["subjects"] if s["split"] != "holdout"]
     data = CineDataset(cache, split=train_ids, mode="slice")
-    config = {"profile": profile.name, "cache_dir": str(cache), "train_ids": train_ids}
+    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "profile": profile.name,
+              "cache_dir": str(cache), "train_ids": train_ids}
     return fit(data, cfg, size, out, steps=steps, seed=seed, resume=resume, device=profile.device,
                num_workers=profile.num_workers, config=config)
 
@@ -131,11 +153,8 @@ def fit(data, cfg: VQGANConfig, size: tuple[int, int, int], out: str | os.PathLi
 def ensure(profile: Profile | str, run_dir: str | os.PathLike | None = None) -> Path:
     """The VQ-GAN run folder (default runs/<profile>/vqgan); trains (resuming a partial run) unless finished."""
     profile = get_profile(profile)
-    run = Path(run_dir) if run_dir else profile.run_dir / "vqgan"
-    status = run_status(run, profile.vqgan.steps, {"vqgan": dataclasses.asdict(profile.vqgan)})
-    if status != "finished":
-        train(profile, run, resume=status == "partial")
-    return run
+    run = Path(run_dir) if run_dir else profile.run(NAME)
+    return ensure_run(run, profile.vqgan.steps, shaping(profile), lambda resume: train(profile, run, resume=resume))
 
 
 def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> VQGAN:
@@ -197,7 +216,8 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
     std = latents_t[train].std() if train.any() else latents_t.std()
     record = {"latents": latents_t, "codes": torch.stack(codes).long(), "ids": ids, "splits": splits,
               "cond": torch.stack(conds).long(), "scale": float(1.0 / max(float(std), 1e-8)),
-              "shape": list(latents_t.shape[1:]), "vqgan_run": str(Path(run_dir).resolve())}
+              "shape": list(latents_t.shape[1:]), "vqgan_run": str(Path(run_dir).resolve()),
+              "vqgan_id": fingerprint(recorded_shaping(run_dir))}
     path = Path(out) / LATENTS
     with atomic_path(path) as tmp:
         torch.save(record, tmp)
@@ -211,10 +231,10 @@ def ensure_latents(profile: Profile | str, run_dir: str | os.PathLike | None = N
     from cardiolab.data.prepare import ensure_prepared
 
     profile = get_profile(profile)
-    path = Path(out or profile.run_dir / "latents") / LATENTS
+    path = Path(out or profile.run("latents")) / LATENTS
     run = ensure(profile, run_dir)
-    # re-encode when the VQ-GAN was (re)trained after the latents were written
-    if not path.exists() or path.stat().st_mtime < (run / "checkpoint.pt").stat().st_mtime:
+    # re-encode unless the latents were made by the VQ-GAN run with the shaping the profile asks for
+    if not path.exists() or load_latents(path).get("vqgan_id") != fingerprint(recorded_shaping(run)):
         encode_cohort(run, ensure_prepared(profile), path.parent)
     return path
 
@@ -238,24 +258,13 @@ def reconstruct(model: VQGAN, image: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruction_metrics(model: VQGAN, cache_dir: str | os.PathLike, split: str = "holdout") -> dict:
-    """PSNR (per subject volume) and SSIM (2D, per frame, averaged) on images mapped to [0, 1], data_range 1."""
-    from cardiolab.data.datasets import CineDataset, load_manifest
+    """`cardiolab.metrics.fidelity.reconstruction_metrics` of the cache's `split` and its reconstructions,
+    with "split" and per-subject rows ("subjects")."""
+    from cardiolab.data.cines import load_cines
 
-    data = CineDataset(cache_dir, split=split, mode="volume")
-    psnr, ssim = PSNRMetric(max_val=1.0), SSIMMetric(spatial_dims=2, data_range=1.0)
-    rows = []
-    for i in range(len(data)):
-        item = data[i]
-        x = (item["image"] + 1) / 2                                         # (1, D, H, W, T) in [0, 1]
-        y = (reconstruct(model, item["image"]) + 1) / 2
-        frames = lambda v: rearrange(v, "c d h w t -> (d t) c h w")          # noqa: E731
-        rows.append({"id": data.ids[int(item["index"])],
-                     "psnr": float(psnr(y[None], x[None]).mean()),
-                     "ssim": float(ssim(frames(y), frames(x)).mean())})
-    if not rows:
-        raise CardiolabError(f"{cache_dir}: no subjects in split {split!r}")
-    return {"split": split, "n": len(rows), "psnr": float(np.mean([r["psnr"] for r in rows])),
-            "ssim": float(np.mean([r["ssim"] for r in rows])), "subjects": rows}
+    real = load_cines(cache_dir, split=split)
+    recon = torch.cat([reconstruct(model, x[None]) for x in real.images])       # (N, D, H, W, T)
+    return {"split": split, **fidelity.reconstruction_metrics(real.images, recon, ids=real.ids)}
 
 
 @torch.no_grad()

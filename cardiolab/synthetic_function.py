@@ -16,17 +16,17 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ks_2samp, wasserstein_distance
 
-from cardiolab.core import CardiolabError, atomic_path, write_json
+from cardiolab.core import CardiolabError, write_csv, write_json
 from cardiolab.data.datasets import load_manifest
 from cardiolab.data.phantom import ensure_phantom
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.io.acdc import read_acdc
-from cardiolab.metrics.function import METRICS, cardiac_function, function_from_labels
+from cardiolab.metrics.function import METRICS, cardiac_function, compare_distributions, function_from_labels
 from cardiolab.metrics.shape import STATS, cohort_shape_stats
 from cardiolab.profiles import Profile, get_profile
-from cardiolab.tasks.segmenter import cohort_volumes, ensure_model, segment
+from cardiolab.data.cines import cohort_volumes
+from cardiolab.tasks.segmenter import ensure_model, segment
 
 log = logging.getLogger(__name__)
 
@@ -90,49 +90,6 @@ def shape_table(cohort_root: str | os.PathLike, seg_model, profile: Profile | st
     return measure_cohort(cohort_root, seg_model, profile, ids, phases)[1]
 
 
-def compare_distributions(real_df: pd.DataFrame, synth_df: pd.DataFrame, by: str | None = None,
-                          metrics: Sequence[str] | None = None, overall: bool = True) -> pd.DataFrame:
-    """Wasserstein-1 and KS statistic between real and synthetic distributions of each metric.
-
-    by: a column to compare within (e.g. 'Group' or 'structure'); rows for 'all' come first (unless
-    overall=False: pooling structures means nothing for shapes), then each value present on both sides.
-    metrics: columns to compare (default: the function metrics, else every numeric column both tables share).
-    NaNs are dropped per metric.
-    Columns: group, metric, n_real, n_synth, mean_real, mean_synth, std_real, std_synth, w1, ks, ks_pvalue.
-    """
-    if metrics is None:
-        shared = [c for c in real_df.columns if c in synth_df.columns and c not in ("ed", "es", "slice", "frame")
-                  and pd.api.types.is_numeric_dtype(real_df[c]) and pd.api.types.is_numeric_dtype(synth_df[c])]
-        metrics = [m for m in METRICS if m in shared] or shared
-    missing = [m for m in metrics if m not in real_df.columns or m not in synth_df.columns]
-    if missing:
-        raise CardiolabError(f"compare_distributions: columns {missing} missing from the real or synthetic table")
-    pairs = [("all", real_df, synth_df)] if overall or by is None else []
-    if by is not None:
-        if by not in real_df.columns or by not in synth_df.columns:
-            raise CardiolabError(f"compare_distributions: no column {by!r} to group by")
-        both = sorted(set(real_df[by].dropna()) & set(synth_df[by].dropna()), key=str)
-        pairs += [(g, real_df[real_df[by] == g], synth_df[synth_df[by] == g]) for g in both]
-    rows = []
-    for group, r, s in pairs:
-        for m in metrics:
-            a = pd.to_numeric(r[m], errors="coerce").dropna().to_numpy(float)
-            b = pd.to_numeric(s[m], errors="coerce").dropna().to_numpy(float)
-            row = {"group": group, "metric": m, "n_real": len(a), "n_synth": len(b),
-                   "mean_real": _stat(a, np.mean), "mean_synth": _stat(b, np.mean),
-                   "std_real": _stat(a, np.std), "std_synth": _stat(b, np.std),
-                   "w1": float("nan"), "ks": float("nan"), "ks_pvalue": float("nan")}
-            if len(a) and len(b):
-                ks = ks_2samp(a, b)
-                row.update(w1=float(wasserstein_distance(a, b)), ks=float(ks.statistic), ks_pvalue=float(ks.pvalue))
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _stat(x: np.ndarray, fn) -> float:
-    return float(fn(x)) if len(x) else float("nan")
-
-
 def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.PathLike,
                        real_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
                        seg_model=None, real_ids: Sequence[str] | None = None) -> dict:
@@ -150,7 +107,7 @@ def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.P
         real_root = ensure_phantom(profile)
         if real_ids is None:
             real_ids = load_manifest(ensure_prepared(profile))["splits"]["holdout"]
-    out_dir = Path(out_dir) if out_dir is not None else profile.run_dir / "eval"
+    out_dir = Path(out_dir) if out_dir is not None else profile.eval_dir
     tables = {"real": (real_root, real_ids), "synthetic": (synthetic_root, None)}
     measured = {k: measure_cohort(root, model, profile, ids=ids) for k, (root, ids) in tables.items()}
     fn, sh = {k: m[0] for k, m in measured.items()}, {k: m[1] for k, m in measured.items()}
@@ -162,8 +119,8 @@ def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.P
                                                       metrics=list(STATS), overall=False)),
               "means": {k: {m: _num(df[m].mean()) for m in METRICS} for k, df in fn.items()}}
     for k in tables:
-        _write_csv(out_dir / f"function_{k}.csv", fn[k])
-        _write_csv(out_dir / f"shape_{k}.csv", sh[k])
+        write_csv(fn[k], out_dir / f"function_{k}.csv")
+        write_csv(sh[k], out_dir / f"shape_{k}.csv")
     write_json(out_dir / "synthetic_function.json", result)
     return result
 
@@ -175,8 +132,3 @@ def _records(df: pd.DataFrame) -> list[dict]:
 def _num(x) -> float | None:
     x = float(x)
     return None if np.isnan(x) else x
-
-
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)

@@ -1,0 +1,26 @@
+"""`python -m cardiolab models`: every registered model, its kind, size and the state of its run."""
+from __future__ import annotations
+
+import json
+
+from cardiolab.cli import add_profile
+
+HELP = "list the registered models: name, kind, parameters, and whether the profile's run is trained"
+
+
+def add_arguments(p) -> None:
+    add_profile(p)
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+
+
+def run(args) -> int:
+    from cardiolab.tasks import describe
+
+    rows = describe(args.profile)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<16}{'kind':<13}{'parameters':>12}  run")
+    for r in rows:
+        print(f"{r['name']:<16}{r['kind']:<13}{r['parameters']:>12,}  {r['status']:<9} {r['run']}")
+    return 0

@@ -1,0 +1,168 @@
+"""Training the feature evaluator behind FD-/KID-cardiolab (`cardiolab.models.evaluator.CineEncoder`).
+
+SimCLR NT-Xent (MONAI `ContrastiveLoss`) between two augmented views of a random slab of adjacent slices, plus a
+"shuffle and learn" order head (kept / frame-shuffled / slice-reversed), on the public + private splits of the
+prepared cache, through the one engine. The frozen encoder is then used by `cardiolab.metrics.features`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cardiolab.core import CardiolabError, seed_everything
+from cardiolab.data.datasets import CineDataset, load_manifest
+from cardiolab.data.prepare import ensure_prepared
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
+from cardiolab.metrics.features import _derange
+from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
+from cardiolab.profiles import Profile, data_shaping, get_profile
+
+log = logging.getLogger(__name__)
+
+NAME = "evaluator"
+KIND = "evaluator"
+RUN_NAME = NAME                 # runs/<profile>/evaluator
+TEMPERATURE = 0.5               # NT-Xent temperature (SimCLR's CIFAR setting; small batches here)
+ORDER_WEIGHT = 1.0              # weight of the order pretext loss beside NT-Xent
+LR = 3e-4                       # 1e-3 collapsed NT-Xent to chance on phantom-like data
+
+
+def evaluator_config(profile: Profile) -> EvaluatorConfig:
+    return EvaluatorConfig(feature_dim=profile.eval.feature_dim, proj_dim=profile.eval.feature_dim)
+
+
+def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+            steps: int | None = None) -> dict:
+    """What shapes the evaluator's weights: its network, batch, steps, the prepared data and the seed."""
+    profile = get_profile(profile)
+    return {"evaluator": dataclasses.asdict(evaluator_config(profile)), "batch": profile.eval.feature_batch,
+            "steps": steps or profile.eval.feature_steps, **data_shaping(profile, cache), "seed": seed}
+
+
+def num_parameters(profile: Profile | str | None = None) -> int:
+    return sum(p.numel() for p in CineEncoder(evaluator_config(get_profile(profile))).parameters())
+
+
+def augment(x: torch.Tensor) -> torch.Tensor:
+    """A random SimCLR view of slabs x (B, S, H, W, T): intensity jitter, small shifts, flips, temporal roll.
+
+    Noise and blur are deliberately absent: the features must stay sensitive to them.
+    """
+    b, _, h, w, t = x.shape
+    out = []
+    for v in x:
+        gain, bias = 1 + 0.2 * (torch.rand(()) * 2 - 1), 0.1 * (torch.rand(()) * 2 - 1)
+        v = (v + 1) * gain - 1 + bias                                         # jitter around the [-1, 1] floor
+        shift = [int(s) for s in torch.randint(-max(1, h // 16), max(1, h // 16) + 1, (2,))]
+        v = v.roll(shifts=(*shift, int(torch.randint(t, ()))), dims=(1, 2, 3))  # shift in-plane, roll in time
+        for dim in (1, 2):
+            if torch.rand(()) < 0.5:
+                v = v.flip(dim)
+        out.append(v)
+    return torch.stack(out)
+
+
+def random_slab(image: torch.Tensor, in_slices: int) -> torch.Tensor:
+    """image: (B, 1, D, H, W, T) -> one random slab per cine, (B, S, H, W, T)."""
+    image = image[:, 0]
+    b, d = image.shape[:2]
+    if d < in_slices:
+        image, d = image.repeat_interleave(in_slices, dim=1), d * in_slices
+    start = torch.randint(0, d - in_slices + 1, (b,))
+    return torch.stack([image[i, s:s + in_slices] for i, s in enumerate(start.tolist())])
+
+
+def scramble(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The order pretext task: each slab (B, S, H, W, T) is kept (0), frame-shuffled (1) or slice-reversed (2).
+
+    A shuffled slab has a random number (2 .. T) of its frames trade places, none staying put, so the head
+    must notice a few jumbled frames as well as a wholly scrambled beat.
+    """
+    order = torch.randint(0, 3, (len(x),))
+    out = x.clone()
+    t = x.shape[-1]
+    for i, c in enumerate(order.tolist()):
+        if c == 1 and t > 1:
+            pos = torch.randperm(t)[: int(torch.randint(2, t + 1, ()))]
+            perm = torch.arange(t)
+            perm[pos] = pos[_derange(len(pos))]
+            out[i] = x[i][..., perm]
+        elif c == 2:
+            out[i] = x[i].flip(0)
+    return out, order
+
+
+def _heads(net: torch.nn.Module, project: list, classify: list) -> tuple[list, list]:
+    """One encoder pass over all views (one DDP forward), split into SimCLR projections and order logits."""
+    feats = net(torch.cat(project + classify)).split([len(v) for v in project + classify])
+    raw = unwrap(net)
+    return [raw.proj(f) for f in feats[:len(project)]], [raw.order_head(f) for f in feats[len(project):]]
+
+
+def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
+    """SimCLR + order training of the evaluator on the public + private splits of the prepared cache.
+
+    cache_dir: default the profile's (built if missing); steps: default profile.eval.feature_steps.
+    Returns the run folder (default runs/<profile>/evaluator).
+    """
+    from monai.losses import ContrastiveLoss
+
+    profile = get_profile(profile)
+    out = Path(out or profile.run(NAME))
+    cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
+    steps = steps or profile.eval.feature_steps
+    splits = load_manifest(cache)["splits"]
+    data = CineDataset(cache, split=splits["public"] + splits["private"], mode="volume")
+    seed_everything(seed)
+    cfg = evaluator_config(profile)
+    model = CineEncoder(cfg)
+    batch = profile.eval.feature_batch
+    train_cfg = TrainConfig(steps=steps, batch_size=min(batch, len(data)), lr=LR, warmup=max(1, steps // 20),
+                            ckpt_every=200, seed=seed, device=profile.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=1e-4)
+    loss_fn = ContrastiveLoss(temperature=TEMPERATURE)
+
+    def step_fn(batch, step, tr):
+        slab = random_slab(batch["image"], cfg.in_slices)
+        scrambled, order = scramble(slab)
+        with tr.autocast():
+            net = tr.modules["model"]
+            (z1, z2), (logits,) = _heads(net, [augment(slab), augment(slab)], [augment(scrambled)])
+            contrastive = loss_fn(z1.float(), z2.float())
+            order_loss = F.cross_entropy(logits.float(), order.to(logits.device))
+            loss = contrastive + ORDER_WEIGHT * order_loss
+        tr.backward(loss, "model")
+        return {"loss": loss.item(), "nt_xent": contrastive.item(), "order": order_loss.item()}
+
+    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "evaluator": dataclasses.asdict(cfg),
+              "profile": profile.name, "cache": str(cache), "n_train": len(data), "temperature": TEMPERATURE}
+    Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
+        data, step_fn, resume=resume)
+    return out
+
+
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    """The trained evaluator's run folder (runs/<profile>/evaluator), trained unless finished with this shaping."""
+    profile = get_profile(profile)
+    out = Path(run_dir or profile.run(NAME))
+    return ensure_run(out, profile.eval.feature_steps, shaping(profile),
+                      lambda resume: train(profile, out, resume=resume))
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> CineEncoder:
+    """The frozen evaluator from a run folder (or checkpoint path), in eval mode."""
+    ckpt = load_checkpoint(run_dir)
+    raw = ckpt["config"].get("evaluator")
+    if raw is None:
+        raise CardiolabError(f"{run_dir}: not an evaluator checkpoint (no 'evaluator' config)")
+    raw = {"motion": False, **raw}  # checkpoints from before the frame-difference channels
+    cfg = EvaluatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    model = CineEncoder(cfg)
+    model.load_state_dict(ckpt["modules"]["model"])
+    return model.to(device).eval().requires_grad_(False)
