@@ -389,3 +389,13 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """The records of run_dir/metrics.jsonl."""
     path = Path(run_dir) / METRICS
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+def training_curves(run_dir: str | os.PathLike):
+    """metrics.jsonl of a run as a pandas DataFrame indexed by step (for the training figures)."""
+    import pandas as pd
+
+    records = read_metrics(run_dir)
+    if not records:
+        raise CardiolabError(f"{Path(run_dir) / METRICS}: no training log")
+    return pd.DataFrame.from_records(records).set_index("step")

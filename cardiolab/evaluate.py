@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from cardiolab.core import CardiolabError, read_json, write_csv, write_json
-from cardiolab.data.cines import Cines, is_phantom, load_cines  # noqa: F401 (notebook 05 reads them here)
+from cardiolab.data.cines import Cines, load_cines
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,8 @@ def validate_evaluator(profile: Profile | str | None = None, seed: int = 0) -> p
     also writes runs/<profile>/eval/evaluator_validation.csv and figures/evaluator_validation.png."""
     from cardiolab.data.prepare import ensure_prepared
     from cardiolab.metrics.features import validate_features
-    from cardiolab.plots import plot_validation, save_figure
+    from cardiolab.plots import save_figure
+    from cardiolab.plots.evaluation import plot_validation
     from cardiolab.tasks import evaluator as evaluator_task
 
     profile = get_profile(profile)

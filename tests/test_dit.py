@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cardiolab.core import CardiolabError
+from cardiolab.engine import training_curves
 from cardiolab.models.dit4d import (DiT4D, DiT4DConfig, DiTBlock, crop_to, get_4d_sincos_pos_embed, pad_to_patch,
                                     patchify, unpatchify)
 
@@ -171,8 +172,8 @@ def test_train_sample_export_roundtrip(tmp_path, monkeypatch):
     run = dit.train(profile, out=tmp_path / "dit", steps=4, latents=latents)
     conf = json.loads((run / "config.json").read_text())
     assert conf["n_train"] == 4 and conf["scale"] == 2.0 and conf["latent_shape"] == [4, 3, 4, 4, 2]
-    steps, loss = dit.training_curve(run)
-    assert steps[-1] == 4 and np.isfinite(loss).all()
+    curves = training_curves(run)
+    assert curves.index[-1] == 4 and np.isfinite(curves["loss"]).all()
 
     out = dit.sample_cohort(run, n=2, steps=3, seed=7, out=tmp_path / "synth", gifs=True, device="cpu")
     subjects = list(read_acdc(out))

@@ -227,14 +227,17 @@ def test_figures(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cardiolab.engine import training_curves
+    from cardiolab.plots import training as tf
+
     run = _fit(tmp_path, "run", steps=2)
-    curves = task.training_curves(run)
+    curves = training_curves(run)
     assert list(curves.index) == [1, 2] and "perplexity" in curves
     real = torch.rand(2, *SIZE) * 2 - 1
-    figs = [task.plot_training(curves), task.plot_reconstruction(real, real.flip(0)),
-            task.plot_xt_profile(real, real), task.plot_codebook_usage(torch.arange(8).numpy())]
+    figs = [tf.plot_training(curves), tf.plot_reconstruction(real, real.flip(0)),
+            tf.plot_xt_profile(real, real), tf.plot_codebook_usage(torch.arange(8).numpy())]
     assert [len(f.axes) for f in figs] == [4, 18, 2, 1]
     assert "perplexity" in figs[3].axes[0].get_title()
     plt.close("all")
     with pytest.raises(CardiolabError, match="metrics.jsonl"):
-        task.training_curves(tmp_path)
+        training_curves(tmp_path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -16,7 +16,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -24,7 +23,7 @@ from cardiolab.core import CardiolabError, pick_device, read_json, seed_everythi
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
-from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, read_metrics, run_id
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
 from cardiolab.profiles import Profile, get_profile
 
@@ -181,12 +180,6 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
     return model.to(device).eval(), conf
 
 
-def training_curve(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, loss) from the run's metrics.jsonl."""
-    rows = [r for r in read_metrics(run_dir) if "loss" in r]
-    return np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
-
-
 # ---- sampling -------------------------------------------------------------------------------------
 def sample_conditions(conf: dict, n: int, mode: str, generator: torch.Generator) -> torch.Tensor | None:
     """(n, A) attribute codes: 'random' (uniform over each field's known classes), 'from-training-distribution'
@@ -280,48 +273,7 @@ def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir:
     return out
 
 
-# ---- notebook helpers (figures) --------------------------------------------------------------------
-def plot_token_grid(cfg: DiT4DConfig, slices: int = 2):
-    """How a latent (C_z, D, H, W, T) becomes tokens: each panel is one (slice d, frame-block t) plane of the
-    latent, coloured by the index of the token each latent voxel falls into (patchify's (d, h, w, t) order)."""
-    import matplotlib.pyplot as plt
-
-    D, H, W, T = cfg.input_size
-    gD, gH, gW, gT = cfg.grid()
-    pd, ph, pw, pt = cfg.patch
-    token = np.arange(cfg.num_tokens).reshape(gD, gH, gW, gT)
-    rows, cols = min(slices, gD), min(gT, 4)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False, layout="constrained")
-    for r in range(rows):
-        for c in range(cols):
-            plane = np.kron(token[r, :, :, c], np.ones((ph, pw)))[:H, :W]     # (H, W) latent voxels -> token id
-            ax = axes[r, c]
-            ax.imshow(plane % 20, cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
-            if gH * gW <= 64:
-                for (i, j), n in np.ndenumerate(token[r, :, :, c]):
-                    ax.text(j * pw + (pw - 1) / 2, i * ph + (ph - 1) / 2, str(n), ha="center", va="center", fontsize=6)
-            ax.set_xticks(np.arange(-0.5, W, pw), labels=[]), ax.set_yticks(np.arange(-0.5, H, ph), labels=[])
-            ax.grid(color="white", linewidth=0.8)
-            ax.set_title(f"slice {r * pd}, frames {c * pt}-{min(T, (c + 1) * pt) - 1}", fontsize=8)
-    fig.suptitle(f"latent (D, H, W, T) = {cfg.input_size}, patch {cfg.patch}\n-> token grid {cfg.grid()} = "
-                 f"{cfg.num_tokens} tokens (numbered), each attending to all", fontsize=8)
-    return fig
-
-
-def plot_loss(run_dir: str | os.PathLike, smooth: int = 5):
-    """Training loss (raw and a running mean) against step."""
-    import matplotlib.pyplot as plt
-
-    steps, loss = training_curve(run_dir)
-    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
-    ax.plot(steps, loss, alpha=0.4, label="loss (logged means)")
-    if len(loss) >= smooth:
-        ax.plot(steps[smooth - 1:], np.convolve(loss, np.ones(smooth) / smooth, mode="valid"), label=f"mean of {smooth}")
-    ax.set_xlabel("step"), ax.set_ylabel("v-prediction smooth-L1"), ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    return fig
-
-
+# ---- notebook helpers --------------------------------------------------------------------------------
 @torch.no_grad()
 def guidance_sweep(run_dir: str | os.PathLike, scales=(1.0, 2.0, 4.0), steps: int = 20, seed: int = 0,
                    cond: str = "from-training-distribution") -> tuple[torch.Tensor, dict]:
@@ -335,22 +287,3 @@ def guidance_sweep(run_dir: str | os.PathLike, scales=(1.0, 2.0, 4.0), steps: in
                    for s in scales])
     info = attributes.describe(codes[0]) if codes is not None else {}
     return decode_latents(vq, z)[:, 0], info
-
-
-def plot_guidance(images: torch.Tensor, scales, slice: int | None = None, frames: int = 6, info: dict | None = None):
-    """Rows: guidance scales; columns: frames of one slice."""
-    import matplotlib.pyplot as plt
-
-    S, D, H, W, T = images.shape
-    z = D // 2 if slice is None else slice
-    cols = np.unique(np.linspace(0, T - 1, min(T, frames)).round().astype(int))
-    fig, axes = plt.subplots(S, len(cols), figsize=(1.3 * len(cols), 1.3 * S), squeeze=False, layout="constrained")
-    for r in range(S):
-        for c, t in enumerate(cols):
-            axes[r, c].imshow(images[r, z, :, :, t], cmap="gray", vmin=-1, vmax=1)
-            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
-            axes[0, c].set_title(f"t={t}", fontsize=8)
-        axes[r, 0].set_ylabel(f"s={scales[r]:g}", fontsize=8)
-    if info:
-        fig.suptitle("guidance for " + ", ".join(f"{k}={v}" for k, v in info.items()), fontsize=8)
-    return fig

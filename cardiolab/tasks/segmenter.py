@@ -25,7 +25,6 @@ from monai.losses import DiceCELoss
 from torch.utils.data import ConcatDataset, Dataset
 
 from cardiolab.core import CardiolabError, seed_everything, write_json
-from cardiolab.data.datasets import CineDataset
 from cardiolab.data.cines import cache_volumes, cohort_volumes
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint

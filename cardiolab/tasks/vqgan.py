@@ -26,7 +26,7 @@ from monai.losses import PatchAdversarialLoss
 from tqdm import tqdm
 
 from cardiolab.core import CardiolabError, atomic_path, fingerprint, seed_everything
-from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, read_metrics, recorded_shaping
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
 from cardiolab.profiles import Profile, VQGANConfig, data_shaping, get_profile
@@ -271,82 +271,6 @@ def reconstruction_metrics(model: VQGAN, cache_dir: str | os.PathLike, split: st
 def codebook_usage(model: VQGAN, codes: torch.Tensor) -> np.ndarray:
     """How often each of the K codes occurs in `codes` (any shape): (K,) int64."""
     return torch.bincount(codes.flatten().cpu(), minlength=model.cfg.codes).numpy()
-
-
-def training_curves(run_dir: str | os.PathLike):
-    """metrics.jsonl of a run as a pandas DataFrame indexed by step."""
-    import pandas as pd
-
-    records = read_metrics(run_dir)
-    if not records:
-        raise CardiolabError(f"{Path(run_dir) / 'metrics.jsonl'}: no training log")
-    return pd.DataFrame.from_records(records).set_index("step")
-
-
-# ---- figures for notebook 02 (each returns a Figure; save with cardiolab.plots.save_figure) -------------
-LOSS_PANELS = {"reconstruction": ("l1", "commit"), "adversarial": ("g_adv", "d_loss"),
-               "codebook": ("perplexity", "dead_fraction")}
-
-
-def plot_training(curves):
-    """Loss curves, adversarial terms and codebook health from `training_curves(run_dir)`."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
-    for ax, (title, keys) in zip(axes, LOSS_PANELS.items()):
-        lines = []
-        for i, key in enumerate(k for k in keys if k in curves):
-            target = ax.twinx() if i and title == "codebook" else ax     # perplexity and fraction: own y axes
-            lines += target.plot(curves.index, curves[key], label=key, color=f"C{i}")
-            target.set_ylabel(key if title == "codebook" else "loss")
-        ax.set(title=title, xlabel="step")
-        if title == "reconstruction":
-            ax.set_yscale("log")
-        ax.legend(handles=lines, fontsize=8)
-    return fig
-
-
-def plot_reconstruction(real: torch.Tensor, recon: torch.Tensor, slice: int | None = None, frames: int = 6):
-    """Real (top) vs reconstructed (middle) frames of one slice, |error| below; real, recon: (D, H, W, T)."""
-    import matplotlib.pyplot as plt
-
-    z = real.shape[0] // 2 if slice is None else slice
-    ts = np.unique(np.linspace(0, real.shape[-1] - 1, frames).round().astype(int))
-    fig, axes = plt.subplots(3, len(ts), figsize=(1.6 * len(ts), 5), squeeze=False, layout="constrained")
-    rows = {"real": real[z], "recon": recon[z], "|error|": (recon[z] - real[z]).abs()}
-    for r, (name, img) in enumerate(rows.items()):
-        for c, t in enumerate(ts):
-            lim = (0, 0.5) if name == "|error|" else (-1, 1)
-            axes[r, c].imshow(img[..., t].numpy(), cmap="gray" if r < 2 else "magma", vmin=lim[0], vmax=lim[1])
-            axes[r, c].set(xticks=[], yticks=[], title=f"t={t}" if r == 0 else None)
-        axes[r, 0].set_ylabel(name)
-    return fig
-
-
-def plot_xt_profile(real: torch.Tensor, recon: torch.Tensor, slice: int | None = None):
-    """M-mode view: intensity along the horizontal line through the image centre (near the LV) over time."""
-    import matplotlib.pyplot as plt
-
-    z = real.shape[0] // 2 if slice is None else slice
-    row = real.shape[1] // 2                                          # prepare centres the crop on the heart
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True, layout="constrained")
-    for ax, (name, img) in zip(axes, {"real": real, "recon": recon}.items()):
-        ax.imshow(img[z, row].numpy(), cmap="gray", vmin=-1, vmax=1, aspect="auto")     # (W, T)
-        ax.set(title=f"{name}: x-t profile, slice {z}", xlabel="frame t", ylabel="position along W (pixels)")
-    return fig
-
-
-def plot_codebook_usage(counts: np.ndarray):
-    """Histogram of code use, most used first, with the perplexity and the share of codes never used."""
-    import matplotlib.pyplot as plt
-
-    p = counts / max(1, counts.sum())
-    ppl = float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))
-    fig, ax = plt.subplots(figsize=(7, 3), layout="constrained")
-    ax.bar(np.arange(len(counts)), np.sort(counts)[::-1], width=1.0)
-    ax.set(yscale="log", xlabel="code (sorted by use)", ylabel="count",
-           title=f"codebook usage: perplexity {ppl:.0f} of {len(counts)} codes, {np.mean(counts == 0):.0%} unused")
-    return fig
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -1,4 +1,6 @@
-"""Shared plotting helpers: cine montages, animated GIFs, volume curves, group distributions.
+"""Plotting, one home by topic: this module holds the shared helpers (cine montages, animated GIFs, volume
+curves, group distributions, save_figure); `plots.training` the training figures, `plots.evaluation` the
+evaluation figures.
 
 Every function returns a matplotlib Figure (the notebook shows it) and never calls plt.show();
 `save_figure` writes it as a PNG atomically. Arrays may be numpy or torch, in the cache layout
@@ -148,17 +150,3 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110, close: bool = Fals
     if close:
         plt.close(fig)
     return path
-
-
-def plot_validation(df):
-    """Two panels (FD, KID), one line per degradation against its level (mean over the half splits; symlog y)."""
-    import seaborn as sns
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("FD-cardiolab", "KID-cardiolab")):
-        sns.lineplot(data=df, x="level", y=metric, hue="degradation", marker="o", errorbar=None, ax=ax)
-        ax.set_xticks(range(int(df.level.max()) + 1))
-        ax.set_xlabel("degradation level (0 = two clean halves)")
-        ax.set_yscale("symlog", linthresh=0.1 if metric.startswith("FD") else 0.01)  # shuffles dwarf the rest
-        ax.set_title(f"{metric} vs degradation")
-    fig.tight_layout()
-    return fig
