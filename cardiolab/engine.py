@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, pick_device, write_json
+from cardiolab.core import CardiolabError, atomic_path, pick_device, resolve_amp, write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class TrainConfig:
     ema_decay: float | None = None  # EMA of the modules named in Trainer(ema=...)
     ckpt_every: int = 200
     log_every: int = 10
-    amp: str = "auto"               # auto: bf16 on GPU, off on CPU | bf16 | fp16 (GPU, GradScaler) | off
+    amp: str = "auto"               # auto: bf16 where native (core.resolve_amp) | bf16 | fp16 (GPU, GradScaler) | off
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -155,7 +155,8 @@ class Trainer:
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
         self.ema = {name: copy.deepcopy(self.raw(name)).eval().requires_grad_(False) for name in ema}
-        self.amp_dtype = self._amp_dtype()
+        self.precision = resolve_amp(cfg.amp, self.device, "TrainConfig.amp")   # what the run really uses
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
 
@@ -263,12 +264,6 @@ class Trainer:
                 pe.lerp_(p.detach(), 1 - decay)
             for be, b in zip(ema.buffers(), src.buffers()):
                 be.copy_(b)
-
-    def _amp_dtype(self) -> torch.dtype | None:
-        amp = self.cfg.amp
-        if amp == "auto":
-            amp = "bf16" if self.device.type == "cuda" else "off"
-        return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
     # ---- checkpoints and logs ----------------------------------------------------------------
     def save(self) -> None:
