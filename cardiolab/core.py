@@ -142,6 +142,11 @@ def resolve_amp(amp: str, device: torch.device | str, field: str = "amp") -> str
     return "off"
 
 
+def precision_name(amp: str) -> str:
+    """How records (config.json, metrics.jsonl, bench and timing JSON) name a resolved amp: 'off' is fp32."""
+    return "fp32" if amp == "off" else amp
+
+
 def machine_info(device: torch.device | str = "cpu") -> dict:
     """What a timing or a run's precision depends on: CPU capability, native bf16, GPU name, torch version."""
     device = torch.device(device)

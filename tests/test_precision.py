@@ -65,7 +65,7 @@ def test_profiles_default_to_auto_and_reject_unknown_values():
 def test_engine_uses_what_auto_resolves_to(monkeypatch):
     _cpu_bf16(monkeypatch, avx512_bf16=False, amx=False)
     tr = _trainer("unused", amp="auto")
-    assert (tr.precision, tr.amp_dtype) == ("off", None)
+    assert (tr.precision, tr.amp_dtype) == ("fp32", None)
     _cpu_bf16(monkeypatch, avx512_bf16=True, amx=False)
     tr = _trainer("unused", amp="auto")
     assert (tr.precision, tr.amp_dtype) == ("bf16", torch.bfloat16)
@@ -92,3 +92,36 @@ def _fit(run_dir, amp: str = "auto") -> Trainer:
         tr.backward(loss, "model")
         return {"loss": loss.item()}
     return _trainer(run_dir, amp).fit(data, step_fn)
+
+
+def test_run_records_precision_and_machine(tmp_path, monkeypatch):
+    _cpu_bf16(monkeypatch, avx512_bf16=False, amx=False)
+    _fit(tmp_path / "run")
+    config = read_json(tmp_path / "run" / "config.json")
+    assert config["precision"] == "fp32"
+    assert config["train"]["amp"] == "auto"
+    assert config["machine"] == machine_info("cpu")
+    records = read_metrics(tmp_path / "run")
+    assert [r["precision"] for r in records] == ["fp32", "fp32"]
+    assert [r["machine"] for r in records] == [f"cpu {torch.backends.cpu.get_cpu_capability()}"] * 2
+    assert all(r["s_per_step"] > 0 for r in records)
+
+
+def test_explicit_bf16_is_recorded(tmp_path):
+    _fit(tmp_path / "run", amp="bf16")
+    assert read_json(tmp_path / "run" / "config.json")["precision"] == "bf16"
+    assert read_metrics(tmp_path / "run")[-1]["precision"] == "bf16"
+
+
+def test_precision_and_machine_do_not_make_a_run_stale(tmp_path, monkeypatch):
+    """A run trained with amp='auto' on another machine (other precision, other CPU) is still finished."""
+    _cpu_bf16(monkeypatch, avx512_bf16=False, amx=False)
+    _fit(tmp_path / "run")
+    _cpu_bf16(monkeypatch, avx512_bf16=True, amx=True)     # now a machine where auto means bf16
+    again = _trainer(tmp_path / "unused")
+    assert again.precision == "bf16"
+    match = {"model": {"width": 4}, "train": dataclasses.asdict(again.cfg)}
+    assert run_status(tmp_path / "run", 2, match) == "finished"
+    state = read_json(tmp_path / "run" / "state.json")["config"]
+    assert "precision" not in state
+    assert "machine" not in state
