@@ -28,7 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)   # CPU benchmarks; tables and machine in benchmarks/README.md, JSON in runs/bench/
 	$(PY) benchmarks/phantom_speed.py
 	$(PY) -m cardiolab bench dit --input-size 4,32,32,8 --patch 1,4,4,2 --channels 8 --hidden 192 --depth 6 \
-	    --heads 6 --batch 2 --steps 5 --bf16 --json runs/bench/dit.json
+	    --heads 6 --batch 2 --steps 5 --json runs/bench/dit.json
 	$(PY) -m cardiolab bench dit-sample --input-size 6,16,16,4 --channels 8 --hidden 128 --depth 4 --heads 4 --steps 50
 	$(PY) benchmarks/dit_memory.py --json runs/bench/dit_memory.json
 

@@ -125,3 +125,37 @@ def test_precision_and_machine_do_not_make_a_run_stale(tmp_path, monkeypatch):
     state = read_json(tmp_path / "run" / "state.json")["config"]
     assert "precision" not in state
     assert "machine" not in state
+
+
+# ---- bench dit --precision ---------------------------------------------------------------------
+@pytest.mark.parametrize("argv, expected", [([], "auto"), (["--precision", "fp32"], "fp32"),
+                                            (["--precision", "bf16"], "bf16"), (["--bf16"], "bf16")])
+def test_bench_precision_flags(argv, expected):
+    from cardiolab.__main__ import build_parser
+    assert build_parser().parse_args(["bench", "dit", *argv]).precision == expected
+
+
+def test_bench_rejects_an_unknown_precision(capsys):
+    from cardiolab.__main__ import build_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "dit", "--precision", "fp8"])
+    assert "--precision" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("native, expected", [(False, "fp32"), (True, "bf16")])
+def test_bench_auto_is_what_training_would_pick(monkeypatch, native, expected):
+    from cardiolab.bench import DiTBench
+    _cpu_bf16(monkeypatch, avx512_bf16=native, amx=False)
+    assert DiTBench(precision="auto", device="cpu").resolved_precision() == expected
+    assert DiTBench(precision="fp32", device="cpu").resolved_precision() == "fp32"
+    assert DiTBench(precision="bf16", device="cpu").resolved_precision() == "bf16"
+
+
+def test_bench_json_records_precision_and_machine():
+    from cardiolab.bench import DiTBench, bench_dit_sample
+    b = DiTBench(input_size=(2, 8, 8, 4), patch=(1, 4, 4, 2), channels=2, hidden=32, depth=1, heads=2,
+                 precision="fp32", device="cpu")
+    out = bench_dit_sample(b, sample_steps=1)
+    assert out["precision"] == "fp32"
+    assert out["machine"] == machine_info("cpu")
+    assert out["config"]["precision"] == "fp32"
