@@ -1,13 +1,14 @@
 # cardiolab: two commands on a fresh machine.
 #   make reproduce [PROFILE=smoke|tiny|full]   all notebooks through papermill -> runs/$(PROFILE)/report.md
 #   make test                                  unit tests + notebooks under nbval (smoke profile)
+#   make lab                                   JupyterLab on notebooks/ from the same .venv
 PROFILE ?= tiny
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cardiolab-installed
 
-.PHONY: reproduce test phantom bench clean-runs
+.PHONY: reproduce test lab phantom bench clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	CARDIOLAB_PROFILE=smoke $(PY) -m pytest -q tests
 	CARDIOLAB_PROFILE=smoke $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks/
 
 bench: $(STAMP)   # CPU benchmarks; tables and machine in benchmarks/README.md, JSON in runs/bench/
 	$(PY) benchmarks/phantom_speed.py
