@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 reproduce: $(STAMP)
+	$(PY) -m cardiolab notebooks --profile $(PROFILE) --plan
 	$(PY) -m cardiolab phantom --profile $(PROFILE)
 	$(PY) -m cardiolab notebooks --profile $(PROFILE)
 	$(PY) -m cardiolab report --runs runs/$(PROFILE)
