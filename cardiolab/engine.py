@@ -35,7 +35,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, machine_info, pick_device, precision_name, resolve_amp, write_json
+from cardiolab.core import (CardiolabError, atomic_path, machine_info, pick_device, precision_name, resolve_amp,
+                            write_json)
 
 log = logging.getLogger(__name__)
 

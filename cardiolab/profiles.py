@@ -34,7 +34,7 @@ class VQGANConfig:
     res_blocks: int = 1
     codes: int = 1024                 # codebook size (paper: 16384); restarts keep them in use
     code_dim: int = 8                 # latent channels C_z (paper: 8)
-    steps: int = 8000                 # 2 idle cores with native bf16: ~0.2 s/step, ~0.3 s with the discriminator: ~30 min
+    steps: int = 8000                 # 2 idle cores, native bf16: ~0.2 s/step, ~0.3 s with the discriminator: ~30 min
     batch: int = 4
     lr: float = 4e-4                  # few steps: a high LR (grad-norm clipped by the engine) converges faster
     disc_start: int = 6000            # LSGAN term ramps in after the autoencoder has warmed up
