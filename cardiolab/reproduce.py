@@ -10,8 +10,8 @@ import logging
 import time
 from pathlib import Path
 
-from cardiolab.core import (CardiolabError, machine_info, pick_device, precision_name, project_root, read_json,
-                            resolve_amp, write_json)
+from cardiolab.core import (CardiolabError, atomic_path, machine_info, pick_device, precision_name, project_root,
+                            read_json, resolve_amp, write_json)
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -90,3 +90,34 @@ def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0) ->
                                  f"(executed copy: {out / path.name})") from None
         record_stage(prof, path.name, time.perf_counter() - t0)
     return out
+
+
+# ---- the README's figures -------------------------------------------------------------------------
+README_PROFILE = "tiny"       # the README reports the tiny run; smoke figures mean nothing, full ones are rare
+KEY_FIGURES = ("dit_real_montage.png", "dit_sample_montage.png", "vqgan_reconstruction.png", "01_volume_curves.png",
+               "evaluator_validation.png", "function_distributions.png", "utility.png")
+MAX_FIGURE_BYTES = 2_000_000  # all of docs/figures together: the repository stays small
+
+
+def publish_figures(run_dir: str | Path, dest: str | Path | None = None) -> list[Path]:
+    """Copy KEY_FIGURES of the README profile's run (run_dir/figures) to docs/figures; other runs copy nothing.
+
+    Figures that would take the folder past MAX_FIGURE_BYTES are skipped with a warning. Returns the copies.
+    """
+    if Path(run_dir).resolve() != get_profile(README_PROFILE).run_dir.resolve():
+        return []
+    dest = Path(dest) if dest else project_root() / "docs" / "figures"
+    copied, total = [], 0
+    for name in KEY_FIGURES:
+        src = Path(run_dir) / "figures" / name
+        if not src.exists():
+            continue
+        data = src.read_bytes()
+        if total + len(data) > MAX_FIGURE_BYTES:
+            log.warning("%s: not copied to %s (the figures there would exceed %d bytes)", src, dest, MAX_FIGURE_BYTES)
+            continue
+        with atomic_path(dest / name) as tmp:
+            tmp.write_bytes(data)
+        copied.append(dest / name)
+        total += len(data)
+    return copied

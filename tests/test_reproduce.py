@@ -1,4 +1,4 @@
-"""Stage timings of `make reproduce`: runs/<profile>/timings.json, the plan printed first, the report's Time section."""
+"""What `make reproduce` leaves: stage timings (timings.json, the plan printed first, the Time section), README figures."""
 from __future__ import annotations
 
 import pytest
@@ -72,3 +72,26 @@ def test_phantom_verb_records_the_first_stage(root, monkeypatch):
     monkeypatch.setattr(phantom, "ensure_phantom", lambda profile, seed=0, workers=1: root / "data")
     assert main(["phantom", "--profile", "smoke"]) == 0
     assert [s["stage"] for s in reproduce.read_timings(root / "runs" / "smoke")] == ["phantom"]
+
+
+def _figures(run_dir, sizes: dict[str, int]) -> None:
+    (run_dir / "figures").mkdir(parents=True)
+    for name, size in sizes.items():
+        (run_dir / "figures" / name).write_bytes(b"x" * size)
+
+
+def test_report_publishes_the_tiny_runs_key_figures_within_the_cap(root, monkeypatch):
+    monkeypatch.setattr(reproduce, "MAX_FIGURE_BYTES", 250)
+    tiny = root / "runs" / "tiny"
+    _figures(tiny, {"vqgan_reconstruction.png": 100, "utility.png": 100, "dit_sample_montage.png": 300,
+                    "vqgan_codebook.png": 10})
+    assert main(["report", "--runs", str(tiny)]) == 0
+    copied = sorted(p.name for p in (root / "docs" / "figures").iterdir())
+    assert copied == ["utility.png", "vqgan_reconstruction.png"]   # key figures only; the montage alone passes 250 B
+
+
+def test_other_profiles_publish_nothing(root):
+    smoke = root / "runs" / "smoke"
+    _figures(smoke, {"utility.png": 10})
+    assert reproduce.publish_figures(smoke) == []
+    assert not (root / "docs").exists()
