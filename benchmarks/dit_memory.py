@@ -20,14 +20,14 @@ FULL_S = dict(input_size=(6, 64, 64, 8), patch=(1, 4, 4, 2), channels=8, hidden=
 def main(args) -> dict:
     rows = {}
     for ckpt in (False, True):
-        b = DiTBench(**FULL_S, checkpointing=ckpt, bf16=args.bf16, device=args.device)
+        b = DiTBench(**FULL_S, checkpointing=ckpt, precision=args.precision, device=args.device)
         rows["checkpointing" if ckpt else "plain"] = in_fresh_process(bench_dit, b, timeout=args.timeout)
     return rows
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
     p.add_argument("--device", default="auto")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--json", default=None)

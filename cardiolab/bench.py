@@ -20,11 +20,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cardiolab.core import CardiolabError, pick_device, seed_everything
+from cardiolab.core import CardiolabError, machine_info, pick_device, precision_name, resolve_amp, seed_everything
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
 
 log = logging.getLogger(__name__)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,17 @@ class DiTBench:
     warmup: int = 2             # first steps pay for allocation, oneDNN kernel selection, compilation
     compile: bool = False
     checkpointing: bool = False
-    bf16: bool = False          # autocast: bf16 matmuls (AVX-512 BF16 / AMX on CPU, tensor cores on GPU)
+    precision: str = "auto"     # auto (what training would pick: core.resolve_amp) | fp32 | bf16 autocast
     fused_adamw: bool = True    # one fused kernel for the optimizer instead of many small ones
     device: str = "auto"
     seed: int = 0
+
+    def resolved_precision(self) -> str:
+        """'bf16' or 'fp32': the precision these timings run in."""
+        if self.precision not in PRECISIONS:
+            raise CardiolabError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        amp = "off" if self.precision == "fp32" else self.precision
+        return precision_name(resolve_amp(amp, pick_device(self.device), "--precision"))
 
     def model_config(self) -> DiT4DConfig:
         return DiT4DConfig(input_size=tuple(self.input_size), in_channels=self.channels, patch=tuple(self.patch),
@@ -66,7 +76,7 @@ def train_step_fn(model: nn.Module, b: DiTBench, fused_adamw: bool | None = None
     model.to(device).train()
     sch = create_scheduler(DiffusionConfig())
     fused = b.fused_adamw if fused_adamw is None else fused_adamw
-    bf16 = b.bf16 if bf16 is None else bf16
+    bf16 = b.resolved_precision() == "bf16" if bf16 is None else bf16
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
     x0 = torch.randn(b.batch, b.channels, *b.input_size, generator=torch.Generator().manual_seed(b.seed)).to(device)
 
@@ -99,11 +109,11 @@ def time_sampling(model: nn.Module, b: DiTBench, sample_steps: int = 50, n: int 
     device = pick_device(b.device)
     sch = create_scheduler(DiffusionConfig(), sampler="ddim")
     model.to(device).eval()
-    shape = (n, b.channels, *b.input_size)
-    sample(model, sch, shape, steps=1, device=device, autocast=b.bf16)  # warm-up
+    shape, bf16 = (n, b.channels, *b.input_size), b.resolved_precision() == "bf16"
+    sample(model, sch, shape, steps=1, device=device, autocast=bf16)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    sample(model, sch, shape, steps=sample_steps, device=device, autocast=b.bf16,
+    sample(model, sch, shape, steps=sample_steps, device=device, autocast=bf16,
            generator=torch.Generator().manual_seed(b.seed))
     _sync(device)
     total = time.perf_counter() - t0
@@ -120,13 +130,18 @@ def bench_dit(b: DiTBench) -> dict:
     out = time_train_steps(build_dit(b), b)
     out["peak_mem_bytes"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                              else _rss_peak_bytes() - base)
-    return {**out, "device": _device_name(device), "config": asdict(b), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+    return {**out, **_context(b), "threads": torch.get_num_threads()}
 
 
 def bench_dit_sample(b: DiTBench, sample_steps: int = 50, n: int = 1) -> dict:
-    out = time_sampling(build_dit(b), b, sample_steps, n)
-    return {**out, "device": _device_name(pick_device(b.device)), "config": asdict(b), "torch": torch.__version__}
+    return {**time_sampling(build_dit(b), b, sample_steps, n), **_context(b)}
+
+
+def _context(b: DiTBench) -> dict:
+    """What a timing depends on besides the model: device, precision, machine, config, torch."""
+    device = pick_device(b.device)
+    return {"device": _device_name(device), "precision": b.resolved_precision(), "machine": machine_info(device),
+            "config": asdict(b), "torch": torch.__version__}
 
 
 def in_fresh_process(fn: Callable[..., dict], *args, timeout: float | None = None) -> dict:

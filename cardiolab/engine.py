@@ -35,7 +35,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, fingerprint, pick_device, write_json
+from cardiolab.core import (CardiolabError, atomic_path, fingerprint, machine_info, pick_device, precision_name,
+                            resolve_amp, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class TrainConfig:
     ema_decay: float | None = None  # EMA of the modules named in Trainer(ema=...)
     ckpt_every: int = 200
     log_every: int = 10
-    amp: str = "auto"               # auto: bf16 on GPU, off on CPU | bf16 | fp16 (GPU, GradScaler) | off
+    amp: str = "auto"               # auto: bf16 where native (core.resolve_amp) | bf16 | fp16 (GPU, GradScaler) | off
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -155,7 +156,9 @@ class Trainer:
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
         self.ema = {name: copy.deepcopy(self.raw(name)).eval().requires_grad_(False) for name in ema}
-        self.amp_dtype = self._amp_dtype()
+        self.precision = precision_name(resolve_amp(cfg.amp, self.device, "TrainConfig.amp"))  # what it really uses
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self.machine = machine_info(self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
 
@@ -199,7 +202,10 @@ class Trainer:
         elif self.rank == 0:
             (self.run_dir / METRICS).unlink(missing_ok=True)
         if self.rank == 0:
-            write_json(self.run_dir / "config.json", {"train": self.cfg.to_dict(), **self.config})
+            # precision and machine describe this process, not the run's identity: config.json only, never
+            # state.json / the checkpoint, whose config run_status compares (another machine must not retrain)
+            write_json(self.run_dir / "config.json", {"train": self.cfg.to_dict(), **self.config,
+                                                      "precision": self.precision, "machine": self.machine})
             self._trim_metrics()
         if self.step >= self.cfg.steps:
             return self
@@ -222,7 +228,8 @@ class Trainer:
             if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                 means = {k: float(np.mean(v)) for k, v in window.items()}
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
-                self._log({"step": self.step, **means, "lr": self._lr(), "s_per_step": (time.perf_counter() - t0) / n})
+                self._log({"step": self.step, **means, "lr": self._lr(), "s_per_step": (time.perf_counter() - t0) / n,
+                           "precision": self.precision, "machine": self._machine_label()})
                 window, t0, n = {}, time.perf_counter(), 0
             if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps:
                 self.save()
@@ -264,11 +271,9 @@ class Trainer:
             for be, b in zip(ema.buffers(), src.buffers()):
                 be.copy_(b)
 
-    def _amp_dtype(self) -> torch.dtype | None:
-        amp = self.cfg.amp
-        if amp == "auto":
-            amp = "bf16" if self.device.type == "cuda" else "off"
-        return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    def _machine_label(self) -> str:
+        """Short form of self.machine for every metrics.jsonl record: GPU name, else the CPU capability."""
+        return self.machine["gpu"] or f"cpu {self.machine['cpu_capability']}"
 
     # ---- checkpoints and logs ----------------------------------------------------------------
     def save(self) -> None:

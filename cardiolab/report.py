@@ -97,6 +97,20 @@ def run_data_label(run_dir: str | os.PathLike) -> str:
     return "phantom" if is_phantom(cache) else "real"
 
 
+def time_section(run_dir: str | os.PathLike) -> list[str]:
+    """Markdown lines of the "Time" section from run_dir/timings.json (cardiolab.reproduce); [] when absent."""
+    from cardiolab.reproduce import read_timings
+    stages = read_timings(run_dir)
+    if not stages:
+        return []
+    df = pd.DataFrame(stages, columns=["stage", "seconds", "precision", "cpu_capability"])
+    total = float(df["seconds"].sum())
+    return ["## Time", "", "Made by: `make reproduce` (runs/<profile>/timings.json): wall seconds of each stage's last "
+            "run, the precision `amp=auto` picked and the CPU capability (bf16 is used only where native: an AVX2-only "
+            "CPU runs fp32).", "", markdown_table(df, digits=6), "",
+            f"Total: {total:.0f} s ({total / 60:.1f} min).", ""]
+
+
 def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write run_dir/report.md (+ report.csv of the model table, figures/report_models.png); return report.md."""
     from cardiolab.plots import save_figure
@@ -149,6 +163,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if len(bench):
         md += ["## Benchmarks", "", "Made by: the scripts in `benchmarks/` (file column).", "",
                markdown_table(bench), ""]
+    md += time_section(run_dir)
     figures = sorted(p for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
     if figures:
         md += ["## Figures", ""] + [f"- [{p.stem}](figures/{p.name})" for p in figures] + [""]

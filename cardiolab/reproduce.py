@@ -1,6 +1,8 @@
 """Batch reproduction: run every notebook in notebooks/ in order through papermill for one profile.
 
-Executed copies go to runs/<profile>/notebooks/; the sources are never written over.
+Executed copies go to runs/<profile>/notebooks/; the sources are never written over. The wall time of each
+stage (the phantom, each notebook) goes to runs/<profile>/timings.json, so that the next `make reproduce` on
+this machine says up front how long it will take and the report shows where the time went.
 """
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ import logging
 import time
 from pathlib import Path
 
-from cardiolab.core import CardiolabError, project_root, write_json
-from cardiolab.profiles import get_profile
+from cardiolab.core import (CardiolabError, atomic_path, machine_info, pick_device, precision_name, project_root,
+                            read_json, resolve_amp, write_json)
+from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
+
+TIMINGS = "timings.json"   # runs/<profile>/timings.json: {"stages": [{stage, seconds, precision, cpu_capability, gpu}]}
 
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
@@ -23,17 +28,55 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
     return paths
 
 
+def read_timings(run_dir: str | Path) -> list[dict]:
+    """The stages recorded in run_dir/timings.json, in run order ([] before the first run)."""
+    path = Path(run_dir) / TIMINGS
+    return read_json(path).get("stages", []) if path.exists() else []
+
+
+def record_stage(profile: Profile | str, stage: str, seconds: float) -> Path:
+    """Merge one stage's wall time into runs/<profile>/timings.json (replacing that stage's earlier entry).
+
+    Beside the seconds: the precision amp='auto' resolves to here and the CPU capability, because the same
+    stage takes 50x longer on a CPU that emulates bf16 (issue 11).
+    """
+    prof = get_profile(profile)
+    device = pick_device(prof.device)
+    machine = machine_info(device)
+    entry = {"stage": stage, "seconds": round(float(seconds), 1),
+             "precision": precision_name(resolve_amp("auto", device)),
+             "cpu_capability": machine["cpu_capability"], "gpu": machine["gpu"]}
+    stages = [s for s in read_timings(prof.run_dir) if s.get("stage") != stage] + [entry]
+    stages.sort(key=lambda s: (s["stage"] != "phantom", s["stage"]))   # run order: phantom, then NN_ notebooks
+    return write_json(prof.run_dir / TIMINGS, {"stages": stages})
+
+
+def plan(profile: Profile | str, only: list[str] | None = None) -> str:
+    """What `make reproduce` will run, with each stage's seconds last time on this machine where known."""
+    prof = get_profile(profile)
+    last = {s["stage"]: s for s in read_timings(prof.run_dir)}
+    names = ["phantom"] + [p.name for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
+    lines = [f"stages of profile {prof.name}" + (" (seconds last time on this machine):" if last else ":")]
+    for name in names:
+        s = last.get(name)
+        lines.append(f"  {name:<28} " + (f"{s['seconds']:8.1f} s  ({s['precision']}, {s['cpu_capability']})"
+                                          if s else "       ? s"))
+    known = [last[n]["seconds"] for n in names if n in last]
+    if known:
+        lines.append(f"  {'total (known stages)':<28} {sum(known):8.1f} s  (~{sum(known) / 60:.0f} min)")
+    return "\n".join(lines)
+
+
 def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0) -> Path:
     """Execute the notebooks headless with `profile=<profile>`; returns the folder of executed copies.
 
-    Writes runs/<profile>/notebooks/timings.json with the wall time of each notebook.
+    Records each notebook's wall time in runs/<profile>/timings.json as soon as it has run.
     """
     import papermill as pm
 
     prof = get_profile(profile)
     out = prof.run_dir / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
-    timings = {}
     for path in notebook_paths():
         if only and not any(path.name.startswith(o) for o in only):
             continue
@@ -45,6 +88,36 @@ def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0) ->
         except pm.PapermillExecutionError as e:
             raise CardiolabError(f"{path}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
                                  f"(executed copy: {out / path.name})") from None
-        timings[path.name] = round(time.perf_counter() - t0, 1)
-    write_json(out / "timings.json", timings)
+        record_stage(prof, path.name, time.perf_counter() - t0)
     return out
+
+
+# ---- the README's figures -------------------------------------------------------------------------
+README_PROFILE = "tiny"       # the README reports the tiny run; smoke figures mean nothing, full ones are rare
+KEY_FIGURES = ("dit_real_montage.png", "dit_sample_montage.png", "vqgan_reconstruction.png", "01_volume_curves.png",
+               "evaluator_validation.png", "function_distributions.png", "utility.png")
+MAX_FIGURE_BYTES = 2_000_000  # all of docs/figures together: the repository stays small
+
+
+def publish_figures(run_dir: str | Path, dest: str | Path | None = None) -> list[Path]:
+    """Copy KEY_FIGURES of the README profile's run (run_dir/figures) to docs/figures; other runs copy nothing.
+
+    Figures that would take the folder past MAX_FIGURE_BYTES are skipped with a warning. Returns the copies.
+    """
+    if Path(run_dir).resolve() != get_profile(README_PROFILE).run_dir.resolve():
+        return []
+    dest = Path(dest) if dest else project_root() / "docs" / "figures"
+    copied, total = [], 0
+    for name in KEY_FIGURES:
+        src = Path(run_dir) / "figures" / name
+        if not src.exists():
+            continue
+        data = src.read_bytes()
+        if total + len(data) > MAX_FIGURE_BYTES:
+            log.warning("%s: not copied to %s (the figures there would exceed %d bytes)", src, dest, MAX_FIGURE_BYTES)
+            continue
+        with atomic_path(dest / name) as tmp:
+            tmp.write_bytes(data)
+        copied.append(dest / name)
+        total += len(data)
+    return copied

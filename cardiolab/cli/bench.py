@@ -33,7 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing per block")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (also on CPU)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: what training would pick on this machine (bf16 only where native); fp32; bf16 autocast")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="alias of --precision bf16")
     p.add_argument("--no-fused-adamw", action="store_true", help="foreach AdamW instead of the fused kernel")
     p.add_argument("--device", default="auto")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
@@ -46,7 +48,7 @@ def run(args) -> int:
     b = DiTBench(input_size=_ints(args.input_size, 4, "input-size"), patch=_ints(args.patch, 4, "patch"),
                  channels=args.channels, hidden=args.hidden, depth=args.depth, heads=args.heads, batch=args.batch,
                  steps=args.steps if args.what == "dit" else 1, warmup=args.warmup, compile=args.compile,
-                 checkpointing=args.checkpointing, bf16=args.bf16, fused_adamw=not args.no_fused_adamw,
+                 checkpointing=args.checkpointing, precision=args.precision, fused_adamw=not args.no_fused_adamw,
                  device=args.device)
     if args.what == "dit":
         result = in_fresh_process(bench_dit, b, timeout=args.timeout)

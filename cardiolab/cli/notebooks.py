@@ -11,11 +11,16 @@ def add_arguments(p) -> None:
     add_profile(p)
     p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes (e.g. 01 03)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plan", action="store_true",
+                   help="only print the stages and the seconds each took last time here (runs/<profile>/timings.json)")
 
 
 def run(args) -> int:
-    from cardiolab.reproduce import run_notebooks
+    from cardiolab.reproduce import plan, run_notebooks
 
+    if args.plan:
+        print(plan(args.profile, only=args.only))
+        return 0
     out = run_notebooks(get_profile(args.profile).name, only=args.only, seed=args.seed)
     print(f"executed notebooks in {out}")
     return 0

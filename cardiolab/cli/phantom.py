@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from cardiolab.cli import add_profile
@@ -32,7 +33,10 @@ def run(args) -> int:
     d = profile.data
     overrides = (args.out, args.subjects, args.size, args.slices, args.frames, args.spacing)
     if all(v is None for v in overrides):   # the profile's own cohort: reuse it when already up to date
+        from cardiolab.reproduce import record_stage
+        t0 = time.perf_counter()
         root = ensure_phantom(profile, seed=args.seed, workers=args.workers)
+        record_stage(profile, "phantom", time.perf_counter() - t0)   # the first stage of make reproduce
         print(f"phantom cohort ready in {root}")
         return 0
 

@@ -14,6 +14,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from cardiolab.report import build_report
+    from cardiolab.reproduce import publish_figures
     out = build_report(args.runs, args.out)
     log.info("report: %s", out)
+    for path in publish_figures(args.runs):   # the tiny run's key figures, shown by the README
+        log.info("figure: %s", path)
     return 0

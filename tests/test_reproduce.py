@@ -1,0 +1,97 @@
+"""What `make reproduce` leaves: stage timings (timings.json, the plan printed first, the Time section), README figures."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cardiolab import reproduce
+from cardiolab.__main__ import main
+from cardiolab.core import read_json
+from cardiolab.report import time_section
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """A project root with two (empty) notebooks; papermill replaced by a no-op."""
+    import papermill
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
+    for name in ("01_data.ipynb", "02_vqvae.ipynb"):
+        (tmp_path / "notebooks").mkdir(exist_ok=True)
+        (tmp_path / "notebooks" / name).write_text("{}")
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    return tmp_path
+
+
+def test_run_notebooks_records_each_notebook_and_keeps_earlier_stages(root):
+    reproduce.record_stage("smoke", "phantom", 12.34)
+    reproduce.run_notebooks("smoke")
+    stages = read_json(root / "runs" / "smoke" / "timings.json")["stages"]
+    assert [s["stage"] for s in stages] == ["phantom", "01_data.ipynb", "02_vqvae.ipynb"]
+    assert stages[0]["seconds"] == 12.3
+    assert {s["precision"] for s in stages} == {"fp32"}      # what auto resolves to without native bf16
+    assert {s["cpu_capability"] for s in stages} == {torch.backends.cpu.get_cpu_capability()}
+
+
+def test_a_rerun_replaces_only_its_own_stage(root):
+    reproduce.record_stage("smoke", "02_vqvae.ipynb", 5.0)
+    reproduce.record_stage("smoke", "phantom", 1.0)
+    reproduce.record_stage("smoke", "02_vqvae.ipynb", 7.0)
+    stages = reproduce.read_timings(root / "runs" / "smoke")
+    assert [(s["stage"], s["seconds"]) for s in stages] == [("phantom", 1.0), ("02_vqvae.ipynb", 7.0)]
+
+
+def test_plan_lists_every_stage_with_last_seconds_where_known(root, capsys):
+    assert "? s" in reproduce.plan("smoke").splitlines()[1]            # nothing recorded yet
+    reproduce.record_stage("smoke", "phantom", 60.0)
+    reproduce.record_stage("smoke", "01_data.ipynb", 120.0)
+    assert main(["notebooks", "--profile", "smoke", "--plan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["phantom", "01_data.ipynb", "02_vqvae.ipynb"]
+    assert "60.0 s" in lines[1]
+    assert "? s" in lines[3]
+    assert "180.0 s" in lines[-1]
+    assert not (root / "runs" / "smoke" / "notebooks").exists()        # --plan runs nothing
+
+
+def test_report_time_section(root):
+    assert time_section(root / "runs" / "smoke") == []
+    reproduce.record_stage("smoke", "phantom", 30.0)
+    reproduce.record_stage("smoke", "01_data.ipynb", 12345.6)
+    text = "\n".join(time_section(root / "runs" / "smoke"))
+    assert "## Time" in text
+    assert "| phantom | 30 | fp32 |" in text
+    assert "| 01_data.ipynb | 12345.6 | fp32 |" in text
+    assert "Total: 12376 s" in text
+
+
+def test_phantom_verb_records_the_first_stage(root, monkeypatch):
+    import cardiolab.data.phantom as phantom
+    monkeypatch.setattr(phantom, "ensure_phantom", lambda profile, seed=0, workers=1: root / "data")
+    assert main(["phantom", "--profile", "smoke"]) == 0
+    assert [s["stage"] for s in reproduce.read_timings(root / "runs" / "smoke")] == ["phantom"]
+
+
+def _figures(run_dir, sizes: dict[str, int]) -> None:
+    (run_dir / "figures").mkdir(parents=True)
+    for name, size in sizes.items():
+        (run_dir / "figures" / name).write_bytes(b"x" * size)
+
+
+def test_report_publishes_the_tiny_runs_key_figures_within_the_cap(root, monkeypatch):
+    monkeypatch.setattr(reproduce, "MAX_FIGURE_BYTES", 250)
+    tiny = root / "runs" / "tiny"
+    _figures(tiny, {"vqgan_reconstruction.png": 100, "utility.png": 100, "dit_sample_montage.png": 300,
+                    "vqgan_codebook.png": 10})
+    assert main(["report", "--runs", str(tiny)]) == 0
+    copied = sorted(p.name for p in (root / "docs" / "figures").iterdir())
+    assert copied == ["utility.png", "vqgan_reconstruction.png"]   # key figures only; the montage alone passes 250 B
+
+
+def test_other_profiles_publish_nothing(root):
+    smoke = root / "runs" / "smoke"
+    _figures(smoke, {"utility.png": 10})
+    assert reproduce.publish_figures(smoke) == []
+    assert not (root / "docs").exists()
