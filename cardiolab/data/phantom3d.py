@@ -16,11 +16,14 @@ X right -> left, Y posterior -> anterior, Z inferior -> superior.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cardiolab.core import CardiolabError
-from cardiolab.io.volume import VolumeSubject
+from cardiolab.io.volume import VolumeSubject, write_labels, write_volume_subject
 
 FOV_MM = (192.0, 192.0, 160.0)   # default field of view; spacing = FOV / size when not given
 MIN_FOV_MM = 140.0               # the heart spans ~130 mm: a smaller field of view cuts structures off
@@ -169,3 +172,14 @@ def make_volume(index: int, seed: int = 0, size: tuple[int, int, int] = (128, 12
     labels = paint_labels(anatomy, world)
     image = render(labels, world, rng, modality).astype(np.float32)
     return VolumeSubject(id=f"volume{index + 1:03d}", image=image, mask=labels, affine=np.diag([*spacing, 1.0]))
+
+
+def generate_volume_cohort(out: str | os.PathLike, n: int, seed: int = 0, size: tuple[int, int, int] = (128, 128, 64),
+                           spacing: tuple[float, float, float] | None = None, modality: str = "ct") -> list[Path]:
+    """Write subjects 0..n-1 into `out` in the volume layout (with labels.json); returns the subject folders."""
+    if n < 1:
+        raise CardiolabError(f"phantom3d: --subjects must be >= 1, got {n}")
+    _geometry(size, spacing)
+    paths = [write_volume_subject(out, make_volume(i, seed, size, spacing, modality)) for i in range(n)]
+    write_labels(out)
+    return paths
