@@ -29,6 +29,7 @@ FOV_MM = (192.0, 192.0, 160.0)   # default field of view; spacing = FOV / size w
 MIN_FOV_MM = 140.0               # the heart spans ~130 mm: a smaller field of view cuts structures off
 HU_CLIP = 1000.0                 # CT: HU clipped to +-1000, then / 1000 -> [-1, 1]
 MODALITIES = ("ct", "mr")
+SLAB = 32                        # z slices painted at a time
 AORTA, LA, RA, MYO, LV, RV = 1, 2, 3, 4, 5, 6
 
 # Tissue intensities: CT in HU (contrast in the blood pools is drawn per subject), MR on [0, 1] (bSSFP-like).
@@ -97,36 +98,30 @@ def paint_labels(a: dict, world: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _torso(world: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean masks of body, lungs and spine (fixed anatomy around the heart), each (X, Y, Z)."""
-    x, y = world[0], world[1]
+def _torso(plane: np.ndarray) -> dict[str, np.ndarray]:
+    """plane (3, X, Y, 1) mm -> boolean masks (X, Y, 1) of body, lungs and spine (the same on every slice)."""
+    x, y = plane[0], plane[1]
     body = (x / 140.0) ** 2 + (y / 105.0) ** 2 <= 1.0
     lungs = (((np.abs(x) - 62.0) / 48.0) ** 2 + (y / 75.0) ** 2 <= 1.0) & body
     spine = x ** 2 + (y + 80.0) ** 2 <= 16.0 ** 2
     return dict(body=body, lungs=lungs, spine=spine)
 
 
-def render(labels: np.ndarray, world: np.ndarray, rng: np.random.Generator, modality: str) -> np.ndarray:
-    """Labels (X, Y, Z) -> image (X, Y, Z) float32 in [-1, 1]."""
-    t = _torso(world)
+def render(labels: np.ndarray, plane: np.ndarray, rng: np.random.Generator, modality: str) -> np.ndarray:
+    """Labels (X, Y, Z) and the in-plane grid plane (3, X, Y, 1) -> image (X, Y, Z) float32 in [-1, 1]."""
+    t = _torso(plane)
     heart = labels > 0
     if modality == "ct":
         left = rng.uniform(*CT_HU["left_blood"])
         right = left * rng.uniform(*CT_HU["right_ratio"])
         lut = np.array([0.0, left, left, right, rng.uniform(*CT_HU["myo"]), left, right], np.float32)
-        img = np.full(labels.shape, CT_HU["air"], np.float32)
-        img[t["body"]] = CT_HU["soft"]
-        img[t["lungs"] & ~heart] = CT_HU["lung"]
-        img[t["spine"]] = CT_HU["bone"]
-        noise, scale = rng.uniform(*CT_HU["noise"]), HU_CLIP
+        tissue, noise, scale = CT_HU, rng.uniform(*CT_HU["noise"]), HU_CLIP
     else:
         lut = np.array([0.0, MR["blood"], MR["blood"], MR["blood"], MR["myo"], MR["blood"], MR["blood"]], np.float32)
-        img = np.full(labels.shape, MR["air"], np.float32)
-        img[t["body"]] = MR["soft"]
-        img[t["lungs"] & ~heart] = MR["lung"]
-        img[t["spine"]] = MR["bone"]
-        noise, scale = MR["noise"], 1.0
-    img[heart] = lut[labels[heart]]
+        tissue, noise, scale = MR, MR["noise"], 1.0
+    body = np.select([t["spine"], t["lungs"], t["body"]], [tissue["bone"], tissue["lung"], tissue["soft"]],
+                     tissue["air"]).astype(np.float32)                    # (X, Y, 1)
+    img = np.where(heart, lut[labels], body)                              # (X, Y, Z)
     # point spread of about half a voxel, so edges have partial-volume values as in a real scan
     img = gaussian_filter(img, sigma=0.5, mode="nearest")
     img += noise * rng.standard_normal(img.shape, dtype=np.float32)
@@ -135,10 +130,11 @@ def render(labels: np.ndarray, world: np.ndarray, rng: np.random.Generator, moda
     return np.clip(2.0 * img - 1.0, -1.0, 1.0)
 
 
-def world_grid(size: tuple[int, int, int], spacing: tuple[float, float, float]) -> np.ndarray:
-    """(3, X, Y, Z) float32 voxel-centre positions in mm from the field-of-view centre."""
+def world_grid(size: tuple[int, int, int], spacing: tuple[float, float, float],
+               z: slice = slice(None)) -> np.ndarray:
+    """(3, X, Y, z) float32 voxel-centre positions in mm from the field-of-view centre, for slices `z`."""
     axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(size, spacing)]
-    return np.stack(np.meshgrid(*axes, indexing="ij"))
+    return np.stack(np.meshgrid(axes[0], axes[1], axes[2][z], indexing="ij"))
 
 
 def _geometry(size, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -168,9 +164,10 @@ def make_volume(index: int, seed: int = 0, size: tuple[int, int, int] = (128, 12
     size, spacing = _geometry(size, spacing)
     rng = np.random.default_rng([int(seed), int(index)])
     anatomy = sample_anatomy(rng)
-    world = world_grid(size, spacing)
-    labels = paint_labels(anatomy, world)
-    image = render(labels, world, rng, modality).astype(np.float32)
+    # painted SLAB slices at a time: the (3, X, Y, slab) coordinate arrays stay small at 512x512x256
+    labels = np.concatenate([paint_labels(anatomy, world_grid(size, spacing, slice(z, z + SLAB)))
+                             for z in range(0, size[2], SLAB)], axis=2)
+    image = render(labels, world_grid(size, spacing, slice(0, 1)), rng, modality).astype(np.float32)
     return VolumeSubject(id=f"volume{index + 1:03d}", image=image, mask=labels, affine=np.diag([*spacing, 1.0]))
 
 
