@@ -41,6 +41,7 @@ class VQGANConfig:
     disc_weight: float = 0.01         # small: the adversary trades PSNR for sharpness (CardioDiT: 0.005)
     mse_weight: float = 0.0           # MSE beside L1: L1 keeps edges sharp, MSE is what PSNR measures
     amp: str = "auto"                 # bf16 where native (~1.3x faster), fp32 elsewhere (emulated bf16: ~50x slower)
+    ema_decay: float = 0.99           # codebook EMA decay (CardioDiT: 0.99; MedLoRD: 0.95 for its 16384 codes)
 
     def __post_init__(self):
         check_amp(self.amp, "vqgan.amp")

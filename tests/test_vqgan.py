@@ -9,7 +9,8 @@ import torch
 
 from cardiolab.core import CardiolabError
 from cardiolab.engine import load_checkpoint
-from cardiolab.models.vqgan import VQGAN, build_discriminator, discriminator_layers, latent_shape, perplexity
+from cardiolab.models.vqgan import (VQGAN, build_discriminator, decode_sliding, discriminator_layers, latent_shape,
+                                   perplexity)
 from cardiolab.profiles import PROFILES
 from cardiolab.tasks import vqgan as task
 
@@ -241,3 +242,60 @@ def test_figures(tmp_path):
     plt.close("all")
     with pytest.raises(CardiolabError, match="metrics.jsonl"):
         training_curves(tmp_path)
+
+
+# ---- memory switches (high resolution, after MedLoRD) ---------------------------------------------
+VOLUME = (32, 32, 16)       # a smoke whole-heart volume (X, Y, Z): the same 3D network as a 2D+t slice
+
+
+def test_switches_keep_state_dict_and_outputs():
+    torch.manual_seed(0)
+    plain = VQGAN(SMOKE)
+    lean = VQGAN(SMOKE, code_chunk=100, checkpointing=True)
+    assert list(lean.state_dict()) == list(plain.state_dict())
+    lean.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 1, *VOLUME) * 2 - 1
+    outs = []
+    for m in (plain, lean):
+        x_hat, loss, codes, _ = m.train()(x)
+        (x_hat.abs().mean() + loss).backward()
+        outs.append((x_hat, codes, next(m.vqvae.encoder.parameters()).grad))
+    assert outs[0][0].shape == (1, 1, *VOLUME)
+    assert torch.equal(outs[0][1], outs[1][1])
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][2], outs[1][2])
+
+
+def test_ema_decay_from_config():
+    assert VQGAN(SMOKE).quantizer.decay == SMOKE.ema_decay == 0.99
+    assert VQGAN(dataclasses.replace(SMOKE, ema_decay=0.95)).quantizer.decay == 0.95
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 4096])
+def test_chunked_code_search_equals_unchunked(chunk):
+    torch.manual_seed(1)
+    m = VQGAN(SMOKE).eval()
+    z = torch.randn(2, SMOKE.code_dim, 8, 8, 4)
+    full = m.snap(z, chunk=0)
+    assert full.shape == (2, 8, 8, 4)
+    assert torch.equal(m.snap(z, chunk=chunk), full)
+
+
+def test_bad_code_chunk():
+    with pytest.raises(CardiolabError, match="code_chunk"):
+        VQGAN(SMOKE, code_chunk=-1)
+
+
+def test_sliding_decode_matches_full_decode():
+    torch.manual_seed(2)
+    m = VQGAN(SMOKE).eval()
+    with torch.no_grad():
+        z_q = m.embed(m.snap(m.encode(torch.rand(1, 1, 64, 64, 32) * 2 - 1)))     # (1, C_z, 16, 16, 8)
+        full = m.decode(z_q)
+    whole = decode_sliding(m, z_q, window=(16, 16, 8))
+    tiled = decode_sliding(m, z_q, window=(8, 8, 4), overlap=0.5)
+    assert tiled.shape == full.shape == (1, 1, 64, 64, 32)
+    torch.testing.assert_close(whole, full)                 # one window is the full decode
+    # seams: only within the decoder's receptive field of a window edge, blended by the gaussian weights
+    assert (tiled - full).abs().mean() < 0.1 * full.abs().mean()
+    assert (tiled - full).abs().max() < 0.5 * full.abs().max()

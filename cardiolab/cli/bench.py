@@ -1,11 +1,13 @@
-"""`python -m cardiolab bench dit|dit-sample`: time a DiT training step or DDIM sampling (see benchmarks/README.md)."""
+"""`python -m cardiolab bench dit|dit-sample|highres`: time a DiT training step or DDIM sampling, or account the
+memory of the high-resolution 3D pipeline per switch (see benchmarks/README.md)."""
 from __future__ import annotations
 
 import logging
 
 from cardiolab.core import CardiolabError, atomic_path
 
-HELP = "benchmark the 4D DiT: training step (dit) or DDIM sampling (dit-sample); writes JSON"
+HELP = ("benchmark the 4D DiT: training step (dit) or DDIM sampling (dit-sample); memory of the 3D pipeline "
+        "per switch (highres); writes JSON")
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,8 @@ def _ints(text: str, n: int, name: str) -> tuple[int, ...]:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("what", choices=["dit", "dit-sample"], help="dit: training step; dit-sample: seconds per sample")
+    p.add_argument("what", choices=["dit", "dit-sample", "highres"],
+                   help="dit: training step; dit-sample: seconds per sample; highres: memory table per switch")
     p.add_argument("--input-size", default="4,32,32,8", help="latent D,H,W,T")
     p.add_argument("--patch", default="1,4,4,2", help="patch D,H,W,T")
     p.add_argument("--channels", type=int, default=8, help="latent channels C_z")
@@ -40,9 +43,20 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.add_argument("--json", default=None, help="write the result here (also printed)")
+    h = p.add_argument_group("highres")
+    h.add_argument("--size", default="64,64,32", help="highres: volume X,Y,Z")
+    h.add_argument("--stage", default="all", choices=["vqgan", "ldm", "controlnet", "sample", "all"],
+                   help="highres: which stage to measure")
+    h.add_argument("--switch", action="append", default=[], metavar="K=V",
+                   help="highres: fix a switch for every row (checkpointing, amp, flash_attention, r, "
+                        "initial_stride, sliding, code_chunk)")
+    h.add_argument("--unet-channels", default="32,64,64,128",
+                   help="highres: latent UNet widths (MedLoRD: 64,128,256,512)")
 
 
 def run(args) -> int:
+    if args.what == "highres":
+        return _highres(args)
     from cardiolab.bench import DiTBench, bench_dit, bench_dit_sample, dumps, in_fresh_process
 
     b = DiTBench(input_size=_ints(args.input_size, 4, "input-size"), patch=_ints(args.patch, 4, "patch"),
@@ -54,9 +68,32 @@ def run(args) -> int:
         result = in_fresh_process(bench_dit, b, timeout=args.timeout)
     else:
         result = in_fresh_process(bench_dit_sample, b, args.steps, 1, timeout=args.timeout)
-    text = dumps(result)
-    print(text)
-    if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(text + "\n")
+    _write(args.json, dumps(result))
     return 0
+
+
+def _highres(args) -> int:
+    from cardiolab.bench import dumps
+    from cardiolab.bench_highres import STAGES, HighresBench, bench_stage, check_size, format_table, parse_switches
+
+    size = _ints(args.size, 3, "size")
+    channels = _ints(args.unet_channels, len(args.unet_channels.split(",")), "unet-channels")
+    check_size(size, channels)
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    switches = {stage: parse_switches(stage, args.switch, only_known=args.stage == "all") for stage in stages}
+    results = {}
+    for stage in stages:
+        b = HighresBench(size=size, stage=stage, unet_channels=channels, switches=switches[stage], device=args.device)
+        results[stage] = rows = bench_stage(b, timeout=args.timeout)
+        print(format_table(rows) + "\n")
+    if args.json:
+        _write(args.json, dumps(results), echo=False)
+    return 0
+
+
+def _write(path: str | None, text: str, echo: bool = True) -> None:
+    if echo:
+        print(text)
+    if path:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text + "\n")

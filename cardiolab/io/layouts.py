@@ -11,12 +11,13 @@ from types import ModuleType
 from typing import Iterator
 
 from cardiolab.core import CardiolabError
-from cardiolab.io import acdc, mnms
+from cardiolab.io import acdc, mnms, volume
 from cardiolab.io.cohort import Subject
 from cardiolab.io.validate import Problem
 
 # Detection order matters: an ACDC folder is recognised first (phantom and synthetic cohorts use it too).
-LAYOUTS: dict[str, ModuleType] = {"acdc": acdc, "mnms": mnms}
+# acdc and mnms are 4D short-axis cines (read as Subject); volume is whole-heart 3D (read as VolumeSubject).
+LAYOUTS: dict[str, ModuleType] = {"acdc": acdc, "mnms": mnms, "volume": volume}
 
 
 def get_layout(name: str) -> ModuleType:

@@ -16,7 +16,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
-from cardiolab.core import CardiolabError
+from cardiolab.core import CardiolabError, atomic_path
 
 # What nibabel, gzip and numpy raise on unreadable, truncated or garbled files (gzip.BadGzipFile is an OSError).
 READ_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error, struct.error)
@@ -79,6 +79,27 @@ def load_nifti(path: str | os.PathLike, ndim: int | None = None, dtype=np.float3
     if not np.all(np.isfinite(affine)):
         raise NiftiError(path, "affine has NaN/Inf entries")
     return Volume(path=path, data=data, affine=affine, zooms=zooms)
+
+
+def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, frame_ms: float | None = None) -> Path:
+    """Write `array` (X, Y, Z) or (X, Y, Z, T) with `affine` (4, 4) atomically; returns `path`.
+
+    Zooms come from the affine's column norms (plus frame_ms for 4D); qform and sform both hold the affine,
+    so every reader (nibabel, ITK, load_nifti) sees the same geometry.
+    """
+    img = nib.Nifti1Image(array, affine)
+    zooms = [float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)]
+    if array.ndim == 4:
+        zooms.append(float(frame_ms if frame_ms is not None else 1.0))
+        img.header.set_xyzt_units("mm", "msec")
+    else:
+        img.header.set_xyzt_units("mm")
+    img.header.set_zooms(zooms[: array.ndim])
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return Path(path)
 
 
 def _affine(img, zooms: tuple[float, ...]) -> np.ndarray:

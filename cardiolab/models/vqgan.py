@@ -1,9 +1,15 @@
 """Spatiotemporal VQ-GAN: stage 1 of CardioDiT (arXiv 2603.25194).
 
 One 2D+t short-axis slice (B, 1, H, W, T) is encoded to a discrete latent (B, C_z, H/4, W/4, T/4) by MONAI's
-VQVAE run as a 3D network over (H, W, T). The codebook learns by EMA updates (decay 0.99), and codes left unused
-for a while are restarted from encoder outputs so the codebook does not collapse. The 3D PatchGAN discriminator
-that makes it a VQ-GAN is built here too; losses and training live in `cardiolab.tasks.vqgan`.
+VQVAE run as a 3D network over (H, W, T). The codebook learns by EMA updates (decay `cfg.ema_decay`), and codes
+left unused for a while are restarted from encoder outputs so the codebook does not collapse. The 3D PatchGAN
+discriminator that makes it a VQ-GAN is built here too; losses and training live in `cardiolab.tasks.vqgan`.
+Being a 3D network, it takes a whole-heart volume (B, 1, X, Y, Z) the same way (high resolution, after MedLoRD).
+
+Memory switches for large volumes (none changes the weights or the state_dict): `code_chunk` searches the
+codebook N vectors at a time (the (N, K) distance matrix is the largest tensor of a 512x512x256 encode),
+`checkpointing` recomputes encoder/decoder activations in the backward pass (MONAI VQVAE's own switch), and
+`decode_sliding` decodes a latent volume window by window.
 
 Shapes: x (B, 1, H, W, T) in [-1, 1]; z (B, C_z, h, w, t) with h, w, t = H/4, W/4, T/4; codes (B, h, w, t).
 """
@@ -13,6 +19,7 @@ import math
 
 import torch
 import torch.distributed as dist
+from monai.inferers import SlidingWindowInferer
 from monai.networks.layers.vector_quantizer import EMAQuantizer
 from monai.networks.nets import VQVAE, PatchDiscriminator
 from torch import nn
@@ -21,29 +28,36 @@ from cardiolab.core import CardiolabError
 from cardiolab.profiles import VQGANConfig
 
 LEVELS = 2                 # two stride-2 levels: H, W, T shrink by 4 (paper: 256x256x32 -> 64x64x8)
-EMA_DECAY = 0.99           # codebook EMA decay from the paper
 COMMITMENT = 0.25          # VQ-VAE commitment cost (van den Oord et al. 2017)
 DEAD_AFTER = 10            # a code unused for this many training batches is restarted: early on the encoder
                            # drifts faster than the EMA codebook follows, and a long window lets usage collapse
 
 
 class VQGAN(nn.Module):
-    """VQ autoencoder for one 2D+t slice; `cfg` comes from `profile.vqgan`."""
+    """VQ autoencoder for one 2D+t slice or one 3D volume; `cfg` comes from `profile.vqgan`.
 
-    def __init__(self, cfg: VQGANConfig, dead_after: int = DEAD_AFTER):
+    code_chunk: codebook search in chunks of this many latent vectors in `snap` (0: all at once).
+    checkpointing: activation checkpointing of the encoder and decoder (training memory for compute).
+    """
+
+    def __init__(self, cfg: VQGANConfig, dead_after: int = DEAD_AFTER, code_chunk: int = 0,
+                 checkpointing: bool = False):
         super().__init__()
         if len(cfg.channels) != LEVELS:
             raise CardiolabError(f"profiles.py: vqgan.channels needs {LEVELS} widths (one per /2 level), "
                                  f"got {cfg.channels}")
+        if code_chunk < 0:
+            raise CardiolabError(f"VQGAN: code_chunk must be >= 0 (0: no chunking), got {code_chunk}")
         self.cfg = cfg
         self.dead_after = dead_after
+        self.code_chunk = code_chunk
         self.vqvae = VQVAE(
             spatial_dims=3, in_channels=1, out_channels=1,
             channels=cfg.channels, num_res_layers=cfg.res_blocks, num_res_channels=cfg.channels,
             downsample_parameters=((2, 4, 1, 1),) * LEVELS,       # stride 2, kernel 4: exact halving
             upsample_parameters=((2, 4, 1, 1, 0),) * LEVELS,
             num_embeddings=cfg.codes, embedding_dim=cfg.code_dim,
-            commitment_cost=COMMITMENT, decay=EMA_DECAY,
+            commitment_cost=COMMITMENT, decay=cfg.ema_decay, use_checkpointing=checkpointing,
         )
         # Batches since each code was last chosen; a buffer so it survives checkpoints and resume. Codes start
         # out dead, so the first training batch initialises the codebook from encoder outputs (no collapse onto
@@ -89,10 +103,21 @@ class VQGAN(nn.Module):
         return self.decode(z_q), loss, codes, z_e
 
     @torch.no_grad()
-    def snap(self, z: torch.Tensor) -> torch.Tensor:
-        """Nearest code for each latent vector, with no codebook update: z (B, C_z, h, w, t) -> codes (B, h, w, t)."""
+    def snap(self, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Nearest code for each latent vector, with no codebook update: z (B, C_z, h, w, t) -> codes (B, h, w, t).
+
+        chunk: search this many vectors at a time (None: self.code_chunk; 0: all at once). Rows are
+        independent, so the codes are the same either way; only the peak memory differs.
+        """
+        chunk = self.code_chunk if chunk is None else chunk
         with torch.autocast(z.device.type, enabled=False):
-            return self.quantizer.quantize(z.float())[2]
+            if not chunk or z[:, 0].numel() <= chunk:
+                return self.quantizer.quantize(z.float())[2]
+            B, C, *spatial = z.shape
+            flat = z.float().movedim(1, -1).reshape(-1, C)                  # (B*h*w*t, C_z)
+            codes = [self.quantizer.quantize(part.T[None, :, :, None, None])[2].flatten()   # (1, C_z, n, 1, 1)
+                     for part in flat.split(chunk)]
+            return torch.cat(codes).view(B, *spatial)                        # (B, h, w, t)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w, t) int64 -> code vectors (B, C_z, h, w, t)."""
@@ -127,6 +152,23 @@ class VQGAN(nn.Module):
         return float((self.idle >= self.dead_after).float().mean())
 
 
+@torch.no_grad()
+def decode_sliding(model: VQGAN, z_q: torch.Tensor, window: tuple[int, int, int], overlap: float = 0.5,
+                   mode: str = "gaussian") -> torch.Tensor:
+    """Decode a latent volume window by window: z_q (B, C_z, h, w, t) -> x_hat (B, 1, 4h, 4w, 4t).
+
+    window: latent window (h', w', t'); each decodes to a 4x larger patch (MONAI's SlidingWindowInferer
+    infers the zoom from the output), blended with `mode` weights. Peak memory is that of one window.
+    Not in MedLoRD (which decodes a whole volume at once); the seams differ from a full decode only
+    within the decoder's receptive field of a window edge, which the overlap blends away.
+    """
+    if z_q.ndim != 5 or z_q.shape[1] != model.cfg.code_dim:
+        raise CardiolabError(f"decode_sliding: expected (B, {model.cfg.code_dim}, h, w, t), got {tuple(z_q.shape)}")
+    inferer = SlidingWindowInferer(roi_size=tuple(window), sw_batch_size=1, overlap=overlap, mode=mode,
+                                   padding_mode="replicate", progress=False)
+    return inferer(z_q, model.decode)
+
+
 def perplexity(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
     """exp(entropy) of the code histogram: the effective number of codes in use (1 .. num_codes)."""
     p = torch.bincount(codes.flatten(), minlength=num_codes).float()
@@ -154,7 +196,7 @@ def build_discriminator(cfg: VQGANConfig, size: tuple[int, int, int]) -> PatchDi
 
 def _check_divisible(x: torch.Tensor) -> None:
     if x.ndim != 5 or x.shape[1] != 1:
-        raise CardiolabError(f"VQGAN input: expected (B, 1, H, W, T), got {tuple(x.shape)}")
+        raise CardiolabError(f"VQGAN input: expected (B, 1, H, W, T) or (B, 1, X, Y, Z), got {tuple(x.shape)}")
     _check_size(tuple(x.shape[2:]))
 
 
