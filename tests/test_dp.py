@@ -195,3 +195,76 @@ def test_attention_params_freeze_the_rest_of_dit4d():
     assert {n.rsplit(".", 1)[0] for n in names} == {"y_embedder.tables.0", "blocks.0.attn.qkv", "blocks.0.attn.proj",
                                                     "blocks.0.adaLN_modulation.1", "final_layer.adaLN_modulation.1"}
     assert all(p.requires_grad == (n in names) for n, p in model.named_parameters())
+
+
+# ---- the dit-dp task: a fake public VQ-GAN run, public and private latents, a 2-step public DiT ----------------
+def _latents(path, n, cache_dir, vqgan_run, shape=(2, 4, 8, 8, 4), seed=0):
+    from cardiolab.core import atomic_path
+    from cardiolab.data import attributes
+
+    ids = [f"patient{i + 1:03d}" for i in range(n)]
+    record = {"latents": torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed)),
+              "ids": ids, "splits": {sid: "holdout" if i < 2 else "private" for i, sid in enumerate(ids)},
+              "cond": torch.zeros(n, len(attributes.cardinalities()), dtype=torch.long), "scale": 1.0,
+              "vqgan_run": str(vqgan_run), "cache_dir": str(cache_dir)}
+    with atomic_path(path / "latents.pt") as tmp:
+        torch.save(record, tmp)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dp_world(tmp_path_factory):
+    import dataclasses
+
+    from cardiolab.core import write_json
+    from cardiolab.profiles import get_profile
+    from cardiolab.tasks import dit
+
+    root = tmp_path_factory.mktemp("dpworld")
+    vq = root / "vqgan"
+    write_json(vq / "config.json", {"cache_dir": str(root / "public-cache"), "train_ids": ["patient001", "patient002"]})
+    profile = get_profile("smoke")
+    profile = dataclasses.replace(profile, dit=dataclasses.replace(profile.dit, amp="off"),
+                                  dp=dataclasses.replace(profile.dp, steps=3, delta=1e-2))
+    public = _latents(root / "public", 8, root / "public-cache", vq)
+    dit.train(profile, out=root / "dit", steps=2, latents=public)
+    private = _latents(root / "private", 14, root / "private-cache", vq, seed=1)
+    return root, profile, private
+
+
+def test_dit_dp_trains_and_writes_a_checkable_privacy_json(dp_world, tmp_path):
+    from cardiolab.__main__ import main
+    from cardiolab.core import read_json
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    out = task.train(profile, out=tmp_path / "run", latents=private, init=root / "dit")
+    record = read_json(out / "privacy.json")
+    assert record["n_subjects"] == 12                      # the 12 non-holdout private subjects
+    assert record["steps"] == 3
+    assert main(["privacy", "check", str(out)]) == 0
+    assert task.checkpoint_epsilon(out, record["delta"]) == pytest.approx(record["epsilon"]["prv"], rel=1e-9)
+    conf = read_json(out / "config.json")
+    public_conf = read_json(root / "dit" / "config.json")
+    assert conf["scale"] == public_conf["scale"]           # the public init's scale, not the private latents'
+    assert conf["train_cond"] == public_conf["train_cond"]
+    assert conf["cache_dir"] == public_conf["cache_dir"]
+
+
+@pytest.mark.parametrize("case", ["delta", "shape", "vqgan"])
+def test_dit_dp_refusals_leave_no_run_folder(dp_world, tmp_path, case):
+    import dataclasses
+
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    match = {"delta": "dp.delta", "shape": "--init", "vqgan": "private subject"}[case]
+    if case == "delta":
+        profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, delta=0.1))  # 1/N = 1/12
+    if case == "shape":
+        private = _latents(tmp_path / "lat", 14, root / "private-cache", root / "vqgan", shape=(2, 4, 8, 8, 2))
+    if case == "vqgan":     # the private latents come from the cache the VQ-GAN trained on
+        private = _latents(tmp_path / "lat", 14, root / "public-cache", root / "vqgan")
+    with pytest.raises(CardiolabError, match=match):
+        task.train(profile, out=tmp_path / "run", latents=private, init=root / "dit")
+    assert not (tmp_path / "run").exists()

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 from cardiolab.cli import add_profile
+from cardiolab.core import CardiolabError
 from cardiolab.profiles import get_profile, override
 
 HELP = "train a model (vqgan, dit, segmenter, evaluator) in a profile; --resume continues a killed run"
@@ -12,7 +14,7 @@ HELP = "train a model (vqgan, dit, segmenter, evaluator) in a profile; --resume 
 # model name -> (module, function) with fn(profile, out=None, resume=False, steps=None, seed=0) -> run folder
 MODELS = {"vqgan": ("cardiolab.tasks.vqgan", "train"), "dit": ("cardiolab.tasks.dit", "train"),
           "segmenter": ("cardiolab.tasks.segmenter", "train"),
-          "evaluator": ("cardiolab.metrics.features", "train_evaluator")}
+          "evaluator": ("cardiolab.metrics.features", "train_evaluator"), "dit-dp": ("cardiolab.tasks.dp", "train")}
 
 
 def add_arguments(p) -> None:
@@ -24,12 +26,18 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one profile field for this run, e.g. --set vqgan.disc_start=4000 (repeatable)")
+    p.add_argument("--latents", type=Path, help="latents.pt (or its folder) to train on (dit, dit-dp)")
+    p.add_argument("--init", help="dit-dp: the public DiT run to fine-tune, or 'none' (from scratch)")
 
 
 def run(args) -> int:
     module, fn = MODELS[args.model]
     train = getattr(importlib.import_module(module), fn)
     profile = override(get_profile(args.profile), args.set)
-    out = train(profile, out=args.out, resume=args.resume, steps=args.steps, seed=args.seed)
+    extra = {k: v for k, v in (("latents", args.latents), ("init", args.init)) if v is not None}
+    params = inspect.signature(train).parameters
+    if unknown := [k for k in extra if k not in params]:
+        raise CardiolabError(f"train {args.model}: --{unknown[0]} is not an option of this model")
+    out = train(profile, out=args.out, resume=args.resume, steps=args.steps, seed=args.seed, **extra)
     print(f"trained {args.model}: {out}")
     return 0
