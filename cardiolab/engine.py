@@ -9,9 +9,14 @@ re-seeds the RNGs, and the batch of step k is the k-th chunk of a stream of seed
 that is killed and resumed from its last checkpoint ends with weights bit-identical (on CPU) to one that
 was never interrupted, and there is no RNG state to restore.
 
-Opacus: pass the GradSampleModule as the module, the DPOptimizer as its optimizer and the Poisson
-DataLoader as `data`; the engine then skips its own clipping (DP-SGD clips per sample) and iterates the
-loader as given.
+Opacus (DP-SGD; `cardiolab.privacy.dp.make_private` builds the pieces): pass the GradSampleModule as the
+module, the DPOptimizer as its optimizer, its accountant as `accountant` and the Poisson DataLoader as `data`.
+Then one engine step is one Poisson batch of the loader's dataset at its `sample_rate`, drawn from (seed, step)
+(not by replaying the loader), fed to step_fn in chunks of cfg.physical_batch samples as Opacus's
+BatchMemoryManager does (`signal_skip_step`); an empty batch is a noise-only step. The noise generator is
+re-seeded from (seed, step) and the accountant's history is checkpointed, so kill -9 + resume keeps weights and
+epsilon identical. The engine skips its own clipping (DP-SGD clips per sample), keeps EMA copies free of the
+Opacus hooks, and refuses DDP, fp16 (GradScaler never sees per-sample grads) and bf16 before Opacus 1.6.
 """
 from __future__ import annotations
 
@@ -60,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    physical_batch: int | None = None  # DP-SGD: samples per forward/backward (memory); None = the whole Poisson batch
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -96,6 +102,15 @@ class StreamBatchSampler(Sampler[list[int]]):
         return max(0, self.stop - self.start)
 
 
+def poisson_indices(n: int, sample_rate: float, seed: int, step: int) -> list[int]:
+    """The Poisson batch of `step`: each of n items joins independently with probability sample_rate.
+
+    A function of (seed, step) only, so a resumed run draws exactly the batches of an uninterrupted one.
+    """
+    g = torch.Generator().manual_seed(_step_seed(seed, step, _POISSON_SLOT))
+    return torch.nonzero(torch.rand(n, generator=g) < sample_rate).flatten().tolist()
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to cfg.min_lr_ratio."""
     if step < cfg.warmup:
@@ -115,8 +130,15 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
+_POISSON_SLOT, _NOISE_SLOT = 63, 62   # seed slots past any rank: DP batch and noise streams of a step
+
+
+def _step_seed(seed: int, step: int, slot: int) -> int:
+    return (seed * 1_000_003 + step) * 64 + slot
+
+
 def _seed_step(seed: int, step: int, rank: int) -> None:
-    s = (seed * 1_000_003 + step) * 64 + rank
+    s = _step_seed(seed, step, rank)
     random.seed(s)
     np.random.seed(s % 2**32)
     torch.manual_seed(s)
@@ -137,9 +159,13 @@ class Trainer:
 
     def __init__(self, run_dir: str | os.PathLike, cfg: TrainConfig, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], ema: tuple[str, ...] | list[str] = (),
-                 config: dict | None = None):
+                 config: dict | None = None, accountant: Any = None):
         self.run_dir, self.cfg, self.config = Path(run_dir), cfg, config or {}
+        self.accountant = accountant          # Opacus accountant (state_dict/load_state_dict), checkpointed
+        self.dp = [opt for opt in optimizers.values() if _is_dp(opt)]
         self.rank, self.world = _distributed()
+        if self.dp and self.world > 1:
+            raise CardiolabError(f"DP-SGD on {self.world} DDP ranks is not supported: run it in one process")
         self.device = pick_device(cfg.device)
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -155,10 +181,14 @@ class Trainer:
         for opt in optimizers.values():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
-        self.ema = {name: copy.deepcopy(self.raw(name)).eval().requires_grad_(False) for name in ema}
+        self.ema = {name: _plain_copy(self.raw(name)).eval().requires_grad_(False) for name in ema}
         self.precision = precision_name(resolve_amp(cfg.amp, self.device, "TrainConfig.amp"))  # what it really uses
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self.machine = machine_info(self.device)
+        if self.dp:
+            _check_dp_amp(self.amp_dtype)
+            for opt in self.dp:  # noise drawn on the parameters' device, re-seeded from (seed, step) each step
+                opt.generator = torch.Generator(self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
 
@@ -181,7 +211,7 @@ class Trainer:
         else:
             loss.backward()
         norm = float("nan")
-        is_dp = hasattr(opt, "noise_multiplier")  # Opacus DPOptimizer clips per sample itself
+        is_dp = _is_dp(opt)  # Opacus DPOptimizer clips per sample itself
         if self.cfg.grad_clip and not is_dp:
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
             norm = float(nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
@@ -215,11 +245,14 @@ class Trainer:
         batches, t0, n = self._batches(data), time.perf_counter(), 0
         while self.step < self.cfg.steps:
             _seed_step(self.cfg.seed, self.step, self.rank)  # before the fetch: augmentations are seeded too
-            batch = _to_device(next(batches), self.device)
+            batch = next(batches)
             self._set_lr()
             for m in self.modules.values():
                 m.train()
-            out = step_fn(batch, self.step, self)
+            if isinstance(batch, _PoissonBatch):
+                out = self._dp_step(batch, step_fn)
+            else:
+                out = step_fn(_to_device(batch, self.device), self.step, self)
             self._update_ema()
             self.step, n = self.step + 1, n + 1
             for k, v in out.items():
@@ -237,7 +270,17 @@ class Trainer:
         return self
 
     def _batches(self, data: Dataset | DataLoader) -> Iterator[Any]:
-        if isinstance(data, DataLoader):   # a given loader (e.g. Opacus Poisson sampling): replay to the step
+        if self.dp:
+            if not isinstance(data, DataLoader) or not hasattr(data, "sample_rate"):
+                raise CardiolabError("DP-SGD needs the Poisson DataLoader of make_private (its sample_rate is "
+                                     "the one the accountant uses)")
+            n, chunk = len(data.dataset), self.cfg.physical_batch
+            for step in range(self.step, self.cfg.steps):
+                idx = poisson_indices(n, data.sample_rate, self.cfg.seed, step)
+                size = chunk or max(1, len(idx))
+                yield _PoissonBatch(data.dataset, data.collate_fn, [idx[i:i + size] for i in range(0, len(idx), size)])
+            return
+        if isinstance(data, DataLoader):   # a given loader: replay to the step
             stream = _cycle(data)
             for _ in range(self.step):
                 next(stream)
@@ -248,6 +291,24 @@ class Trainer:
         yield from DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers,
                               generator=torch.Generator().manual_seed(self.cfg.seed),
                               pin_memory=self.device.type == "cuda")
+
+    def _dp_step(self, batch: "_PoissonBatch", step_fn: Callable[[Any, int, "Trainer"], dict]) -> dict:
+        """One DP-SGD step over a Poisson batch: step_fn per chunk, noise + update after the last (as BatchMemoryManager)."""
+        for opt in self.dp:
+            opt.generator.manual_seed(_step_seed(self.cfg.seed, self.step, _NOISE_SLOT))
+        if not batch.chunks:
+            for opt in self.dp:
+                _noise_only_step(opt)
+            return {"batch": 0}
+        outs = []
+        for i, idx in enumerate(batch.chunks):
+            if i < len(batch.chunks) - 1:       # accumulate clipped grads; no noise, no update yet
+                for opt in self.dp:
+                    opt.signal_skip_step(True)
+            chunk = _to_device(batch.collate([batch.dataset[j] for j in idx]), self.device)
+            outs.append((len(idx), step_fn(chunk, self.step, self)))
+        n = sum(k for k, _ in outs)
+        return {**{key: sum(k * float(o[key]) for k, o in outs) / n for key in outs[-1][1]}, "batch": n}
 
     def _set_lr(self) -> None:
         f = lr_factor(self.step, self.cfg)
@@ -285,6 +346,7 @@ class Trainer:
                 "ema": {n: m.state_dict() for n, m in self.ema.items()},
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
                 "scaler": self.scaler.state_dict() if self.scaler else {},
+                "accountant": self.accountant.state_dict() if self.accountant is not None else {},
                 "config": json.loads(json.dumps({"train": self.cfg.to_dict(), **self.config}, default=str)),
             }
             with atomic_path(self.run_dir / CHECKPOINT) as tmp:
@@ -304,6 +366,10 @@ class Trainer:
             self.optimizers[n].load_state_dict(sd)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.accountant is not None:
+            if not ckpt.get("accountant"):
+                raise CardiolabError(f"{self.run_dir / CHECKPOINT}: no accountant state to resume DP-SGD from")
+            self.accountant.load_state_dict(ckpt["accountant"])
 
     def _log(self, record: dict) -> None:
         if self.rank == 0:
@@ -318,6 +384,68 @@ class Trainer:
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
         with atomic_path(path) as tmp:
             tmp.write_text("".join(line + "\n" for line in keep))
+
+
+@dataclass
+class _PoissonBatch:
+    """One DP-SGD step's Poisson batch as index chunks (physical batches), fetched chunk by chunk."""
+    dataset: Dataset
+    collate: Callable[[list], Any]
+    chunks: list[list[int]]
+
+
+def _is_dp(opt: torch.optim.Optimizer) -> bool:
+    return hasattr(opt, "noise_multiplier") and hasattr(opt, "signal_skip_step")   # Opacus DPOptimizer
+
+
+def _check_dp_amp(dtype: torch.dtype | None) -> None:
+    if dtype == torch.float16:
+        raise CardiolabError("amp=fp16 with DP-SGD: GradScaler does not unscale per-sample gradients; use bf16 or off")
+    if dtype == torch.bfloat16:
+        import opacus
+        if tuple(int(x) for x in opacus.__version__.split(".")[:2]) < (1, 6):
+            raise CardiolabError(f"amp=bf16 with DP-SGD needs opacus>=1.6 (bf16 per-sample gradients); "
+                                 f"installed {opacus.__version__}: upgrade or set amp=off")
+
+
+def _noise_only_step(opt: torch.optim.Optimizer) -> None:
+    """An empty Poisson batch still costs a step: zero clipped sum + noise, accounted like any other."""
+    opt.zero_grad(set_to_none=True)
+    for p in opt.params:
+        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+    opt.step()
+
+
+def _plain_copy(module: nn.Module) -> nn.Module:
+    """A deep copy without Opacus's per-sample-gradient hooks and attributes (for EMA copies).
+
+    The hooks are bound methods of the GradSampleModule: a plain deepcopy drags along a copy of it, and an EMA
+    forward in train mode would then capture activations into it.
+    """
+    def opacus_hook(hook: Any) -> bool:
+        owner = getattr(getattr(hook, "func", hook), "__self__", None)
+        return hasattr(owner, "capture_activations_hook")
+
+    hooked = [m for m in module.modules() if any(map(opacus_hook, [*m._forward_hooks.values(), *m._backward_hooks.values()]))]
+    memo: dict[int, Any] = {}
+    for m in hooked:   # share, not copy, the GradSampleModule the hooks are bound to; they are dropped below
+        for hook in [*m._forward_hooks.values(), *m._backward_hooks.values()]:
+            if opacus_hook(hook):
+                owner = getattr(getattr(hook, "func", hook), "__self__")
+                memo[id(owner)] = owner
+    copied = copy.deepcopy(module, memo)
+    for m in copied.modules():
+        for hooks in (m._forward_hooks, m._backward_hooks):
+            for key in [k for k, h in hooks.items() if opacus_hook(h)]:
+                del hooks[key]
+        if not m._backward_hooks:
+            m._is_full_backward_hook = None
+        for attr in ("activations", "autograd_grad_sample_hooks", "max_batch_len"):
+            m.__dict__.pop(attr, None)
+    for p in copied.parameters():
+        for attr in ("grad_sample", "summed_grad", "_forward_counter", "_current_grad_sample"):
+            p.__dict__.pop(attr, None)
+    return copied
 
 
 def _cycle(loader: DataLoader) -> Iterator[Any]:

@@ -71,6 +71,21 @@ class DiTConfig:
 
 
 @dataclass(frozen=True)
+class DPConfig:
+    # DP-SGD fine-tuning of a public DiT on private latents (cardiolab.tasks.dp); sigma follows from
+    # (epsilon, delta, q = 1/ceil(N/batch), steps) through the accountant. Sizes are untuned starting points.
+    epsilon: float = 10.0             # target epsilon of the whole run (arXiv 2407.16405 reports 10, 5, 1)
+    delta: float = 1e-3               # must stay below 1/N (tiny: ~120 private training subjects)
+    max_grad_norm: float = 1.0        # per-subject clip C; noise std = sigma * C
+    batch: int = 16                   # expected Poisson batch: q = 1/ceil(N/batch)
+    physical_batch: int = 8           # samples per forward/backward (per-sample gradients cost memory)
+    steps: int = 300
+    lr: float = 1e-4                  # fine-tuning from pre-trained weights: DiT's LR
+    accountant: str = "prv"           # prv (tight, Gopi et al.) or rdp; both are recorded in privacy.json
+    params: str = "all"               # all | attention (qkv/proj, adaLN, attribute embeddings; the rest frozen)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     seg_channels: tuple[int, ...] = (16, 32, 64, 128)
     seg_steps: int = 800
@@ -87,6 +102,7 @@ class Profile:
     data: DataConfig = field(default_factory=DataConfig)
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
     num_workers: int = 0
@@ -136,6 +152,7 @@ PROFILES: dict[str, Profile] = {
         vqgan=VQGANConfig(channels=(8, 16), codes=64, code_dim=4, steps=20, batch=4, disc_start=10),
         dit=DiTConfig(hidden=32, depth=2, heads=2, patch=(1, 2, 2, 2), steps=40, batch=4, lr=1e-3,
                       sample_steps=5, n_samples=4),
+        dp=DPConfig(batch=4, physical_batch=2, steps=10, lr=1e-3),
         eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, feature_steps=20,
                         feature_dim=16, utility_seeds=2),
     ),
@@ -150,6 +167,7 @@ PROFILES: dict[str, Profile] = {
                           batch=8, lr=5e-5, disc_start=10_000, disc_weight=0.005),
         dit=DiTConfig(hidden=768, depth=8, heads=12, patch=(1, 4, 4, 2), steps=200_000, batch=4, lr=1e-4,
                       n_samples=64),
+        dp=DPConfig(delta=1e-5, batch=64, physical_batch=16, steps=5000),
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
     ),
 }

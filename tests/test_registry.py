@@ -31,7 +31,7 @@ def test_registry_lists_the_models_with_their_contract():
         assert task.NAME == name
         for fn in ("shaping", "num_parameters", "train", "ensure", "load"):
             assert callable(getattr(task, fn)), f"{name}.{fn}"
-    assert generators() == ["dit"]
+    assert "dit" in generators() and "vqgan" not in generators()
     with pytest.raises(CardiolabError, match="unknown model 'nope'"):
         get_task("nope")
 

@@ -19,19 +19,19 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--steps", type=int, help="override the profile's number of steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latents", type=Path, help="latents.pt (or its folder) to train on (latent models only)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one profile field for this run, e.g. --set vqgan.disc_start=4000 (repeatable)")
+    p.add_argument("--latents", type=Path, help="latents.pt (or its folder) to train on (latent models: dit, dit-dp)")
+    p.add_argument("--init", help="dit-dp: the public DiT run to fine-tune, or 'none' (from scratch)")
 
 
 def run(args) -> int:
     train = get_task(args.model).train
     profile = override(get_profile(args.profile), args.set)
-    extra = {}
-    if args.latents is not None:
-        if "latents" not in inspect.signature(train).parameters:
-            raise CardiolabError(f"--latents: model {args.model!r} does not train on latents")
-        extra["latents"] = args.latents
+    extra = {k: v for k, v in (("latents", args.latents), ("init", args.init)) if v is not None}
+    params = inspect.signature(train).parameters
+    if unknown := [k for k in extra if k not in params]:
+        raise CardiolabError(f"train {args.model}: --{unknown[0]} is not an option of this model")
     out = train(profile, out=args.out, resume=args.resume, steps=args.steps, seed=args.seed, **extra)
     print(f"trained {args.model}: {out}")
     return 0

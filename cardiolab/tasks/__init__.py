@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "dit": "cardiolab.tasks.dit",
     "segmenter": "cardiolab.tasks.segmenter",
     "evaluator": "cardiolab.tasks.evaluator",
+    "dit-dp": "cardiolab.tasks.dp",
 }
 
 # Runs made before runs recorded config["task"]: recognised by their config sections.

@@ -220,8 +220,10 @@ def sample_latents(model: DiT4D, conf: dict, n: int, steps: int, seed: int = 0, 
 
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike,
                   guidance: float = 1.0, cond: str = "random", eta: float = 0.0, batch: int = 4,
-                  gifs: bool = True, device: str = "auto") -> Path:
+                  gifs: bool = True, device: str = "auto", meta: dict | None = None) -> Path:
     """Sample n studies from the DiT run and write them as an ACDC-layout cohort at `out` (atomically).
+
+    meta: more samples.json entries (e.g. a DP run's privacy record), written with the cohort.
 
     out/synth0001/... per sample, out/gifs/synth0001.gif (middle slice), out/samples.json (generator, run,
     steps, seed, guidance, conditioning mode, ES rule; no patient identifiers).
@@ -239,14 +241,15 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
     ids = [f"synth{i + 1:04d}" for i in range(n)]
     info = [attributes.decode(codes[i]) if codes is not None else {"Group": "UNKNOWN"} for i in range(n)]
-    meta = {"generator": GENERATOR, "task": NAME, "run": str(run_dir), "run_id": run_id(run_dir),
+    record = {"generator": GENERATOR, "task": NAME, "run": str(run_dir), "run_id": run_id(run_dir),
             "n": n, "steps": steps, "seed": seed, "guidance": guidance,
             "cond": cond if isinstance(cond, str) else "given", "eta": eta, "sampler": "ddim",
             "es_rule": "median ES frame of the training cohort", "ed": 1,
-            "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of the VQ-GAN output x in [-1, 1]", "ids": ids}
+            "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of the VQ-GAN output x in [-1, 1]", "ids": ids,
+            **(meta or {})}
 
     def extra(tmp: Path) -> None:
-        write_json(tmp / SAMPLES_JSON, meta)
+        write_json(tmp / SAMPLES_JSON, record)
         if gifs:
             from cardiolab.plots import save_gif
             for sid, image in zip(ids, images):

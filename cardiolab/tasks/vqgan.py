@@ -217,7 +217,8 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
     record = {"latents": latents_t, "codes": torch.stack(codes).long(), "ids": ids, "splits": splits,
               "cond": torch.stack(conds).long(), "scale": float(1.0 / max(float(std), 1e-8)),
               "shape": list(latents_t.shape[1:]), "vqgan_run": str(Path(run_dir).resolve()),
-              "vqgan_id": fingerprint(recorded_shaping(run_dir))}
+              "vqgan_id": fingerprint(recorded_shaping(run_dir)),
+              "cache_dir": str(Path(cache_dir).resolve())}   # ids (patient001...) mean something only with it
     path = Path(out) / LATENTS
     with atomic_path(path) as tmp:
         torch.save(record, tmp)

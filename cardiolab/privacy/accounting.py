@@ -1,0 +1,143 @@
+"""DP-SGD accounting: (q, sigma, steps, delta) -> epsilon and back, and the privacy.json record of a DP run.
+
+Every number comes from an Opacus accountant fed a one-entry history [(sigma, q, steps)], exactly what a
+DPOptimizer on a Poisson loader with a fixed noise multiplier would have logged. `prv` (Gopi et al. 2021,
+numerical composition, tight) is the default; `rdp` (Mironov 2017) is the looser, faster bound.
+
+Symbols: q = sample rate (expected batch / N), sigma = noise multiplier (noise std / C), C = max_grad_norm.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+from pathlib import Path
+
+from cardiolab.core import CardiolabError, read_json, write_json
+
+ACCOUNTANTS = ("prv", "rdp")
+PRIVACY_JSON = "privacy.json"
+# Keys every privacy.json holds (see write_privacy_json for their meaning).
+PRIVACY_KEYS = ("max_grad_norm", "noise_multiplier", "sample_rate", "steps", "delta", "epsilon", "accountant",
+                "trained_parameters", "n_subjects", "init_run", "vqgan_run")
+
+
+def validate(sample_rate: float | None = None, noise_multiplier: float | None = None, steps: int | None = None,
+             delta: float | None = None, accountant: str | None = None, epsilon: float | None = None) -> None:
+    """Raise CardiolabError naming the first bad parameter (as its CLI flag); None means 'not given'."""
+    def bad(flag: str, value, why: str) -> CardiolabError:
+        return CardiolabError(f"--{flag} {value}: {why}")
+
+    if sample_rate is not None and not (0 < sample_rate <= 1):
+        raise bad("sample-rate", sample_rate, "must be in (0, 1]")
+    if noise_multiplier is not None and not (noise_multiplier > 0 and math.isfinite(noise_multiplier)):
+        raise bad("noise-multiplier", noise_multiplier, "must be a finite number > 0")
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise bad("steps", steps, "must be an integer >= 1")
+    if delta is not None and not (0 < delta < 1):
+        raise bad("delta", delta, "must be in (0, 1)")
+    if epsilon is not None and not (epsilon > 0 and math.isfinite(epsilon)):
+        raise bad("epsilon", epsilon, "must be a finite number > 0")
+    if accountant is not None and accountant not in ACCOUNTANTS:
+        raise bad("accountant", accountant, f"must be one of {', '.join(ACCOUNTANTS)}")
+
+
+def make_accountant(accountant: str = "prv"):
+    """A fresh Opacus accountant ('prv' or 'rdp'), the same class PrivacyEngine(accountant=...) builds."""
+    from opacus.accountants import create_accountant
+
+    validate(accountant=accountant)
+    return create_accountant(mechanism=accountant)
+
+
+@contextlib.contextmanager
+def _quiet(accountant: str):
+    """PRV sizes its domain with an internal RDP bound whose 'largest alpha' warning is not about the result."""
+    with warnings.catch_warnings():
+        if accountant == "prv":
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
+
+
+def epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float, accountant: str = "prv") -> float:
+    """epsilon spent by `steps` Poisson-sampled Gaussian steps of rate q = sample_rate and noise sigma, at delta."""
+    validate(sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta, accountant=accountant)
+    acc = make_accountant(accountant)
+    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
+    with _quiet(accountant):
+        return float(acc.get_epsilon(delta=delta))
+
+
+def sigma(target_epsilon: float, sample_rate: float, steps: int, delta: float, accountant: str = "prv") -> float:
+    """The smallest noise multiplier (to Opacus's 0.01 epsilon tolerance) whose epsilon is <= target_epsilon."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    validate(sample_rate=sample_rate, steps=steps, delta=delta, accountant=accountant, epsilon=target_epsilon)
+    try:
+        with _quiet(accountant):
+            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                              sample_rate=sample_rate, steps=int(steps), accountant=accountant))
+    except ValueError as e:  # Opacus: "The privacy budget is too low." (sigma would exceed 1e6)
+        raise CardiolabError(f"--epsilon {target_epsilon}: unreachable at q={sample_rate}, steps={steps}, "
+                             f"delta={delta} ({e})") from None
+
+
+def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, noise_multiplier: float,
+                       sample_rate: float, steps: int, delta: float, accountant: str = "prv",
+                       trained_parameters: list[str] | int, n_subjects: int, init_run: str | None,
+                       vqgan_run: str | None) -> Path:
+    """Write run_dir/privacy.json: the DP-SGD parameters of a run and epsilon under both accountants.
+
+    max_grad_norm: per-subject clip C; noise_multiplier: sigma (noise std = sigma * C); sample_rate: Poisson q;
+    steps: optimizer steps taken; accountant: the one that chose sigma (its epsilon is the claim `check` tests);
+    trained_parameters: names (or count) of the parameters DP-SGD updated; n_subjects: private records N;
+    init_run / vqgan_run: the public runs the model started from and whose latents it trained on.
+    """
+    validate(sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta, accountant=accountant)
+    record = {
+        "max_grad_norm": float(max_grad_norm), "noise_multiplier": float(noise_multiplier),
+        "sample_rate": float(sample_rate), "steps": int(steps), "delta": float(delta),
+        "epsilon": {acc: epsilon(sample_rate, noise_multiplier, steps, delta, acc) for acc in ACCOUNTANTS},
+        "accountant": accountant, "trained_parameters": trained_parameters, "n_subjects": int(n_subjects),
+        "init_run": None if init_run is None else str(init_run),
+        "vqgan_run": None if vqgan_run is None else str(vqgan_run),
+    }
+    return write_json(Path(run_dir) / PRIVACY_JSON, record)
+
+
+def read_privacy_json(run_dir: str | os.PathLike) -> dict:
+    """run_dir/privacy.json (or the file itself), checked for every key and valid parameters."""
+    path = Path(run_dir)
+    path = path if path.suffix == ".json" else path / PRIVACY_JSON
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise CardiolabError(f"{path}: not a JSON object")
+    if missing := [k for k in PRIVACY_KEYS if k not in record]:
+        raise CardiolabError(f"{path}: missing key(s) {', '.join(missing)}")
+    eps = record["epsilon"]
+    if not isinstance(eps, dict) or record["accountant"] not in eps:
+        raise CardiolabError(f"{path}: 'epsilon' must map the accountant {record['accountant']!r} to a number")
+    try:
+        validate(sample_rate=record["sample_rate"], noise_multiplier=record["noise_multiplier"],
+                 steps=record["steps"], delta=record["delta"], accountant=record["accountant"])
+        float(eps[record["accountant"]])
+    except (CardiolabError, TypeError, ValueError) as e:
+        raise CardiolabError(f"{path}: {e}") from None
+    return record
+
+
+def check_privacy_json(run_dir: str | os.PathLike, rtol: float = 1e-6) -> tuple[bool, str]:
+    """Recompute epsilon from a run's privacy.json: (ok, one-line verdict). ok is False when the record understates it.
+
+    rtol absorbs float round-off of the JSON round trip only; the recorded epsilon must not be below the recomputation.
+    """
+    record = read_privacy_json(run_dir)
+    acc = record["accountant"]
+    claimed = float(record["epsilon"][acc])
+    actual = epsilon(record["sample_rate"], record["noise_multiplier"], record["steps"], record["delta"], acc)
+    where = f"{Path(run_dir)}: q={record['sample_rate']:g} sigma={record['noise_multiplier']:g} " \
+            f"steps={record['steps']} delta={record['delta']:g} ({acc})"
+    if claimed < actual * (1 - rtol):
+        return False, f"FAILED: {where} records epsilon {claimed:.6g} but recomputes to {actual:.6g}"
+    return True, f"OK: {where} epsilon {actual:.6g} (recorded {claimed:.6g})"

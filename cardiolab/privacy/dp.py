@@ -1,0 +1,115 @@
+"""Opacus wiring for DP-SGD through the engine: model checks, which parameters train, and `make_private`.
+
+The engine (`cardiolab.engine`) owns the DP step itself: Poisson batches and noise from (seed, step), chunking
+into physical batches, noise-only steps, the accountant in the checkpoint. This module builds what it takes:
+a GradSampleModule (per-sample gradients by hooks on Linear/Embedding/...), a DPOptimizer (clip each sample to
+C, add N(0, sigma^2 C^2) to the sum), the Poisson DataLoader (whose sample_rate the engine samples at) and the
+accountant hooked to the optimizer. One record = one dataset item (for cardiolab: one subject's 4D latent).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cardiolab.core import CardiolabError
+from cardiolab.privacy.accounting import make_accountant, validate
+
+# params="attention": what DP fine-tuning updates (qkv/proj, adaLN modulation, attribute embeddings); the rest
+# of the network keeps its public pre-trained weights. Matched as substrings of DiT4D parameter names.
+ATTENTION_PARAMS = ("attn.qkv.", "attn.proj.", "adaLN_modulation.", "y_embedder.")
+
+
+@dataclass
+class DPSetup:
+    """What `make_private` hands the engine: Trainer({name: module}, {name: optimizer}, accountant=...).fit(loader)."""
+    module: nn.Module            # opacus GradSampleModule around the model
+    optimizer: torch.optim.Optimizer   # opacus DPOptimizer
+    loader: DataLoader           # opacus DPDataLoader: the dataset and the Poisson sample_rate
+    accountant: Any              # opacus RDPAccountant / PRVAccountant, stepped by the optimizer
+    sample_rate: float
+    noise_multiplier: float
+    max_grad_norm: float
+
+
+def sample_rate(n: int, batch: int) -> float:
+    """q = 1 / ceil(N / B): Opacus's Poisson rate for an expected batch B (DPDataLoader.from_data_loader)."""
+    if n < 1:
+        raise CardiolabError("DP-SGD: the private dataset is empty")
+    if batch < 1:
+        raise CardiolabError(f"dp.batch {batch}: must be >= 1")
+    return 1 / math.ceil(n / batch)
+
+
+def check_delta(delta: float, n: int) -> None:
+    """delta must be below 1/N: at 1/N a mechanism may publish one random record in the clear and still qualify."""
+    validate(delta=delta)
+    if delta >= 1 / n:
+        raise CardiolabError(f"dp.delta {delta:g}: must be below 1/N = {1 / n:.3g} for N = {n} private subjects")
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuse modules that mix samples in a batch (BatchNorm: one subject's data moves every output) or that
+    Opacus cannot compute per-sample gradients for; all problems in one message."""
+    from opacus.validators import ModuleValidator
+
+    problems = [f"{name or type(model).__name__}: {type(m).__name__} mixes samples within a batch (use GroupNorm)"
+                for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not problems:
+        was = model.training
+        problems = [str(e) for e in ModuleValidator.validate(model.train(), strict=False)]
+        model.train(was)
+    if problems:
+        raise CardiolabError("model cannot be trained with DP-SGD: " + "; ".join(problems))
+
+
+def select_parameters(model: nn.Module, params: str = "all") -> list[str]:
+    """Freeze all but the DP-trained parameters (before make_private); return the trained names.
+
+    params: 'all' or 'attention' (ATTENTION_PARAMS: attention qkv/proj, adaLN modulation, attribute embeddings).
+    """
+    if params not in ("all", "attention"):
+        raise CardiolabError(f"dp.params {params!r}: must be 'all' or 'attention'")
+    names = []
+    for name, p in model.named_parameters():
+        train = params == "all" or any(key in name for key in ATTENTION_PARAMS)
+        p.requires_grad_(train)
+        if train:
+            names.append(name)
+    if not names:
+        raise CardiolabError(f"dp.params {params!r}: selects no parameter of {type(model).__name__}")
+    return names
+
+
+def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset, *, batch: int,
+                 noise_multiplier: float, max_grad_norm: float, accountant: str = "prv", secure_mode: bool = False,
+                 collate_fn: Callable[[list], Any] | None = None) -> DPSetup:
+    """Wrap model/optimizer/dataset for DP-SGD at Poisson rate q = 1/ceil(N/batch) (expected batch ~ batch).
+
+    optimizer: built over the model's trainable parameters (after `select_parameters`). The loss in step_fn must
+    be a mean over the batch (Opacus loss_reduction='mean'); the update divides the noisy sum by N*q.
+    secure_mode: Opacus's noise robust to floating-point attacks (arXiv 2107.10138). The noise generator is
+    seeded by the engine from (seed, step): for a release, the seed must stay secret.
+    """
+    from opacus import GradSampleModule
+    from opacus.data_loader import DPDataLoader
+    from opacus.optimizers import DPOptimizer
+
+    validate(noise_multiplier=noise_multiplier, accountant=accountant)
+    if not max_grad_norm > 0:
+        raise CardiolabError(f"dp.max_grad_norm {max_grad_norm}: must be > 0")
+    check_model(model)
+    q = sample_rate(len(dataset), batch)
+    loader = DPDataLoader.from_data_loader(DataLoader(dataset, batch_size=batch, collate_fn=collate_fn))
+    module = GradSampleModule(model.train(), batch_first=True, loss_reduction="mean", strict=True)
+    module.forbid_grad_accumulation()   # every backward is followed by a step (skipped ones between chunks)
+    dp_opt = DPOptimizer(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                         expected_batch_size=max(1, int(len(dataset) * q)), loss_reduction="mean",
+                         secure_mode=secure_mode)
+    acc = make_accountant(accountant)
+    dp_opt.attach_step_hook(acc.get_optimizer_hook_fn(sample_rate=q))
+    return DPSetup(module, dp_opt, loader, acc, q, float(noise_multiplier), float(max_grad_norm))

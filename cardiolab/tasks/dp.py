@@ -1,0 +1,179 @@
+"""DP fine-tuning of CardioDiT (`dit-dp`): a public pre-trained DiT, DP-SGD (Opacus) on private latents.
+
+Seed: arXiv 2407.16405 (public pre-training, DP fine-tuning on UK Biobank). One record = one subject: a
+LatentSet item is a whole 4D latent. sigma comes from the profile's target epsilon through the accountant
+(q = 1/ceil(N/B)); the engine runs DP-SGD (Poisson batches, per-sample clipping, noise, accountant in the
+checkpoint; see cardiolab.engine and cardiolab.privacy.dp); privacy.json beside the checkpoint records C, sigma,
+q, steps, delta and epsilon under both accountants (`python -m cardiolab privacy check RUN` recomputes it).
+
+No private value reaches the run's config: the latent `scale`, the attribute rows for sampling (`train_cond`)
+and the cache behind `cohort_geometry` all come from the public init run, and a VQ-GAN trained on the
+private subjects is refused. A model from scratch (`init=None`) takes them from the profile's public latents.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from cardiolab.core import CardiolabError, read_json, seed_everything
+from cardiolab.diffusion import DiffusionConfig, create_scheduler
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
+from cardiolab.privacy import accounting
+from cardiolab.privacy.dp import check_delta, make_private, sample_rate, select_parameters
+from cardiolab.profiles import Profile, get_profile
+from cardiolab.tasks import dit
+
+log = logging.getLogger(__name__)
+
+KIND = "generator"
+NAME = "dit-dp"
+PRIVATE_LATENTS = "lat-priv"     # default private latents folder under runs/<profile>/ (issue 14's pipeline)
+
+
+def _defaults(profile: Profile, latents, init) -> tuple[Path, Path | None]:
+    latents = Path(latents or profile.run_dir / PRIVATE_LATENTS)
+    init = None if str(init).lower() == "none" else Path(init or profile.run_dir / "dit")
+    return latents, init
+
+
+def shaping(profile: Profile | str | None = None, latents=None, init=None, seed: int = 0) -> dict:
+    """The config fields and upstream runs that shape a dit-dp run's weights: the dp section, the DiT's training
+    fields, the private latents and the id of the public init run (`engine.run_id`)."""
+    profile = get_profile(profile)
+    latents, init = _defaults(profile, latents, init)
+    return {"dp": dataclasses.asdict(profile.dp), "dit": dit.shaping(profile)["dit"],
+            "latents": str(latents.resolve()), "init_run": None if init is None else run_id(init), "seed": seed}
+
+
+def num_parameters(profile: Profile | str | None = None) -> int:
+    return dit.num_parameters(profile)
+
+
+sample_defaults = dit.sample_defaults
+
+
+def _refuse_private_vqgan(vqgan_run: str, record: dict, path: Path) -> None:
+    """Both phantom cohorts name subjects patient001...: ids match only together with the cache they came from."""
+    conf = read_json(Path(vqgan_run) / "config.json")
+    if "cache_dir" not in record:
+        raise CardiolabError(f"{path}: records no cache_dir; re-encode it (`python -m cardiolab encode`) so the "
+                             f"VQ-GAN's training subjects can be told apart from the private ones")
+    seen = set(conf.get("train_ids", [])) if Path(conf.get("cache_dir", "")).resolve() == Path(record["cache_dir"]).resolve() else set()
+    if overlap := sorted(seen & set(record["ids"])):
+        raise CardiolabError(f"{vqgan_run}: this VQ-GAN trained on {len(overlap)} private subject(s) of "
+                             f"{record['cache_dir']} ({', '.join(overlap[:3])}...): encode with a public VQ-GAN")
+
+
+def _public_side(profile: Profile, init: Path | None, record: dict, path: Path) -> tuple[torch.nn.Module | None, dict]:
+    """(init model with its EMA weights or None, the public config entries: dit, diffusion, scale, train_cond, ...)."""
+    if init is not None:
+        model, conf = dit.load(init, ema=True)
+        if list(conf["latent_shape"]) != list(record["latents"].shape[1:]):
+            raise CardiolabError(f"--init {init}: trained on latents {tuple(conf['latent_shape'])}, "
+                                 f"but {path} holds {tuple(record['latents'].shape[1:])}")
+        if Path(conf["vqgan_run"]).resolve() != Path(record["vqgan_run"]).resolve():
+            raise CardiolabError(f"--init {init}: its latents came from {conf['vqgan_run']}, {path}'s from "
+                                 f"{record['vqgan_run']} (another latent space)")
+        return model.train(), conf
+    from cardiolab.tasks.vqgan import ensure_latents, load_latents
+
+    public_path = ensure_latents(profile)
+    public = load_latents(public_path)
+    shape = tuple(record["latents"].shape[1:])
+    if tuple(public["latents"].shape[1:]) != shape:
+        raise CardiolabError(f"{path}: latents {shape} differ from the profile's public latents "
+                             f"{tuple(public['latents'].shape[1:])}")
+    pub_train = dit.training_set(public, public_path)
+    conf = {"dit": dataclasses.asdict(dit.model_config(profile, shape)),
+            "diffusion": dataclasses.asdict(dit.diffusion_config(profile)), "scale": float(public["scale"]),
+            "latent_shape": list(shape), "vqgan_run": public.get("vqgan_run") or str(profile.run_dir / "vqgan"),
+            "cache_dir": str(profile.cache_dir), "train_cond": pub_train.cond.tolist()}
+    return None, conf
+
+
+def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
+          init: str | os.PathLike | None = None) -> Path:
+    """DP fine-tune the DiT `init` (a run folder, or 'none' for scratch) on the private `latents`; returns the run.
+
+    Every check (delta < 1/N, latent shape, VQ-GAN, model) runs before the run folder is made.
+    """
+    from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+    from cardiolab.tasks.vqgan import load_latents
+
+    profile = get_profile(profile)
+    p = profile.dp
+    out = Path(out or profile.run(NAME))
+    latents, init = _defaults(profile, latents, init)
+    if not math.isfinite(p.epsilon):
+        raise CardiolabError(f"dp.epsilon {p.epsilon}: DP-SGD needs a finite epsilon (epsilon = inf is the "
+                             f"non-private `train dit --latents ...`)")
+    record = load_latents(latents)
+    path = latents / "latents.pt" if latents.is_dir() else latents
+    _refuse_private_vqgan(record["vqgan_run"], record, path)
+    seed_everything(seed)
+    model, public = _public_side(profile, init, record, path)
+    if model is None:
+        d = dict(public["dit"])
+        for key in ("input_size", "patch", "cond_cardinalities"):
+            d[key] = tuple(d[key])
+        model = DiT4D(DiT4DConfig(**d))
+    data = dit.training_set({**record, "scale": public["scale"]}, path)   # private latents, the public scale
+    n, total = len(data), int(steps or p.steps)
+    check_delta(p.delta, n)
+    q = sample_rate(n, p.batch)
+    sigma = accounting.sigma(p.epsilon, q, total, p.delta, p.accountant)
+    names = select_parameters(model, p.params)
+    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr, weight_decay=0.0)
+    setup = make_private(model, opt, data, batch=p.batch, noise_multiplier=sigma, max_grad_norm=p.max_grad_norm,
+                         accountant=p.accountant)
+    cfg = TrainConfig(steps=total, batch_size=p.batch, lr=p.lr, warmup=min(100, max(1, total // 10)),
+                      ema_decay=profile.dit.ema_decay, ckpt_every=max(1, min(500, total // 4)),
+                      log_every=max(1, min(10, total // 10)), amp=profile.dit.amp, seed=seed, device=profile.device,
+                      physical_batch=p.physical_batch)
+    conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
+                                      "train_cond")},
+            "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), "profile": profile.name,
+            "n_train": n, "seed": seed, "noise_multiplier": sigma, "sample_rate": q}
+    log.info("dit-dp: N=%d private latents, q=%.4g, sigma=%.4g for epsilon %g at delta %g (%s), %d steps, "
+             "%d trained tensors", n, q, sigma, p.epsilon, p.delta, p.accountant, total, len(names))
+    tr = Trainer(out, cfg, modules={"model": setup.module}, optimizers={"model": setup.optimizer}, ema=["model"],
+                 config=conf, accountant=setup.accountant)
+    dcfg = DiffusionConfig(**public["diffusion"])      # the init run's schedule: the weights learnt it
+    tr.fit(setup.loader, dit.make_step_fn(create_scheduler(dcfg), dcfg.loss), resume=resume)
+    accounting.write_privacy_json(out, max_grad_norm=p.max_grad_norm, noise_multiplier=sigma, sample_rate=q,
+                                  steps=tr.step, delta=p.delta, accountant=p.accountant, trained_parameters=names,
+                                  n_subjects=n, init_run=None if init is None else str(init.resolve()),
+                                  vqgan_run=str(record["vqgan_run"]))
+    return out
+
+
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    """The dit-dp run (default runs/<profile>/dit-dp) on the default private latents and init; trains unless finished."""
+    profile = get_profile(profile)
+    run = Path(run_dir or profile.run(NAME))
+    return ensure_run(run, profile.dp.steps, shaping(profile), lambda resume: train(profile, run, resume=resume))
+
+
+def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu"):
+    """(DiT4D with the DP-trained (EMA) weights, the run's config); see cardiolab.tasks.dit.load."""
+    return dit.load(run_dir, ema=ema, device=device)
+
+
+def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike, **kw) -> Path:
+    """dit.sample_cohort, then privacy.json's record copied into samples.json (key 'privacy')."""
+    record = accounting.read_privacy_json(run_dir)
+    return dit.sample_cohort(run_dir, n, steps, seed, out, meta={"task": NAME, "privacy": record}, **kw)
+
+
+def checkpoint_epsilon(run_dir: str | os.PathLike, delta: float) -> float:
+    """epsilon of the accountant history stored in the run's checkpoint (what the engine actually stepped)."""
+    state = load_checkpoint(run_dir)["accountant"]
+    acc = accounting.make_accountant(state["mechanism"])
+    acc.load_state_dict(state)
+    return float(acc.get_epsilon(delta=delta))

@@ -1,0 +1,270 @@
+"""DP-SGD through the engine: clipping, noise scale, per-sample gradients of DiT4D, chunking, resume, EMA, refusals."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from cardiolab.core import CardiolabError
+from cardiolab.engine import TrainConfig, Trainer, load_checkpoint
+from cardiolab.privacy.accounting import epsilon
+from cardiolab.privacy.dp import check_delta, make_private, select_parameters
+
+pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # inputs need no grad: Opacus's hooks still fire
+
+C = 1.0
+
+
+def _data(n: int = 24) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 5, generator=g)
+    return TensorDataset(x, x @ torch.randn(5, 1, generator=g) * 5)   # large residuals: every sample is clipped
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def _setup(sigma: float = 1.0, batch: int = 8, n: int = 24, accountant: str = "rdp"):
+    net = _net()
+    return make_private(net, torch.optim.SGD(net.parameters(), lr=0.05), _data(n), batch=batch,
+                        noise_multiplier=sigma, max_grad_norm=C, accountant=accountant)
+
+
+def _step_fn(b, step, tr):
+    xb, yb = b
+    loss = ((tr.modules["model"](xb) - yb) ** 2).mean()
+    tr.backward(loss, "model")
+    return {"loss": loss.item()}
+
+
+def _trainer(run_dir, dp, steps=6, physical_batch=None, ema=(), fail_at=None, **kw):
+    cfg = TrainConfig(steps=steps, batch_size=8, lr=0.05, warmup=1, ckpt_every=3, log_every=1,
+                      physical_batch=physical_batch, ema_decay=0.9 if ema else None, **kw)
+    return Trainer(run_dir, cfg, {"model": dp.module}, {"model": dp.optimizer}, ema=ema, accountant=dp.accountant)
+
+
+def test_clipped_per_sample_norms_are_at_most_c():
+    dp = _setup(sigma=1.0)
+    x, y = dp.loader.dataset.tensors
+    for i in range(6):                           # one sample per pass: summed_grad is that sample's clipped grad
+        dp.optimizer.zero_grad(set_to_none=True)
+        ((dp.module(x[i:i + 1]) - y[i:i + 1]) ** 2).mean().backward()
+        raw = torch.cat([p.grad_sample.flatten() for p in dp.optimizer.params]).norm()
+        dp.optimizer.clip_and_accumulate()
+        clipped = torch.cat([p.summed_grad.flatten() for p in dp.optimizer.params]).norm()
+        assert raw > C                          # the test data forces clipping
+        assert clipped <= C * (1 + 1e-5)
+        assert clipped == pytest.approx(C, rel=1e-4)
+
+
+def test_noise_std_is_sigma_times_c():
+    net = nn.Linear(100, 100)
+    dp = make_private(net, torch.optim.SGD(net.parameters(), lr=1.0), TensorDataset(torch.zeros(10, 100)), batch=10,
+                      noise_multiplier=0.7, max_grad_norm=2.0, accountant="rdp")
+    dp.optimizer.generator = torch.Generator().manual_seed(0)
+    dp.optimizer.zero_grad(set_to_none=True)
+    (0 * dp.module(torch.zeros(4, 100))).sum().backward()    # zero per-sample gradients: the update is pure noise
+    dp.optimizer.pre_step()
+    noise = torch.cat([p.grad.flatten() for p in dp.optimizer.params]) * dp.optimizer.expected_batch_size
+    assert noise.std().item() == pytest.approx(0.7 * 2.0, rel=0.03)   # 10100 draws: ~0.7 % standard error
+    assert noise.mean().item() == pytest.approx(0.0, abs=0.05)
+
+
+def test_dit4d_per_sample_gradients_equal_a_single_sample_loop():
+    from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+
+    cfg = DiT4DConfig(input_size=(2, 8, 8, 4), in_channels=2, patch=(1, 4, 4, 2), hidden=16, depth=1, heads=2,
+                      cond_cardinalities=(3, 2), cond_dropout=0.0)
+    torch.manual_seed(0)
+    model = DiT4D(cfg)
+    with torch.no_grad():                      # adaLN-Zero starts at 0: give every weight a gradient
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, t = torch.randn(3, 2, 2, 8, 8, 4), torch.tensor([3, 50, 999])
+    cond = torch.tensor([[0, 1], [2, 0], [1, 1]])
+    dp = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), TensorDataset(x), batch=3,
+                      noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp")
+    dp.optimizer.zero_grad(set_to_none=True)
+    (dp.module(x, t, cond) ** 2).flatten(1).mean(1).mean().backward()
+    per_sample = {n: p.grad_sample.clone() for n, p in dp.module._module.named_parameters()}
+    for i in range(3):
+        model.zero_grad(set_to_none=True)
+        dp.module.disable_hooks()
+        (model(x[i:i + 1], t[i:i + 1], cond[i:i + 1]) ** 2).mean().backward()
+        dp.module.enable_hooks()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(per_sample[name][i], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_chunked_update_equals_unchunked(tmp_path):
+    weights = []
+    for name, chunk in (("whole", None), ("chunked", 3)):
+        dp = _setup(sigma=1.0)
+        _trainer(tmp_path / name, dp, steps=4, physical_batch=chunk).fit(dp.loader, _step_fn)
+        weights.append(load_checkpoint(tmp_path / name)["modules"]["model"])
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-5, atol=1e-6)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_keeps_weights_and_epsilon(tmp_path):
+    dp = _setup()
+    full = _trainer(tmp_path / "full", dp).fit(dp.loader, _step_fn)
+    eps_full = dp.accountant.get_epsilon(delta=1e-3)
+
+    dp = _setup()
+    def dies_at_4(b, step, tr):
+        if step == 4:
+            raise _Stop()                        # after the step-3 checkpoint, mid-run
+        return _step_fn(b, step, tr)
+    with pytest.raises(_Stop):
+        _trainer(tmp_path / "cut", dp).fit(dp.loader, dies_at_4)
+    dp = _setup()                                # a fresh process: new model, optimizer and accountant
+    resumed = _trainer(tmp_path / "cut", dp).fit(dp.loader, _step_fn, resume=True)
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
+    for k in a["modules"]["model"]:
+        assert torch.equal(a["modules"]["model"][k], b["modules"]["model"][k]), k
+    assert resumed.step == full.step
+    assert b["accountant"] == a["accountant"]
+    assert dp.accountant.get_epsilon(delta=1e-3) == eps_full
+    assert eps_full == epsilon(dp.sample_rate, 1.0, 6, 1e-3, "rdp")
+
+
+def test_empty_poisson_batch_is_a_noise_only_step(tmp_path):
+    dp = _setup(batch=1, n=40)                   # q = 1/40: most steps draw no sample
+    before = {k: v.clone() for k, v in dp.module._module.state_dict().items()}
+    calls = []
+    def counting(b, step, tr):
+        calls.append(step)
+        return _step_fn(b, step, tr)
+    tr = _trainer(tmp_path / "run", dp, steps=6).fit(dp.loader, counting)
+    assert len(calls) < 6                        # some steps had an empty batch and never reached step_fn
+    assert len(dp.accountant.history) == 1
+    assert dp.accountant.history[0][2] == 6      # every step, empty or not, is accounted
+    assert tr.step == 6
+    assert not torch.equal(before["0.weight"], dp.module._module.state_dict()["0.weight"])
+
+
+def test_ema_is_built_from_the_unwrapped_model(tmp_path):
+    dp = _setup()
+    tr = _trainer(tmp_path / "run", dp, steps=2, ema=["model"]).fit(dp.loader, _step_fn)
+    dp.optimizer.zero_grad(set_to_none=True)
+    ema = tr.ema["model"].train().requires_grad_(True)
+    x, _ = dp.loader.dataset.tensors
+    ema(x[:4]).sum().backward()
+    assert all(not hasattr(p, "grad_sample") for p in ema.parameters())
+    assert all(not m._forward_hooks for m in ema.modules())
+    assert all(getattr(p, "grad_sample", None) is None for p in dp.module.parameters())   # the live model untouched
+    assert all(not getattr(m, "activations", None) for m in dp.module.modules())
+
+
+def test_refuses_ddp_fp16_and_a_plain_dataset(tmp_path, monkeypatch):
+    dp = _setup()
+    with pytest.raises(CardiolabError, match="fp16"):
+        _trainer(tmp_path / "a", dp, amp="fp16")
+    with pytest.raises(CardiolabError, match="make_private"):
+        _trainer(tmp_path / "b", dp).fit(dp.loader.dataset, _step_fn)
+    monkeypatch.setattr("cardiolab.engine._distributed", lambda: (0, 2))
+    with pytest.raises(CardiolabError, match="DDP"):
+        _trainer(tmp_path / "c", dp)
+
+
+def test_refuses_batchnorm_delta_and_unknown_params():
+    net = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))
+    with pytest.raises(CardiolabError, match="BatchNorm1d"):
+        make_private(net, torch.optim.SGD(net.parameters(), lr=0.1), _data(), batch=8, noise_multiplier=1.0,
+                     max_grad_norm=1.0)
+    with pytest.raises(CardiolabError, match="dp.delta"):
+        check_delta(0.05, 20)
+    with pytest.raises(CardiolabError, match="dp.params"):
+        select_parameters(_net(), "heads")
+
+
+def test_attention_params_freeze_the_rest_of_dit4d():
+    from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+
+    model = DiT4D(DiT4DConfig(input_size=(2, 8, 8, 4), in_channels=2, hidden=16, depth=1, heads=2,
+                              cond_cardinalities=(3,)))
+    names = select_parameters(model, "attention")
+    assert {n.rsplit(".", 1)[0] for n in names} == {"y_embedder.tables.0", "blocks.0.attn.qkv", "blocks.0.attn.proj",
+                                                    "blocks.0.adaLN_modulation.1", "final_layer.adaLN_modulation.1"}
+    assert all(p.requires_grad == (n in names) for n, p in model.named_parameters())
+
+
+# ---- the dit-dp task: a fake public VQ-GAN run, public and private latents, a 2-step public DiT ----------------
+def _latents(path, n, cache_dir, vqgan_run, shape=(2, 4, 8, 8, 4), seed=0):
+    from cardiolab.core import atomic_path
+    from cardiolab.data import attributes
+
+    ids = [f"patient{i + 1:03d}" for i in range(n)]
+    record = {"latents": torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed)),
+              "ids": ids, "splits": {sid: "holdout" if i < 2 else "private" for i, sid in enumerate(ids)},
+              "cond": torch.zeros(n, len(attributes.cardinalities()), dtype=torch.long), "scale": 1.0,
+              "vqgan_run": str(vqgan_run), "cache_dir": str(cache_dir)}
+    with atomic_path(path / "latents.pt") as tmp:
+        torch.save(record, tmp)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dp_world(tmp_path_factory):
+    import dataclasses
+
+    from cardiolab.core import write_json
+    from cardiolab.profiles import get_profile
+    from cardiolab.tasks import dit
+
+    root = tmp_path_factory.mktemp("dpworld")
+    vq = root / "vqgan"
+    write_json(vq / "config.json", {"cache_dir": str(root / "public-cache"), "train_ids": ["patient001", "patient002"]})
+    profile = get_profile("smoke")
+    profile = dataclasses.replace(profile, dit=dataclasses.replace(profile.dit, amp="off"),
+                                  dp=dataclasses.replace(profile.dp, steps=3, delta=1e-2))
+    public = _latents(root / "public", 8, root / "public-cache", vq)
+    dit.train(profile, out=root / "dit", steps=2, latents=public)
+    private = _latents(root / "private", 14, root / "private-cache", vq, seed=1)
+    return root, profile, private
+
+
+def test_dit_dp_trains_and_writes_a_checkable_privacy_json(dp_world, tmp_path):
+    from cardiolab.__main__ import main
+    from cardiolab.core import read_json
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    out = task.train(profile, out=tmp_path / "run", latents=private, init=root / "dit")
+    record = read_json(out / "privacy.json")
+    assert record["n_subjects"] == 12                      # the 12 non-holdout private subjects
+    assert record["steps"] == 3
+    assert main(["privacy", "check", str(out)]) == 0
+    assert task.checkpoint_epsilon(out, record["delta"]) == pytest.approx(record["epsilon"]["prv"], rel=1e-9)
+    conf = read_json(out / "config.json")
+    public_conf = read_json(root / "dit" / "config.json")
+    assert conf["scale"] == public_conf["scale"]           # the public init's scale, not the private latents'
+    assert conf["train_cond"] == public_conf["train_cond"]
+    assert conf["cache_dir"] == public_conf["cache_dir"]
+
+
+@pytest.mark.parametrize("case", ["delta", "shape", "vqgan"])
+def test_dit_dp_refusals_leave_no_run_folder(dp_world, tmp_path, case):
+    import dataclasses
+
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    match = {"delta": "dp.delta", "shape": "--init", "vqgan": "private subject"}[case]
+    if case == "delta":
+        profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, delta=0.1))  # 1/N = 1/12
+    if case == "shape":
+        private = _latents(tmp_path / "lat", 14, root / "private-cache", root / "vqgan", shape=(2, 4, 8, 8, 2))
+    if case == "vqgan":     # the private latents come from the cache the VQ-GAN trained on
+        private = _latents(tmp_path / "lat", 14, root / "public-cache", root / "vqgan")
+    with pytest.raises(CardiolabError, match=match):
+        task.train(profile, out=tmp_path / "run", latents=private, init=root / "dit")
+    assert not (tmp_path / "run").exists()
