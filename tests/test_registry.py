@@ -31,7 +31,8 @@ def test_registry_lists_the_models_with_their_contract():
         assert task.NAME == name
         for fn in ("shaping", "num_parameters", "train", "ensure", "load"):
             assert callable(getattr(task, fn)), f"{name}.{fn}"
-    assert "dit" in generators() and "vqgan" not in generators()
+    assert "dit" in generators()
+    assert "vqgan" not in generators()
     with pytest.raises(CardiolabError, match="unknown model 'nope'"):
         get_task("nope")
 
