@@ -188,14 +188,14 @@ def per_sample_loss(model: nn.Module | Callable, scheduler: Scheduler | Rectifie
 
 
 @torch.no_grad()
-def sample(model: nn.Module, scheduler: Scheduler, shape: tuple[int, ...], steps: int = 50,
-           cond: torch.Tensor | None = None, guidance: float = 1.0, eta: float = 0.0,
+def sample(model: nn.Module, scheduler: Scheduler | RectifiedFlowScheduler, shape: tuple[int, ...], steps: int = 50,
+           cond: torch.Tensor | dict[str, torch.Tensor] | None = None, guidance: float = 1.0, eta: float = 0.0,
            generator: torch.Generator | None = None, device: torch.device | str = "cpu",
            autocast: bool = False, progress: bool = False,
            callback: Callable[[int, torch.Tensor], None] | None = None, callback_every: int = 1) -> torch.Tensor:
     """Draw latents by running the reverse process from pure noise over `steps` of scheduler.timesteps.
 
-    shape: (B, C, D, H, W, T) or (B, C, H, W, T); cond: (B, A) or None; guidance: classifier-free guidance
+    shape: (B, C, D, H, W, T) or (B, C, H, W, T); cond: (B, A), a dict of tensors or None; guidance: classifier-free guidance
     scale (1 = off); eta: DDIM stochasticity (0 = deterministic given the initial noise). The initial noise
     and any step noise come from `generator` (made on the CPU so that a seed gives the same samples on any
     device). With a RectifiedFlowScheduler the loop is an Euler ODE solver (eta has no effect).
@@ -213,7 +213,9 @@ def sample(model: nn.Module, scheduler: Scheduler, shape: tuple[int, ...], steps
     device = torch.device(device)
     scheduler.set_timesteps(steps)
     x = torch.randn(shape, generator=generator).to(device)
-    if cond is not None:
+    if isinstance(cond, dict):                     # networks with several inputs (models.unet: slice, mask)
+        cond = {k: v.to(device) for k, v in cond.items()}
+    elif cond is not None:
         cond = cond.to(device)
     step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
     was_training = model.training
