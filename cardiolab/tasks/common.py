@@ -1,0 +1,296 @@
+"""What the CardioDiT baselines share: data, how each packs a 4D latent for its network, train/load/sample.
+
+Every baseline sees the same batches as the DiT: `batch` whole studies (C, D, h, w, t) per step, from
+the VQ-GAN's latents.pt (`source="latents"`) or, for pixel diffusion, the prepared cache read as C = 1
+"latents" with scale 1 (`source="pixels"`). A `Spec` says how a batch (B, C, D, h, w, t) is packed for
+the network, and unpacked after sampling:
+
+    layout="slices",   network="unet": (B*D, C, h, w, t), cond {"slice": (B*D,)}    (2D+t, slices independent)
+    layout="slices",   network="dit":  (B*D, C, 1, h, w, t), cond (B*D, A + 1)     (factorized DiT)
+    layout="channels", network="dit":  (B, D*C, 1, h, w, t), cond (B, A)           (channel-merged DiT)
+
+Each `tasks/<name>.py` is then a Spec and the registry contract (KIND, shaping, train, ensure, load,
+sample_cohort) delegating here. Samples are written as an ACDC-layout cohort like tasks.dit's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from einops import rearrange, repeat
+
+from cardiolab.core import CardiolabError, atomic_path, pick_device, seed_everything, write_json
+from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
+from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, run_status
+from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, factorized_config
+from cardiolab.models.unet import SliceUNet, SliceUNetConfig
+from cardiolab.profiles import Profile, get_profile
+from cardiolab.tasks import dit as dit_task
+
+log = logging.getLogger(__name__)
+
+SAMPLING_FIELDS = ("sample_steps", "n_samples", "family")   # change sampling only: never retrain for these
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str                 # CLI / registry name, run folder runs/<profile>/<name>, samples.json "generator"
+    network: str              # "dit" (profile.dit sizes) | "unet" (models.unet.SliceUNet, profile.baselines)
+    layout: str               # "slices" | "channels" (see the module docstring)
+    source: str = "latents"   # "latents" (VQ-GAN latents.pt) | "pixels" (prepared cache images in [-1, 1])
+    sampler: str = "ddim"     # "ddim" (v-prediction) | "rflow" (rectified flow, Euler ODE)
+
+    def section(self, profile: Profile):
+        """The profile section with this model's training settings."""
+        return profile.dit if self.network == "dit" else profile.baselines
+
+
+# ---- packing a batch of studies for the network ------------------------------------------------------
+def pack(spec: Spec, z: torch.Tensor, cond: torch.Tensor | None):
+    """z (B, C, D, h, w, t), cond (B, A) attribute codes or None -> (network input, network cond)."""
+    B, C, D = z.shape[:3]
+    if spec.layout == "channels":
+        return rearrange(z, "b c d h w t -> b (d c) 1 h w t"), cond
+    slice_index = torch.arange(D, device=z.device).repeat(B)                      # (B*D,) slice of each row
+    if spec.network == "unet":
+        return rearrange(z, "b c d h w t -> (b d) c h w t"), {"slice": slice_index}
+    codes = repeat(cond, "b a -> (b d) a", d=D) if cond is not None else torch.empty(B * D, 0, dtype=torch.long)
+    return rearrange(z, "b c d h w t -> (b d) c 1 h w t"), torch.cat([codes.to(z.device), slice_index[:, None]], 1)
+
+
+def unpack(spec: Spec, x: torch.Tensor, B: int, C: int, D: int) -> torch.Tensor:
+    """Inverse of pack for the data: network output -> (B, C, D, h, w, t)."""
+    if spec.layout == "channels":
+        return rearrange(x, "b (d c) 1 h w t -> b c d h w t", d=D, c=C)
+    if spec.network == "unet":
+        return rearrange(x, "(b d) c h w t -> b c d h w t", b=B, d=D)
+    return rearrange(x, "(b d) c 1 h w t -> b c d h w t", b=B, d=D)
+
+
+# ---- configs from the profile ------------------------------------------------------------------------
+def network_config(spec: Spec, profile: Profile, latent_shape: tuple[int, ...]) -> DiT4DConfig | SliceUNetConfig:
+    """The network's config for studies (C, D, h, w, t)."""
+    C, D, h, w, t = latent_shape
+    if spec.network == "dit":
+        base = dit_task.model_config(profile, latent_shape)
+        return factorized_config(base) if spec.layout == "slices" else channel_merged_config(base)
+    ch = tuple(profile.baselines.channels)
+    return SliceUNetConfig(size=(h, w, t), in_channels=C, channels=ch, attention=(False,) * (len(ch) - 1) + (True,),
+                           head_channels=min(32, ch[-1]), norm_groups=min(8, ch[0]), slices=D)
+
+
+def diffusion_config(spec: Spec, profile: Profile) -> DiffusionConfig:
+    # flow matching regresses a velocity with MSE (Lipman et al.); diffusion keeps CardioDiT's smooth-L1 on v
+    return DiffusionConfig(train_timesteps=spec.section(profile).train_timesteps,
+                           loss="mse" if spec.sampler == "rflow" else "smooth_l1")
+
+
+def build(conf: dict) -> DiT4D | SliceUNet:
+    """The network of a run's config dict (as saved in config.json / the checkpoint)."""
+    d = dict(conf["net"])
+    for key, value in d.items():
+        if isinstance(value, list):
+            d[key] = tuple(value)
+    if conf["network"] == "dit":
+        return DiT4D(DiT4DConfig(**d))
+    return SliceUNet(SliceUNetConfig(**d))
+
+
+def shaping(spec: Spec, profile: Profile | str | None = None) -> dict:
+    """The settings that shape this model's weights: its section less the sampling-only fields, and upstream."""
+    profile = get_profile(profile)
+    section = {k: v for k, v in dataclasses.asdict(spec.section(profile)).items() if k not in SAMPLING_FIELDS}
+    out = {"model": spec.name, "section": section, "data": dataclasses.asdict(profile.data)}
+    if spec.source == "latents":
+        out["vqgan"] = dataclasses.asdict(profile.vqgan)
+    return out
+
+
+# ---- data --------------------------------------------------------------------------------------------
+def pixel_record(cache_dir: str | os.PathLike) -> dict:
+    """The prepared cache as a latents.pt-like record: images (N, 1, D, H, W, T) in [-1, 1], scale 1."""
+    from cardiolab.data.datasets import CineDataset
+
+    data = CineDataset(cache_dir, mode="volume")
+    splits = {r["id"]: r["split"] for r in data.records}
+    return {"latents": data.stack("image"), "cond": data.stack("cond"), "ids": list(data.ids), "splits": splits,
+            "scale": 1.0}
+
+
+def load_record(spec: Spec, profile: Profile, latents=None, cache_dir=None) -> tuple[dict, Path]:
+    """(record, its path) for spec.source; builds the VQ-GAN latents or the cache if missing."""
+    if spec.source == "pixels":
+        from cardiolab.data.prepare import ensure_prepared
+
+        path = Path(cache_dir) if cache_dir else ensure_prepared(profile)
+        return pixel_record(path), path
+    from cardiolab.tasks.vqgan import ensure_latents, load_latents
+
+    path = Path(latents) if latents else ensure_latents(profile)
+    return load_latents(path), path
+
+
+# ---- train / ensure / load ---------------------------------------------------------------------------
+def make_step_fn(spec: Spec, scheduler, loss: str):
+    def step_fn(batch: dict, step: int, tr: Trainer) -> dict:
+        x, cond = pack(spec, batch["z"], batch["cond"])
+        with tr.autocast():
+            value = diffusion_loss(tr.modules["model"], scheduler, x, cond, loss=loss)
+        tr.backward(value, "model")
+        return {"loss": value.item()}
+    return step_fn
+
+
+def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLike | None = None,
+          resume: bool = False, steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
+          cache_dir: str | os.PathLike | None = None) -> Path:
+    """Train spec's model on the profile's non-holdout studies; returns the run folder (default runs/<profile>/<name>)."""
+    profile = get_profile(profile)
+    out = Path(out or profile.run_dir / spec.name)
+    record, path = load_record(spec, profile, latents, cache_dir)
+    data = dit_task.training_set(record, path)
+    seed_everything(seed)
+    latent_shape = tuple(data.z.shape[1:])
+    ncfg, dcfg = network_config(spec, profile, latent_shape), diffusion_config(spec, profile)
+    model = build({"network": spec.network, "net": dataclasses.asdict(ncfg)})
+    p = spec.section(profile)
+    total = int(steps or p.steps)
+    if total < 1:
+        raise CardiolabError(f"train {spec.name}: steps must be >= 1, got {total}")
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.0)
+    cfg = TrainConfig(steps=total, batch_size=min(p.batch, len(data)), lr=p.lr, warmup=min(100, max(1, total // 10)),
+                      ema_decay=p.ema_decay, ckpt_every=max(1, min(500, total // 4)),
+                      log_every=max(1, min(10, total // 10)), amp=p.amp, seed=seed, device=profile.device,
+                      num_workers=profile.num_workers)
+    conf = {"model": spec.name, "network": spec.network, "layout": spec.layout, "source": spec.source,
+            "sampler": spec.sampler, "net": dataclasses.asdict(ncfg), "diffusion": dataclasses.asdict(dcfg),
+            "profile": profile.name, "shaping": shaping(spec, profile), "scale": float(record["scale"]),
+            "latent_shape": list(latent_shape), "vqgan_run": record.get("vqgan_run"),
+            "data_path": str(Path(path).resolve()), "cache_dir": str(Path(cache_dir or profile.cache_dir)),
+            "n_train": len(data), "seed": seed, "train_cond": data.cond.tolist()}
+    log.info("%s: %d training studies %s, %.2fM parameters", spec.name, len(data), latent_shape,
+             sum(q.numel() for q in model.parameters()) / 1e6)
+    tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, ema=["model"], config=conf)
+    tr.fit(data, make_step_fn(spec, create_scheduler(dcfg, spec.sampler), dcfg.loss), resume=resume)
+    return out
+
+
+def ensure(spec: Spec, profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    """spec's run folder; trains (resuming a partial run) unless finished with the same shaping settings."""
+    profile = get_profile(profile)
+    run = Path(run_dir or profile.run_dir / spec.name)
+    _, path = load_record(spec, profile)
+    status = run_status(run, spec.section(profile).steps, {"shaping": shaping(spec, profile)})
+    if status != "fresh" and path.stat().st_mtime > (run / "checkpoint.pt").stat().st_mtime:
+        status = "fresh"                       # the latents or cache were rebuilt after this run
+    if status != "finished":
+        train(spec, profile, run, resume=status == "partial")
+    return run
+
+
+def load(spec: Spec | None, run_dir: str | os.PathLike, ema: bool = True,
+         device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """(network in eval mode, with EMA weights unless ema=False; the run's config dict)."""
+    ckpt = load_checkpoint(run_dir, map_location="cpu")
+    conf = ckpt["config"]
+    if "net" not in conf or (spec is not None and conf.get("model") != spec.name):
+        want = spec.name if spec else "baseline"
+        raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a {want} run (model {conf.get('model')!r})")
+    model = build(conf)
+    weights = ckpt["ema"].get("model") if ema and ckpt.get("ema") else None
+    model.load_state_dict(weights or ckpt["modules"]["model"])
+    return model.to(device).eval(), conf
+
+
+# ---- sampling ----------------------------------------------------------------------------------------
+def spec_of(conf: dict) -> Spec:
+    return Spec(conf["model"], conf["network"], conf["layout"], conf["source"], conf["sampler"])
+
+
+def attribute_codes(conf: dict, n: int, mode: str, generator: torch.Generator) -> torch.Tensor | None:
+    """(n, A) attribute codes for the DiT variants (tasks.dit.sample_conditions), None for the UNets."""
+    if conf["network"] != "dit":
+        return None
+    cards = list(conf["net"]["cond_cardinalities"])
+    if conf["layout"] == "slices":
+        cards = cards[:-1]                     # the last field is the slice index, set by pack
+    codes = dit_task.sample_conditions({"dit": {"cond_cardinalities": cards}, "train_cond": conf["train_cond"]},
+                                       n, mode, generator)
+    return codes if codes is not None else torch.full((n, len(cards)), -1, dtype=torch.long)
+
+
+@torch.no_grad()
+def sample_latents(model: torch.nn.Module, conf: dict, n: int, steps: int, seed: int = 0, cond: str = "random",
+                   batch: int = 4, device: str | torch.device = "cpu", callback=None,
+                   callback_every: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n UNSCALED studies (n, C, D, h, w, t) and their attribute codes; one CPU generator seeded with `seed`.
+
+    callback(i, x0_pred) as in cardiolab.diffusion.sample (x0_pred in the network's packed, scaled layout).
+    """
+    spec = spec_of(conf)
+    g = torch.Generator().manual_seed(seed)
+    codes = attribute_codes(conf, n, cond, g)
+    sch = create_scheduler(DiffusionConfig(**conf["diffusion"]), sampler=spec.sampler)
+    C, D, *_ = conf["latent_shape"]
+    device = pick_device(str(device))
+    out = []
+    for start in range(0, n, batch):
+        b = min(batch, n - start)
+        template, c = pack(spec, torch.zeros(b, *conf["latent_shape"]), None if codes is None else codes[start:start + b])
+        x = sample(model, sch, tuple(template.shape), steps=steps, cond=c, generator=g, device=device,
+                   callback=callback, callback_every=callback_every)
+        out.append(unpack(spec, x, b, C, D))
+    return torch.cat(out) / float(conf["scale"]), codes
+
+
+def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
+    """Unscaled studies (n, C, D, h, w, t) -> images (n, D, H, W, T) in [-1, 1]."""
+    if conf["source"] == "pixels":
+        return z[:, 0].clamp(-1, 1)
+    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
+
+    return decode_latents(load_vqgan(conf["vqgan_run"]), z)[:, 0]
+
+
+def write_cohort(out: str | os.PathLike, images: torch.Tensor, codes: torch.Tensor | None, geometry: dict,
+                 meta: dict, labels: torch.Tensor | None = None) -> Path:
+    """images (n, D, H, W, T) in [-1, 1] (and label series (n, D, H, W, T)) -> an ACDC-layout cohort at `out`,
+    written atomically, with samples.json = meta + ids. Follows tasks.dit.sample_cohort (one writer to come)."""
+    from cardiolab.io.cohort import write_subject
+
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        ids = []
+        for i in range(images.shape[0]):
+            valid = codes is not None and bool((codes[i] >= 0).all())
+            subject = dit_task.to_subject(i, images[i], codes[i] if valid else None, geometry)
+            if labels is not None:
+                subject.label_series = rearrange(labels[i].numpy().astype("uint8"), "d h w t -> h w d t")
+            write_subject(tmp, subject)
+            ids.append(subject.id)
+        write_json(tmp / dit_task.SAMPLES_JSON, {**meta, "n": len(ids), "ids": ids,
+                                                 "intensity": f"(x + 1) * {dit_task.INTENSITY_OFFSET:g} of x in [-1, 1]"})
+    log.info("wrote %d synthetic studies to %s", len(ids), out)
+    return out
+
+
+def sample_cohort(spec: Spec | None, run_dir: str | os.PathLike, n: int, steps: int, seed: int,
+                  out: str | os.PathLike | None = None, cond: str = "random", batch: int = 4,
+                  device: str = "auto") -> Path:
+    """Sample n studies from a baseline run; writes out (default runs/<profile>/samples/<name>) and returns it."""
+    if n < 1:
+        raise CardiolabError(f"sample: --n must be at least 1, got {n}")
+    run_dir = Path(run_dir)
+    model, conf = load(spec, run_dir, device=pick_device(device))
+    name = conf["model"]
+    out = Path(out) if out else get_profile(conf["profile"]).run_dir / "samples" / name
+    z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device)
+    images = decode(conf, z)
+    meta = {"generator": name, "run": str(run_dir), "steps": steps, "seed": seed, "sampler": conf["sampler"],
+            "cond": cond, "es_rule": "median ES frame of the training cohort", "ed": 1}
+    return write_cohort(out, images, codes, dit_task.cohort_geometry(conf["cache_dir"]), meta)

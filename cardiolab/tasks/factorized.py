@@ -1,0 +1,40 @@
+"""Factorized 2D+t baseline: CardioDiT's DiT over ONE slice latent (C_z, 1, h, w, t) at a time.
+
+The slice index is one more attribute field (models.dit4d.factorized_config); slices are denoised and
+sampled independently and stacked, so only the label ties them together. profile.dit sizes, steps, batch
+(whole studies per step: the same latent voxels per step as the DiT), schedule and DDIM sampler.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from cardiolab.profiles import Profile
+from cardiolab.tasks import common
+
+KIND = "generator"
+SPEC = common.Spec('factorized', network='dit', layout='slices', source='latents', sampler='ddim')
+
+
+def shaping(profile: Profile | str | None = None) -> dict:
+    return common.shaping(SPEC, profile)
+
+
+def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0, **kw) -> Path:
+    return common.train(SPEC, profile, out, resume, steps, seed, **kw)
+
+
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    return common.ensure(SPEC, profile, run_dir)
+
+
+def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    return common.load(SPEC, run_dir, ema, device)
+
+
+def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike | None = None,
+                  **kw) -> Path:
+    return common.sample_cohort(SPEC, run_dir, n, steps, seed, out, **kw)

@@ -1,0 +1,37 @@
+"""Flow-matching baseline: the ldm UNet trained with a rectified-flow objective (velocity x0 - noise, MSE),
+sampled with an Euler ODE solver (cardiolab.diffusion, sampler "rflow"). Settings: profile.baselines.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from cardiolab.profiles import Profile
+from cardiolab.tasks import common
+
+KIND = "generator"
+SPEC = common.Spec('flow', network='unet', layout='slices', source='latents', sampler='rflow')
+
+
+def shaping(profile: Profile | str | None = None) -> dict:
+    return common.shaping(SPEC, profile)
+
+
+def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0, **kw) -> Path:
+    return common.train(SPEC, profile, out, resume, steps, seed, **kw)
+
+
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    return common.ensure(SPEC, profile, run_dir)
+
+
+def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    return common.load(SPEC, run_dir, ema, device)
+
+
+def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike | None = None,
+                  **kw) -> Path:
+    return common.sample_cohort(SPEC, run_dir, n, steps, seed, out, **kw)
