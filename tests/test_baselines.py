@@ -81,3 +81,65 @@ def test_shaping_ignores_sampling_settings_and_load_checks_the_model(tmp_path, f
     with pytest.raises(CardiolabError, match="not a flow run"):
         flow.load(run)
     assert dataclasses.is_dataclass(ldm.load(run)[0].config)
+
+
+# ---- two-stage: mask generator -> mask-to-image --------------------------------------------------------
+
+def test_two_stage_masks_then_images(tmp_path, smoke_cache, phantom_root):
+    from cardiolab.io.acdc import read_acdc
+    from cardiolab.profiles import override
+    from cardiolab.tasks import mask_generator, mask_to_image
+
+    stage1 = mask_generator.train("smoke", out=tmp_path / "masks", steps=2, cache_dir=smoke_cache)
+    out1 = mask_generator.sample_cohort(stage1, n=2, steps=2, seed=0, out=tmp_path / "synth_masks", device="cpu")
+    assert scan_cohort(out1) == (2, [])
+    s = next(read_acdc(out1))
+    assert s.label_series.shape == (32, 32, 4, 8)
+    assert s.label_series.max() <= 3
+
+    profile = override(get_profile("smoke"), ["baselines.family=ddpm"])
+    stage2 = mask_to_image.train(profile, out=tmp_path / "m2i", steps=2, cache_dir=smoke_cache)
+    out2 = mask_to_image.sample_cohort(stage2, n=2, steps=2, seed=0, out=tmp_path / "synth", mask_run=stage1,
+                                       device="cpu")
+    assert scan_cohort(out2) == (2, [])
+    masks = mask_generator.sample_masks(stage1, 2, 2, seed=0)
+    written = [np.asarray(x.label_series) for x in read_acdc(out2)]
+    assert np.array_equal(written[0], masks[0].permute(1, 2, 0, 3).numpy())   # the conditioning masks are exported
+    meta = json.loads((out2 / "samples.json").read_text())
+    assert meta["generator"] == "mask-to-image"
+    assert meta["masks"] == str(stage1)
+
+    # a cohort's labels of the wrong geometry: one line naming the subject
+    with pytest.raises(CardiolabError, match="label series"):
+        mask_to_image.sample_cohort(stage2, n=1, steps=2, seed=0, out=tmp_path / "bad", mask=phantom_root)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(CardiolabError, match="baselines.family"):
+        mask_to_image.spec(override(get_profile("smoke"), ["baselines.family=gan"]))
+
+
+def test_mask_to_image_on_latents_pools_the_masks(tmp_path, smoke_cache, fake_stage1):
+    from cardiolab.profiles import override
+    from cardiolab.tasks import mask_to_image
+    from cardiolab.tasks.vqgan import encode_cohort
+
+    latents = encode_cohort(fake_stage1["vqgan_run"], smoke_cache, tmp_path / "latents")   # untrained VQ-GAN
+    profile = override(get_profile("smoke"), ["baselines.family=flow"])
+    run = mask_to_image.train(profile, out=tmp_path / "m2i", steps=2, latents=latents, cache_dir=smoke_cache)
+    _, conf = mask_to_image.load(run)
+    assert conf["sampler"] == "rflow"
+    assert conf["mask_shape"] == [4, 32, 32, 8]
+    # --mask DIR: a cohort with the cache's own label series (the real masks) at the smoke geometry
+    from cardiolab.tasks.common import cache_labels, pixel_record, write_cohort
+    from cardiolab.tasks.dit import cohort_geometry
+
+    record = pixel_record(smoke_cache)
+    labels, _ = cache_labels(smoke_cache, record["ids"][:2])
+    real = write_cohort(tmp_path / "real", record["latents"][:2, 0], None, cohort_geometry(smoke_cache), {}, labels)
+    out = mask_to_image.sample_cohort(run, n=2, steps=2, seed=0, out=tmp_path / "synth", mask=real, device="cpu")
+    assert scan_cohort(out) == (2, [])
+    assert json.loads((out / "samples.json").read_text())["masks"] == str(real)
+    with pytest.raises(CardiolabError, match="nope"):
+        mask_to_image.sample_cohort(run, n=1, steps=2, seed=0, out=tmp_path / "bad", mask=tmp_path / "nope")
+    with pytest.raises(CardiolabError, match="need --n 3"):
+        mask_to_image.sample_cohort(run, n=3, steps=2, seed=0, out=tmp_path / "bad", mask=real)
+    assert not (tmp_path / "bad").exists()

@@ -8,6 +8,12 @@ the network, and unpacked after sampling:
     layout="slices",   network="unet": (B*D, C, h, w, t), cond {"slice": (B*D,)}    (2D+t, slices independent)
     layout="slices",   network="dit":  (B*D, C, 1, h, w, t), cond (B*D, A + 1)     (factorized DiT)
     layout="channels", network="dit":  (B, D*C, 1, h, w, t), cond (B, A)           (channel-merged DiT)
+    layout="channels", network="unet": (B, D*C, h, w, t), cond None                (mask generator)
+
+The two-stage models: the mask generator diffuses one-hot label series (`source="labels"`: C = 4 classes
+mapped to {-1, 1}, slices merged into channels so masks agree between slices); mask-to-image
+(`masks=True`) adds cond["mask"] (B*D, 4, H, W, T), the one-hot labels of each slice, which SliceUNet
+concatenates to its input (average-pooled to a latent's size).
 
 Each `tasks/<name>.py` is then a Spec and the registry contract (KIND, shaping, train, ensure, load,
 sample_cohort) delegating here. Samples are written as an ACDC-layout cohort like tasks.dit's.
@@ -33,7 +39,8 @@ from cardiolab.tasks import dit as dit_task
 
 log = logging.getLogger(__name__)
 
-SAMPLING_FIELDS = ("sample_steps", "n_samples", "family")   # change sampling only: never retrain for these
+SAMPLING_FIELDS = ("sample_steps", "n_samples")   # change sampling only: never retrain for these
+N_CLASSES = 4                                     # background, RV, MYO, LV (cardiolab.io.cohort.LABELS)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Spec:
     layout: str               # "slices" | "channels" (see the module docstring)
     source: str = "latents"   # "latents" (VQ-GAN latents.pt) | "pixels" (prepared cache images in [-1, 1])
     sampler: str = "ddim"     # "ddim" (v-prediction) | "rflow" (rectified flow, Euler ODE)
+    masks: bool = False       # conditioned on per-slice one-hot label series (two-stage mask -> image)
 
     def section(self, profile: Profile):
         """The profile section with this model's training settings."""
@@ -53,6 +61,8 @@ class Spec:
 def pack(spec: Spec, z: torch.Tensor, cond: torch.Tensor | None):
     """z (B, C, D, h, w, t), cond (B, A) attribute codes or None -> (network input, network cond)."""
     B, C, D = z.shape[:3]
+    if spec.layout == "channels" and spec.network == "unet":
+        return rearrange(z, "b c d h w t -> b (d c) h w t"), None
     if spec.layout == "channels":
         return rearrange(z, "b c d h w t -> b (d c) 1 h w t"), cond
     slice_index = torch.arange(D, device=z.device).repeat(B)                      # (B*D,) slice of each row
@@ -62,8 +72,16 @@ def pack(spec: Spec, z: torch.Tensor, cond: torch.Tensor | None):
     return rearrange(z, "b c d h w t -> (b d) c 1 h w t"), torch.cat([codes.to(z.device), slice_index[:, None]], 1)
 
 
+def mask_cond(masks: torch.Tensor) -> torch.Tensor:
+    """Label series (B, D, H, W, T) int -> one-hot per slice (B*D, 4, H, W, T) float, as pack orders slices."""
+    onehot = torch.nn.functional.one_hot(masks.long(), N_CLASSES).float()       # (B, D, H, W, T, 4)
+    return rearrange(onehot, "b d h w t k -> (b d) k h w t")
+
+
 def unpack(spec: Spec, x: torch.Tensor, B: int, C: int, D: int) -> torch.Tensor:
     """Inverse of pack for the data: network output -> (B, C, D, h, w, t)."""
+    if spec.layout == "channels" and spec.network == "unet":
+        return rearrange(x, "b (d c) h w t -> b c d h w t", d=D, c=C)
     if spec.layout == "channels":
         return rearrange(x, "b (d c) 1 h w t -> b c d h w t", d=D, c=C)
     if spec.network == "unet":
@@ -79,8 +97,11 @@ def network_config(spec: Spec, profile: Profile, latent_shape: tuple[int, ...]) 
         base = dit_task.model_config(profile, latent_shape)
         return factorized_config(base) if spec.layout == "slices" else channel_merged_config(base)
     ch = tuple(profile.baselines.channels)
-    return SliceUNetConfig(size=(h, w, t), in_channels=C, channels=ch, attention=(False,) * (len(ch) - 1) + (True,),
-                           head_channels=min(32, ch[-1]), norm_groups=min(8, ch[0]), slices=D)
+    merged = spec.layout == "channels"
+    return SliceUNetConfig(size=(h, w, t), in_channels=D * C if merged else C,
+                           mask_channels=N_CLASSES if spec.masks else 0, channels=ch,
+                           attention=(False,) * (len(ch) - 1) + (True,), head_channels=min(32, ch[-1]),
+                           norm_groups=min(8, ch[0]), slices=0 if merged else D)
 
 
 def diffusion_config(spec: Spec, profile: Profile) -> DiffusionConfig:
@@ -103,7 +124,8 @@ def build(conf: dict) -> DiT4D | SliceUNet:
 def shaping(spec: Spec, profile: Profile | str | None = None) -> dict:
     """The settings that shape this model's weights: its section less the sampling-only fields, and upstream."""
     profile = get_profile(profile)
-    section = {k: v for k, v in dataclasses.asdict(spec.section(profile)).items() if k not in SAMPLING_FIELDS}
+    sampling_only = SAMPLING_FIELDS if spec.masks else (*SAMPLING_FIELDS, "family")  # family: mask-to-image's
+    section = {k: v for k, v in dataclasses.asdict(spec.section(profile)).items() if k not in sampling_only}
     out = {"model": spec.name, "section": section, "data": dataclasses.asdict(profile.data)}
     if spec.source == "latents":
         out["vqgan"] = dataclasses.asdict(profile.vqgan)
@@ -121,23 +143,69 @@ def pixel_record(cache_dir: str | os.PathLike) -> dict:
             "scale": 1.0}
 
 
+def cache_labels(cache_dir: str | os.PathLike, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label series (N, D, H, W, T) int64, fully labelled (N,) bool) of the cache subjects `ids`, in that order."""
+    from cardiolab.data.datasets import CineDataset
+
+    data = CineDataset(cache_dir, split=list(ids), mode="volume")
+    return data.stack("labels"), data.stack("label_mask").all(dim=1)
+
+
 def load_record(spec: Spec, profile: Profile, latents=None, cache_dir=None) -> tuple[dict, Path]:
-    """(record, its path) for spec.source; builds the VQ-GAN latents or the cache if missing."""
-    if spec.source == "pixels":
-        from cardiolab.data.prepare import ensure_prepared
+    """(record, its path) for spec.source; builds the VQ-GAN latents or the cache if missing.
 
+    With spec.masks (or source "labels") the record also has "labels" (N, D, H, W, T) and "labelled" (N,).
+    """
+    from cardiolab.data.prepare import ensure_prepared
+
+    if spec.source in ("pixels", "labels"):
         path = Path(cache_dir) if cache_dir else ensure_prepared(profile)
-        return pixel_record(path), path
-    from cardiolab.tasks.vqgan import ensure_latents, load_latents
+        record = pixel_record(path)
+    else:
+        from cardiolab.tasks.vqgan import ensure_latents, load_latents
 
-    path = Path(latents) if latents else ensure_latents(profile)
-    return load_latents(path), path
+        path = Path(latents) if latents else ensure_latents(profile)
+        record = load_latents(path)
+    if spec.masks or spec.source == "labels":
+        record["labels"], record["labelled"] = cache_labels(cache_dir or ensure_prepared(profile), record["ids"])
+    if spec.source == "labels":                # one-hot masks in {-1, 1} are the data
+        onehot = torch.nn.functional.one_hot(record["labels"], N_CLASSES).float() * 2 - 1   # (N, D, H, W, T, 4)
+        record["latents"] = rearrange(onehot, "n d h w t k -> n k d h w t")
+    return record, path
+
+
+class MaskedSet(torch.utils.data.Dataset):
+    """dit_task.LatentSet's items plus "mask": the label series (D, H, W, T) int64 of that study."""
+
+    def __init__(self, base, labels: torch.Tensor):
+        self.base, self.labels = base, labels
+        self.z, self.cond = base.z, base.cond
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.base[i], "mask": self.labels[i]}
+
+
+def training_set(spec: Spec, record: dict, path) -> torch.utils.data.Dataset:
+    """Non-holdout studies (dit_task.training_set); label-based models keep only fully labelled ones."""
+    if "labels" not in record:
+        return dit_task.training_set(record, path)
+    keep = [i for i, sid in enumerate(record["ids"])
+            if record["splits"].get(sid) != "holdout" and bool(record["labelled"][i])]
+    if not keep:
+        raise CardiolabError(f"{path}: no non-holdout subjects with labels in every frame to train {spec.name} on")
+    base = dit_task.LatentSet(record["latents"][keep], record["cond"][keep], record["scale"])
+    return MaskedSet(base, record["labels"][keep]) if spec.masks else base
 
 
 # ---- train / ensure / load ---------------------------------------------------------------------------
 def make_step_fn(spec: Spec, scheduler, loss: str):
     def step_fn(batch: dict, step: int, tr: Trainer) -> dict:
         x, cond = pack(spec, batch["z"], batch["cond"])
+        if spec.masks:
+            cond["mask"] = mask_cond(batch["mask"])
         with tr.autocast():
             value = diffusion_loss(tr.modules["model"], scheduler, x, cond, loss=loss)
         tr.backward(value, "model")
@@ -152,7 +220,7 @@ def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLi
     profile = get_profile(profile)
     out = Path(out or profile.run_dir / spec.name)
     record, path = load_record(spec, profile, latents, cache_dir)
-    data = dit_task.training_set(record, path)
+    data = training_set(spec, record, path)
     seed_everything(seed)
     latent_shape = tuple(data.z.shape[1:])
     ncfg, dcfg = network_config(spec, profile, latent_shape), diffusion_config(spec, profile)
@@ -167,11 +235,12 @@ def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLi
                       log_every=max(1, min(10, total // 10)), amp=p.amp, seed=seed, device=profile.device,
                       num_workers=profile.num_workers)
     conf = {"model": spec.name, "network": spec.network, "layout": spec.layout, "source": spec.source,
-            "sampler": spec.sampler, "net": dataclasses.asdict(ncfg), "diffusion": dataclasses.asdict(dcfg),
+            "sampler": spec.sampler, "masks": spec.masks, "net": dataclasses.asdict(ncfg), "diffusion": dataclasses.asdict(dcfg),
             "profile": profile.name, "shaping": shaping(spec, profile), "scale": float(record["scale"]),
             "latent_shape": list(latent_shape), "vqgan_run": record.get("vqgan_run"),
             "data_path": str(Path(path).resolve()), "cache_dir": str(Path(cache_dir or profile.cache_dir)),
-            "n_train": len(data), "seed": seed, "train_cond": data.cond.tolist()}
+            "n_train": len(data), "seed": seed, "train_cond": data.cond.tolist(),
+            "mask_shape": list(record["labels"].shape[1:]) if "labels" in record else None}
     log.info("%s: %d training studies %s, %.2fM parameters", spec.name, len(data), latent_shape,
              sum(q.numel() for q in model.parameters()) / 1e6)
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, ema=["model"], config=conf)
@@ -192,13 +261,15 @@ def ensure(spec: Spec, profile: Profile | str | None = None, run_dir: str | os.P
     return run
 
 
-def load(spec: Spec | None, run_dir: str | os.PathLike, ema: bool = True,
+def load(name: str | None, run_dir: str | os.PathLike, ema: bool = True,
          device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """(network in eval mode, with EMA weights unless ema=False; the run's config dict)."""
+    """(network in eval mode, with EMA weights unless ema=False; the run's config dict).
+
+    name: the model the run must hold (None: any baseline)."""
     ckpt = load_checkpoint(run_dir, map_location="cpu")
     conf = ckpt["config"]
-    if "net" not in conf or (spec is not None and conf.get("model") != spec.name):
-        want = spec.name if spec else "baseline"
+    if "net" not in conf or (name is not None and conf.get("model") != name):
+        want = name or "baseline"
         raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a {want} run (model {conf.get('model')!r})")
     model = build(conf)
     weights = ckpt["ema"].get("model") if ema and ckpt.get("ema") else None
@@ -208,7 +279,7 @@ def load(spec: Spec | None, run_dir: str | os.PathLike, ema: bool = True,
 
 # ---- sampling ----------------------------------------------------------------------------------------
 def spec_of(conf: dict) -> Spec:
-    return Spec(conf["model"], conf["network"], conf["layout"], conf["source"], conf["sampler"])
+    return Spec(conf["model"], conf["network"], conf["layout"], conf["source"], conf["sampler"], conf.get("masks", False))
 
 
 def attribute_codes(conf: dict, n: int, mode: str, generator: torch.Generator) -> torch.Tensor | None:
@@ -226,12 +297,17 @@ def attribute_codes(conf: dict, n: int, mode: str, generator: torch.Generator) -
 @torch.no_grad()
 def sample_latents(model: torch.nn.Module, conf: dict, n: int, steps: int, seed: int = 0, cond: str = "random",
                    batch: int = 4, device: str | torch.device = "cpu", callback=None,
-                   callback_every: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   callback_every: int = 1, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n UNSCALED studies (n, C, D, h, w, t) and their attribute codes; one CPU generator seeded with `seed`.
+
+    masks: (n, D, H, W, T) label series, required by mask-conditioned runs.
 
     callback(i, x0_pred) as in cardiolab.diffusion.sample (x0_pred in the network's packed, scaled layout).
     """
     spec = spec_of(conf)
+    if spec.masks and (masks is None or masks.shape[0] != n):
+        raise CardiolabError(f"{spec.name}: sampling needs n = {n} label series, got "
+                             f"{'none' if masks is None else masks.shape[0]}")
     g = torch.Generator().manual_seed(seed)
     codes = attribute_codes(conf, n, cond, g)
     sch = create_scheduler(DiffusionConfig(**conf["diffusion"]), sampler=spec.sampler)
@@ -241,6 +317,8 @@ def sample_latents(model: torch.nn.Module, conf: dict, n: int, steps: int, seed:
     for start in range(0, n, batch):
         b = min(batch, n - start)
         template, c = pack(spec, torch.zeros(b, *conf["latent_shape"]), None if codes is None else codes[start:start + b])
+        if spec.masks:
+            c["mask"] = mask_cond(masks[start:start + b])
         x = sample(model, sch, tuple(template.shape), steps=steps, cond=c, generator=g, device=device,
                    callback=callback, callback_every=callback_every)
         out.append(unpack(spec, x, b, C, D))
@@ -248,7 +326,9 @@ def sample_latents(model: torch.nn.Module, conf: dict, n: int, steps: int, seed:
 
 
 def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
-    """Unscaled studies (n, C, D, h, w, t) -> images (n, D, H, W, T) in [-1, 1]."""
+    """Unscaled studies (n, C, D, h, w, t) -> images (n, D, H, W, T) in [-1, 1] (label series for "labels")."""
+    if conf["source"] == "labels":
+        return z.argmax(dim=1)                                     # (n, D, H, W, T) class per voxel
     if conf["source"] == "pixels":
         return z[:, 0].clamp(-1, 1)
     from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
@@ -279,18 +359,25 @@ def write_cohort(out: str | os.PathLike, images: torch.Tensor, codes: torch.Tens
     return out
 
 
-def sample_cohort(spec: Spec | None, run_dir: str | os.PathLike, n: int, steps: int, seed: int,
+def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: int, seed: int,
                   out: str | os.PathLike | None = None, cond: str = "random", batch: int = 4,
-                  device: str = "auto") -> Path:
-    """Sample n studies from a baseline run; writes out (default runs/<profile>/samples/<name>) and returns it."""
+                  device: str = "auto", masks: torch.Tensor | None = None, meta: dict | None = None) -> Path:
+    """Sample n studies from a baseline run; writes out (default runs/<profile>/samples/<name>) and returns it.
+
+    masks: (n, D, H, W, T) label series for mask-conditioned runs; they are written as the cohort's labels.
+    A mask generator's cohort holds the sampled label series, its images a rendering of them (labels / 3 in
+    [-1, 1]), so that the cohort has the usual layout and passes `check`. meta: extra samples.json entries.
+    """
     if n < 1:
         raise CardiolabError(f"sample: --n must be at least 1, got {n}")
     run_dir = Path(run_dir)
-    model, conf = load(spec, run_dir, device=pick_device(device))
+    model, conf = load(name, run_dir, device=pick_device(device))
     name = conf["model"]
     out = Path(out) if out else get_profile(conf["profile"]).run_dir / "samples" / name
-    z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device)
-    images = decode(conf, z)
+    z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device, masks=masks)
+    images, labels = decode(conf, z), masks
+    if conf["source"] == "labels":
+        images, labels = images.float() / (N_CLASSES - 1) * 2 - 1, images
     meta = {"generator": name, "run": str(run_dir), "steps": steps, "seed": seed, "sampler": conf["sampler"],
-            "cond": cond, "es_rule": "median ES frame of the training cohort", "ed": 1}
-    return write_cohort(out, images, codes, dit_task.cohort_geometry(conf["cache_dir"]), meta)
+            "cond": cond, "es_rule": "median ES frame of the training cohort", "ed": 1, **(meta or {})}
+    return write_cohort(out, images, codes, dit_task.cohort_geometry(conf["cache_dir"]), meta, labels=labels)

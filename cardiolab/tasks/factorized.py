@@ -32,9 +32,9 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
 
 
 def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    return common.load(SPEC, run_dir, ema, device)
+    return common.load(SPEC.name, run_dir, ema, device)
 
 
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike | None = None,
                   **kw) -> Path:
-    return common.sample_cohort(SPEC, run_dir, n, steps, seed, out, **kw)
+    return common.sample_cohort(SPEC.name, run_dir, n, steps, seed, out, **kw)
