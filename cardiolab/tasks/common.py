@@ -151,6 +151,17 @@ def cache_labels(cache_dir: str | os.PathLike, ids: list[str]) -> tuple[torch.Te
     return data.stack("labels"), data.stack("label_mask").all(dim=1)
 
 
+def data_path(spec: Spec, profile: Profile) -> Path:
+    """The profile's training data for spec: latents.pt or the cache folder (built first if missing or stale)."""
+    if spec.source == "latents":
+        from cardiolab.tasks.vqgan import ensure_latents
+
+        return ensure_latents(profile)
+    from cardiolab.data.prepare import ensure_prepared
+
+    return ensure_prepared(profile)
+
+
 def load_record(spec: Spec, profile: Profile, latents=None, cache_dir=None) -> tuple[dict, Path]:
     """(record, its path) for spec.source; builds the VQ-GAN latents or the cache if missing.
 
@@ -252,7 +263,7 @@ def ensure(spec: Spec, profile: Profile | str | None = None, run_dir: str | os.P
     """spec's run folder; trains (resuming a partial run) unless finished with the same shaping settings."""
     profile = get_profile(profile)
     run = Path(run_dir or profile.run_dir / spec.name)
-    _, path = load_record(spec, profile)
+    path = data_path(spec, profile)
     status = run_status(run, spec.section(profile).steps, {"shaping": shaping(spec, profile)})
     if status != "fresh" and path.stat().st_mtime > (run / "checkpoint.pt").stat().st_mtime:
         status = "fresh"                       # the latents or cache were rebuilt after this run
