@@ -168,15 +168,14 @@ def load_record(spec: Spec, profile: Profile, latents=None, cache_dir=None) -> t
     With spec.masks (or source "labels") the record also has "labels" (N, D, H, W, T) and "labelled" (N,).
     """
     from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.tasks.vqgan import load_latents
 
-    if spec.source in ("pixels", "labels"):
-        path = Path(cache_dir) if cache_dir else ensure_prepared(profile)
-        record = pixel_record(path)
-    else:
-        from cardiolab.tasks.vqgan import ensure_latents, load_latents
-
-        path = Path(latents) if latents else ensure_latents(profile)
+    if spec.source == "latents":
+        path = Path(latents) if latents else data_path(spec, profile)
         record = load_latents(path)
+    else:
+        path = Path(cache_dir) if cache_dir else data_path(spec, profile)
+        record = pixel_record(path)
     if spec.masks or spec.source == "labels":
         record["labels"], record["labelled"] = cache_labels(cache_dir or ensure_prepared(profile), record["ids"])
     if spec.source == "labels":                # one-hot masks in {-1, 1} are the data
