@@ -86,6 +86,22 @@ class DPConfig:
 
 
 @dataclass(frozen=True)
+class BaselinesConfig:
+    # The slice-wise UNet baselines (ddpm, ldm, flow, mask models). The factorized and channel-merged DiTs
+    # use the dit section instead, so they match CardioDiT in size, steps, batch and sampler.
+    channels: tuple[int, ...] = (32, 64, 64)  # SliceUNet widths; attention at the last level only
+    train_timesteps: int = 300        # as the DiT: cosine schedule, v-prediction (flow: its own ODE time)
+    steps: int = 1500                 # as the DiT's tiny run
+    batch: int = 4                    # subjects per step; each gives its D slices (same voxels per step as the DiT)
+    lr: float = 3e-4
+    ema_decay: float = 0.999
+    family: str = "ldm"               # mask-to-image stage 2: ddpm | ldm | flow
+    sample_steps: int = 50            # DDIM / Euler steps at sampling (sampling only: not part of shaping)
+    n_samples: int = 16
+    amp: str = "auto"                 # engine AMP: bf16 on GPU, off on CPU
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     seg_channels: tuple[int, ...] = (16, 32, 64, 128)
     seg_steps: int = 800
@@ -103,6 +119,7 @@ class Profile:
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     dp: DPConfig = field(default_factory=DPConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
     num_workers: int = 0
@@ -153,6 +170,7 @@ PROFILES: dict[str, Profile] = {
         dit=DiTConfig(hidden=32, depth=2, heads=2, patch=(1, 2, 2, 2), steps=40, batch=4, lr=1e-3,
                       sample_steps=5, n_samples=4),
         dp=DPConfig(batch=4, physical_batch=2, steps=10, lr=1e-3),
+        baselines=BaselinesConfig(channels=(8, 16), steps=4, batch=2, lr=1e-3, sample_steps=3, n_samples=2),
         eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, feature_steps=20,
                         feature_dim=16, utility_seeds=2),
     ),
@@ -168,6 +186,7 @@ PROFILES: dict[str, Profile] = {
         dit=DiTConfig(hidden=768, depth=8, heads=12, patch=(1, 4, 4, 2), steps=200_000, batch=4, lr=1e-4,
                       n_samples=64),
         dp=DPConfig(delta=1e-5, batch=64, physical_batch=16, steps=5000),
+        baselines=BaselinesConfig(channels=(64, 128, 256), steps=200_000, batch=4, lr=1e-4, n_samples=64),
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
     ),
 }

@@ -17,3 +17,48 @@ def phantom_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")
     generate_cohort(root, PHANTOM_SUBJECTS, seed=0, **PHANTOM_KW)
     return root
+
+
+@pytest.fixture(scope="session")
+def fake_stage1(tmp_path_factory):
+    """What the stages before a latent generator write, tiny and untrained: a VQ-GAN run (channels (8, 16),
+    4 code dims), a cache manifest (6 subjects, 2 holdout; no image files) and latents.pt with latents
+    (6, 4, 3, 4, 4, 2) and scale 2. Returns {"root", "latents", "cache_dir", "vqgan_run"}. Read-only."""
+    import dataclasses
+
+    import torch
+
+    from cardiolab.core import write_json
+    from cardiolab.data.attributes import cardinalities
+    from cardiolab.data.prepare import CACHE_VERSION
+    from cardiolab.models.vqgan import VQGAN
+    from cardiolab.profiles import VQGANConfig
+
+    root = tmp_path_factory.mktemp("stage1")
+    torch.manual_seed(0)
+    vq_cfg = VQGANConfig(channels=(8, 16), codes=16, code_dim=4)
+    vq_run = root / "vqgan"
+    vq_run.mkdir(parents=True)
+    torch.save({"step": 0, "modules": {"model": VQGAN(vq_cfg).state_dict()}, "ema": {}, "optimizers": {},
+                "config": {"vqgan": dataclasses.asdict(vq_cfg), "dead_after": 100}}, vq_run / "checkpoint.pt")
+    ids = [f"patient{i:03d}" for i in range(1, 7)]
+    splits = {sid: ("holdout" if i >= 4 else "public") for i, sid in enumerate(ids)}
+    cache = root / "data" / "cache" / "smoke"
+    write_json(cache / "manifest.json", {"version": CACHE_VERSION, "subjects": [
+        {"id": sid, "split": splits[sid], "spacing": [6.0, 6.0, 10.0 + i], "frame_ms": 40.0, "es": 3 + (i == 1)}
+        for i, sid in enumerate(ids)]})
+    cond = torch.stack([torch.randint(0, n, (len(ids),)) for n in cardinalities()], 1)
+    latents = root / "latents.pt"
+    torch.save({"latents": torch.randn(len(ids), 4, 3, 4, 4, 2), "cond": cond, "ids": ids, "splits": splits,
+                "scale": 2.0, "vqgan_run": str(vq_run)}, latents)
+    return {"root": root, "latents": latents, "cache_dir": cache, "vqgan_run": vq_run}
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(phantom_root, tmp_path_factory):
+    """The shared phantom prepared at the smoke profile's geometry (32 px, 4 slices, 8 frames). Read-only."""
+    from cardiolab.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("cache") / "smoke"
+    prepare(phantom_root, "acdc", "smoke", out)
+    return out

@@ -1,4 +1,5 @@
-"""Diffusion: cosine schedule, v-prediction target (MONAI's definition, by hand), samplers, overfitting."""
+"""Diffusion: cosine schedule, v-prediction target (MONAI's definition, by hand), samplers, overfitting;
+rectified flow, per-sample loss and the sampling callback."""
 import math
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 from torch import nn
 
 from cardiolab.core import CardiolabError
-from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, training_target
+from cardiolab.diffusion import (DiffusionConfig, RectifiedFlowScheduler, create_scheduler, diffusion_loss,
+                                 per_sample_loss, sample, training_target)
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
 
 
@@ -127,3 +129,102 @@ def test_ddim_timesteps_match_its_step_stride(steps):
     ts = sch.timesteps.tolist()
     assert len(ts) == steps and ts[-1] == 0 and ts[0] <= 299
     assert all(a - b == 300 // steps for a, b in zip(ts, ts[1:]))
+
+
+# ---- rectified flow, per-sample loss, callback ----------------------------------------------------------
+
+class FlowOracle(nn.Module):
+    """The exact velocity towards one known x0: v = x0 - eps = (x0 - x_t) / s on the straight path."""
+
+    def __init__(self, x0, T):
+        super().__init__()
+        self.x0, self.T = x0, T
+
+    def forward(self, x_t, t, cond=None):
+        s = (t.float() / self.T).view(-1, *[1] * (x_t.ndim - 1))
+        return (self.x0 - x_t) / s
+
+
+class ConstantVelocity(nn.Module):
+    """Returns x0 - eps for the eps that sample() draws first from the same seed: a constant velocity field."""
+
+    def __init__(self, x0, seed):
+        super().__init__()
+        self.v = x0 - torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+
+    def forward(self, x_t, t, cond=None):
+        return self.v
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8, 4), (2, 2, 3, 8, 8, 4)], ids=["5d", "6d"])
+@pytest.mark.parametrize("steps", [1, 7])
+def test_rflow_integrates_a_linear_flow_exactly(shape, steps):
+    sch = create_scheduler(DiffusionConfig(train_timesteps=300), sampler="rflow")
+    x0 = 2.5 * torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    for model in (ConstantVelocity(x0, seed=5), FlowOracle(x0, 300)):
+        out = sample(model, sch, shape, steps=steps, generator=torch.Generator().manual_seed(5))
+        assert out.shape == shape
+        assert torch.allclose(out, x0, atol=1e-4)
+
+
+def test_rflow_add_noise_and_target_follow_monai_convention():
+    sch = create_scheduler(DiffusionConfig(train_timesteps=100), sampler="rflow")
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 2, 2, 4, 4, 2, generator=g), torch.randn(3, 2, 2, 4, 4, 2, generator=g)
+    t = torch.tensor([0, 40, 100])
+    x_t = sch.add_noise(x0, eps, t)
+    assert torch.equal(x_t[0], x0[0])                  # t = 0: data
+    assert torch.equal(x_t[2], eps[2])                 # t = T: pure noise
+    assert torch.allclose(x_t[1], 0.6 * x0[1] + 0.4 * eps[1])
+    assert torch.equal(training_target(sch, x0, eps, t), x0 - eps)
+    monai = pytest.importorskip("monai.networks.schedulers")
+    if not hasattr(monai, "RFlowScheduler"):
+        pytest.skip("MONAI < 1.5 has no RFlowScheduler")
+    ref = monai.RFlowScheduler(num_train_timesteps=100)
+    five = (x0[:, 0], eps[:, 0])                      # MONAI's add_noise accepts 5D at most
+    assert torch.allclose(sch.add_noise(*five, t), ref.add_noise(*five, t), atol=1e-6)
+
+
+def test_rflow_grid_and_training_draws():
+    sch = RectifiedFlowScheduler(300)
+    sch.set_timesteps(7)
+    ts = sch.timesteps.tolist()
+    assert ts[0] == 300 and len(set(ts)) == 7 and min(ts) > 0
+    t = sch.draw_timesteps(4000, torch.Generator().manual_seed(0))
+    assert int(t.min()) == 1
+    assert int(t.max()) == 300
+    with pytest.raises(CardiolabError, match="steps"):
+        sch.set_timesteps(301)
+    with pytest.raises(CardiolabError, match="grid"):
+        sch.step(torch.zeros(1), 5, torch.zeros(1))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "rflow"])
+def test_per_sample_loss_matches_the_batch_loss(sampler):
+    m, sch = small_model(), create_scheduler(DiffusionConfig(), sampler=sampler)
+    m.eval()
+    x0 = torch.randn(3, 2, 2, 8, 8, 4, generator=torch.Generator().manual_seed(2))
+    x0[1] *= 4                                          # one outlier: its loss must stand out
+    g = torch.Generator().manual_seed(9)
+    t = sch.draw_timesteps(3, g) if sampler == "rflow" else torch.randint(0, 300, (3,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    per = per_sample_loss(m, sch, x0, t, noise)
+    assert per.shape == (3,)
+    batch = diffusion_loss(m, sch, x0, generator=torch.Generator().manual_seed(9))
+    assert per.mean().item() == pytest.approx(batch.item(), rel=1e-5)
+    assert int(per.argmax()) == 1
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "rflow"])
+def test_callback_gets_the_x0_trajectory(sampler):
+    sch = create_scheduler(DiffusionConfig(), sampler=sampler)
+    x0 = torch.randn(1, 2, 2, 4, 4, 2, generator=torch.Generator().manual_seed(1))
+    model = Oracle(x0, sch) if sampler == "ddim" else FlowOracle(x0, 300)
+    seen = []
+    sample(model, sch, tuple(x0.shape), steps=7, generator=torch.Generator().manual_seed(0),
+           callback=lambda i, x: seen.append((i, x.clone())), callback_every=3)
+    assert [i for i, _ in seen] == [2, 5, 6]
+    assert seen[-1][1].shape == x0.shape
+    assert torch.allclose(seen[0][1], x0, atol=1e-3)   # an exact model predicts x0 at every step
+    with pytest.raises(CardiolabError, match="callback_every"):
+        sample(model, sch, tuple(x0.shape), steps=2, callback=print, callback_every=0)

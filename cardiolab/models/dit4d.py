@@ -8,7 +8,7 @@ small modules named for their job, the model, sin-cos helpers, size presets last
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -291,3 +291,31 @@ DIT_SIZES: dict[str, dict[str, int]] = {
     "B": dict(hidden=768, depth=12, heads=12),
     "L": dict(hidden=768, depth=16, heads=12),
 }
+
+
+# ---- baseline variants of one config (the factorized 2D+t and channel-merged 3D+t comparisons) ---------
+
+def factorized_config(cfg: DiT4DConfig) -> DiT4DConfig:
+    """The same DiT over ONE slice latent (C_z, 1, h, w, t), told its slice index as one more attribute field.
+
+    Slices are denoised (and sampled) independently and stacked, so nothing couples them but the label.
+    cond for this config: (B, A + 1), the attribute codes and then the slice index 0..D-1.
+    """
+    D, H, W, T = cfg.input_size
+    return replace(cfg, input_size=(1, H, W, T), patch=(1, *cfg.patch[1:]),
+                   cond_cardinalities=(*cfg.cond_cardinalities, D))
+
+
+def channel_merged_config(cfg: DiT4DConfig) -> DiT4DConfig:
+    """The same DiT over (D * C_z, 1, h, w, t): slices merged into channels (3D+t instead of joint 4D tokens).
+
+    The patch embedding and output layer grow D-fold; the MLP hidden width shrinks (in steps of hidden / 8)
+    by the same number of parameters, so the comparison is at (about) equal parameter count.
+    """
+    D, H, W, T = cfg.input_size
+    patch = (1, *cfg.patch[1:])
+    extra_in = (D - 1) * cfg.in_channels * int(np.prod(patch))        # extra inputs of x_embedder / outputs of final
+    extra = extra_in * cfg.hidden * 2 + extra_in                       # two weight matrices + the output bias
+    mlp = int(cfg.hidden * cfg.mlp_ratio) - extra / (cfg.depth * (2 * cfg.hidden + 1))  # each MLP unit: 2h + 1
+    ratio = max(1, round(8 * mlp / cfg.hidden)) / 8                     # hidden * k / 8 is exact (hidden % 8 == 0)
+    return replace(cfg, input_size=(1, H, W, T), patch=patch, in_channels=D * cfg.in_channels, mlp_ratio=ratio)

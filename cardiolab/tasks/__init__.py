@@ -27,6 +27,13 @@ REGISTRY: dict[str, str] = {
     "segmenter": "cardiolab.tasks.segmenter",
     "evaluator": "cardiolab.tasks.evaluator",
     "dit-dp": "cardiolab.tasks.dp",
+    "factorized": "cardiolab.tasks.factorized",
+    "channel-merged": "cardiolab.tasks.channel_merged",
+    "ddpm": "cardiolab.tasks.ddpm",
+    "ldm": "cardiolab.tasks.ldm",
+    "flow": "cardiolab.tasks.flow",
+    "mask-generator": "cardiolab.tasks.mask_generator",
+    "mask-to-image": "cardiolab.tasks.mask_to_image",
 }
 
 # Runs made before runs recorded config["task"]: recognised by their config sections.
