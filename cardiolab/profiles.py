@@ -80,14 +80,15 @@ class LandmarksConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     sigma_mm: float = 4.5             # target sigma (Gaussian) or radius (disc): 1.5 px at the tiny cache's 3 mm
     target: str = "gaussian"          # gaussian | disc
-    loss: str = "bce_dice"            # bce_dice (the seed paper's) | mse
+    loss: str = "mse"                 # mse | bce_dice (the seed paper's; on a smoke cache its peaks stayed below
+                                      # the threshold after 300 steps, when foreground-weighted MSE found points)
     decoder: str = "argmax"           # argmax | soft_argmax | component: decoding only, never retrains
     threshold: float = 0.3            # peak below which a point is "missing": decoding only, never retrains
     temporal_context: int = 0         # 0: 2D per frame; k: frames t-k..t+k as channels (2D+t)
     augment: bool = True              # rotation, scaling, shift, elastic, intensity (data/landmark_transforms)
     steps: int = 1500
     batch: int = 16
-    lr: float = 3e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
+    lr: float = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ PROFILES: dict[str, Profile] = {
                       sample_steps=5, n_samples=4),
         eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, feature_steps=20,
                         feature_dim=16, utility_seeds=2),
-        landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, batch=8),
+        landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, batch=8, lr=1e-2),
     ),
     "tiny": Profile(name="tiny"),
     "full": Profile(
