@@ -71,3 +71,17 @@ def test_shaping_ignores_decode_only_settings():
     changed = override(base, ["landmarks.decoder=soft_argmax", "landmarks.threshold=0.6"])
     assert task.shaping(changed) == task.shaping(base)
     assert task.shaping(override(base, ["landmarks.sigma_mm=5"])) != task.shaping(base)
+
+
+
+def test_augmentation_follows_the_global_numpy_seed(cache):
+    """The engine re-seeds numpy before each step's fetch; augmented items must depend on that seed only,
+    so a resumed run sees the same batches."""
+    ds = task.LandmarkFrames(task.cache_volumes(cache, "public")[:1], task.model_config(get_profile("smoke")),
+                             augment=True)
+    items = []
+    for seed in (0, 0, 1):
+        np.random.seed(seed)
+        items.append(ds[0]["image"])
+    torch.testing.assert_close(items[0], items[1])
+    assert not torch.equal(items[0], items[2])
