@@ -124,8 +124,8 @@ def decode_heatmaps(maps: np.ndarray | torch.Tensor, method: str = "argmax", thr
     maps: (..., H, W). method: "argmax" (the peak; ties such as a disc's flat top give their centroid, a single
     peak is refined by a parabola through log values, exact for a Gaussian), "soft_argmax" (centroid of
     softmax(map / SOFT_ARGMAX_TEMPERATURE)), "component" (value-weighted centroid of the largest connected
-    region >= max(threshold, peak / 2), the paper's decoding). confidence = the map's peak value; below `threshold` the point
-    is missing. Returns points (..., 2) (row, col; NaN when missing) and confidence (...).
+    region >= max(threshold, peak / 2), the paper's decoding). confidence = the map's peak value; below
+    `threshold` the point is missing. Returns points (..., 2) (row, col; NaN when missing) and confidence (...).
     """
     if method not in DECODERS:
         raise CardiolabError(f"landmarks.decoder={method!r}; choose one of {', '.join(DECODERS)}")
