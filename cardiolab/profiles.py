@@ -113,6 +113,23 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class LandmarksConfig:
+    """The RVIP detector (cardiolab.models.landmarks / tasks.landmarks); checked by LandmarkConfig."""
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    sigma_mm: float = 4.5             # target sigma (Gaussian) or radius (disc): 1.5 px at the tiny cache's 3 mm
+    target: str = "gaussian"          # gaussian | disc
+    loss: str = "mse"                 # mse | bce_dice (the seed paper's; on a smoke cache its peaks stayed below
+                                      # the threshold after 300 steps, when foreground-weighted MSE found points)
+    decoder: str = "argmax"           # argmax | soft_argmax | component: decoding only, never retrains
+    threshold: float = 0.3            # peak below which a point is "missing": decoding only, never retrains
+    temporal_context: int = 0         # 0: 2D per frame; k: frames t-k..t+k as channels (2D+t)
+    augment: bool = True              # rotation, scaling, shift, elastic, intensity (data/landmark_transforms)
+    steps: int = 1500
+    batch: int = 16
+    lr: float = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -121,6 +138,7 @@ class Profile:
     dp: DPConfig = field(default_factory=DPConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
     device: str = "auto"
     num_workers: int = 0
 
@@ -173,6 +191,7 @@ PROFILES: dict[str, Profile] = {
         baselines=BaselinesConfig(channels=(8, 16), steps=4, batch=2, lr=1e-3, sample_steps=3, n_samples=2),
         eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, feature_steps=20,
                         feature_dim=16, utility_seeds=2),
+        landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, batch=8, lr=1e-2),
     ),
     "tiny": Profile(name="tiny"),
     "full": Profile(
@@ -188,6 +207,7 @@ PROFILES: dict[str, Profile] = {
         dp=DPConfig(delta=1e-5, batch=64, physical_batch=16, steps=5000),
         baselines=BaselinesConfig(channels=(64, 128, 256), steps=200_000, batch=4, lr=1e-4, n_samples=64),
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
+        landmarks=LandmarksConfig(sigma_mm=3.0, steps=20_000, batch=32, lr=1e-3),
     ),
 }
 

@@ -1,0 +1,259 @@
+"""Training and use of the RV insertion point detector (`cardiolab.models.landmarks`): train / ensure / load / predict.
+
+Training items are single frames (or 2k+1 neighbouring frames, `temporal_context` k) of every slice of the
+cache's labelled frames, with two target heatmaps; slices without RV get empty maps, so the detector learns to
+report nothing there (what PPV counts). After training the model is scored on the holdout split with
+`cardiolab.metrics.landmarks` (summary under the strict policy + pitfall table) into `<run>/scores.json`.
+
+STAND-IN TRUTH: the cache holds no RVIPs yet (issue 16: the phantom's every-frame truth and the cache's `rvip`
+field are being added on another branch). Until then the targets are derived from the cache labels with
+`metrics.landmarks.points_from_labels` (checked against the phantom truth: median < 1 px), named by
+`CACHE_ANTERIOR`. Runs record this as "truth": TRUTH; swap `truth_points` for the cache field when it lands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from monai.losses import DiceLoss
+from torch.utils.data import Dataset
+
+from cardiolab.core import CardiolabError, seed_everything, write_json
+from cardiolab.data.landmark_transforms import landmark_augmentation
+from cardiolab.data.prepare import ensure_prepared
+from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, run_status
+from cardiolab.metrics import landmarks as metrics
+from cardiolab.models.landmarks import LandmarkConfig, LandmarkNet, decode_heatmaps, encode_heatmaps
+from cardiolab.profiles import Profile, get_profile
+from cardiolab.tasks.segmenter import cache_volumes
+
+log = logging.getLogger(__name__)
+
+KIND = "detector"
+RUN = "landmarks"                 # run folder under profile.run_dir
+TRUTH = "labels-standin"          # see the module docstring
+CACHE_ANTERIOR = (0.0, 1.0)       # (row, col): cache in-plane axes run along world +x, +y (prepare's canonical
+                                  # orientation), and RAS +y is anterior
+MAX_FRAMES = 8                    # labelled frames kept per subject (as the segmenter: neighbours add little)
+MSE_FOREGROUND_WEIGHT = 20.0      # targets cover < 1 % of a frame; unweighted MSE learns the all-zero map first
+DICE = DiceLoss(sigmoid=True)
+
+
+# ---- data ----------------------------------------------------------------------------------------------
+def truth_points(volume: dict, frames: Sequence[int]) -> np.ndarray:
+    """Stand-in RVIP truth of a cache volume record: (D, F, 2, 2) (row, col) px, NaN where undefined."""
+    labels = volume["labels"][..., list(frames)].numpy()                       # (D, H, W, F)
+    return metrics.points_from_labels(rearrange(labels, "d h w f -> d f h w"), CACHE_ANTERIOR)
+
+
+def frame_stacks(image: torch.Tensor, context: int, frames: Sequence[int] | None = None) -> torch.Tensor:
+    """Network inputs of every slice and frame: image (1, D, H, W, T) -> (D * F, 2k+1, H, W), ordered (d, f).
+
+    Channel j holds frame (t + j - k) mod T: a cine covers one beat, so its neighbours wrap around.
+    frames: the centre frames (default all T).
+    """
+    T = image.shape[-1]
+    frames = list(range(T)) if frames is None else list(frames)
+    idx = (torch.as_tensor(frames)[:, None] + torch.arange(-context, context + 1)[None]) % T    # (F, 2k+1)
+    stacks = image[0][..., idx]                                                                # (D, H, W, F, C)
+    return rearrange(stacks, "d h w f c -> (d f) c h w").float()
+
+
+class LandmarkFrames(Dataset):
+    """Frames of labelled volumes with RVIP heatmaps, held in memory.
+
+    Items: {"image": (2k+1, H, W) float32 in [-1, 1], "heatmaps": (2, H, W) float32}; spacing per item in
+    `self.spacing` (N, 2) and the truth points in `self.points` (N, 2, 2).
+    """
+
+    def __init__(self, volumes: Sequence[dict], config: LandmarkConfig, augment: bool = False,
+                 max_frames: int = MAX_FRAMES):
+        images, points, spacing = [], [], []
+        for vol in volumes:
+            frames = _pick_frames(vol["label_mask"], max_frames)
+            if not frames:
+                continue
+            images.append(frame_stacks(vol["image"], config.temporal_context, frames))
+            points.append(truth_points(vol, frames).reshape(-1, 2, 2))
+            spacing += [vol["spacing"][:2]] * len(points[-1])
+        if not images:
+            raise CardiolabError("landmark training data: no labelled frames in the given volumes")
+        self.images = torch.cat(images)
+        self.points, self.spacing = np.concatenate(points), np.asarray(spacing, float)
+        shape = tuple(self.images.shape[-2:])
+        self.heatmaps = torch.from_numpy(np.stack([
+            encode_heatmaps(p, shape, s, config.sigma_mm, config.target) for p, s in zip(self.points, self.spacing)]))
+        self.augment = landmark_augmentation(elastic=2.0, size=shape) if augment else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"image": self.images[i], "heatmaps": self.heatmaps[i]}
+        if self.augment is None:
+            return item
+        self.augment.set_random_state(seed=int(np.random.randint(2**31)))   # the engine seeds numpy per step
+        out = self.augment(item)
+        return {k: torch.as_tensor(out[k]).float() for k in item}
+
+
+def _pick_frames(label_mask: torch.Tensor, max_frames: int) -> list[int]:
+    frames = torch.nonzero(torch.as_tensor(label_mask)).flatten().tolist()
+    keep = np.unique(np.round(np.linspace(0, len(frames) - 1, max_frames)).astype(int)) if frames else []
+    return [frames[k] for k in keep]
+
+
+# ---- model ---------------------------------------------------------------------------------------------
+def model_config(profile: Profile) -> LandmarkConfig:
+    p = profile.landmarks
+    return LandmarkConfig(channels=tuple(p.channels), sigma_mm=p.sigma_mm, target=p.target, loss=p.loss,
+                          decoder=p.decoder, threshold=p.threshold, temporal_context=p.temporal_context)
+
+
+def shaping(profile: Profile | str | None = None) -> dict:
+    """The settings that shape the weights (decoder and threshold only decode, so they never retrain)."""
+    profile = get_profile(profile)
+    section = dataclasses.asdict(profile.landmarks)
+    for decode_only in ("decoder", "threshold"):
+        section.pop(decode_only)
+    d = profile.data
+    return {"landmarks": section, "truth": TRUTH,
+            "geometry": {"image_size": d.image_size, "spacing": d.spacing, "slices": d.slices, "frames": d.frames}}
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu", decoder: str | None = None,
+         threshold: float | None = None) -> LandmarkNet:
+    """The trained detector of a run folder, in eval mode; decoder / threshold override the trained ones."""
+    ckpt = load_checkpoint(run_dir)
+    cfg = ckpt["config"]
+    if cfg.get("task") != RUN or "model" not in cfg:
+        raise CardiolabError(f"{run_dir}: not a landmarks run (its config.json names no landmark model)")
+    model_cfg = {**cfg["model"], "channels": tuple(cfg["model"]["channels"])}
+    model_cfg.update({k: v for k, v in (("decoder", decoder), ("threshold", threshold)) if v is not None})
+    model = LandmarkNet(LandmarkConfig(**model_cfg))
+    model.load_state_dict(ckpt["modules"]["model"])
+    return model.to(device).eval()
+
+
+def predict(model: LandmarkNet, image: torch.Tensor, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """RVIPs of every slice and frame of a cine.
+
+    image: (1, D, H, W, T) in [-1, 1] -> points (D, T, 2, 2) (row, col px, NaN = missing), confidence (D, T, 2).
+    H and W need not be multiples of the UNet's stride: frames are padded and the maps cropped.
+    """
+    image = torch.as_tensor(image)
+    if image.ndim != 5 or image.shape[0] != 1:
+        raise CardiolabError(f"landmarks predict: expected (1, D, H, W, T), got {tuple(image.shape)}")
+    _, D, H, W, T = image.shape
+    x = frame_stacks(image, model.config.temporal_context)                       # (D*T, C, H, W)
+    m = model.multiple
+    x = F.pad(x, (0, -W % m, 0, -H % m), value=-1.0)                             # -1: the background intensity
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        maps = torch.cat([torch.sigmoid(model(c.to(device))).float().cpu() for c in x.split(chunk)])[..., :H, :W]
+    model.train(was_training)
+    points, confidence = decode_heatmaps(maps.numpy(), model.config.decoder, model.config.threshold)
+    return points.reshape(D, T, 2, 2), confidence.reshape(D, T, 2)
+
+
+# ---- training ------------------------------------------------------------------------------------------
+def heatmap_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """logits, target: (N, 2, H, W). "bce_dice": BCE + soft Dice on sigmoid maps; "mse": foreground-weighted
+    MSE on sigmoid maps."""
+    if kind == "bce_dice":
+        return F.binary_cross_entropy_with_logits(logits, target) + DICE(logits, target)
+    weight = 1 + MSE_FOREGROUND_WEIGHT * target
+    return (weight * (torch.sigmoid(logits) - target) ** 2).mean()
+
+
+def _make_step(kind: str):
+    def step(batch: dict, step: int, tr) -> dict:
+        with tr.autocast():
+            logits = tr.modules["model"](batch["image"])
+        loss = heatmap_loss(logits.float(), batch["heatmaps"], kind)
+        tr.backward(loss, "model")
+        return {"loss": loss.item()}
+    return step
+
+
+def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+          subjects: str | Sequence[str] = "public", evaluate_on: str | Sequence[str] | None = "holdout") -> Path:
+    """Train the detector on the cache's labelled frames and score it; returns the run folder.
+
+    subjects: cache split or ids to train on; evaluate_on: split or ids scored into <out>/scores.json (None: skip).
+    """
+    profile = get_profile(profile)
+    config = model_config(profile)                       # checks the landmarks section before any work
+    p = profile.landmarks
+    out = Path(out) if out is not None else profile.run_dir / RUN
+    steps = steps if steps is not None else p.steps
+    cache_dir = cache_dir if cache_dir is not None else ensure_prepared(profile)
+    data = LandmarkFrames(cache_volumes(cache_dir, subjects), config, augment=p.augment)
+    log.info("landmarks: %d frames, %d with RVIPs (truth: %s)", len(data),
+             int((~np.isnan(data.points).any((1, 2))).sum()), TRUTH)
+
+    seed_everything(seed)
+    model = LandmarkNet(config)
+    cfg = TrainConfig(steps=steps, batch_size=p.batch, lr=p.lr, warmup=min(100, steps // 10),
+                      ckpt_every=max(50, steps // 4), log_every=max(1, min(20, steps // 10)), seed=seed,
+                      device=profile.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    run_config = {"task": RUN, "model": config.to_dict(), "profile": profile.name, "frames": len(data),
+                  "subjects": subjects if isinstance(subjects, str) else list(subjects), **shaping(profile)}
+    tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=run_config)
+    tr.fit(data, _make_step(config.loss), resume=resume)
+
+    if evaluate_on is not None:
+        test = cache_volumes(cache_dir, evaluate_on)
+        if test:
+            scores = score(tr.raw("model"), test)
+            write_json(out / "scores.json", {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
+            log.info("landmarks %s on %s: median %.2f mm, TPR@5mm %.2f", out.name, evaluate_on,
+                     scores["summary"]["slices"]["points"]["median"],
+                     scores["summary"]["detection"]["5.0"]["both"]["tpr"])
+    return out
+
+
+def score(model: LandmarkNet, volumes: Sequence[dict]) -> dict:
+    """Metrics of `model` on the labelled frames of `volumes` (stand-in truth), under the strict policy
+    (missed = upper bound, single points count, mm), plus the pitfall table over all policies."""
+    truth, pred, spacing, subject, level = [], [], [], [], []
+    for vol in volumes:
+        frames = torch.nonzero(vol["label_mask"]).flatten().tolist()
+        if not frames:
+            continue
+        points, _ = predict(model, vol["image"])
+        D = points.shape[0]
+        truth.append(truth_points(vol, frames).reshape(-1, 2, 2))
+        pred.append(points[:, frames].reshape(-1, 2, 2))
+        n = D * len(frames)
+        spacing += [vol["spacing"][:2]] * n
+        subject += [vol["id"]] * n
+        level += np.repeat(metrics.levels(D), len(frames)).tolist()
+    if not truth:
+        return {"n_subjects": 0}
+    truth, pred, spacing = np.concatenate(truth), np.concatenate(pred), np.asarray(spacing, float)
+    shape = tuple(volumes[0]["image"].shape[2:4])
+    return {"n_subjects": len(set(subject)), "truth": TRUTH,
+            "summary": metrics.summarize(truth, pred, spacing, shape, subject=subject, level=level),
+            "pitfalls": metrics.pitfall_table(truth, pred, spacing, shape)}
+
+
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    """The profile's detector run folder (runs/<profile>/landmarks), trained (or finished) if needed."""
+    profile = get_profile(profile)
+    out = Path(run_dir) if run_dir is not None else profile.run_dir / RUN
+    status = run_status(out, profile.landmarks.steps, shaping(profile))
+    if status == "finished" and (out / "scores.json").exists():
+        return out
+    return train(profile, out=out, resume=status == "partial")
