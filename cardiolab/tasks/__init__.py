@@ -34,6 +34,7 @@ REGISTRY: dict[str, str] = {
     "flow": "cardiolab.tasks.flow",
     "mask-generator": "cardiolab.tasks.mask_generator",
     "mask-to-image": "cardiolab.tasks.mask_to_image",
+    "landmarks": "cardiolab.tasks.landmarks",
 }
 
 # Runs made before runs recorded config["task"]: recognised by their config sections.

@@ -28,16 +28,17 @@ from torch.utils.data import Dataset
 from cardiolab.core import CardiolabError, seed_everything, write_json
 from cardiolab.data.landmark_transforms import landmark_augmentation
 from cardiolab.data.prepare import ensure_prepared
-from cardiolab.engine import Trainer, TrainConfig, load_checkpoint, run_status
+from cardiolab.data.cines import cache_volumes
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics import landmarks as metrics
 from cardiolab.models.landmarks import LandmarkConfig, LandmarkNet, decode_heatmaps, encode_heatmaps
-from cardiolab.profiles import Profile, get_profile
-from cardiolab.tasks.segmenter import cache_volumes
+from cardiolab.profiles import Profile, data_shaping, get_profile
 
 log = logging.getLogger(__name__)
 
+NAME = "landmarks"
 KIND = "detector"
-RUN = "landmarks"                 # run folder under profile.run_dir
+RUN = NAME                        # run folder under profile.run_dir
 TRUTH = "labels-standin"          # see the module docstring
 CACHE_ANTERIOR = (0.0, 1.0)       # (row, col): cache in-plane axes run along world +x, +y (prepare's canonical
                                   # orientation), and RAS +y is anterior
@@ -117,15 +118,20 @@ def model_config(profile: Profile) -> LandmarkConfig:
                           decoder=p.decoder, threshold=p.threshold, temporal_context=p.temporal_context)
 
 
-def shaping(profile: Profile | str | None = None) -> dict:
+def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None,
+            subjects: str | Sequence[str] = "public") -> dict:
     """The settings that shape the weights (decoder and threshold only decode, so they never retrain)."""
     profile = get_profile(profile)
     section = dataclasses.asdict(profile.landmarks)
     for decode_only in ("decoder", "threshold"):
         section.pop(decode_only)
-    d = profile.data
-    return {"landmarks": section, "truth": TRUTH,
-            "geometry": {"image_size": d.image_size, "spacing": d.spacing, "slices": d.slices, "frames": d.frames}}
+    section["steps"] = steps or section["steps"]
+    return {"landmarks": section, "truth": TRUTH, **data_shaping(profile), "seed": seed,
+            "subjects": subjects if isinstance(subjects, str) else list(subjects)}
+
+
+def num_parameters(profile: Profile | str | None = None) -> int:
+    return sum(p.numel() for p in LandmarkNet(model_config(get_profile(profile))).parameters())
 
 
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu", decoder: str | None = None,
@@ -195,7 +201,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     profile = get_profile(profile)
     config = model_config(profile)                       # checks the landmarks section before any work
     p = profile.landmarks
-    out = Path(out) if out is not None else profile.run_dir / RUN
+    out = Path(out) if out is not None else profile.run(NAME)
     steps = steps if steps is not None else p.steps
     cache_dir = cache_dir if cache_dir is not None else ensure_prepared(profile)
     data = LandmarkFrames(cache_volumes(cache_dir, subjects), config, augment=p.augment)
@@ -208,8 +214,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       ckpt_every=max(50, steps // 4), log_every=max(1, min(20, steps // 10)), seed=seed,
                       device=profile.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    run_config = {"task": RUN, "model": config.to_dict(), "profile": profile.name, "frames": len(data),
-                  "subjects": subjects if isinstance(subjects, str) else list(subjects), **shaping(profile)}
+    run_config = {"task": NAME, "model": config.to_dict(), "profile": profile.name, "frames": len(data),
+                  "shaping": shaping(profile, seed, steps, subjects)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=run_config)
     tr.fit(data, _make_step(config.loss), resume=resume)
 
@@ -252,8 +258,8 @@ def score(model: LandmarkNet, volumes: Sequence[dict]) -> dict:
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
     """The profile's detector run folder (runs/<profile>/landmarks), trained (or finished) if needed."""
     profile = get_profile(profile)
-    out = Path(run_dir) if run_dir is not None else profile.run_dir / RUN
-    status = run_status(out, profile.landmarks.steps, shaping(profile))
-    if status == "finished" and (out / "scores.json").exists():
-        return out
-    return train(profile, out=out, resume=status == "partial")
+    out = Path(run_dir) if run_dir is not None else profile.run(NAME)
+    ensure_run(out, profile.landmarks.steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume))
+    if not (out / "scores.json").exists():      # killed between the last checkpoint and scoring
+        train(profile, out=out, resume=True)
+    return out
