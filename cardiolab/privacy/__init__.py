@@ -1,0 +1,1 @@
+"""Privacy: copy detection, nearest-neighbour distances, membership inference, planted copies and release export."""
