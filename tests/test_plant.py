@@ -51,7 +51,7 @@ def test_transforms_change_the_cine_but_keep_it_close():
     cine[:, 4:12, 5:11] = 0.8
     t = {"flip": True, "rotation_deg": 10.0, "shift_px": [2.0, -1.0], "intensity_scale": 1.1, "noise_std": 0.03,
          "frame_roll": 1, "noise_seed": 0}
-    out = apply_transform(cine, t)
+    out, _ = apply_transform(cine, t)
     assert out.shape == cine.shape
     assert not torch.equal(out, cine)
     r = np.corrcoef(out.flatten().numpy(), cine.flatten().numpy())[0, 1]
@@ -88,3 +88,20 @@ def test_write_planted_round_trip(tmp_path):
 def test_read_planted_missing(tmp_path):
     with pytest.raises(CardiolabError, match="planted.json"):
         read_planted(tmp_path)
+
+
+def test_labels_move_with_the_copy(tmp_path):
+    from cardiolab.io.cohort import read_cohort
+
+    train, fresh = _cines(2, 8), _cines(1, 9)
+    train_labels = torch.zeros((2, *SHAPE), dtype=torch.int64)
+    train_labels[:, :, 4:8, 2:6] = 3                                   # an off-centre LV
+    out = plant(train, ["a", "b"], fresh, 2, seed=0, cfg=CopyTransforms(p=1.0), train_labels=train_labels,
+                fresh_labels=torch.zeros((1, *SHAPE), dtype=torch.int64))
+    assert out.labels.shape == out.images.shape
+    k = next(i for i, sid in enumerate(out.ids) if out.planted[sid] is not None)
+    t = out.transforms[out.ids[k]]
+    assert t["flip"]
+    assert (out.labels[k, :, :, :8] == 3).sum() < (out.labels[k, :, :, 8:] == 3).sum()   # mirrored to the right
+    root = write_planted(tmp_path / "p", out, spacing=(2.0, 2.0, 8.0), frame_ms=40.0, es=2)
+    assert next(iter(read_cohort(root))).label_series is not None

@@ -93,7 +93,7 @@ def dp_tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float = 0.0) ->
 
 
 def attack_summary(scores: np.ndarray, members: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Every number one attack is reported with: AUC (+ bootstrap interval), TPR at 1 % / 0.1 % FPR, balanced accuracy."""
+    """One attack's numbers: AUC (+ bootstrap interval), TPR at 1 % / 0.1 % FPR, balanced accuracy."""
     scores, members = _check(scores, members)
     return {"auc": auc(scores, members), "auc_ci95": list(bootstrap_interval(scores, members, auc, n_boot, seed)),
             "tpr_at_fpr": tpr_at_fpr(scores, members), "balanced_accuracy": balanced_accuracy(scores, members),

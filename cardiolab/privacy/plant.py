@@ -39,53 +39,72 @@ class CopyTransforms:
 @dataclass
 class PlantedCohort:
     """images: (S, D, H, W, T) in [-1, 1]; ids: S synthetic ids; planted: {id: training id or None};
-    transforms: {id: drawn transform parameters} for the copies."""
+    transforms: {id: drawn transform parameters} for the copies; labels: (S, D, H, W, T) or None."""
     images: torch.Tensor
     ids: list[str]
     planted: dict[str, str | None]
     transforms: dict[str, dict] = field(default_factory=dict)
+    labels: torch.Tensor | None = None
 
 
 def draw_transform(rng: np.random.Generator, cfg: CopyTransforms = CopyTransforms()) -> dict:
     """One copy's parameters; a change not drawn keeps its identity value."""
     on = rng.random(6) < cfg.p
+    shift = rng.uniform(-cfg.max_shift_px, cfg.max_shift_px, 2)
     return {"flip": bool(on[0]),
             "rotation_deg": float(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)) if on[1] else 0.0,
-            "shift_px": [float(v) for v in rng.uniform(-cfg.max_shift_px, cfg.max_shift_px, 2)] if on[2] else [0.0, 0.0],
+            "shift_px": [float(v) for v in shift] if on[2] else [0.0, 0.0],
             "intensity_scale": float(rng.uniform(*cfg.scale_range)) if on[3] else 1.0,
             "noise_std": cfg.noise_std if on[4] else 0.0,
             "frame_roll": int(rng.integers(-cfg.max_roll, cfg.max_roll + 1)) if on[5] else 0,
             "noise_seed": int(rng.integers(2**31))}
 
 
-def apply_transform(cine: torch.Tensor, t: dict) -> torch.Tensor:
-    """One cine (D, H, W, T) in [-1, 1] changed by the parameters of `draw_transform`, clipped to [-1, 1]."""
+def apply_transform(cine: torch.Tensor, t: dict, labels: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One cine (D, H, W, T) in [-1, 1] changed by the parameters of `draw_transform`, clipped to [-1, 1],
+    and its labels (D, H, W, T) moved with it (nearest neighbour; intensity and noise leave them alone)."""
     from monai.transforms import Affine
 
     D, H, W, T = cine.shape
     x = cine.float()
+    lab = None if labels is None else labels.clone()
     if t["flip"]:
         x = x.flip(2)                                                         # left-right mirror
+        lab = None if lab is None else lab.flip(2)
     if t["rotation_deg"] or any(t["shift_px"]):
+        kw = dict(rotate_params=math.radians(t["rotation_deg"]), translate_params=tuple(t["shift_px"]),
+                  padding_mode="border", image_only=True)
         planes = rearrange(x, "d h w t -> (d t) h w")                         # every slice-frame as a channel
-        affine = Affine(rotate_params=math.radians(t["rotation_deg"]), translate_params=tuple(t["shift_px"]),
-                        padding_mode="border", image_only=True)
-        x = rearrange(torch.as_tensor(affine(planes)), "(d t) h w -> d h w t", d=D, t=T)
+        x = rearrange(_plain(Affine(**kw)(planes)), "(d t) h w -> d h w t", d=D, t=T)
+        if lab is not None:
+            planes = rearrange(lab.float(), "d h w t -> (d t) h w")
+            moved = _plain(Affine(mode="nearest", **kw)(planes))
+            lab = rearrange(moved, "(d t) h w -> d h w t", d=D, t=T).round().to(labels.dtype)
     x = (x + 1.0) * t["intensity_scale"] - 1.0                                 # background (-1) stays put
     if t["noise_std"]:
         g = torch.Generator().manual_seed(t["noise_seed"])
         x = x + t["noise_std"] * torch.randn(x.shape, generator=g)
     if t["frame_roll"]:
         x = x.roll(t["frame_roll"], dims=3)
-    return x.clamp(-1.0, 1.0)
+        lab = None if lab is None else lab.roll(t["frame_roll"], dims=3)
+    return x.clamp(-1.0, 1.0), lab
+
+
+def _plain(x) -> torch.Tensor:
+    """A MONAI MetaTensor as a plain tensor (its metadata has no use here)."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
 def plant(train: torch.Tensor, train_ids: Sequence[str], fresh: torch.Tensor, n_copies: int, seed: int = 0,
-          cfg: CopyTransforms = CopyTransforms(), prefix: str = "plant") -> PlantedCohort:
+          cfg: CopyTransforms = CopyTransforms(), prefix: str = "plant", train_labels: torch.Tensor | None = None,
+          fresh_labels: torch.Tensor | None = None) -> PlantedCohort:
     """Fresh cines (M, D, H, W, T) plus `n_copies` transformed copies of training cines (N, D, H, W, T).
 
     Training subjects are drawn without replacement (with replacement only when n_copies > N). The order is
     shuffled and ids are fresh (`plant0001`, ...), so neither position nor name tells a copy from a fresh cine.
+    train_labels / fresh_labels (same shapes, int): when both are given, the cohort carries labels too, moved
+    with each copy; a labelled cohort is re-centred on its labels when read back at profile geometry.
     """
     if train.ndim != 5 or fresh.ndim != 5 or train.shape[1:] != fresh.shape[1:]:
         raise CardiolabError(f"plant: training {tuple(train.shape)} and fresh {tuple(fresh.shape)} cines must be "
@@ -94,22 +113,30 @@ def plant(train: torch.Tensor, train_ids: Sequence[str], fresh: torch.Tensor, n_
         raise CardiolabError(f"plant: {len(train_ids)} training ids for {len(train)} training cines")
     if n_copies < 0 or (n_copies and len(train) == 0):
         raise CardiolabError(f"plant: cannot draw {n_copies} copies from {len(train)} training cines")
+    labelled = train_labels is not None and fresh_labels is not None
+    if labelled and (train_labels.shape != train.shape or fresh_labels.shape != fresh.shape):
+        raise CardiolabError(f"plant: labels {tuple(train_labels.shape)} / {tuple(fresh_labels.shape)} do not match "
+                             f"the cines {tuple(train.shape)} / {tuple(fresh.shape)}")
     rng = np.random.default_rng(seed)
     src = rng.choice(len(train), n_copies, replace=n_copies > len(train))
     transforms = [draw_transform(rng, cfg) for _ in src]
-    items = [(apply_transform(train[j], t), str(train_ids[j]), t) for j, t in zip(src, transforms)]
-    items += [(fresh[i].float().clamp(-1.0, 1.0), None, None) for i in range(len(fresh))]
+    items = [(*apply_transform(train[j], t, train_labels[j] if labelled else None), str(train_ids[j]), t)
+             for j, t in zip(src, transforms)]
+    items += [(fresh[i].float().clamp(-1.0, 1.0), fresh_labels[i] if labelled else None, None, None)
+              for i in range(len(fresh))]
     order = rng.permutation(len(items))
     ids = [f"{prefix}{k + 1:04d}" for k in range(len(items))]
-    planted = {ids[k]: items[i][1] for k, i in enumerate(order)}
-    done = {ids[k]: items[i][2] for k, i in enumerate(order) if items[i][2] is not None}
+    planted = {ids[k]: items[i][2] for k, i in enumerate(order)}
+    done = {ids[k]: items[i][3] for k, i in enumerate(order) if items[i][3] is not None}
     images = torch.stack([items[i][0] for i in order]) if items else fresh[:0].float()
-    return PlantedCohort(images=images, ids=ids, planted=planted, transforms=done)
+    labels = torch.stack([items[i][1] for i in order]) if labelled and items else None
+    return PlantedCohort(images=images, ids=ids, planted=planted, transforms=done, labels=labels)
 
 
 def write_planted(out: str | os.PathLike, cohort: PlantedCohort, spacing: Sequence[float], frame_ms: float,
                   es: int) -> Path:
-    """Write a planted cohort as an ACDC-layout cohort (no labels) with planted.json and transforms.json, atomically.
+    """Write a planted cohort as an ACDC-layout cohort with planted.json and transforms.json, atomically
+    (labels as the full label series when the cohort has them).
 
     spacing: (sx, sy, sz) mm of the cine grid (H, W, D axes -> NIfTI x, y, slice, as prepare.py orders them);
     frame_ms, es: the frame spacing and 0-based ES frame every subject gets (ED is frame 0, as in the cache).
@@ -119,10 +146,13 @@ def write_planted(out: str | os.PathLike, cohort: PlantedCohort, spacing: Sequen
 
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        for sid, cine in zip(cohort.ids, cohort.images):
+        for k, (sid, cine) in enumerate(zip(cohort.ids, cohort.images)):
             image = rearrange(cine.float().numpy(), "d h w t -> h w d t")
+            series = None
+            if cohort.labels is not None:
+                series = np.ascontiguousarray(rearrange(cohort.labels[k].numpy(), "d h w t -> h w d t"))
             write_subject(tmp, Subject(id=sid, image=np.ascontiguousarray(image), affine=make_affine(spacing),
-                                       frame_ms=float(frame_ms), ed=0, es=int(es)))
+                                       frame_ms=float(frame_ms), ed=0, es=int(es), label_series=series))
         write_json(tmp / PLANTED_JSON, cohort.planted)
         write_json(tmp / TRANSFORMS_JSON, cohort.transforms)
     return Path(out)
