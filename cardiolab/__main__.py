@@ -12,7 +12,7 @@ import sys
 from cardiolab.core import CardiolabError
 
 VERBS = ("phantom", "check", "prepare", "function", "train", "encode", "sample", "evaluate",
-         "report", "notebooks", "bench", "export")
+         "report", "notebooks", "bench", "audit", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
