@@ -111,6 +111,16 @@ def test_gate_command_line_limit_overrides_and_is_recorded(synthetic, tmp_path):
     assert "50.00 %" in card
 
 
+def test_gate_of_another_cohort_is_bad_input(synthetic, tmp_path, capsys):
+    gate = write_json(tmp_path / "audit.json", {"copy_fraction": 0.0, "max_copy_fraction": 5.0,
+                                                "per_synthetic": [{"id": "synth9999"}]})
+    out = tmp_path / "out"
+    assert main(["export", "--synthetic", str(synthetic), "--format", "acdc", "--out", str(out),
+                 "--gate", str(gate)]) == 2
+    assert not out.exists()
+    assert "audits other subjects" in capsys.readouterr().err
+
+
 def test_gate_without_any_limit_is_bad_input(synthetic, tmp_path):
     gate = _audit(tmp_path, copy_fraction=0.0)
     out = tmp_path / "out"

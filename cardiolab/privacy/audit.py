@@ -8,7 +8,6 @@ holdout split.
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +18,6 @@ import torch
 from cardiolab.core import CardiolabError, write_json
 from cardiolab.profiles import Profile, get_profile
 
-log = logging.getLogger(__name__)
 
 KIND = "cardiolab-audit-copies"
 TRAIN_SPLITS = ("public", "private")
@@ -93,7 +91,6 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     write_planted(out, cohort, tuple(float(s) for s in spacing), frame_ms, es)
     summary = {"out": str(out), "n_copies": n_copies, "n_fresh": n_fresh, "seed": seed, "fresh_seed": fresh_seed,
                "profile": profile.name}
-    log.info("planted %d copies among %d fresh phantoms in %s", n_copies, n_fresh, out)
     return summary
 
 
