@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import nibabel as nib
 import numpy as np
 
 from cardiolab.core import CardiolabError, atomic_path
+from cardiolab.io.nifti import save_nifti
 
 # cardiolab's one label convention (the ACDC one). Other layouts are mapped onto it when read.
 LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
@@ -85,20 +85,6 @@ def make_affine(spacing: tuple[float, float, float]) -> np.ndarray:
     return np.diag([*map(float, spacing), 1.0])
 
 
-def _nifti(array: np.ndarray, affine: np.ndarray, frame_ms: float | None) -> nib.Nifti1Image:
-    img = nib.Nifti1Image(array, affine)
-    zooms = list(np.linalg.norm(affine[:3, :3], axis=0))
-    if array.ndim == 4:
-        zooms.append(float(frame_ms))
-        img.header.set_xyzt_units("mm", "msec")
-    else:
-        img.header.set_xyzt_units("mm")
-    img.header.set_zooms(zooms[: array.ndim])
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
-    return img
-
-
 def format_info(subject: Subject) -> str:
     """Info.cfg text: ACDC's keys first (ED/ES 1-based), then any extra attributes."""
     info = dict(subject.info)
@@ -121,16 +107,16 @@ def write_subject(root: str | os.PathLike, subject: Subject, extra_files: dict[s
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         sid = subject.id
-        nib.save(_nifti(subject.image.astype(np.float32), subject.affine, subject.frame_ms), tmp / f"{sid}_4d.nii.gz")
+        save_nifti(tmp / f"{sid}_4d.nii.gz", subject.image.astype(np.float32), subject.affine, subject.frame_ms)
         for frame in sorted({subject.ed, subject.es}):
             name = f"{sid}_frame{frame + 1:02d}"
-            nib.save(_nifti(subject.image[..., frame].astype(np.float32), subject.affine, None), tmp / f"{name}.nii.gz")
+            save_nifti(tmp / f"{name}.nii.gz", subject.image[..., frame].astype(np.float32), subject.affine)
             lab = subject.labels_at(frame)
             if lab is not None:
-                nib.save(_nifti(lab.astype(np.uint8), subject.affine, None), tmp / f"{name}_gt.nii.gz")
+                save_nifti(tmp / f"{name}_gt.nii.gz", lab.astype(np.uint8), subject.affine)
         if subject.label_series is not None:
-            nib.save(_nifti(subject.label_series.astype(np.uint8), subject.affine, subject.frame_ms),
-                     tmp / f"{sid}_4d_gt.nii.gz")
+            save_nifti(tmp / f"{sid}_4d_gt.nii.gz", subject.label_series.astype(np.uint8), subject.affine,
+                       subject.frame_ms)
         (tmp / "Info.cfg").write_text(format_info(subject))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)

@@ -1,1 +1,2 @@
-"""Privacy: DP-SGD accounting (`accounting`), Opacus wiring for the engine (`dp`), and the privacy.json record."""
+"""Privacy: DP-SGD accounting (`accounting`) and Opacus wiring for the engine (`dp`); the audits: copy detection
+(`copies`), membership inference (`mia`), planted copies (`plant`), embeddings, and the release export (`export`)."""

@@ -1,0 +1,145 @@
+"""Audit orchestration: bring cohorts to profile geometry, embed them, run the pure audits, write one JSON each.
+
+Cohorts load through `cardiolab.evaluate.load_cines` (a cohort folder, or a prepared cache plus a split). That
+loader is moving to `cardiolab.data.cines`; import it from there once it has moved.
+Defaults follow what the generators trained on: the training set is every non-holdout subject of the profile's
+cache (public + private: the VQ-GAN and the DiT train on both), the reference of unseen real data is the
+holdout split.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cardiolab.core import CardiolabError, write_json
+from cardiolab.data.cines import load_cines
+from cardiolab.profiles import Profile, get_profile
+
+
+KIND = "cardiolab-audit-copies"
+TRAIN_SPLITS = ("public", "private")
+FRESH_SEED = 7            # fresh phantoms: a seed the profile's own phantom cohort (seed 0) never used
+
+
+def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, ...] | None, labels: bool = False):
+    """(ids, images (N, D, H, W, T)) of a cohort folder, or of a cache's splits (default: the profile's cache);
+    with labels=True also their labels (N, D, H, W, T) or None when any subject has none."""
+
+    if path is None:
+        from cardiolab.data.prepare import ensure_prepared
+        path = ensure_prepared(profile)
+    path = Path(path)
+    if not path.exists():
+        raise CardiolabError(f"{path}: no such cohort folder or cache")
+    if (path / "manifest.json").exists():
+        parts = [load_cines(path, profile, s) for s in (splits or (None,))]
+    else:
+        parts = [load_cines(path, profile)]
+    ids, images = [i for c in parts for i in c.ids], torch.cat([c.images for c in parts])
+    if not labels:
+        return ids, images
+    has = all(c.labels is not None for c in parts)
+    return ids, images, torch.cat([c.labels for c in parts]) if has else None
+
+
+def _same_geometry(name: str, images: torch.Tensor, ref: torch.Tensor, ref_name: str) -> None:
+    if images.shape[1:] != ref.shape[1:]:
+        raise CardiolabError(f"{name}: cines of shape {tuple(images.shape[1:])} but {ref_name} has "
+                             f"{tuple(ref.shape[1:])} (D, H, W, T); bring both to one profile geometry")
+
+
+def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, train: str | os.PathLike | None = None,
+                 train_splits: tuple[str, ...] | None = TRAIN_SPLITS, n_copies: int | None = None,
+                 n_fresh: int | None = None, seed: int = 0, fresh_seed: int = FRESH_SEED, transforms=None) -> dict:
+    """Write a planted cohort to `out`: `n_fresh` fresh phantoms (seed `fresh_seed`) + `n_copies` transformed copies
+    of training cines (default: one per training subject, and as many fresh ones), changed by `transforms`
+    (a `privacy.plant.CopyTransforms`; default its ranges). Returns a summary dict."""
+    from cardiolab.data.datasets import load_manifest
+    from cardiolab.data.phantom import generate_cohort
+    from cardiolab.privacy.plant import CopyTransforms, plant, write_planted
+
+    profile = get_profile(profile)
+    train_ids, train_images, train_labels = _cines(train, profile, train_splits, labels=True)
+    n_copies = len(train_ids) if n_copies is None else n_copies
+    n_fresh = n_copies if n_fresh is None else n_fresh
+    if n_copies < 0 or n_fresh < 0 or n_copies + n_fresh == 0:
+        raise CardiolabError(f"audit plant: --n-copies {n_copies} / --n-fresh {n_fresh}: need >= 0 and a total > 0")
+    d = profile.data
+    with tempfile.TemporaryDirectory(prefix="cardiolab-fresh-") as tmp:
+        if n_fresh:
+            generate_cohort(tmp, n_fresh, seed=fresh_seed, size=d.phantom_size, spacing=d.phantom_spacing,
+                            slices=d.phantom_slices, frames=d.phantom_frames)
+            fresh_c = load_cines(tmp, profile)
+            fresh, fresh_labels = fresh_c.images, fresh_c.labels
+        else:
+            fresh, fresh_labels = train_images[:0], None if train_labels is None else train_labels[:0]
+    # Labels travel with the cines so that reading the cohort back re-centres each one on its heart, as the
+    # cache did; an unlabelled cine is re-centred from its motion, which can move it by several pixels.
+    cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms or CopyTransforms(),
+                   train_labels=train_labels, fresh_labels=fresh_labels)
+    # One geometry for every planted cine: the training cache's (cines are at profile geometry already).
+    cache = Path(train) if train is not None else profile.cache_dir
+    records = load_manifest(cache)["subjects"] if (cache / "manifest.json").exists() else []
+    spacing = np.median([r["spacing"] for r in records], axis=0) if records else (d.spacing, d.spacing, 10.0)
+    frame_ms = float(np.median([r.get("frame_ms", 0.0) for r in records])) if records else 0.0
+    es = int(np.median([r["es"] for r in records])) if records else d.frames // 3
+    write_planted(out, cohort, tuple(float(s) for s in spacing), frame_ms, es)
+    summary = {"out": str(out), "n_copies": n_copies, "n_fresh": n_fresh, "seed": seed, "fresh_seed": fresh_seed,
+               "profile": profile.name}
+    return summary
+
+
+def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = None,
+                 train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
+                 train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
+                 percentile: float = 5.0, embedding: str = "pixels", max_copy_fraction: float | None = None,
+                 out_json: str | os.PathLike | None = None) -> dict:
+    """Copy audit of a synthetic cohort against the training data, calibrated on held-out data.
+
+    JSON keys: threshold, percentile, embedding, copy_fraction, memorized_fraction (both %), per_synthetic
+    [{id, nearest_train_id, distance, nndr, is_copy}], distances (DCR / NNDR / share nearer train /
+    Mann-Whitney), planted (recall / FPR, when the cohort has planted.json), max_copy_fraction and
+    passed (when a limit is given). Written to `out_json` (default runs/<profile>/audit/copies.json).
+    """
+    from cardiolab.privacy.copies import (calibrate_threshold, check_percentile, detect_copies, distance_summary,
+                                          planted_scores)
+    from cardiolab.privacy.embeddings import embed
+    from cardiolab.privacy.plant import PLANTED_JSON, read_planted
+
+    profile = get_profile(profile)
+    percentile = check_percentile(percentile)
+    embed(torch.zeros(1, 1, 1, 1, 1), embedding)                                     # fail fast on the name
+    if max_copy_fraction is not None and not 0 <= max_copy_fraction <= 100:
+        raise CardiolabError(f"--max-copy-fraction: a percentage in [0, 100], got {max_copy_fraction:g}")
+    synthetic = Path(synthetic)
+    if not synthetic.is_dir():
+        raise CardiolabError(f"--synthetic {synthetic}: not a folder")
+    syn_ids, syn = _cines(synthetic, profile, None)
+    train_ids, tr = _cines(train, profile, train_splits)
+    hold_ids, ho = _cines(holdout, profile, (holdout_split,) if holdout_split else None)
+    _same_geometry(str(synthetic), syn, tr, "the training data")
+    _same_geometry(str(holdout or "holdout"), ho, tr, "the training data")
+    same_source = Path(train or profile.cache_dir).resolve() == Path(holdout or profile.cache_dir).resolve()
+    overlap = set(train_ids) & set(hold_ids)
+    if same_source and overlap:
+        raise CardiolabError(f"training and holdout sets share subjects {sorted(overlap)[:5]}: calibration needs "
+                             "unseen held-out data")
+    e_syn, e_tr, e_ho = (embed(x, embedding).numpy() for x in (syn, tr, ho))
+    tau = calibrate_threshold(e_tr, e_ho, percentile)
+    result = detect_copies(e_syn, e_tr, tau, syn_ids, train_ids)
+    result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,
+                  synthetic=str(synthetic), n_holdout=len(hold_ids),
+                  distances=distance_summary(e_syn, e_tr, e_ho))
+    if (synthetic / PLANTED_JSON).exists():
+        result["planted"] = planted_scores(result["per_synthetic"], read_planted(synthetic))
+    if max_copy_fraction is not None:
+        result.update(max_copy_fraction=float(max_copy_fraction),
+                      passed=result["copy_fraction"] <= max_copy_fraction)
+    out_json = Path(out_json) if out_json is not None else profile.run_dir / "audit" / "copies.json"
+    write_json(out_json, result)
+    result["json"] = str(out_json)
+    return result

@@ -1,0 +1,164 @@
+"""Copy detection and nearest-neighbour distances between embeddings: arrays in, numbers out.
+
+Rule (Dar et al. 2024, arXiv 2402.01054, code Cardio-AI/memorization-ldm): embed every scan, measure the
+correlation distance 1 - r between embeddings, and call a synthetic scan a copy when its nearest training
+scan is closer than tau, the `percentile`-th percentile of the training -> nearest held-out distances. Held-out
+scans are real and unseen, so tau is the distance at which two *different* patients almost never meet:
+about `percentile` % of fresh held-out scans fall under it (the false-positive rate the threshold buys).
+
+Alongside: DCR (distance to closest record) of synthetic -> train against holdout -> train, NNDR
+(nearest / second-nearest) and the share of synthetic scans nearer the training set than the holdout set
+(about n_train / (n_train + n_holdout) when the generator does not memorize; 50 % for equal sets), with a
+one-sided Mann-Whitney U test of "synthetic DCRs are smaller than holdout DCRs".
+All distances here are correlation distances. Embeddings are (N, F) arrays, one row per scan.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.stats import mannwhitneyu
+
+from cardiolab.core import CardiolabError
+
+DEFAULT_PERCENTILE = 5.0     # the paper's choice: ~5 % of unseen patients would be (wrongly) flagged
+
+
+def check_percentile(percentile: float, name: str = "--percentile") -> float:
+    """`percentile` as a float in (0, 100); CardiolabError naming the parameter otherwise."""
+    p = float(percentile)
+    if not 0.0 < p < 100.0:
+        raise CardiolabError(f"{name}: must lie strictly between 0 and 100, got {percentile:g}")
+    return p
+
+
+def _embeddings(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise CardiolabError(f"{name}: expected embeddings (N, F) with N >= 1, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise CardiolabError(f"{name}: embeddings contain NaN or infinite values")
+    return x
+
+
+def correlation_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - Pearson correlation between every row of a (N, F) and of b (M, F) -> (N, M) in [0, 2].
+
+    Invariant to a per-scan intensity offset and scale, which is why the paper uses it for copies.
+    A constant row (zero variance) has no correlation; it gets distance 1 to everything.
+    """
+    a, b = _embeddings(a, "a"), _embeddings(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise CardiolabError(f"embeddings have {a.shape[1]} and {b.shape[1]} features; they must match")
+
+    def unit(x):
+        x = x - x.mean(axis=1, keepdims=True)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+    return np.clip(1.0 - unit(a) @ unit(b).T, 0.0, 2.0)
+
+
+def nearest(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest and second-nearest column of each row of dist (N, M): (idx1, d1, idx2, d2), each (N,).
+
+    With a single column (M = 1) the second neighbour does not exist: idx2 = -1, d2 = inf.
+    """
+    dist = np.asarray(dist, dtype=np.float64)
+    order = np.argsort(dist, axis=1, kind="stable")
+    rows = np.arange(dist.shape[0])
+    idx1, d1 = order[:, 0], dist[rows, order[:, 0]]
+    if dist.shape[1] < 2:
+        return idx1, d1, np.full_like(idx1, -1), np.full_like(d1, np.inf)
+    return idx1, d1, order[:, 1], dist[rows, order[:, 1]]
+
+
+def calibrate_threshold(train: np.ndarray, holdout: np.ndarray, percentile: float = DEFAULT_PERCENTILE) -> float:
+    """tau: the `percentile`-th percentile of each training scan's distance to its nearest held-out scan.
+
+    train: (N, F), holdout: (M, F) embeddings of real scans the generator did / did not see.
+    """
+    p = check_percentile(percentile)
+    d_min = correlation_distance(train, holdout).min(axis=1)
+    return float(np.percentile(d_min, p))
+
+
+def detect_copies(synthetic: np.ndarray, train: np.ndarray, threshold: float,
+                  synthetic_ids: Sequence[str], train_ids: Sequence[str]) -> dict:
+    """Flag synthetic scans whose nearest training scan is closer than `threshold`.
+
+    synthetic: (S, F), train: (N, F) embeddings; ids in the same order.
+    Returns {"threshold", "copy_fraction" (% of synthetic flagged), "memorized_fraction" (% of training
+    subjects that are the nearest training scan of at least one copy), "n_synthetic", "n_train",
+    "per_synthetic": [{"id", "nearest_train_id", "distance", "nndr", "is_copy"}]}.
+    """
+    if len(synthetic_ids) != len(synthetic) or len(train_ids) != len(train):
+        raise CardiolabError(f"ids ({len(synthetic_ids)}, {len(train_ids)}) do not match the embeddings "
+                             f"({len(synthetic)}, {len(train)})")
+    idx1, d1, _, d2 = nearest(correlation_distance(synthetic, train))
+    copy = d1 < threshold
+    per = [{"id": str(synthetic_ids[i]), "nearest_train_id": str(train_ids[idx1[i]]), "distance": float(d1[i]),
+            "nndr": float(nndr(d1[i], d2[i])), "is_copy": bool(copy[i])} for i in range(len(synthetic_ids))]
+    memorized = {int(j) for j in idx1[copy]}
+    return {"threshold": float(threshold), "copy_fraction": 100.0 * float(copy.mean()),
+            "memorized_fraction": 100.0 * len(memorized) / len(train_ids),
+            "n_synthetic": len(synthetic_ids), "n_train": len(train_ids), "per_synthetic": per}
+
+
+def nndr(d1: np.ndarray | float, d2: np.ndarray | float) -> np.ndarray:
+    """Nearest / second-nearest distance ratio in [0, 1]: near 0 means one record stands out (a copy)."""
+    d1, d2 = np.asarray(d1, dtype=np.float64), np.asarray(d2, dtype=np.float64)
+    return np.divide(d1, d2, out=np.ones_like(d1 * d2), where=d2 > 0)
+
+
+def dcr(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Distance to closest record: each query row's correlation distance to its nearest reference row (Q,)."""
+    return correlation_distance(query, reference).min(axis=1)
+
+
+def distance_summary(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray) -> dict:
+    """DCR / NNDR of synthetic -> train against holdout -> train, and who is nearer whom.
+
+    synthetic (S, F), train (N, F), holdout (M, F). `share_nearer_train` is the % of synthetic scans whose
+    nearest real scan is a training one (expected n_train / (n_train + n_holdout) without memorization, stored
+    as `share_expected`). `mannwhitney_p`: one-sided U test that synthetic->train DCRs are stochastically
+    smaller than holdout->train DCRs (a small p suggests the generator sits closer to its training data).
+    """
+    d_syn = correlation_distance(synthetic, train)
+    _, s1, _, s2 = nearest(d_syn)
+    _, h1, _, h2 = nearest(correlation_distance(holdout, train))
+    nearer_train = s1 < dcr(synthetic, holdout)
+    test = mannwhitneyu(s1, h1, alternative="less")
+    return {"dcr_synthetic_train": _summary(s1), "dcr_holdout_train": _summary(h1),
+            "nndr_synthetic_train": _summary(nndr(s1, s2)), "nndr_holdout_train": _summary(nndr(h1, h2)),
+            "share_nearer_train": 100.0 * float(nearer_train.mean()),
+            "share_expected": 100.0 * len(train) / (len(train) + len(holdout)),
+            "mannwhitney_u": float(test.statistic), "mannwhitney_p": float(test.pvalue),
+            "dcr_synthetic": s1.tolist(), "dcr_holdout": h1.tolist()}
+
+
+def planted_scores(per_synthetic: list[dict], planted: dict[str, str | None]) -> dict:
+    """Recall and FPR of the copy flags on a planted cohort.
+
+    planted: {synthetic id: training id it copies, or None for a fresh scan} (planted.json).
+    recall: % of planted copies flagged; recall_matched: % flagged *and* paired with the right training
+    subject; fpr: % of fresh scans flagged. Ids missing from `planted` raise CardiolabError.
+    """
+    missing = [p["id"] for p in per_synthetic if p["id"] not in planted]
+    if missing:
+        raise CardiolabError(f"planted.json: no entry for synthetic ids {missing[:5]}")
+    copies = [p for p in per_synthetic if planted[p["id"]] is not None]
+    fresh = [p for p in per_synthetic if planted[p["id"]] is None]
+    return {"n_planted": len(copies), "n_fresh": len(fresh),
+            "recall": _percent(sum(p["is_copy"] for p in copies), len(copies)),
+            "recall_matched": _percent(sum(p["is_copy"] and p["nearest_train_id"] == planted[p["id"]] for p in copies),
+                                  len(copies)),
+            "fpr": _percent(sum(p["is_copy"] for p in fresh), len(fresh))}
+
+
+def _summary(x: np.ndarray) -> dict:
+    return {"median": float(np.median(x)), "p5": float(np.percentile(x, 5)), "mean": float(np.mean(x))}
+
+
+def _percent(k: int, n: int) -> float:
+    return 100.0 * k / n if n else float("nan")

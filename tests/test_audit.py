@@ -1,0 +1,87 @@
+"""`audit plant` and `audit copies --embedding pixels` end to end on a smoke-profile cache of the test phantom."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cardiolab.__main__ import main
+from cardiolab.privacy.embeddings import pixel_embeddings
+
+
+@pytest.fixture(scope="module")
+def cache(phantom_root, tmp_path_factory):
+    from cardiolab.data.prepare import prepare
+
+    return prepare(phantom_root, "acdc", "smoke", tmp_path_factory.mktemp("audit") / "cache").parent
+
+
+def test_pixel_embeddings_shape():
+    e = pixel_embeddings(torch.zeros(3, 2, 32, 32, 4))
+    assert e.shape == (3, 2 * 16 * 16 * 4)
+
+
+@pytest.fixture(scope="module")
+def planted(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("planted") / "cohort"
+    code = main(["audit", "plant", "--profile", "smoke", "--train", str(cache), "--out", str(out),
+                 "--n-copies", "4", "--n-fresh", "3"])
+    assert code == 0
+    return out
+
+
+def test_audit_plant_writes_a_cohort_with_planted_json(planted):
+    record = json.loads((planted / "planted.json").read_text())
+    assert len(record) == 7
+    assert sum(v is not None for v in record.values()) == 4
+    assert len([p for p in planted.iterdir() if p.is_dir()]) == 7
+    assert any(planted.glob("*/*_4d_gt.nii.gz"))              # labels travel with the cines
+
+
+def test_audit_copies_pixels_end_to_end(planted, cache, tmp_path):
+    out = tmp_path / "copies.json"
+    code = main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
+                 "--holdout", str(cache), "--embedding", "pixels", "--json", str(out)])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert {"threshold", "copy_fraction", "memorized_fraction", "per_synthetic", "distances", "planted"} <= set(r)
+    assert set(r["per_synthetic"][0]) >= {"id", "nearest_train_id", "distance", "is_copy"}
+    assert r["n_train"] == 5
+    assert r["n_holdout"] == 1
+
+
+def test_audit_copies_gate_exits_1(planted, cache, tmp_path):
+    out = tmp_path / "copies.json"
+    code = main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
+                 "--holdout", str(cache), "--percentile", "99", "--max-copy-fraction", "0", "--json", str(out)])
+    assert code == 1
+    assert json.loads(out.read_text())["passed"] is False
+
+
+@pytest.mark.parametrize("argv, match", [(["--percentile", "150"], "--percentile"),
+                                         (["--embedding", "evaluator"], "--embedding")])
+def test_audit_copies_bad_input_exits_2_without_json(planted, cache, tmp_path, capsys, argv, match):
+    out = tmp_path / "copies.json"
+    code = main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
+                 "--holdout", str(cache), "--json", str(out), *argv])
+    assert code == 2
+    assert not out.exists()
+    assert match in capsys.readouterr().err
+
+
+def test_audit_copies_empty_synthetic_exits_2(cache, tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "copies.json"
+    assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(tmp_path / "empty"),
+                 "--train", str(cache), "--holdout", str(cache), "--json", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_untransformed_planted_copies_are_all_found_in_pixels(cache, tmp_path):
+    from cardiolab.privacy.audit import audit_copies, plant_cohort
+    from cardiolab.privacy.plant import CopyTransforms
+
+    plant_cohort(tmp_path / "p", "smoke", cache, n_copies=3, n_fresh=2, transforms=CopyTransforms(p=0.0))
+    r = audit_copies(tmp_path / "p", "smoke", cache, cache, out_json=tmp_path / "c.json")
+    assert r["planted"]["recall_matched"] == 100.0

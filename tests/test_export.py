@@ -1,0 +1,147 @@
+"""Release export (cardiolab.privacy.export, `export` verb): nnU-Net v2 raw layout, ACDC layout, gate, bad input."""
+from __future__ import annotations
+
+import json
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cardiolab.__main__ import main
+from cardiolab.core import write_json
+from cardiolab.io.cohort import INFO_KEYS, Subject, make_affine, write_subject
+from cardiolab.io.layouts import read_cohort
+
+SHAPE = (8, 8, 2, 4)   # (x, y, slice, frame)
+
+
+def _subject(sid, seed, labelled=True, nan=False):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=SHAPE).astype(np.float32)
+    if nan:
+        image[0, 0, 0, 0] = np.nan
+    labels = {f: rng.integers(0, 4, SHAPE[:3]).astype(np.uint8) for f in (0, 2)} if labelled else {}
+    return Subject(id=sid, image=image, affine=make_affine((1.5, 1.5, 8.0)), frame_ms=30.0, ed=0, es=2,
+                   labels=labels, info={"Group": "NOR", "Height": 170, "Weight": 70, "SourceId": "patient042"})
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    root = tmp_path / "synthetic"
+    for i, labelled in enumerate([True, True, False]):
+        write_subject(root, _subject(f"synth{i + 1:04d}", i, labelled), extra_files={"phantom_truth.json": "{}"})
+    write_json(root / "samples.json", {"generator": "dit", "run": "runs/tiny/dit", "steps": 10, "seed": 0})
+    return root
+
+
+def _audit(tmp_path, copy_fraction, limit=None):
+    audit = {"copy_fraction": copy_fraction, "threshold": 0.1, "percentile": 5, "memorized_fraction": 3.0,
+             "embedding": "pixels", "per_synthetic": []}
+    if limit is not None:
+        audit["max_copy_fraction"] = limit
+    return write_json(tmp_path / "audit.json", audit)
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_nnunet_layout_follows_nnunet_v2_dataset_format(synthetic, tmp_path):
+    out = tmp_path / "Dataset501_Synth"
+    assert main(["export", "--synthetic", str(synthetic), "--format", "nnunet", "--out", str(out)]) == 0
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert {"channel_names", "labels", "numTraining", "file_ending"} <= set(dataset)
+    assert dataset["labels"] == {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
+    assert dataset["channel_names"] == {"0": "MRI"}
+    assert dataset["file_ending"] == ".nii.gz"
+    images = sorted((out / "imagesTr").iterdir())
+    labels = sorted((out / "labelsTr").iterdir())
+    assert dataset["numTraining"] == len(labels) == len(images) == 4        # 2 labelled subjects x (ED, ES)
+    case = re.compile(r"(case\d{4}_frame\d{2})_0000\.nii\.gz")
+    assert all(case.fullmatch(p.name) for p in images)
+    assert [case.fullmatch(p.name).group(1) + ".nii.gz" for p in images] == [p.name for p in labels]
+    assert len(list((out / "imagesTs").iterdir())) == 2                     # the unlabelled subject's ED, ES
+    img, lab = nib.load(images[0]), nib.load(labels[0])
+    assert img.shape == lab.shape == SHAPE[:3]
+    np.testing.assert_allclose(img.affine, lab.affine)
+
+
+def test_export_strips_headers_ids_and_side_files(synthetic, tmp_path):
+    out = tmp_path / "acdc"
+    assert main(["export", "--synthetic", str(synthetic), "--format", "acdc", "--out", str(out)]) == 0
+    files = _files(out)
+    assert not any("synth" in f or "phantom_truth" in f or "samples.json" in f for f in files)
+    subjects = list(read_cohort(out))
+    assert [s.id for s in subjects] == ["case0001", "case0002", "case0003"]
+    assert set(subjects[0].info) <= set(INFO_KEYS)
+    assert "patient042" not in (out / "case0001" / "Info.cfg").read_text()
+    header = nib.load(out / "case0001" / "case0001_4d.nii.gz").header
+    for key in ("descrip", "intent_name", "aux_file", "db_name"):
+        assert header[key].item() in (b"", "")
+    card = (out / "DATA_CARD.md").read_text()
+    assert "profile: tiny" in card
+    assert "not audited" in card
+    assert "differential privacy: no" in card
+
+
+def test_data_card_reports_dp_epsilon(synthetic, tmp_path):
+    write_json(synthetic / "privacy.json", {"epsilon": 8.0, "delta": 1e-5})
+    out = tmp_path / "acdc"
+    assert main(["export", "--synthetic", str(synthetic), "--format", "acdc", "--out", str(out)]) == 0
+    assert "epsilon = 8" in (out / "DATA_CARD.md").read_text()
+
+
+def test_gate_refuses_above_its_limit(synthetic, tmp_path, capsys):
+    out = tmp_path / "out"
+    gate = _audit(tmp_path, copy_fraction=30.0, limit=10.0)
+    code = main(["export", "--synthetic", str(synthetic), "--format", "nnunet", "--out", str(out), "--gate", str(gate)])
+    assert code == 1
+    assert not out.exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_gate_command_line_limit_overrides_and_is_recorded(synthetic, tmp_path):
+    out = tmp_path / "out"
+    gate = _audit(tmp_path, copy_fraction=30.0, limit=10.0)
+    code = main(["export", "--synthetic", str(synthetic), "--format", "acdc", "--out", str(out),
+                 "--gate", str(gate), "--max-copy-fraction", "50"])
+    assert code == 0
+    card = (out / "DATA_CARD.md").read_text()
+    assert "30.00 %" in card
+    assert "50.00 %" in card
+
+
+def test_gate_of_another_cohort_is_bad_input(synthetic, tmp_path, capsys):
+    gate = write_json(tmp_path / "audit.json", {"copy_fraction": 0.0, "max_copy_fraction": 5.0,
+                                                "per_synthetic": [{"id": "synth9999"}]})
+    out = tmp_path / "out"
+    assert main(["export", "--synthetic", str(synthetic), "--format", "acdc", "--out", str(out),
+                 "--gate", str(gate)]) == 2
+    assert not out.exists()
+    assert "audits other subjects" in capsys.readouterr().err
+
+
+def test_gate_without_any_limit_is_bad_input(synthetic, tmp_path):
+    gate = _audit(tmp_path, copy_fraction=0.0)
+    out = tmp_path / "out"
+    assert main(["export", "--synthetic", str(synthetic), "--format", "acdc", "--out", str(out),
+                 "--gate", str(gate)]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["empty", "nan", "out-not-empty"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, case):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    if case == "nan":
+        write_subject(src, _subject("synth0001", 0, nan=True))
+    if case == "out-not-empty":
+        write_subject(src, _subject("synth0001", 0))
+        out.mkdir()
+        (out / "keep.txt").write_text("x")
+    before = _files(out) if out.exists() else None
+    assert main(["export", "--synthetic", str(src), "--format", "nnunet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert (_files(out) if out.exists() else None) == before
