@@ -13,6 +13,7 @@ from cardiolab.io.acdc import read_acdc
 from cardiolab.profiles import DataConfig, get_profile
 
 SMALL = dict(size=32, spacing=6.0, slices=4, frames=6)
+REAL_RV_ANGLE_DEG = (51.0, 137.0)   # 10-90 % range of the RV-from-LV angle on real ACDC after prepare (issue 12)
 MEDIUM = dict(size=64, spacing=3.0, slices=6, frames=8)
 
 
@@ -20,6 +21,54 @@ def ef_from_labels(labels: np.ndarray, ed: int, es: int, label: int = 3) -> floa
     """EF (%) counted on a (X, Y, Z, T) label series, independently of the phantom's code."""
     edv, esv = (float((labels[..., f] == label).sum()) for f in (ed, es))
     return 100 * (edv - esv) / edv
+
+
+def rv_angle_deg(labels: np.ndarray) -> float:
+    """Median over slices of the RV centroid's angle from the LV centroid in a (D, H, W) label stack shown
+    with imshow: 0 deg = +column, 90 deg = +row (down)."""
+    angles = []
+    for lab in labels:
+        if (lab == 1).any() and (lab == 3).any():
+            (r1, c1), (r3, c3) = (np.argwhere(lab == k).mean(0) for k in (1, 3))
+            angles.append(np.degrees(np.arctan2(r1 - r3, c1 - c3)))
+    return float(np.median(angles))
+
+
+@pytest.fixture(scope="module")
+def prepared(phantom_root, tmp_path_factory):
+    """The conftest phantom cohort prepared with the smoke profile: [(group, tensors)] per subject."""
+    import torch
+
+    from cardiolab.data.prepare import prepare
+
+    path = prepare(phantom_root, "acdc", "smoke", tmp_path_factory.mktemp("cache") / "smoke")
+    return [(r["attributes"]["Group"], torch.load(path.parent / r["file"], weights_only=True))
+            for r in read_json(path)["subjects"]]
+
+
+def test_rv_lies_where_real_acdc_puts_it_after_prepare(prepared):
+    """Issue 12: RV anterior and right of the LV in the world, ~110 deg from the LV in prepared tensors."""
+    angles = {}
+    for group, t in prepared:
+        angle = rv_angle_deg(t["labels"][..., 0].numpy())                  # ED, (D, H, W)
+        angles.setdefault(group, []).append(angle)
+        assert REAL_RV_ANGLE_DEG[0] <= angle <= REAL_RV_ANGLE_DEG[1], (group, angle)
+    assert set(angles) == set(phantom.GROUPS)
+    assert abs(np.median(sum(angles.values(), [])) - phantom.RV_ANGLE_DEG) < 20
+
+
+def test_affine_puts_rv_anterior_and_right_and_is_canonical():
+    from cardiolab.data.prepare import canonical_inplane
+
+    for i in range(5):
+        s, _ = phantom.make_subject(i, seed=3, **MEDIUM)
+        lab = s.label_series[..., 0]
+        image, _, affine = canonical_inplane(s.image, lab, s.affine)
+        assert np.array_equal(affine, s.affine)                            # prepare moves nothing
+        centroids = [s.affine[:3, :3] @ np.argwhere(lab == k).mean(0) for k in (1, 3)]
+        right, anterior, _ = centroids[0] - centroids[1]                   # RAS+ world, mm
+        assert right > 5, i
+        assert anterior > 5, i
 
 
 def test_same_seed_same_bytes_other_seed_differs():

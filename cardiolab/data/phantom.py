@@ -18,6 +18,13 @@ sector, reduced EF), ARV (dilated, poorly contracting RV).
 
 Coordinates: a subject's image is (X, Y, Z, T) as in NIfTI; internally frames are built as (D, X, Y)
 with D = Z slices from base (0) to apex. In-plane positions are in mm from the image centre.
+
+Orientation (see data/README.md): the affine is an oblique short-axis plane in RAS+ world coordinates
+(`sax_axes`): the slice axis runs base -> apex (left, anterior, inferior), voxel +x points mostly
+anterior (and right), voxel +y mostly superior (and left). The RV lies anterior and to the patient's right
+of the LV, which puts it at ~110 deg (0 deg = +y, 90 deg = +x) from the LV in the voxel grid, as real ACDC
+cines give after `prepare`. The in-plane axes already point along increasing world axes, so
+`prepare.canonical_inplane` leaves the arrays as they are.
 """
 from __future__ import annotations
 
@@ -35,11 +42,11 @@ from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
-from cardiolab.io.cohort import Subject, make_affine, write_subject
+from cardiolab.io.cohort import Subject, write_subject
 
 log = logging.getLogger(__name__)
 
-VERSION = 1                      # bump when the generator's output changes; ensure_phantom then regenerates
+VERSION = 2                      # bump when the generator's output changes; ensure_phantom then regenerates
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "ARV")
 TRUTH_FILE = "phantom_truth.json"
 COHORT_FILE = "cohort.json"
@@ -71,6 +78,42 @@ AGE_RANGE = {"NOR": (20, 70), "DCM": (30, 75), "HCM": (20, 70), "MINF": (45, 85)
 SIGNAL = dict(blood=1.0, myo=0.28, fat=0.85, muscle=0.3, tissue=0.42, lung=0.06, liver=0.45)
 SCANNER_SCALE = 1000.0           # written as integer-valued magnitudes like a scanner's
 
+# World (RAS+) geometry of the short-axis stack. The LV long axis points from base to apex towards the
+# patient's left, anterior and inferior; the RV lies to the right and anterior of the LV. The in-plane voxel
+# axes are turned so that, once `prepare` has made them point along increasing world axes, the RV sits at
+# RV_ANGLE_DEG from the LV as measured on real ACDC (median 110 deg, 10-90 % range 51-137 deg).
+LONG_AXIS_RAS = (-0.6, 0.55, -0.6)
+RV_DIRECTION_RAS = (1.0, 1.0, 0.0)
+RV_ANGLE_DEG = 110.0             # image angle: 0 deg = +y (column), 90 deg = +x (row)
+SEPTUM_JITTER = 0.35             # rad, per-subject spread of the RV direction (+-20 deg)
+
+
+def sax_axes() -> np.ndarray:
+    """(3, 3) world unit vectors (columns) of voxel x, voxel y and the slice axis (base -> apex)."""
+    n = np.asarray(LONG_AXIS_RAS, float)
+    n /= np.linalg.norm(n)
+    w = np.asarray(RV_DIRECTION_RAS, float)
+    w -= (w @ n) * n
+    w /= np.linalg.norm(w)
+    p = np.cross(n, w)
+    a = np.deg2rad(RV_ANGLE_DEG)
+    # w = sin(a) x + cos(a) y in the voxel grid, with x and y pointing along increasing world axes
+    x, y = np.sin(a) * w + np.cos(a) * p, np.cos(a) * w - np.sin(a) * p
+    return np.stack([x, y, n], axis=1)
+
+
+def sax_affine(size: int, spacing: float, slice_thickness: float, slices: int) -> np.ndarray:
+    """Voxel -> world (mm) affine of a phantom stack, the centre of the stack at the world origin."""
+    aff = np.eye(4)
+    aff[:3, :3] = sax_axes() * np.array([spacing, spacing, slice_thickness])
+    aff[:3, 3] = -aff[:3, :3] @ np.array([(size - 1) / 2, (size - 1) / 2, (slices - 1) / 2])
+    return aff
+
+
+def septum_angle() -> float:
+    """Polar angle (rad, atan2(dy, dx) in the voxel grid) of the LV -> RV direction for the mean subject."""
+    return float(np.pi / 2 - np.deg2rad(RV_ANGLE_DEG))
+
 
 def group_of(index: int) -> str:
     """Subject i's group: the five ACDC groups in turn, so any 5 consecutive subjects cover all."""
@@ -97,7 +140,7 @@ def sample_heart(group: str, attrs: dict, rng: np.random.Generator, slices: int)
     length = u["length"] * body
     # Slices cover base to apex; ACDC-like 8-10 mm thick, so few slices means a shorter heart.
     thickness = round(float(np.clip(length / (slices + 0.4), 8.0, 10.0)), 1)
-    septum = float(np.pi + rng.uniform(-0.35, 0.35))              # LV centre -> RV direction (image -x)
+    septum = float(septum_angle() + rng.uniform(-SEPTUM_JITTER, SEPTUM_JITTER))   # LV centre -> RV direction
     p = dict(
         radius=u["radius"] * body, wall=u["wall"] * (1.05 if male else 0.95), ef=u["ef"], rv=u["rv"] * body,
         rv_span=float(np.deg2rad(u["rv_span"])), rv_ef=u["rv_ef"], filling=u["filling"], kick=u["kick"],
@@ -373,7 +416,7 @@ def make_subject(index: int, seed: int = 0, size: int = 128, spacing: float = 1.
         contraction=c.tolist(), parameters=p,
     )
     truth = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in truth.items()}
-    subject = Subject(id=sid, image=rearrange(image, "t z x y -> x y z t"), affine=make_affine((spacing, spacing, sz)),
+    subject = Subject(id=sid, image=rearrange(image, "t z x y -> x y z t"), affine=sax_affine(size, spacing, sz, slices),
                       frame_ms=frame_ms, ed=0, es=es, label_series=rearrange(labels, "t z x y -> x y z t"),
                       info=dict(attrs))
     return subject, truth
