@@ -179,10 +179,10 @@ def test_contraction_curve_phases():
 def test_insertion_points_and_appearance():
     s, truth = phantom.make_subject(0, seed=1, size=96, spacing=2.0, slices=8, frames=8, snr=1000)
     lab = s.label_series[..., 0]
-    points = truth["rv_insertion_points"]["ed"]
+    points = truth["rv_insertion_points"]["frames"][truth["ed"]]
     assert points[-1] is None and all(p is not None for p in points[:3])
     for z, pts in enumerate(points[:4]):
-        for x, y in pts:
+        for x, y in pts.values():
             i, j = int(round(x)), int(round(y))
             window = lab[i - 2:i + 3, j - 2:j + 3, z]
             assert 2 in window and 0 in window, (z, x, y)                  # on the epicardium
@@ -285,3 +285,28 @@ def test_group_sizes_follow_the_table():
     nor, hcm = mid_wall_mm("NOR"), mid_wall_mm("HCM")
     assert nor < 12                                                        # ACDC: normal wall < 12 mm in diastole
     assert hcm > 1.3 * nor
+
+
+def test_insertion_points_every_frame_named_by_world_rule(tmp_path):
+    """Issue 16: every frame, null exactly where a slice has no RV, 'anterior' = the larger world z."""
+    path = phantom.write_phantom_subject(tmp_path, 2, seed=4, **MEDIUM)
+    s = next(iter(read_acdc(tmp_path)))
+    rvip = read_json(path / phantom.TRUTH_FILE)["rv_insertion_points"]
+    assert rvip["rule"] == phantom.RVIP_RULE
+    frames = rvip["frames"]
+    assert len(frames) == s.n_frames
+    more_anterior, named = 0, 0
+    for t, per_slice in enumerate(frames):
+        assert len(per_slice) == s.image.shape[2]
+        for z, pts in enumerate(per_slice):
+            has_rv = bool((s.label_series[..., z, t] == 1).any())
+            assert (pts is not None) == has_rv, (t, z)
+            if pts is None:
+                continue
+            assert set(pts) == {"anterior", "inferior"}
+            ant, inf = (s.affine @ [*pts[k], z, 1.0] for k in ("anterior", "inferior"))   # RAS+ world, mm
+            assert ant[2] > inf[2], (t, z)                                 # the rule: anterior is superior
+            more_anterior += ant[1] > inf[1]
+            named += 1
+    assert named > 0
+    assert more_anterior / named > 0.9                                     # and, anatomically, anterior too

@@ -13,6 +13,9 @@ its angle, and the same tables give analytic areas (0.5 * integral of r^2 dtheta
 
 Ground truth (phantom_truth.json) is measured on the rasterised labels, so EF recomputed from the
 written labels matches it; the analytic volumes sit beside it. Volumes in ml, EF in %, mass in g.
+RV insertion points (`rv_insertion_points`) are written for every frame and slice: the two ends of the RV
+crescent on the epicardium, named by a world-coordinate rule (RVIP_RULE): the one with the larger world z
+(RAS+ superior) is "anterior", the other "inferior"; null on slices without RV.
 Groups follow ACDC: NOR, DCM (dilated, EF < 40 %), HCM (thick wall, EF > 55 %), MINF (akinetic
 sector, reduced EF), ARV (dilated, poorly contracting RV).
 
@@ -507,22 +510,40 @@ def render(p: dict, tables: dict, layers: dict, rng: np.random.Generator, size: 
     return labels, np.round(noisy * SCANNER_SCALE).astype(np.float32)
 
 
-def _insertion_points(tables: dict, p: dict, labels: np.ndarray, frame: int, size: int, spacing: float) -> list:
-    """The two RV insertion points per slice, voxel (x, y), where the crescent meets the epicardium; None
-    on slices without RV."""
+RVIP_RULE = ("anterior / inferior: of the two points where the RV crescent meets the LV epicardium, the one with "
+             "the larger world z (RAS+ superior, from the NIfTI affine) is 'anterior', the other 'inferior'")
+RVIP_COORDINATES = ("voxel (x, y) of the written image; list index = frame, then slice (base -> apex); "
+                    "null where the slice has no RV label")
+
+
+def insertion_points(tables: dict, p: dict, labels: np.ndarray, affine: np.ndarray, size: int, spacing: float
+                     ) -> list[list[dict | None]]:
+    """RV insertion points of every frame and slice: [t][z] = {"anterior": [x, y], "inferior": [x, y]} in voxel
+    coordinates of the written image (x, y, slice z), or None on a slice whose labels hold no RV.
+
+    The points are the ends of the RV crescent (septum +- rv_span) on the epicardium; they are named by RVIP_RULE.
+    labels: (T, D, X, Y).
+    """
+    T, D = labels.shape[:2]
+    has_rv = (labels == 1).any(axis=(2, 3))                                 # (T, D)
+    idx = [int(((p["septum"] + sign * p["rv_span"] + np.pi) % (2 * np.pi)) / D_THETA) % N_THETA for sign in (-1, 1)]
+    theta = THETA[idx]                                                      # (2,)
+    r = tables["r_epi"][:, :, idx]                                          # (D, T, 2)
+    xy = tables["centre"][:, :, None] + r[..., None] * np.stack([np.cos(theta), np.sin(theta)], -1)   # (D, T, 2, 2)
+    vox = xy / spacing + (size - 1) / 2
+    z = (affine[2, 0] * vox[..., 0] + affine[2, 1] * vox[..., 1]
+         + affine[2, 2] * np.arange(D)[:, None, None])                     # world z up to the shared offset
     out = []
-    for k in range(labels.shape[1]):
-        if not (labels[frame, k] == 1).any():
-            out.append(None)
-            continue
-        pts = []
-        for sign in (-1, 1):
-            theta = p["septum"] + sign * p["rv_span"]
-            i = int(((theta + np.pi) % (2 * np.pi)) / D_THETA) % N_THETA
-            r = tables["r_epi"][k, frame, i]
-            xy = tables["centre"][k, frame] + r * np.array([np.cos(THETA[i]), np.sin(THETA[i])])
-            pts.append([round(float(v / spacing + (size - 1) / 2), 2) for v in xy])
-        out.append(pts)
+    for t in range(T):
+        frame = []
+        for k in range(D):
+            if not has_rv[t, k]:
+                frame.append(None)
+                continue
+            hi = int(np.argmax(z[k, t]))
+            frame.append({name: [round(float(v), 2) for v in vox[k, t, j]]
+                          for name, j in (("anterior", hi), ("inferior", 1 - hi))})
+        out.append(frame)
     return out
 
 
@@ -571,6 +592,7 @@ def make_subject(index: int, seed: int = 0, size: int = 128, spacing: float = 1.
     group, attrs, p, c, es, tables, labels, image = (sim[k] for k in ("group", "attrs", "p", "c", "es", "tables",
                                                                       "labels", "image"))
     sz = p["slice_thickness"]
+    affine = sax_affine(size, spacing, sz, slices)
     voxel_ml = spacing * spacing * sz / 1000
     vol = {name: (labels == lab).sum((1, 2, 3)) * voxel_ml for name, lab in (("LV", 3), ("MYO", 2), ("RV", 1))}
     sid = f"patient{index + 1:03d}"
@@ -584,13 +606,13 @@ def make_subject(index: int, seed: int = 0, size: int = 128, spacing: float = 1.
         target_EF=p["ef"], target_RV_EF=p["rv_ef"],
         volumes_ml={k: v.tolist() for k, v in vol.items()},
         analytic_volumes_ml={k: v.tolist() for k, v in tables["analytic_ml"].items()},
-        rv_insertion_points={"ed": _insertion_points(tables, p, labels, 0, size, spacing),
-                             "es": _insertion_points(tables, p, labels, es, size, spacing)},
+        rv_insertion_points={"rule": RVIP_RULE, "coordinates": RVIP_COORDINATES,
+                             "frames": insertion_points(tables, p, labels, affine, size, spacing)},
         contraction=c.tolist(), parameters=p,
     )
     truth = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in truth.items()}
     subject = Subject(id=sid, image=rearrange(image, "t z x y -> x y z t"),
-                      affine=sax_affine(size, spacing, sz, slices), frame_ms=frame_ms, ed=0, es=es,
+                      affine=affine, frame_ms=frame_ms, ed=0, es=es,
                       label_series=rearrange(labels, "t z x y -> x y z t"), info=dict(attrs))
     return subject, truth
 
