@@ -371,14 +371,16 @@ def thorax(p: dict, tables: dict, rng: np.random.Generator, slices: int, size: i
     # Body: an ellipse whose anterior wall sits a little in front of the heart, centred right of it.
     fat_mm = float(np.clip(1.2 * (p["bmi"] - 17) + rng.uniform(2, 6), 4, 30))
     muscle_mm = float(rng.uniform(6, 12))
-    ap, lat = rng.uniform(95, 115), rng.uniform(150, 175)
+    # The back stays 13-16 cm behind the LV centre whatever the heart's size; a big heart deepens the chest.
     front = _extent(tables, ant) + rng.uniform(3, 12) + muscle_mm + fat_mm
-    depth = _blob(r, a, rng.uniform(20, 35), front - ap, lat, ap, 0.02, ph(2))
+    back, lat = -rng.uniform(130, 160) - fat_mm, rng.uniform(150, 175)
+    ap = (front - back) / 2
+    depth = _blob(r, a, rng.uniform(20, 35), (front + back) / 2, lat, ap, 0.02, ph(2))
     img = paint(img, _occupancy(-(depth - fat_mm - muscle_mm), spacing), SIGNAL["muscle"] * (1 + 0.1 * tex),
                 "muscle")
     img = paint(img, _occupancy(-(depth - fat_mm), spacing), SIGNAL["fat"] * (1 + 0.05 * tex), "fat")
     # Mediastinal fat in front of the heart.
-    pad = _blob(r, a, rng.uniform(-5, 20), _extent(tables, ant) + 4, rng.uniform(20, 35), rng.uniform(5, 9),
+    pad = _blob(r, a, rng.uniform(-5, 20), _extent(tables, ant) + 3, rng.uniform(20, 35), rng.uniform(2.5, 5),
                 0.15, ph(3))
     img = paint(img, _occupancy(pad, spacing), SIGNAL["fat"] * (1 + 0.05 * tex), "fat")
     # Descending aorta behind the heart, left of the spine; the spine behind and right of it.
@@ -418,7 +420,7 @@ def thorax(p: dict, tables: dict, rng: np.random.Generator, slices: int, size: i
     # (subcutaneous fat there sets the top percentile, as on real cines), slowly varying elsewhere.
     reach = rng.uniform(22, 32)
     g = (rng.uniform(0.35, 0.7) * np.exp(-np.clip(front - a, 0, None) / reach)
-         + rng.uniform(0.15, 0.4) * np.exp(-np.clip(a - (front - 2 * ap), 0, None) / reach))
+         + rng.uniform(0.15, 0.4) * np.exp(-np.clip(a - back, 0, None) / reach))
     g = np.log1p(g) + rng.uniform(-0.1, 0.1) * r / 100 + 0.06 * _smooth_noise(rng, (1, size, size), 25.0 / spacing)
     bias = np.exp(g - g[:, size // 2, size // 2].mean())
     f32 = lambda v: np.ascontiguousarray(v, dtype=np.float32)         # noqa: E731
