@@ -11,13 +11,29 @@ its angle, and the same tables give analytic areas (0.5 * integral of r^2 dtheta
 - the wall thickens in systole by exactly enough to keep the myocardial volume constant;
 - the RV crescent is scaled to its own volume curve; the base descends towards the fixed apex.
 
+Sizes come from one per-group table (GROUP_STATS: indexed ED volumes, EF, wall thickness, after ACDC's
+group definitions) and are fitted exactly (`fit_sizes`). Around the heart `thorax` draws the chest (body
+wall with subcutaneous fat, lungs and liver that the beating heart pushes, descending aorta beside the spine)
+and a coil bias field; the heart carries papillary muscles, trabeculae and partial volume at base and apex;
+Rician noise last. `simulate` returns every intermediate layer.
+
 Ground truth (phantom_truth.json) is measured on the rasterised labels, so EF recomputed from the
 written labels matches it; the analytic volumes sit beside it. Volumes in ml, EF in %, mass in g.
+RV insertion points (`rv_insertion_points`) are written for every frame and slice: the two ends of the RV
+crescent on the epicardium, named by a world-coordinate rule (RVIP_RULE): the one with the larger world z
+(RAS+ superior) is "anterior", the other "inferior"; null on slices without RV.
 Groups follow ACDC: NOR, DCM (dilated, EF < 40 %), HCM (thick wall, EF > 55 %), MINF (akinetic
 sector, reduced EF), ARV (dilated, poorly contracting RV).
 
 Coordinates: a subject's image is (X, Y, Z, T) as in NIfTI; internally frames are built as (D, X, Y)
 with D = Z slices from base (0) to apex. In-plane positions are in mm from the image centre.
+
+Orientation (see data/README.md): the affine is an oblique short-axis plane in RAS+ world coordinates
+(`sax_axes`): the slice axis runs base -> apex (left, anterior, inferior), voxel +x points mostly
+anterior (and right), voxel +y mostly superior (and left). The RV lies anterior and to the patient's right
+of the LV, which puts it at ~110 deg (0 deg = +y, 90 deg = +x) from the LV in the voxel grid, as real ACDC
+cines give after `prepare`. The in-plane axes already point along increasing world axes, so
+`prepare.canonical_inplane` leaves the arrays as they are.
 """
 from __future__ import annotations
 
@@ -35,11 +51,11 @@ from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
-from cardiolab.io.cohort import Subject, make_affine, write_subject
+from cardiolab.io.cohort import Subject, write_subject
 
 log = logging.getLogger(__name__)
 
-VERSION = 1                      # bump when the generator's output changes; ensure_phantom then regenerates
+VERSION = 2                      # bump when the generator's output changes; ensure_phantom then regenerates
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "ARV")
 TRUTH_FILE = "phantom_truth.json"
 COHORT_FILE = "cohort.json"
@@ -48,28 +64,77 @@ THETA = -np.pi + (np.arange(N_THETA) + 0.5) * (2 * np.pi / N_THETA)
 D_THETA = 2 * np.pi / N_THETA
 MYO_DENSITY = 1.05               # g/ml, LV mass = ED myocardial volume * density
 
-# Uniform ranges per group. radius: ED endocardial radius at the base (mm, before body-size scaling);
-# wall: ED wall thickness (mm); ef, rv_ef: %; length: ED base-apex length (mm); rv: RV crescent depth
-# at the base (mm); rv_span: crescent half-angle (deg); filling / kick: share of the stroke volume
-# refilled by rapid filling (E wave) / the atria (A wave); hr: heart rate (bpm).
-GROUP_RANGES = {
-    "NOR": dict(radius=(25, 29), wall=(8, 10.5), ef=(57, 68), length=(82, 94), rv=(24, 32), rv_span=(65, 80),
-                rv_ef=(50, 62), filling=(0.65, 0.78), kick=(0.12, 0.2), hr=(55, 75)),
-    "DCM": dict(radius=(32, 37), wall=(6, 8), ef=(15, 34), length=(92, 105), rv=(22, 30), rv_span=(65, 80),
-                rv_ef=(35, 55), filling=(0.6, 0.75), kick=(0.1, 0.18), hr=(65, 90)),
-    "HCM": dict(radius=(19, 23), wall=(14, 19), ef=(62, 76), length=(78, 90), rv=(20, 28), rv_span=(62, 75),
-                rv_ef=(50, 65), filling=(0.4, 0.55), kick=(0.3, 0.4), hr=(55, 75)),
-    "MINF": dict(radius=(28, 33), wall=(8, 10), ef=(25, 40), length=(85, 98), rv=(22, 30), rv_span=(65, 80),
-                 rv_ef=(40, 58), filling=(0.5, 0.68), kick=(0.15, 0.25), hr=(60, 85)),
-    "ARV": dict(radius=(24, 28), wall=(7.5, 10), ef=(50, 64), length=(82, 94), rv=(34, 44), rv_span=(80, 95),
-                rv_ef=(22, 40), filling=(0.6, 0.75), kick=(0.12, 0.2), hr=(60, 85)),
+# Per-group statistics, one row per ACDC group: uniform ranges drawn per subject. The first five columns
+# follow the group definitions of Bernard et al., IEEE TMI 37(11) 2018 (ACDC), sec. III: NOR LVEF > 50 %,
+# LVEDV < 90 (M) / 80 (F) ml/m^2, diastolic wall < 12 mm, RVEDV < 100 ml/m^2, RVEF > 40 %; DCM LVEDV > 100
+# ml/m^2 and LVEF < 40 %; HCM LV mass > 110 g/m^2, segments > 15 mm in diastole, LVEF > 55 %; MINF LVEF < 40 %
+# with abnormally contracting segments; ARV RVEDV > 110 (M) / 100 (F) ml/m^2 or RVEF < 40 %.
+#   lv_edvi, rv_edvi: ED volume indexed to body surface area (ml/m^2); ef, rv_ef: %;
+#   wall: mean ED wall thickness at the base (mm; HCM adds septal asymmetry on top, MINF thins its infarct).
+# The rest shape the beat, not the diagnosis: length: ED base-apex length (mm); rv_span: RV crescent
+# half-angle (deg); filling / kick: share of the stroke volume refilled by rapid filling (E wave) / the atria
+# (A wave); hr: heart rate (bpm).
+GROUP_STATS = {
+    "NOR": dict(lv_edvi=(62, 84), ef=(57, 70), wall=(7.5, 10), rv_edvi=(62, 90), rv_ef=(50, 62),
+                length=(82, 94), rv_span=(65, 80), filling=(0.65, 0.78), kick=(0.12, 0.2), hr=(55, 75)),
+    "DCM": dict(lv_edvi=(112, 170), ef=(12, 34), wall=(6, 8.5), rv_edvi=(70, 110), rv_ef=(30, 55),
+                length=(92, 105), rv_span=(65, 80), filling=(0.6, 0.75), kick=(0.1, 0.18), hr=(65, 90)),
+    "HCM": dict(lv_edvi=(55, 80), ef=(62, 77), wall=(12.5, 16), rv_edvi=(55, 82), rv_ef=(50, 65),
+                length=(78, 90), rv_span=(62, 75), filling=(0.4, 0.55), kick=(0.3, 0.4), hr=(55, 75)),
+    "MINF": dict(lv_edvi=(88, 130), ef=(20, 38), wall=(7.5, 10), rv_edvi=(65, 95), rv_ef=(40, 58),
+                 length=(85, 98), rv_span=(65, 80), filling=(0.5, 0.68), kick=(0.15, 0.25), hr=(60, 85)),
+    "ARV": dict(lv_edvi=(62, 84), ef=(50, 64), wall=(7, 9.5), rv_edvi=(118, 165), rv_ef=(22, 38),
+                length=(82, 94), rv_span=(80, 95), filling=(0.6, 0.75), kick=(0.12, 0.2), hr=(60, 85)),
 }
 MALE_FRACTION = {"NOR": 0.5, "DCM": 0.7, "HCM": 0.7, "MINF": 0.8, "ARV": 0.6}
 AGE_RANGE = {"NOR": (20, 70), "DCM": (30, 75), "HCM": (20, 70), "MINF": (45, 85), "ARV": (18, 60)}
 
-# Relative bSSFP signal: bright blood, dark myocardium and muscle, bright fat, black lungs and air.
-SIGNAL = dict(blood=1.0, myo=0.28, fat=0.85, muscle=0.3, tissue=0.42, lung=0.06, liver=0.45)
+# Relative bSSFP signal (LV blood = 1) before the coil bias field. Calibrated so that `prepare`'s percentile
+# scaling to [-1, 1] lands near real ACDC means over labelled frames (issue 12: LV blood 0.15, myocardium
+# -0.52, RV blood -0.16, background -0.50): fat as bright as blood or brighter (it sets the 99.5th percentile
+# with the coil's hot spot at the chest wall), muscle and myocardium dark, lungs and air darkest.
+SIGNAL = dict(blood=1.0, myo=0.3, fat=1.25, muscle=0.27, tissue=0.35, lung=0.04, liver=0.5, bone=0.5,
+              cortex=0.12, csf=1.15, aorta=1.05)
+TISSUES = ("air", "tissue", "fat", "muscle", "lung", "liver", "bone", "csf", "aorta")   # `thorax` tissue map
+RV_BLOOD = (0.5, 0.78)           # RV blood relative to LV blood: slower flow and trabeculae darken it
+SNR_RANGE = (14, 28)             # blood-pool SNR
 SCANNER_SCALE = 1000.0           # written as integer-valued magnitudes like a scanner's
+
+# World (RAS+) geometry of the short-axis stack. The LV long axis points from base to apex towards the
+# patient's left, anterior and inferior; the RV lies to the right and anterior of the LV. The in-plane voxel
+# axes are turned so that, once `prepare` has made them point along increasing world axes, the RV sits at
+# RV_ANGLE_DEG from the LV as measured on real ACDC (median 110 deg, 10-90 % range 51-137 deg).
+LONG_AXIS_RAS = (-0.6, 0.55, -0.6)
+RV_DIRECTION_RAS = (1.0, 1.0, 0.0)
+RV_ANGLE_DEG = 110.0             # image angle: 0 deg = +y (column), 90 deg = +x (row)
+SEPTUM_JITTER = 0.35             # rad, per-subject spread of the RV direction (+-20 deg)
+
+
+def sax_axes() -> np.ndarray:
+    """(3, 3) world unit vectors (columns) of voxel x, voxel y and the slice axis (base -> apex)."""
+    n = np.asarray(LONG_AXIS_RAS, float)
+    n /= np.linalg.norm(n)
+    w = np.asarray(RV_DIRECTION_RAS, float)
+    w -= (w @ n) * n
+    w /= np.linalg.norm(w)
+    p = np.cross(n, w)
+    a = np.deg2rad(RV_ANGLE_DEG)
+    # w = sin(a) x + cos(a) y in the voxel grid, with x and y pointing along increasing world axes
+    x, y = np.sin(a) * w + np.cos(a) * p, np.cos(a) * w - np.sin(a) * p
+    return np.stack([x, y, n], axis=1)
+
+
+def sax_affine(size: int, spacing: float, slice_thickness: float, slices: int) -> np.ndarray:
+    """Voxel -> world (mm) affine of a phantom stack, the centre of the stack at the world origin."""
+    aff = np.eye(4)
+    aff[:3, :3] = sax_axes() * np.array([spacing, spacing, slice_thickness])
+    aff[:3, 3] = -aff[:3, :3] @ np.array([(size - 1) / 2, (size - 1) / 2, (slices - 1) / 2])
+    return aff
+
+
+def septum_angle() -> float:
+    """Polar angle (rad, atan2(dy, dx) in the voxel grid) of the LV -> RV direction for the mean subject."""
+    return float(np.pi / 2 - np.deg2rad(RV_ANGLE_DEG))
 
 
 def group_of(index: int) -> str:
@@ -88,19 +153,22 @@ def sample_attributes(group: str, rng: np.random.Generator) -> dict:
 
 
 def sample_heart(group: str, attrs: dict, rng: np.random.Generator, slices: int) -> dict:
-    """Draw one subject's heart: sizes scale with body surface area, shape/pose/motion are random."""
-    ranges = GROUP_RANGES[group]
-    u = {k: float(rng.uniform(*v)) for k, v in ranges.items()}
+    """Draw one subject's heart: volumes scale with body surface area, shape/pose/motion are random.
+
+    radius and rv (mm) are first guesses; `fit_sizes` rescales them to the drawn volumes `edv`, `rv_edv` (ml).
+    """
+    u = {k: float(rng.uniform(*v)) for k, v in GROUP_STATS[group].items()}
     male = attrs["Sex"] == "M"
-    bsa = np.sqrt(attrs["Height"] * attrs["Weight"] / 3600.0)    # Mosteller, m^2
+    bsa = float(np.sqrt(attrs["Height"] * attrs["Weight"] / 3600.0))   # Mosteller, m^2
     body = float((bsa / 1.9) ** 0.35 * (1.03 if male else 0.97))
     length = u["length"] * body
     # Slices cover base to apex; ACDC-like 8-10 mm thick, so few slices means a shorter heart.
     thickness = round(float(np.clip(length / (slices + 0.4), 8.0, 10.0)), 1)
-    septum = float(np.pi + rng.uniform(-0.35, 0.35))              # LV centre -> RV direction (image -x)
+    septum = float(septum_angle() + rng.uniform(-SEPTUM_JITTER, SEPTUM_JITTER))   # LV centre -> RV direction
     p = dict(
-        radius=u["radius"] * body, wall=u["wall"] * (1.05 if male else 0.95), ef=u["ef"], rv=u["rv"] * body,
-        rv_span=float(np.deg2rad(u["rv_span"])), rv_ef=u["rv_ef"], filling=u["filling"], kick=u["kick"],
+        edv=u["lv_edvi"] * bsa, rv_edv=u["rv_edvi"] * bsa, bsa=bsa, radius=27.0 * body, rv=28.0 * body,
+        wall=u["wall"] * (1.05 if male else 0.95), ef=u["ef"], rv_ef=u["rv_ef"],
+        rv_span=float(np.deg2rad(u["rv_span"])), filling=u["filling"], kick=u["kick"],
         heart_rate=u["hr"], slice_thickness=thickness,
         rv_reach=float(rng.uniform(0.72, 0.85)),                   # RV ends at this fraction base -> apex
         eccentricity=float(rng.uniform(1.0, 1.15)), ellipse_angle=float(rng.uniform(0, np.pi)),
@@ -111,14 +179,31 @@ def sample_heart(group: str, attrs: dict, rng: np.random.Generator, slices: int)
         drift=rng.uniform(-2, 2, 2).tolist(),                      # mm, in-plane shift at ES
         base_descent=float(min(rng.uniform(10, 15) * u["ef"] / 62.0, 0.85 * thickness)),
         es_fraction=float(rng.uniform(0.32, 0.38)),
-        asymmetry=float(rng.uniform(0.2, 0.6)) if group == "HCM" else 0.0,   # septal hypertrophy
-        snr=float(rng.uniform(15, 30)),
+        asymmetry=float(rng.uniform(0.3, 0.6)) if group == "HCM" else 0.0,   # septal hypertrophy
+        snr=float(rng.uniform(*SNR_RANGE)), rv_blood=float(rng.uniform(*RV_BLOOD)),
+        # papillary muscles: angle from the septum (rad) of the anterolateral / posteromedial one, radius (mm)
+        papillary=[float(np.pi - rng.uniform(0.7, 1.1)), float(np.pi + rng.uniform(0.7, 1.1))],
+        papillary_mm=float(rng.uniform(3.5, 5.0) * (1.3 if group == "HCM" else 1.0)),
         infarct=None,
     )
     if group == "MINF":   # transmural infarct: a sector from mid/apical slices to the apex, akinetic and thinned
         p["infarct"] = dict(centre=float(septum + rng.choice([-1, 1]) * rng.uniform(np.pi / 3, np.pi)),
                             half_width=float(np.deg2rad(rng.uniform(35, 60))), start=float(rng.uniform(0.2, 0.5)))
     return p
+
+
+def fit_sizes(p: dict, slices: int, c: np.ndarray) -> dict:
+    """Rescale p's cavity radius and RV depth so the analytic ED volumes equal p['edv'] and p['rv_edv'];
+    returns the final `heart_tables`. Cavity volume scales with radius^2 exactly; the RV crescent volume is
+    k b1 + k^2 b2 in its depth scale k."""
+    t = heart_tables(p, slices, c)
+    p["radius"] *= float(np.sqrt(p["edv"] / t["analytic_ml"]["LV"][0]))
+    t = heart_tables(p, slices, c)
+    unit = t["tau"][:, 0] / p["rv"]                              # (D, N_THETA) crescent depth per mm of rv
+    scale = p["slice_thickness"] / 1000 * D_THETA
+    b1, b2 = scale * (t["r_epi"][:, 0] * unit).sum(), scale * 0.5 * (unit**2).sum()
+    p["rv"] = float(_solve_quadratic(b2, b1, -p["rv_edv"]))
+    return heart_tables(p, slices, c)
 
 
 def contraction_curve(frames: int, es: int, filling: float, kick: float) -> np.ndarray:
@@ -151,14 +236,16 @@ def _solve_quadratic(a2, a1, a0):
     return (-a1 + np.sqrt(np.maximum(a1 * a1 - 4 * a2 * a0, 0))) / (2 * a2)
 
 
-def heart_tables(p: dict, slices: int, c: np.ndarray) -> dict:
+def heart_tables(p: dict, slices: int, c: np.ndarray, z_shift: float = 0.0) -> dict:
     """Polar boundary tables of one beat, each (D, T, N_THETA) in mm, plus LV centres (D, T, 2) in mm.
 
-    r_endo / r_epi: LV endo- and epicardial radius; tau: RV crescent depth beyond the epicardium.
+    r_endo / r_epi: LV endo- and epicardial radius; tau: RV crescent depth beyond the epicardium;
+    w: (D, T) position along the long axis, 0 at the base and 1 at the apex.
     c: (T,) contraction curve. Volumes are sums of slice areas times the slice thickness.
+    z_shift: mm added to every slice position (sub-slices for through-plane partial volume).
     """
     D, sz = slices, p["slice_thickness"]
-    z = (np.arange(D) + 0.5) * sz                      # slice centres from the top of the stack
+    z = (np.arange(D) + 0.5) * sz + z_shift            # slice centres from the top of the stack
     z_apex = (D - 0.2) * sz                            # the apex stays put; the base moves towards it
     z_base = -0.6 * sz + p["base_descent"] * c         # (T,)
     w = (z[:, None] - z_base) / (z_apex - z_base)      # (D, T): 0 at the base, 1 at the apex
@@ -188,7 +275,9 @@ def heart_tables(p: dict, slices: int, c: np.ndarray) -> dict:
 
     # Wall: thickness th0 (m + (1 - m) g(t)); g solved so the myocardial area sum stays at its ED value.
     septal = np.clip(np.cos(_angle_diff(THETA, p["septum"])), 0, None)
-    th0 = p["wall"] * (1 - 0.3 * w[:, :1, None] ** 2) * (1 + p["asymmetry"] * septal) * (1 - 0.35 * m[:, None])
+    cap = (w >= 0) * np.clip((1.08 - w) / 0.08, 0, 1)  # no wall above the base; a thin cap beyond the apex
+    th0 = (p["wall"] * (1 - 0.3 * w[:, :1, None] ** 2) * (1 + p["asymmetry"] * septal) * (1 - 0.35 * m[:, None])
+           * cap[..., None])
     a, b = th0 * m[:, None], th0 * (1 - m[:, None])
     m0 = D_THETA * (r_endo * a + a * a / 2).sum((0, 2))
     m1 = D_THETA * (r_endo * b + a * b).sum((0, 2))
@@ -199,7 +288,7 @@ def heart_tables(p: dict, slices: int, c: np.ndarray) -> dict:
     # RV: a crescent on the septal side, depth tau = s(t) * profile; s solved for the RV volume curve.
     bump = np.clip(1 - (_angle_diff(THETA, p["septum"]) / p["rv_span"]) ** 2, 0, None) ** 0.8
     reach = np.sqrt(np.clip(1 - (w / p["rv_reach"]) ** 2, 0, None))
-    tau_shape = p["rv"] * reach[..., None] * bump
+    tau_shape = p["rv"] * (reach * (w >= 0))[..., None] * bump
     b1, b2 = D_THETA * (r_epi * tau_shape).sum((0, 2)), 0.5 * D_THETA * (tau_shape**2).sum((0, 2))
     s = _solve_quadratic(b2, b1, -(b1[0] + b2[0]) * (1 - p["rv_ef"] / 100 * c))
     tau = s[:, None] * tau_shape
@@ -208,7 +297,7 @@ def heart_tables(p: dict, slices: int, c: np.ndarray) -> dict:
     centre = np.asarray(p["offset"]) + k * np.asarray(p["tilt"]) + c[None, :, None] * np.asarray(p["drift"])
     analytic = {name: sz / 1000 * (0.5 * D_THETA * val).sum((0, 2)) for name, val in
                 (("LV", r_endo**2), ("MYO", r_epi**2 - r_endo**2), ("RV", (r_epi + tau) ** 2 - r_epi**2))}
-    return dict(r_endo=r_endo, r_epi=r_epi, tau=tau, centre=centre, analytic_ml=analytic)
+    return dict(r_endo=r_endo, r_epi=r_epi, tau=tau, centre=centre, w=w, analytic_ml=analytic)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple, sigma_px: float) -> np.ndarray:
@@ -227,7 +316,8 @@ def _blend(img: np.ndarray, occ: np.ndarray, value) -> np.ndarray:
 
 
 def _blob(x, y, cx, cy, ax, ay, wobble, phases) -> np.ndarray:
-    """Signed distance (mm, positive inside) to an ellipse with a wobbly boundary."""
+    """Signed distance (mm, positive inside) to an ellipse with a wobbly boundary; x, y in one frame, ax, ay
+    its semi-axes along that frame's axes."""
     dx, dy = x - cx, y - cy
     ang = np.arctan2(dy, dx)
     rad = 1 / np.sqrt((np.cos(ang) / ax) ** 2 + (np.sin(ang) / ay) ** 2)
@@ -236,92 +326,232 @@ def _blob(x, y, cx, cy, ax, ay, wobble, phases) -> np.ndarray:
     return rad - np.hypot(dx, dy)
 
 
-def background(p: dict, rng: np.random.Generator, slices: int, size: int, spacing: float) -> np.ndarray:
-    """Static chest around the heart, (D, X, Y): body with fat and muscle layers, lungs, liver, texture."""
+def _disc(x, y, cx, cy, radius) -> np.ndarray:
+    return radius - np.hypot(x - cx, y - cy)
+
+
+def anatomy_frame() -> tuple[np.ndarray, np.ndarray]:
+    """In-plane unit vectors (voxel x, y components) pointing to the patient's right and anterior.
+
+    Anterior is the world +y axis projected into the slice plane; right is the in-plane perpendicular on
+    the side of world +x (the plane is oblique, so the projected axes are not exactly perpendicular).
+    """
+    axes = sax_axes()
+    ant = axes[1, :2] / np.linalg.norm(axes[1, :2])
+    right = np.array([ant[1], -ant[0]])
+    return (right if right @ axes[0, :2] > 0 else -right), ant
+
+
+def _extent(tables: dict, direction: np.ndarray) -> float:
+    """How far (mm) the ED heart (epicardium + RV) reaches from the LV centre towards `direction`."""
+    reach = (tables["r_epi"][:, 0] + tables["tau"][:, 0]) * np.cos(THETA - np.arctan2(direction[1], direction[0]))
+    return float(reach.max())
+
+
+def thorax(p: dict, tables: dict, rng: np.random.Generator, slices: int, size: int, spacing: float) -> dict:
+    """The chest around the heart, static over the beat; arrays are (D, X, Y) float32.
+
+    static: body (skin, subcutaneous fat, chest-wall muscle), mediastinal tissue and fat, spine (vertebral
+    body, cortex, spinal canal), paraspinal muscle and the descending aorta beside the spine, air outside;
+    organs / organ_signal: lungs either side of the heart and the liver (right, inferior: apical slices),
+    which the beating heart pushes (`render` carves them around the heart in every frame);
+    bias: the coil sensitivity (brighter towards the anterior chest wall), applied to the whole image;
+    tissue: uint8 index into TISSUES of the structure that dominates each voxel (before the heart is drawn).
+    """
     D = slices
     xs = (np.arange(size) - (size - 1) / 2) * spacing
-    x, y = xs[None, :, None], xs[None, None, :]
-    k = np.arange(D)[:, None, None] / max(D - 1, 1)
-    tex = _smooth_noise(rng, (D, size, size), 6.0 / spacing)
-    hx, hy = p["offset"]
-    # Body: an ellipse a bit larger than the field of view, skin fat then chest wall muscle.
-    body_a, body_b, body_y = rng.uniform(150, 175), rng.uniform(110, 130), rng.uniform(5, 25)
-    depth = _blob(x, y, 0.0, body_y, body_a, body_b, 0.02, rng.uniform(0, 2 * np.pi, 2))
-    fat_mm, muscle_mm = rng.uniform(8, 15), rng.uniform(6, 12)
-    img = SIGNAL["tissue"] * (1 + 0.15 * tex)
-    img = _blend(img, _occupancy(-(depth - fat_mm - muscle_mm), spacing), SIGNAL["muscle"] * (1 + 0.1 * tex))
-    img = _blend(img, _occupancy(-(depth - fat_mm), spacing), SIGNAL["fat"] * (1 + 0.05 * tex))
-    # Lungs either side of the heart, the liver below it on apical slices.
-    for side in (-1, 1):
-        lung = _blob(x, y, hx + side * rng.uniform(65, 80), hy + rng.uniform(-5, 15), rng.uniform(28, 38),
-                     rng.uniform(45, 60), 0.1, rng.uniform(0, 2 * np.pi, 3))
-        img = _blend(img, _occupancy(lung, spacing), SIGNAL["lung"] * (1 + 0.3 * tex))
-    liver = _blob(x, y, hx + rng.uniform(-40, -20), hy + rng.uniform(60, 75), 60 * (0.3 + 0.7 * k),
-                  45 * (0.3 + 0.7 * k), 0.05, rng.uniform(0, 2 * np.pi, 2))
-    img = _blend(img, _occupancy(liver, spacing) * (k > 0.3), SIGNAL["liver"] * (1 + 0.05 * tex))
-    return _blend(img, _occupancy(-depth, spacing), 0.0)        # air outside the body
+    k = (np.arange(D)[:, None, None] + 0.5) / D                       # 0 at the base, 1 at the apex
+    right, ant = anatomy_frame()
+    x0, y0 = xs[None, :, None] - p["offset"][0], xs[None, None, :] - p["offset"][1]
+    r, a = x0 * right[0] + y0 * right[1], x0 * ant[0] + y0 * ant[1]  # mm from the LV centre: right, anterior
+    tex = _smooth_noise(rng, (D, size, size), 4.0 / spacing)
+    ph = lambda n: rng.uniform(0, 2 * np.pi, n)                       # noqa: E731 (wobble phases)
+
+    img = SIGNAL["tissue"] * (1 + 0.12 * tex)
+    tissue = np.full(img.shape, TISSUES.index("tissue"), np.uint8)
+
+    def paint(img, occ, value, name):   # blend a structure in and record where it dominates
+        tissue[np.broadcast_to(occ > 0.5, tissue.shape)] = TISSUES.index(name)
+        return _blend(img, occ, value)
+
+    # Body: an ellipse whose anterior wall sits a little in front of the heart, centred right of it.
+    fat_mm = float(np.clip(1.2 * (p["bmi"] - 17) + rng.uniform(2, 6), 4, 30))
+    muscle_mm = float(rng.uniform(6, 12))
+    # The back stays 13-16 cm behind the LV centre whatever the heart's size; a big heart deepens the chest.
+    front = _extent(tables, ant) + rng.uniform(3, 12) + muscle_mm + fat_mm
+    back, lat = -rng.uniform(130, 160) - fat_mm, rng.uniform(150, 175)
+    ap = (front - back) / 2
+    depth = _blob(r, a, rng.uniform(20, 35), (front + back) / 2, lat, ap, 0.02, ph(2))
+    img = paint(img, _occupancy(-(depth - fat_mm - muscle_mm), spacing), SIGNAL["muscle"] * (1 + 0.1 * tex),
+                "muscle")
+    img = paint(img, _occupancy(-(depth - fat_mm), spacing), SIGNAL["fat"] * (1 + 0.05 * tex), "fat")
+    # Mediastinal fat in front of the heart.
+    pad = _blob(r, a, rng.uniform(-5, 20), _extent(tables, ant) + 3, rng.uniform(20, 35), rng.uniform(2.5, 5),
+                0.15, ph(3))
+    img = paint(img, _occupancy(pad, spacing), SIGNAL["fat"] * (1 + 0.05 * tex), "fat")
+    # Descending aorta behind the heart, left of the spine; the spine behind and right of it.
+    ao_r, ao_mm = rng.uniform(-25, -10), rng.uniform(10, 13.5)
+    ao_a = -(_extent(tables, -ant) + rng.uniform(6, 14) + ao_mm)
+    sp_r, sp_a, sp_mm = ao_r + rng.uniform(18, 26), ao_a - rng.uniform(16, 24), rng.uniform(14, 18)
+    for side in (-1, 1):                                               # paraspinal muscles
+        img = paint(img, _occupancy(_blob(r, a, sp_r + side * 30, sp_a - 40, 22, 30, 0.05, ph(2)), spacing),
+                    SIGNAL["muscle"] * (1 + 0.1 * tex), "muscle")
+    vert = _disc(r, a, sp_r, sp_a, sp_mm)
+    img = paint(img, _occupancy(vert, spacing), SIGNAL["cortex"], "bone")
+    img = paint(img, _occupancy(vert - 2.0, spacing), SIGNAL["bone"] * (1 + 0.15 * tex), "bone")
+    img = paint(img, _occupancy(_disc(r, a, sp_r, sp_a - sp_mm - 9, 6.5), spacing), SIGNAL["csf"], "csf")
+    aorta = _disc(r, a, ao_r, ao_a, ao_mm)
+    img = paint(img, _occupancy(aorta + 1.5, spacing), SIGNAL["muscle"], "muscle")           # aortic wall
+    img = paint(img, _occupancy(aorta, spacing), SIGNAL["aorta"] * rng.uniform(0.9, 1.1), "aorta")
+    img = paint(img, _occupancy(-depth, spacing), 0.0, "air")                                 # outside the body
+
+    # Organs the heart pushes: lungs left and right of it (overlapping its ED outline, so the heart's own
+    # boundary carves them), the liver right-inferior on apical slices (the plane moves inferior to the apex).
+    inner = _occupancy(depth - fat_mm - muscle_mm - 2, spacing)
+    keep_out = np.minimum(-aorta - 4, -vert - 12)
+    lungs = np.zeros_like(img)
+    for side, dist in ((-1, rng.uniform(10, 25)), (1, _extent(tables, right) - rng.uniform(5, 15))):
+        half = rng.uniform(55, 70)
+        lung = _blob(r, a, side * (dist + half), rng.uniform(-45, -25), half, rng.uniform(75, 90), 0.08, ph(3))
+        lungs = np.maximum(lungs, _occupancy(np.minimum(lung - 12 * k, keep_out), spacing))
+    grow = np.clip((k - rng.uniform(0.1, 0.35)) / 0.4, 0, 1)
+    liver = _occupancy(_blob(r, a, rng.uniform(50, 70), rng.uniform(-40, -20), 80 * grow + 1e-3, 60 * grow + 1e-3,
+                             0.05, ph(2)), spacing) * inner
+    organs = np.maximum(lungs * inner, liver)
+    organ_signal = np.where(liver > lungs, SIGNAL["liver"] * (1 + 0.06 * tex), SIGNAL["lung"] * (1 + 0.5 * tex))
+    organs, liver = np.broadcast_arrays(organs, liver)
+    tissue[organs > 0.5] = np.where(liver > 0.5, TISSUES.index("liver"), TISSUES.index("lung"))[organs > 0.5]
+
+    # Coil sensitivity: anterior and posterior receive arrays, bright within a few cm of the body surface
+    # (subcutaneous fat there sets the top percentile, as on real cines), slowly varying elsewhere.
+    reach = rng.uniform(22, 32)
+    g = (rng.uniform(0.35, 0.7) * np.exp(-np.clip(front - a, 0, None) / reach)
+         + rng.uniform(0.15, 0.4) * np.exp(-np.clip(a - back, 0, None) / reach))
+    g = np.log1p(g) + rng.uniform(-0.1, 0.1) * r / 100 + 0.06 * _smooth_noise(rng, (1, size, size), 25.0 / spacing)
+    bias = np.exp(g - g[:, size // 2, size // 2].mean())
+    f32 = lambda v: np.ascontiguousarray(v, dtype=np.float32)         # noqa: E731
+    return dict(static=f32(img), organs=f32(organs), organ_signal=f32(organ_signal),
+                bias=f32(np.broadcast_to(bias, img.shape)), tissue=tissue)
 
 
-def render(p: dict, tables: dict, bg: np.ndarray, rng: np.random.Generator, size: int, spacing: float
+def _frame(tabs: dict, t: int, sel, layers: dict, p: dict, extra: dict, xs: np.ndarray, spacing: np.float32
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Rasterise the beat: labels (T, D, X, Y) uint8 and the bSSFP-like image (T, D, X, Y) float32."""
+    """Labels (D', X, Y) and the noise-free image of frame t for slices `sel` of the tables `tabs`."""
+    size = len(xs)
+    centre = tabs["centre"][sel, t]                                   # (D', 2)
+    dx = xs[None, :, None] - centre[:, 0, None, None]                 # (D', X, 1)
+    dy = xs[None, None, :] - centre[:, 1, None, None]                 # (D', 1, Y)
+    dist = np.hypot(dx, dy)                                           # (D', X, Y)
+    idx = ((np.arctan2(dy, dx) + np.float32(np.pi)) * np.float32(1 / D_THETA)).astype(np.int64) % N_THETA
+    flat = idx.reshape(len(centre), -1)
+
+    def at(tab):   # table (D', N_THETA) value at each pixel's angle: (D', X, Y)
+        return np.take_along_axis(tab, flat, axis=1).reshape(dist.shape)
+
+    r_endo = tabs["r_endo"][sel, t]
+    s_endo, s_epi, depth = at(r_endo) - dist, at(tabs["r_epi"][sel, t]) - dist, at(tabs["tau"][sel, t])
+    s_rv, has_rv = s_epi + depth, depth > 0
+    rim = 2.5 * np.clip(depth / 2.0, 0, 1)                            # RV free wall, mm
+    lab = np.zeros(dist.shape, np.uint8)
+    lab[(s_rv > 0) & has_rv] = 1
+    lab[s_epi > 0] = 2
+    lab[s_endo > 0] = 3
+    s_fat = s_rv + rim + extra["fat_mm"][idx]
+    # The heart pushes its neighbours: lungs and liver stay a few mm outside its epicardial fat in every frame.
+    img = _blend(layers["static"][sel], layers["organs"][sel] * _occupancy(-s_fat - 3.0, spacing),
+                 layers["organ_signal"][sel])
+    blood = extra["blood_tex"][sel]
+    img = _blend(img, _occupancy(s_fat, spacing), SIGNAL["fat"])
+    img = _blend(img, _occupancy(s_rv + rim, spacing) * has_rv, SIGNAL["muscle"])
+    img = _blend(img, _occupancy(s_rv, spacing) * has_rv, p["rv_blood"] * blood)
+    img = _blend(img, _occupancy(s_epi, spacing), SIGNAL["myo"])
+    img = _blend(img, _occupancy(s_endo, spacing), blood)
+    # Trabeculae: dark myocardial fingers a few mm into the cavity, deeper towards the apex.
+    img = _blend(img, 0.6 * _occupancy(s_endo, spacing) * _occupancy(at(extra["trabeculae"][sel]) - s_endo,
+                                                                      spacing), SIGNAL["myo"])
+    # Papillary muscles: two discs on the free wall, inside the LV label as ACDC draws it.
+    w = tabs["w"][sel, t]
+    fade = np.clip(np.minimum(w - 0.15, 0.85 - w) / 0.1, 0, 1)         # (D',): mid-ventricular slices only
+    for angle in p["papillary"]:
+        theta = p["septum"] + angle
+        i = int(((theta + np.pi) % (2 * np.pi)) / D_THETA) % N_THETA
+        rad = p["papillary_mm"] * fade * (r_endo[:, i] > 2.5 * p["papillary_mm"])    # (D',)
+        rho = r_endo[:, i] - 1.1 * rad
+        px, py = centre[:, 0] + rho * np.cos(theta), centre[:, 1] + rho * np.sin(theta)
+        sd = rad[:, None, None] - np.hypot(xs[None, :, None] - px[:, None, None], xs[None, None, :] - py[:, None, None])
+        img = _blend(img, _occupancy(sd, spacing) * _occupancy(s_endo, spacing), SIGNAL["myo"])
+    return lab, img
+
+
+def render(p: dict, tables: dict, layers: dict, rng: np.random.Generator, size: int, spacing: float,
+           outer: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise the beat: labels (T, D, X, Y) uint8 and the bSSFP-like image (T, D, X, Y) float32.
+
+    outer: tables shifted a third of a slice outwards (`heart_tables(z_shift=...)`, base slice from the
+    minus-shifted stack, apex slice from the plus-shifted one): the first and last slices average over
+    their thickness, so the base and apex blur as a thick slice blurs them (through-plane partial volume).
+    """
     # float32 throughout: half the memory traffic of float64, far below the noise in precision.
-    r_endo, r_epi, tau, centre = (tables[k].astype(np.float32) for k in ("r_endo", "r_epi", "tau", "centre"))
-    D, T, _ = r_endo.shape
+    tables, outer = (None if tab is None else {k: v.astype(np.float32) for k, v in tab.items() if k != "analytic_ml"}
+                     for tab in (tables, outer))
+    D, T, _ = tables["r_endo"].shape
     xs = ((np.arange(size) - (size - 1) / 2) * spacing).astype(np.float32)
-    fat_mm = np.clip(2.5 * _smooth_noise(rng, (1, 1, N_THETA), 8)[0, 0] + 1.0, 0, 4).astype(np.float32)
-    blood_tex = (1 + 0.04 * _smooth_noise(rng, (D, size, size), 1.5)).astype(np.float32)
-    bg = bg.astype(np.float32)
     spacing = np.float32(spacing)
-    bias = np.exp(rng.uniform(-0.3, 0.3) * xs[:, None] / xs[-1] + rng.uniform(-0.3, 0.3) * xs[None, :] / xs[-1]
-                  - rng.uniform(0, 0.3) * (xs[:, None] ** 2 + xs[None, :] ** 2) / xs[-1] ** 2).astype(np.float32)
+    extra = dict(
+        fat_mm=np.clip(2.5 * _smooth_noise(rng, (1, 1, N_THETA), 8)[0, 0] + 1.0, 0, 4).astype(np.float32),
+        blood_tex=(1 + 0.04 * _smooth_noise(rng, (D, size, size), 1.5)).astype(np.float32),
+        trabeculae=(np.clip(_smooth_noise(rng, (D, 1, N_THETA), 2.5)[:, 0], 0, 2.5)          # mm into the cavity
+                    * (1 + np.arange(D)[:, None] / max(D - 1, 1))).astype(np.float32),
+    )
     labels = np.zeros((T, D, size, size), np.uint8)
     image = np.zeros((T, D, size, size), np.float32)
+    ends = [0, D - 1]
     for t in range(T):
-        dx = xs[None, :, None] - centre[:, t, 0, None, None]                 # (D, X, 1)
-        dy = xs[None, None, :] - centre[:, t, 1, None, None]                 # (D, 1, Y)
-        dist = np.hypot(dx, dy)                                              # (D, X, Y)
-        idx = ((np.arctan2(dy, dx) + np.float32(np.pi)) * np.float32(1 / D_THETA)).astype(np.int64) % N_THETA
-        flat = idx.reshape(D, -1)
-
-        def at(tab):   # table value at each pixel's angle: (D, X, Y)
-            return np.take_along_axis(tab[:, t], flat, axis=1).reshape(D, size, size)
-
-        s_endo, s_epi, depth = at(r_endo) - dist, at(r_epi) - dist, at(tau)
-        s_rv, has_rv = s_epi + depth, depth > 0
-        rim = 2.5 * np.clip(depth / 2.0, 0, 1)                               # RV free wall, mm
-        lab = labels[t]
-        lab[(s_rv > 0) & has_rv] = 1
-        lab[s_epi > 0] = 2
-        lab[s_endo > 0] = 3
-        img = _blend(bg, _occupancy(s_rv + rim + fat_mm[idx], spacing), SIGNAL["fat"])
-        img = _blend(img, _occupancy(s_rv + rim, spacing) * has_rv, SIGNAL["muscle"])
-        img = _blend(img, _occupancy(s_rv, spacing) * has_rv, SIGNAL["blood"] * blood_tex)
-        img = _blend(img, _occupancy(s_epi, spacing), SIGNAL["myo"])
-        img = _blend(img, _occupancy(s_endo, spacing), SIGNAL["blood"] * blood_tex)
-        image[t] = gaussian_filter(img * bias, sigma=(0, 0.5, 0.5), truncate=2.0)   # mild point-spread blur
+        labels[t], img = _frame(tables, t, slice(None), layers, p, extra, xs, spacing)
+        if outer is not None:
+            _, pv = _frame(outer, t, ends, layers, p, extra, xs, spacing)
+            img[ends] = 0.6 * img[ends] + 0.4 * pv
+        image[t] = gaussian_filter(img * layers["bias"], sigma=(0, 0.5, 0.5), truncate=2.0)   # point-spread blur
     sigma = np.float32(SIGNAL["blood"] / p["snr"])                          # SNR of the blood pool
     noisy = np.hypot(image + sigma * rng.standard_normal(image.shape, np.float32),
                      sigma * rng.standard_normal(image.shape, np.float32))   # Rician magnitude
     return labels, np.round(noisy * SCANNER_SCALE).astype(np.float32)
 
 
-def _insertion_points(tables: dict, p: dict, labels: np.ndarray, frame: int, size: int, spacing: float) -> list:
-    """The two RV insertion points per slice, voxel (x, y), where the crescent meets the epicardium; None
-    on slices without RV."""
+RVIP_RULE = ("anterior / inferior: of the two points where the RV crescent meets the LV epicardium, the one with "
+             "the larger world z (RAS+ superior, from the NIfTI affine) is 'anterior', the other 'inferior'")
+RVIP_COORDINATES = ("voxel (x, y) of the written image; list index = frame, then slice (base -> apex); "
+                    "null where the slice has no RV label")
+
+
+def insertion_points(tables: dict, p: dict, labels: np.ndarray, affine: np.ndarray, size: int, spacing: float
+                     ) -> list[list[dict | None]]:
+    """RV insertion points of every frame and slice: [t][z] = {"anterior": [x, y], "inferior": [x, y]} in voxel
+    coordinates of the written image (x, y, slice z), or None on a slice whose labels hold no RV.
+
+    The points are the ends of the RV crescent (septum +- rv_span) on the epicardium; they are named by RVIP_RULE.
+    labels: (T, D, X, Y).
+    """
+    T, D = labels.shape[:2]
+    has_rv = (labels == 1).any(axis=(2, 3))                                 # (T, D)
+    idx = [int(((p["septum"] + sign * p["rv_span"] + np.pi) % (2 * np.pi)) / D_THETA) % N_THETA for sign in (-1, 1)]
+    theta = THETA[idx]                                                      # (2,)
+    r = tables["r_epi"][:, :, idx]                                          # (D, T, 2)
+    xy = tables["centre"][:, :, None] + r[..., None] * np.stack([np.cos(theta), np.sin(theta)], -1)   # (D, T, 2, 2)
+    vox = xy / spacing + (size - 1) / 2
+    z = (affine[2, 0] * vox[..., 0] + affine[2, 1] * vox[..., 1]
+         + affine[2, 2] * np.arange(D)[:, None, None])                     # world z up to the shared offset
     out = []
-    for k in range(labels.shape[1]):
-        if not (labels[frame, k] == 1).any():
-            out.append(None)
-            continue
-        pts = []
-        for sign in (-1, 1):
-            theta = p["septum"] + sign * p["rv_span"]
-            i = int(((theta + np.pi) % (2 * np.pi)) / D_THETA) % N_THETA
-            r = tables["r_epi"][k, frame, i]
-            xy = tables["centre"][k, frame] + r * np.array([np.cos(THETA[i]), np.sin(THETA[i])])
-            pts.append([round(float(v / spacing + (size - 1) / 2), 2) for v in xy])
-        out.append(pts)
+    for t in range(T):
+        frame = []
+        for k in range(D):
+            if not has_rv[t, k]:
+                frame.append(None)
+                continue
+            hi = int(np.argmax(z[k, t]))
+            frame.append({name: [round(float(v), 2) for v in vox[k, t, j]]
+                          for name, j in (("anterior", hi), ("inferior", 1 - hi))})
+        out.append(frame)
     return out
 
 
@@ -329,6 +559,33 @@ def _check_shape(size: int, spacing: float, slices: int, frames: int) -> None:
     if size < 16 or slices < 2 or frames < 4 or not spacing > 0:
         raise CardiolabError(f"phantom: need size >= 16, slices >= 2, frames >= 4, spacing > 0; got size={size}, "
                              f"slices={slices}, frames={frames}, spacing={spacing}")
+
+
+def simulate(index: int, seed: int = 0, size: int = 128, spacing: float = 1.5, slices: int = 8, frames: int = 20,
+             group: str | None = None, snr: float | None = None) -> dict:
+    """Everything `make_subject` draws and renders, before it is packed into a Subject: attrs, p (parameters),
+    c (contraction curve), es, tables (`heart_tables`), layers (`thorax`), labels and image (T, D, X, Y)."""
+    _check_shape(size, spacing, slices, frames)
+    group = group or group_of(index)
+    if group not in GROUPS:
+        raise CardiolabError(f"phantom: unknown group {group!r}: choose one of {', '.join(GROUPS)}")
+    rng = np.random.default_rng([seed, index])
+    attrs = sample_attributes(group, rng)
+    p = sample_heart(group, attrs, rng, slices)
+    if snr is not None:
+        p["snr"] = float(snr)
+    p["bmi"] = attrs["Weight"] / (attrs["Height"] / 100) ** 2
+    es = int(np.clip(round(p["es_fraction"] * frames), 1, frames - 2))
+    c = contraction_curve(frames, es, p["filling"], p["kick"])
+    tables = fit_sizes(p, slices, c)
+    sz = p["slice_thickness"]
+    # Sub-slices a third of a slice beyond the base and the apex, for their partial-volume blur.
+    below, above = (heart_tables(p, slices, c, z_shift=f * sz) for f in (-0.35, 0.35))
+    outer = {k: np.concatenate([below[k][:-1], above[k][-1:]]) for k in ("r_endo", "r_epi", "tau", "centre", "w")}
+    layers = thorax(p, tables, rng, slices, size, spacing)
+    labels, image = render(p, tables, layers, rng, size, spacing, outer)
+    return dict(group=group, attrs=attrs, p=p, c=c, es=es, tables=tables, layers=layers, labels=labels,
+                image=image)
 
 
 def make_subject(index: int, seed: int = 0, size: int = 128, spacing: float = 1.5, slices: int = 8,
@@ -339,22 +596,11 @@ def make_subject(index: int, seed: int = 0, size: int = 128, spacing: float = 1.
     group: override the group (default: `group_of(index)`); snr: override the blood-pool SNR.
     Returns the Subject (image (X, Y, Z, T), label_series (X, Y, Z, T), ED = frame 0) and its truth dict.
     """
-    _check_shape(size, spacing, slices, frames)
-    group = group or group_of(index)
-    if group not in GROUPS:
-        raise CardiolabError(f"phantom: unknown group {group!r}: choose one of {', '.join(GROUPS)}")
-    rng = np.random.default_rng([seed, index])
-    attrs = sample_attributes(group, rng)
-    p = sample_heart(group, attrs, rng, slices)
-    if snr is not None:
-        p["snr"] = float(snr)
-    es = int(np.clip(round(p["es_fraction"] * frames), 1, frames - 2))
-    c = contraction_curve(frames, es, p["filling"], p["kick"])
-    tables = heart_tables(p, slices, c)
-    bg = background(p, rng, slices, size, spacing)
-    labels, image = render(p, tables, bg, rng, size, spacing)
-
+    sim = simulate(index, seed, size, spacing, slices, frames, group, snr)
+    group, attrs, p, c, es, tables, labels, image = (sim[k] for k in ("group", "attrs", "p", "c", "es", "tables",
+                                                                      "labels", "image"))
     sz = p["slice_thickness"]
+    affine = sax_affine(size, spacing, sz, slices)
     voxel_ml = spacing * spacing * sz / 1000
     vol = {name: (labels == lab).sum((1, 2, 3)) * voxel_ml for name, lab in (("LV", 3), ("MYO", 2), ("RV", 1))}
     sid = f"patient{index + 1:03d}"
@@ -368,14 +614,14 @@ def make_subject(index: int, seed: int = 0, size: int = 128, spacing: float = 1.
         target_EF=p["ef"], target_RV_EF=p["rv_ef"],
         volumes_ml={k: v.tolist() for k, v in vol.items()},
         analytic_volumes_ml={k: v.tolist() for k, v in tables["analytic_ml"].items()},
-        rv_insertion_points={"ed": _insertion_points(tables, p, labels, 0, size, spacing),
-                             "es": _insertion_points(tables, p, labels, es, size, spacing)},
+        rv_insertion_points={"rule": RVIP_RULE, "coordinates": RVIP_COORDINATES,
+                             "frames": insertion_points(tables, p, labels, affine, size, spacing)},
         contraction=c.tolist(), parameters=p,
     )
     truth = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in truth.items()}
-    subject = Subject(id=sid, image=rearrange(image, "t z x y -> x y z t"), affine=make_affine((spacing, spacing, sz)),
-                      frame_ms=frame_ms, ed=0, es=es, label_series=rearrange(labels, "t z x y -> x y z t"),
-                      info=dict(attrs))
+    subject = Subject(id=sid, image=rearrange(image, "t z x y -> x y z t"),
+                      affine=affine, frame_ms=frame_ms, ed=0, es=es,
+                      label_series=rearrange(labels, "t z x y -> x y z t"), info=dict(attrs))
     return subject, truth
 
 
