@@ -128,36 +128,7 @@ def test_bf16_autocast_runs_close_to_fp32():
 
 # ---- training + sampling + export through the engine (tiny fakes of the VQ-GAN run and the cache) -------
 
-def _fake_stage1(root):
-    """A VQ-GAN checkpoint (untrained), a cache manifest and latents.pt, as the earlier stages write them."""
-    import dataclasses
-
-    from cardiolab.core import write_json
-    from cardiolab.data.attributes import cardinalities
-    from cardiolab.data.prepare import CACHE_VERSION
-    from cardiolab.models.vqgan import VQGAN
-    from cardiolab.profiles import VQGANConfig
-
-    torch.manual_seed(0)
-    vq_cfg = VQGANConfig(channels=(8, 16), codes=16, code_dim=4)
-    vq_run = root / "vqgan"
-    vq_run.mkdir(parents=True)
-    torch.save({"step": 0, "modules": {"model": VQGAN(vq_cfg).state_dict()}, "ema": {}, "optimizers": {},
-                "config": {"vqgan": dataclasses.asdict(vq_cfg), "dead_after": 100}}, vq_run / "checkpoint.pt")
-    ids = [f"patient{i:03d}" for i in range(1, 7)]
-    splits = {sid: ("holdout" if i >= 4 else "public") for i, sid in enumerate(ids)}
-    cache = root / "data" / "cache" / "smoke"
-    write_json(cache / "manifest.json", {"version": CACHE_VERSION, "subjects": [
-        {"id": sid, "split": splits[sid], "spacing": [6.0, 6.0, 10.0 + i], "frame_ms": 40.0, "es": 3 + (i == 1)}
-        for i, sid in enumerate(ids)]})
-    cond = torch.stack([torch.randint(0, n, (len(ids),)) for n in cardinalities()], 1)
-    latents = root / "latents.pt"
-    torch.save({"latents": torch.randn(len(ids), 4, 3, 4, 4, 2), "cond": cond, "ids": ids, "splits": splits,
-                "scale": 2.0, "vqgan_run": str(vq_run)}, latents)
-    return latents
-
-
-def test_train_sample_export_roundtrip(tmp_path, monkeypatch):
+def test_train_sample_export_roundtrip(tmp_path, monkeypatch, fake_stage1):
     import dataclasses
     import json
 
@@ -166,8 +137,8 @@ def test_train_sample_export_roundtrip(tmp_path, monkeypatch):
     from cardiolab.profiles import get_profile
     from cardiolab.tasks import dit
 
-    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
-    latents = _fake_stage1(tmp_path)
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(fake_stage1["root"]))    # its cache: data/cache/smoke
+    latents = fake_stage1["latents"]
     profile = get_profile("smoke")
     run = dit.train(profile, out=tmp_path / "dit", steps=4, latents=latents)
     conf = json.loads((run / "config.json").read_text())
