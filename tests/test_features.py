@@ -178,3 +178,18 @@ def test_ensure_evaluator_retrains_when_the_checkpoint_config_is_stale(tmp_path,
     (run / "state.json").write_text(state(new))
     evaluator.ensure(profile)
     assert calls == [False]                                                 # up to date: loaded as is
+
+
+def test_evaluator_trains_in_fp32_on_every_machine(phantom_root, tmp_path):
+    """The instrument behind FD-cardiolab must not depend on bf16 support (bf16 NT-Xent went NaN at step 2)."""
+    import json
+
+    from cardiolab.data.prepare import prepare
+    from cardiolab.profiles import get_profile
+    profile = get_profile("smoke")
+    cache = tmp_path / "cache"
+    prepare(phantom_root, "acdc", profile, cache)
+    run = evaluator.train(profile, tmp_path / "evaluator", cache_dir=cache, steps=3)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["precision"] for r in records} == {"fp32"}
+    assert all(np.isfinite(r["loss"]) for r in records)

@@ -30,6 +30,9 @@ RUN_NAME = NAME                 # runs/<profile>/evaluator
 TEMPERATURE = 0.5               # NT-Xent temperature (SimCLR's CIFAR setting; small batches here)
 ORDER_WEIGHT = 1.0              # weight of the order pretext loss beside NT-Xent
 LR = 3e-4                       # 1e-3 collapsed NT-Xent to chance on phantom-like data
+# A measuring instrument trains in fp32 on every machine, so FD-cardiolab never depends on a CPU's bf16 support;
+# under bf16 autocast the smoke evaluator's NT-Xent turned NaN at step 2.
+PRECISION = "off"
 
 
 def evaluator_config(profile: Profile) -> EvaluatorConfig:
@@ -124,7 +127,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     model = CineEncoder(cfg)
     batch = profile.eval.feature_batch
     train_cfg = TrainConfig(steps=steps, batch_size=min(batch, len(data)), lr=LR, warmup=max(1, steps // 20),
-                            ckpt_every=200, seed=seed, device=profile.device)
+                            ckpt_every=200, seed=seed, device=profile.device, amp=PRECISION)
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=1e-4)
     loss_fn = ContrastiveLoss(temperature=TEMPERATURE)
 

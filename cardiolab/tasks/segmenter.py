@@ -42,6 +42,7 @@ MAX_FRAMES = 8             # labelled frames kept per subject: the phantom label
 INTENSITY_JITTER = 0.1     # random gain/offset: makes the segmenter robust to a generator's intensity drift
 LR = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
 LOSS = DiceCELoss(to_onehot_y=True, softmax=True)
+PRECISION = "off"          # it measures function, shape and utility: fp32 on every machine, same numbers anywhere
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     model = Segmenter(model_config(profile))
     cfg = TrainConfig(steps=steps, batch_size=profile.eval.seg_batch, lr=LR, warmup=min(100, steps // 10),
                       ckpt_every=max(50, steps // 4), log_every=max(1, min(20, steps // 10)), seed=seed,
-                      device=profile.device)
+                      device=profile.device, amp=PRECISION)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     config = {"task": NAME, "shaping": shaping(profile, seed, cache_dir, described, steps),
               "model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data)}
