@@ -1,6 +1,8 @@
 """DP-SGD through the engine: clipping, noise scale, per-sample gradients of DiT4D, chunking, resume, EMA, refusals."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -268,3 +270,62 @@ def test_dit_dp_refusals_leave_no_run_folder(dp_world, tmp_path, case):
     with pytest.raises(CardiolabError, match=match):
         task.train(profile, out=tmp_path / "run", latents=private, init=root / "dit")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("case", ["delta", "shape", "vqgan"])
+def test_cli_dit_dp_refusals_exit_2_with_one_line(dp_world, tmp_path, capsys, case):
+    from cardiolab.__main__ import main
+
+    root, _, private = dp_world
+    sets = ["dit.amp=off", "dp.steps=3", "dp.delta=0.01"]
+    if case == "delta":
+        sets[-1] = "dp.delta=0.1"                                     # 1/N = 1/12
+    if case == "shape":
+        private = _latents(tmp_path / "lat", 14, root / "private-cache", root / "vqgan", shape=(2, 4, 8, 8, 2))
+    if case == "vqgan":
+        private = _latents(tmp_path / "lat", 14, root / "public-cache", root / "vqgan")
+    args = ["train", "dit-dp", "--profile", "smoke", "--out", str(tmp_path / "run"), "--latents", str(private),
+            "--init", str(root / "dit")] + [x for s in sets for x in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert {"delta": "dp.delta", "shape": "--init", "vqgan": "private subject"}[case] in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_dit_dp_trains_on_private_latents_times_the_public_scale(dp_world, tmp_path, monkeypatch):
+    from cardiolab.tasks import dit
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    seen = []
+    real = dit.training_set
+    monkeypatch.setattr(dit, "training_set", lambda record, path: seen.append(record["scale"]) or real(record, path))
+    torch.save({**torch.load(private / "latents.pt", weights_only=True), "scale": 123.0}, tmp_path / "latents.pt")
+    task.train(profile, out=tmp_path / "run", steps=1, latents=tmp_path, init=root / "dit")
+    public_scale = json.loads((root / "dit" / "config.json").read_text())["scale"]
+    assert seen == [public_scale]                                    # not the private file's 123.0
+
+
+def test_encode_scale_from_records_the_public_scale(tmp_path, smoke_cache, fake_stage1):
+    from cardiolab.__main__ import main
+    from cardiolab.core import write_json
+    from cardiolab.tasks.vqgan import encode_cohort, load_latents
+
+    own = load_latents(encode_cohort(fake_stage1["vqgan_run"], smoke_cache, tmp_path / "own"))
+    write_json(tmp_path / "public-dit" / "config.json", {"scale": 3.5})
+    assert main(["encode", "--profile", "smoke", "--run", str(fake_stage1["vqgan_run"]), "--cache", str(smoke_cache),
+                 "--out", str(tmp_path / "priv"), "--scale-from", str(tmp_path / "public-dit")]) == 0
+    priv = load_latents(tmp_path / "priv")
+    assert priv["scale"] == 3.5
+    assert own["scale"] != 3.5
+    assert load_latents(encode_cohort(fake_stage1["vqgan_run"], smoke_cache, tmp_path / "l",
+                                      scale_from=fake_stage1["latents"]))["scale"] == 2.0
+
+
+def test_encode_scale_from_refuses_a_run_without_scale(tmp_path, smoke_cache, fake_stage1):
+    from cardiolab.tasks.vqgan import encode_cohort
+
+    with pytest.raises(CardiolabError, match="scale"):
+        encode_cohort(fake_stage1["vqgan_run"], smoke_cache, tmp_path / "x", scale_from=fake_stage1["vqgan_run"])
+    assert not (tmp_path / "x").exists()
