@@ -176,4 +176,4 @@ def checkpoint_epsilon(run_dir: str | os.PathLike, delta: float) -> float:
     state = load_checkpoint(run_dir)["accountant"]
     acc = accounting.make_accountant(state["mechanism"])
     acc.load_state_dict(state)
-    return float(acc.get_epsilon(delta=delta))
+    return accounting.accountant_epsilon(acc, delta)
