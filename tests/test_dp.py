@@ -329,3 +329,19 @@ def test_encode_scale_from_refuses_a_run_without_scale(tmp_path, smoke_cache, fa
     with pytest.raises(CardiolabError, match="scale"):
         encode_cohort(fake_stage1["vqgan_run"], smoke_cache, tmp_path / "x", scale_from=fake_stage1["vqgan_run"])
     assert not (tmp_path / "x").exists()
+
+
+def test_dit_dp_at_infinite_epsilon_is_the_non_private_reference(dp_world, tmp_path, monkeypatch):
+    import dataclasses
+
+    from cardiolab.core import read_json
+    from cardiolab.tasks import dit
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, epsilon=float("inf")))
+    out = task.train(profile, out=tmp_path / "run", steps=2, latents=private, init=root / "dit")
+    assert read_json(out / "config.json")["private"] is False
+    assert not (out / "privacy.json").exists()
+    monkeypatch.setattr(dit, "sample_cohort", lambda *a, meta=None, **kw: meta)   # the fake VQ-GAN cannot decode
+    assert task.sample_cohort(out, 1, 2, 0, tmp_path / "synth")["privacy"] is None
