@@ -345,3 +345,30 @@ def test_dit_dp_at_infinite_epsilon_is_the_non_private_reference(dp_world, tmp_p
     assert not (out / "privacy.json").exists()
     monkeypatch.setattr(dit, "sample_cohort", lambda *a, meta=None, **kw: meta)   # the fake VQ-GAN cannot decode
     assert task.sample_cohort(out, 1, 2, 0, tmp_path / "synth")["privacy"] is None
+
+
+def test_per_sample_grad_norms_equal_a_single_sample_loop_and_clip_to_c():
+    from cardiolab.privacy.dp import per_sample_grad_norms
+
+    net = _net()
+    x, y = _data(8).tensors
+    loss = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()                 # noqa: E731
+    norms = per_sample_grad_norms(net, loss, [(x[:5], y[:5]), (x[5:], y[5:])], max_grad_norm=C)
+    loop = []
+    for i in range(8):
+        net.zero_grad()
+        loss(net, (x[i:i + 1], y[i:i + 1])).backward()
+        loop.append(torch.cat([p.grad.flatten() for p in net.parameters()]).norm().item())
+    assert norms["before"] == pytest.approx(loop, rel=1e-4)
+    assert (norms["after"] <= C * (1 + 1e-6)).all()
+    assert not any(m._forward_hooks for m in net.modules())           # the model is left without Opacus hooks
+
+
+def test_dit_dp_gradient_norms_of_a_run(dp_world):
+    from cardiolab.tasks import dp as task
+
+    root, _, private = dp_world
+    norms = task.gradient_norms(root / "dit", private, max_grad_norm=0.5, batch=4, n=6)
+    assert norms["before"].shape == (6,)
+    assert norms["C"] == 0.5
+    assert (norms["after"] <= 0.5 * (1 + 1e-6)).all()

@@ -198,6 +198,31 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     return dit.sample_cohort(run_dir, n, steps, seed, out, meta={"task": NAME, "privacy": record}, **kw)
 
 
+def gradient_norms(run_dir: str | os.PathLike, latents: str | os.PathLike, max_grad_norm: float | None = None,
+                   batch: int = 4, n: int | None = None, seed: int = 0) -> dict:
+    """Per-subject gradient norms of a DiT run's (raw, not EMA) weights on the training subjects of `latents`
+    (scaled with the run's own scale), before and after clipping to C (default: the run's dp.max_grad_norm,
+    else 1). One diffusion-loss draw (t, noise) per subject, seeded. See privacy.dp.per_sample_grad_norms."""
+    from cardiolab.diffusion import diffusion_loss
+    from cardiolab.privacy.dp import per_sample_grad_norms
+    from cardiolab.tasks.vqgan import load_latents
+
+    model, conf = dit.load(run_dir, ema=False)
+    record = load_latents(latents)
+    data = dit.training_set({**record, "scale": conf["scale"]}, latents)
+    k = len(data) if n is None else min(n, len(data))
+    dp_conf = conf.get("shaping", {}).get("dp", {})
+    C = float(max_grad_norm or dp_conf.get("max_grad_norm", 1.0))
+    select_parameters(model, dp_conf.get("params", "all"))
+    dcfg = DiffusionConfig(**conf["diffusion"])
+    sch = create_scheduler(dcfg)
+    g = torch.Generator().manual_seed(seed)
+    batches = [{"z": data.z[i:min(i + batch, k)] * data.scale, "cond": data.cond[i:min(i + batch, k)]}
+               for i in range(0, k, batch)]
+    loss = lambda m, b: diffusion_loss(m, sch, b["z"], b["cond"], loss=dcfg.loss, generator=g)  # noqa: E731
+    return per_sample_grad_norms(model, loss, batches, C)
+
+
 def checkpoint_epsilon(run_dir: str | os.PathLike, delta: float) -> float:
     """epsilon of the accountant history stored in the run's checkpoint (what the engine actually stepped)."""
     state = load_checkpoint(run_dir)["accountant"]
