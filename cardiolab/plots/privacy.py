@@ -45,3 +45,20 @@ def plot_quality_vs_epsilon(table: pd.DataFrame, metrics=("FD-cardiolab", "KID-c
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_group_samples(cohorts: dict, profile=None, frame: int = 0):
+    """One sample per conditioned group: the middle slice at `frame` of each cohort's first study.
+    cohorts: {group: cohort folder} (e.g. controllability's runs/<profile>/samples/<run>-groups/<group>)."""
+    import matplotlib.pyplot as plt
+
+    from cardiolab.data.cines import load_cines
+
+    fig, axes = plt.subplots(1, len(cohorts), figsize=(2.2 * len(cohorts), 2.4), squeeze=False)
+    for ax, (group, cohort) in zip(axes[0], cohorts.items()):
+        images = load_cines(cohort, profile).images                    # (N, D, H, W, T)
+        ax.imshow(images[0, images.shape[1] // 2, :, :, frame].numpy(), cmap="gray", vmin=-1, vmax=1)
+        ax.set_title(group)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
