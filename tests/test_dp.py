@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -372,3 +373,24 @@ def test_dit_dp_gradient_norms_of_a_run(dp_world):
     assert norms["before"].shape == (6,)
     assert norms["C"] == 0.5
     assert (norms["after"] <= 0.5 * (1 + 1e-6)).all()
+
+
+@pytest.mark.skipif(not os.environ.get("CARDIOLAB_SLOW_TESTS"), reason="~2-3 min (CARDIOLAB_SLOW_TESTS=1)")
+def test_issue_14_smoke_pipeline(tmp_path, monkeypatch):
+    """The issue's 'done when' pipeline from a fresh CARDIOLAB_ROOT: public DiT, private phantom, DP fine-tuning,
+    privacy check, sampling with the privacy record in samples.json."""
+    from cardiolab.__main__ import main
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    P, D, C = ["--profile", "smoke"], "data/phantom/smoke-private", "data/cache/smoke-private"
+    for args in (["train", "dit", *P], ["phantom", *P, "--seed", "1", "--subjects", "20", "--out", D],
+                 ["prepare", *P, "--root", D, "--out", C],
+                 ["encode", *P, "--cache", C, "--out", "runs/smoke/lat-priv"],
+                 ["train", "dit-dp", *P, "--latents", "runs/smoke/lat-priv", "--init", "runs/smoke/dit",
+                  "--set", "dp.epsilon=10"],
+                 ["privacy", "check", "runs/smoke/dit-dp"], ["sample", *P, "--run", "runs/smoke/dit-dp", "--n", "2"]):
+        assert main(args) == 0, " ".join(args)
+    record = json.loads((tmp_path / "runs/smoke/samples/dit-dp/samples.json").read_text())["privacy"]
+    assert record == json.loads((tmp_path / "runs/smoke/dit-dp/privacy.json").read_text())
+    assert record["epsilon"]["prv"] <= 10.0

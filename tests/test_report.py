@@ -132,8 +132,8 @@ def test_evaluate_copies_the_privacy_record_of_a_dp_cohort(phantom_root, tmp_pat
     cohort = shutil.copytree(phantom_root, tmp_path / "dp-cohort")
     write_json(cohort / "samples.json", {"generator": "cardiodit", "privacy": _privacy_record()})
     monkeypatch.setattr(evaluator_task, "load", lambda run: None)                 # no evaluator: constant features
-    monkeypatch.setattr(features, "features", lambda model, images: torch.randn(len(images) * 3, 8,
-                                                                                generator=torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(0)
+    monkeypatch.setattr(features, "features", lambda model, images: torch.randn(len(images) * 3, 8, generator=g))
     res = evaluate(cohort, real=cache, profile=profile, name="dp", out_json=tmp_path / "eval" / "dp.json",
                    evaluator=tmp_path / "no-evaluator")
     assert res["privacy"] == _privacy_record()
