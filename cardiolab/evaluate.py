@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from cardiolab.core import CardiolabError, read_json, write_csv, write_json
+from cardiolab.privacy.accounting import cohort_privacy
 from cardiolab.data.cines import Cines, load_cines
 from cardiolab.profiles import Profile, get_profile
 
@@ -180,6 +181,8 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
         "temporal": {k: split_keys(v, True) for k, v in both.items()},
         "function": function, "shape": shape, "segmentation": bool(labels), **(extra or {}),
     }
+    if synthetic_root is not None and (privacy := cohort_privacy(synthetic_root)) is not None:
+        result["privacy"] = privacy         # a DP generator's (epsilon, delta, sigma, ...) travels with its scores
     write_json(out_json, result)
     return result
 

@@ -97,6 +97,22 @@ def run_data_label(run_dir: str | os.PathLike) -> str:
     return "phantom" if is_phantom(cache) else "real"
 
 
+def privacy_table(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per DP-sampled cohort under run_dir/samples: its samples.json privacy record (epsilon rdp and prv)."""
+    from cardiolab.privacy.accounting import cohort_privacy
+    rows = []
+    samples = Path(run_dir) / "samples"
+    for cohort in sorted(p for p in samples.iterdir() if p.is_dir()) if samples.is_dir() else []:
+        if (r := cohort_privacy(cohort)) is None:
+            continue
+        eps = r.get("epsilon", {})
+        rows.append({"cohort": cohort.name, "epsilon (rdp)": eps.get("rdp"), "epsilon (prv)": eps.get("prv"),
+                     "delta": r.get("delta"), "sigma": r.get("noise_multiplier"), "q": r.get("sample_rate"),
+                     "steps": r.get("steps"), "C": r.get("max_grad_norm"), "N": r.get("n_subjects"),
+                     "init": Path(r["init_run"]).name if r.get("init_run") else "scratch"})
+    return pd.DataFrame(rows)
+
+
 def time_section(run_dir: str | os.PathLike) -> list[str]:
     """Markdown lines of the "Time" section from run_dir/timings.json (cardiolab.reproduce); [] when absent."""
     from cardiolab.reproduce import read_timings
@@ -159,6 +175,13 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                "Made by: `cardiolab.evaluate.validate_evaluator(profile)` (notebook 05). Level 0 = two "
                "halves of the real set; both distances should rise with the level. Means over random half splits.",
                "", markdown_table(v), ""]
+    privacy = privacy_table(run_dir)
+    if len(privacy):
+        md += ["## Differential privacy", "",
+               "Made by: `python -m cardiolab train dit-dp ...` then `sample --run RUN` (the run's privacy.json, "
+               "copied into samples.json; `python -m cardiolab privacy check RUN` recomputes it). (epsilon, delta) "
+               "per private training subject; sigma = noise multiplier, q = Poisson rate, C = clip norm, N = private "
+               "subjects.", "", markdown_table(privacy), ""]
     bench = bench_table(run_dir)
     if len(bench):
         md += ["## Benchmarks", "", "Made by: the scripts in `benchmarks/` (file column).", "",

@@ -23,7 +23,10 @@ def test_epsilon_equals_opacus_accountant_stepped_directly(name):
     acc = {"rdp": RDPAccountant, "prv": PRVAccountant}[name]()
     for _ in range(60):                      # what a DPOptimizer's hook logs, one step at a time
         acc.step(noise_multiplier=1.1, sample_rate=0.02)
-    assert epsilon(0.02, 1.1, 60, DELTA, name) == acc.get_epsilon(delta=DELTA)
+    kw = {}
+    if name == "prv":                        # a relative eps_error instead of Opacus's absolute 0.01
+        kw["eps_error"] = max(accounting.PRV_MIN_ERROR, accounting.PRV_REL_ERROR * acc.get_epsilon(delta=DELTA))
+    assert epsilon(0.02, 1.1, 60, DELTA, name) == acc.get_epsilon(delta=DELTA, **kw)
 
 
 @pytest.mark.parametrize("name", ["rdp", "prv"])
@@ -103,15 +106,18 @@ def test_check_exits_2_on_a_missing_or_garbled_record(tmp_path, capsys, content)
 # PLD discretisation: value_discretization_interval=1e-4 (1e-3 overstates small epsilons by up to 29 %:
 # q=0.001, sigma=2, 10000 steps gives 0.2235 at 1e-3, 0.1739 at 1e-4, 0.1733 at 1e-5).
 GRID = [(q, s, n) for q in (0.001, 0.01, 0.1) for s in (0.6, 1.0, 2.0) for n in (100, 10_000)]
-# Opacus PRV takes 37 s and 158 s at these two points (epsilon 128 and 461, far outside any useful budget);
-# measured once: prv 127.892 vs pld 127.880, prv 461.284 vs pld 461.267. Run with CARDIOLAB_SLOW_TESTS=1.
-SLOW = {(0.1, 1.0, 10_000), (0.1, 0.6, 10_000)}
-# Measured (Opacus PRV vs dp-accounting PLD at 1e-4): Opacus returns its upper bound estimate + eps_error with
-# eps_error = 0.01 (absolute), so below epsilon ~1 the gap exceeds 1 %; PRV stays above PLD (conservative).
-PRV_OVER_1PCT = {(0.001, 0.6, 100): "0.7898 vs 0.7796", (0.001, 1.0, 100): "0.0653 vs 0.0552",
-                 (0.001, 2.0, 100): "0.0248 vs 0.0147", (0.001, 1.0, 10_000): "0.4858 vs 0.4760",
-                 (0.001, 2.0, 10_000): "0.1833 vs 0.1739", (0.01, 1.0, 100): "0.7281 vs 0.7181",
-                 (0.01, 2.0, 100): "0.1998 vs 0.1898"}
+# PRV (+ PLD) seconds per point (shared 2-core CPU, relative eps_error): the fast suite keeps the points under ~2 s; the
+# rest run with CARDIOLAB_SLOW_TESTS=1. (0.1, 1.0, 10000) and (0.1, 0.6, 10000) take minutes (epsilon 128 and 461).
+SLOW = {(0.001, 0.6, 100): 2.0, (0.001, 0.6, 10_000): 5.7, (0.001, 1.0, 100): 3.6, (0.001, 1.0, 10_000): 18,
+        (0.001, 2.0, 100): 4.5, (0.001, 2.0, 10_000): 40, (0.01, 0.6, 10_000): 10, (0.01, 1.0, 10_000): 4.8,
+        (0.01, 2.0, 10_000): 6.0, (0.1, 0.6, 100): 6.8, (0.1, 2.0, 10_000): 8.5, (0.1, 1.0, 10_000): 37, (0.1, 0.6, 10_000): 158}
+# With Opacus's absolute eps_error = 0.01 seven points were > 1 % above PLD (e.g. q=0.001, sigma=2, 100 steps:
+# 0.0248 vs 0.0147). With accounting.PRV_REL_ERROR all agree (measured: largest gap +0.43 % at that point,
+# 0.01473 vs 0.01467; typically +0.1 %).
+PRV_OVER_1PCT: dict = {}
+# The PLD reference at interval 1e-4 itself overstates small epsilons (q=0.001, sigma=2, 10000 steps: 0.1738 vs
+# 0.1733 at 1e-5, and PRV gives 0.1735): "PRV never below PLD" allows that much.
+PLD_DISCRETISATION = 3e-3
 # Opacus RDP vs dp-accounting RDP: dp-accounting drops the orders 1.1..1.6 where its series does not converge,
 # so it is looser at these two points (Opacus 487.42 vs 933.60, 134.50 vs 170.11); both stay above PLD.
 RDP_OVER_1PCT = {(0.1, 0.6, 10_000): "487.42 vs 933.60", (0.1, 1.0, 10_000): "134.50 vs 170.11"}
@@ -124,7 +130,8 @@ def _grid(marks_for: dict, prv: bool = True) -> list:
         if point in marks_for:
             marks.append(pytest.mark.xfail(strict=True, reason=f"measured {marks_for[point]} (> 1 %)"))
         if prv and point in SLOW:
-            marks.append(pytest.mark.skipif(not os.environ.get("CARDIOLAB_SLOW_TESTS"), reason="minutes of PRV"))
+            marks.append(pytest.mark.skipif(not os.environ.get("CARDIOLAB_SLOW_TESTS"),
+                                            reason=f"{SLOW[point]} s of PRV (CARDIOLAB_SLOW_TESTS=1)"))
         params.append(pytest.param(*point, marks=marks, id=f"q{point[0]}-s{point[1]}-n{point[2]}"))
     return params
 
@@ -165,4 +172,4 @@ def test_prv_agrees_with_dp_accounting_pld(q, s, n):
 def test_prv_is_never_below_pld(q, s, n):
     """The claim that matters for a guarantee: Opacus's epsilon does not understate the tight PLD value."""
     pytest.importorskip("dp_accounting")
-    assert _prv(q, s, n) >= _pld(q, s, n) * (1 - 1e-3)
+    assert _prv(q, s, n) >= _pld(q, s, n) * (1 - PLD_DISCRETISATION)

@@ -95,3 +95,49 @@ def test_evaluate_then_report_on_tiny_phantom(phantom_root, tmp_path):
                  "--evaluator", str(ev)]) == 2
     report = build_report(tmp_path / "runs").read_text()
     assert "| phantom | phantom |" in report and "| cli | phantom |" in report
+
+
+def _privacy_record(eps_prv=9.99, eps_rdp=12.1):
+    return {"max_grad_norm": 1.0, "noise_multiplier": 0.6, "sample_rate": 0.25, "steps": 10, "delta": 1e-3,
+            "epsilon": {"prv": eps_prv, "rdp": eps_rdp}, "accountant": "prv", "trained_parameters": 35,
+            "n_subjects": 16, "init_run": "/x/runs/smoke/dit", "vqgan_run": "/x/runs/smoke/vqgan"}
+
+
+def test_report_shows_epsilon_of_dp_sample_cohorts(runs):
+    write_json(runs / "samples" / "dit-dp" / "samples.json", {"generator": "cardiodit", "privacy": _privacy_record()})
+    write_json(runs / "samples" / "dit" / "samples.json", {"generator": "cardiodit"})      # not DP: no row
+    text = build_report(runs).read_text()
+    assert "## Differential privacy" in text
+    assert "| dit-dp | 12.1 | 9.99 |" in text
+    assert "| dit | 12.1" not in text
+
+
+def test_report_without_dp_cohorts_has_no_privacy_section(runs):
+    assert "## Differential privacy" not in build_report(runs).read_text()
+
+
+def test_evaluate_copies_the_privacy_record_of_a_dp_cohort(phantom_root, tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    import cardiolab.metrics.features as features
+    from cardiolab.data.prepare import prepare
+    from cardiolab.evaluate import evaluate
+    from cardiolab.profiles import get_profile
+    from cardiolab.tasks import evaluator as evaluator_task
+
+    profile = get_profile("smoke")
+    cache = prepare(phantom_root, "acdc", profile, tmp_path / "cache").parent
+    cohort = shutil.copytree(phantom_root, tmp_path / "dp-cohort")
+    write_json(cohort / "samples.json", {"generator": "cardiodit", "privacy": _privacy_record()})
+    monkeypatch.setattr(evaluator_task, "load", lambda run: None)                 # no evaluator: constant features
+    g = torch.Generator().manual_seed(0)
+    monkeypatch.setattr(features, "features", lambda model, images: torch.randn(len(images) * 3, 8, generator=g))
+    res = evaluate(cohort, real=cache, profile=profile, name="dp", out_json=tmp_path / "eval" / "dp.json",
+                   evaluator=tmp_path / "no-evaluator")
+    assert res["privacy"] == _privacy_record()
+    assert json.loads((tmp_path / "eval" / "dp.json").read_text())["privacy"]["epsilon"]["rdp"] == 12.1
+    plain = evaluate(phantom_root, real=cache, profile=profile, name="plain", out_json=tmp_path / "eval" / "p.json",
+                     evaluator=tmp_path / "no-evaluator")
+    assert "privacy" not in plain

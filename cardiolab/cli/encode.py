@@ -16,6 +16,9 @@ def add_arguments(p) -> None:
     p.add_argument("--run", type=Path, default=None, help="VQ-GAN run folder (default runs/<profile>/vqgan)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<profile>/latents)")
     p.add_argument("--cache", type=Path, default=None, help="prepared cache (default data/cache/<profile>)")
+    p.add_argument("--scale-from", type=Path, default=None, metavar="RUN",
+                   help="record this run's (or latents.pt's) latent scale instead of one from this cache's subjects "
+                        "(a private cache for dit-dp: pass the public DiT run)")
 
 
 def run(args) -> int:
@@ -25,6 +28,6 @@ def run(args) -> int:
     profile = get_profile(args.profile)
     run_dir = args.run or profile.run("vqgan")
     cache = args.cache or ensure_prepared(profile)
-    path = encode_cohort(run_dir, cache, args.out or profile.run("latents"))
+    path = encode_cohort(run_dir, cache, args.out or profile.run("latents"), scale_from=args.scale_from)
     log.info("latents: %s", path)
     return 0

@@ -113,3 +113,37 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Da
     acc = make_accountant(accountant)
     dp_opt.attach_step_hook(acc.get_optimizer_hook_fn(sample_rate=q))
     return DPSetup(module, dp_opt, loader, acc, q, float(noise_multiplier), float(max_grad_norm))
+
+
+def per_sample_grad_norms(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor], batches,
+                          max_grad_norm: float) -> dict:
+    """Per-sample gradient norms of `model` before and after DP-SGD clipping to C = max_grad_norm.
+
+    loss_fn(module, batch): the batch-mean loss (as in training). batches: an iterable of batches. The model's
+    trainable parameters (requires_grad) are the ones measured, as DPOptimizer would clip them; the model is
+    left as it was (hooks removed, grads cleared). Returns {"before": (N,) array, "after": (N,) array, "C": C},
+    after = before * min(1, C / (before + 1e-6)) (Opacus's flat clipping factor).
+    """
+    import numpy as np
+    from opacus import GradSampleModule
+
+    if not max_grad_norm > 0:
+        raise CardiolabError(f"dp.max_grad_norm {max_grad_norm}: must be > 0")
+    check_model(model)
+    was = model.training
+    module = GradSampleModule(model.train(), batch_first=True, loss_reduction="mean", strict=True)
+    params = [p for p in module.parameters() if p.requires_grad]
+    norms = []
+    try:
+        for batch in batches:
+            loss_fn(module, batch).backward()
+            per = torch.stack([p.grad_sample.flatten(1).norm(dim=1) for p in params], dim=1)   # (B, P)
+            norms.append(per.norm(dim=1).detach().cpu())
+            for p in params:
+                p.grad_sample, p.grad = None, None
+    finally:
+        module._close()
+        model.train(was)
+    before = torch.cat(norms).double().numpy()
+    factor = np.minimum(1.0, max_grad_norm / (before + 1e-6))
+    return {"before": before, "after": before * factor, "C": float(max_grad_norm)}

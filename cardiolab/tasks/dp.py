@@ -102,6 +102,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     """DP fine-tune the DiT `init` (a run folder, or 'none' for scratch) on the private `latents`; returns the run.
 
     Every check (delta < 1/N, latent shape, VQ-GAN, model) runs before the run folder is made.
+    dp.epsilon = inf: the non-private reference of the same fine-tuning (same init, data, steps, batch, lr;
+    plain AdamW, no clipping or noise); it writes no privacy.json and its config records "private": false.
     """
     from cardiolab.models.dit4d import DiT4D, DiT4DConfig
     from cardiolab.tasks.vqgan import load_latents
@@ -110,9 +112,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     p = profile.dp
     out = Path(out or profile.run(NAME))
     latents, init = _defaults(profile, latents, init)
-    if not math.isfinite(p.epsilon):
-        raise CardiolabError(f"dp.epsilon {p.epsilon}: DP-SGD needs a finite epsilon (epsilon = inf is the "
-                             f"non-private `train dit --latents ...`)")
+    private = math.isfinite(p.epsilon)
     record = load_latents(latents)
     path = latents / "latents.pt" if latents.is_dir() else latents
     _refuse_private_vqgan(record["vqgan_run"], record, path)
@@ -125,17 +125,17 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         model = DiT4D(DiT4DConfig(**d))
     data = dit.training_set({**record, "scale": public["scale"]}, path)   # private latents, the public scale
     n, total = len(data), int(steps or p.steps)
+    names = select_parameters(model, p.params)
+    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr, weight_decay=0.0)
+    if not private:
+        return _train_non_private(profile, out, model, opt, data, public, total, seed, resume,
+                                  shaping(profile, latents, init or "none", seed))
     check_delta(p.delta, n)
     q = sample_rate(n, p.batch)
     sigma = accounting.sigma(p.epsilon, q, total, p.delta, p.accountant)
-    names = select_parameters(model, p.params)
-    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr, weight_decay=0.0)
     setup = make_private(model, opt, data, batch=p.batch, noise_multiplier=sigma, max_grad_norm=p.max_grad_norm,
                          accountant=p.accountant)
-    cfg = TrainConfig(steps=total, batch_size=p.batch, lr=p.lr, warmup=min(100, max(1, total // 10)),
-                      ema_decay=profile.dit.ema_decay, ckpt_every=max(1, min(500, total // 4)),
-                      log_every=max(1, min(10, total // 10)), amp=profile.dit.amp, seed=seed, device=profile.device,
-                      physical_batch=p.physical_batch)
+    cfg = _train_config(profile, total, seed, p.physical_batch)
     conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
                                       "train_cond")},
             "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), "profile": profile.name,
@@ -153,6 +153,29 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
+def _train_config(profile: Profile, total: int, seed: int, physical_batch: int | None) -> TrainConfig:
+    p = profile.dp
+    return TrainConfig(steps=total, batch_size=p.batch, lr=p.lr, warmup=min(100, max(1, total // 10)),
+                       ema_decay=profile.dit.ema_decay, ckpt_every=max(1, min(500, total // 4)),
+                       log_every=max(1, min(10, total // 10)), amp=profile.dit.amp, seed=seed,
+                       device=profile.device, physical_batch=physical_batch)
+
+
+def _train_non_private(profile: Profile, out: Path, model, opt, data, public: dict, total: int, seed: int,
+                       resume: bool, shaped: dict) -> Path:
+    """epsilon = inf: the same fine-tuning without DP-SGD (the engine's batches of dp.batch, no clipping or noise)."""
+    conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
+                                      "train_cond")},
+            "task": NAME, "shaping": shaped, "profile": profile.name, "n_train": len(data), "seed": seed,
+            "private": False}
+    log.info("dit-dp at epsilon = inf: non-private fine-tuning on N=%d latents, %d steps", len(data), total)
+    tr = Trainer(out, _train_config(profile, total, seed, None), modules={"model": model},
+                 optimizers={"model": opt}, ema=["model"], config=conf)
+    dcfg = DiffusionConfig(**public["diffusion"])
+    tr.fit(data, dit.make_step_fn(create_scheduler(dcfg), dcfg.loss), resume=resume)
+    return out
+
+
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
     """The dit-dp run (default runs/<profile>/dit-dp) on the default private latents and init; trains unless finished."""
     profile = get_profile(profile)
@@ -166,9 +189,38 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
 
 
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike, **kw) -> Path:
-    """dit.sample_cohort, then privacy.json's record copied into samples.json (key 'privacy')."""
-    record = accounting.read_privacy_json(run_dir)
+    """dit.sample_cohort, then privacy.json's record copied into samples.json (key 'privacy'; None for the
+    non-private epsilon = inf reference, whose config says "private": false)."""
+    if read_json(Path(run_dir) / "config.json").get("private", True) is False:
+        record = None
+    else:
+        record = accounting.read_privacy_json(run_dir)
     return dit.sample_cohort(run_dir, n, steps, seed, out, meta={"task": NAME, "privacy": record}, **kw)
+
+
+def gradient_norms(run_dir: str | os.PathLike, latents: str | os.PathLike, max_grad_norm: float | None = None,
+                   batch: int = 4, n: int | None = None, seed: int = 0) -> dict:
+    """Per-subject gradient norms of a DiT run's (raw, not EMA) weights on the training subjects of `latents`
+    (scaled with the run's own scale), before and after clipping to C (default: the run's dp.max_grad_norm,
+    else 1). One diffusion-loss draw (t, noise) per subject, seeded. See privacy.dp.per_sample_grad_norms."""
+    from cardiolab.diffusion import diffusion_loss
+    from cardiolab.privacy.dp import per_sample_grad_norms
+    from cardiolab.tasks.vqgan import load_latents
+
+    model, conf = dit.load(run_dir, ema=False)
+    record = load_latents(latents)
+    data = dit.training_set({**record, "scale": conf["scale"]}, latents)
+    k = len(data) if n is None else min(n, len(data))
+    dp_conf = conf.get("shaping", {}).get("dp", {})
+    C = float(max_grad_norm or dp_conf.get("max_grad_norm", 1.0))
+    select_parameters(model, dp_conf.get("params", "all"))
+    dcfg = DiffusionConfig(**conf["diffusion"])
+    sch = create_scheduler(dcfg)
+    g = torch.Generator().manual_seed(seed)
+    batches = [{"z": data.z[i:min(i + batch, k)] * data.scale, "cond": data.cond[i:min(i + batch, k)]}
+               for i in range(0, k, batch)]
+    loss = lambda m, b: diffusion_loss(m, sch, b["z"], b["cond"], loss=dcfg.loss, generator=g)  # noqa: E731
+    return per_sample_grad_norms(model, loss, batches, C)
 
 
 def checkpoint_epsilon(run_dir: str | os.PathLike, delta: float) -> float:
@@ -176,4 +228,4 @@ def checkpoint_epsilon(run_dir: str | os.PathLike, delta: float) -> float:
     state = load_checkpoint(run_dir)["accountant"]
     acc = accounting.make_accountant(state["mechanism"])
     acc.load_state_dict(state)
-    return float(acc.get_epsilon(delta=delta))
+    return accounting.accountant_epsilon(acc, delta)

@@ -25,7 +25,7 @@ from einops import rearrange
 from monai.losses import PatchAdversarialLoss
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, fingerprint, seed_everything
+from cardiolab.core import CardiolabError, atomic_path, fingerprint, read_json, seed_everything
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
@@ -195,10 +195,17 @@ def decode_latents(model: VQGAN, z: torch.Tensor, chunk: int = 32) -> torch.Tens
     return rearrange(out.clamp(-1, 1), "(b d) c h w t -> b c d h w t", b=B).cpu()
 
 
-def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Encode every subject of the prepared cache; writes out/latents.pt (weights_only-safe) and returns its path."""
+def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike,
+                  scale_from: str | os.PathLike | None = None) -> Path:
+    """Encode every subject of the prepared cache; writes out/latents.pt (weights_only-safe) and returns its path.
+
+    scale_from: a latent-model run (its config.json 'scale') or latents.pt whose `scale` to record instead of
+    1 / std over this cache's training subjects. For a private cache (DP fine-tuning), pass the public run so
+    that no statistic of the private subjects reaches the file (issue 14).
+    """
     from cardiolab.data.datasets import CineDataset, load_manifest
 
+    public_scale = None if scale_from is None else recorded_scale(scale_from)
     model = load(run_dir)
     manifest = load_manifest(cache_dir)
     data = CineDataset(cache_dir, mode="volume")
@@ -214,8 +221,10 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
     latents_t = torch.stack(latents).float()                             # (N, C_z, D, h, w, t)
     train = torch.tensor([splits[i] != "holdout" for i in ids])
     std = latents_t[train].std() if train.any() else latents_t.std()
+    scale = float(1.0 / max(float(std), 1e-8)) if public_scale is None else public_scale
     record = {"latents": latents_t, "codes": torch.stack(codes).long(), "ids": ids, "splits": splits,
-              "cond": torch.stack(conds).long(), "scale": float(1.0 / max(float(std), 1e-8)),
+              "cond": torch.stack(conds).long(), "scale": scale,
+              "scale_from": None if scale_from is None else str(Path(scale_from).resolve()),
               "shape": list(latents_t.shape[1:]), "vqgan_run": str(Path(run_dir).resolve()),
               "vqgan_id": fingerprint(recorded_shaping(run_dir)),
               "cache_dir": str(Path(cache_dir).resolve())}   # ids (patient001...) mean something only with it
@@ -224,6 +233,19 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
         torch.save(record, tmp)
     log.info("wrote %s: %d subjects, latent %s, scale %.4f", path, len(ids), record["shape"], record["scale"])
     return path
+
+
+def recorded_scale(source: str | os.PathLike) -> float:
+    """The latent `scale` of a run folder (config.json, e.g. a DiT run) or of latents.pt (or its folder)."""
+    source = Path(source)
+    if (source / "config.json").exists():
+        conf = read_json(source / "config.json")
+        if "scale" not in conf:
+            raise CardiolabError(f"{source / 'config.json'}: records no latent 'scale' (not a latent-model run)")
+        return float(conf["scale"])
+    if source.suffix == ".pt" or (source / LATENTS).exists():
+        return float(load_latents(source)["scale"])
+    raise CardiolabError(f"--scale-from {source}: neither a run folder with config.json nor a latents.pt")
 
 
 def ensure_latents(profile: Profile | str, run_dir: str | os.PathLike | None = None,

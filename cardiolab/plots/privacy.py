@@ -1,0 +1,64 @@
+"""Figures of DP fine-tuning (notebook 06): per-sample gradient norms around the clip, quality vs epsilon."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def plot_grad_norms(norms: dict, title: str = "per-subject gradient norms"):
+    """Histogram of per-sample gradient norms before and after clipping, C marked. norms: privacy.dp's
+    per_sample_grad_norms result {"before", "after", "C"}."""
+    import matplotlib.pyplot as plt
+
+    before, after, C = np.asarray(norms["before"]), np.asarray(norms["after"]), float(norms["C"])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    top = max(float(before.max()), C) * 1.05
+    bins = np.linspace(0, top, 30)
+    ax.hist(before, bins=bins, alpha=0.6, label=f"before clipping (median {np.median(before):.3g})")
+    ax.hist(after, bins=bins, alpha=0.6, label="after clipping")
+    ax.axvline(C, color="k", ls="--", lw=1, label=f"C = {C:g}")
+    ax.set_xlabel("L2 norm of one subject's gradient")
+    ax.set_ylabel("subjects")
+    ax.set_title(f"{title} ({(before > C).mean():.0%} clipped)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_quality_vs_epsilon(table: pd.DataFrame, metrics=("FD-cardiolab", "KID-cardiolab", "EF_W1")):
+    """One panel per metric: value vs epsilon (log axis; inf drawn at the right edge), one line per init.
+    table: rows with columns epsilon, init ('pre-trained' | 'scratch') and the metrics."""
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in metrics if m in table.columns]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    finite = table["epsilon"][np.isfinite(table["epsilon"])]
+    inf_at = (finite.max() * 4) if len(finite) else 100.0
+    for ax, metric in zip(axes[0], metrics):
+        for init, part in table.groupby("init", sort=False):
+            x = np.where(np.isfinite(part["epsilon"]), part["epsilon"], inf_at)
+            order = np.argsort(x)
+            ax.plot(x[order], part[metric].to_numpy()[order], "o-", label=init)
+        ax.set_xscale("log")
+        ax.set_xlabel("epsilon (inf at the right)")
+        ax.set_title(metric)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_group_samples(cohorts: dict, profile=None, frame: int = 0):
+    """One sample per conditioned group: the middle slice at `frame` of each cohort's first study.
+    cohorts: {group: cohort folder} (e.g. controllability's runs/<profile>/samples/<run>-groups/<group>)."""
+    import matplotlib.pyplot as plt
+
+    from cardiolab.data.cines import load_cines
+
+    fig, axes = plt.subplots(1, len(cohorts), figsize=(2.2 * len(cohorts), 2.4), squeeze=False)
+    for ax, (group, cohort) in zip(axes[0], cohorts.items()):
+        images = load_cines(cohort, profile).images                    # (N, D, H, W, T)
+        ax.imshow(images[0, images.shape[1] // 2, :, :, frame].numpy(), cmap="gray", vmin=-1, vmax=1)
+        ax.set_title(group)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

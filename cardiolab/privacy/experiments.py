@@ -1,0 +1,137 @@
+"""The DP fine-tuning experiment of notebook 06: a private phantom cohort, a grid of (epsilon, init) runs,
+their privacy, cost and quality on the private holdout.
+
+Public side: the profile's own VQ-GAN and DiT (they never saw the private cohort). Private side: a second
+phantom cohort (`phantom --seed 1`), prepared and encoded with the public VQ-GAN and the public DiT's latent
+scale (`encode --scale-from`). Each grid point is a `dit-dp` run (epsilon = inf: the non-private fine-tuning
+reference of the same code path); its samples are evaluated against the private holdout (FD/KID-cardiolab,
+segmenter EF W1). Numbers on the phantom are phantom numbers.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cardiolab.core import read_json
+from cardiolab.profiles import Profile, get_profile, override
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setting:
+    epsilon: float            # math.inf: non-private fine-tuning
+    init: str = "pre-trained"  # 'pre-trained' (the profile's public DiT) or 'scratch'
+    params: str = "all"       # dp.params: all | attention
+
+    @property
+    def name(self) -> str:
+        eps = "inf" if math.isinf(self.epsilon) else f"{self.epsilon:g}"
+        return f"dit-dp-eps{eps}-{self.init}" + ("" if self.params == "all" else f"-{self.params}")
+
+
+# The tiny notebook grid of issue 14 (the full one adds epsilon 5, scratch at every epsilon and params=attention).
+TINY_GRID = (Setting(math.inf), Setting(10.0), Setting(1.0), Setting(10.0, "scratch"))
+
+
+def private_cohort(profile: Profile | str | None = None, subjects: int = 20, seed: int = 1) -> dict:
+    """The private phantom cohort, its cache and its latents (made if missing); returns {"root", "cache",
+    "latents", "public_dit"}: data/phantom/<profile>-private, data/cache/<profile>-private, runs/<profile>/lat-priv.
+
+    The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
+    """
+    from cardiolab.data.phantom import generate_cohort
+    from cardiolab.data.prepare import prepare
+    from cardiolab.tasks import dit, vqgan
+    from cardiolab.tasks.dp import PRIVATE_LATENTS
+
+    profile = get_profile(profile)
+    d = profile.data
+    public_dit = dit.ensure(profile)
+    root = profile.phantom_dir.with_name(f"{profile.phantom_dir.name}-private")
+    cache = profile.cache_dir.with_name(f"{profile.cache_dir.name}-private")
+    latents = profile.run(PRIVATE_LATENTS)
+    if not (root / "cohort.json").exists():
+        generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
+                        slices=d.phantom_slices, frames=d.phantom_frames)
+    if not (cache / "manifest.json").exists():
+        prepare(root, "acdc", profile, cache)
+    lat = latents / vqgan.LATENTS
+    if not lat.exists() or vqgan.load_latents(lat).get("scale_from") != str(public_dit.resolve()):
+        vqgan.encode_cohort(vqgan.ensure(profile), cache, latents, scale_from=public_dit)
+    return {"root": root, "cache": cache, "latents": latents, "public_dit": public_dit}
+
+
+def run_setting(profile: Profile | str | None, setting: Setting, private: dict, steps: int, seed: int = 0,
+                out: str | Path | None = None) -> dict:
+    """Train one grid point (dit-dp on private["latents"]); returns {"run", "seconds", "s_per_step"} (wall time
+    of the whole `train` call: setup, sigma search and privacy.json included)."""
+    from cardiolab.tasks import dp as task
+
+    profile = override(get_profile(profile), [f"dp.epsilon={setting.epsilon}", f"dp.params={setting.params}"])
+    out = Path(out) if out is not None else profile.run(setting.name)
+    init = private["public_dit"] if setting.init == "pre-trained" else "none"
+    t0 = time.perf_counter()
+    run = task.train(profile, out=out, steps=steps, seed=seed, latents=private["latents"], init=init)
+    seconds = time.perf_counter() - t0
+    return {"run": run, "seconds": seconds, "s_per_step": seconds / steps}
+
+
+def evaluate_setting(profile: Profile | str | None, run: str | Path, private: dict, n: int, sample_steps: int,
+                     seed: int = 0, seg_model=None, labels: bool = True) -> dict:
+    """Sample n studies from a grid run and evaluate them against the private holdout: FD/KID-cardiolab and, with
+    labels, the segmenter EF W1 (all groups pooled). Returns {"cohort", "FD-cardiolab", "KID-cardiolab", "EF_W1"}."""
+    from cardiolab.evaluate import evaluate
+    from cardiolab.tasks import dp as task
+
+    profile = get_profile(profile)
+    run = Path(run)
+    cohort = task.sample_cohort(run, n, sample_steps, seed, profile.samples(run.name), gifs=False,
+                                cond="from-training-distribution")
+    res = evaluate(cohort, real=private["cache"], profile=profile, split="holdout", labels=labels, name=run.name,
+                   seg_model=seg_model)
+    ef = [r["w1"] for r in (res.get("function") or []) if r.get("group") == "all" and r.get("metric") == "EF"]
+    return {"cohort": cohort, "FD-cardiolab": res["fidelity"]["FD-cardiolab"],
+            "KID-cardiolab": res["fidelity"]["KID-cardiolab"], "EF_W1": ef[0] if ef else float("nan")}
+
+
+def run_grid(profile: Profile | str | None = None, settings=TINY_GRID, steps: int | None = None,
+             n_samples: int | None = None, sample_steps: int | None = None, subjects: int = 20, seed: int = 0,
+             labels: bool = True, seg_model=None) -> pd.DataFrame:
+    """The whole experiment: one row per setting with setting, epsilon, init, params, sigma, epsilon_rdp,
+    epsilon_prv, delta, s_per_step, FD-cardiolab, KID-cardiolab, EF_W1, run (None where not private)."""
+    from cardiolab.tasks import dit, segmenter
+
+    profile = get_profile(profile)
+    private = private_cohort(profile, subjects)
+    steps = int(steps or profile.dp.steps)
+    defaults = dit.sample_defaults(profile)
+    n_samples, sample_steps = n_samples or defaults["n"], sample_steps or defaults["steps"]
+    if labels and seg_model is None:
+        seg_model = segmenter.ensure_model(profile)
+    rows = []
+    for s in settings:
+        trained = run_setting(profile, s, private, steps, seed)
+        run = trained["run"]
+        conf = read_json(run / "config.json")
+        privacy = read_json(run / "privacy.json") if (run / "privacy.json").exists() else None
+        quality = evaluate_setting(profile, run, private, n_samples, sample_steps, seed, seg_model, labels)
+        rows.append({"setting": s.name, "epsilon": s.epsilon, "init": s.init, "params": s.params,
+                     "sigma": conf.get("noise_multiplier", 0.0),
+                     "epsilon_rdp": privacy["epsilon"]["rdp"] if privacy else math.inf,
+                     "epsilon_prv": privacy["epsilon"]["prv"] if privacy else math.inf,
+                     "delta": privacy["delta"] if privacy else None, "s_per_step": trained["s_per_step"],
+                     **{k: quality[k] for k in ("FD-cardiolab", "KID-cardiolab", "EF_W1")}, "run": str(run)})
+    return pd.DataFrame(rows)
+
+
+def settings_from(epsilons=(math.inf, 10.0, 1.0), scratch=(10.0,), attention=()) -> tuple[Setting, ...]:
+    """A grid: pre-trained at each epsilon, from scratch at `scratch`, params=attention (pre-trained) at `attention`."""
+    return (tuple(Setting(float(e)) for e in epsilons) + tuple(Setting(float(e), "scratch") for e in scratch)
+            + tuple(Setting(float(e), params="attention") for e in attention))
+
