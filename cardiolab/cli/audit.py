@@ -1,7 +1,7 @@
 """`python -m cardiolab audit <plant|copies>`: privacy audits of a synthetic cohort (issue 15).
 
     python -m cardiolab audit plant --out runs/tiny/audit/planted          # fresh phantoms + copies, planted.json
-    python -m cardiolab audit copies --synthetic runs/tiny/audit/planted --embedding pixels
+    python -m cardiolab audit copies --synthetic runs/tiny/audit/planted --embedding copy-detector
 """
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def add_arguments(p) -> None:
     copies.add_argument("--holdout-split", default="holdout", help="cache split of the held-out set")
     copies.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of train->holdout NN")
     copies.add_argument("--embedding", default="pixels", choices=("pixels", "copy-detector", "evaluator"),
-                        help="what cines are compared in (only pixels is wired in so far)")
+                        help="what cines are compared in: pixels, or a trained copy-detector / evaluator run")
+    copies.add_argument("--detector", type=Path, default=None,
+                        help="run folder of the learned embedding (default runs/<p>/<embedding>)")
     copies.add_argument("--max-copy-fraction", type=float, default=None, help="exit 1 above this %% of copies")
     copies.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/copies.json)")
 
@@ -52,7 +54,8 @@ def run(args) -> int:
         print(f"planted {s['n_copies']} copies among {s['n_fresh']} fresh cines in {s['out']}")
         return 0
     r = audit_copies(args.synthetic, args.profile, args.train, args.holdout, _splits(args.train_split),
-                     args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json)
+                     args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json,
+                     args.detector)
     line = (f"copies {r['copy_fraction']:.1f} % of {r['n_synthetic']} synthetic, "
             f"memorized {r['memorized_fraction']:.1f} % of {r['n_train']} training "
             f"(tau {r['threshold']:.4f}, p{r['percentile']:g}, {r['embedding']}); "

@@ -97,22 +97,23 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
                  train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
                  percentile: float = 5.0, embedding: str = "pixels", max_copy_fraction: float | None = None,
-                 out_json: str | os.PathLike | None = None) -> dict:
+                 out_json: str | os.PathLike | None = None, detector: str | os.PathLike | None = None) -> dict:
     """Copy audit of a synthetic cohort against the training data, calibrated on held-out data.
 
     JSON keys: threshold, percentile, embedding, copy_fraction, memorized_fraction (both %), per_synthetic
     [{id, nearest_train_id, distance, nndr, is_copy}], distances (DCR / NNDR / share nearer train /
     Mann-Whitney), planted (recall / FPR, when the cohort has planted.json), max_copy_fraction and
-    passed (when a limit is given). Written to `out_json` (default runs/<profile>/audit/copies.json).
+    passed (when a limit is given). `detector`: the run of a learned embedding (default runs/<profile>/<embedding>).
+    Written to `out_json` (default runs/<profile>/audit/copies.json).
     """
     from cardiolab.privacy.copies import (calibrate_threshold, check_percentile, detect_copies, distance_summary,
                                           planted_scores)
-    from cardiolab.privacy.embeddings import embed
+    from cardiolab.privacy.embeddings import check_embedding, embedder
     from cardiolab.privacy.plant import PLANTED_JSON, read_planted
 
     profile = get_profile(profile)
     percentile = check_percentile(percentile)
-    embed(torch.zeros(1, 1, 1, 1, 1), embedding)                                     # fail fast on the name
+    check_embedding(embedding)
     if max_copy_fraction is not None and not 0 <= max_copy_fraction <= 100:
         raise CardiolabError(f"--max-copy-fraction: a percentage in [0, 100], got {max_copy_fraction:g}")
     synthetic = Path(synthetic)
@@ -128,7 +129,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     if same_source and overlap:
         raise CardiolabError(f"training and holdout sets share subjects {sorted(overlap)[:5]}: calibration needs "
                              "unseen held-out data")
-    e_syn, e_tr, e_ho = (embed(x, embedding).numpy() for x in (syn, tr, ho))
+    embed = embedder(embedding, profile, detector)
+    e_syn, e_tr, e_ho = (embed(x).numpy() for x in (syn, tr, ho))
     tau = calibrate_threshold(e_tr, e_ho, percentile)
     result = detect_copies(e_syn, e_tr, tau, syn_ids, train_ids)
     result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,
