@@ -1,7 +1,8 @@
-"""`python -m cardiolab audit <plant|copies>`: privacy audits of a synthetic cohort (issue 15).
+"""`python -m cardiolab audit <plant|copies|mia|canaries|subset|sweep|report>`: privacy audits (issue 15).
 
     python -m cardiolab audit plant --out runs/tiny/audit/planted          # fresh phantoms + copies, planted.json
     python -m cardiolab audit copies --synthetic runs/tiny/audit/planted --embedding copy-detector
+    python -m cardiolab audit mia --run runs/tiny/dit
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from cardiolab.cli import add_profile
 
-HELP = "privacy audits: plant (a cohort with known copies), copies (copy detection, DCR, NNDR)"
+HELP = ("privacy audits: plant (a cohort with known copies), copies (copy detection, DCR, NNDR), mia "
+        "(membership inference)")
 
 
 def _splits(text: str | None) -> tuple[str, ...] | None:
@@ -45,8 +47,37 @@ def add_arguments(p) -> None:
     copies.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/copies.json)")
 
 
+    mia = sub.add_parser("mia", help="membership inference against a DiT run (loss, PIA, calibrated, distance)")
+    add_profile(mia)
+    mia.add_argument("--run", type=Path, required=True, help="a DiT run folder (dit or dit-dp)")
+    mia.add_argument("--reference", type=Path, default=None,
+                     help="a DiT that never saw the subjects (default: a dit-dp run's public init)")
+    mia.add_argument("--synthetic", type=Path, default=None,
+                     help="the run's synthetic cohort for the distance attack (default runs/<p>/samples/<task>)")
+    mia.add_argument("--n-fresh", type=int, default=None, help="fresh phantom non-members (default: phantom_subjects)")
+    mia.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/mia-<run>.json)")
+
+
+def _mia(args) -> int:
+    from cardiolab.privacy.membership import audit_mia
+
+    r = audit_mia(args.run, args.profile, args.reference, args.synthetic, args.n_fresh, out_json=args.json)
+    print(f"MIA on {r['run']} ({r['n_members']} members, {r['n_nonmembers']} non-members):")
+    for name, a in r["attacks"].items():
+        lo, hi = a["auc_ci95"]
+        tpr = ", ".join(f"TPR@{k} {v if isinstance(v, str) else f'{v:.3f}'}" for k, v in a["tpr_at_fpr"].items())
+        print(f"  {name:10s} AUC {a['auc']:.3f} [{lo:.3f}, {hi:.3f}], balanced acc {a['balanced_accuracy']:.3f}, {tpr}")
+    for name, why in r["skipped"].items():
+        print(f"  {name:10s} skipped: {why}")
+    print(r["json"])
+    return 0
+
+
 def run(args) -> int:
     from cardiolab.privacy.audit import audit_copies, plant_cohort
+
+    if args.audit == "mia":
+        return _mia(args)
 
     if args.audit == "plant":
         s = plant_cohort(args.out, args.profile, args.train, _splits(args.train_split), args.n_copies, args.n_fresh,
