@@ -145,3 +145,43 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     write_json(out_json, result)
     result["json"] = str(out_json)
     return result
+
+
+SWEEP_KIND = "cardiolab-audit-sweep"
+
+
+def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n: int | None = None,
+                steps: int | None = None, seed: int = 0, embedding: str = "pixels", out: str | os.PathLike | None = None,
+                train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None) -> dict:
+    """Memorization against training length: sample every kept checkpoint (checkpoint-<step>.pt, from
+    `train dit --keep-every K`) of a DiT run and audit the samples for copies.
+
+    Writes out/step-<k>/ (cohort), out/step-<k>.json (its copy audit) and out/sweep.json: {kind, run, embedding,
+    checkpoints: [{step, copy_fraction, memorized_fraction, share_nearer_train, mannwhitney_p}]}. Default out:
+    runs/<profile>/audit/sweep-<run name>; n, steps: the DiT's sample defaults.
+    """
+    from cardiolab.engine import kept_checkpoints
+    from cardiolab.privacy.membership import check_dit_run
+    from cardiolab.tasks import dit
+
+    profile = get_profile(profile)
+    run = Path(run)
+    check_dit_run(run)
+    kept = kept_checkpoints(run)
+    if not kept:
+        raise CardiolabError(f"{run}: no kept checkpoints (checkpoint-<step>.pt); train with --keep-every N")
+    defaults = dit.sample_defaults(profile)
+    n, steps = n or defaults["n"], steps or defaults["steps"]
+    out = Path(out) if out is not None else profile.run_dir / "audit" / f"sweep-{run.name}"
+    rows = []
+    for step, ckpt in kept:
+        cohort = dit.sample_cohort(ckpt, n, steps, seed, out / f"step-{step}", gifs=False)
+        r = audit_copies(cohort, profile, train, holdout, embedding=embedding, out_json=out / f"step-{step}.json")
+        rows.append({"step": step, "copy_fraction": r["copy_fraction"], "memorized_fraction": r["memorized_fraction"],
+                     "share_nearer_train": r["distances"]["share_nearer_train"],
+                     "mannwhitney_p": r["distances"]["mannwhitney_p"], "json": r["json"]})
+    result = {"kind": SWEEP_KIND, "run": str(run), "profile": profile.name, "embedding": embedding, "n": n,
+              "sample_steps": steps, "checkpoints": rows}
+    write_json(out / "sweep.json", result)
+    result["json"] = str(out / "sweep.json")
+    return result
