@@ -89,6 +89,19 @@ def add_arguments(p) -> None:
     sweep.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: profile cache)")
     sweep.add_argument("--out", type=Path, default=None, help="folder (default runs/<p>/audit/sweep-<run>)")
 
+    rep = sub.add_parser("report", help="runs/<p>/audit/card.md: every cohort in runs/<p>/samples audited")
+    add_profile(rep)
+    rep.add_argument("--embedding", default=None, choices=("pixels", "copy-detector", "evaluator"),
+                     help="copy-audit embedding (default: copy-detector when trained, else pixels)")
+    rep.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of train->holdout NN")
+
+
+def _report(args) -> int:
+    from cardiolab.privacy.card import audit_report
+
+    print(audit_report(args.profile, args.embedding, args.percentile))
+    return 0
+
 
 def _latents(path, profile):
     from cardiolab.tasks.vqgan import ensure_latents, load_latents
@@ -166,7 +179,7 @@ def _mia(args) -> int:
 def run(args) -> int:
     from cardiolab.privacy.audit import audit_copies, plant_cohort
 
-    verbs = {"mia": _mia, "canaries": _canaries, "subset": _subset, "sweep": _sweep}
+    verbs = {"mia": _mia, "canaries": _canaries, "subset": _subset, "sweep": _sweep, "report": _report}
     if args.audit in verbs:
         return verbs[args.audit](args)
 
