@@ -46,6 +46,18 @@ def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, 
     return ids, images, torch.cat([c.labels for c in parts]) if has else None
 
 
+def _check_slices(path: Path, profile: Profile) -> None:
+    """A cohort folder whose cines have fewer slices than the profile compares is of another geometry: refused
+    (bringing it to profile geometry would invent slices). Reads NIfTI headers only."""
+    import nibabel as nib
+
+    for image in sorted(path.glob("*/*_4d.nii.gz")):
+        shape = nib.load(image).shape
+        if len(shape) != 4 or shape[2] < profile.data.slices:
+            raise CardiolabError(f"{image}: cine of shape {tuple(shape)} (x, y, slices, frames), but profile "
+                                 f"{profile.name} compares {profile.data.slices} slices: another geometry")
+
+
 def _same_geometry(name: str, images: torch.Tensor, ref: torch.Tensor, ref_name: str) -> None:
     if images.shape[1:] != ref.shape[1:]:
         raise CardiolabError(f"{name}: cines of shape {tuple(images.shape[1:])} but {ref_name} has "
@@ -119,6 +131,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     synthetic = Path(synthetic)
     if not synthetic.is_dir():
         raise CardiolabError(f"--synthetic {synthetic}: not a folder")
+    if not (synthetic / "manifest.json").exists():
+        _check_slices(synthetic, profile)
     syn_ids, syn = _cines(synthetic, profile, None)
     train_ids, tr = _cines(train, profile, train_splits)
     hold_ids, ho = _cines(holdout, profile, (holdout_split,) if holdout_split else None)
