@@ -62,6 +62,13 @@ def plot_mia_roc(curves: dict, dp: tuple[float, float] | None = None):
     return plot_roc(curves, dp)
 
 
+def plot_mia_result(result: dict):
+    """The log-log ROC of an `audit mia` record (its "roc" curves and, for a DP run, its bound)."""
+    dp = result.get("dp")
+    return plot_mia_roc({k: (np.asarray(v["fpr"]), np.asarray(v["tpr"])) for k, v in result["roc"].items()},
+                        None if not dp else (dp["epsilon"], dp["delta"]))
+
+
 def save_mia_roc(curves: dict, path: str | os.PathLike, dp: tuple[float, float] | None = None):
     fig = plot_mia_roc(curves, dp)
     save_figure(fig, path)
@@ -88,4 +95,18 @@ def plot_memorization_vs_steps(sweep: dict):
     ax.plot(steps, [r["memorized_fraction"] for r in rows], "s--", label="training memorized")
     ax.set(xlabel="training step", ylabel="%", title="memorization vs training length")
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_top_pairs(pairs: list[dict]):
+    """Each suspected pair (`privacy.audit.top_pairs`): synthetic and nearest training cine, middle slice, ED."""
+    fig, axes = plt.subplots(2, max(1, len(pairs)), figsize=(2.2 * max(1, len(pairs)), 4.6), squeeze=False,
+                             layout="constrained")
+    for j, p in enumerate(pairs):
+        for i, (key, name) in enumerate((("synthetic", p["id"]), ("train", p["train_id"]))):
+            x = np.asarray(p[key])
+            axes[i, j].imshow(x[x.shape[0] // 2, :, :, 0], cmap="gray", vmin=-1, vmax=1)
+            axes[i, j].set_title(f"{name}" + (f"\nd = {p['distance']:.3g}" if i == 0 else ""), fontsize=7)
+            axes[i, j].axis("off")
+    fig.suptitle("top suspected copies (top: synthetic, bottom: nearest training cine)", fontsize=8)
     return fig

@@ -199,3 +199,30 @@ def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n:
     write_json(out / "sweep.json", result)
     result["json"] = str(out / "sweep.json")
     return result
+
+
+def calibration_distances(profile: Profile | str | None = None, embedding: str = "pixels",
+                          train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
+                          detector: str | os.PathLike | None = None) -> np.ndarray:
+    """Each training cine's correlation distance to its nearest held-out cine (N,): what tau is a percentile of."""
+    from cardiolab.privacy.copies import correlation_distance
+    from cardiolab.privacy.embeddings import embedder
+
+    profile = get_profile(profile)
+    embed = embedder(embedding, profile, detector)
+    _, tr = _cines(train, profile, TRAIN_SPLITS)
+    _, ho = _cines(holdout, profile, ("holdout",))
+    return correlation_distance(embed(tr).numpy(), embed(ho).numpy()).min(axis=1)
+
+
+def top_pairs(result: dict, profile: Profile | str | None = None, k: int = 4,
+              train: str | os.PathLike | None = None) -> list[dict]:
+    """The k synthetic cines of an `audit copies` result nearest their training cine: [{id, train_id, distance,
+    synthetic (D, H, W, T), train (D, H, W, T)}], nearest first."""
+    profile = get_profile(profile)
+    per = sorted(result["per_synthetic"], key=lambda p: p["distance"])[:k]
+    syn_ids, syn = _cines(result["synthetic"], profile, None)
+    tr_ids, tr = _cines(train, profile, TRAIN_SPLITS)
+    return [{"id": p["id"], "train_id": p["nearest_train_id"], "distance": p["distance"],
+             "synthetic": syn[syn_ids.index(p["id"])], "train": tr[tr_ids.index(p["nearest_train_id"])]}
+            for p in per]

@@ -43,7 +43,7 @@ PIA_FRACTION = 0.2                     # PIA's query step (Kong et al.: t = 200 
 FRESH_SEED = 7
 ATTACKS = ("loss", "pia", "calibrated", "distance")
 JSON_KEYS = ("kind", "run", "task", "profile", "n_members", "n_nonmembers", "timesteps", "attacks", "skipped",
-             "reference", "dp", "figure")
+             "reference", "dp", "figure", "roc")
 
 
 def check_dit_run(run: str | os.PathLike) -> str:
@@ -203,14 +203,15 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     figure = Path(figure) if figure is not None else out_json.with_suffix(".png")
     from cardiolab.plots.audits import save_mia_roc
 
-    save_mia_roc({k: mia.roc_curve(s, is_member)[:2] for k, s in scores.items()}, figure,
-                 None if dp is None else (dp["epsilon"], dp["delta"]))
+    curves = {k: mia.roc_curve(s, is_member)[:2] for k, s in scores.items()}
+    save_mia_roc(curves, figure, None if dp is None else (dp["epsilon"], dp["delta"]))
     result = {"kind": KIND, "run": str(run), "task": task, "profile": profile.name,
               "n_members": int(is_member.sum()), "n_nonmembers": int((~is_member).sum()),
               "n_holdout": int((~members).sum()), "n_fresh": len(f_ids), "timesteps": steps,
               "pia_timestep": _steps(dcfg.train_timesteps, (PIA_FRACTION,))[0], "attacks": attacks,
               "skipped": skipped, "reference": None if reference is None else str(reference), "dp": dp,
-              "synthetic": str(synthetic) if "distance" in scores else None, "figure": str(figure)}
+              "synthetic": str(synthetic) if "distance" in scores else None, "figure": str(figure),
+              "roc": {k: {"fpr": f.tolist(), "tpr": t.tolist()} for k, (f, t) in curves.items()}}
     write_json(out_json, result)
     result["json"] = str(out_json)
     return result
