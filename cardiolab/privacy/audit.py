@@ -165,8 +165,8 @@ SWEEP_KIND = "cardiolab-audit-sweep"
 
 
 def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n: int | None = None,
-                steps: int | None = None, seed: int = 0, embedding: str = "pixels", out: str | os.PathLike | None = None,
-                train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None) -> dict:
+                steps: int | None = None, seed: int = 0, embedding: str = "pixels",
+                out: str | os.PathLike | None = None, train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None) -> dict:
     """Memorization against training length: sample every kept checkpoint (checkpoint-<step>.pt, from
     `train dit --keep-every K`) of a DiT run and audit the samples for copies.
 
