@@ -60,6 +60,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0   # global grad-norm clip (skipped for Opacus optimizers, which clip per sample)
     ema_decay: float | None = None  # EMA of the modules named in Trainer(ema=...)
     ckpt_every: int = 200
+    keep_every: int | None = None   # also keep checkpoint-<step>.pt every this many steps (memorization sweeps)
     log_every: int = 10
     amp: str = "auto"               # auto: bf16 where native (core.resolve_amp) | bf16 | fp16 (GPU, GradScaler) | off
     seed: int = 0
@@ -264,7 +265,7 @@ class Trainer:
                 self._log({"step": self.step, **means, "lr": self._lr(), "s_per_step": (time.perf_counter() - t0) / n,
                            "precision": self.precision, "machine": self._machine_label()})
                 window, t0, n = {}, time.perf_counter(), 0
-            if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps:
+            if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps or self._keep():
                 self.save()
         bar.close()
         return self
@@ -351,10 +352,18 @@ class Trainer:
             }
             with atomic_path(self.run_dir / CHECKPOINT) as tmp:
                 torch.save(state, tmp)
+            if self._keep():
+                with atomic_path(self.run_dir / kept_checkpoint(self.step)) as tmp:
+                    torch.save(state, tmp)
             write_json(self.run_dir / STATE, {"step": self.step, "steps": self.cfg.steps,
                                               "finished": self.step >= self.cfg.steps, "config": state["config"]})
         if self.world > 1:
             dist.barrier()
+
+    def _keep(self) -> bool:
+        """Whether this step's checkpoint is also kept as checkpoint-<step>.pt (cfg.keep_every)."""
+        k = self.cfg.keep_every
+        return bool(k) and (self.step % k == 0 or self.step == self.cfg.steps)
 
     def _load(self, ckpt: dict) -> None:
         self.step = int(ckpt["step"])
@@ -461,6 +470,21 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
+
+
+def kept_checkpoint(step: int) -> str:
+    """File name of the checkpoint kept at `step` (TrainConfig.keep_every)."""
+    return f"checkpoint-{int(step)}.pt"
+
+
+def kept_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """[(step, path)] of a run's kept checkpoints, by step."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint-*.pt"):
+        step = path.stem.partition("-")[2]
+        if step.isdigit():
+            found.append((int(step), path))
+    return sorted(found)
 
 
 def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

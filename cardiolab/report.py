@@ -6,6 +6,7 @@ Sources, each optional (a section appears only when its files exist):
 * eval/utility.json (`cardiolab.utility`): segmentation utility, real vs synthetic training;
 * eval/evaluator_validation.csv (`cardiolab.evaluate.validate_evaluator`);
 * any other */bench*.json or bench*.json: flat numbers of benchmarks (e.g. DiT speed);
+* audit/*.json (`audit report`, cardiolab.privacy.card): copy audits and membership inference;
 * figures/*.png: linked at the end.
 Every number is labelled with the data it came from ("phantom" when the real data was cardiolab's
 phantom) and every section names the command that made it.
@@ -186,6 +187,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if len(bench):
         md += ["## Benchmarks", "", "Made by: the scripts in `benchmarks/` (file column).", "",
                markdown_table(bench), ""]
+    from cardiolab.privacy.card import report_section
+    md += report_section(run_dir)
     md += time_section(run_dir)
     figures = sorted(p for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
     if figures:

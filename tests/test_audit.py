@@ -60,7 +60,7 @@ def test_audit_copies_gate_exits_1(planted, cache, tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [(["--percentile", "150"], "--percentile"),
-                                         (["--embedding", "evaluator"], "--embedding")])
+                                         (["--embedding", "evaluator", "--detector", "no-such-run"], "--embedding")])
 def test_audit_copies_bad_input_exits_2_without_json(planted, cache, tmp_path, capsys, argv, match):
     out = tmp_path / "copies.json"
     code = main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
@@ -85,3 +85,39 @@ def test_untransformed_planted_copies_are_all_found_in_pixels(cache, tmp_path):
     plant_cohort(tmp_path / "p", "smoke", cache, n_copies=3, n_fresh=2, transforms=CopyTransforms(p=0.0))
     r = audit_copies(tmp_path / "p", "smoke", cache, cache, out_json=tmp_path / "c.json")
     assert r["planted"]["recall_matched"] == 100.0
+
+
+def _cohort_copy(src, dst, n=2):
+    import shutil
+
+    dst.mkdir()
+    for p in sorted(q for q in src.iterdir() if q.is_dir())[:n]:
+        shutil.copytree(p, dst / p.name)
+    return dst
+
+
+def test_audit_copies_nan_voxel_exits_2_without_json(phantom_root, cache, tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    syn = _cohort_copy(phantom_root, tmp_path / "nan")
+    path = next(syn.glob("*/*_4d.nii.gz"))
+    img = nib.load(path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[10, 10, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), path)
+    out = tmp_path / "copies.json"
+    assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(syn), "--train", str(cache),
+                 "--holdout", str(cache), "--json", str(out)]) == 2
+    assert not out.exists()
+    assert "NaN" in capsys.readouterr().err
+
+
+def test_audit_copies_other_geometry_synthetic_exits_2(phantom_root, cache, tmp_path, capsys):
+    from cardiolab.data.phantom import generate_cohort
+
+    generate_cohort(tmp_path / "small", 1, seed=3, size=32, spacing=4.0, slices=2, frames=4)
+    out = tmp_path / "copies.json"
+    assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(tmp_path / "small"), "--train",
+                 str(cache), "--holdout", str(cache), "--json", str(out)]) == 2
+    assert not out.exists()

@@ -1,7 +1,8 @@
-"""`python -m cardiolab audit <plant|copies>`: privacy audits of a synthetic cohort (issue 15).
+"""`python -m cardiolab audit <plant|copies|mia|canaries|subset|sweep|report>`: privacy audits (issue 15).
 
     python -m cardiolab audit plant --out runs/tiny/audit/planted          # fresh phantoms + copies, planted.json
-    python -m cardiolab audit copies --synthetic runs/tiny/audit/planted --embedding pixels
+    python -m cardiolab audit copies --synthetic runs/tiny/audit/planted --embedding copy-detector
+    python -m cardiolab audit mia --run runs/tiny/dit
 """
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sys
 from pathlib import Path
 
 from cardiolab.cli import add_profile
+from cardiolab.core import CardiolabError
 
-HELP = "privacy audits: plant (a cohort with known copies), copies (copy detection, DCR, NNDR)"
+HELP = ("privacy audits: plant (a cohort with known copies), copies (copy detection, DCR, NNDR), mia "
+        "(membership inference)")
 
 
 def _splits(text: str | None) -> tuple[str, ...] | None:
@@ -38,13 +41,147 @@ def add_arguments(p) -> None:
     copies.add_argument("--holdout-split", default="holdout", help="cache split of the held-out set")
     copies.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of train->holdout NN")
     copies.add_argument("--embedding", default="pixels", choices=("pixels", "copy-detector", "evaluator"),
-                        help="what cines are compared in (only pixels is wired in so far)")
+                        help="what cines are compared in: pixels, or a trained copy-detector / evaluator run")
+    copies.add_argument("--detector", type=Path, default=None,
+                        help="run folder of the learned embedding (default runs/<p>/<embedding>)")
     copies.add_argument("--max-copy-fraction", type=float, default=None, help="exit 1 above this %% of copies")
     copies.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/copies.json)")
 
 
+    mia = sub.add_parser("mia", help="membership inference against a DiT run (loss, PIA, calibrated, distance)")
+    add_profile(mia)
+    mia.add_argument("--run", type=Path, required=True, help="a DiT run folder (dit or dit-dp)")
+    mia.add_argument("--reference", type=Path, default=None,
+                     help="a DiT that never saw the subjects (default: a dit-dp run's public init)")
+    mia.add_argument("--synthetic", type=Path, default=None,
+                     help="the run's synthetic cohort for the distance attack (default runs/<p>/samples/<task>)")
+    mia.add_argument("--n-fresh", type=int, default=None, help="fresh phantom non-members (default: phantom_subjects)")
+    mia.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/mia-<run>.json)")
+
+    can = sub.add_parser("canaries", help="write a latents.pt with duplicated and outlier canaries, or score them")
+    add_profile(can)
+    can.add_argument("--latents", type=Path, default=None, help="source latents.pt (default: the profile's)")
+    can.add_argument("--out", type=Path, default=None, help="folder for latents.pt + canaries.json")
+    can.add_argument("--k", type=int, default=2, help="canary subjects per duplication count")
+    can.add_argument("--copies", default="4", help="duplication counts m, comma-separated (e.g. 2,8)")
+    can.add_argument("--outliers", type=int, default=2, help="most isolated training subjects marked as canaries")
+    can.add_argument("--seed", type=int, default=0)
+    can.add_argument("--score", type=Path, default=None,
+                     help="an `audit copies` JSON of samples from a model trained on the canaries: report recall")
+    can.add_argument("--canaries", type=Path, default=None, help="canaries.json (or its folder) to score against")
+    can.add_argument("--json", type=Path, default=None, help="recall JSON (default: beside --score)")
+
+    subs = sub.add_parser("subset", help="latents.pt subsets of the training subjects (memorization vs data size)")
+    add_profile(subs)
+    subs.add_argument("--latents", type=Path, default=None, help="source latents.pt (default: the profile's)")
+    subs.add_argument("--fraction", default="0.25,0.5", help="fractions of the training subjects, comma-separated")
+    subs.add_argument("--out", type=Path, required=True, help="folder; writes <out>/subset-<fraction>/latents.pt")
+    subs.add_argument("--seed", type=int, default=0)
+
+    sweep = sub.add_parser("sweep", help="sample and audit every kept checkpoint of a DiT run (train --keep-every)")
+    add_profile(sweep)
+    sweep.add_argument("run", type=Path, help="a DiT run folder with checkpoint-<step>.pt files")
+    sweep.add_argument("--n", type=int, default=None, help="samples per checkpoint (default: the DiT's)")
+    sweep.add_argument("--steps", type=int, default=None, help="sampling steps (default: the DiT's)")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--embedding", default="pixels", choices=("pixels", "copy-detector", "evaluator"))
+    sweep.add_argument("--train", type=Path, default=None, help="training cache or cohort (default: profile cache)")
+    sweep.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: profile cache)")
+    sweep.add_argument("--out", type=Path, default=None, help="folder (default runs/<p>/audit/sweep-<run>)")
+
+    rep = sub.add_parser("report", help="runs/<p>/audit/card.md: every cohort in runs/<p>/samples audited")
+    add_profile(rep)
+    rep.add_argument("--embedding", default=None, choices=("pixels", "copy-detector", "evaluator"),
+                     help="copy-audit embedding (default: copy-detector when trained, else pixels)")
+    rep.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of train->holdout NN")
+
+
+def _report(args) -> int:
+    from cardiolab.privacy.card import audit_report
+
+    print(audit_report(args.profile, args.embedding, args.percentile))
+    return 0
+
+
+def _latents(path, profile):
+    from cardiolab.tasks.vqgan import ensure_latents, load_latents
+
+    return load_latents(path if path is not None else ensure_latents(profile))
+
+
+def _canaries(args) -> int:
+    from cardiolab.core import read_json, write_json
+    from cardiolab.privacy.canaries import canary_recall, make_canaries, read_canaries, write_latents
+
+    if args.score is not None:
+        if args.canaries is None:
+            raise CardiolabError("audit canaries --score: also give --canaries (canaries.json or its folder)")
+        r = canary_recall(read_json(args.score), read_canaries(args.canaries))
+        out = args.json or args.score.with_name("canary-recall.json")
+        write_json(out, r)
+        groups = ", ".join(f"m={g['m']}: {g['recall']:.0f} %" for g in r["by_copies"])
+        print(f"canary recall {r['overall']:.0f} % ({groups}; outliers {r['outliers']['recall']:.0f} %; "
+              f"control {r['control']['recall']:.0f} %)")
+        print(out)
+        return 0
+    if args.out is None:
+        raise CardiolabError("audit canaries: give --out (to write canaries) or --score (to score them)")
+    try:
+        copies = [int(m) for m in args.copies.split(",") if m]
+    except ValueError:
+        raise CardiolabError(f"--copies {args.copies!r}: expected integers, comma-separated") from None
+    record, canaries = make_canaries(_latents(args.latents, args.profile), args.k, copies, args.outliers, args.seed)
+    path = write_latents(record, args.out, canaries)
+    print(f"{len(canaries['canaries'])} canaries in {path}; train with `train dit --latents {path}`")
+    return 0
+
+
+def _subset(args) -> int:
+    from cardiolab.privacy.canaries import subset, write_latents
+
+    try:
+        fractions = [float(f) for f in args.fraction.split(",") if f]
+    except ValueError:
+        raise CardiolabError(f"--fraction {args.fraction!r}: expected numbers, comma-separated") from None
+    record = _latents(args.latents, args.profile)
+    parts = [subset(record, f, args.seed) for f in fractions]            # every check before any write
+    for f, part in zip(fractions, parts):
+        print(write_latents(part, args.out / f"subset-{f:g}"))
+    return 0
+
+
+def _sweep(args) -> int:
+    from cardiolab.privacy.audit import audit_sweep
+
+    r = audit_sweep(args.run, args.profile, args.n, args.steps, args.seed, args.embedding, args.out, args.train,
+                    args.holdout)
+    for row in r["checkpoints"]:
+        print(f"step {row['step']}: copies {row['copy_fraction']:.1f} %, memorized {row['memorized_fraction']:.1f} %")
+    print(r["json"])
+    return 0
+
+
+def _mia(args) -> int:
+    from cardiolab.privacy.membership import audit_mia
+
+    r = audit_mia(args.run, args.profile, args.reference, args.synthetic, args.n_fresh, out_json=args.json)
+    print(f"MIA on {r['run']} ({r['n_members']} members, {r['n_nonmembers']} non-members):")
+    for name, a in r["attacks"].items():
+        lo, hi = a["auc_ci95"]
+        tpr = ", ".join(f"TPR@{k} {v if isinstance(v, str) else f'{v:.3f}'}" for k, v in a["tpr_at_fpr"].items())
+        print(f"  {name:10s} AUC {a['auc']:.3f} [{lo:.3f}, {hi:.3f}], balanced acc {a['balanced_accuracy']:.3f}, {tpr}")
+    for name, why in r["skipped"].items():
+        print(f"  {name:10s} skipped: {why}")
+    print(r["json"])
+    return 0
+
+
 def run(args) -> int:
     from cardiolab.privacy.audit import audit_copies, plant_cohort
+
+    verbs = {"mia": _mia, "canaries": _canaries, "subset": _subset, "sweep": _sweep, "report": _report}
+    if args.audit in verbs:
+        return verbs[args.audit](args)
 
     if args.audit == "plant":
         s = plant_cohort(args.out, args.profile, args.train, _splits(args.train_split), args.n_copies, args.n_fresh,
@@ -52,7 +189,8 @@ def run(args) -> int:
         print(f"planted {s['n_copies']} copies among {s['n_fresh']} fresh cines in {s['out']}")
         return 0
     r = audit_copies(args.synthetic, args.profile, args.train, args.holdout, _splits(args.train_split),
-                     args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json)
+                     args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json,
+                     args.detector)
     line = (f"copies {r['copy_fraction']:.1f} % of {r['n_synthetic']} synthetic, "
             f"memorized {r['memorized_fraction']:.1f} % of {r['n_train']} training "
             f"(tau {r['threshold']:.4f}, p{r['percentile']:g}, {r['embedding']}); "

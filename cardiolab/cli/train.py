@@ -22,13 +22,16 @@ def add_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one profile field for this run, e.g. --set vqgan.disc_start=4000 (repeatable)")
     p.add_argument("--latents", type=Path, help="latents.pt (or its folder) to train on (latent models: dit, dit-dp)")
+    p.add_argument("--keep-every", type=int, default=None,
+                   help="dit: also keep checkpoint-<step>.pt every N steps (for `audit sweep`)")
     p.add_argument("--init", help="dit-dp: the public DiT run to fine-tune, or 'none' (from scratch)")
 
 
 def run(args) -> int:
     train = get_task(args.model).train
     profile = override(get_profile(args.profile), args.set)
-    extra = {k: v for k, v in (("latents", args.latents), ("init", args.init)) if v is not None}
+    extra = {k: v for k, v in (("latents", args.latents), ("init", args.init),
+                                                ("keep_every", args.keep_every)) if v is not None}
     params = inspect.signature(train).parameters
     if unknown := [k for k in extra if k not in params]:
         raise CardiolabError(f"train {args.model}: --{unknown[0]} is not an option of this model")

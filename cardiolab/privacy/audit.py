@@ -46,6 +46,18 @@ def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, 
     return ids, images, torch.cat([c.labels for c in parts]) if has else None
 
 
+def _check_slices(path: Path, profile: Profile) -> None:
+    """A cohort folder whose cines have fewer slices than the profile compares is of another geometry: refused
+    (bringing it to profile geometry would invent slices). Reads NIfTI headers only."""
+    import nibabel as nib
+
+    for image in sorted(path.glob("*/*_4d.nii.gz")):
+        shape = nib.load(image).shape
+        if len(shape) != 4 or shape[2] < profile.data.slices:
+            raise CardiolabError(f"{image}: cine of shape {tuple(shape)} (x, y, slices, frames), but profile "
+                                 f"{profile.name} compares {profile.data.slices} slices: another geometry")
+
+
 def _same_geometry(name: str, images: torch.Tensor, ref: torch.Tensor, ref_name: str) -> None:
     if images.shape[1:] != ref.shape[1:]:
         raise CardiolabError(f"{name}: cines of shape {tuple(images.shape[1:])} but {ref_name} has "
@@ -97,27 +109,30 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
                  train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
                  percentile: float = 5.0, embedding: str = "pixels", max_copy_fraction: float | None = None,
-                 out_json: str | os.PathLike | None = None) -> dict:
+                 out_json: str | os.PathLike | None = None, detector: str | os.PathLike | None = None) -> dict:
     """Copy audit of a synthetic cohort against the training data, calibrated on held-out data.
 
     JSON keys: threshold, percentile, embedding, copy_fraction, memorized_fraction (both %), per_synthetic
     [{id, nearest_train_id, distance, nndr, is_copy}], distances (DCR / NNDR / share nearer train /
     Mann-Whitney), planted (recall / FPR, when the cohort has planted.json), max_copy_fraction and
-    passed (when a limit is given). Written to `out_json` (default runs/<profile>/audit/copies.json).
+    passed (when a limit is given). `detector`: the run of a learned embedding (default runs/<profile>/<embedding>).
+    Written to `out_json` (default runs/<profile>/audit/copies.json).
     """
     from cardiolab.privacy.copies import (calibrate_threshold, check_percentile, detect_copies, distance_summary,
                                           planted_scores)
-    from cardiolab.privacy.embeddings import embed
+    from cardiolab.privacy.embeddings import check_embedding, embedder
     from cardiolab.privacy.plant import PLANTED_JSON, read_planted
 
     profile = get_profile(profile)
     percentile = check_percentile(percentile)
-    embed(torch.zeros(1, 1, 1, 1, 1), embedding)                                     # fail fast on the name
+    check_embedding(embedding)
     if max_copy_fraction is not None and not 0 <= max_copy_fraction <= 100:
         raise CardiolabError(f"--max-copy-fraction: a percentage in [0, 100], got {max_copy_fraction:g}")
     synthetic = Path(synthetic)
     if not synthetic.is_dir():
         raise CardiolabError(f"--synthetic {synthetic}: not a folder")
+    if not (synthetic / "manifest.json").exists():
+        _check_slices(synthetic, profile)
     syn_ids, syn = _cines(synthetic, profile, None)
     train_ids, tr = _cines(train, profile, train_splits)
     hold_ids, ho = _cines(holdout, profile, (holdout_split,) if holdout_split else None)
@@ -128,7 +143,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     if same_source and overlap:
         raise CardiolabError(f"training and holdout sets share subjects {sorted(overlap)[:5]}: calibration needs "
                              "unseen held-out data")
-    e_syn, e_tr, e_ho = (embed(x, embedding).numpy() for x in (syn, tr, ho))
+    embed = embedder(embedding, profile, detector)
+    e_syn, e_tr, e_ho = (embed(x).numpy() for x in (syn, tr, ho))
     tau = calibrate_threshold(e_tr, e_ho, percentile)
     result = detect_copies(e_syn, e_tr, tau, syn_ids, train_ids)
     result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,
@@ -143,3 +159,70 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     write_json(out_json, result)
     result["json"] = str(out_json)
     return result
+
+
+SWEEP_KIND = "cardiolab-audit-sweep"
+
+
+def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n: int | None = None,
+                steps: int | None = None, seed: int = 0, embedding: str = "pixels",
+                out: str | os.PathLike | None = None, train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None) -> dict:
+    """Memorization against training length: sample every kept checkpoint (checkpoint-<step>.pt, from
+    `train dit --keep-every K`) of a DiT run and audit the samples for copies.
+
+    Writes out/step-<k>/ (cohort), out/step-<k>.json (its copy audit) and out/sweep.json: {kind, run, embedding,
+    checkpoints: [{step, copy_fraction, memorized_fraction, share_nearer_train, mannwhitney_p}]}. Default out:
+    runs/<profile>/audit/sweep-<run name>; n, steps: the DiT's sample defaults.
+    """
+    from cardiolab.engine import kept_checkpoints
+    from cardiolab.privacy.membership import check_dit_run
+    from cardiolab.tasks import dit
+
+    profile = get_profile(profile)
+    run = Path(run)
+    check_dit_run(run)
+    kept = kept_checkpoints(run)
+    if not kept:
+        raise CardiolabError(f"{run}: no kept checkpoints (checkpoint-<step>.pt); train with --keep-every N")
+    defaults = dit.sample_defaults(profile)
+    n, steps = n or defaults["n"], steps or defaults["steps"]
+    out = Path(out) if out is not None else profile.run_dir / "audit" / f"sweep-{run.name}"
+    rows = []
+    for step, ckpt in kept:
+        cohort = dit.sample_cohort(ckpt, n, steps, seed, out / f"step-{step}", gifs=False)
+        r = audit_copies(cohort, profile, train, holdout, embedding=embedding, out_json=out / f"step-{step}.json")
+        rows.append({"step": step, "copy_fraction": r["copy_fraction"], "memorized_fraction": r["memorized_fraction"],
+                     "share_nearer_train": r["distances"]["share_nearer_train"],
+                     "mannwhitney_p": r["distances"]["mannwhitney_p"], "json": r["json"]})
+    result = {"kind": SWEEP_KIND, "run": str(run), "profile": profile.name, "embedding": embedding, "n": n,
+              "sample_steps": steps, "checkpoints": rows}
+    write_json(out / "sweep.json", result)
+    result["json"] = str(out / "sweep.json")
+    return result
+
+
+def calibration_distances(profile: Profile | str | None = None, embedding: str = "pixels",
+                          train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
+                          detector: str | os.PathLike | None = None) -> np.ndarray:
+    """Each training cine's correlation distance to its nearest held-out cine (N,): what tau is a percentile of."""
+    from cardiolab.privacy.copies import correlation_distance
+    from cardiolab.privacy.embeddings import embedder
+
+    profile = get_profile(profile)
+    embed = embedder(embedding, profile, detector)
+    _, tr = _cines(train, profile, TRAIN_SPLITS)
+    _, ho = _cines(holdout, profile, ("holdout",))
+    return correlation_distance(embed(tr).numpy(), embed(ho).numpy()).min(axis=1)
+
+
+def top_pairs(result: dict, profile: Profile | str | None = None, k: int = 4,
+              train: str | os.PathLike | None = None) -> list[dict]:
+    """The k synthetic cines of an `audit copies` result nearest their training cine: [{id, train_id, distance,
+    synthetic (D, H, W, T), train (D, H, W, T)}], nearest first."""
+    profile = get_profile(profile)
+    per = sorted(result["per_synthetic"], key=lambda p: p["distance"])[:k]
+    syn_ids, syn = _cines(result["synthetic"], profile, None)
+    tr_ids, tr = _cines(train, profile, TRAIN_SPLITS)
+    return [{"id": p["id"], "train_id": p["nearest_train_id"], "distance": p["distance"],
+             "synthetic": syn[syn_ids.index(p["id"])], "train": tr[tr_ids.index(p["nearest_train_id"])]}
+            for p in per]

@@ -1,10 +1,16 @@
 """Embeddings the copy audit compares cines in: one (F,) vector per cine.
 
 `pixels`: the cine itself, average-pooled in-plane to a small grid: no training, no invariances (a flipped or
-rotated copy looks different), a baseline and a check on the learned embeddings. The learned ones
-(`copy-detector`, `evaluator`: models/evaluator.CineEncoder runs) are wired in by the audit issue.
+rotated copy looks different), a baseline and a check on the learned embeddings.
+`copy-detector`: the profile's copy-detector run (`cardiolab.tasks.copy_detector`, a CineEncoder over all slices
+trained to be invariant to copy-type changes): the audit's embedding.
+`evaluator`: the FD evaluator's run (slab features averaged per cine), a comparison only: it is trained to stay
+sensitive to noise and blur, so a noisy copy moves away from its source.
+The learned ones are loaded from runs/<profile>/<name>; train them first (`train copy-detector`).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +18,8 @@ from einops import rearrange
 
 from cardiolab.core import CardiolabError
 
-EMBEDDINGS = ("pixels",)
+EMBEDDINGS = ("pixels", "copy-detector", "evaluator")
+LEARNED = ("copy-detector", "evaluator")
 PIXEL_GRID = 16            # in-plane size of the pooled grid: coarse enough to ignore noise, fine enough for anatomy
 
 
@@ -27,9 +34,32 @@ def pixel_embeddings(images: torch.Tensor, grid: int = PIXEL_GRID) -> torch.Tens
     return rearrange(pooled, "(n d t) 1 h w -> n (d h w t)", n=N, d=D, t=T).double()
 
 
-def embed(images: torch.Tensor, kind: str = "pixels") -> torch.Tensor:
-    """Embeddings (N, F) of cines (N, D, H, W, T) in [-1, 1] by `kind` (one of EMBEDDINGS)."""
+def check_embedding(kind: str) -> str:
     if kind not in EMBEDDINGS:
-        raise CardiolabError(f"--embedding {kind!r}: available here: {', '.join(EMBEDDINGS)} "
-                             "(copy-detector and evaluator are not wired in yet)")
-    return pixel_embeddings(images)
+        raise CardiolabError(f"--embedding {kind!r}: choose one of {', '.join(EMBEDDINGS)}")
+    return kind
+
+
+def embedder(kind: str = "pixels", profile=None, run_dir=None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function cines (N, D, H, W, T) in [-1, 1] -> embeddings (N, F) float64, for `kind` (one of EMBEDDINGS).
+
+    Learned kinds load their run (default runs/<profile>/<kind>) once; a missing run raises CardiolabError.
+    """
+    check_embedding(kind)
+    if kind == "pixels":
+        return pixel_embeddings
+    from cardiolab.engine import run_status
+    from cardiolab.metrics.features import features
+    from cardiolab.profiles import get_profile
+    from cardiolab.tasks import get_task
+
+    run = run_dir or get_profile(profile).run(kind)
+    if run_status(run, 0) == "fresh":
+        raise CardiolabError(f"--embedding {kind}: no trained run in {run} (run `train {kind}` first)")
+    model = get_task(kind).load(run)
+    return lambda images: features(model, images, per_cine=True).double()
+
+
+def embed(images: torch.Tensor, kind: str = "pixels", profile=None) -> torch.Tensor:
+    """Embeddings (N, F) of cines (N, D, H, W, T) in [-1, 1] by `kind` (one of EMBEDDINGS)."""
+    return embedder(kind, profile)(images)

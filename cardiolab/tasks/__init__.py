@@ -35,6 +35,7 @@ REGISTRY: dict[str, str] = {
     "mask-generator": "cardiolab.tasks.mask_generator",
     "mask-to-image": "cardiolab.tasks.mask_to_image",
     "landmarks": "cardiolab.tasks.landmarks",
+    "copy-detector": "cardiolab.tasks.copy_detector",
 }
 
 # Runs made before runs recorded config["task"]: recognised by their config sections.

@@ -122,8 +122,11 @@ def make_step_fn(scheduler, loss: str = "smooth_l1"):
 
 # ---- train / ensure / load ------------------------------------------------------------------------
 def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
-          steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None) -> Path:
-    """Train the DiT of `profile` on its latents (built via the VQ-GAN if missing); returns the run folder."""
+          steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
+          keep_every: int | None = None) -> Path:
+    """Train the DiT of `profile` on its latents (built via the VQ-GAN if missing); returns the run folder.
+
+    keep_every: also keep checkpoint-<step>.pt every this many steps (`audit sweep`); shapes no weights."""
     from cardiolab.tasks.vqgan import ensure_latents, load_latents
 
     profile = get_profile(profile)
@@ -139,7 +142,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=0.0)
     cfg = TrainConfig(steps=total, batch_size=p.batch, lr=p.lr, warmup=min(100, max(1, total // 10)),
                       ema_decay=p.ema_decay, ckpt_every=max(1, min(500, total // 4)), log_every=max(1, min(10, total // 10)),
-                      amp=p.amp, seed=seed, device=profile.device, num_workers=profile.num_workers)
+                      amp=p.amp, seed=seed, device=profile.device, num_workers=profile.num_workers,
+                      keep_every=keep_every)
     conf = {"task": NAME, "shaping": shaping(profile, seed, record.get("vqgan_id"), path, total),
             "dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), "profile": profile.name,
             "profile_dit": dataclasses.asdict(p),

@@ -1,0 +1,175 @@
+"""`audit report`: one audit card per profile (runs/<profile>/audit/card.md) and the report's privacy section.
+
+The card gathers the audit JSONs of runs/<profile>/audit/: a copy audit of every synthetic cohort in
+runs/<profile>/samples/* (the DiT, the baselines and DP runs; made here when missing), membership inference
+(mia-*.json from `audit mia`), the planted-copy check, canary recall and the memorization sweep, with the
+thresholds used, the figures and the command behind each number.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+from cardiolab.core import CardiolabError, atomic_path, read_json
+from cardiolab.profiles import Profile, get_profile
+
+log = logging.getLogger(__name__)
+
+CARD = "card.md"
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        r = read_json(path)
+    except CardiolabError:
+        return None
+    return r if isinstance(r, dict) else None
+
+
+def copies_rows(audit_dir: Path) -> list[dict]:
+    """One row per copy-audit JSON (copies*.json) in audit_dir."""
+    rows = []
+    for path in sorted(audit_dir.glob("copies*.json")):
+        r = _read(path)
+        if not r or r.get("kind") != "cardiolab-audit-copies":
+            continue
+        d = r["distances"]
+        rows.append({"cohort": Path(r["synthetic"]).name, "embedding": r["embedding"], "tau": r["threshold"],
+                     "percentile": r["percentile"], "copies %": r["copy_fraction"],
+                     "memorized %": r["memorized_fraction"], "nearer train %": d["share_nearer_train"],
+                     "expected %": d["share_expected"], "DCR syn median": d["dcr_synthetic_train"]["median"],
+                     "DCR hold median": d["dcr_holdout_train"]["median"],
+                     "NNDR syn median": d["nndr_synthetic_train"]["median"], "Mann-Whitney p": d["mannwhitney_p"],
+                     "planted recall %": r.get("planted", {}).get("recall"),
+                     "planted FPR %": r.get("planted", {}).get("fpr"), "json": path.name})
+    return rows
+
+
+def mia_rows(audit_dir: Path) -> list[dict]:
+    """One row per (run, attack) of the mia-*.json in audit_dir."""
+    rows = []
+    for path in sorted(audit_dir.glob("mia-*.json")):
+        r = _read(path)
+        if not r or r.get("kind") != "cardiolab-audit-mia":
+            continue
+        eps = r["dp"]["epsilon"] if r.get("dp") else None
+        for name, a in r["attacks"].items():
+            rows.append({"run": Path(r["run"]).name, "attack": name, "AUC": a["auc"],
+                         "AUC 95% CI": "[" + ", ".join(_fmt(x) for x in a["auc_ci95"]) + "]",
+                         "TPR@1%": a["tpr_at_fpr"].get("1%"), "TPR@0.1%": a["tpr_at_fpr"].get("0.1%"),
+                         "balanced acc": a["balanced_accuracy"], "members": r["n_members"],
+                         "non-members": r["n_nonmembers"], "DP epsilon": eps, "figure": Path(r["figure"]).name})
+    return rows
+
+
+def _table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    cols = list(rows[0])
+    return (["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows] + [""])
+
+
+def audit_report(profile: Profile | str | None = None, embedding: str | None = None, percentile: float = 5.0) -> Path:
+    """Copy-audit each cohort in runs/<profile>/samples/* that has no copies-<name>.json yet, draw the DCR
+    histograms, then write runs/<profile>/audit/card.md. embedding: default copy-detector when its run is trained,
+    else pixels. Returns the card's path."""
+    from cardiolab.engine import run_status
+    from cardiolab.plots import save_figure
+    from cardiolab.plots.audits import plot_dcr
+    from cardiolab.privacy.audit import audit_copies
+    from cardiolab.privacy.copies import check_percentile
+    from cardiolab.privacy.embeddings import check_embedding
+
+    profile = get_profile(profile)
+    percentile = check_percentile(percentile)
+    if embedding is not None:
+        check_embedding(embedding)
+    audit_dir = profile.run_dir / "audit"
+    if embedding is None:
+        embedding = "pixels" if run_status(profile.run("copy-detector"), 0) == "fresh" else "copy-detector"
+    samples = sorted(p for p in profile.samples_dir.glob("*") if p.is_dir()) if profile.samples_dir.is_dir() else []
+    for cohort in samples:
+        out = audit_dir / f"copies-{cohort.name}.json"
+        if not out.exists():
+            log.info("audit report: copy audit of %s (%s)", cohort, embedding)
+            audit_copies(cohort, profile, percentile=percentile, embedding=embedding, out_json=out)
+    figures = []
+    for path in sorted(audit_dir.glob("copies*.json")) if audit_dir.is_dir() else []:
+        r = _read(path)
+        if r and r.get("kind") == "cardiolab-audit-copies":
+            fig_path = audit_dir / "figures" / f"dcr-{path.stem}.png"
+            save_figure(plot_dcr(r["distances"]), fig_path, close=True)
+            figures.append(fig_path)
+    if not audit_dir.is_dir():
+        raise CardiolabError(f"{audit_dir}: no audits yet (sample a generator, or run `audit copies` / `audit mia`)")
+    lines = card_lines(profile, audit_dir, figures)
+    card = audit_dir / CARD
+    with atomic_path(card) as tmp:
+        tmp.write_text("\n".join(lines))
+    return card
+
+
+def card_lines(profile: Profile, audit_dir: Path, figures: list[Path]) -> list[str]:
+    p = profile.name
+    md = [f"# Privacy audit card: {p}", "",
+          "Numbers on cardiolab's phantom cohort are *phantom* numbers: they show the audits work, not how private "
+          "a model trained on patients would be. CPU timings, where any, were taken on shared machines.", "",
+          "## Copies, DCR, NNDR", "",
+          "A synthetic cine is a copy when its nearest training cine is closer (correlation distance of the "
+          "embedding) than tau, the percentile-th percentile of training -> nearest held-out distances "
+          "(Dar et al. 2024). Nearer-train share: expected value without memorization beside it; Mann-Whitney: "
+          "one-sided, synthetic -> train DCR smaller than holdout -> train.", "",
+          f"Made by: `python -m cardiolab audit report --profile {p}` (one `audit copies --synthetic "
+          f"runs/{p}/samples/<model> --json runs/{p}/audit/copies-<model>.json` per cohort); the planted check by "
+          f"`audit plant --profile {p} --out runs/{p}/audit/planted` then `audit copies --synthetic "
+          f"runs/{p}/audit/planted`.", ""]
+    md += _table(copies_rows(audit_dir)) or ["No copy audits.", ""]
+    md += ["## Membership inference", "",
+           "Members: the run's training latents; non-members: its holdout plus fresh phantoms (seed 7). "
+           "TPR at 1 % / 0.1 % FPR only with >= 100 / 1000 non-members. For DP runs no attack may exceed "
+           "TPR <= e^eps FPR + delta.", "",
+           f"Made by: `python -m cardiolab audit mia --profile {p} --run runs/{p}/<dit run> [--reference RUN]`.", ""]
+    md += _table(mia_rows(audit_dir)) or ["No membership-inference audits.", ""]
+    canary = audit_dir / "canary-recall.json"
+    if (r := _read(canary)) is not None:
+        md += ["## Canaries", "", "Made by: `audit canaries --out DIR`, `train dit --latents DIR/latents.pt`, "
+               "`sample`, `audit copies`, `audit canaries --score COPIES_JSON --canaries DIR`.", ""]
+        md += _table([{"group": f"m = {g['m']}", **{k: g[k] for k in ("n", "flagged", "recall")}}
+                      for g in r["by_copies"]] + [{"group": "outliers", **r["outliers"]},
+                                                  {"group": "control", **r["control"]}])
+    for sweep in sorted(audit_dir.glob("sweep-*/sweep.json")):
+        if (r := _read(sweep)) is not None:
+            md += [f"## Memorization vs steps: {Path(r['run']).name}", "",
+                   f"Made by: `train dit --keep-every K`, then `audit sweep {r['run']} --profile {p}`.", ""]
+            md += _table([{k: row[k] for k in ("step", "copy_fraction", "memorized_fraction", "share_nearer_train")}
+                          for row in r["checkpoints"]])
+    figs = figures + sorted(audit_dir.glob("mia-*.png"))
+    if figs:
+        md += ["## Figures", ""] + [f"- [{f.stem}]({f.relative_to(audit_dir)})" for f in figs] + [""]
+    return md
+
+
+def report_section(run_dir: str | os.PathLike) -> list[str]:
+    """Markdown lines of the report's "Privacy audits" section from run_dir/audit; [] when there is none."""
+    audit_dir = Path(run_dir) / "audit"
+    if not audit_dir.is_dir():
+        return []
+    copies = [{k: r[k] for k in ("cohort", "embedding", "copies %", "memorized %", "nearer train %",
+                                 "Mann-Whitney p")} for r in copies_rows(audit_dir)]
+    mia = [{k: r[k] for k in ("run", "attack", "AUC", "TPR@1%", "DP epsilon")} for r in mia_rows(audit_dir)]
+    if not copies and not mia:
+        return []
+    card = "audit/card.md" if (audit_dir / CARD).exists() else None
+    return (["## Privacy audits", "", "Made by: `python -m cardiolab audit report` (details, thresholds and figures: "
+             + (f"[{card}]({card})" if card else "the audit card") + ").", ""] + _table(copies) + _table(mia))

@@ -1,0 +1,172 @@
+"""The copy detector of the privacy audits: a contrastive cine embedding in which a copy sits next to its source.
+
+Dar et al. 2024 (arXiv 2402.01054, code Cardio-AI/memorization-ldm) embed scans with a SimCLR encoder and call a
+synthetic scan a copy when its nearest training scan is closer than a threshold calibrated on held-out scans
+(`cardiolab.privacy.copies`). Here the encoder is `models/evaluator.CineEncoder` with `in_slices` = the profile's
+slices, so one embedding covers the whole cine (all slices, all frames). It trains with NT-Xent (MONAI
+`ContrastiveLoss`) on the training subjects (public + private: what the generators see), each view passed through
+the changes a generator might make to a memorized scan: left-right flip, rotation <= 10 degrees, shift, elastic
+warp, intensity scale and offset, noise and a roll of the frames. Unlike the FD evaluator (which must stay
+sensitive to noise and blur), this embedding should be invariant to exactly those.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from cardiolab.core import CardiolabError, seed_everything
+from cardiolab.data.datasets import CineDataset, load_manifest
+from cardiolab.data.prepare import ensure_prepared
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
+from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
+from cardiolab.profiles import Profile, data_shaping, get_profile
+
+log = logging.getLogger(__name__)
+
+NAME = "copy-detector"
+KIND = "detector"
+TEMPERATURE = 0.2               # sharper than the evaluator's 0.5: instances must separate, not just cluster
+LR = 3e-4                       # as the evaluator (1e-3 collapsed NT-Xent there)
+TRAIN_SPLITS = ("public", "private")
+# fp32: under CPU bf16 autocast the encoder's strided 3D convolutions gave NaN gradients after a step or two
+# (tiny cache, stem stride 2 in time), and one NaN step ruins every weight. Precision shapes no weights' identity.
+AMP = "off"
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyAugment:
+    """Ranges of the copy-type changes drawn per view (each applied with probability `p`)."""
+    p: float = 0.5
+    max_rotation_deg: float = 10.0       # the issue's "small rotation"
+    max_shift: float = 0.08              # in-plane, as a fraction of the half field of view (~2.5 px at 64 px)
+    elastic: float = 0.02                # displacement amplitude of a 4 x 4 control grid (normalized units)
+    scale_range: tuple[float, float] = (0.8, 1.2)   # intensity scale around the background (-1)
+    max_offset: float = 0.05
+    noise_std: float = 0.05              # Gaussian noise, in units of the [-1, 1] range
+    max_roll: int = 3                    # frames
+
+
+def encoder_config(profile: Profile) -> EvaluatorConfig:
+    # stem stride 2 in time too: frame order is one of the invariances here, and it halves the cost. Not for short
+    # cines (smoke: 8 frames), whose last stride-2 conv would see a single frame.
+    t_stride = 2 if profile.data.frames >= 16 else 1
+    return EvaluatorConfig(in_slices=profile.data.slices, feature_dim=profile.copydetector.dim,
+                           proj_dim=profile.copydetector.dim, stem_stride=(2, 2, t_stride))
+
+
+def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+            steps: int | None = None) -> dict:
+    """What shapes the detector's weights: its network, batch, steps, augmentations, the prepared data, the seed."""
+    profile = get_profile(profile)
+    return {"encoder": dataclasses.asdict(encoder_config(profile)), "batch": profile.copydetector.batch,
+            "steps": steps or profile.copydetector.steps, "augment": dataclasses.asdict(CopyAugment()),
+            "temperature": TEMPERATURE, **data_shaping(profile, cache), "seed": seed}
+
+
+def num_parameters(profile: Profile | str | None = None) -> int:
+    return sum(p.numel() for p in CineEncoder(encoder_config(get_profile(profile))).parameters())
+
+
+def augment(x: torch.Tensor, cfg: CopyAugment = CopyAugment(), generator: torch.Generator | None = None
+            ) -> torch.Tensor:
+    """A random copy-type view of cines x (B, D, H, W, T) in [-1, 1]: one warp (flip, rotation, shift, elastic)
+    shared by all slices and frames of a cine, then intensity, noise and a frame roll; clipped to [-1, 1]."""
+    B, D, H, W, T = x.shape
+    g = generator
+
+    def on() -> torch.Tensor:
+        return (torch.rand(B, generator=g) < cfg.p).float()
+
+    def uniform(lo, hi, *shape) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=g)
+
+    angle = on() * uniform(-1, 1, B) * math.radians(cfg.max_rotation_deg)
+    flip = 1.0 - 2.0 * on()                                                       # -1: left-right mirror
+    shift = on()[:, None] * uniform(-cfg.max_shift, cfg.max_shift, B, 2)
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)      # (B, 2, 3)
+    grid = F.affine_grid(theta, (B, 1, H, W), align_corners=False)              # (B, H, W, 2)
+    warp = on()[:, None, None, None] * uniform(-cfg.elastic, cfg.elastic, B, 2, 4, 4)
+    grid = grid + F.interpolate(warp, (H, W), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+    planes = rearrange(x.float(), "b d h w t -> b (d t) h w")
+    planes = F.grid_sample(planes, grid, padding_mode="border", align_corners=False)
+    out = rearrange(planes, "b (d t) h w -> b d h w t", d=D)
+    scale = 1 + on() * uniform(cfg.scale_range[0] - 1, cfg.scale_range[1] - 1, B)
+    offset = on() * uniform(-cfg.max_offset, cfg.max_offset, B)
+    out = (out + 1) * scale.view(B, 1, 1, 1, 1) - 1 + offset.view(B, 1, 1, 1, 1)
+    out = out + (on() * cfg.noise_std).view(B, 1, 1, 1, 1) * torch.randn(out.shape, generator=g)
+    rolls = (on() * torch.randint(-cfg.max_roll, cfg.max_roll + 1, (B,), generator=g)).long().tolist()
+    out = torch.stack([v.roll(r, dims=-1) for v, r in zip(out, rolls)])
+    return out.clamp(-1.0, 1.0)
+
+
+def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
+    """NT-Xent training of the copy detector on the training subjects (public + private) of the prepared cache.
+
+    cache_dir: default the profile's (built if missing); steps: default profile.copydetector.steps.
+    Returns the run folder (default runs/<profile>/copy-detector).
+    """
+    from monai.losses import ContrastiveLoss
+
+    profile = get_profile(profile)
+    out = Path(out or profile.run(NAME))
+    cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
+    steps = steps or profile.copydetector.steps
+    splits = load_manifest(cache)["splits"]
+    data = CineDataset(cache, split=[s for name in TRAIN_SPLITS for s in splits[name]], mode="volume")
+    if len(data) < 2:
+        raise CardiolabError(f"{cache}: the copy detector needs at least 2 training subjects, found {len(data)}")
+    seed_everything(seed)
+    cfg = encoder_config(profile)
+    model = CineEncoder(cfg)
+    train_cfg = TrainConfig(steps=steps, batch_size=min(profile.copydetector.batch, len(data)), lr=LR,
+                            warmup=max(1, steps // 20), ckpt_every=200, seed=seed, device=profile.device,
+                            amp=AMP)
+    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=1e-4)
+    loss_fn = ContrastiveLoss(temperature=TEMPERATURE)
+
+    def step_fn(batch, step, tr):
+        cines = batch["image"][:, 0]                                            # (B, D, H, W, T)
+        views = torch.cat([augment(cines.cpu()), augment(cines.cpu())]).to(cines.device)
+        with tr.autocast():
+            net = tr.modules["model"]
+            z1, z2 = tr.raw("model").proj(net(views)).float().chunk(2)
+            loss = loss_fn(z1, z2)
+        tr.backward(loss, "model")
+        return {"loss": loss.item()}
+
+    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "encoder": dataclasses.asdict(cfg),
+              "profile": profile.name, "cache": str(cache), "n_train": len(data), "temperature": TEMPERATURE}
+    Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
+        data, step_fn, resume=resume)
+    return out
+
+
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    """The trained detector's run folder (runs/<profile>/copy-detector), trained unless finished with this shaping."""
+    profile = get_profile(profile)
+    out = Path(run_dir or profile.run(NAME))
+    return ensure_run(out, profile.copydetector.steps, shaping(profile),
+                      lambda resume: train(profile, out, resume=resume))
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> CineEncoder:
+    """The frozen detector from a run folder (or checkpoint path), in eval mode."""
+    ckpt = load_checkpoint(run_dir)
+    raw = ckpt["config"].get("encoder")
+    if raw is None:
+        raise CardiolabError(f"{run_dir}: not a copy-detector run (no 'encoder' in its config)")
+    cfg = EvaluatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    model = CineEncoder(cfg)
+    model.load_state_dict(ckpt["modules"]["model"])
+    return model.to(device).eval().requires_grad_(False)
+

@@ -1,0 +1,74 @@
+"""The copy-detector task: copy-type augmentations, training through the engine, `audit copies --embedding
+copy-detector` end to end on the smoke cache."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cardiolab.__main__ import main
+from cardiolab.profiles import get_profile, override
+from cardiolab.tasks import get_task
+
+SMOKE = get_profile("smoke")
+
+
+def test_copy_detector_is_registered_as_a_detector():
+    assert get_task("copy-detector").KIND == "detector"
+
+
+def test_copy_detector_sees_every_slice():
+    from cardiolab.tasks.copy_detector import encoder_config
+
+    assert encoder_config(SMOKE).in_slices == SMOKE.data.slices
+
+
+def test_augment_keeps_shape_and_range():
+    from cardiolab.tasks.copy_detector import augment
+
+    x = torch.rand(3, 4, 16, 16, 6) * 2 - 1
+    out = augment(x, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert out.abs().max() <= 1.0
+
+
+def test_augment_is_seeded():
+    from cardiolab.tasks.copy_detector import augment
+
+    x = torch.rand(2, 4, 16, 16, 6) * 2 - 1
+    a = augment(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, augment(x, generator=torch.Generator().manual_seed(1)))
+
+
+def test_copydetector_steps_shape_the_weights_and_sampling_fields_do_not():
+    task = get_task("copy-detector")
+    assert task.shaping(override(SMOKE, ["copydetector.steps=7"])) != task.shaping(SMOKE)
+    assert task.shaping(override(SMOKE, ["dit.sample_steps=7"])) == task.shaping(SMOKE)
+
+
+@pytest.fixture(scope="module")
+def detector(smoke_cache, tmp_path_factory):
+    from cardiolab.tasks.copy_detector import train
+
+    return train(SMOKE, tmp_path_factory.mktemp("cd") / "copy-detector", cache_dir=smoke_cache)
+
+
+def test_trained_detector_embeds_one_vector_per_cine(detector):
+    from cardiolab.privacy.embeddings import embedder
+
+    e = embedder("copy-detector", SMOKE, detector)(torch.zeros(3, 4, 32, 32, 8))
+    assert e.shape == (3, SMOKE.copydetector.dim)
+
+
+def test_audit_copies_with_the_copy_detector_end_to_end(detector, smoke_cache, tmp_path):
+    from cardiolab.privacy.audit import plant_cohort
+
+    plant_cohort(tmp_path / "p", SMOKE, smoke_cache, n_copies=3, n_fresh=2)
+    out = tmp_path / "copies.json"
+    code = main(["audit", "copies", "--profile", "smoke", "--synthetic", str(tmp_path / "p"), "--train",
+                 str(smoke_cache), "--holdout", str(smoke_cache), "--embedding", "copy-detector",
+                 "--detector", str(detector), "--json", str(out)])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert {"threshold", "copy_fraction", "memorized_fraction", "per_synthetic", "planted"} <= set(r)

@@ -1,0 +1,77 @@
+"""`audit mia` end to end on a 2-step smoke DiT over latents of the smoke cache (untrained VQ-GAN)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cardiolab.__main__ import main
+from cardiolab.privacy.membership import JSON_KEYS, subject_noise
+
+
+@pytest.fixture(scope="module")
+def dit_run(fake_stage1, smoke_cache, tmp_path_factory):
+    from cardiolab.tasks import dit
+    from cardiolab.tasks.vqgan import encode_cohort
+
+    root = tmp_path_factory.mktemp("mia")
+    latents = encode_cohort(fake_stage1["vqgan_run"], smoke_cache, root / "latents")
+    return dit.train("smoke", out=root / "dit", steps=2, latents=latents)
+
+
+def test_subject_noise_is_fixed_per_subject():
+    assert torch.equal(subject_noise("patient001", (2, 3), 0), subject_noise("patient001", (2, 3), 0))
+
+
+def test_subject_noise_differs_between_subjects():
+    assert not torch.equal(subject_noise("patient001", (2, 3), 0), subject_noise("patient002", (2, 3), 0))
+
+
+@pytest.fixture(scope="module")
+def mia_json(dit_run, phantom_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mia-out") / "mia.json"
+    code = main(["audit", "mia", "--profile", "smoke", "--run", str(dit_run), "--reference", str(dit_run),
+                 "--synthetic", str(phantom_root), "--n-fresh", "2", "--json", str(out)])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def test_audit_mia_json_has_its_documented_keys(mia_json):
+    assert set(JSON_KEYS) <= set(mia_json)
+
+
+def test_audit_mia_runs_every_attack(mia_json):
+    assert set(mia_json["attacks"]) == {"loss", "pia", "calibrated", "distance"}
+
+
+def test_audit_mia_attack_keys(mia_json):
+    assert {"auc", "auc_ci95", "tpr_at_fpr", "balanced_accuracy"} <= set(mia_json["attacks"]["loss"])
+
+
+def test_audit_mia_low_fpr_needs_enough_nonmembers(mia_json):
+    assert mia_json["attacks"]["loss"]["tpr_at_fpr"]["1%"] == "n too small"
+
+
+def test_calibrating_against_itself_is_chance(mia_json):
+    assert mia_json["attacks"]["calibrated"]["auc"] == 0.5
+
+
+def test_audit_mia_counts_holdout_and_fresh_as_nonmembers(mia_json):
+    assert mia_json["n_nonmembers"] == mia_json["n_holdout"] + 2
+
+
+def test_audit_mia_writes_the_roc_figure(mia_json):
+    from pathlib import Path
+
+    assert Path(mia_json["figure"]).stat().st_size > 0
+
+
+def test_audit_mia_on_a_non_dit_run_exits_2_without_json(tmp_path, capsys):
+    run = tmp_path / "seg"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": "segmenter"}))
+    out = tmp_path / "mia.json"
+    assert main(["audit", "mia", "--profile", "smoke", "--run", str(run), "--json", str(out)]) == 2
+    assert not out.exists()
+    assert "not a DiT" in capsys.readouterr().err
