@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
@@ -387,8 +388,10 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     model, conf = load(name, run_dir, device=pick_device(device))
     name = conf["task"]
     out = Path(out) if out else get_profile(conf["profile"]).samples(name)
+    t0 = time.perf_counter()
     z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device, masks=masks)
     images, labels = decode(conf, z), masks
+    seconds = time.perf_counter() - t0
     if conf["source"] == "labels":
         images, labels = images.float() / (N_CLASSES - 1) * 2 - 1, images
     ids = [f"synth{i + 1:04d}" for i in range(n)]
@@ -397,7 +400,8 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     record = {"generator": name, "task": name, "run": str(run_dir), "run_id": run_id(run_dir), "n": n,
               "steps": steps, "seed": seed, "sampler": conf["sampler"], "cond": cond, "ids": ids,
               "es_rule": "median ES frame of the training cohort", "ed": 1,
-              "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of x in [-1, 1]", **(meta or {})}
+              "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of x in [-1, 1]",
+              "seconds": seconds, "s_per_sample": seconds / n, **(meta or {})}
     out = write_cines(out, images, cohort_geometry(conf["cache_dir"]), ids=ids, info=info, labels=labels,
                       extra=lambda tmp: write_json(tmp / dit_task.SAMPLES_JSON, record))
     log.info("wrote %d synthetic studies to %s", n, out)
