@@ -102,3 +102,19 @@ def test_train_with_a_bad_set_value_names_the_field(tmp_path, capsys, monkeypatc
     assert len(err.splitlines()) == 1
     assert "baselines.steps" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_one_seed_gives_identical_arrays(m2i_run, tmp_path):
+    import numpy as np
+
+    from cardiolab.io.acdc import read_acdc
+
+    def draw(folder, seed):
+        out = tmp_path / folder
+        assert main(["sample", "--profile", "smoke", "--run", str(m2i_run["run"]), "--n", "2", "--steps", "2",
+                     "--seed", str(seed), "--mask", str(m2i_run["masks"]), "--out", str(out), "--device", "cpu"]) == 0
+        return np.stack([np.asarray(s.image) for s in read_acdc(out)])
+
+    a, b, c = draw("a", 0), draw("b", 0), draw("c", 1)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)

@@ -408,6 +408,38 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     return out
 
 
+def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0, **kw) -> Path:
+    """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings: trained and
+    sampled unless samples.json already names this run (same run id) and seed. kw: more sample_cohort options."""
+    from cardiolab.core import read_json
+    from cardiolab.tasks import get_task
+
+    profile = get_profile(profile)
+    task = get_task(name)
+    run = task.ensure(profile)
+    out = profile.samples(name)
+    meta = out / dit_task.SAMPLES_JSON
+    defaults = task.sample_defaults(profile)
+    if meta.exists():
+        old = read_json(meta)
+        if old.get("run_id") == run_id(run) and old.get("seed") == seed and old.get("n") == defaults["n"]:
+            return out
+    return task.sample_cohort(run, n=defaults["n"], steps=defaults["steps"], seed=seed, out=out, **kw)
+
+
+def trajectory(run_dir: str | os.PathLike, steps: int, seed: int = 0, every: int = 1,
+               masks: torch.Tensor | None = None) -> list[tuple[int, torch.Tensor]]:
+    """The denoising trajectory of one study: [(step i, x0 prediction decoded to (D, H, W, T))] every `every`
+    steps (`cardiolab.diffusion.sample`'s callback), for a figure. masks: (1, D, H, W, T) for mask-to-image."""
+    model, conf = load(None, run_dir)
+    spec = spec_of(conf)
+    C, D, *_ = conf["latent_shape"]
+    predictions = []
+    sample_latents(model, conf, 1, steps, seed, callback=lambda i, x0: predictions.append((i, x0.detach().clone())),
+                   callback_every=every, masks=masks)
+    return [(i, decode(conf, unpack(spec, x0, 1, C, D) / float(conf["scale"]))[0]) for i, x0 in predictions]
+
+
 def bind(spec: Spec) -> SimpleNamespace:
     """The registry contract of one baseline (see cardiolab.tasks): its functions with `spec` filled in."""
     return SimpleNamespace(

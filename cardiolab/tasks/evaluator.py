@@ -124,7 +124,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     model = CineEncoder(cfg)
     batch = profile.eval.feature_batch
     train_cfg = TrainConfig(steps=steps, batch_size=min(batch, len(data)), lr=LR, warmup=max(1, steps // 20),
-                            ckpt_every=200, seed=seed, device=profile.device)
+                            ckpt_every=200, seed=seed, device=profile.device,
+                            amp="off")   # bf16 (auto on an AVX-512 CPU) turned the SimCLR loss NaN within 20 smoke steps
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=1e-4)
     loss_fn = ContrastiveLoss(temperature=TEMPERATURE)
 
