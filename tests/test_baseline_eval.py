@@ -93,3 +93,12 @@ def test_report_has_a_row_per_trained_model(tmp_path):
     text = build_report(run_dir).read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in models]
     assert sorted(r.split("|")[1].strip() for r in rows) == sorted(models)
+
+
+def test_trajectory_decodes_every_x0_prediction(tmp_path, smoke_cache):
+    from cardiolab.tasks import common, ddpm
+
+    run = ddpm.train("smoke", out=tmp_path / "ddpm", steps=1, cache_dir=smoke_cache)
+    steps = common.trajectory(run, steps=3, seed=0, every=1)
+    assert [i for i, _ in steps] == [0, 1, 2]
+    assert tuple(steps[-1][1].shape) == (4, 32, 32, 8)
