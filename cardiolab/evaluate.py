@@ -51,6 +51,9 @@ MODEL_COLUMNS = (
     ("PSNR", ("reconstruction", "PSNR"), False),
     ("SSIM", ("reconstruction", "SSIM"), False),
     ("MS-SSIM", ("reconstruction", "MS-SSIM"), False),
+    ("mask Dice", ("mask_adherence", "dice", "mean"), False),
+    ("mask HD95", ("mask_adherence", "hd95", "mean"), True),
+    ("mask shape KS", ("mask_shape", "ks_mean"), True),
     ("n real", ("real", "n"), None),
     ("n synth", ("synthetic", "n"), None),
 )
@@ -164,6 +167,9 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
         else:
             log.warning("%s: no ACDC cohort on disk for one side; function/shape comparison skipped", name)
     ref_curve = consistency.mean_volume_curve(seg_real.numpy()) if seg_real is not None else None
+    if labels and carries_masks(synth_c):      # two-stage samples: their masks can be checked against the images
+        spacing, es = _geometry(profile)
+        extra = {**mask_metrics(real_c, synth_c, seg_model, spacing, es), **(extra or {})}
 
     def scores(c: Cines, lab) -> dict:
         return consistency.cohort_consistency(c.images.numpy(), None if lab is None else lab.numpy(), ref_curve)
@@ -312,3 +318,92 @@ def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", s
     table = function_table(root, model, profile, ids=ids)
     table["EF_truth"] = [read_json(Path(root) / sid / TRUTH_FILE)["EF"] for sid in table["id"]]
     return table.rename(columns={"EF": "EF_segmenter"})[["id", "Group", "EF_truth", "EF_segmenter"]]
+
+
+# ---- two-stage models: the masks that made the images (baselines issue) --------------------------------
+def carries_masks(c: Cines) -> bool:
+    """True when every subject of `c` has a label series in every frame (e.g. mask-to-image samples)."""
+    return c.labels is not None and c.label_mask is not None and bool(c.label_mask.all())
+
+
+def _geometry(profile: Profile) -> tuple[tuple[float, float, float], int]:
+    """((sx, sy, sz) mm, ES frame) of the profile's prepared cache (medians over its training subjects)."""
+    from cardiolab.data.cines import cohort_geometry
+    from cardiolab.data.prepare import ensure_prepared
+    g = cohort_geometry(ensure_prepared(profile))
+    return tuple(g["spacing"]), int(g["es"])
+
+
+def mask_metrics(real_c: Cines, synth_c: Cines, seg_model, spacing=(1.0, 1.0, 1.0), es: int = 0) -> dict:
+    """{"mask_adherence", "mask_shape"} of a cohort whose label series conditioned its images.
+
+    mask_adherence: segmenter Dice / HD95 of each synthetic image against its own conditioning mask
+    (`tasks.segmenter.score`, i.e. `metrics.segmentation.seg_scores` per frame), per structure and mean.
+    mask_shape: shape statistics (`metrics.shape.compare_mask_shapes`) of the synthetic masks vs the real labels,
+    at ED (frame 0) and the ES frame `es` where the real side is labelled (None without real labels).
+    spacing: (sx, sy, sz) mm of the cines (profile geometry).
+    """
+    import numpy as np
+
+    from cardiolab.metrics.shape import compare_mask_shapes
+    from cardiolab.tasks import segmenter as seg
+
+    vols = [{"id": sid, "image": synth_c.images[i][None], "labels": synth_c.labels[i],
+             "label_mask": synth_c.label_mask[i], "spacing": spacing} for i, sid in enumerate(synth_c.ids)]
+    scores = seg.score(seg_model, vols)
+    adherence = {"dice": scores["dice"], "hd95": scores["hd95"], "n": scores["n_subjects"],
+                 "per_subject": scores["per_subject"]}
+    shape = None
+    if real_c.labels is not None:
+        frames = sorted({0, min(es, synth_c.images.shape[-1] - 1)})
+        keep = [i for i in range(len(real_c.ids)) if bool(real_c.label_mask[i, frames].all())]
+        if keep:
+            table = compare_mask_shapes(real_c.labels[keep].numpy(), synth_c.labels.numpy(), spacing[:2], frames)
+            shape = {"frames": frames, "ks_mean": float(np.nanmean(table["ks"])),
+                     "table": [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+                            for r in table.to_dict("records")]}
+    return {"mask_adherence": adherence, "mask_shape": shape}
+
+
+def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None,
+                          split: str = "holdout", steps: int | None = None, seed: int = 0, labels: bool = True,
+                          seg_model=None) -> dict:
+    """Mask-to-image conditioned on the real `split` masks, compared pixel by pixel with the real images.
+
+    Paired PSNR / SSIM / MS-SSIM (`metrics.fidelity.reconstruction_metrics`) of each sample against the real cine
+    whose label series conditioned it, plus every `evaluate` metric (with labels: mask adherence).
+    run_dir: the mask-to-image run (default: the profile's, trained if needed). Subjects without a label series
+    in every frame are left out. Samples go to runs/<profile>/eval/mask-to-image_paired/ (not samples/, so
+    `synthetic_cohorts` does not pick them up as a generator); the JSON is eval/mask-to-image_paired.json.
+    """
+    import numpy as np
+    from einops import rearrange
+
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.io.acdc import read_acdc
+    from cardiolab.io.cohort import from_stored
+    from cardiolab.metrics.fidelity import reconstruction_metrics
+    from cardiolab.tasks import common, get_task
+
+    profile = get_profile(profile)
+    task = get_task("mask-to-image")
+    run = Path(run_dir) if run_dir else task.ensure(profile)
+    cache = ensure_prepared(profile)
+    real = load_cines(cache, profile, split)
+    keep = [i for i in range(len(real.ids)) if real.label_mask is not None and bool(real.label_mask[i].all())]
+    if not keep:
+        raise CardiolabError(f"{cache}: no {split} subject with labels in every frame to condition mask-to-image on")
+    real = Cines(ids=[real.ids[i] for i in keep], images=real.images[keep], labels=real.labels[keep],
+                 label_mask=real.label_mask[keep], info=[real.info[i] for i in keep], source=real.source)
+    name = "mask-to-image_paired"
+    out = common.sample_cohort("mask-to-image", run, n=len(keep), steps=steps or task.sample_defaults(profile)["steps"],
+                               seed=seed, out=profile.eval_dir / name, masks=real.labels, device="cpu",
+                               meta={"masks": f"{cache} ({split})", "paired_ids": real.ids})
+    subjects = {s.id: s for s in read_acdc(out)}
+    images = torch.stack([torch.from_numpy(rearrange(from_stored(np.asarray(subjects[f"synth{i + 1:04d}"].image)),
+                                                     "h w d t -> d h w t")) for i in range(len(keep))])
+    synth = Cines(ids=[f"synth{i + 1:04d}" for i in range(len(keep))], images=images, labels=real.labels, label_mask=real.label_mask, info=real.info,
+                  source={"path": str(out), "split": split, "kind": "paired", "phantom": real.source["phantom"]})
+    return evaluate_cines(real, synth, profile, name=name, labels=labels, synthetic_root=None, seg_model=seg_model,
+                          command=f"cardiolab.evaluate.evaluate_paired_masks({profile.name!r}, split={split!r})",
+                          extra={"reconstruction": reconstruction_metrics(real.images, images)})

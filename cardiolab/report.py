@@ -39,18 +39,54 @@ def recon_table(run_dir: str | os.PathLike, data: str) -> pd.DataFrame:
 
 
 def utility_summary(run_dir: str | os.PathLike, data: str) -> pd.DataFrame:
-    """eval/utility.json as setting x mean Dice / HD95 with 95% CI."""
+    """eval/utility.json as test (holdout, or the cross-dataset cohort) x setting (real@0.25 = a quarter of the
+    real subjects) x mean Dice / HD95 with 95% CI."""
     path = Path(run_dir) / "eval" / "utility.json"
     if not path.exists():
         return pd.DataFrame()
     res = read_json(path)
+    tests = [("holdout", res.get("results", {}))]
+    if "cross" in res:
+        tests.append((f"cross: {Path(res['cross'].get('test_cohort', '?')).name}", res["cross"].get("results", {})))
     rows = []
-    for setting, per in res.get("results", {}).items():
-        for metric in ("dice", "hd95"):
-            v = per.get(metric, {}).get("mean", {})
-            rows.append({"setting": setting, "data": data, "metric": metric, "mean": v.get("mean"),
-                         "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")})
+    for test, results in tests:
+        for setting, per in results.items():
+            for metric in ("dice", "hd95"):
+                v = per.get(metric, {}).get("mean", {})
+                rows.append({"test": test, "setting": setting, "data": data, "metric": metric, "mean": v.get("mean"),
+                             "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")})
     return pd.DataFrame(rows)
+
+
+def training_table(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per trained model of the registry under run_dir (<run_dir>/<name>/config.json): model, kind,
+    parameters, steps, s/step (median of metrics.jsonl), training time (s, summed over the logged windows) and
+    s/sample (samples/<name>/samples.json, when sampled)."""
+    from cardiolab.engine import read_metrics
+    from cardiolab.profiles import PROFILES
+    from cardiolab.tasks import REGISTRY, get_task
+
+    run_dir = Path(run_dir)
+    profile = PROFILES.get(run_dir.resolve().name)
+    rows = []
+    for name in REGISTRY:
+        run = run_dir / name
+        if not (run / "config.json").exists():
+            continue
+        task = get_task(name)
+        records = [r for r in read_metrics(run) if "s_per_step" in r]
+        steps = [r["step"] for r in records]
+        train_s = sum(r["s_per_step"] * (s - p) for r, s, p in zip(records, steps, [0] + steps[:-1]))
+        samples = run_dir / "samples" / name / "samples.json"
+        meta = read_json(samples) if samples.exists() else {}
+        try:
+            params = int(task.num_parameters(profile)) if profile is not None else None
+        except CardiolabError:
+            params = None
+        rows.append({"model": name, "kind": task.KIND, "parameters": params, "steps": steps[-1] if steps else None,
+                     "s/step": float(pd.Series([r["s_per_step"] for r in records]).median()) if records else None,
+                     "training s": train_s if records else None, "s/sample": meta.get("s_per_sample")})
+    return pd.DataFrame(rows, columns=["model", "kind", "parameters", "steps", "s/step", "training s", "s/sample"])
 
 
 def bench_table(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -153,11 +189,18 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                "FD-/KID-cardiolab use cardiolab's own self-supervised evaluator (not Inception: not FID); lower is "
                "better. Consistency and temporal scores are best when *synth* is close to *real* (a blurry model can "
                "beat real data on slice NCC); volume curve corr: higher is better. PSNR/SSIM/MS-SSIM: paired, "
-               "reconstructions only.", "",
+               "reconstructions and mask-to-image on real masks only; mask Dice: segmenter Dice of two-stage "
+               "images against the masks they were made from; mask shape KS: generated vs real masks (mean KS, lower is better).", "",
                markdown_table(models), "", f"Table as CSV: `{out.with_suffix('.csv').name}`", "",
                "![FD and KID per model](figures/report_models.png)", ""]
     else:
         md += ["No evaluation yet (`python -m cardiolab evaluate --synthetic DIR --profile P`).", ""]
+
+    trained = training_table(run_dir)
+    if len(trained):
+        md += ["## Trained models", "",
+               "Made by: `python -m cardiolab train <model>` and `sample --run`; s/step from each run's metrics.jsonl, "
+               "s/sample from samples.json (wall time on the machine that ran them).", "", markdown_table(trained), ""]
 
     recon = recon_table(run_dir, data)
     if len(recon):
@@ -167,7 +210,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if len(util):
         md += [f"## Segmentation utility ({data})", "",
                "Made by: `cardiolab.utility.utility(profile, synthetic_root)` (notebook 05); mean over "
-               "structures, 95% CI.", "", markdown_table(util), ""]
+               "structures, 95% CI; real@f: a fraction f of the real subjects; cross: scored on another cohort.", "",
+               markdown_table(util), ""]
     validation = run_dir / "eval" / "evaluator_validation.csv"
     if validation.exists():
         v = (pd.read_csv(validation).groupby(["degradation", "level", "strength"], sort=False)

@@ -41,18 +41,35 @@ def segment_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile |
         yield vol, segment(seg_model, vol["image"][None])[0].numpy()
 
 
+def labelled_cohort(cohort_root: str | os.PathLike, profile: Profile | str | None = None,
+                    ids: Sequence[str] | None = None) -> Iterator[tuple[dict, np.ndarray]]:
+    """Yield (volume record, its own label series (D, H, W, T) int64) for cohorts that carry a label series
+    (`<id>_4d_gt.nii.gz`, e.g. two-stage samples whose masks made the images); preprocessed as segment_cohort."""
+    for vol in cohort_volumes(cohort_root, profile, all_slices=True, ids=ids):
+        if not bool(vol["label_mask"].all()):
+            raise CardiolabError(f"{Path(cohort_root) / vol['id']}: no label series in every frame "
+                                 f"(source='labels' needs {vol['id']}_4d_gt.nii.gz)")
+        yield vol, vol["labels"].numpy()
+
+
 def measure_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile | str | None = None,
-                   ids: Sequence[str] | None = None, phases: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Segment a cohort once; return its function table and its shape table.
+                   ids: Sequence[str] | None = None, phases: bool = True,
+                   source: str = "segment") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Segment a cohort once (source='segment') or read its label series (source='labels'); return its
+    function table and its shape table.
 
     function: one row per subject, columns id, Group, EDV, ESV, SV, EF, LV_mass, RV_EDV, RV_ESV, RV_SV, RV_EF,
     ed, es (ED/ES = frames of max/min LV volume). shape: `cohort_shape_stats` rows plus Group, for the ED and ES
     frames only (phases=True) or every frame.
     """
-    if seg_model is None:
+    if source not in ("segment", "labels"):
+        raise CardiolabError(f"measure_cohort: source {source!r} is not 'segment' or 'labels'")
+    if seg_model is None and source == "segment":
         raise CardiolabError("measuring a cohort by segmentation needs a segmenter (tasks.segmenter.ensure_model)")
     rows, shapes = [], []
-    for vol, labels in segment_cohort(cohort_root, seg_model, profile, ids):
+    volumes = (segment_cohort(cohort_root, seg_model, profile, ids) if source == "segment"
+               else labelled_cohort(cohort_root, profile, ids))
+    for vol, labels in volumes:
         group = str(vol["info"].get("Group", "UNKNOWN"))
         sx, sy, sz = vol["spacing"]
         fn = function_from_labels(labels, sx * sy * sz / 1000.0)
@@ -92,9 +109,12 @@ def shape_table(cohort_root: str | os.PathLike, seg_model, profile: Profile | st
 
 def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.PathLike,
                        real_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-                       seg_model=None, real_ids: Sequence[str] | None = None) -> dict:
+                       seg_model=None, real_ids: Sequence[str] | None = None, synthetic_source: str = "segment",
+                       real_source: str = "segment") -> dict:
     """Function and shape of a synthetic cohort vs the real one, both segmented by the profile's segmenter.
 
+    synthetic_source / real_source: 'segment' (the segmenter labels every frame) or 'labels' (the cohort's own
+    label series, e.g. the masks a two-stage generator drew, or a phantom's truth).
     real_root: default the profile's phantom cohort (its cache's holdout split unless real_ids is given).
     Writes <out_dir>/function_{real,synthetic}.csv, shape_{real,synthetic}.csv and synthetic_function.json
     (default out_dir: <run_dir>/eval) and returns the JSON's dict:
@@ -102,17 +122,19 @@ def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.P
      "n_real", "n_synthetic", "by"}.
     """
     profile = get_profile(profile)
-    model = seg_model if seg_model is not None else ensure_model(profile)
+    sources = {"real": real_source, "synthetic": synthetic_source}
+    needs_model = "segment" in sources.values()
+    model = seg_model if seg_model is not None or not needs_model else ensure_model(profile)
     if real_root is None:
         real_root = ensure_phantom(profile)
         if real_ids is None:
             real_ids = load_manifest(ensure_prepared(profile))["splits"]["holdout"]
     out_dir = Path(out_dir) if out_dir is not None else profile.eval_dir
     tables = {"real": (real_root, real_ids), "synthetic": (synthetic_root, None)}
-    measured = {k: measure_cohort(root, model, profile, ids=ids) for k, (root, ids) in tables.items()}
+    measured = {k: measure_cohort(root, model, profile, ids=ids, source=sources[k]) for k, (root, ids) in tables.items()}
     fn, sh = {k: m[0] for k, m in measured.items()}, {k: m[1] for k, m in measured.items()}
     grouped = "Group" if (fn["synthetic"]["Group"] != "UNKNOWN").any() else None
-    result = {"n_real": len(fn["real"]), "n_synthetic": len(fn["synthetic"]), "by": grouped,
+    result = {"n_real": len(fn["real"]), "n_synthetic": len(fn["synthetic"]), "by": grouped, "sources": sources,
               "real_root": str(real_root), "synthetic_root": str(synthetic_root),
               "function": _records(compare_distributions(fn["real"], fn["synthetic"], by=grouped)),
               "shape": _records(compare_distributions(sh["real"], sh["synthetic"], by="structure",

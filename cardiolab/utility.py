@@ -52,8 +52,14 @@ def _summarise(scores: list[dict]) -> dict:
 def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
             out_json: str | os.PathLike | None = None, seeds: int | Sequence[int] | None = None,
             steps: int | None = None, cache_dir: str | os.PathLike | None = None,
-            run_root: str | os.PathLike | None = None) -> dict:
+            run_root: str | os.PathLike | None = None, fractions: Sequence[float] = (1.0,),
+            test_cohort: str | os.PathLike | None = None) -> dict:
     """Train on real / synthetic / real+synthetic, test on the real holdout split; write and return the result.
+
+    fractions: shares of the real public subjects (the limited-data setting, e.g. (0.25, 0.5, 1.0)); each
+    fraction f < 1 adds the settings "real@f" and "real+synthetic@f" (the first round(f * N) subjects of a
+    seeded permutation of the public ids, at least one). test_cohort: an ACDC-layout cohort from another
+    "site" (e.g. `phantom --seed 1 --snr 6,10`, or M&Ms) on which every run is also scored: result["cross"].
 
     synthetic_root: ACDC-layout synthetic cohort. seeds: a count or list (default profile.eval.utility_seeds).
     steps: segmenter steps per run (default profile.eval.seg_steps). run_root: where the training runs go
@@ -75,7 +81,13 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
         out = run_root / f"{setting.replace('+', '_')}-seed{seed}"
         return seg.train(profile, out=out, steps=steps, seed=seed, cache_dir=cache, evaluate_on="holdout", **data)
 
-    runs = {s: {} for s in SETTINGS}
+    fractions = sorted({float(f) for f in fractions})
+    if not fractions or fractions[0] <= 0 or fractions[-1] > 1:
+        raise CardiolabError(f"utility: fractions must lie in (0, 1], got {fractions}")
+    public = sorted(read_json(cache / "manifest.json")["splits"]["public"])
+    subsets = {f: fraction_ids(public, f) for f in fractions if f < 1}
+    settings = [*SETTINGS, *[f"{s}@{f:g}" for f in subsets for s in ("real", "real+synthetic")]]
+    runs = {s: {} for s in settings}
     if seeds[0] == 0 and steps is None and cache_dir is None:   # the same run as the profile's own segmenter
         runs["real"][0] = seg.ensure(profile)
     else:
@@ -83,23 +95,42 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
     synth, labels = _labelled_synthetic(synthetic_root, profile, runs["real"][seeds[0]])
     data = {"real": dict(subjects="public"), "synthetic": dict(cohort=synth),
             "real+synthetic": dict(subjects="public", cohort=synth)}
+    for f, ids in subsets.items():
+        data[f"real@{f:g}"] = dict(subjects=ids)
+        data[f"real+synthetic@{f:g}"] = dict(subjects=ids, cohort=synth)
     for seed in seeds:
-        for setting in SETTINGS:
+        for setting in settings:
             if seed not in runs[setting]:
                 runs[setting][seed] = train(setting, seed, **data[setting])
 
-    scores = {s: [read_json(runs[s][seed] / "scores.json") for seed in seeds] for s in SETTINGS}
+    scores = {s: [read_json(runs[s][seed] / "scores.json") for seed in seeds] for s in settings}
     manifest = read_json(cache / "manifest.json")
     result = {
         "profile": profile.name, "synthetic_root": str(synthetic_root), "synthetic_labels": labels,
         "test_split": "holdout", "n_test": scores["real"][0]["n_subjects"],
-        "n_train": {"real": len(manifest["splits"]["public"]), "synthetic": len(synth)},
+        "n_train": {"real": len(manifest["splits"]["public"]), "synthetic": len(synth),
+                    **{f"real@{f:g}": len(ids) for f, ids in subsets.items()}},
+        "fractions": fractions,
         "seeds": seeds, "steps": steps if steps is not None else profile.eval.seg_steps,
         "ci": "95% t-interval over seeds" if len(seeds) >= 2 else "95% bootstrap over test subjects",
-        "results": {s: _summarise(scores[s]) for s in SETTINGS},
+        "results": {s: _summarise(scores[s]) for s in settings},
     }
+    if test_cohort is not None:
+        test = cohort_volumes(test_cohort, profile)
+        if not any(bool(v["label_mask"].any()) for v in test):
+            raise CardiolabError(f"{test_cohort}: no labels to score a cross-dataset test on")
+        cross = {s: [seg.score(seg.load(runs[s][seed]), test) for seed in seeds] for s in settings}
+        result["cross"] = {"test_cohort": str(test_cohort), "n_test": cross["real"][0]["n_subjects"],
+                           "results": {s: _summarise(cross[s]) for s in settings}}
     write_json(out_json, result)
     return result
+
+
+def fraction_ids(ids: Sequence[str], fraction: float, seed: int = 0) -> list[str]:
+    """The first max(1, round(fraction * N)) of a seeded permutation of ids (nested: a smaller fraction's
+    subjects are part of every larger one's)."""
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return [ids[i] for i in order[:max(1, round(fraction * len(ids)))]]
 
 
 def _labelled_synthetic(root: str | os.PathLike, profile: Profile, real_run: Path) -> tuple[list[dict], str]:
@@ -120,8 +151,11 @@ def _labelled_synthetic(root: str | os.PathLike, profile: Profile, real_run: Pat
 
 
 def utility_table(result: dict) -> pd.DataFrame:
-    """The `utility` result as a long table: setting, metric, structure, mean, ci_low, ci_high."""
-    rows = [{"setting": setting, "metric": metric, "structure": name,
+    """The `utility` result as a long table: test (holdout | cross), setting, metric, structure, mean, ci_low,
+    ci_high."""
+    tests = [("holdout", result["results"])] + ([("cross", result["cross"]["results"])] if "cross" in result else [])
+    rows = [{"test": test, "setting": setting, "metric": metric, "structure": name,
              **{k: v[k] for k in ("mean", "ci_low", "ci_high")}}
-            for setting, res in result["results"].items() for metric, per in res.items() for name, v in per.items()]
+            for test, results in tests for setting, res in results.items() for metric, per in res.items()
+            for name, v in per.items()]
     return pd.DataFrame(rows)

@@ -193,3 +193,14 @@ def test_evaluator_trains_in_fp32_on_every_machine(phantom_root, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["precision"] for r in records} == {"fp32"}
     assert all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_frechet_distance_with_fewer_vectors_than_features():
+    from cardiolab.metrics.features import _frechet_psd, frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 64, generator=g), torch.randn(2, 64, generator=g) + 1
+    assert np.isfinite(frechet_distance(a, b))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-3)   # traces ~128: float noise
+    big_a, big_b = torch.randn(200, 3, generator=g).double(), torch.randn(200, 3, generator=g).double() + 0.5
+    assert _frechet_psd(big_a, big_b) == pytest.approx(frechet_distance(big_a, big_b), rel=1e-6)

@@ -109,3 +109,46 @@ def test_utility_with_provided_labels_one_seed(trained, tmp_path):
     assert result["synthetic_labels"] == "provided" and "bootstrap" in result["ci"]
     d = result["results"]["synthetic"]["dice"]["LV"]
     assert 0 <= d["ci_low"] <= d["mean"] <= d["ci_high"] <= 1
+
+
+def test_utility_fractions_and_a_cross_dataset_test_cohort(trained, tmp_path):
+    root, cache, _ = trained
+    synthetic = write_cohort(tmp_path / "syn", n=2, labels="series", seed=90)
+    other = write_cohort(tmp_path / "other", n=2, labels="series", seed=95, shift=1.0)    # another "site"
+    result = utility("smoke", synthetic, tmp_path / "u.json", seeds=[0], steps=5, cache_dir=cache,
+                     run_root=tmp_path / "runs", fractions=(0.5, 1.0), test_cohort=other)
+    assert set(result["results"]) == {"real", "synthetic", "real+synthetic", "real@0.5", "real+synthetic@0.5"}
+    assert result["n_train"]["real@0.5"] == 2
+    assert result["cross"]["n_test"] == 2
+    assert set(result["cross"]["results"]) == set(result["results"])
+    assert 0 <= result["cross"]["results"]["real@0.5"]["dice"]["mean"]["mean"] <= 1
+    table = utility_table(result)
+    assert set(table.test) == {"holdout", "cross"}
+
+
+def test_fraction_ids_are_nested_and_seeded():
+    from cardiolab.utility import fraction_ids
+
+    ids = [f"p{i}" for i in range(8)]
+    quarter, half = fraction_ids(ids, 0.25), fraction_ids(ids, 0.5)
+    assert len(quarter) == 2
+    assert set(quarter) <= set(half)
+    assert fraction_ids(ids, 0.01) == quarter[:1]
+
+
+def test_utility_refuses_fractions_outside_0_1(trained, tmp_path):
+    root, cache, _ = trained
+    with pytest.raises(CardiolabError, match="fractions"):
+        utility("smoke", tmp_path, tmp_path / "u.json", seeds=[0], steps=1, cache_dir=cache, fractions=(0.0,))
+
+
+def test_synthetic_function_labels_source_reads_the_cohorts_masks(tmp_path):
+    cohort = write_cohort(tmp_path / "syn", n=2, labels="series", seed=60)
+    result = synthetic_function("smoke", cohort, real_root=cohort, out_dir=tmp_path / "eval",
+                                synthetic_source="labels", real_source="labels")
+    assert result["sources"] == {"real": "labels", "synthetic": "labels"}
+    assert all(r["w1"] == 0 for r in result["function"] if r["w1"] is not None)
+    image_only = write_cohort(tmp_path / "img", n=1, labels=None, seed=61)
+    with pytest.raises(CardiolabError, match="label series"):
+        synthetic_function("smoke", image_only, real_root=cohort, out_dir=tmp_path / "eval2",
+                           synthetic_source="labels", real_source="labels")

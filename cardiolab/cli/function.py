@@ -7,7 +7,6 @@ from pathlib import Path
 from cardiolab.cli import add_profile
 from cardiolab.core import write_json
 from cardiolab.io.layouts import LAYOUTS, detect_layout, read_cohort
-from cardiolab.metrics.function import METRICS, cohort_function
 from cardiolab.profiles import get_profile
 
 HELP = "cardiac function per subject and per group from the ED/ES label maps; optional JSON output"
@@ -21,6 +20,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from cardiolab.metrics.function import METRICS, cohort_function   # scipy.stats: imported only when used
+
     root = args.root or get_profile(args.profile).phantom_dir
     layout = detect_layout(root) if args.layout == "auto" else args.layout
     table, summary = cohort_function(read_cohort(root, layout))

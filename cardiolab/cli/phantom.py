@@ -23,7 +23,17 @@ def add_arguments(p) -> None:
     p.add_argument("--slices", type=int, help="short-axis slices base -> apex (default: profile.data.phantom_slices)")
     p.add_argument("--frames", type=int, help="frames over one beat (default: profile.data.phantom_frames)")
     p.add_argument("--spacing", type=float, help="in-plane mm (default: profile.data.phantom_spacing)")
+    p.add_argument("--snr", type=snr_range, help="LO,HI blood-pool SNR range per subject, e.g. 6,10 for a noisier "
+                   "second site (default: the phantom's 14,28)")
     p.add_argument("--workers", type=int, default=1, help="processes (same output for any number)")
+
+
+def snr_range(text: str) -> tuple[float, float]:
+    """'LO,HI' -> (LO, HI); argparse reports a ValueError as a one-line usage error (exit 2)."""
+    lo, sep, hi = text.partition(",")
+    if not sep:
+        raise ValueError(text)
+    return float(lo), float(hi)
 
 
 def run(args) -> int:
@@ -31,7 +41,7 @@ def run(args) -> int:
 
     profile = get_profile(args.profile)
     d = profile.data
-    overrides = (args.out, args.subjects, args.size, args.slices, args.frames, args.spacing)
+    overrides = (args.out, args.subjects, args.size, args.slices, args.frames, args.spacing, args.snr)
     if all(v is None for v in overrides):   # the profile's own cohort: reuse it when already up to date
         from cardiolab.reproduce import record_stage
         t0 = time.perf_counter()
@@ -47,6 +57,6 @@ def run(args) -> int:
     paths = generate_cohort(out, pick(args.subjects, d.phantom_subjects), seed=args.seed,
                             size=pick(args.size, d.phantom_size), spacing=pick(args.spacing, d.phantom_spacing),
                             slices=pick(args.slices, d.phantom_slices), frames=pick(args.frames, d.phantom_frames),
-                            workers=args.workers)
+                            workers=args.workers, snr=args.snr)
     print(f"wrote {len(paths)} subjects to {out}")
     return 0

@@ -1,9 +1,11 @@
 """`python -m cardiolab sample`: sample a trained generator run into a synthetic ACDC-layout cohort."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from cardiolab.cli import add_profile
+from cardiolab.core import CardiolabError
 
 HELP = "sample a trained generator run (the DiT by default) into a synthetic cohort (synth0001, ... ACDC layout)"
 
@@ -21,11 +23,12 @@ def add_arguments(p) -> None:
     p.add_argument("--batch", type=int, default=4, help="samples per network pass")
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIF per sample")
     p.add_argument("--device", default="auto")
+    p.add_argument("--mask", type=Path, default=None,
+                   help="cohort folder whose label series condition a mask-to-image run (default: stage 1 draws masks)")
     p.add_argument("--out", default=None, help="cohort folder (default runs/<profile>/samples/<model>)")
 
 
 def run(args) -> int:
-    from cardiolab.core import CardiolabError
     from cardiolab.profiles import get_profile
     from cardiolab.tasks import get_task, task_of_run
 
@@ -35,10 +38,29 @@ def run(args) -> int:
     task = get_task(name)
     if task.KIND != "generator":
         raise CardiolabError(f"--run {run_dir}: a {name} run ({task.KIND}), not a generator")
+    options = sampling_options(name, task.sample_cohort, args)
     defaults = task.sample_defaults(profile)
     out = task.sample_cohort(run_dir, n=args.n or defaults["n"], steps=args.steps or defaults["steps"],
-                             seed=args.seed, out=Path(args.out or profile.samples(name)), guidance=args.guidance,
-                             cond=args.cond, eta=args.eta, batch=args.batch, gifs=not args.no_gifs,
-                             device=args.device)
+                             seed=args.seed, out=Path(args.out or profile.samples(name)), **options)
     print(out)
     return 0
+
+
+# option -> (its value when not given, the keyword of sample_cohort it sets)
+_OPTIONS = {"guidance": (1.0, "guidance"), "cond": ("random", "cond"), "eta": (0.0, "eta"), "batch": (4, "batch"),
+            "no_gifs": (False, "gifs"), "device": ("auto", "device"), "mask": (None, "mask")}
+
+
+def sampling_options(name: str, sample_cohort, args) -> dict:
+    """The keywords of the generator's sample_cohort that the options set; an option the generator does not take
+    is dropped when left at its default and refused (naming it) when given."""
+    accepted = inspect.signature(sample_cohort).parameters
+    out = {}
+    for option, (default, keyword) in _OPTIONS.items():
+        value = getattr(args, option)
+        if keyword in accepted:
+            out[keyword] = (not value) if option == "no_gifs" else value
+        elif value != default:
+            flag = "--" + option.replace("_", "-")
+            raise CardiolabError(f"sample {name}: {flag} is not an option of this model")
+    return out

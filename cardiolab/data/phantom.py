@@ -642,21 +642,27 @@ def _write_one(job: tuple) -> Path:
 
 
 def generate_cohort(out: str | os.PathLike, n: int, seed: int = 0, size: int = 128, spacing: float = 1.5,
-                    slices: int = 8, frames: int = 20, workers: int = 1) -> list[Path]:
+                    slices: int = 8, frames: int = 20, workers: int = 1,
+                    snr: tuple[float, float] | None = None) -> list[Path]:
     """Write subjects 0..n-1 into `out` (ACDC layout) plus `cohort.json` with the parameters; returns the folders.
 
     workers > 1 spreads subjects over processes; the output is the same since each depends on (seed, i) only.
+    snr: (low, high) blood-pool SNR range drawn uniformly per subject (default SNR_RANGE): a noisier or cleaner
+    "scanner" for a cross-dataset test cohort.
     Phantom folders of an earlier, larger cohort in `out` are removed so the folder holds exactly this one.
     """
     if n < 1:
         raise CardiolabError(f"phantom: --subjects must be >= 1, got {n}")
     _check_shape(size, spacing, slices, frames)
+    if snr is not None and not (len(snr) == 2 and 0 < snr[0] <= snr[1]):
+        raise CardiolabError(f"phantom: --snr must be LO,HI with 0 < LO <= HI, got {snr}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CardiolabError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     kwargs = dict(size=size, spacing=spacing, slices=slices, frames=frames)
-    jobs = [(out, i, seed, kwargs) for i in range(n)]
+    jobs = [(out, i, seed, {**kwargs, "snr": subject_snr(snr, seed, i)} if snr is not None else kwargs)
+            for i in range(n)]
     bar = dict(total=n, desc="phantom", unit="subject")
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -668,10 +674,18 @@ def generate_cohort(out: str | os.PathLike, n: int, seed: int = 0, size: int = 1
         if stale.is_dir() and re.fullmatch(r"patient\d{3,}", stale.name) and stale.name not in keep \
                 and (stale / TRUTH_FILE).exists():
             shutil.rmtree(stale)
-    write_json(out / COHORT_FILE, dict(cohort_params(n, seed, size, spacing, slices, frames),
-                                       subjects=[{"id": p.name, "group": group_of(i)} for i, p in enumerate(paths)]))
+    params = cohort_params(n, seed, size, spacing, slices, frames)
+    if snr is not None:
+        params["snr_range"] = [float(v) for v in snr]
+    write_json(out / COHORT_FILE, dict(params, subjects=[{"id": p.name, "group": group_of(i)} for i, p in enumerate(paths)]))
     log.debug("phantom: %d subjects -> %s", n, out)
     return paths
+
+
+def subject_snr(snr: tuple[float, float], seed: int, index: int) -> float:
+    """Subject index's SNR drawn uniformly from snr = (low, high); depends only on (seed, index)."""
+    rng = np.random.default_rng([seed, index, 0x5A])   # a stream apart from the subject's own draws
+    return float(rng.uniform(*snr))
 
 
 def cohort_params(n: int, seed: int, size: int, spacing: float, slices: int, frames: int) -> dict:

@@ -80,7 +80,21 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Frechet distance between Gaussian fits of real (N, F) and fake (M, F) features (MONAI FIDMetric)."""
     if len(real) < 2 or len(fake) < 2:
         raise CardiolabError(f"Frechet distance needs >= 2 feature vectors per set, got {len(real)} and {len(fake)}")
-    return float(FIDMetric()(torch.as_tensor(fake).double(), torch.as_tensor(real).double()))
+    try:
+        return float(FIDMetric()(torch.as_tensor(fake).double(), torch.as_tensor(real).double()))
+    except np.linalg.LinAlgError:   # scipy >= 1.16 sqrtm raises on the singular covariances of few vectors
+        return _frechet_psd(torch.as_tensor(real).double(), torch.as_tensor(fake).double())
+
+
+def _frechet_psd(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """The same distance without a matrix square root: with centred features A (n, F), B (m, F) and
+    S1 = A^T A / (n-1), S2 = B^T B / (m-1), tr sqrt(S1 S2) is the sum of the singular values of
+    A B^T / sqrt((n-1)(m-1)), an (n, m) matrix: exact for the singular covariances of few vectors."""
+    A, B = real - real.mean(0), fake - fake.mean(0)
+    n, m = len(A), len(B)
+    cross = torch.linalg.svdvals(A @ B.T / ((n - 1) * (m - 1)) ** 0.5).sum()
+    mean_term = (real.mean(0) - fake.mean(0)).square().sum()
+    return float(mean_term + A.square().sum() / (n - 1) + B.square().sum() / (m - 1) - 2 * cross)
 
 
 def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

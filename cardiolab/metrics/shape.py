@@ -116,3 +116,21 @@ def cohort_shape_stats(label_series_list: Sequence[np.ndarray], spacing: Sequenc
                         continue
                     rows.append({"id": sid, "slice": d, "frame": int(t), "structure": name, **stats})
     return pd.DataFrame(rows, columns=["id", "slice", "frame", "structure", *STATS])
+
+
+def compare_mask_shapes(real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray],
+                        spacing: Sequence[float] = (1.0, 1.0), frames: Sequence[int] | None = None) -> pd.DataFrame:
+    """Shape statistics of two sets of label series compared per structure (W1 and KS of each statistic).
+
+    real, synthetic: label series, each (D, H, W, T) integer (e.g. real masks and a mask generator's masks).
+    spacing: (row, column) mm. frames: the frames measured on both sides (default all).
+    Returns `metrics.function.compare_distributions` rows: group (structure), metric, n_real, n_synth, means, w1,
+    ks, ks_pvalue.
+    """
+    from cardiolab.metrics.function import compare_distributions
+
+    tables = [cohort_shape_stats(list(series), spacing, frames=frames) for series in (real, synthetic)]
+    if tables[0].empty or tables[1].empty:
+        side = "real" if tables[0].empty else "synthetic"
+        raise CardiolabError(f"compare_mask_shapes: no labelled structure in the {side} masks")
+    return compare_distributions(*tables, by="structure", metrics=list(STATS), overall=False)

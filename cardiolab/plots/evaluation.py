@@ -63,9 +63,13 @@ def plot_shape_stats(real: pd.DataFrame, synthetic: pd.DataFrame,
     return fig
 
 
-def plot_utility(table: pd.DataFrame, metric: str = "dice"):
-    """Bars of the utility table (`cardiolab.utility.utility_table`): setting x structure, 95% CI error bars."""
+def plot_utility(table: pd.DataFrame, metric: str = "dice", test: str = "holdout"):
+    """Bars of the utility table (`cardiolab.utility.utility_table`): setting x structure, 95% CI error bars.
+
+    test: 'holdout' (the real holdout split) or 'cross' (the cross-dataset test cohort)."""
     t = table[table.metric == metric]
+    if "test" in t:
+        t = t[t.test == test]
     structures, settings = list(dict.fromkeys(t.structure)), list(dict.fromkeys(t.setting))
     fig, ax = plt.subplots(figsize=(6, 3.4))
     width = 0.8 / len(settings)
@@ -74,7 +78,7 @@ def plot_utility(table: pd.DataFrame, metric: str = "dice"):
         err = [rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]
         ax.bar([i + k * width for i in range(len(structures))], rows["mean"], width, yerr=err, capsize=3, label=setting)
     ax.set_xticks([i + width * (len(settings) - 1) / 2 for i in range(len(structures))], structures)
-    ax.set_ylabel(f"{metric} on the real holdout")
+    ax.set_ylabel(f"{metric} on the real holdout" if test == "holdout" else f"{metric} on the cross-dataset cohort")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
@@ -387,8 +388,10 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     model, conf = load(name, run_dir, device=pick_device(device))
     name = conf["task"]
     out = Path(out) if out else get_profile(conf["profile"]).samples(name)
+    t0 = time.perf_counter()
     z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device, masks=masks)
     images, labels = decode(conf, z), masks
+    seconds = time.perf_counter() - t0
     if conf["source"] == "labels":
         images, labels = images.float() / (N_CLASSES - 1) * 2 - 1, images
     ids = [f"synth{i + 1:04d}" for i in range(n)]
@@ -397,11 +400,44 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     record = {"generator": name, "task": name, "run": str(run_dir), "run_id": run_id(run_dir), "n": n,
               "steps": steps, "seed": seed, "sampler": conf["sampler"], "cond": cond, "ids": ids,
               "es_rule": "median ES frame of the training cohort", "ed": 1,
-              "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of x in [-1, 1]", **(meta or {})}
+              "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of x in [-1, 1]",
+              "seconds": seconds, "s_per_sample": seconds / n, **(meta or {})}
     out = write_cines(out, images, cohort_geometry(conf["cache_dir"]), ids=ids, info=info, labels=labels,
                       extra=lambda tmp: write_json(tmp / dit_task.SAMPLES_JSON, record))
     log.info("wrote %d synthetic studies to %s", n, out)
     return out
+
+
+def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0, **kw) -> Path:
+    """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings: trained and
+    sampled unless samples.json already names this run (same run id) and seed. kw: more sample_cohort options."""
+    from cardiolab.core import read_json
+    from cardiolab.tasks import get_task
+
+    profile = get_profile(profile)
+    task = get_task(name)
+    run = task.ensure(profile)
+    out = profile.samples(name)
+    meta = out / dit_task.SAMPLES_JSON
+    defaults = task.sample_defaults(profile)
+    if meta.exists():
+        old = read_json(meta)
+        if old.get("run_id") == run_id(run) and old.get("seed") == seed and old.get("n") == defaults["n"]:
+            return out
+    return task.sample_cohort(run, n=defaults["n"], steps=defaults["steps"], seed=seed, out=out, **kw)
+
+
+def trajectory(run_dir: str | os.PathLike, steps: int, seed: int = 0, every: int = 1,
+               masks: torch.Tensor | None = None) -> list[tuple[int, torch.Tensor]]:
+    """The denoising trajectory of one study: [(step i, x0 prediction decoded to (D, H, W, T))] every `every`
+    steps (`cardiolab.diffusion.sample`'s callback), for a figure. masks: (1, D, H, W, T) for mask-to-image."""
+    model, conf = load(None, run_dir)
+    spec = spec_of(conf)
+    C, D, *_ = conf["latent_shape"]
+    predictions = []
+    sample_latents(model, conf, 1, steps, seed, callback=lambda i, x0: predictions.append((i, x0.detach().clone())),
+                   callback_every=every, masks=masks)
+    return [(i, decode(conf, unpack(spec, x0, 1, C, D) / float(conf["scale"]))[0]) for i, x0 in predictions]
 
 
 def bind(spec: Spec) -> SimpleNamespace:

@@ -84,7 +84,7 @@ def read_masks(root: str | os.PathLike, n: int, shape: tuple[int, int, int, int]
 
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike | None = None,
                   mask: str | os.PathLike | None = None, mask_run: str | os.PathLike | None = None,
-                  mask_steps: int | None = None, **kw) -> Path:
+                  mask_steps: int | None = None, cond: str = "random", batch: int = 4, device: str = "auto") -> Path:
     """Images for n masks: from the cohort `mask`, else sampled by the mask-generator run `mask_run`
     (default: the profile's, trained if needed) with `mask_steps` (default `steps`) and the same seed."""
     from cardiolab.tasks import mask_generator
@@ -97,4 +97,5 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
         masks = mask_generator.sample_masks(mask_run, n, mask_steps or steps, seed)
         origin = {"masks": str(mask_run), "mask_steps": mask_steps or steps}
     return common.sample_cohort(NAME, run_dir, n, steps, seed, out, masks=masks,
-                                meta={**origin, "family": conf["source"] + "/" + conf["sampler"]}, **kw)
+                                meta={**origin, "family": conf["source"] + "/" + conf["sampler"]}, cond=cond,
+                                batch=batch, device=device)
