@@ -5,6 +5,9 @@ Losses per step (generator, then discriminator), all on one batch of 2D+t slices
   L_D = 0.5 * (LSGAN(D(x), real) + LSGAN(D(x_hat), fake))                 (from step disc_start on)
 w_adv ramps linearly from 0 at disc_start to disc_weight at 2 * disc_start, so the autoencoder learns to reconstruct
 before the adversary sharpens it. The codebook itself moves by EMA (no gradient); idle codes are restarted.
+With `vqgan.crop` the batch is a random (H, W, T) window of each slice (MedLoRD trains its VQ-GAN on crops):
+a 32x32 crop of a 64x64x16 slice costs ~0.3x the step (benchmarks/README.md). Every layer is convolutional,
+so the model trained on crops encodes and decodes whole slices.
 No perceptual term: LPIPS-style losses need downloaded weights, and a feature net of cardiolab's own would be the
 one that FD-cardiolab measures with, so training against it would flatter the evaluation.
 
