@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cardiolab.bench import DiTBench, _device_name, build_dit, dumps, train_step_fn
-from cardiolab.core import CardiolabError, seed_everything
+from cardiolab.core import CardiolabError, machine_info, precision_name, resolve_amp, seed_everything
 
 
 class _Mlp(nn.Module):
@@ -87,6 +87,9 @@ def main(args) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["reference fp32"]
     return {"device": _device_name(torch.device("cpu")), "threads": args.threads, "torch": torch.__version__,
+            "machine": machine_info("cpu"),
+            # what `bench dit` and training use by default here: "cardiolab bf16" or "cardiolab fp32" is that row
+            "default_precision": precision_name(resolve_amp("auto", "cpu")),
             "config": b.__dict__, "rounds": args.rounds, "params": params,
             "step_s": med, "samples_per_s": {k: b.batch / v for k, v in med.items()},
             "speedup_vs_reference_fp32": {k: ref / v for k, v in med.items()}, "step_s_all": times}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.core import CardiolabError, machine_info, read_json, write_json
 from cardiolab.engine import load_checkpoint
 from cardiolab.profiles import get_profile
 from cardiolab.metrics import fidelity
@@ -89,7 +89,9 @@ def main(args: argparse.Namespace) -> dict:
         "meets_goal": result["PSNR"] >= GOAL["PSNR"] and result["SSIM"] >= GOAL["SSIM"],
         "seconds": round(time.perf_counter() - t0, 2),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+                    **machine_info("cpu")},
+        # what the run trained in (config.json of the engine) and on what, beside where it is evaluated
+        "trained_precision": config.get("precision"), "trained_machine": config.get("machine"),
     })
     if args.noise_free:
         extra = noise_free(model, cache, config.get("profile", "tiny"), [r["id"] for r in result["subjects"]])

@@ -42,9 +42,15 @@ class VQGANConfig:
     mse_weight: float = 0.0           # MSE beside L1: L1 keeps edges sharp, MSE is what PSNR measures
     amp: str = "auto"                 # bf16 where native (~1.3x faster), fp32 elsewhere (emulated bf16: ~50x slower)
     ema_decay: float = 0.99           # codebook EMA decay (CardioDiT: 0.99; MedLoRD: 0.95 for its 16384 codes)
+    crop: tuple[int, int, int] = (0, 0, 0)  # train on random (H, W, T) crops of each slice (MedLoRD trains on
+                                      # crops); 0 on an axis = its full extent. Fully convolutional: whole cines
+                                      # still encode and decode at evaluation
 
     def __post_init__(self):
         check_amp(self.amp, "vqgan.amp")
+        if len(self.crop) != 3 or any(c < 0 or c % 4 for c in self.crop):
+            raise CardiolabError(f"vqgan.crop: expected three sizes (H, W, T), each 0 (full) or a multiple of 4, "
+                                 f"got {self.crop}")
 
 
 @dataclass(frozen=True)

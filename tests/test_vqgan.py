@@ -299,3 +299,41 @@ def test_sliding_decode_matches_full_decode():
     # seams: only within the decoder's receptive field of a window edge, blended by the gaussian weights
     assert (tiled - full).abs().mean() < 0.1 * full.abs().mean()
     assert (tiled - full).abs().max() < 0.5 * full.abs().max()
+
+
+def test_random_crop_shape():
+    x = torch.randn(3, 1, 16, 16, 8)
+    assert task.random_crop(x, (8, 8, 8)).shape == (3, 1, 8, 8, 8)
+
+
+def test_random_crop_is_a_window_of_its_input():
+    x = torch.arange(16 * 16 * 8, dtype=torch.float32).reshape(1, 1, 16, 16, 8)
+    c = task.random_crop(x, (8, 4, 4))[0, 0]
+    h, w, t = (int(v) for v in ((c[0, 0, 0] // 128), (c[0, 0, 0] % 128) // 8, c[0, 0, 0] % 8))
+    assert torch.equal(c, x[0, 0, h:h + 8, w:w + 4, t:t + 4])
+
+
+def test_crop_size_zero_keeps_the_axis():
+    from cardiolab.profiles import override
+    p = override(PROFILES["tiny"], ["vqgan.crop=32,0,8"])
+    assert task.crop_size(p) == (32, 64, 8)
+
+
+def test_crop_must_be_a_multiple_of_four():
+    with pytest.raises(CardiolabError, match="vqgan.crop"):
+        dataclasses.replace(SMOKE, crop=(6, 0, 0))
+
+
+def test_crop_is_part_of_shaping():
+    from cardiolab.profiles import override
+    p = override(PROFILES["tiny"], ["vqgan.crop=32,32,0"])
+    assert task.shaping(p) != task.shaping("tiny")
+
+
+def test_cropped_training_reconstructs_whole_slices(tmp_path):
+    cfg = dataclasses.replace(SMOKE, batch=2, disc_start=2, crop=(8, 8, 0))
+    size = (8, 8, SIZE[2])
+    run = task.fit(cine_slices(4), cfg, size, tmp_path / "crop", steps=3, seed=3, device="cpu")
+    x = cine_slices(1, seed=9)[0]["image"][None]
+    with torch.no_grad():
+        assert task.load(run)(x)[0].shape == x.shape

@@ -5,6 +5,9 @@ Losses per step (generator, then discriminator), all on one batch of 2D+t slices
   L_D = 0.5 * (LSGAN(D(x), real) + LSGAN(D(x_hat), fake))                 (from step disc_start on)
 w_adv ramps linearly from 0 at disc_start to disc_weight at 2 * disc_start, so the autoencoder learns to reconstruct
 before the adversary sharpens it. The codebook itself moves by EMA (no gradient); idle codes are restarted.
+With `vqgan.crop` the batch is a random (H, W, T) window of each slice (MedLoRD trains its VQ-GAN on crops):
+a 32x32 crop of a 64x64x16 slice costs ~0.3x the step (benchmarks/README.md). Every layer is convolutional,
+so the model trained on crops encodes and decodes whole slices.
 No perceptual term: LPIPS-style losses need downloaded weights, and a feature net of cardiolab's own would be the
 one that FD-cardiolab measures with, so training against it would flatter the evaluation.
 
@@ -47,10 +50,24 @@ def adversarial_weight(cfg: VQGANConfig, step: int) -> float:
     return cfg.disc_weight * min(1.0, (step - cfg.disc_start + 1) / max(1, cfg.disc_start))
 
 
-def make_step_fn(cfg: VQGANConfig):
-    """The engine step: one generator update, one discriminator update (after disc_start), dead-code restarts."""
+def random_crop(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """x (B, 1, H, W, T) -> (B, 1, *size): one random window per sample (global RNG: the engine seeds each step)."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    starts = [torch.randint(0, n - c + 1, (x.shape[0],)).tolist() for n, c in zip(x.shape[2:], size)]
+    return torch.stack([x[i, :, h:h + size[0], w:w + size[1], t:t + size[2]]
+                        for i, (h, w, t) in enumerate(zip(*starts))])
+
+
+def make_step_fn(cfg: VQGANConfig, size: tuple[int, int, int] | None = None):
+    """The engine step: one generator update, one discriminator update (after disc_start), dead-code restarts.
+
+    size: the (H, W, T) trained on (`crop_size`); batches are cropped to it at random, None keeps them whole.
+    """
     def step_fn(batch: dict, step: int, tr: Trainer) -> dict:
         x = batch["image"]                                         # (B, 1, H, W, T)
+        if size is not None:
+            x = random_crop(x, size)                               # (B, 1, *size)
         model, disc = tr.modules["model"], tr.modules["disc"]
         w_adv = adversarial_weight(cfg, step)
         with tr.autocast():
@@ -87,6 +104,11 @@ def slice_size(profile: Profile) -> tuple[int, int, int]:
     return (profile.data.image_size, profile.data.image_size, profile.data.frames)
 
 
+def crop_size(profile: Profile) -> tuple[int, int, int]:
+    """(H, W, T) the VQ-GAN trains on: `vqgan.crop`, an axis given as 0 (or larger than the slice) kept whole."""
+    return tuple(min(c, n) if c else n for c, n in zip(profile.vqgan.crop, slice_size(profile)))
+
+
 def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
             steps: int | None = None) -> dict:
     """What shapes the VQ-GAN's weights: its section (precision aside), the prepared data and the seed."""
@@ -118,7 +140,7 @@ def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: 
 
     profile = get_profile(profile)
     out = Path(out) if out else profile.run(NAME)
-    cfg, size = profile.vqgan, slice_size(profile)
+    cfg, size = profile.vqgan, crop_size(profile)
     cache = ensure_prepared(profile)
     manifest = load_manifest(cache)
     train_ids = [s["id"] for s in manifest["subjects"] if s["split"] != "holdout"]
@@ -146,7 +168,7 @@ def fit(data, cfg: VQGANConfig, size: tuple[int, int, int], out: str | os.PathLi
     tr = Trainer(out, tcfg, modules={"model": model, "disc": disc}, optimizers={"model": opt_g, "disc": opt_d},
                  config={**(config or {}), "vqgan": dataclasses.asdict(cfg), "size": list(size), "seed": seed,
                          "dead_after": model.dead_after})
-    tr.fit(data, make_step_fn(cfg), resume=resume)
+    tr.fit(data, make_step_fn(cfg, size), resume=resume)
     return Path(out)
 
 
@@ -164,7 +186,7 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
     if "vqgan" not in conf:
         raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a VQ-GAN run (no 'vqgan' section)")
     v = dict(conf["vqgan"])
-    cfg = VQGANConfig(**{**v, "channels": tuple(v["channels"])})
+    cfg = VQGANConfig(**{**v, "channels": tuple(v["channels"]), "crop": tuple(v.get("crop", (0, 0, 0)))})
     model = VQGAN(cfg, dead_after=int(conf.get("dead_after", 100)))
     weights = ckpt["ema"].get("model") if ema and ckpt.get("ema") else None
     model.load_state_dict(weights or ckpt["modules"]["model"])
