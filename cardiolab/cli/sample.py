@@ -1,6 +1,8 @@
-"""`python -m cardiolab sample`: sample a trained generator run into a synthetic ACDC-layout cohort."""
+"""`python -m cardiolab sample`: sample a trained generator run into a synthetic cohort (ACDC layout; a volume
+cohort for highres-controlnet, conditioned on the masks of --mask)."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from cardiolab.cli import add_profile
@@ -22,6 +24,11 @@ def add_arguments(p) -> None:
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIF per sample")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="cohort folder (default runs/<profile>/samples/<model>)")
+    p.add_argument("--mask", default=None,
+                   help="highres-controlnet: volume-layout cohort whose masks condition the samples "
+                        "(default: the profile's holdout volumes)")
+    p.add_argument("--conditioning-scale", type=float, default=None,
+                   help="highres-controlnet: ControlNet residual scale, >= 0 (0: unconditional; default profile)")
 
 
 def run(args) -> int:
@@ -35,10 +42,15 @@ def run(args) -> int:
     task = get_task(name)
     if task.KIND != "generator":
         raise CardiolabError(f"--run {run_dir}: a {name} run ({task.KIND}), not a generator")
+    extra = {k: v for k, v in (("mask", args.mask), ("conditioning_scale", args.conditioning_scale))
+             if v is not None}
+    params = inspect.signature(task.sample_cohort).parameters
+    if unknown := [k for k in extra if k not in params]:
+        raise CardiolabError(f"sample --run {run_dir}: --{unknown[0].replace('_', '-')} is not an option of {name}")
     defaults = task.sample_defaults(profile)
-    out = task.sample_cohort(run_dir, n=args.n or defaults["n"], steps=args.steps or defaults["steps"],
+    out = task.sample_cohort(run_dir, n=args.n or (None if "mask" in extra else defaults["n"]), steps=args.steps or defaults["steps"],
                              seed=args.seed, out=Path(args.out or profile.samples(name)), guidance=args.guidance,
                              cond=args.cond, eta=args.eta, batch=args.batch, gifs=not args.no_gifs,
-                             device=args.device)
+                             device=args.device, **extra)
     print(out)
     return 0
