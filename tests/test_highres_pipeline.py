@@ -150,3 +150,90 @@ def test_highres_sample_refuses_a_negative_conditioning_scale(highres_runs, tmp_
 def test_bench_refuses_a_size_the_networks_cannot_take(capsys):
     assert main(["bench", "highres", "--size", "100,64,32"]) == 2
     assert "--size 100,64,32" in capsys.readouterr().err
+
+
+# ---- evaluation ------------------------------------------------------------------------------------------
+def test_dice_per_label_is_one_on_identical_maps_and_nan_when_absent():
+    import numpy as np
+    from cardiolab.metrics.volumes import dice_per_label
+    a = np.zeros((4, 4, 4), np.uint8)
+    a[:2] = 1
+    d = dice_per_label(a, a, {1: "aorta", 2: "LA"})
+    assert d["aorta"] == 1.0
+    assert np.isnan(d["LA"])
+
+
+def test_relative_volumes_are_shares_of_the_heart():
+    import numpy as np
+    from cardiolab.metrics.volumes import relative_volumes
+    a = np.zeros((4, 4, 4), np.uint8)
+    a[0] = 1
+    a[1:4] = 2
+    assert relative_volumes(a, {1: "aorta", 2: "LA"}) == {"aorta": 0.25, "LA": 0.75}
+
+
+def test_volume_w1_is_zero_for_equal_cohorts_and_the_shift_otherwise():
+    from cardiolab.metrics.volumes import volume_w1
+    real = [{"LV": 0.4}, {"LV": 0.5}]
+    assert volume_w1(real, real) == {"LV": 0.0}
+    assert volume_w1(real, [{"LV": 0.5}, {"LV": 0.6}])["LV"] == pytest.approx(0.1)
+
+
+def test_evaluate_highres_scores_adherence_and_regional_volumes(highres_runs, tmp_path):
+    from cardiolab.evaluate import evaluate_highres
+    root, p, runs = highres_runs
+    out = tmp_path / "synthetic"
+    main(["sample", "--run", str(runs["highres-controlnet"]), "--out", str(out), "--n", "1"])
+    result = evaluate_highres(out, profile=p, segmenter_run=runs["highres-segmenter"], out=tmp_path / "e.json")
+    assert set(result["adherence"]["dice"]) == {"aorta", "LA", "RA", "myocardium", "LV", "RV", "mean"}
+    assert set(result["regional_volumes"]["w1"]) == {"aorta", "LA", "RA", "myocardium", "LV", "RV"}
+    assert (tmp_path / "e.json").exists()
+
+
+def _fill(sheet, key, guess_right):
+    import csv
+    import json
+    cases = json.loads(key.read_text())["cases"]
+    rows = list(csv.DictReader(sheet.open()))
+    for r in rows:
+        synthetic = cases[r["case"]]["source"] == "synthetic"
+        r["realism"], r["synthetic"] = ("2" if synthetic else "5"), ("yes" if synthetic == guess_right else "no")
+    with sheet.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_reader_study_exports_blinded_volume_cases_and_scores_them(highres_runs, tmp_path, capsys):
+    import json
+    root, _, runs = highres_runs
+    synth = tmp_path / "synthetic"
+    main(["sample", "--run", str(runs["highres-controlnet"]), "--out", str(synth), "--n", "2"])
+    study = tmp_path / "study"
+    assert main(["reader-study", "--real", str(root / "data/phantom/smoke-volume"), "--synthetic", str(synth),
+                 "--out", str(study), "--n", "2"]) == 0
+    names = sorted(p.name for p in (study / "cases").rglob("*.nii.gz"))
+    assert names == [f"case00{i}_image.nii.gz" for i in range(1, 5)]
+    _fill(study / "score_sheet.csv", study / ".key.json", guess_right=True)
+    capsys.readouterr()
+    assert main(["reader-study", "--score", str(study / "score_sheet.csv")]) == 0
+    result = json.loads((study / "reader_scores.json").read_text())
+    assert result["accuracy"] == 1.0
+    assert result["realism_mean"] == {"real": 5.0, "synthetic": 2.0}
+
+
+def test_reader_study_works_for_cine_cohorts(phantom_root, tmp_path):
+    study = tmp_path / "study"
+    assert main(["reader-study", "--real", str(phantom_root), "--synthetic", str(phantom_root), "--out", str(study),
+                 "--n", "1"]) == 0
+    assert sorted(p.name for p in (study / "cases").rglob("*.nii.gz")) == ["case001_4d.nii.gz", "case002_4d.nii.gz"]
+
+
+def test_reader_study_refuses_a_bad_score(tmp_path, phantom_root, capsys):
+    study = tmp_path / "study"
+    main(["reader-study", "--real", str(phantom_root), "--synthetic", str(phantom_root), "--out", str(study),
+          "--n", "1"])
+    sheet = study / "score_sheet.csv"
+    sheet.write_text("case,realism,synthetic,notes\ncase001,9,yes,\n")
+    assert main(["reader-study", "--score", str(sheet)]) == 2
+    assert "realism must be 1-5" in capsys.readouterr().err
