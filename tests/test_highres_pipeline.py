@@ -147,9 +147,10 @@ def test_highres_sample_refuses_a_negative_conditioning_scale(highres_runs, tmp_
     assert "--conditioning-scale must be >= 0" in capsys.readouterr().err
 
 
-def test_bench_refuses_a_size_the_networks_cannot_take(capsys):
-    assert main(["bench", "highres", "--size", "100,64,32"]) == 2
-    assert "--size 100,64,32" in capsys.readouterr().err
+def test_highres_vqgan_logs_the_spectral_jukebox_term(highres_runs):
+    from cardiolab.engine import read_metrics
+    _, _, runs = highres_runs
+    assert read_metrics(runs["highres-vqgan"])[-1]["spectral"] > 0
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------

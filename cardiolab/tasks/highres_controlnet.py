@@ -133,15 +133,17 @@ def sample_cohort(run_dir: str | os.PathLike, n: int | None = None, steps: int |
         raise CardiolabError(f"--conditioning-scale must be >= 0, got {conditioning_scale}")
     if n is not None and n < 1:
         raise CardiolabError(f"--n must be >= 1, got {n}")
-    if mask is not None:
-        masks = read_masks(mask, lambda shape, what: hc.check_size(h, shape, what))
+    ckpt_config = hc.checkpoint_config(run_dir, "controlnet")[1]
+    trained = dataclasses.replace(h, unet_channels=tuple(ckpt_config["unet"]["channels"]),
+                                  attention_levels=tuple(ckpt_config["unet"]["attention_levels"]))
+    if mask is not None:     # every mask checked before anything is sampled or written
+        masks = read_masks(mask, lambda shape, what: hc.check_size(trained, shape, what))
     else:
         masks = hc.load_volumes(profile, "holdout")
     n = n or len(masks)
     steps = steps or h.sample_steps
     out = Path(out) if out is not None else profile.samples(NAME)
     dev = pick_device(device)
-    ckpt_config = hc.checkpoint_config(run_dir, "controlnet")[1]
     model = load(run_dir, device=dev, conditioning_scale=scale)
     vq = highres_vqgan.load(ckpt_config["vqgan_run"], device=dev)
     vq.code_chunk = h.code_chunk
