@@ -35,6 +35,12 @@ def test_phantom_volume_verb_writes_a_cohort_that_check_accepts(tmp_path, monkey
     assert "OK: 6 subject(s)" in capsys.readouterr().out
 
 
+def test_phantom_volume_out_and_size(tmp_path):
+    import nibabel as nib
+    assert main(["phantom", "--kind", "volume", "--out", str(tmp_path / "v"), "--subjects", "1", "--size", "32"]) == 0
+    assert nib.load(tmp_path / "v/volume001/volume001_image.nii.gz").shape == (32, 32, 16)
+
+
 def test_phantom_volume_refuses_cine_options(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
     assert main(["phantom", "--kind", "volume", "--profile", "smoke", "--frames", "4"]) == 2

@@ -24,7 +24,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, help="cohort folder (default: the profile's data/phantom/<profile>)")
     p.add_argument("--subjects", type=int, help="number of subjects (default: profile.data.phantom_subjects)")
     p.add_argument("--seed", type=int, default=0, help="subject i depends only on (seed, i)")
-    p.add_argument("--size", type=int, help="in-plane pixels (default: profile.data.phantom_size)")
+    p.add_argument("--size", type=int, help="in-plane pixels (default: profile.data.phantom_size); "
+                   "--kind volume: X = Y = size, Z = size / 2 (default: profile.highres.size)")
     p.add_argument("--slices", type=int, help="short-axis slices base -> apex (default: profile.data.phantom_slices)")
     p.add_argument("--frames", type=int, help="frames over one beat (default: profile.data.phantom_frames)")
     p.add_argument("--spacing", type=float, help="in-plane mm (default: profile.data.phantom_spacing)")
