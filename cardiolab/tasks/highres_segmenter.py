@@ -34,8 +34,8 @@ def num_parameters(profile: Profile | str | None = None) -> int:
 
 def _step(batch: dict, step: int, tr: Trainer) -> dict:
     x, y = batch["image"], batch["mask"]                       # (B, 1, X, Y, Z), (B, X, Y, Z)
-    gain = 1 + hc_jitter(x)
-    offset = hc_jitter(x)
+    gain = 1 + _jitter(x)
+    offset = _jitter(x)
     with tr.autocast():
         logits = tr.modules["model"](x * gain + offset)
     loss = LOSS(logits.float(), y[:, None])
@@ -43,7 +43,7 @@ def _step(batch: dict, step: int, tr: Trainer) -> dict:
     return {"loss": loss.item()}
 
 
-def hc_jitter(x: torch.Tensor) -> torch.Tensor:
+def _jitter(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, 1, 1, 1) uniform in +-INTENSITY_JITTER (torch's global RNG, re-seeded by the engine per step)."""
     return INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, 1, device=x.device) - 1)
 
