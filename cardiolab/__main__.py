@@ -1,6 +1,6 @@
 """`python -m cardiolab <verb>`: one sub-command per verb, each a thin call into the library.
 
-A verb lives in `cardiolab/cli/<verb>.py` with HELP, add_arguments(parser) and run(args) -> exit code.
+A verb lives in `cardiolab/cli/<verb>.py` (a dash in the verb is an underscore in the module name) with HELP, add_arguments(parser) and run(args) -> exit code.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 from cardiolab.core import CardiolabError
 
 VERBS = ("phantom", "check", "prepare", "function", "train", "models", "encode", "sample", "evaluate",
-         "report", "notebooks", "bench", "privacy", "audit", "export")
+         "report", "notebooks", "bench", "privacy", "audit", "export", "reader-study")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="<verb>")
     for verb in VERBS:
-        module = importlib.import_module(f"cardiolab.cli.{verb}")
+        module = importlib.import_module(f"cardiolab.cli.{verb.replace('-', '_')}")
         p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -19,6 +19,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -407,3 +408,43 @@ def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | o
     return evaluate_cines(real, synth, profile, name=name, labels=labels, synthetic_root=None, seg_model=seg_model,
                           command=f"cardiolab.evaluate.evaluate_paired_masks({profile.name!r}, split={split!r})",
                           extra={"reconstruction": reconstruction_metrics(real.images, images)})
+
+
+# ---- whole-heart volumes (the high-resolution pipeline) ---------------------------------------------------
+def evaluate_highres(synthetic: str | os.PathLike, real: str | os.PathLike | None = None,
+                     profile: Profile | str | None = None, segmenter_run: str | os.PathLike | None = None,
+                     out: str | os.PathLike | None = None) -> dict:
+    """Adherence and relative regional volumes of a synthetic volume cohort (cardiolab.metrics.volumes).
+
+    synthetic: volume-layout cohort whose masks are the conditioning masks (as `sample --mask` writes).
+    real: volume-layout cohort (default: the profile's holdout volumes). The highres-segmenter (trained if
+    needed) segments both sides: adherence is its Dice per structure against each sample's conditioning mask;
+    regional volumes are structure / heart shares of its segmentations, real vs synthetic, with W1 per structure.
+    Writes `out` (JSON) when given; returns the numbers.
+    """
+    from cardiolab.io.volume import LABELS, read_volume_cohort
+    from cardiolab.metrics.volumes import dice_per_label, mean_per_key, relative_volumes, volume_w1
+    from cardiolab.tasks import highres_common, highres_segmenter
+
+    profile = get_profile(profile)
+    structures = {k: v for k, v in LABELS.items() if k}
+    model = highres_segmenter.load(segmenter_run or highres_segmenter.ensure(profile))
+    real_subjects = list(read_volume_cohort(real)) if real else highres_common.load_volumes(profile, "holdout")
+    adherence, synth_shares = [], []
+    for s in read_volume_cohort(synthetic):
+        pred = highres_segmenter.segment(model, s.image)
+        adherence.append({"id": s.id, **dice_per_label(pred, s.mask, structures)})
+        synth_shares.append(relative_volumes(pred, structures))
+    if not adherence:
+        raise CardiolabError(f"{synthetic}: no synthetic volumes")
+    real_shares = [relative_volumes(highres_segmenter.segment(model, s.image), structures) for s in real_subjects]
+    dice = mean_per_key([{k: v for k, v in r.items() if k != "id"} for r in adherence])
+    dice["mean"] = float(np.nanmean(list(dice.values())))
+    result = {"n_synthetic": len(adherence), "n_real": len(real_subjects), "synthetic": str(synthetic),
+              "real": str(real) if real else "holdout",
+              "adherence": {"dice": dice, "per_subject": adherence},
+              "regional_volumes": {"real": mean_per_key(real_shares), "synthetic": mean_per_key(synth_shares),
+                                   "w1": volume_w1(real_shares, synth_shares)}}
+    if out is not None:
+        write_json(out, result)
+    return result

@@ -146,6 +146,58 @@ class LandmarksConfig:
 
 
 @dataclass(frozen=True)
+class HighresConfig:
+    """Whole-heart 3D synthesis after MedLoRD (arXiv 2503.13211): volume phantom -> VQ-GAN -> latent UNet ->
+    slim ControlNet on six masks, and a 3D segmenter for adherence. tasks.highres_common reads it.
+
+    Memory switches (amp, checkpointing, code_chunk, decode_window, flash_attention) and sampling fields
+    (sample_steps, conditioning_scale, n_samples) never shape weights (tasks.highres_common.SWITCH_FIELDS).
+    """
+    size: tuple[int, int, int] = (128, 128, 64)      # volume X, Y, Z (full: MedLoRD's 512 x 512 x 256)
+    subjects: int = 24                               # phantom volumes written by `phantom --kind volume`
+    holdout: float = 0.25                            # last fraction of subjects: never trained on (masks, real side)
+    modality: str = "ct"                             # ct | mr (data/phantom3d.py)
+    crop: tuple[int, int, int] = (64, 64, 32)        # VQ-GAN random crops (MedLoRD: 128^3)
+    vq_channels: tuple[int, int] = (32, 64)          # two stride-2 levels: /4 per axis (MedLoRD: /4 to 8 channels)
+    codes: int = 1024                                # MedLoRD: 16384
+    code_dim: int = 8
+    ema_decay: float = 0.95                          # MedLoRD's codebook EMA decay
+    jukebox_weight: float = 1.0                      # spectral (Jukebox) loss weight (MedLoRD: 1.0; 0: off)
+    vq_steps: int = 2000
+    vq_lr: float = 4e-4
+    unet_channels: tuple[int, ...] = (32, 64, 64, 128)   # MedLoRD: 64, 128, 256, 512
+    attention_levels: tuple[bool, ...] = (False, False, True, True)   # attention only at the two lowest levels
+    res_blocks: int = 1                              # MONAI default: 2
+    train_timesteps: int = 300                       # cosine schedule, v-prediction (MedLoRD)
+    ldm_steps: int = 2000
+    ldm_lr: float = 2e-4
+    r: float = 0.5                                   # ControlNet width ratio (MedLoRD: 0.5)
+    initial_stride: int = 2                          # first mask conv's stride (MedLoRD: 2)
+    control_dropout: float = 0.1                     # drop a sample's masks in training (MedLoRD: 0.1)
+    cn_steps: int = 2000
+    seg_channels: tuple[int, ...] = (16, 32, 64, 128)    # MONAI 3D UNet widths of the adherence segmenter
+    seg_steps: int = 1000
+    seg_lr: float = 5e-3
+    batch: int = 2                                   # volumes (or crops) per step, every stage
+    # memory switches: change peak memory, never the weights
+    amp: str = "auto"                                # bf16 where native; the quantizer always runs in fp32
+    checkpointing: bool = False                      # VQ-GAN encoder/decoder and UNet per-block recomputation
+    code_chunk: int = 0                              # codebook search this many vectors at a time (MedLoRD: 1024)
+    decode_window: tuple[int, int, int] = (0, 0, 0)  # sliding-window decode, latent window (0: whole volume)
+    flash_attention: bool = True                     # SDPA attention
+    # sampling
+    sample_steps: int = 50                           # DDIM steps
+    conditioning_scale: float = 1.0                  # ControlNet residual scale at sampling (0: unconditional)
+    n_samples: int = 4                               # volumes sampled by default (one per holdout mask, cycled)
+
+    def __post_init__(self):
+        check_amp(self.amp, "highres.amp")
+        if len(self.attention_levels) != len(self.unet_channels):
+            raise CardiolabError(f"profiles.py: highres.attention_levels {self.attention_levels} needs one entry "
+                                 f"per width in highres.unet_channels {self.unet_channels}")
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -156,6 +208,7 @@ class Profile:
     eval: EvalConfig = field(default_factory=EvalConfig)
     landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
     copydetector: CopyDetectorConfig = field(default_factory=CopyDetectorConfig)
+    highres: HighresConfig = field(default_factory=HighresConfig)
     device: str = "auto"
     num_workers: int = 0
 
@@ -163,6 +216,11 @@ class Profile:
     @property
     def phantom_dir(self) -> Path:
         return project_root() / "data" / "phantom" / self.name
+
+    @property
+    def volume_dir(self) -> Path:
+        """The whole-heart 3D phantom cohort (volume layout): data/phantom/<profile>-volume."""
+        return project_root() / "data" / "phantom" / f"{self.name}-volume"
 
     @property
     def cache_dir(self) -> Path:
@@ -210,6 +268,11 @@ PROFILES: dict[str, Profile] = {
                         feature_dim=16, utility_seeds=2),
         landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, batch=8, lr=1e-2),
         copydetector=CopyDetectorConfig(steps=6, batch=4, dim=16),
+        highres=HighresConfig(size=(32, 32, 16), subjects=6, holdout=0.34, crop=(32, 32, 16), vq_channels=(8, 16),
+                              codes=64, code_dim=4, vq_steps=10, vq_lr=1e-3, unet_channels=(16, 32, 32),
+                              attention_levels=(False, True, True), ldm_steps=6, ldm_lr=1e-3, cn_steps=6,
+                              seg_channels=(8, 16, 32), seg_steps=10, seg_lr=1e-2, batch=2, sample_steps=3,
+                              n_samples=2),
     ),
     "tiny": Profile(name="tiny"),
     "full": Profile(
@@ -227,6 +290,12 @@ PROFILES: dict[str, Profile] = {
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
         landmarks=LandmarksConfig(sigma_mm=3.0, steps=20_000, batch=32, lr=1e-3),
         copydetector=CopyDetectorConfig(steps=5000, batch=32, dim=128),
+        # MedLoRD's shapes on one GPU: 512x512x256 CT, 128^3 crops, 16384 x 8 codes, widths 64..512
+        highres=HighresConfig(size=(512, 512, 256), subjects=100, holdout=0.2, crop=(128, 128, 128),
+                              vq_channels=(64, 128), codes=16384, code_dim=8, vq_steps=100_000, vq_lr=1e-4,
+                              unet_channels=(64, 128, 256, 512), res_blocks=2, ldm_steps=200_000, ldm_lr=1e-4,
+                              cn_steps=50_000, seg_channels=(32, 64, 128, 256), seg_steps=20_000, batch=1,
+                              checkpointing=True, code_chunk=1024, decode_window=(64, 64, 32), n_samples=16),
     ),
 }
 
@@ -268,9 +337,18 @@ def override(profile: Profile, assignments: list[str]) -> Profile:
             raise CardiolabError(f"--set {item!r}: {section} has no field {name!r}; it has {', '.join(fields)}")
         old = getattr(part, name)
         try:
-            new = (tuple(type(old[0])(v) for v in value.split(",")) if isinstance(old, tuple)
-                   else (value.lower() in ("1", "true", "yes")) if isinstance(old, bool) else type(old)(value))
+            new = (tuple(_parse(type(old[0]), v) for v in value.split(",")) if isinstance(old, tuple)
+                   else _parse(type(old), value))
         except ValueError:
             raise CardiolabError(f"--set {item!r}: {value!r} is not a valid {type(old).__name__}") from None
         profile = dataclasses.replace(profile, **{section: dataclasses.replace(part, **{name: new})})
     return profile
+
+
+def _parse(kind: type, text: str):
+    """One --set value by its field's type; bools from true/false/1/0/yes/no (bool("false") would be True)."""
+    if kind is bool:
+        if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise ValueError(text)
+        return text.lower() in ("1", "true", "yes")
+    return kind(text.strip())

@@ -7,18 +7,19 @@ from cardiolab.cli import add_profile
 from cardiolab.io.layouts import LAYOUTS, detect_layout, scan_cohort
 from cardiolab.profiles import get_profile
 
-HELP = "validate a dataset (ACDC or M&Ms layout): one line per problem, exit 1 if any"
+HELP = "validate a dataset (ACDC, M&Ms or volume layout): one line per problem, exit 1 if any"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--root", type=Path, help="dataset folder (default: the profile's phantom cohort)")
+    p.add_argument("--root", type=Path, help="dataset folder (default: the profile's phantom cohort; --layout volume: its volume cohort)")
     p.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto",
                    help="folder layout; auto picks mnms when there are <code>_sa / _SA_CINE files")
     add_profile(p)
 
 
 def run(args) -> int:
-    root = args.root or get_profile(args.profile).phantom_dir
+    profile = get_profile(args.profile)
+    root = args.root or (profile.volume_dir if args.layout == "volume" else profile.phantom_dir)
     if args.layout != "auto":
         layout = args.layout
     else:  # a missing root is reported as a problem by the scan below, not as an error

@@ -1,6 +1,8 @@
-"""`python -m cardiolab phantom`: write a 4D cine phantom cohort in the ACDC layout.
+"""`python -m cardiolab phantom`: write a 4D cine phantom cohort in the ACDC layout, or (--kind volume) a
+whole-heart 3D cohort in the volume layout (cardiolab.data.phantom3d).
 
     python -m cardiolab phantom --profile smoke                 # data/phantom/smoke with the profile's sizes
+    python -m cardiolab phantom --kind volume --profile smoke   # data/phantom/smoke-volume, profile.highres sizes
     python -m cardiolab phantom --out /tmp/ph --subjects 20 --seed 1 --size 96 --frames 16
 """
 from __future__ import annotations
@@ -11,15 +13,19 @@ from pathlib import Path
 from cardiolab.cli import add_profile
 from cardiolab.profiles import get_profile
 
-HELP = "generate a synthetic 4D cine cohort (ACDC layout, NOR/DCM/HCM/MINF/ARV) with ground truth"
+HELP = ("generate a synthetic 4D cine cohort (ACDC layout, NOR/DCM/HCM/MINF/ARV) with ground truth, or "
+        "(--kind volume) whole-heart 3D volumes with six-structure masks (volume layout)")
 
 
 def add_arguments(p) -> None:
     add_profile(p)
+    p.add_argument("--kind", choices=["cine", "volume"], default="cine",
+                   help="cine: 4D short-axis cines (ACDC layout); volume: whole-heart 3D (volume layout)")
     p.add_argument("--out", type=Path, help="cohort folder (default: the profile's data/phantom/<profile>)")
     p.add_argument("--subjects", type=int, help="number of subjects (default: profile.data.phantom_subjects)")
     p.add_argument("--seed", type=int, default=0, help="subject i depends only on (seed, i)")
-    p.add_argument("--size", type=int, help="in-plane pixels (default: profile.data.phantom_size)")
+    p.add_argument("--size", type=int, help="in-plane pixels (default: profile.data.phantom_size); "
+                   "--kind volume: X = Y = size, Z = size / 2 (default: profile.highres.size)")
     p.add_argument("--slices", type=int, help="short-axis slices base -> apex (default: profile.data.phantom_slices)")
     p.add_argument("--frames", type=int, help="frames over one beat (default: profile.data.phantom_frames)")
     p.add_argument("--spacing", type=float, help="in-plane mm (default: profile.data.phantom_spacing)")
@@ -40,6 +46,8 @@ def run(args) -> int:
     from cardiolab.data.phantom import ensure_phantom, generate_cohort
 
     profile = get_profile(args.profile)
+    if args.kind == "volume":
+        return _volume(args, profile)
     d = profile.data
     overrides = (args.out, args.subjects, args.size, args.slices, args.frames, args.spacing, args.snr)
     if all(v is None for v in overrides):   # the profile's own cohort: reuse it when already up to date
@@ -59,4 +67,24 @@ def run(args) -> int:
                             slices=pick(args.slices, d.phantom_slices), frames=pick(args.frames, d.phantom_frames),
                             workers=args.workers, snr=args.snr)
     print(f"wrote {len(paths)} subjects to {out}")
+    return 0
+
+
+def _volume(args, profile) -> int:
+    """Whole-heart 3D volumes: the profile's own cohort (reused when up to date) or --out / --subjects / --size."""
+    from cardiolab.core import CardiolabError
+    from cardiolab.data.phantom3d import ensure_volume_cohort, generate_volume_cohort
+
+    if any(v is not None for v in (args.slices, args.frames, args.spacing)):
+        raise CardiolabError("phantom --kind volume: --slices, --frames and --spacing are cine options "
+                             "(volume sizes come from profile.highres.size or --size)")
+    if args.out is None and args.subjects is None and args.size is None:
+        root = ensure_volume_cohort(profile, seed=args.seed)
+        print(f"volume cohort ready in {root}")
+        return 0
+    h = profile.highres
+    size = h.size if args.size is None else (args.size, args.size, max(8, args.size // 2))
+    out = args.out or profile.volume_dir
+    paths = generate_volume_cohort(out, args.subjects or h.subjects, seed=args.seed, size=size, modality=h.modality)
+    print(f"wrote {len(paths)} volumes to {out}")
     return 0

@@ -1,4 +1,5 @@
-"""`python -m cardiolab sample`: sample a trained generator run into a synthetic ACDC-layout cohort."""
+"""`python -m cardiolab sample`: sample a trained generator run into a synthetic cohort (ACDC layout; a volume
+cohort for highres-controlnet, conditioned on the masks of --mask)."""
 from __future__ import annotations
 
 import inspect
@@ -24,8 +25,11 @@ def add_arguments(p) -> None:
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIF per sample")
     p.add_argument("--device", default="auto")
     p.add_argument("--mask", type=Path, default=None,
-                   help="cohort folder whose label series condition a mask-to-image run (default: stage 1 draws masks)")
+                   help="cohort whose masks condition the samples: label series for mask-to-image (default: stage 1 "
+                        "draws masks), a volume-layout cohort for highres-controlnet (default: the holdout volumes)")
     p.add_argument("--out", default=None, help="cohort folder (default runs/<profile>/samples/<model>)")
+    p.add_argument("--conditioning-scale", type=float, default=None,
+                   help="highres-controlnet: ControlNet residual scale, >= 0 (0: unconditional; default profile)")
 
 
 def run(args) -> int:
@@ -48,7 +52,8 @@ def run(args) -> int:
 
 # option -> (its value when not given, the keyword of sample_cohort it sets)
 _OPTIONS = {"guidance": (1.0, "guidance"), "cond": ("random", "cond"), "eta": (0.0, "eta"), "batch": (4, "batch"),
-            "no_gifs": (False, "gifs"), "device": ("auto", "device"), "mask": (None, "mask")}
+            "no_gifs": (False, "gifs"), "device": ("auto", "device"), "mask": (None, "mask"),
+            "conditioning_scale": (None, "conditioning_scale")}
 
 
 def sampling_options(name: str, sample_cohort, args) -> dict:

@@ -36,6 +36,10 @@ REGISTRY: dict[str, str] = {
     "mask-to-image": "cardiolab.tasks.mask_to_image",
     "landmarks": "cardiolab.tasks.landmarks",
     "copy-detector": "cardiolab.tasks.copy_detector",
+    "highres-vqgan": "cardiolab.tasks.highres_vqgan",
+    "highres-ldm": "cardiolab.tasks.highres_ldm",
+    "highres-controlnet": "cardiolab.tasks.highres_controlnet",
+    "highres-segmenter": "cardiolab.tasks.highres_segmenter",
 }
 
 # Runs made before runs recorded config["task"]: recognised by their config sections.

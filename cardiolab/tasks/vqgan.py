@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from monai.losses import PatchAdversarialLoss
+from monai.losses import JukeboxLoss, PatchAdversarialLoss
 from tqdm import tqdm
 
 from cardiolab.core import CardiolabError, atomic_path, fingerprint, read_json, seed_everything
@@ -59,11 +59,15 @@ def random_crop(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
                         for i, (h, w, t) in enumerate(zip(*starts))])
 
 
-def make_step_fn(cfg: VQGANConfig, size: tuple[int, int, int] | None = None):
+def make_step_fn(cfg: VQGANConfig, size: tuple[int, int, int] | None = None, spectral_weight: float = 0.0):
     """The engine step: one generator update, one discriminator update (after disc_start), dead-code restarts.
 
     size: the (H, W, T) trained on (`crop_size`); batches are cropped to it at random, None keeps them whole.
+    spectral_weight: weight of MONAI's JukeboxLoss (L1 between amplitude spectra; MedLoRD: 1.0, no weights
+    needed), added to L_G; 0 (the cine default) leaves it out.
     """
+    spectral = JukeboxLoss(spatial_dims=3) if spectral_weight > 0 else None
+
     def step_fn(batch: dict, step: int, tr: Trainer) -> dict:
         x = batch["image"]                                         # (B, 1, H, W, T)
         if size is not None:
@@ -75,6 +79,8 @@ def make_step_fn(cfg: VQGANConfig, size: tuple[int, int, int] | None = None):
             recon = F.l1_loss(x_hat.float(), x)
             mse = F.mse_loss(x_hat.float(), x)
             loss = recon + cfg.mse_weight * mse + commit
+            spec = spectral(x_hat.float(), x) if spectral is not None else torch.zeros((), device=x.device)
+            loss = loss + spectral_weight * spec
             g_adv = torch.zeros((), device=x.device)
             if w_adv > 0:
                 # The raw discriminator: its gradients here are discarded by the next zero_grad anyway.
@@ -90,7 +96,7 @@ def make_step_fn(cfg: VQGANConfig, size: tuple[int, int, int] | None = None):
             tr.backward(d_loss, "disc")
         vq = tr.raw("model")
         restarted = vq.restart_dead_codes(z_e)                     # global RNG: the engine seeds it per step
-        return {"loss": loss.item(), "l1": recon.item(), "mse": mse.item(), "commit": commit.item(),
+        return {"loss": loss.item(), "l1": recon.item(), "mse": mse.item(), "commit": commit.item(), "spectral": spec.item(),
                 "g_adv": g_adv.item(), "d_loss": d_loss.item(), "w_adv": w_adv,
                 "perplexity": perplexity(codes, cfg.codes).item(), "dead_fraction": vq.dead_fraction(),
                 "restarted": restarted}
@@ -128,8 +134,9 @@ def num_parameters(profile: Profile | str | None = None) -> int:
     return sum(p.numel() for p in VQGAN(get_profile(profile).vqgan).parameters())
 
 
-def build(cfg: VQGANConfig, size: tuple[int, int, int]) -> tuple[VQGAN, torch.nn.Module]:
-    return VQGAN(cfg), build_discriminator(cfg, size)
+def build(cfg: VQGANConfig, size: tuple[int, int, int], code_chunk: int = 0,
+          checkpointing: bool = False) -> tuple[VQGAN, torch.nn.Module]:
+    return VQGAN(cfg, code_chunk=code_chunk, checkpointing=checkpointing), build_discriminator(cfg, size)
 
 
 def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: bool = False,
@@ -153,11 +160,13 @@ def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: 
 
 def fit(data, cfg: VQGANConfig, size: tuple[int, int, int], out: str | os.PathLike, steps: int | None = None,
         seed: int = 0, resume: bool = False, device: str = "auto", num_workers: int = 0,
-        config: dict | None = None) -> Path:
-    """Train on `data` (items {"image": (1, H, W, T)}) through the engine; returns the run folder `out`."""
+        config: dict | None = None, spectral_weight: float = 0.0, checkpointing: bool = False,
+        code_chunk: int = 0) -> Path:
+    """Train on `data` (items {"image": (1, H, W, T)}, or (1, X, Y, Z) volume crops) through the engine; returns
+    the run folder `out`. spectral_weight: see make_step_fn; checkpointing, code_chunk: memory switches."""
     steps = steps or cfg.steps
     seed_everything(seed)
-    model, disc = build(cfg, size)
+    model, disc = build(cfg, size, code_chunk=code_chunk, checkpointing=checkpointing)
     # Adam betas (0.5, 0.9): the usual GAN choice (taming-transformers, MONAI generative tutorials).
     opt_g = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
@@ -168,7 +177,7 @@ def fit(data, cfg: VQGANConfig, size: tuple[int, int, int], out: str | os.PathLi
     tr = Trainer(out, tcfg, modules={"model": model, "disc": disc}, optimizers={"model": opt_g, "disc": opt_d},
                  config={**(config or {}), "vqgan": dataclasses.asdict(cfg), "size": list(size), "seed": seed,
                          "dead_after": model.dead_after})
-    tr.fit(data, make_step_fn(cfg, size), resume=resume)
+    tr.fit(data, make_step_fn(cfg, size, spectral_weight), resume=resume)
     return Path(out)
 
 

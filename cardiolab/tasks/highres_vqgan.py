@@ -1,0 +1,86 @@
+"""highres-vqgan: stage 1 of the whole-heart pipeline (after MedLoRD): the VQ-GAN on (1, X, Y, Z) random crops.
+
+The network and the losses are the cine VQ-GAN's (models.vqgan, tasks.vqgan.fit: L1 + commitment + LSGAN after
+half the steps, EMA codebook with restarts), with MedLoRD's codebook decay and its spectral term (MONAI
+JukeboxLoss, `highres.jukebox_weight`). `ensure_latents` encodes every training volume after it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from cardiolab.core import atomic_path, fingerprint
+from cardiolab.engine import ensure_run, recorded_shaping
+from cardiolab.models.vqgan import VQGAN
+from cardiolab.profiles import Profile, get_profile
+from cardiolab.tasks import highres_common as hc
+from cardiolab.tasks import vqgan as vqgan_task
+
+log = logging.getLogger(__name__)
+
+NAME = "highres-vqgan"
+KIND = "autoencoder"
+
+
+def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+    return hc.shaping(NAME, profile, seed, steps)
+
+
+def num_parameters(profile: Profile | str | None = None) -> int:
+    return sum(p.numel() for p in VQGAN(hc.vq_config(get_profile(profile).highres)).parameters())
+
+
+def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+          steps: int | None = None, seed: int = 0) -> Path:
+    """Train on random crops of the training volumes; returns the run folder."""
+    profile = get_profile(profile)
+    h = profile.highres
+    out = Path(out) if out else profile.run(NAME)
+    hc.check_size(h, h.size, "profiles.py: highres.size")
+    subjects = hc.load_volumes(profile, "train")
+    data = hc.CropSet([s.image for s in subjects], h.crop)
+    config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
+              "train_ids": [s.id for s in subjects], "volume_dir": str(profile.volume_dir)}
+    return vqgan_task.fit(data, hc.vq_config(h), tuple(h.crop), out, steps=steps or h.vq_steps, seed=seed,
+                          resume=resume, device=profile.device, num_workers=profile.num_workers, config=config,
+                          spectral_weight=h.jukebox_weight, checkpointing=h.checkpointing, code_chunk=h.code_chunk)
+
+
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+    profile = get_profile(profile)
+    run = Path(run_dir or profile.run(NAME))
+    return ensure_run(run, profile.highres.vq_steps, shaping(profile),
+                      lambda resume: train(profile, out=run, resume=resume))
+
+
+def load(run_dir: str | os.PathLike, device: str = "cpu") -> VQGAN:
+    """The trained VQ-GAN (eval mode)."""
+    return vqgan_task.load(run_dir, device=device)
+
+
+def ensure_latents(profile: Profile, vq_run: str | os.PathLike | None = None) -> Path:
+    """Every training volume encoded by the profile's VQ-GAN, in <vq run>/latents.pt (re-encoded when the
+    VQ-GAN's shaping changed): {"ids", "latents" (N, C_z, h, w, d) unscaled, "scale", "vqgan"}."""
+    run = ensure(profile, run_dir=vq_run)
+    path = hc.latents_path(profile, run)
+    made_by = fingerprint(recorded_shaping(run))
+    if path.exists():
+        try:
+            if torch.load(path, weights_only=True).get("vqgan") == made_by:
+                return path
+        except Exception:   # a corrupt file is re-encoded
+            pass
+    vq = load(run, device=profile.device if profile.device != "auto" else "cpu")
+    vq.code_chunk = profile.highres.code_chunk
+    subjects = hc.load_volumes(profile, "train")
+    device = next(vq.parameters()).device
+    z = torch.cat([hc.encode(vq, torch.as_tensor(s.image, dtype=torch.float32)[None, None].to(device)).cpu()
+                   for s in subjects])
+    scale = float(1.0 / z.std().clamp_min(1e-6))
+    with atomic_path(path) as tmp:
+        torch.save({"ids": [s.id for s in subjects], "latents": z, "scale": scale, "vqgan": made_by}, tmp)
+    log.info("highres: encoded %d volumes -> %s (latent %s)", len(subjects), path, tuple(z.shape[1:]))
+    return path
