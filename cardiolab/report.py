@@ -136,7 +136,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                "FD-/KID-cardiolab use cardiolab's own self-supervised evaluator (not Inception: not FID); lower is "
                "better. *evaluator valid on real* (evaluate --real): whether that evaluator ranks noisy, blurred and "
                "shuffled copies of the real reference further from it than clean data; when False, FD/KID against "
-               "that reference mean little. Consistency and temporal scores are best when *synth* is close to *real* (a blurry model can "
+               "that reference mean little. Consistency and temporal scores are best when *synth* is close to *real* "
+               "(a blurry model can "
                "beat real data on slice NCC); volume curve corr: higher is better. PSNR/SSIM/MS-SSIM: paired, "
                "reconstructions only.", "",
                markdown_table(models), "", f"Table as CSV: `{out.with_suffix('.csv').name}`", "",

@@ -80,6 +80,7 @@ def test_train_evaluator_on_a_cohort_folder(phantom_root, tmp_path):
 
 
 def test_train_forwards_root_and_cache_only_where_accepted(phantom_root, smoke_cache, tmp_path):
-    assert main(["train", "vqgan", "--profile", "smoke", "--root", str(phantom_root), "--out", str(tmp_path / "v")]) == 2
+    vqgan = ["train", "vqgan", "--profile", "smoke", "--root", str(phantom_root), "--out", str(tmp_path / "v")]
+    assert main(vqgan) == 2
     assert main(["train", "evaluator", "--profile", "smoke", "--cache", str(smoke_cache), "--steps", "1",
                  "--out", str(tmp_path / "e")]) == 0
