@@ -39,6 +39,7 @@ MODEL_COLUMNS = (
     ("FD-cardiolab", ("fidelity", "FD-cardiolab"), True),
     ("KID-cardiolab", ("fidelity", "KID-cardiolab"), True),
     ("KID-cardiolab std", ("fidelity", "KID-cardiolab_std"), True),
+    ("evaluator valid on real", ("evaluator_validation", "passed"), None),   # evaluate --real: FD ordering check
     ("FID (user weights)", ("fidelity", "FID"), True),
     ("slice NCC synth", ("consistency", "synthetic", "slice_ncc"), False),
     ("slice NCC real", ("consistency", "real", "slice_ncc"), False),
@@ -106,17 +107,20 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
              profile: Profile | str | None = None, split: str | None = None, labels: bool = False,
              name: str | None = None, out_json: str | os.PathLike | None = None,
              fid_weights: str | os.PathLike | None = None, evaluator: str | os.PathLike | None = None,
-             seg_model=None, command: str | None = None) -> dict:
+             seg_model=None, command: str | None = None, validate: bool | None = None) -> dict:
     """Metrics of a synthetic cohort against real data; written to out_json (default runs/<profile>/eval/<name>.json).
 
     synthetic: ACDC-layout cohort (or a prepared cache). real: cohort or cache; None = the profile's cache,
     `split` default 'holdout'. labels: segment both sides (adds segmentation-based metrics).
     evaluator: the evaluator run folder (default: `ensure_evaluator(profile)`, trained if missing).
     command: the command line recorded in the JSON (the report names it).
+    validate: run the evaluator's degradation-ordering check on the real reference (`evaluator_check`) and
+    record it as "evaluator_validation"; default: when `real` is given (a user's reference, not the profile's).
     Returns {"kind", "version", "model", "profile", "data", "command", "real", "synthetic", "fidelity",
     "consistency": {"real", "synthetic"}, "temporal": {"real", "synthetic"}, "function", "shape", "segmentation"}.
     """
     profile = get_profile(profile)
+    validate = real is not None if validate is None else validate
     if real is None:
         from cardiolab.data.prepare import ensure_prepared
         real, split = ensure_prepared(profile), split or "holdout"
@@ -124,14 +128,35 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
     command = command or f"cardiolab.evaluate.evaluate({str(synthetic)!r}, profile={profile.name!r}, labels={labels})"
     return evaluate_cines(real_c, synth_c, profile, name=name or Path(synthetic).name, out_json=out_json,
                           labels=labels, synthetic_root=synthetic, fid_weights=fid_weights, evaluator=evaluator,
-                          seg_model=seg_model, command=command)
+                          seg_model=seg_model, command=command, validate=validate)
+
+
+def evaluator_check(model, real: Cines, seed: int = 0) -> dict:
+    """Does the evaluator rank degraded copies of this real reference further from it than clean data?
+
+    `metrics.features.validate_features` (noise, blur, temporal and slice shuffling at rising levels, against a
+    clean half of `real`) and `is_monotonic` per degradation, for FD and KID. Returns {"passed": FD rises with
+    every degradation's level, "monotonic": {degradation: bool}, "monotonic_kid", "fd": {degradation: [mean FD
+    per level]}, "n_real", "reference"}; passed False with a "reason" when the reference is too small.
+    """
+    from cardiolab.metrics.features import is_monotonic, validate_features
+    out = {"reference": real.source.get("path"), "n_real": len(real.ids), "metric": "FD-cardiolab"}
+    try:
+        df = validate_features(model, real.images, seed=seed)
+    except CardiolabError as e:
+        return {"passed": False, "reason": str(e), **out}
+    monotonic = is_monotonic(df, "FD-cardiolab")
+    fd = df.groupby(["degradation", "level"], sort=False)["FD-cardiolab"].mean()
+    return {"passed": bool(all(monotonic.values())), "monotonic": monotonic,
+            "monotonic_kid": is_monotonic(df, "KID-cardiolab"),
+            "fd": {k: [float(v) for v in fd[k].sort_index()] for k in monotonic}, **out}
 
 
 def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
                    out_json: str | os.PathLike | None = None, labels: bool = False,
                    synthetic_root: str | os.PathLike | None = None,
                    fid_weights: str | os.PathLike | None = None, evaluator: str | os.PathLike | None = None,
-                   seg_model=None, command: str = "", extra: dict | None = None) -> dict:
+                   seg_model=None, command: str = "", extra: dict | None = None, validate: bool = False) -> dict:
     """`evaluate` on cines already in memory (e.g. reconstructions); see `evaluate` for the result.
 
     synthetic_root: the synthetic cohort on disk, needed for the function/shape comparison (labels=True).
@@ -149,6 +174,7 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
     model = evaluator_task.load(evaluator)
     fidelity = distances(features(model, real_c.images), features(model, synth_c.images))
     fidelity["evaluator"] = str(evaluator)
+    checked = {"evaluator_validation": evaluator_check(model, real_c)} if validate else {}
     if fid_weights:
         fidelity["FID"] = fid_from_torchscript(real_c.images, synth_c.images, fid_weights)
         fidelity["FID_weights"] = str(fid_weights)
@@ -186,7 +212,7 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
         "fidelity": fidelity,
         "consistency": {k: split_keys(v, False) for k, v in both.items()},
         "temporal": {k: split_keys(v, True) for k, v in both.items()},
-        "function": function, "shape": shape, "segmentation": bool(labels), **(extra or {}),
+        "function": function, "shape": shape, "segmentation": bool(labels), **checked, **(extra or {}),
     }
     if synthetic_root is not None and (privacy := cohort_privacy(synthetic_root)) is not None:
         result["privacy"] = privacy         # a DP generator's (epsilon, delta, sigma, ...) travels with its scores

@@ -187,7 +187,10 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         commands = "; ".join(sorted({f"`{e.get('command', '?')}`" for e in evaluations}))
         md += [f"Made by: {commands}", "",
                "FD-/KID-cardiolab use cardiolab's own self-supervised evaluator (not Inception: not FID); lower is "
-               "better. Consistency and temporal scores are best when *synth* is close to *real* (a blurry model can "
+               "better. *evaluator valid on real* (evaluate --real): whether that evaluator ranks noisy, blurred and "
+               "shuffled copies of the real reference further from it than clean data; when False, FD/KID against "
+               "that reference mean little. Consistency and temporal scores are best when *synth* is close to *real* "
+               "(a blurry model can "
                "beat real data on slice NCC); volume curve corr: higher is better. PSNR/SSIM/MS-SSIM: paired, "
                "reconstructions and mask-to-image on real masks only; mask Dice: segmenter Dice of two-stage "
                "images against the masks they were made from; mask shape KS: generated vs real masks (mean KS, lower is better).", "",

@@ -121,3 +121,48 @@ def test_train_on_a_labelled_cohort_folder_needs_no_cache(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == {"cohort": str(cohort)} and config["frames"] == 2 * 4 * 8
     assert not (run / "scores.json").exists() and seg.load(run).config.channels == (8, 16, 32)
+
+
+def test_shaping_changes_with_the_randomisation_switch():
+    from cardiolab.profiles import override
+    plain = get_profile("tiny")
+    assert not plain.eval.seg_randomise                       # off by default (see profiles.EvalConfig)
+    randomised = override(plain, ["eval.seg_randomise=true"])
+    assert seg.shaping(plain) != seg.shaping(randomised)
+    assert seg.shaping(plain)["segmenter"]["seg_randomise"] is False
+    assert seg.training_transform(plain) is None
+    assert seg.training_transform(randomised) is not None
+
+
+def test_frameset_transform_is_seeded_from_numpy(tmp_path):
+    from cardiolab.data.randomise import domain_randomisation
+    vols = seg.cohort_volumes(write_cohort(tmp_path / "c", n=1, labels="series"), "smoke")
+    plain = seg.FrameSet(vols)
+    aug = seg.FrameSet(vols, transform=domain_randomisation())
+    np.random.seed(3)
+    a = aug[0]
+    np.random.seed(3)
+    b = aug[0]
+    assert torch.equal(a["image"], b["image"])
+    assert not torch.equal(a["image"], plain[0]["image"])
+    assert a["image"].shape == plain[0]["image"].shape
+    assert a["labels"].dtype == torch.int64
+
+
+def test_transform_is_applied_in_training_only(tmp_path, monkeypatch):
+    from cardiolab.profiles import override
+    calls = []
+
+    def mark(item):
+        calls.append(1)
+        return item
+
+    monkeypatch.setattr(seg, "training_transform", lambda profile: mark if profile.eval.seg_randomise else None)
+    cache = make_cache(tmp_path, n=5)
+    profile = override(get_profile("smoke"), ["eval.seg_randomise=true"])
+    run = seg.train(profile, out=tmp_path / "run", steps=3, cache_dir=cache)       # trains, then scores holdout
+    assert (run / "scores.json").exists()
+    assert len(calls) == 3 * profile.eval.seg_batch                                 # training items only
+    calls.clear()
+    seg.train(get_profile("smoke"), out=tmp_path / "plain", steps=3, cache_dir=cache)
+    assert calls == []

@@ -46,4 +46,11 @@ def run(args) -> int:
     f = result["fidelity"]
     log.info("%s (%s, %d vs %d cines): FD-cardiolab %.4g, KID-cardiolab %.4g +- %.2g", result["model"], result["data"],
              result["real"]["n"], result["synthetic"]["n"], f["FD-cardiolab"], f["KID-cardiolab"], f["KID-cardiolab_std"])
+    check = result.get("evaluator_validation")
+    if check is not None and not check["passed"]:
+        broken = [k for k, ok in check.get("monotonic", {}).items() if not ok]
+        print(f"evaluator validation FAILED on {check['reference']}: "
+              + (f"FD does not rise with the level of {', '.join(broken)}" if broken else check.get("reason", ""))
+              + "; FD/KID against this reference are not meaningful (train the evaluator on it: "
+              "`python -m cardiolab train evaluator --root DIR`)")
     return 0

@@ -25,15 +25,18 @@ def add_arguments(p) -> None:
     p.add_argument("--keep-every", type=int, default=None,
                    help="dit: also keep checkpoint-<step>.pt every N steps (for `audit sweep`)")
     p.add_argument("--init", help="dit-dp: the public DiT run to fine-tune, or 'none' (from scratch)")
+    p.add_argument("--root", type=Path, help="evaluator: a cohort folder (e.g. real cines) to prepare and train on")
+    p.add_argument("--cache", type=Path, help="a prepared cache to train on (models whose train takes cache_dir)")
 
 
 def run(args) -> int:
     train = get_task(args.model).train
     profile = override(get_profile(args.profile), args.set)
-    extra = {k: v for k, v in (("latents", args.latents), ("init", args.init),
-                                                ("keep_every", args.keep_every)) if v is not None}
+    options = (("latents", "latents", args.latents), ("init", "init", args.init), ("root", "root", args.root),
+               ("cache", "cache_dir", args.cache), ("keep_every", "keep_every", args.keep_every))
+    extra = {param: v for _, param, v in options if v is not None}
     params = inspect.signature(train).parameters
-    if unknown := [k for k in extra if k not in params]:
+    if unknown := [flag for flag, param, v in options if v is not None and param not in params]:
         raise CardiolabError(f"train {args.model}: --{unknown[0]} is not an option of this model")
     out = train(profile, out=args.out, resume=args.resume, steps=args.steps, seed=args.seed, **extra)
     print(f"trained {args.model}: {out}")

@@ -4,8 +4,8 @@ Per subject, in this order (spatial and temporal steps commute, so the cheap tem
 
 1. canonical in-plane orientation (flip/swap x, y so they point along +world axes; slices stay base -> apex),
 2. in-plane resampling to `profile.data.spacing` (MONAI Resize with anti-aliasing; nearest for labels),
-3. heart centre: LV (+MYO) label centroid, else the centroid of the temporal-std map (the beating heart
-   is what changes over the cycle),
+3. heart centre: LV (+MYO) label centroid, else the thickest bright pool enclosed by the moving walls
+   (temporal-std map: the beating heart is what changes over the cycle; fat is bright but still),
 4. `profile.data.slices` slices from base to apex (evenly over the slices holding LV, else central ones),
 5. robust intensity scaling: percentiles 0.5 / 99.5 -> [-1, 1], clipped (MONAI ScaleIntensityRangePercentiles),
 6. crop / pad (with -1) to `image_size` x `image_size` around the heart centre (MONAI BorderPad + SpatialCrop),
@@ -43,8 +43,11 @@ CACHE_VERSION = 1
 LV, MYO = LABELS["LV"], LABELS["MYO"]
 PCT_LOW, PCT_HIGH = 0.5, 99.5        # robust to a few bright fat / flow-artefact voxels
 HEART_SEARCH_MM = 20.0               # smoothing of the temporal-std map when no labels exist
-HEART_WINDOW_MM = 50.0               # radius around the std peak searched for the LV cavity
-BLOOD_LEVEL = 0.8                    # blood-pool threshold between the 10th and 99th intensity percentile
+HEART_WINDOW_MM = 80.0               # radius around the std peak searched for the LV cavity (the smoothed
+                                     # peak can sit on the RV or chest wall, a whole LV diameter away)
+MOVING_LEVEL = 0.3                   # std above this fraction of its maximum: a moving wall
+BLOOD_LEVEL = 0.5                    # blood-pool threshold between the 10th and 99th intensity percentile
+                                     # (fat is brighter than blood in bSSFP: a higher level keeps only fat)
 
 
 # ----------------------------------------------------------------------------- one subject, step by step
@@ -87,8 +90,10 @@ def heart_centre(image: torch.Tensor, labels: torch.Tensor, valid: np.ndarray, s
     """In-plane (x, y) voxel centre of the LV. image, labels: (T, X, Y, Z); valid: (T,) labelled frames.
 
     With labels: the LV + MYO centroid (all labelled frames and slices). Without: the heart is what moves
-    over the cycle (temporal-std map), and inside it the LV cavity is the thickest bright blood pool at ED
-    (the RV crescent is thinner), found as the maximum of the distance transform of the bright mask.
+    over the cycle (temporal-std map), and the LV cavity is the thickest bright blood pool at ED inside the
+    moving region. Bright fat, liver and vessels compete with blood in bSSFP but do not move, so the search
+    is restricted to the region the moving walls enclose (holes of the thresholded std map: the cavity's
+    centre stays blood all cycle long, its rim moves), then to the whole filled region, then to the std peak.
     """
     lab = labels[torch.as_tensor(valid)] if valid.any() else labels[:0]
     for mask in ((lab == LV) | (lab == MYO), lab > 0):
@@ -98,16 +103,21 @@ def heart_centre(image: torch.Tensor, labels: torch.Tensor, valid: np.ndarray, s
     peak = np.unravel_index(np.argmax(ndimage.gaussian_filter(std, HEART_SEARCH_MM / spacing / 2)), std.shape)
     gx, gy = np.indices(std.shape)
     near = (gx - peak[0]) ** 2 + (gy - peak[1]) ** 2 <= (HEART_WINDOW_MM / spacing) ** 2
+    moving = std > MOVING_LEVEL * std[near].max()
+    enclosed = ndimage.binary_fill_holes(moving) & near
     Z = image.shape[-1]
     ed_img = ndimage.gaussian_filter(image[ed][..., Z // 4: Z - Z // 4].mean(dim=-1).numpy(), 0.5)
-    lo, hi = np.quantile(ed_img[near], [0.1, 0.99])
-    blood = near & (ed_img > lo + BLOOD_LEVEL * (hi - lo))
-    depth = ndimage.distance_transform_edt(blood)
-    if depth.max() == 0:
-        return np.array(peak, dtype=float)
-    c = np.unravel_index(np.argmax(ndimage.gaussian_filter(depth, 1.0)), depth.shape)
-    cavity = blood & ((gx - c[0]) ** 2 + (gy - c[1]) ** 2 <= (depth.max() + 1) ** 2)
-    return _centroid(cavity.astype(float))
+    region = enclosed if enclosed.any() else near
+    lo, hi = np.quantile(ed_img[region], [0.1, 0.99])
+    bright = region & (ed_img > lo + BLOOD_LEVEL * (hi - lo))
+    for blood in (bright & ~moving, bright):
+        # zero-padded: a bright band along the image border is no thicker than it looks
+        depth = ndimage.distance_transform_edt(np.pad(blood, 1))[1:-1, 1:-1]
+        if depth.max() > 0:
+            c = np.unravel_index(np.argmax(ndimage.gaussian_filter(depth, 1.0)), depth.shape)
+            cavity = blood & ((gx - c[0]) ** 2 + (gy - c[1]) ** 2 <= (depth.max() + 1) ** 2)
+            return _centroid(cavity.astype(float))
+    return np.array(peak, dtype=float)
 
 
 def _centroid(weight: np.ndarray) -> np.ndarray:

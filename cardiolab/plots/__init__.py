@@ -142,6 +142,24 @@ def group_distributions(table, columns: Sequence[str], by: str = "Group", order:
     return fig
 
 
+def side_by_side(cohorts: dict, slice_fraction: float = 0.5, frame: int = 0):
+    """One mid-ventricular ED frame per cohort, in the same display convention (imshow, row 0 at the top).
+
+    cohorts: {name: (image (D, H, W, T), labels (D, H, W, T) or None)}; contours RV blue, MYO green, LV red.
+    """
+    fig, axes = plt.subplots(1, len(cohorts), figsize=(3.2 * len(cohorts), 3.4), squeeze=False)
+    for ax, (name, (image, labels)) in zip(axes[0], cohorts.items()):
+        img = _np(image)
+        z = int(round(slice_fraction * (img.shape[0] - 1)))
+        ax.imshow(img[z, :, :, frame], cmap="gray", vmin=-1, vmax=1)
+        if labels is not None:
+            _contours(ax, _np(labels)[z, :, :, frame])
+        ax.set_title(f"{name}: slice {z}, frame {frame}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110, close: bool = False) -> Path:
     """Write a figure as PNG, atomically (the folder is created). Leaves it open for notebooks unless close."""
     path = Path(path)

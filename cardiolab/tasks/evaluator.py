@@ -108,17 +108,29 @@ def _heads(net: torch.nn.Module, project: list, classify: list) -> tuple[list, l
 
 
 def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
-          steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
+          steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+          root: str | os.PathLike | None = None) -> Path:
     """SimCLR + order training of the evaluator on the public + private splits of the prepared cache.
 
     cache_dir: default the profile's (built if missing); steps: default profile.eval.feature_steps.
+    root: any cohort folder (e.g. a real public cohort) instead: prepared into `<out>-cache` at the profile's
+    geometry first, so the evaluator can be fitted to real cines.
     Returns the run folder (default runs/<profile>/evaluator).
     """
     from monai.losses import ContrastiveLoss
 
     profile = get_profile(profile)
     out = Path(out or profile.run(NAME))
+    if root is not None and cache_dir is not None:
+        raise CardiolabError("train evaluator: give --root or --cache, not both")
+    if root is not None:
+        from cardiolab.data.prepare import prepare
+        from cardiolab.io.layouts import detect_layout
+        cache_dir = out.with_name(f"{out.name}-cache")
+        prepare(root, detect_layout(root), profile, cache_dir)
     cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
+    if not (cache / "manifest.json").exists():
+        raise CardiolabError(f"{cache}: not a prepared cache (no manifest.json; `prepare` a cohort or use --root)")
     steps = steps or profile.eval.feature_steps
     splits = load_manifest(cache)["splits"]
     data = CineDataset(cache, split=splits["public"] + splits["private"], mode="volume")

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ KIND = "segmenter"
 RUN = NAME                 # run folder under profile.run_dir
 MAX_FRAMES = 8             # labelled frames kept per subject: the phantom labels every frame, and
                            # neighbouring frames add little but memory (full profile: 32 frames of 256^2)
-INTENSITY_JITTER = 0.1     # random gain/offset: makes the segmenter robust to a generator's intensity drift
+INTENSITY_JITTER = 0.1     # random gain/offset (eval.seg_randomise False): robustness to a generator's intensity drift
 LR = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
 LOSS = DiceCELoss(to_onehot_y=True, softmax=True)
 PRECISION = "off"          # it measures function, shape and utility: fp32 on every machine, same numbers anywhere
@@ -50,9 +50,13 @@ class FrameSet(Dataset):
     """Labelled 2D frames of a set of volumes, held in memory.
 
     Items: {"image": (1, H, W) float32, "labels": (H, W) int64}.
+    transform: an optional dict transform of each item (training only: `score` reads the volumes, never a
+    FrameSet), e.g. `cardiolab.data.randomise.domain_randomisation()`. It is re-seeded per item from numpy's
+    global RNG, which the engine seeds at every step, so a resumed run draws the same augmentations.
     """
 
-    def __init__(self, volumes: Sequence[dict], max_frames: int = MAX_FRAMES):
+    def __init__(self, volumes: Sequence[dict], max_frames: int = MAX_FRAMES, transform: Callable | None = None):
+        self.transform = transform
         images, labels = [], []
         for vol in volumes:
             frames = _pick_frames(vol["label_mask"], max_frames)
@@ -71,7 +75,12 @@ class FrameSet(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "labels": self.labels[i].long()}
+        item = {"image": self.images[i], "labels": self.labels[i].long()}
+        if self.transform is None:
+            return item
+        if hasattr(self.transform, "set_random_state"):
+            self.transform.set_random_state(seed=int(np.random.randint(0, 2**31 - 1)))
+        return self.transform(item)
 
 
 def _pick_frames(label_mask: torch.Tensor, max_frames: int) -> list[int]:
@@ -84,14 +93,23 @@ def _pick_frames(label_mask: torch.Tensor, max_frames: int) -> list[int]:
 
 
 # ---- model ---------------------------------------------------------------------------------------------
+def training_transform(profile: Profile) -> Callable | None:
+    """The augmentation of training frames: SynthSeg-style domain randomisation when eval.seg_randomise, else
+    None (the step then applies the old gain/offset jitter)."""
+    if not profile.eval.seg_randomise:
+        return None
+    from cardiolab.data.randomise import domain_randomisation
+    return domain_randomisation()
+
+
 def model_config(profile: Profile) -> SegmenterConfig:
     return SegmenterConfig(channels=tuple(profile.eval.seg_channels))
 
 
 def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
             data: dict | None = None, steps: int | None = None) -> dict:
-    """What shapes the segmenter's weights: the seg_* fields (never the evaluator's or utility's), the training
-    data (default: the profile's public split) and the seed."""
+    """What shapes the segmenter's weights: the seg_* fields (never the evaluator's or utility's; seg_randomise
+    included: it picks the augmentation), the training data (default: the profile's public split) and the seed."""
     profile = get_profile(profile)
     seg = {k: v for k, v in dataclasses.asdict(profile.eval).items() if k.startswith("seg_")}
     seg["seg_steps"] = steps or seg["seg_steps"]
@@ -139,13 +157,16 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Segm
 
 
 # ---- training ------------------------------------------------------------------------------------------
-def _step(batch: dict, step: int, tr) -> dict:
-    """One Dice+CE step on a batch of labelled frames: image (N, 1, H, W), labels (N, H, W)."""
+def _step(batch: dict, step: int, tr, jitter: bool = True) -> dict:
+    """One Dice+CE step on a batch of labelled frames: image (N, 1, H, W), labels (N, H, W).
+    jitter: the random gain/offset (off when the frames are domain-randomised already)."""
     x, y = batch["image"], batch["labels"]
-    gain = 1 + INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1)
-    offset = INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1)
+    if jitter:
+        gain = 1 + INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1)
+        offset = INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1)
+        x = x * gain + offset
     with tr.autocast():
-        logits = tr.modules["model"](x * gain + offset)
+        logits = tr.modules["model"](x)
     loss = LOSS(logits.float(), y[:, None])
     tr.backward(loss, "model")
     return {"loss": loss.item()}
@@ -171,12 +192,13 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         cache_dir = ensure_prepared(profile)
 
     parts, described = [], {}
+    transform = training_transform(profile)
     if subjects is not None:
-        parts.append(FrameSet(cache_volumes(cache_dir, subjects)))
+        parts.append(FrameSet(cache_volumes(cache_dir, subjects), transform=transform))
         described["subjects"] = subjects if isinstance(subjects, str) else list(subjects)
     if cohort is not None:
         vols = cohort_volumes(cohort, profile) if isinstance(cohort, (str, os.PathLike)) else cohort
-        parts.append(FrameSet(vols))
+        parts.append(FrameSet(vols, transform=transform))
         in_memory = not isinstance(cohort, (str, os.PathLike))
         described["cohort"] = f"{len(vols)} volumes in memory" if in_memory else str(cohort)
     data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
@@ -191,7 +213,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     config = {"task": NAME, "shaping": shaping(profile, seed, cache_dir, described, steps),
               "model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=config)
-    tr.fit(data, _step, resume=resume)
+    jitter = transform is None
+    tr.fit(data, lambda batch, step, trainer: _step(batch, step, trainer, jitter), resume=resume)
 
     if evaluate_on is not None:
         test = cache_volumes(cache_dir, evaluate_on)
