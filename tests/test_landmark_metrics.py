@@ -170,3 +170,17 @@ def test_variant_table_winners_differ():
 def test_policy_rejects_unknown_value():
     with pytest.raises(CardiolabError, match="missed"):
         lm.Policy(missed="ignore")
+
+
+def test_septal_drift_hand_values():
+    """Two slices, two frames: angles 0 / 90 deg on slice 0 over frames, 0 / 0 on slice 1."""
+    right, down = [[0, 0], [0, 1]], [[0, 0], [1, 0]]
+    pts = np.array([[right, down], [right, right]], float)                  # (D=2, T=2, 2, 2)
+    drift = lm.septal_drift(pts)
+    assert drift["slices"] == 45.0                                          # frame 0: 0, frame 1: 90
+    assert drift["frames"] == 45.0                                          # slice 0: 90 twice (wraps), slice 1: 0
+
+
+def test_septal_drift_ignores_missing_points():
+    pts = np.full((3, 2, 2, 2), np.nan)
+    assert lm.septal_drift(pts)["found"] == 0.0

@@ -145,6 +145,14 @@ def num_parameters(profile: Profile | str | None = None) -> int:
     return sum(p.numel() for p in LandmarkNet(model_config(get_profile(profile))).parameters())
 
 
+def load_config(run_dir: str | os.PathLike) -> dict:
+    """The config a landmarks run was trained with (its checkpoint's); CardiolabError for any other folder."""
+    cfg = load_checkpoint(run_dir)["config"]
+    if cfg.get("task") != RUN or "model" not in cfg:
+        raise CardiolabError(f"{run_dir}: not a landmarks run (its config.json names no landmark model)")
+    return cfg
+
+
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu", decoder: str | None = None,
          threshold: float | None = None) -> LandmarkNet:
     """The trained detector of a run folder, in eval mode; decoder / threshold override the trained ones."""
