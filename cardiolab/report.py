@@ -136,7 +136,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                "FD-/KID-cardiolab use cardiolab's own self-supervised evaluator (not Inception: not FID); lower is "
                "better. Consistency and temporal scores are best when *synth* is close to *real* (a blurry model can "
                "beat real data on slice NCC); volume curve corr: higher is better. PSNR/SSIM/MS-SSIM: paired, "
-               "reconstructions only.", "",
+               "reconstructions only. Septal drift (with `evaluate --landmarks RUN`): mean change of the RVIP septal angle "
+               "between adjacent slices / consecutive frames, degrees; best when *synth* is close to *real*.", "",
                markdown_table(models), "", f"Table as CSV: `{out.with_suffix('.csv').name}`", "",
                "![FD and KID per model](figures/report_models.png)", ""]
     else:
