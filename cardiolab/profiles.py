@@ -127,6 +127,12 @@ class LandmarksConfig:
     steps: int = 1500
     batch: int = 16
     lr: float = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
+    folds: int = 4                    # group-stratified CV (`rvip.cross_validate`), as the seed paper; 0 = none;
+                                      # evaluation only: each fold is its own run, so it never retrains the main one
+
+    def __post_init__(self):
+        if self.folds == 1 or self.folds < 0:
+            raise CardiolabError(f"landmarks.folds must be 0 (no CV) or >= 2, got {self.folds}")
 
 
 @dataclass(frozen=True)

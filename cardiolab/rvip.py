@@ -230,3 +230,119 @@ def cohort_drift(model, volumes: Sequence[dict]) -> dict:
                      "median": float(np.median(ok)) if len(ok) else float("nan"), "n": int(len(ok))}
     out["found"] = float(np.mean([p["found"] for p in per])) if per else float("nan")
     return out
+
+
+# ---- cross-validation and variants -------------------------------------------------------------------------------
+# name -> (profile overrides that change the weights, decoder); decoder-only variants reuse their base's weights.
+VARIANTS = {
+    "gaussian / argmax / 2D": ((), "argmax"),
+    "gaussian / soft-argmax / 2D": ((), "soft_argmax"),
+    "disc / argmax / 2D": (("landmarks.target=disc",), "argmax"),
+    "gaussian / argmax / 2D+t": (("landmarks.temporal_context=1",), "argmax"),
+}
+SECOND_RATER = "labels (second rater)"
+
+
+def group_folds(ids: Sequence[str], groups: Sequence[str], k: int, seed: int = 0) -> list[list[str]]:
+    """k folds of subject ids stratified by group (the seed paper splits by pathology): each group's subjects,
+    shuffled with `seed`, are dealt in turn to the fold with the fewest subjects so far."""
+    if k < 2 or k > len(ids):
+        raise CardiolabError(f"landmarks.folds={k}: need 2 <= folds <= {len(ids)} subjects")
+    rng = np.random.default_rng(seed)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    by_group: dict[str, list[str]] = {}
+    for sid, g in sorted(zip(ids, groups)):
+        by_group.setdefault(str(g), []).append(sid)
+    for g in sorted(by_group):
+        for i in rng.permutation(len(by_group[g])):
+            min(folds, key=len).append(by_group[g][i])
+    return [sorted(f) for f in folds]
+
+
+def _label_points(vol: dict, frames: Sequence[int]) -> np.ndarray:
+    labels = vol["labels"][..., list(frames)].permute(0, 3, 1, 2).numpy()             # (D, F, H, W)
+    return metrics.points_from_labels(labels, vol.get("superior", (0.0, 1.0)))
+
+
+def cross_validate(profile: Profile | str | None = None, variants: dict | None = None, folds: int | None = None,
+                   out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                   steps: int | None = None, seed: int = 0) -> dict:
+    """Group-stratified k-fold CV of detector variants on the cache (every subject is scored once, by the
+    variant trained on the other folds), plus the label-derived "second rater" on the same slices.
+
+    variants: name -> (overrides, decoder) (default VARIANTS); folds: default profile.landmarks.folds.
+    Each (weights, fold) is a run under out_dir/<variant>/fold<k> (default runs/<profile>/landmarks_cv),
+    trained only when missing or stale (`tasks.landmarks.shaping` + `engine.ensure_run`).
+    Returns {"truth": (N, 2, 2), "preds": {name: (N, 2, 2)}, "spacing": (N, 2), "shape": (2,),
+    "subject", "level", "fold": (N,), "folds": [[ids]], "truth_kind"}.
+    """
+    from cardiolab.data.cines import cache_volumes
+    from cardiolab.data.datasets import load_manifest
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.engine import ensure_run
+    from cardiolab.profiles import override
+
+    profile = get_profile(profile)
+    variants = dict(VARIANTS if variants is None else variants)
+    k = profile.landmarks.folds if folds is None else folds
+    cache_dir = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
+    out_dir = Path(out_dir) if out_dir is not None else profile.run(f"{task.NAME}_cv")
+    steps = steps if steps is not None else profile.landmarks.steps
+    subjects = load_manifest(cache_dir)["subjects"]
+    groups = [s.get("attributes", {}).get("Group", "?") for s in subjects]
+    fold_ids = group_folds([s["id"] for s in subjects], groups, k, seed)
+    volumes = {v["id"]: v for v in cache_volumes(cache_dir)}
+
+    truth, spacing, subject, level, fold_of = [], [], [], [], []
+    preds: dict[str, list] = {name: [] for name in variants}
+    preds[SECOND_RATER] = []
+    for f, test_ids in enumerate(fold_ids):
+        train_ids = [s for g in fold_ids if g is not test_ids for s in g]
+        models = {}
+        for name, (overrides, decoder) in variants.items():
+            key = tuple(overrides)
+            if key not in models:
+                p = override(profile, list(overrides))
+                run = out_dir / (("-".join(o.split(".", 1)[1] for o in overrides) or "base") + f"/fold{f}")
+                ensure_run(run, steps, task.shaping(p, seed, steps, train_ids),
+                           lambda resume, p=p, run=run: task.train(p, out=run, resume=resume, steps=steps, seed=seed,
+                                                                    cache_dir=cache_dir, subjects=train_ids,
+                                                                    evaluate_on=None))
+                models[key] = run
+            model = task.load(models[key], decoder=decoder)
+            for sid in test_ids:
+                vol = volumes[sid]
+                frames = labelled_frames(vol["label_mask"])
+                preds[name].append(task.predict(model, vol["image"])[0][:, frames].reshape(-1, 2, 2))
+        for sid in test_ids:
+            vol = volumes[sid]
+            frames = labelled_frames(vol["label_mask"])
+            D = vol["image"].shape[1]
+            truth.append(task.truth_points(vol, frames).reshape(-1, 2, 2))
+            preds[SECOND_RATER].append(_label_points(vol, frames).reshape(-1, 2, 2))
+            n = D * len(frames)
+            spacing += [vol["spacing"][:2]] * n
+            subject += [sid] * n
+            level += np.repeat(metrics.levels(D), len(frames)).tolist()
+            fold_of += [f] * n
+    shape = tuple(next(iter(volumes.values()))["image"].shape[2:4])
+    return {"truth": np.concatenate(truth), "preds": {k_: np.concatenate(v) for k_, v in preds.items()},
+            "spacing": np.asarray(spacing, float), "shape": shape, "subject": subject, "level": level,
+            "fold": np.asarray(fold_of), "folds": fold_ids, "truth_kind": task.truth_kind(list(volumes.values()))}
+
+
+def labelled_frames(mask) -> list[int]:
+    """Indices of the True entries of a (T,) bool tensor / array."""
+    return np.flatnonzero(np.asarray(mask)).tolist()
+
+
+def variant_table(cv: dict, policy: metrics.Policy = metrics.Policy(), threshold: float = 5.0) -> dict:
+    """`metrics.landmarks.variant_table` of a `cross_validate` result: every variant and the second rater on the
+    same truth, ranked per metric (which variant wins depends on the metric)."""
+    return metrics.variant_table(cv["preds"], cv["truth"], cv["spacing"], cv["shape"], policy, threshold)
+
+
+def cv_summary(cv: dict, name: str, policy: metrics.Policy = metrics.Policy()) -> dict:
+    """`metrics.landmarks.summarize` of one variant of a `cross_validate` result (by landmark, level, subject)."""
+    return metrics.summarize(cv["truth"], cv["preds"][name], cv["spacing"], cv["shape"], policy,
+                             subject=cv["subject"], level=cv["level"])

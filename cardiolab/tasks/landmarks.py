@@ -131,10 +131,11 @@ def model_config(profile: Profile) -> LandmarkConfig:
 
 def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None,
             subjects: str | Sequence[str] = "public") -> dict:
-    """The settings that shape the weights (decoder and threshold only decode, so they never retrain)."""
+    """The settings that shape the weights (decoder and threshold only decode and folds only evaluates, so they
+    never retrain)."""
     profile = get_profile(profile)
     section = dataclasses.asdict(profile.landmarks)
-    for decode_only in ("decoder", "threshold"):
+    for decode_only in ("decoder", "threshold", "folds"):
         section.pop(decode_only)
     section["steps"] = steps or section["steps"]
     return {"landmarks": section, "truth": TRUTH_RULE, **data_shaping(profile), "seed": seed,
