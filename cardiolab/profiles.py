@@ -197,7 +197,7 @@ PROFILES: dict[str, Profile] = {
         baselines=BaselinesConfig(channels=(8, 16), steps=4, batch=2, lr=1e-3, sample_steps=3, n_samples=2),
         eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, feature_steps=20,
                         feature_dim=16, utility_seeds=2),
-        landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, batch=8, lr=1e-2),
+        landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, batch=8, lr=1e-2, folds=2),
     ),
     "tiny": Profile(name="tiny"),
     "full": Profile(

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -346,3 +346,23 @@ def cv_summary(cv: dict, name: str, policy: metrics.Policy = metrics.Policy()) -
     """`metrics.landmarks.summarize` of one variant of a `cross_validate` result (by landmark, level, subject)."""
     return metrics.summarize(cv["truth"], cv["preds"][name], cv["spacing"], cv["shape"], policy,
                              subject=cv["subject"], level=cv["level"])
+
+
+def drift_table(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None,
+                cohorts: Mapping[str, str | os.PathLike] | None = None, split: str = "holdout") -> dict:
+    """Septal drift of the real cache `split` and of each synthetic cohort (default: every cohort already under
+    runs/<profile>/samples/, none generated here): {name: `cohort_drift`}; "real" first."""
+    from cardiolab.data.cines import load_cines
+    from cardiolab.data.prepare import ensure_prepared
+
+    profile = get_profile(profile)
+    model = load_detector(run_dir if run_dir is not None else task.ensure(profile), profile)
+    if cohorts is None:
+        folder = profile.samples_dir
+        cohorts = {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and any(p.glob("*/*_4d.nii.gz"))} \
+            if folder.is_dir() else {}
+    spacing = (profile.data.spacing, profile.data.spacing)
+    sets = {"real": load_cines(ensure_prepared(profile), profile, split)}
+    sets.update({name: load_cines(path, profile) for name, path in cohorts.items()})
+    return {name: cohort_drift(model, [{"image": x[None], "spacing": spacing} for x in c.images])
+            for name, c in sets.items()}
