@@ -148,7 +148,10 @@ def num_parameters(profile: Profile | str | None = None) -> int:
 
 def load_config(run_dir: str | os.PathLike) -> dict:
     """The config a landmarks run was trained with (its checkpoint's); CardiolabError for any other folder."""
-    cfg = load_checkpoint(run_dir)["config"]
+    return _checked_config(load_checkpoint(run_dir)["config"], run_dir)
+
+
+def _checked_config(cfg: dict, run_dir) -> dict:
     if cfg.get("task") != RUN or "model" not in cfg:
         raise CardiolabError(f"{run_dir}: not a landmarks run (its config.json names no landmark model)")
     return cfg
@@ -158,9 +161,7 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu", decoder
          threshold: float | None = None) -> LandmarkNet:
     """The trained detector of a run folder, in eval mode; decoder / threshold override the trained ones."""
     ckpt = load_checkpoint(run_dir)
-    cfg = ckpt["config"]
-    if cfg.get("task") != RUN or "model" not in cfg:
-        raise CardiolabError(f"{run_dir}: not a landmarks run (its config.json names no landmark model)")
+    cfg = _checked_config(ckpt["config"], run_dir)
     model_cfg = {**cfg["model"], "channels": tuple(cfg["model"]["channels"])}
     model_cfg.update({k: v for k, v in (("decoder", decoder), ("threshold", threshold)) if v is not None})
     model = LandmarkNet(LandmarkConfig(**model_cfg))
