@@ -40,6 +40,7 @@ NAME = "landmarks"
 KIND = "detector"
 RUN = NAME                        # run folder under profile.run_dir
 TRUTH_RULE = "cache rvip where present (phantom), else labels-standin"   # shaping: what the targets are
+NET_VERSION = 2                   # shaping: 2 = LandmarkNet with the learned prior logit (older runs retrain)
 MAX_FRAMES = 8                    # labelled frames kept per subject (as the segmenter: neighbours add little)
 MSE_FOREGROUND_WEIGHT = 20.0      # targets cover < 1 % of a frame; unweighted MSE learns the all-zero map first
 DICE = DiceLoss(sigmoid=True)
@@ -138,7 +139,7 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | No
     for decode_only in ("decoder", "threshold", "folds"):
         section.pop(decode_only)
     section["steps"] = steps or section["steps"]
-    return {"landmarks": section, "truth": TRUTH_RULE, **data_shaping(profile), "seed": seed,
+    return {"landmarks": section, "truth": TRUTH_RULE, "net": NET_VERSION, **data_shaping(profile), "seed": seed,
             "subjects": subjects if isinstance(subjects, str) else list(subjects)}
 
 
