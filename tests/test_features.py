@@ -178,10 +178,3 @@ def test_ensure_evaluator_retrains_when_the_checkpoint_config_is_stale(tmp_path,
     (run / "state.json").write_text(state(new))
     evaluator.ensure(profile)
     assert calls == [False]                                                 # up to date: loaded as is
-
-
-def test_frechet_symmetric_matches_monai_on_full_rank_features():
-    from cardiolab.metrics.features import _frechet_symmetric, frechet_distance
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(50, 4, generator=g), torch.randn(40, 4, generator=g) + 0.5
-    assert _frechet_symmetric(a.double().numpy(), b.double().numpy()) == pytest.approx(frechet_distance(a, b), rel=1e-6)

@@ -80,19 +80,7 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Frechet distance between Gaussian fits of real (N, F) and fake (M, F) features (MONAI FIDMetric)."""
     if len(real) < 2 or len(fake) < 2:
         raise CardiolabError(f"Frechet distance needs >= 2 feature vectors per set, got {len(real)} and {len(fake)}")
-    try:
-        return float(FIDMetric()(torch.as_tensor(fake).double(), torch.as_tensor(real).double()))
-    except np.linalg.LinAlgError:   # scipy's sqrtm fails on singular covariances (e.g. 2 samples, F features)
-        return _frechet_symmetric(torch.as_tensor(real).double().numpy(), torch.as_tensor(fake).double().numpy())
-
-
-def _frechet_symmetric(a: np.ndarray, b: np.ndarray) -> float:
-    """The same distance through symmetric PSD square roots: tr sqrt(S1 S2) = tr sqrt(sqrt(S1) S2 sqrt(S1))."""
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s2 @ root), 0, None)).sum()
-    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
+    return float(FIDMetric()(torch.as_tensor(fake).double(), torch.as_tensor(real).double()))
 
 
 def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
