@@ -50,6 +50,10 @@ MODEL_COLUMNS = (
     ("periodicity synth", ("temporal", "synthetic", "periodicity"), True),
     ("periodicity real", ("temporal", "real", "periodicity"), True),
     ("volume curve corr synth", ("temporal", "synthetic", "volume_curve_corr"), False),
+    ("septal drift slices synth", ("landmarks", "synthetic", "slices", "mean"), True),
+    ("septal drift slices real", ("landmarks", "real", "slices", "mean"), True),
+    ("septal drift frames synth", ("landmarks", "synthetic", "frames", "mean"), True),
+    ("septal drift frames real", ("landmarks", "real", "frames", "mean"), True),
     ("PSNR", ("reconstruction", "PSNR"), False),
     ("SSIM", ("reconstruction", "SSIM"), False),
     ("MS-SSIM", ("reconstruction", "MS-SSIM"), False),
@@ -107,7 +111,8 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
              profile: Profile | str | None = None, split: str | None = None, labels: bool = False,
              name: str | None = None, out_json: str | os.PathLike | None = None,
              fid_weights: str | os.PathLike | None = None, evaluator: str | os.PathLike | None = None,
-             seg_model=None, command: str | None = None, validate: bool | None = None) -> dict:
+             seg_model=None, command: str | None = None, validate: bool | None = None,
+             landmarks: str | os.PathLike | None = None) -> dict:
     """Metrics of a synthetic cohort against real data; written to out_json (default runs/<profile>/eval/<name>.json).
 
     synthetic: ACDC-layout cohort (or a prepared cache). real: cohort or cache; None = the profile's cache,
@@ -116,6 +121,7 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
     command: the command line recorded in the JSON (the report names it).
     validate: run the evaluator's degradation-ordering check on the real reference (`evaluator_check`) and
     record it as "evaluator_validation"; default: when `real` is given (a user's reference, not the profile's).
+    landmarks: a landmarks run folder: adds septal-angle drift of both sides (`landmark_drift`).
     Returns {"kind", "version", "model", "profile", "data", "command", "real", "synthetic", "fidelity",
     "consistency": {"real", "synthetic"}, "temporal": {"real", "synthetic"}, "function", "shape", "segmentation"}.
     """
@@ -128,7 +134,8 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
     command = command or f"cardiolab.evaluate.evaluate({str(synthetic)!r}, profile={profile.name!r}, labels={labels})"
     return evaluate_cines(real_c, synth_c, profile, name=name or Path(synthetic).name, out_json=out_json,
                           labels=labels, synthetic_root=synthetic, fid_weights=fid_weights, evaluator=evaluator,
-                          seg_model=seg_model, command=command, validate=validate)
+                          seg_model=seg_model, command=command, validate=validate,
+                          landmarks=landmarks)
 
 
 def evaluator_check(model, real: Cines, seed: int = 0) -> dict:
@@ -156,11 +163,13 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
                    out_json: str | os.PathLike | None = None, labels: bool = False,
                    synthetic_root: str | os.PathLike | None = None,
                    fid_weights: str | os.PathLike | None = None, evaluator: str | os.PathLike | None = None,
-                   seg_model=None, command: str = "", extra: dict | None = None, validate: bool = False) -> dict:
+                   seg_model=None, command: str = "", extra: dict | None = None, validate: bool = False,
+                   landmarks: str | os.PathLike | None = None) -> dict:
     """`evaluate` on cines already in memory (e.g. reconstructions); see `evaluate` for the result.
 
     synthetic_root: the synthetic cohort on disk, needed for the function/shape comparison (labels=True).
     extra: more top-level entries for the JSON (e.g. {"reconstruction": paired fidelity}).
+    landmarks: a landmarks run folder: adds {"landmarks": `landmark_drift`}.
     """
     from cardiolab.metrics import consistency
     from cardiolab.metrics.features import distances, features, fid_from_torchscript
@@ -216,8 +225,24 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
     }
     if synthetic_root is not None and (privacy := cohort_privacy(synthetic_root)) is not None:
         result["privacy"] = privacy         # a DP generator's (epsilon, delta, sigma, ...) travels with its scores
+    if landmarks is not None:
+        result["landmarks"] = landmark_drift(real_c, synth_c, landmarks, profile)
     write_json(out_json, result)
     return result
+
+
+def landmark_drift(real_c: Cines, synth_c: Cines, run_dir: str | os.PathLike, profile: Profile) -> dict:
+    """Septal-angle drift (degrees) between adjacent slices and over frames of both sides, from the RVIPs the
+    landmarks run at `run_dir` finds (`cardiolab.rvip.cohort_drift`): a synthetic cohort whose septum turns
+    more than the real one's is anatomically inconsistent across slices or through the beat.
+    Returns {"run", "real": {...}, "synthetic": {...}}, each {"n", "slices", "frames", "found"}."""
+    from cardiolab import rvip
+    model = rvip.load_detector(run_dir, profile)
+    spacing = (profile.data.spacing, profile.data.spacing)        # both sides are at the profile's in-plane grid
+
+    def drift(c: Cines) -> dict:
+        return rvip.cohort_drift(model, [{"image": x[None], "spacing": spacing} for x in c.images])
+    return {"run": str(run_dir), "real": drift(real_c), "synthetic": drift(synth_c)}
 
 
 # ---- the models of a profile (notebook 05) -------------------------------------------------------------
@@ -268,13 +293,15 @@ def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
     return found
 
 
-def evaluate_all(profile: Profile | str | None = None, labels: bool = True):
+def evaluate_all(profile: Profile | str | None = None, labels: bool = True,
+                 landmarks: str | os.PathLike | None = None):
     """Evaluate the VQ-GAN reconstructions and every synthetic cohort of the profile; returns the model table
-    (`model_table`) of everything in runs/<profile>/eval."""
+    (`model_table`) of everything in runs/<profile>/eval. landmarks: a landmarks run, for every generator's
+    septal drift."""
     profile = get_profile(profile)
     evaluate_vqgan(profile, labels=labels)
     for name, root in synthetic_cohorts(profile).items():
-        evaluate(root, profile=profile, labels=labels, name=name)
+        evaluate(root, profile=profile, labels=labels, name=name, landmarks=landmarks)
     return model_table(load_evaluations(profile.run_dir))
 
 

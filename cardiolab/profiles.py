@@ -147,6 +147,12 @@ class LandmarksConfig:
     steps: int = 1500
     batch: int = 16
     lr: float = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
+    folds: int = 4                    # group-stratified CV (`rvip.cross_validate`), as the seed paper; 0 = none;
+                                      # evaluation only: each fold is its own run, so it never retrains the main one
+
+    def __post_init__(self):
+        if self.folds == 1 or self.folds < 0:
+            raise CardiolabError(f"landmarks.folds must be 0 (no CV) or >= 2, got {self.folds}")
 
 
 @dataclass(frozen=True)
@@ -271,7 +277,7 @@ PROFILES: dict[str, Profile] = {
         # smoke: no domain randomisation: 20 steps only check that things run, and plain frames learn faster
         eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, feature_steps=20,
                         feature_dim=16, utility_seeds=2),
-        landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, batch=8, lr=1e-2),
+        landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, batch=8, lr=1e-2, folds=2),
         copydetector=CopyDetectorConfig(steps=6, batch=4, dim=16),
         highres=HighresConfig(size=(32, 32, 16), subjects=6, holdout=0.34, crop=(32, 32, 16), vq_channels=(8, 16),
                               codes=64, code_dim=4, vq_steps=10, vq_lr=1e-3, unet_channels=(16, 32, 32),

@@ -193,7 +193,9 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                "(a blurry model can "
                "beat real data on slice NCC); volume curve corr: higher is better. PSNR/SSIM/MS-SSIM: paired, "
                "reconstructions and mask-to-image on real masks only; mask Dice: segmenter Dice of two-stage "
-               "images against the masks they were made from; mask shape KS: generated vs real masks (mean KS, lower is better).", "",
+               "images against the masks they were made from; mask shape KS: generated vs real masks (mean KS, lower is better). Septal drift (with `evaluate --landmarks RUN`): mean change of "
+               "the RVIP septal angle between adjacent slices / consecutive frames, degrees; best when *synth* is close "
+               "to *real*.", "",
                markdown_table(models), "", f"Table as CSV: `{out.with_suffix('.csv').name}`", "",
                "![FD and KID per model](figures/report_models.png)", ""]
     else:

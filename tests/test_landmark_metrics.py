@@ -54,22 +54,17 @@ def test_points_from_labels_stack_nan_on_empty_slice():
 
 
 def test_from_labels_matches_phantom_truth(phantom_root):
-    """The label rule finds the phantom's true RVIPs (unnamed there: match either order); goal median <= 1.5 px."""
-    from cardiolab.core import read_json
+    """The label rule, named by the phantom's world rule (superior end = anterior), finds the phantom's named
+    RVIPs of every frame in the native grid; goal median <= 1.5 px."""
+    from cardiolab.data.phantom import read_rvip
     from cardiolab.io.acdc import read_subject, subject_dirs
     errs = []
     for folder in subject_dirs(phantom_root):
         subject = read_subject(folder)
-        truth = read_json(folder / "phantom_truth.json")["rv_insertion_points"]
-        for phase, frame in (("ed", subject.ed), ("es", subject.es)):
-            for k, pts in enumerate(truth[phase]):
-                if pts is None:
-                    continue
-                got = lm.from_labels(subject.label_series[:, :, k, frame])
-                assert got is not None
-                t, g = np.asarray(pts), np.stack(got)
-                errs.append(min(np.linalg.norm(t - g, axis=1).mean(), np.linalg.norm(t - g[::-1], axis=1).mean()))
-    assert np.median(errs) <= 1.5
+        truth = read_rvip(folder)                                                  # (Z, T, 2, 2) voxel (x, y)
+        derived = lm.points_from_labels(np.moveaxis(subject.label_series, (0, 1), (-2, -1)), subject.affine[2, :2])
+        errs.append(np.linalg.norm(derived - truth, axis=-1).ravel())
+    assert np.nanmedian(np.concatenate(errs)) <= 1.5
 
 
 def test_levels_thirds():
@@ -175,3 +170,17 @@ def test_variant_table_winners_differ():
 def test_policy_rejects_unknown_value():
     with pytest.raises(CardiolabError, match="missed"):
         lm.Policy(missed="ignore")
+
+
+def test_septal_drift_hand_values():
+    """Two slices, two frames: angles 0 / 90 deg on slice 0 over frames, 0 / 0 on slice 1."""
+    right, down = [[0, 0], [0, 1]], [[0, 0], [1, 0]]
+    pts = np.array([[right, down], [right, right]], float)                  # (D=2, T=2, 2, 2)
+    drift = lm.septal_drift(pts)
+    assert drift["slices"] == 45.0                                          # frame 0: 0, frame 1: 90
+    assert drift["frames"] == 45.0                                          # slice 0: 90 twice (wraps), slice 1: 0
+
+
+def test_septal_drift_ignores_missing_points():
+    pts = np.full((3, 2, 2, 2), np.nan)
+    assert lm.septal_drift(pts)["found"] == 0.0

@@ -33,7 +33,7 @@ def test_train_load_predict_score(cache, tmp_path):
     assert model.config.decoder == "component"
     assert model.config.in_channels == 3
     scores = (run / "scores.json").read_text()
-    assert '"truth": "labels-standin"' in scores
+    assert '"truth": "phantom"' in scores
     assert '"pitfalls"' in scores
     vol = task.cache_volumes(cache, "holdout")[0]
     points, confidence = task.predict(model, vol["image"])
@@ -42,8 +42,13 @@ def test_train_load_predict_score(cache, tmp_path):
     assert confidence.shape == (D, T, 2)
 
 
-def test_stand_in_truth_has_points_where_rv_is(cache):
+def test_truth_is_the_cache_rvip_on_the_phantom(cache):
     vol = task.cache_volumes(cache, "public")[0]
+    np.testing.assert_array_equal(task.truth_points(vol, [2]), vol["rvip"][:, [2]].numpy())
+
+
+def test_stand_in_truth_has_points_where_rv_is(cache):
+    vol = {**task.cache_volumes(cache, "public")[0], "has_rvip": False}          # as real data
     frames = torch.nonzero(vol["label_mask"]).flatten().tolist()[:1]
     pts = task.truth_points(vol, frames)
     has_rv = (vol["labels"][..., frames[0]] == 1).flatten(1).any(1).numpy()

@@ -152,11 +152,11 @@ def test_prepare_is_atomic(toy_root, tmp_path, monkeypatch):
     out = tmp_path / "cache"
     real, calls = prep.prepare_subject, []
 
-    def flaky(subject, profile):
+    def flaky(subject, profile, rvip=None):
         calls.append(subject.id)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return real(subject, profile)
+        return real(subject, profile, rvip)
 
     monkeypatch.setattr(prep, "prepare_subject", flaky)
     with pytest.raises(RuntimeError):
@@ -169,7 +169,7 @@ def test_prepare_replaces_only_when_done(toy_root, cache, tmp_path, monkeypatch)
     prep.prepare(toy_root, "acdc", SMOKE, out, seed=1)
     assert prep.is_current(out, SMOKE) and not prep.is_current(out, get_profile("tiny"))
     before = (out / "manifest.json").read_text()
-    monkeypatch.setattr(prep, "prepare_subject", lambda s, p: 1 / 0)
+    monkeypatch.setattr(prep, "prepare_subject", lambda s, p, rvip=None: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         prep.prepare(toy_root, "acdc", SMOKE, out, seed=2)
     assert (out / "manifest.json").read_text() == before

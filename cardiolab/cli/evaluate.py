@@ -24,13 +24,15 @@ def add_arguments(p) -> None:
     p.add_argument("--evaluator", default=None, help="evaluator run folder (default runs/<profile>/evaluator, trained if missing)")
     p.add_argument("--fid-weights", default=None,
                    help="TorchScript 2D feature extractor (B, 3, H, W) in [0, 1] -> features: adds standard FID")
+    p.add_argument("--landmarks", default=None,
+                   help="landmarks run folder: adds septal-angle drift (slices, frames) of both sides")
     add_profile(p)
 
 
 def command_line(args) -> str:
     """The command as typed (rebuilt from the parsed options, so it is right however main() was called)."""
     parts = ["python", "-m", "cardiolab", "evaluate"]
-    for opt in ("synthetic", "real", "split", "name", "json", "evaluator", "fid_weights", "profile"):
+    for opt in ("synthetic", "real", "split", "name", "json", "evaluator", "fid_weights", "landmarks", "profile"):
         if getattr(args, opt, None):
             parts += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     return shlex.join(parts + (["--labels"] if args.labels else []))
@@ -42,7 +44,7 @@ def run(args) -> int:
     profile = get_profile(args.profile)
     result = evaluate(args.synthetic, args.real, profile, split=args.split, labels=args.labels, name=args.name,
                       out_json=args.json, fid_weights=args.fid_weights, evaluator=args.evaluator,
-                      command=command_line(args))
+                      command=command_line(args), landmarks=args.landmarks)
     f = result["fidelity"]
     log.info("%s (%s, %d vs %d cines): FD-cardiolab %.4g, KID-cardiolab %.4g +- %.2g", result["model"], result["data"],
              result["real"]["n"], result["synthetic"]["n"], f["FD-cardiolab"], f["KID-cardiolab"], f["KID-cardiolab_std"])
@@ -53,4 +55,9 @@ def run(args) -> int:
               + (f"FD does not rise with the level of {', '.join(broken)}" if broken else check.get("reason", ""))
               + "; FD/KID against this reference are not meaningful (train the evaluator on it: "
               "`python -m cardiolab train evaluator --root DIR`)")
+    if "landmarks" in result:
+        lm = result["landmarks"]
+        log.info("septal drift (deg) slices real %.1f / synth %.1f, frames real %.1f / synth %.1f",
+                 lm["real"]["slices"]["mean"], lm["synthetic"]["slices"]["mean"], lm["real"]["frames"]["mean"],
+                 lm["synthetic"]["frames"]["mean"])
     return 0

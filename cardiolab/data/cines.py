@@ -8,7 +8,9 @@ Two sources, one result:
 
 A volume record (what `cache_volumes` and `cohort_volumes` return):
     {"id": str, "image": (1, D, H, W, T) float32 in [-1, 1], "labels": (D, H, W, T) int64,
-     "label_mask": (T,) bool, "spacing": (sx, sy, sz) mm, "frame_ms": float, "info": dict}
+     "label_mask": (T,) bool, "spacing": (sx, sy, sz) mm, "frame_ms": float, "info": dict,
+     "rvip": (D, T, 2, 2) (row, col) NaN = absent, "has_rvip": bool, "superior": (row, col) direction}
+cohort records also carry the manifest-style "source" (with the native<->cache "grid") and the NIfTI "affine".
 `load_cines` stacks them into a `Cines` batch.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from cardiolab.core import CardiolabError
 from cardiolab.data.datasets import CineDataset, load_manifest
+from cardiolab.data.phantom import read_rvip
 from cardiolab.data.prepare import prepare_subject
 from cardiolab.io.acdc import read_acdc
 from cardiolab.profiles import Profile, get_profile
@@ -81,7 +84,8 @@ def cache_volumes(cache_dir: str | os.PathLike, subjects: str | Sequence[str] | 
         item = ds[i]
         volumes.append({"id": record["id"], "image": item["image"], "labels": item["labels"],
                         "label_mask": item["label_mask"], "spacing": tuple(record["spacing"]),
-                        "frame_ms": float(record.get("frame_ms", 0.0)), "info": dict(record.get("attributes", {}))})
+                        "frame_ms": float(record.get("frame_ms", 0.0)), "info": dict(record.get("attributes", {})),
+                        **_point_fields(ds.subject(i), record)})
     return volumes
 
 
@@ -105,11 +109,21 @@ def cohort_volumes(root: str | os.PathLike, profile: Profile | str | None = None
         if all_slices:
             data = dataclasses.replace(profile.data, slices=subject.image.shape[2], frames=subject.n_frames)
             geometry = dataclasses.replace(profile, data=data)
-        tensors, entry = prepare_subject(subject, geometry)
+        tensors, entry = prepare_subject(subject, geometry, read_rvip(Path(root) / subject.id))
         volumes.append({"id": subject.id, "image": tensors["image"][None].float(), "labels": tensors["labels"].long(),
                         "label_mask": tensors["label_mask"].bool(), "spacing": tuple(entry["spacing"]),
-                        "frame_ms": entry["frame_ms"], "info": dict(subject.info)})
+                        "frame_ms": entry["frame_ms"], "info": dict(subject.info),
+                        **_point_fields(tensors, entry), "source": entry["source"], "affine": subject.affine})
     return volumes
+
+
+def _point_fields(tensors: dict, entry: dict) -> dict:
+    """RVIP fields of a volume record: "rvip" (D, T, 2, 2) (row, col) NaN = absent, "has_rvip" (point truth
+    exists), "superior" (the naming direction for label-derived points, `prepare.superior_direction`)."""
+    out = {"has_rvip": bool(entry.get("rvip", False)), "superior": tuple(entry.get("superior", (0.0, 1.0)))}
+    if "rvip" in tensors:
+        out["rvip"] = tensors["rvip"].float()
+    return out
 
 
 def cohort_geometry(cache_dir: str | os.PathLike) -> dict:

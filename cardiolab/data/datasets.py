@@ -82,7 +82,8 @@ class CineDataset(Dataset):
     def _load(self, record: dict, mmap: bool = False) -> dict:
         data = torch.load(self._path(record), map_location="cpu", weights_only=True, mmap=mmap)
         return {"image": data["image"].float(), "labels": data["labels"].long(),
-                "label_mask": data["label_mask"].bool(), "cond": data["cond"].long()}
+                "label_mask": data["label_mask"].bool(), "cond": data["cond"].long(),
+                **({"rvip": data["rvip"].float()} if "rvip" in data else {})}
 
     def subject(self, i: int) -> dict:
         """Subject i's tensors: image (D, H, W, T) float32, labels (D, H, W, T) int64, label_mask, cond."""

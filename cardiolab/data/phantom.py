@@ -555,6 +555,26 @@ def insertion_points(tables: dict, p: dict, labels: np.ndarray, affine: np.ndarr
     return out
 
 
+def read_rvip(subject_dir: str | os.PathLike) -> np.ndarray | None:
+    """The RV insertion points of a phantom subject folder as an array, or None when it holds no phantom truth.
+
+    Returns (Z, T, 2, 2) float: slice, frame, landmark (0 anterior, 1 inferior), voxel (x, y) of the written
+    image; NaN on slices without RV (see `insertion_points` and data/README.md).
+    """
+    path = Path(subject_dir) / TRUTH_FILE
+    if not path.exists():
+        return None
+    frames = read_json(path).get("rv_insertion_points", {}).get("frames")
+    if not frames:
+        return None
+    out = np.full((len(frames[0]), len(frames), 2, 2), np.nan)
+    for t, frame in enumerate(frames):
+        for z, pts in enumerate(frame):
+            if pts is not None:
+                out[z, t] = [pts["anterior"], pts["inferior"]]
+    return out
+
+
 def _check_shape(size: int, spacing: float, slices: int, frames: int) -> None:
     if size < 16 or slices < 2 or frames < 4 or not spacing > 0:
         raise CardiolabError(f"phantom: need size >= 16, slices >= 2, frames >= 4, spacing > 0; got size={size}, "

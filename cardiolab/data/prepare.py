@@ -14,7 +14,9 @@ Per subject, in this order (spatial and temporal steps commute, so the cheap tem
 
 Cache layout (see the shared conventions): `<out>/manifest.json` and `<out>/subjects/<id>.pt` =
 {"image": (D, H, W, T) float32 in [-1, 1], "labels": (D, H, W, T) uint8, "label_mask": (T,) bool,
-"cond": (A,) int64}. H is the NIfTI x axis, W the y axis, D the slice axis (base -> apex).
+"cond": (A,) int64, "rvip": (D, T, 2, 2) float32 RV insertion points (row, col), NaN where absent (no RV, or real
+data without point truth)}; the manifest entry's `source["grid"]` maps points between the native and the cache
+grid (`map_inplane`). H is the NIfTI x axis, W the y axis, D the slice axis (base -> apex).
 The whole cache is built in a temporary folder and renamed into place, so a crash leaves no half cache.
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2                    # 2: "rvip" tensors and the source grid (issue 16)
 LV, MYO = LABELS["LV"], LABELS["MYO"]
 PCT_LOW, PCT_HIGH = 0.5, 99.5        # robust to a few bright fat / flow-artefact voxels
 HEART_SEARCH_MM = 20.0               # smoothing of the temporal-std map when no labels exist
@@ -52,20 +54,29 @@ BLOOD_LEVEL = 0.5                    # blood-pool threshold between the 10th and
 
 # ----------------------------------------------------------------------------- one subject, step by step
 
+def canonical_transform(affine: np.ndarray) -> tuple[bool, tuple[bool, bool]]:
+    """(swap x and y?, (flip axis 0?, flip axis 1?) after the swap) that makes x, y run along increasing world
+    axes; what `canonical_inplane` applies and `map_inplane` replays on points."""
+    ornt = io_orientation(affine)
+    swap = bool(ornt[0, 0] > ornt[1, 0])
+    if swap:
+        ornt = ornt[[1, 0, 2]]
+    return swap, (bool(ornt[0, 1] < 0), bool(ornt[1, 1] < 0))
+
+
 def canonical_inplane(image: np.ndarray, labels: np.ndarray, affine: np.ndarray):
     """Swap / flip the in-plane axes so x, y run along increasing world axes; the slice axis is untouched.
 
     image, labels: (X, Y, Z, T). Returns (image, labels, affine) reoriented (a full RAS reorientation
     could move the slice axis of an oblique short-axis stack in-plane, so only x, y move).
     """
-    ornt = io_orientation(affine)
+    swap, flips = canonical_transform(affine)
     affine = affine.copy()
-    if ornt[0, 0] > ornt[1, 0]:
+    if swap:
         image, labels = image.swapaxes(0, 1), labels.swapaxes(0, 1)
         affine[:, [0, 1]] = affine[:, [1, 0]]
-        ornt = ornt[[1, 0, 2]]
     for axis in (0, 1):
-        if ornt[axis, 1] < 0:
+        if flips[axis]:
             image, labels = np.flip(image, axis), np.flip(labels, axis)
             affine[:, 3] += affine[:, axis] * (image.shape[axis] - 1)
             affine[:, axis] *= -1
@@ -150,13 +161,17 @@ def crop_around(x: torch.Tensor, centre: np.ndarray, size: int, value: float) ->
     """(C, X, Y, Z) -> (C, size, size, Z) centred on `centre` (x, y), padding with `value` where needed."""
     from monai.transforms import BorderPad, SpatialCrop
 
-    # the crop's middle, start + (size - 1) / 2, lands within half a voxel of the centre
-    start = [int(np.floor(c - (size - 1) / 2 + 0.5)) for c in centre]
+    start = crop_start(centre, size)
     pads = [(max(0, -s), max(0, s + size - n)) for s, n in zip(start, x.shape[1:3])]
     if any(p for pair in pads for p in pair):
         x = BorderPad([*pads[0], *pads[1], 0, 0], mode="constant", value=value)(x)
     start = [s + lo for s, (lo, _) in zip(start, pads)]
     return _plain(SpatialCrop(roi_start=[*start, 0], roi_end=[start[0] + size, start[1] + size, x.shape[-1]])(x))
+
+
+def crop_start(centre, size: int) -> list[int]:
+    """First (x, y) index of the crop: its middle, start + (size - 1) / 2, lands within half a voxel of centre."""
+    return [int(np.floor(c - (size - 1) / 2 + 0.5)) for c in centre]
 
 
 def resample_cycle(x: torch.Tensor, ed: int, frames: int, mode: str = "linear") -> torch.Tensor:
@@ -217,13 +232,18 @@ def label_stack(subject: Subject) -> tuple[np.ndarray, np.ndarray]:
     return stack, valid
 
 
-def prepare_subject(subject: Subject, profile: Profile) -> tuple[dict, dict]:
-    """One Subject -> (tensors for `subjects/<id>.pt`, manifest entry without split/file)."""
+def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None = None) -> tuple[dict, dict]:
+    """One Subject -> (tensors for `subjects/<id>.pt`, manifest entry without split/file).
+
+    rvip: the subject's RV insertion points (Z, T, 2, 2) native voxel (x, y), NaN where absent (phantom truth,
+    `phantom.read_rvip`); None for real data: the cache's "rvip" is then all NaN.
+    """
     cfg = profile.data
     sid, T = subject.id, subject.n_frames
     if not 0 <= subject.ed < T or not 0 <= subject.es < T:
         raise CardiolabError(f"{sid}: ED {subject.ed + 1} / ES {subject.es + 1} outside 1..{T} frames (Info.cfg)")
     labels, valid = label_stack(subject)
+    swap, flips = canonical_transform(subject.affine)
     image, labels, affine = canonical_inplane(subject.image.astype(np.float32), labels, subject.affine)
     sx, sy, sz = np.linalg.norm(affine[:3, :3], axis=0)
 
@@ -231,6 +251,8 @@ def prepare_subject(subject: Subject, profile: Profile) -> tuple[dict, dict]:
     centre = heart_centre(img, lab, valid, cfg.spacing, subject.ed)
     slices = choose_slices(lab, valid, cfg.slices, sid)
     img, lab = img[..., slices], lab[..., slices]
+    grid = {"shape": [int(n) for n in subject.image.shape[:2]], "swap": swap, "flip": list(flips),
+            "resampled": [int(n) for n in img.shape[1:3]], "start": crop_start(centre, cfg.image_size)}
 
     from monai.transforms import ScaleIntensityRangePercentiles
     img = _plain(ScaleIntensityRangePercentiles(PCT_LOW, PCT_HIGH, -1.0, 1.0, clip=True)(img))
@@ -239,6 +261,9 @@ def prepare_subject(subject: Subject, profile: Profile) -> tuple[dict, dict]:
 
     img = resample_cycle(img, subject.ed, cfg.frames, "linear")
     lab, mask = resample_labels(lab, valid, subject.ed, cfg.frames)
+    if rvip is not None and np.shape(rvip) != (subject.image.shape[2], T, 2, 2):
+        raise CardiolabError(f"{sid}: RV insertion points have shape {np.shape(rvip)}, expected "
+                             f"{(subject.image.shape[2], T, 2, 2)} (slices, frames, 2, 2)")
 
     cond = torch.from_numpy(attributes.encode(subject.info))
     tensors = {
@@ -246,6 +271,7 @@ def prepare_subject(subject: Subject, profile: Profile) -> tuple[dict, dict]:
         "labels": rearrange(lab, "t x y z -> z x y t").contiguous(),
         "label_mask": mask,
         "cond": cond,
+        "rvip": cache_rvip(rvip, grid, slices, subject.ed, cfg.frames),
     }
     step = float(np.mean(np.diff(slices))) if len(slices) > 1 else 1.0
     entry = {
@@ -258,9 +284,64 @@ def prepare_subject(subject: Subject, profile: Profile) -> tuple[dict, dict]:
         "spacing": [float(nsx), float(nsy), float(sz * max(step, 1.0))],
         "frame_ms": float(subject.frame_ms) * T / cfg.frames,
         "source": {"frames": T, "ed": subject.ed, "es": subject.es, "slices": slices.tolist(),
-                   "spacing": [float(sx), float(sy), float(sz)], "centre": [float(c) for c in centre]},
+                   "spacing": [float(sx), float(sy), float(sz)], "centre": [float(c) for c in centre],
+                   "grid": grid},
+        "superior": superior_direction(affine, grid),
+        "rvip": rvip is not None,
     }
     return tensors, entry
+
+
+# ----------------------------------------------------------------------------- points: native <-> cache
+
+def map_inplane(points: np.ndarray, grid: dict, to: str = "cache") -> np.ndarray:
+    """THE mapping of in-plane points between a subject's native voxel grid and its prepared (cache) grid.
+
+    points: (..., 2). to="cache": native voxel (x, y) of the NIfTI image -> cache (row, col) pixel;
+    to="native": the inverse. grid: the manifest entry's `source["grid"]` (see `prepare_subject`): native
+    `shape` (X, Y), canonical `swap` / `flip`, `resampled` size and crop `start`. Replays, in order, the
+    canonical swap / flip (`canonical_transform`), the in-plane resampling (MONAI Resize = torch interpolate
+    with align_corners=False: pixel centres map by (u + 0.5) * new / old - 0.5) and the crop. NaN propagates;
+    slices and frames map by `source["slices"]` and `cycle_index`.
+    """
+    if to not in ("cache", "native"):
+        raise CardiolabError(f"map_inplane: to={to!r}; choose cache or native")
+    p = np.array(points, dtype=float)
+    if p.shape[-1:] != (2,):
+        raise CardiolabError(f"map_inplane: points must be (..., 2), got shape {p.shape}")
+    shape = np.asarray(grid["shape"], float)[::-1] if grid["swap"] else np.asarray(grid["shape"], float)
+    flip, size, start = np.asarray(grid["flip"], bool), np.asarray(grid["resampled"], float), np.asarray(
+        grid["start"], float)
+    if to == "cache":
+        if grid["swap"]:
+            p = p[..., ::-1]
+        p = np.where(flip, shape - 1 - p, p)
+        p = (p + 0.5) * size / shape - 0.5
+        return p - start
+    p = p + start
+    p = (p + 0.5) * shape / size - 0.5
+    p = np.where(flip, shape - 1 - p, p)
+    return p[..., ::-1].copy() if grid["swap"] else p
+
+
+def cache_rvip(rvip: np.ndarray | None, grid: dict, slices, ed: int, frames: int) -> torch.Tensor:
+    """Native RVIPs (Z, T, 2, 2) voxel (x, y) (None: unknown) -> the cache's (D, frames, 2, 2) (row, col),
+    NaN where absent: `map_inplane`, the chosen slices, and the nearest frame as for labels."""
+    D = len(slices)
+    if rvip is None:
+        return torch.full((D, frames, 2, 2), float("nan"))
+    pts = torch.from_numpy(map_inplane(np.asarray(rvip, float)[list(slices)], grid, "cache"))    # (D, T, 2, 2)
+    pts = resample_cycle(rearrange(pts, "d t l c -> t d l c"), ed, frames, "nearest")
+    return rearrange(pts, "t d l c -> d t l c").float().contiguous()
+
+
+def superior_direction(affine: np.ndarray, grid: dict) -> list[float]:
+    """The (row, col) direction in the cache grid along which world z (RAS+ superior) grows fastest: how
+    label-derived RVIPs are named (`phantom.RVIP_RULE`: the more superior end is "anterior").
+    affine: the canonical (post `canonical_inplane`) affine."""
+    shape = np.asarray(grid["shape"], float)[::-1] if grid["swap"] else np.asarray(grid["shape"], float)
+    d = np.asarray(affine, float)[2, :2] * shape / np.asarray(grid["resampled"], float)
+    return [float(v) for v in d] if np.linalg.norm(d) > 1e-6 else [0.0, 1.0]
 
 
 # ----------------------------------------------------------------------------- splits and the whole cache
@@ -303,11 +384,12 @@ def prepare(root: str | os.PathLike, layout: str = "acdc", profile: Profile | st
     out = Path(out) if out is not None else profile.cache_dir
     raise_if_problems(scan_cohort(root, layout)[1])     # what `check` reports (e.g. per-frame files) stops prepare
     subjects = read_cohort(root, layout)
+    from cardiolab.data.phantom import read_rvip
     entries = []
     with atomic_path(out) as tmp:
         (tmp / "subjects").mkdir(parents=True)
         for subject in tqdm(subjects, desc="prepare", unit="subject", leave=False):
-            tensors, entry = prepare_subject(subject, profile)
+            tensors, entry = prepare_subject(subject, profile, read_rvip(Path(root) / subject.id))
             entry["file"] = f"subjects/{subject.id}.pt"
             torch.save(tensors, tmp / entry["file"])
             entries.append(entry)

@@ -5,10 +5,10 @@ cache's labelled frames, with two target heatmaps; slices without RV get empty m
 report nothing there (what PPV counts). After training the model is scored on the holdout split with
 `cardiolab.metrics.landmarks` (summary under the strict policy + pitfall table) into `<run>/scores.json`.
 
-STAND-IN TRUTH: the cache holds no RVIPs yet (issue 16: the phantom's every-frame truth and the cache's `rvip`
-field are being added on another branch). Until then the targets are derived from the cache labels with
-`metrics.landmarks.points_from_labels` (checked against the phantom truth: median < 1 px), named by
-`CACHE_ANTERIOR`. Runs record this as "truth": TRUTH; swap `truth_points` for the cache field when it lands.
+TRUTH: the cache's "rvip" (the phantom's every-frame points, mapped by `prepare.map_inplane`) where the cache
+has point truth ("truth": "phantom" in the run's config and scores); otherwise (real data) a stand-in derived
+from the cache labels with `metrics.landmarks.points_from_labels` (checked against the phantom truth in
+tests/test_rvip_cache.py), named by the same world rule as the phantom ("truth": "labels-standin").
 """
 from __future__ import annotations
 
@@ -39,19 +39,31 @@ log = logging.getLogger(__name__)
 NAME = "landmarks"
 KIND = "detector"
 RUN = NAME                        # run folder under profile.run_dir
-TRUTH = "labels-standin"          # see the module docstring
-CACHE_ANTERIOR = (0.0, 1.0)       # (row, col): cache in-plane axes run along world +x, +y (prepare's canonical
-                                  # orientation), and RAS +y is anterior
+TRUTH_RULE = "cache rvip where present (phantom), else labels-standin"   # shaping: what the targets are
+NET_VERSION = 2                   # shaping: 2 = LandmarkNet with the learned prior logit (older runs retrain)
 MAX_FRAMES = 8                    # labelled frames kept per subject (as the segmenter: neighbours add little)
 MSE_FOREGROUND_WEIGHT = 20.0      # targets cover < 1 % of a frame; unweighted MSE learns the all-zero map first
 DICE = DiceLoss(sigmoid=True)
 
 
 # ---- data ----------------------------------------------------------------------------------------------
+def truth_kind(volumes: Sequence[dict]) -> str:
+    """"phantom" when every volume carries point truth in the cache, "labels-standin" when none does."""
+    kinds = {bool(v.get("has_rvip")) for v in volumes}
+    if len(kinds) > 1:
+        raise CardiolabError("landmarks: a cache mixes subjects with and without RVIP truth; prepare it again")
+    return "phantom" if kinds == {True} else "labels-standin"
+
+
 def truth_points(volume: dict, frames: Sequence[int]) -> np.ndarray:
-    """Stand-in RVIP truth of a cache volume record: (D, F, 2, 2) (row, col) px, NaN where undefined."""
+    """RVIP truth of a volume record: (D, F, 2, 2) (row, col) px, NaN where undefined.
+
+    The cache's "rvip" where the record has point truth, else the label-derived stand-in (named towards the
+    record's "superior" direction, the phantom's RVIP_RULE)."""
+    if volume.get("has_rvip") and "rvip" in volume:
+        return volume["rvip"][:, list(frames)].numpy().astype(float)
     labels = volume["labels"][..., list(frames)].numpy()                       # (D, H, W, F)
-    return metrics.points_from_labels(rearrange(labels, "d h w f -> d f h w"), CACHE_ANTERIOR)
+    return metrics.points_from_labels(rearrange(labels, "d h w f -> d f h w"), volume.get("superior", (0.0, 1.0)))
 
 
 def frame_stacks(image: torch.Tensor, context: int, frames: Sequence[int] | None = None) -> torch.Tensor:
@@ -120,13 +132,14 @@ def model_config(profile: Profile) -> LandmarkConfig:
 
 def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None,
             subjects: str | Sequence[str] = "public") -> dict:
-    """The settings that shape the weights (decoder and threshold only decode, so they never retrain)."""
+    """The settings that shape the weights (decoder and threshold only decode and folds only evaluates, so they
+    never retrain)."""
     profile = get_profile(profile)
     section = dataclasses.asdict(profile.landmarks)
-    for decode_only in ("decoder", "threshold"):
+    for decode_only in ("decoder", "threshold", "folds"):
         section.pop(decode_only)
     section["steps"] = steps or section["steps"]
-    return {"landmarks": section, "truth": TRUTH, **data_shaping(profile), "seed": seed,
+    return {"landmarks": section, "truth": TRUTH_RULE, "net": NET_VERSION, **data_shaping(profile), "seed": seed,
             "subjects": subjects if isinstance(subjects, str) else list(subjects)}
 
 
@@ -134,13 +147,22 @@ def num_parameters(profile: Profile | str | None = None) -> int:
     return sum(p.numel() for p in LandmarkNet(model_config(get_profile(profile))).parameters())
 
 
+def load_config(run_dir: str | os.PathLike) -> dict:
+    """The config a landmarks run was trained with (its checkpoint's); CardiolabError for any other folder."""
+    return _checked_config(load_checkpoint(run_dir)["config"], run_dir)
+
+
+def _checked_config(cfg: dict, run_dir) -> dict:
+    if cfg.get("task") != RUN or "model" not in cfg:
+        raise CardiolabError(f"{run_dir}: not a landmarks run (its config.json names no landmark model)")
+    return cfg
+
+
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu", decoder: str | None = None,
          threshold: float | None = None) -> LandmarkNet:
     """The trained detector of a run folder, in eval mode; decoder / threshold override the trained ones."""
     ckpt = load_checkpoint(run_dir)
-    cfg = ckpt["config"]
-    if cfg.get("task") != RUN or "model" not in cfg:
-        raise CardiolabError(f"{run_dir}: not a landmarks run (its config.json names no landmark model)")
+    cfg = _checked_config(ckpt["config"], run_dir)
     model_cfg = {**cfg["model"], "channels": tuple(cfg["model"]["channels"])}
     model_cfg.update({k: v for k, v in (("decoder", decoder), ("threshold", threshold)) if v is not None})
     model = LandmarkNet(LandmarkConfig(**model_cfg))
@@ -204,9 +226,11 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     out = Path(out) if out is not None else profile.run(NAME)
     steps = steps if steps is not None else p.steps
     cache_dir = cache_dir if cache_dir is not None else ensure_prepared(profile)
-    data = LandmarkFrames(cache_volumes(cache_dir, subjects), config, augment=p.augment)
+    volumes = cache_volumes(cache_dir, subjects)
+    truth = truth_kind(volumes)
+    data = LandmarkFrames(volumes, config, augment=p.augment)
     log.info("landmarks: %d frames, %d with RVIPs (truth: %s)", len(data),
-             int((~np.isnan(data.points).any((1, 2))).sum()), TRUTH)
+             int((~np.isnan(data.points).any((1, 2))).sum()), truth)
 
     seed_everything(seed)
     model = LandmarkNet(config)
@@ -214,7 +238,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       ckpt_every=max(50, steps // 4), log_every=max(1, min(20, steps // 10)), seed=seed,
                       device=profile.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    run_config = {"task": NAME, "model": config.to_dict(), "profile": profile.name, "frames": len(data),
+    run_config = {"task": NAME, "model": config.to_dict(), "profile": profile.name, "frames": len(data), "truth": truth,
                   "shaping": shaping(profile, seed, steps, subjects)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=run_config)
     tr.fit(data, _make_step(config.loss), resume=resume)
@@ -250,7 +274,7 @@ def score(model: LandmarkNet, volumes: Sequence[dict]) -> dict:
         return {"n_subjects": 0}
     truth, pred, spacing = np.concatenate(truth), np.concatenate(pred), np.asarray(spacing, float)
     shape = tuple(volumes[0]["image"].shape[2:4])
-    return {"n_subjects": len(set(subject)), "truth": TRUTH,
+    return {"n_subjects": len(set(subject)), "truth": truth_kind(volumes),
             "summary": metrics.summarize(truth, pred, spacing, shape, subject=subject, level=level),
             "pitfalls": metrics.pitfall_table(truth, pred, spacing, shape)}
 
