@@ -24,9 +24,10 @@ from einops import rearrange
 from cardiolab.core import CardiolabError, seed_everything
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
-from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
+from cardiolab.engine import Trainer, TrainConfig, ensure_run
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
 from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.tasks.evaluator import load_encoder
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +162,5 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
 
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> CineEncoder:
     """The frozen detector from a run folder (or checkpoint path), in eval mode."""
-    ckpt = load_checkpoint(run_dir)
-    raw = ckpt["config"].get("encoder")
-    if raw is None:
-        raise CardiolabError(f"{run_dir}: not a copy-detector run (no 'encoder' in its config)")
-    cfg = EvaluatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    model = CineEncoder(cfg)
-    model.load_state_dict(ckpt["modules"]["model"])
-    return model.to(device).eval().requires_grad_(False)
+    return load_encoder(run_dir, "encoder", device)
 

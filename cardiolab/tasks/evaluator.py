@@ -172,10 +172,15 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
 
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> CineEncoder:
     """The frozen evaluator from a run folder (or checkpoint path), in eval mode."""
+    return load_encoder(run_dir, "evaluator", device)
+
+
+def load_encoder(run_dir: str | os.PathLike, key: str, device: str | torch.device = "cpu") -> CineEncoder:
+    """A frozen CineEncoder whose EvaluatorConfig a run recorded as config[key] (evaluator, copy detector)."""
     ckpt = load_checkpoint(run_dir)
-    raw = ckpt["config"].get("evaluator")
+    raw = ckpt["config"].get(key)
     if raw is None:
-        raise CardiolabError(f"{run_dir}: not an evaluator checkpoint (no 'evaluator' config)")
+        raise CardiolabError(f"{run_dir}: not a run of this model (no {key!r} in its config)")
     raw = {"motion": False, **raw}  # checkpoints from before the frame-difference channels
     cfg = EvaluatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     model = CineEncoder(cfg)
