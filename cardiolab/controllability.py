@@ -49,13 +49,19 @@ def group_codes(conf: dict, group: str, n: int, seed: int = 0) -> torch.Tensor:
     return codes
 
 
+def groups_dir(profile: Profile, run_dir: str | os.PathLike) -> Path:
+    """Where `controllability` writes a run's per-group cohorts by default: runs/<profile>/eval/<run>-groups."""
+    return profile.eval_dir / f"{Path(run_dir).name}-groups"
+
+
 def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = None,
                     groups: Sequence[str] = GROUPS, n: int = 4, steps: int | None = None, seed: int = 0,
                     guidance: float = 1.0, seg_model=None, out: str | os.PathLike | None = None) -> pd.DataFrame:
     """Sample n studies per conditioned group from a generator run and measure them with the segmenter.
 
     run_dir: a conditional latent-generator run (dit, dit-dp: config.json with `task` and cond_cardinalities).
-    out: where the per-group cohorts go (default runs/<profile>/samples/<run>-groups/<group>).
+    out: where the per-group cohorts go (default runs/<profile>/eval/<run>-groups/<group>: not under samples/,
+    which holds one cohort per generator for evaluate, report and the audits).
     Returns one row per group: group, n, then mean and std of each of MEASURES (EF in %, LV mass in g, RV EF
     in %), NaN where the segmenter found no heart.
     """
@@ -70,7 +76,7 @@ def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = 
     task = get_task(task_of_run(run_dir))
     steps = steps or task.sample_defaults(profile)["steps"]
     seg_model = seg_model if seg_model is not None else segmenter.ensure_model(profile)
-    out = Path(out) if out is not None else profile.samples(f"{run_dir.name}-groups")
+    out = Path(out) if out is not None else groups_dir(profile, run_dir)
     rows = []
     for i, group in enumerate(groups):
         codes = group_codes(conf, group, n, seed + i)

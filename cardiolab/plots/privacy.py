@@ -49,7 +49,7 @@ def plot_quality_vs_epsilon(table: pd.DataFrame, metrics=("FD-cardiolab", "KID-c
 
 def plot_group_samples(cohorts: dict, profile=None, frame: int = 0):
     """One sample per conditioned group: the middle slice at `frame` of each cohort's first study.
-    cohorts: {group: cohort folder} (e.g. controllability's runs/<profile>/samples/<run>-groups/<group>)."""
+    cohorts: {group: cohort folder} (e.g. controllability's runs/<profile>/eval/<run>-groups/<group>)."""
     import matplotlib.pyplot as plt
 
     from cardiolab.data.cines import load_cines
