@@ -25,7 +25,7 @@ import torch
 
 from cardiolab.core import CardiolabError, read_json, write_csv, write_json
 from cardiolab.privacy.accounting import cohort_privacy
-from cardiolab.data.cines import Cines, load_cines
+from cardiolab.data.cines import Cines, cine_cohorts, load_cines
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -284,11 +284,9 @@ def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
         log.warning("cardiolab.tasks.dit is not available: no DiT samples to evaluate")
     else:
         found["dit"] = Path(ensure_samples(profile))
-    samples = profile.samples_dir
     known = {p.resolve() for p in found.values()}
-    for folder in sorted(samples.iterdir()) if samples.is_dir() else []:
-        if folder.is_dir() and folder.name != "vqgan_recon" and folder.resolve() not in known \
-                and any(folder.glob("*/*_4d.nii.gz")):
+    for folder in cine_cohorts(profile.samples_dir):
+        if folder.name != "vqgan_recon" and folder.resolve() not in known:
             found[folder.name] = folder
     return found
 

@@ -52,6 +52,14 @@ def is_phantom(path: str | os.PathLike) -> bool:
     return path.is_dir() and any(path.glob("*/phantom_truth.json"))
 
 
+def cine_cohorts(folder: str | os.PathLike) -> list[Path]:
+    """The sub-folders of `folder` that are ACDC-layout cine cohorts (hold <id>/<id>_4d.nii.gz), sorted: how
+    evaluate and the audits find the generators' samples (volume cohorts and nested folders are skipped)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("*/*_4d.nii.gz"))) \
+        if folder.is_dir() else []
+
+
 def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, split: str | None = None) -> Cines:
     """A prepared cache (its `split`, default all) or an ACDC-layout cohort (brought to `profile` geometry)."""
     path = Path(path)

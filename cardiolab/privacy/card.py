@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from cardiolab.core import CardiolabError, atomic_path, read_json
+from cardiolab.data.cines import cine_cohorts
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,7 @@ def audit_report(profile: Profile | str | None = None, embedding: str | None = N
     audit_dir = profile.run_dir / "audit"
     if embedding is None:
         embedding = "pixels" if run_status(profile.run("copy-detector"), 0) == "fresh" else "copy-detector"
-    samples = sorted(p for p in profile.samples_dir.glob("*") if p.is_dir()) if profile.samples_dir.is_dir() else []
-    for cohort in samples:
+    for cohort in cine_cohorts(profile.samples_dir):
         out = audit_dir / f"copies-{cohort.name}.json"
         if not out.exists():
             log.info("audit report: copy audit of %s (%s)", cohort, embedding)
