@@ -528,14 +528,19 @@ def run_id(run_dir: str | os.PathLike) -> str:
     return fingerprint({"shaping": recorded_shaping(run_dir), "step": step})
 
 
-def ensure_run(run_dir: str | os.PathLike, steps: int, shaping: dict, train: Callable[[bool], Any]) -> Path:
+def ensure_run(run_dir: str | os.PathLike, steps: int, shaping: dict, train: Callable[[bool], Any],
+               require: tuple[str, ...] = ()) -> Path:
     """The one staleness rule: `train(resume)` unless run_dir finished with exactly this `shaping`.
 
-    shaping: the config fields that shape the run's weights plus the ids of the runs it was built from (each
-    task's `shaping(profile)`); the run records it in its config as "shaping". Settings outside it (sampling,
-    evaluation, precision, step counts) never retrain; a run with fewer steps than wanted is resumed.
+    shaping: the config fields that shape the run's weights (step counts included) plus the ids of the runs it was
+    built from (each task's `shaping(profile)`); the run records it in its config as "shaping". Settings outside it
+    (sampling, evaluation, precision) never retrain; a partial run (killed before its last step) is resumed.
+    require: files a finished run also writes after training (e.g. "scores.json"); when one is missing (killed
+    between the last checkpoint and writing it) the run is resumed, which redoes only that work.
     """
     status = run_status(run_dir, steps, {"shaping": shaping})
+    if status == "finished" and not all((Path(run_dir) / name).exists() for name in require):
+        status = "partial"
     if status != "finished":
         log.info("%s: %s run -> training", run_dir, status)
         train(status == "partial")

@@ -143,3 +143,14 @@ def test_write_cines_one_intensity_convention(tmp_path):
     with pytest.raises(CardiolabError, match="expects images"):
         write_cines(tmp_path / "bad", images[0], geometry)
     assert not (tmp_path / "bad").exists()
+
+
+def test_ensure_run_resumes_a_finished_run_missing_a_required_file(tmp_path):
+    """A run killed between its last checkpoint and writing scores.json is resumed (redoing only the scoring)."""
+    seen = []
+    finished_run(tmp_path / "run", {"a": 1}, steps=5)
+    ensure_run(tmp_path / "run", 5, {"a": 1}, seen.append, require=("scores.json",))
+    assert seen == [True]
+    (tmp_path / "run" / "scores.json").write_text("{}")
+    ensure_run(tmp_path / "run", 5, {"a": 1}, seen.append, require=("scores.json",))
+    assert seen == [True]

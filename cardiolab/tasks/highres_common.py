@@ -211,6 +211,12 @@ def load_latents(path: str | os.PathLike) -> dict:
     return torch.load(path, weights_only=True)
 
 
+def latent_training_set(profile: Profile, path: str | os.PathLike) -> tuple[dict, "VolumeSet"]:
+    """(the latents record at `path`, the training set of its scaled latents with their masks)."""
+    lat = load_latents(path)
+    return lat, VolumeSet(training_masks(profile, lat["ids"]), lat["latents"] * lat["scale"])
+
+
 def training_masks(profile: Profile, ids: Sequence[str]) -> list[VolumeSubject]:
     """The training subjects in the order of `ids` (the latents' order)."""
     by_id = {s.id: s for s in load_volumes(profile, "train")}

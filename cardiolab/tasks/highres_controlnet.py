@@ -68,8 +68,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     out = Path(out) if out else profile.run(NAME)
     lat_path = highres_vqgan.ensure_latents(profile)
     ldm_run = highres_ldm.ensure(profile)
-    lat = hc.load_latents(lat_path)
-    data = hc.VolumeSet(hc.training_masks(profile, lat["ids"]), lat["latents"] * lat["scale"])
+    lat, data = hc.latent_training_set(profile, lat_path)
     steps = steps or h.cn_steps
     seed_everything(seed)
     unet = highres_ldm.load(ldm_run).requires_grad_(False)

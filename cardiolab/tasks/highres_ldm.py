@@ -51,8 +51,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     profile = get_profile(profile)
     h = profile.highres
     out = Path(out) if out else profile.run(NAME)
-    lat = hc.load_latents(highres_vqgan.ensure_latents(profile))
-    data = hc.VolumeSet(hc.training_masks(profile, lat["ids"]), lat["latents"] * lat["scale"])
+    lat, data = hc.latent_training_set(profile, highres_vqgan.ensure_latents(profile))
     steps = steps or h.ldm_steps
     seed_everything(seed)
     unet = LatentUNet3D(hc.unet_config(h))

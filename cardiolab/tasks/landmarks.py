@@ -283,7 +283,5 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
     """The profile's detector run folder (runs/<profile>/landmarks), trained (or finished) if needed."""
     profile = get_profile(profile)
     out = Path(run_dir) if run_dir is not None else profile.run(NAME)
-    ensure_run(out, profile.landmarks.steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume))
-    if not (out / "scores.json").exists():      # killed between the last checkpoint and scoring
-        train(profile, out=out, resume=True)
-    return out
+    return ensure_run(out, profile.landmarks.steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume),
+                      require=("scores.json",))

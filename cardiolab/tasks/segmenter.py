@@ -256,10 +256,8 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
     """The profile's segmenter run folder (runs/<profile>/segmenter), trained (or finished) if needed."""
     profile = get_profile(profile)
     out = Path(run_dir or profile.run(NAME))
-    ensure_run(out, profile.eval.seg_steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume))
-    if not (out / "scores.json").exists():      # killed between the last checkpoint and scoring
-        train(profile, out=out, resume=True)
-    return out
+    return ensure_run(out, profile.eval.seg_steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume),
+                      require=("scores.json",))
 
 
 def ensure_model(profile: Profile | str | None = None, device: str | torch.device = "cpu") -> Segmenter:
