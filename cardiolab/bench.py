@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# Dense bf16 tensor-core peaks (vendor datasheets, TFLOP/s) for MFU; other GPUs: pass peak_tflops yourself.
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "RTX 4090": 165.0}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,32 @@ class DiTBench:
     def model_config(self) -> DiT4DConfig:
         return DiT4DConfig(input_size=tuple(self.input_size), in_channels=self.channels, patch=tuple(self.patch),
                            hidden=self.hidden, depth=self.depth, heads=self.heads, checkpointing=self.checkpointing)
+
+
+def dit_train_flops(cfg: DiT4DConfig, batch: int) -> float:
+    """FLOPs of one DiT4D training step, counted from the model's shapes (matmuls only; elementwise work,
+    norms and softmax are left out, as MFU conventionally does).
+
+    Per token, with width d, MLP ratio r, N tokens and P = prod(patch) * C_z values per patch:
+      each block: qkv 6d^2 + out-projection 2d^2 + MLP 4r d^2 (= 24 d^2 at r = 4) + attention 4Nd
+                  (QK^T and AV, 2N d each); patch embedding 2Pd; final linear 2Pd.
+    Per sample: adaLN modulation 12 d^2 per block + 4 d^2 in the final layer (tiny beside the rest).
+    Training = forward + backward = 3 x forward (backward computes two products per forward product).
+    tests/test_bench.py checks this count against torch.utils.flop_counter.FlopCounterMode.
+    """
+    d, N, L, r = cfg.hidden, cfg.num_tokens, cfg.depth, cfg.mlp_ratio
+    P = int(np.prod(cfg.patch)) * cfg.in_channels
+    per_token = L * ((8 + 4 * r) * d * d + 4 * N * d) + 4 * P * d
+    per_sample = L * 12 * d * d + 4 * d * d
+    return 3.0 * batch * (N * per_token + per_sample)
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The GPU's dense bf16 peak from BF16_PEAK_TFLOPS by its name; None on a CPU or an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
 def build_dit(b: DiTBench) -> nn.Module:
@@ -130,6 +159,11 @@ def bench_dit(b: DiTBench) -> dict:
     out = time_train_steps(build_dit(b), b)
     out["peak_mem_bytes"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                              else _rss_peak_bytes() - base)
+    out["train_flops_per_step"] = flops = dit_train_flops(b.model_config(), b.batch)
+    out["tflops_per_s"] = flops / out["step_s"] / 1e12
+    peak = peak_tflops(device)
+    out["peak_tflops"] = peak
+    out["mfu"] = out["tflops_per_s"] / peak if peak else None
     return {**out, **_context(b), "threads": torch.get_num_threads()}
 
 

@@ -14,6 +14,7 @@ Stages (the pipeline after MedLoRD, at volume size X, Y, Z):
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class HighresBench:
     stage: str = "vqgan"
     vq_channels: tuple[int, ...] = (32, 64)
     unet_channels: tuple[int, ...] = (32, 64, 64, 128)    # MedLoRD: 64, 128, 256, 512
+    res_blocks: int = 1
     code_dim: int = 8
     codes: int = 1024
     sample_steps: int = 2                                 # DDIM steps of the `sample` stage (memory: one is enough)
@@ -63,7 +65,7 @@ class HighresBench:
         ch = tuple(self.unet_channels)
         return LDM3DConfig(in_channels=self.code_dim, channels=ch,
                            attention_levels=tuple(i >= len(ch) - 2 for i in range(len(ch))),
-                           res_blocks=1, head_channels=32, norm_groups=math.gcd(32, *ch),
+                           res_blocks=self.res_blocks, head_channels=32, norm_groups=math.gcd(32, *ch),
                            flash_attention=bool(self._get("flash_attention", True)),
                            checkpointing=bool(self._get("checkpointing", False)))
 
@@ -150,7 +152,7 @@ def measure(b: HighresBench) -> dict:
             sch = create_scheduler(DiffusionConfig(), sampler="ddim")
             with torch.no_grad():
                 z = sample(model, sch, (1, b.code_dim, *lat), steps=b.sample_steps, cond=masks, generator=g,
-                           device=device, autocast=bf16)
+                           device=device, autocast=bf16).to(device)   # sample() returns CPU latents
                 z_q = vq.embed(vq.snap(z))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     if b._get("sliding", False):
@@ -177,6 +179,9 @@ def measure(b: HighresBench) -> dict:
             out_shape = ()
     except torch.OutOfMemoryError:
         return {"oom": True, "switches": dict(b.switches), "stage": b.stage, "size": list(b.size)}
+    except RuntimeError as e:   # e.g. a kernel's size limit at very large volumes: a row that says so, not a crash
+        return {"oom": False, "error": str(e).splitlines()[0][:160], "switches": dict(b.switches),
+                "stage": b.stage, "size": list(b.size)}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - base
@@ -195,13 +200,23 @@ def bench_stage(b: HighresBench, timeout: float | None = None) -> list[dict]:
     if b.stage not in STAGES:
         raise CardiolabError(f"--stage {b.stage!r}: choose one of {', '.join(STAGES)}")
     fixed = dict(b.switches)
-    rows = [in_fresh_process(measure, b, timeout=timeout)]
+    rows = [_measure_row(b, timeout)]
     for name, (_, alt) in SWITCHES[b.stage].items():
         if name in fixed:
             continue
-        rows.append(in_fresh_process(measure, dataclasses.replace(b, switches=b.switches + ((name, alt),)),
-                                     timeout=timeout))
+        rows.append(_measure_row(dataclasses.replace(b, switches=b.switches + ((name, alt),)), timeout))
     return rows
+
+
+def _measure_row(b: HighresBench, timeout: float | None) -> dict:
+    """CPU: a fresh process per row (peak RSS only grows). CUDA: this process, since the allocator's peak
+    counter is reset per row and measured over what was allocated before it."""
+    if pick_device(b.device).type != "cuda":
+        return in_fresh_process(measure, b, timeout=timeout)
+    row = measure(b)
+    gc.collect()
+    torch.cuda.empty_cache()
+    return row
 
 
 def format_table(rows: list[dict]) -> str:
@@ -211,8 +226,8 @@ def format_table(rows: list[dict]) -> str:
              "| switches | weights MB | grads+AdamW MB | activations MB | peak MB |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         name = ", ".join(f"{k}={v}" for k, v in r["switches"].items()) or "baseline"
-        if r["oom"]:
-            lines.append(f"| {name} | out of memory | | | |")
+        if r["oom"] or r.get("error"):
+            lines.append(f"| {name} | {'out of memory' if r['oom'] else 'failed: ' + r['error']} | | | |")
             continue
         lines.append(f"| {name} | {r['weights_bytes'] / MB:.1f} | {r['grads_optimizer_bytes'] / MB:.1f} | "
                      f"{r['activations_bytes'] / MB:.1f} | {r['peak_bytes'] / MB:.1f} |")

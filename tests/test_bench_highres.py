@@ -13,6 +13,7 @@ SMOKE = dict(size=(32, 32, 16), unet_channels=(16, 32, 32), device="cpu")   # 3 
 def test_measure_every_stage(stage):
     r = measure(HighresBench(stage=stage, **SMOKE))
     assert r["oom"] is False
+    assert "error" not in r
     assert r["weights_bytes"] == 4 * r["params"]
     assert r["peak_bytes"] >= 0
     assert r["activations_bytes"] >= 0

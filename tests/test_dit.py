@@ -183,3 +183,20 @@ def test_bench_times_a_training_step_and_cli_rejects_bad_sizes(capsys):
     assert out["params"] == sum(p.numel() for p in build_dit(b).parameters()) and len(out["step_s_all"]) == 2
     assert main(["bench", "dit", "--input-size", "4,32"]) == 2
     assert "--input-size" in capsys.readouterr().err
+
+
+def test_train_flops_formula_matches_torch_flop_counter():
+    """MFU's numerator: the written-down FLOP formula agrees with torch's own count of one training step."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cardiolab.bench import dit_train_flops
+    from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss
+    from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+
+    cfg = DiT4DConfig(input_size=(2, 16, 16, 4), in_channels=4, patch=(1, 4, 4, 2), hidden=64, depth=2, heads=4)
+    model, sch = DiT4D(cfg), create_scheduler(DiffusionConfig())
+    x0 = torch.randn(3, 4, 2, 16, 16, 4)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:   # math SDPA: bmm's it counts
+        diffusion_loss(model, sch, x0).backward()
+    assert dit_train_flops(cfg, batch=3) == pytest.approx(counter.get_total_flops(), rel=0.05)

@@ -50,8 +50,11 @@ def add_arguments(p) -> None:
     h.add_argument("--switch", action="append", default=[], metavar="K=V",
                    help="highres: fix a switch for every row (checkpointing, amp, flash_attention, r, "
                         "initial_stride, sliding, code_chunk)")
-    h.add_argument("--unet-channels", default="32,64,64,128",
-                   help="highres: latent UNet widths (MedLoRD: 64,128,256,512)")
+    h.add_argument("--unet-channels", default=None,
+                   help="highres: latent UNet widths (default: the profile's, else 32,64,64,128; MedLoRD: 64,128,256,512)")
+    h.add_argument("--profile", default=None,
+                   help="highres: take the VQ-GAN and UNet widths, codebook and residual blocks from this profile "
+                        "(full = MedLoRD's)")
 
 
 def run(args) -> int:
@@ -77,13 +80,22 @@ def _highres(args) -> int:
     from cardiolab.bench_highres import STAGES, HighresBench, bench_stage, check_size, format_table, parse_switches
 
     size = _ints(args.size, 3, "size")
-    channels = _ints(args.unet_channels, len(args.unet_channels.split(",")), "unet-channels")
+    widths = {}
+    if args.profile:
+        from cardiolab.profiles import get_profile
+        hr = get_profile(args.profile).highres
+        widths = dict(vq_channels=tuple(hr.vq_channels), codes=hr.codes, code_dim=hr.code_dim,
+                      res_blocks=hr.res_blocks, unet_channels=tuple(hr.unet_channels))
+    if args.unet_channels or not args.profile:
+        text = args.unet_channels or "32,64,64,128"
+        widths["unet_channels"] = _ints(text, len(text.split(",")), "unet-channels")
+    channels = widths["unet_channels"]
     check_size(size, channels)
     stages = STAGES if args.stage == "all" else (args.stage,)
     switches = {stage: parse_switches(stage, args.switch, only_known=args.stage == "all") for stage in stages}
     results = {}
     for stage in stages:
-        b = HighresBench(size=size, stage=stage, unet_channels=channels, switches=switches[stage], device=args.device)
+        b = HighresBench(size=size, stage=stage, switches=switches[stage], device=args.device, **widths)
         results[stage] = rows = bench_stage(b, timeout=args.timeout)
         print(format_table(rows) + "\n")
     if args.json:
