@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from cardiolab.core import machine_info, precision_name, resolve_amp, seed_everything
+from cardiolab.core import machine_info, write_json, precision_name, resolve_amp, seed_everything
 from cardiolab.engine import Trainer, TrainConfig
 from cardiolab.profiles import get_profile, override
 
@@ -137,8 +136,7 @@ def main(args: argparse.Namespace) -> dict:
            "threads": torch.get_num_threads(), "machine": machine_info("cpu"),
            "resolved": precision_name(resolve_amp(amp, "cpu")), "results": results}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        write_json(args.json, out)   # atomic, parent folders made
     return out
 
 

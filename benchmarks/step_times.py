@@ -11,7 +11,6 @@ processes hits them alike; the median per variant is reported with its ratio to 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_steps import CASES, PRECISION  # noqa: E402
 
-from cardiolab.core import machine_info, seed_everything  # noqa: E402
+from cardiolab.core import machine_info, seed_everything, write_json  # noqa: E402
 from cardiolab.engine import Trainer, TrainConfig  # noqa: E402
 from cardiolab.profiles import get_profile, override  # noqa: E402
 
@@ -71,8 +70,7 @@ def main(args: argparse.Namespace) -> dict:
     out = {"profile": args.profile, "precision": args.precision, "threads": torch.get_num_threads(),
            "rounds": args.rounds, "machine": machine_info("cpu"), "rows": rows}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        write_json(args.json, out)   # atomic, parent folders made
     return out
 
 
