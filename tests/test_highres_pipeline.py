@@ -13,7 +13,7 @@ SMOKE = get_profile("smoke")
 
 def test_highres_sizes_per_profile():
     sizes = {name: get_profile(name).highres.size for name in ("smoke", "tiny", "full")}
-    assert sizes == {"smoke": (32, 32, 16), "tiny": (128, 128, 64), "full": (512, 512, 256)}
+    assert sizes == {"smoke": (32, 32, 16), "tiny": (64, 64, 32), "full": (512, 512, 256)}
 
 
 def test_highres_bool_tuple_override_parses_false():
