@@ -163,10 +163,10 @@ class HighresConfig:
     Memory switches (amp, checkpointing, code_chunk, decode_window, flash_attention) and sampling fields
     (sample_steps, conditioning_scale, n_samples) never shape weights (tasks.highres_common.SWITCH_FIELDS).
     """
-    size: tuple[int, int, int] = (64, 64, 32)        # volume X, Y, Z (full: MedLoRD's 512 x 512 x 256); tiny is
-                                                     # 64 x 64 x 32 (3 x 3 x 5 mm) to fit 60 min on 2 CPU cores
-                                                     # (benchmarks/README.md: at 128 x 128 x 64 a latent UNet step
-                                                     # costs ~5x and a full-volume segmenter step ~8x)
+    size: tuple[int, int, int] = (64, 64, 32)        # volume X, Y, Z (full: MedLoRD's 512 x 512 x 256); tiny:
+                                                     # 64 x 64 x 32 (3 x 3 x 5 mm), 30 min on 2 shared CPU cores; at
+                                                     # 128 x 128 x 64 latent UNet and ControlNet steps cost ~5x and
+                                                     # the segmenter sees 8x the voxels: ~100 min (benchmarks/README.md)
     subjects: int = 24                               # phantom volumes written by `phantom --kind volume`
     holdout: float = 0.25                            # last fraction of subjects: never trained on (masks, real side)
     modality: str = "ct"                             # ct | mr (data/phantom3d.py)
