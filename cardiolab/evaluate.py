@@ -499,3 +499,47 @@ def evaluate_highres(synthetic: str | os.PathLike, real: str | os.PathLike | Non
     if out is not None:
         write_json(out, result)
     return result
+
+
+def compare_highres(cohorts: dict[str, str | os.PathLike], real: str | os.PathLike | None = None,
+                    profile: Profile | str | None = None, segmenter_run: str | os.PathLike | None = None,
+                    out: str | os.PathLike | None = None) -> dict[str, dict]:
+    """evaluate_highres of several synthetic volume cohorts side by side, one segmenter, one real side.
+
+    cohorts: name -> cohort, e.g. {"conditional": ..., "unconditional": ...} from `sample --mask` at
+    conditioning scale 1 and 0. Each sample is scored against the mask written beside it. For an unconditional
+    sample (scale 0: the frozen UNet with the same noise) that mask was NOT used, so its Dice is the chance level
+    of the anatomy (how much any plausible heart overlaps that mask by common placement): conditional Dice means
+    something only above it. (Against the sample's own segmentation Dice would be 1 by construction.)
+    Writes `out` (JSON, {name: scores}) when given; `highres_table` prints the result.
+    """
+    from cardiolab.tasks import highres_segmenter
+
+    if not cohorts:
+        raise CardiolabError("compare_highres: no cohorts given")
+    profile = get_profile(profile)
+    segmenter_run = segmenter_run or highres_segmenter.ensure(profile)
+    result = {name: evaluate_highres(path, real=real, profile=profile, segmenter_run=segmenter_run)
+              for name, path in cohorts.items()}
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def highres_table(scores: dict[str, dict]) -> str:
+    """A text table of compare_highres: per structure, adherence Dice and regional-volume W1 of each cohort."""
+    names = list(scores)
+    first = scores[names[0]]
+    structures = list(first["regional_volumes"]["w1"])
+    head = ["structure"] + [f"Dice {n}" for n in names] + [f"W1 {n}" for n in names]
+    rows = []
+    for s in structures:
+        rows.append([s] + [f"{scores[n]['adherence']['dice'][s]:.3f}" for n in names]
+                    + [f"{scores[n]['regional_volumes']['w1'][s]:.4f}" for n in names])
+    rows.append(["mean"] + [f"{scores[n]['adherence']['dice']['mean']:.3f}" for n in names]
+                + [f"{np.nanmean(list(scores[n]['regional_volumes']['w1'].values())):.4f}" for n in names])
+    rows.append(["n synthetic / real"] + [f"{scores[n]['n_synthetic']} / {scores[n]['n_real']}" for n in names]
+                + [""] * len(names))
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in [head] + rows)

@@ -163,30 +163,33 @@ class HighresConfig:
     Memory switches (amp, checkpointing, code_chunk, decode_window, flash_attention) and sampling fields
     (sample_steps, conditioning_scale, n_samples) never shape weights (tasks.highres_common.SWITCH_FIELDS).
     """
-    size: tuple[int, int, int] = (128, 128, 64)      # volume X, Y, Z (full: MedLoRD's 512 x 512 x 256)
+    size: tuple[int, int, int] = (64, 64, 32)        # volume X, Y, Z (full: MedLoRD's 512 x 512 x 256); tiny:
+                                                     # 64 x 64 x 32 (3 x 3 x 5 mm), 30 min on 2 shared CPU cores; at
+                                                     # 128 x 128 x 64 latent UNet and ControlNet steps cost ~5x and
+                                                     # the segmenter sees 8x the voxels: ~100 min (benchmarks/README.md)
     subjects: int = 24                               # phantom volumes written by `phantom --kind volume`
     holdout: float = 0.25                            # last fraction of subjects: never trained on (masks, real side)
     modality: str = "ct"                             # ct | mr (data/phantom3d.py)
-    crop: tuple[int, int, int] = (64, 64, 32)        # VQ-GAN random crops (MedLoRD: 128^3)
+    crop: tuple[int, int, int] = (32, 32, 32)        # VQ-GAN random crops (MedLoRD: 128^3)
     vq_channels: tuple[int, int] = (32, 64)          # two stride-2 levels: /4 per axis (MedLoRD: /4 to 8 channels)
     codes: int = 1024                                # MedLoRD: 16384
     code_dim: int = 8
     ema_decay: float = 0.95                          # MedLoRD's codebook EMA decay
     jukebox_weight: float = 1.0                      # spectral (Jukebox) loss weight (MedLoRD: 1.0; 0: off)
-    vq_steps: int = 2000
+    vq_steps: int = 1500
     vq_lr: float = 4e-4
     unet_channels: tuple[int, ...] = (32, 64, 64, 128)   # MedLoRD: 64, 128, 256, 512
     attention_levels: tuple[bool, ...] = (False, False, True, True)   # attention only at the two lowest levels
     res_blocks: int = 1                              # MONAI default: 2
     train_timesteps: int = 300                       # cosine schedule, v-prediction (MedLoRD)
-    ldm_steps: int = 2000
-    ldm_lr: float = 2e-4
+    ldm_steps: int = 1500
+    ldm_lr: float = 5e-4                             # also the ControlNet's
     r: float = 0.5                                   # ControlNet width ratio (MedLoRD: 0.5)
     initial_stride: int = 2                          # first mask conv's stride (MedLoRD: 2)
     control_dropout: float = 0.1                     # drop a sample's masks in training (MedLoRD: 0.1)
-    cn_steps: int = 2000
+    cn_steps: int = 1500
     seg_channels: tuple[int, ...] = (16, 32, 64, 128)    # MONAI 3D UNet widths of the adherence segmenter
-    seg_steps: int = 1000
+    seg_steps: int = 400
     seg_lr: float = 5e-3
     batch: int = 2                                   # volumes (or crops) per step, every stage
     # memory switches: change peak memory, never the weights

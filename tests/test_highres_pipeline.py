@@ -13,7 +13,7 @@ SMOKE = get_profile("smoke")
 
 def test_highres_sizes_per_profile():
     sizes = {name: get_profile(name).highres.size for name in ("smoke", "tiny", "full")}
-    assert sizes == {"smoke": (32, 32, 16), "tiny": (128, 128, 64), "full": (512, 512, 256)}
+    assert sizes == {"smoke": (32, 32, 16), "tiny": (64, 64, 32), "full": (512, 512, 256)}
 
 
 def test_highres_bool_tuple_override_parses_false():
@@ -195,6 +195,37 @@ def test_evaluate_highres_scores_adherence_and_regional_volumes(highres_runs, tm
     assert set(result["adherence"]["dice"]) == {"aorta", "LA", "RA", "myocardium", "LV", "RV", "mean"}
     assert set(result["regional_volumes"]["w1"]) == {"aorta", "LA", "RA", "myocardium", "LV", "RV"}
     assert (tmp_path / "e.json").exists()
+
+
+def test_evaluate_verb_puts_conditional_and_unconditional_side_by_side(highres_runs, tmp_path, capsys):
+    import json
+    root, p, runs = highres_runs
+    cohorts = {}
+    for name, scale in (("cond", "1"), ("uncond", "0")):
+        cohorts[name] = tmp_path / name
+        main(["sample", "--run", str(runs["highres-controlnet"]), "--out", str(cohorts[name]), "--n", "1",
+              "--conditioning-scale", scale])
+    capsys.readouterr()
+    code = main(["evaluate", "--synthetic", str(cohorts["cond"]), "--unconditional", str(cohorts["uncond"]),
+                 "--segmenter", str(runs["highres-segmenter"]), "--json", str(tmp_path / "e.json"),
+                 "--profile", "smoke"])
+    assert code == 0
+    assert "Dice unconditional" in capsys.readouterr().out
+    assert set(json.loads((tmp_path / "e.json").read_text())) == {"conditional", "unconditional"}
+
+
+def test_evaluate_verb_refuses_unconditional_for_cine_cohorts(phantom_root, capsys):
+    assert main(["evaluate", "--synthetic", str(phantom_root), "--unconditional", str(phantom_root),
+                 "--profile", "smoke"]) == 2
+    assert "--unconditional" in capsys.readouterr().err
+
+
+def test_highres_table_has_one_row_per_structure_and_a_mean():
+    from cardiolab.evaluate import highres_table
+    one = {"adherence": {"dice": {"LV": 0.9, "RV": 0.5, "mean": 0.7}}, "n_synthetic": 2, "n_real": 3,
+           "regional_volumes": {"w1": {"LV": 0.01, "RV": 0.03}}}
+    lines = highres_table({"conditional": one, "unconditional": one}).splitlines()
+    assert [line.split()[0] for line in lines] == ["structure", "LV", "RV", "mean", "n"]
 
 
 def _fill(sheet, key, guess_right):

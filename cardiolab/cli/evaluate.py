@@ -5,8 +5,10 @@ import logging
 import shlex
 
 from cardiolab.cli import add_profile
+from cardiolab.core import CardiolabError
 
-HELP = "evaluate a synthetic cohort against real data (FD/KID-cardiolab, consistency, temporal, function) -> JSON"
+HELP = ("evaluate a synthetic cohort against real data (FD/KID-cardiolab, consistency, temporal, function) -> JSON; "
+        "a volume cohort (highres): adherence Dice and regional-volume W1, conditional vs --unconditional")
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +28,12 @@ def add_arguments(p) -> None:
                    help="TorchScript 2D feature extractor (B, 3, H, W) in [0, 1] -> features: adds standard FID")
     p.add_argument("--landmarks", default=None,
                    help="landmarks run folder: adds septal-angle drift (slices, frames) of both sides")
+    p.add_argument("--unconditional", default=None,
+                   help="volume cohorts (highres): a cohort sampled at --conditioning-scale 0 from the same masks, "
+                        "scored beside --synthetic; its Dice against the unused masks is the chance level")
+    p.add_argument("--segmenter", default=None,
+                   help="volume cohorts: highres-segmenter run (default runs/<profile>/highres-segmenter, trained if "
+                        "missing)")
     add_profile(p)
 
 
@@ -42,6 +50,11 @@ def run(args) -> int:
     from cardiolab.evaluate import evaluate
     from cardiolab.profiles import get_profile
     profile = get_profile(args.profile)
+    if _is_volume_cohort(args.synthetic):
+        return run_highres(args, profile)
+    for flag in ("unconditional", "segmenter"):
+        if getattr(args, flag):
+            raise CardiolabError(f"evaluate --{flag}: only for volume cohorts (highres); {args.synthetic} is not one")
     result = evaluate(args.synthetic, args.real, profile, split=args.split, labels=args.labels, name=args.name,
                       out_json=args.json, fid_weights=args.fid_weights, evaluator=args.evaluator,
                       command=command_line(args), landmarks=args.landmarks)
@@ -60,4 +73,34 @@ def run(args) -> int:
         log.info("septal drift (deg) slices real %.1f / synth %.1f, frames real %.1f / synth %.1f",
                  lm["real"]["slices"]["mean"], lm["synthetic"]["slices"]["mean"], lm["real"]["frames"]["mean"],
                  lm["synthetic"]["frames"]["mean"])
+    return 0
+
+
+def _is_volume_cohort(path) -> bool:
+    from pathlib import Path
+
+    from cardiolab.io.layouts import detect_layout
+    return Path(path).is_dir() and detect_layout(path) == "volume"
+
+
+def run_highres(args, profile) -> int:
+    """A synthetic volume cohort (and optionally its unconditional twin): adherence Dice and regional-volume W1
+    per structure (cardiolab.evaluate.compare_highres), printed as one table and written to --json."""
+    from pathlib import Path
+
+    from cardiolab.evaluate import compare_highres, highres_table
+
+    for flag in ("labels", "evaluator", "fid_weights", "landmarks", "split"):
+        if getattr(args, flag):
+            raise CardiolabError(f"evaluate --{flag.replace('_', '-')}: not an option for volume cohorts")
+    cohorts = {"conditional": args.synthetic}
+    if args.unconditional:
+        if not _is_volume_cohort(args.unconditional):
+            raise CardiolabError(f"--unconditional {args.unconditional}: not a volume-layout cohort")
+        cohorts["unconditional"] = args.unconditional
+    name = args.name or Path(args.synthetic).name
+    out = args.json or profile.eval_dir / f"highres_{name}.json"
+    scores = compare_highres(cohorts, real=args.real, profile=profile, segmenter_run=args.segmenter, out=out)
+    print(highres_table(scores))
+    print(f"written {out}")
     return 0

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from cardiolab.core import CardiolabError, fingerprint
 from cardiolab.data.phantom3d import ensure_volume_cohort
-from cardiolab.engine import load_checkpoint
+from cardiolab.engine import TrainConfig, ensure_run, load_checkpoint
 from cardiolab.io.volume import LABELS, VolumeSubject, read_volume_cohort
 from cardiolab.models.controlnet_slim import ControlNetConfig
 from cardiolab.models.ldm3d import LDM3DConfig
@@ -78,6 +78,25 @@ def run_id(name: str, profile: Profile | str | None = None) -> str:
 
 def steps_of(name: str, profile: Profile) -> int:
     return getattr(profile.highres, STEPS_FIELD[name])
+
+
+def ensure_stage(name: str, train, profile: Profile | str | None = None,
+                 run_dir: str | os.PathLike | None = None) -> Path:
+    """engine.ensure_run for stage `name`: `train(profile, out=, resume=)` unless its run (default
+    runs/<profile>/<name>) finished with the profile's steps and shaping; returns the run folder."""
+    profile = get_profile(profile)
+    run = Path(run_dir or profile.run(name))
+    return ensure_run(run, steps_of(name, profile), shaping(name, profile),
+                      lambda resume: train(profile, out=run, resume=resume))
+
+
+def train_config(profile: Profile, steps: int, lr: float, seed: int) -> TrainConfig:
+    """The engine settings every trained stage but the VQ-GAN shares: the profile's batch, precision and device,
+    warm-up a tenth of the steps (at most 100), four checkpoints and ten log lines (at most every 500 / 20 steps)."""
+    h = profile.highres
+    return TrainConfig(steps=steps, batch_size=h.batch, lr=lr, warmup=min(100, steps // 10),
+                       ckpt_every=max(1, min(500, steps // 4)), log_every=max(1, min(20, steps // 10)), amp=h.amp,
+                       seed=seed, device=profile.device)
 
 
 # ---- configs -----------------------------------------------------------------------------------------

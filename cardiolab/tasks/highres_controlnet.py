@@ -21,7 +21,7 @@ import torch
 
 from cardiolab.core import CardiolabError, atomic_path, pick_device, seed_everything, write_json
 from cardiolab.diffusion import create_scheduler, diffusion_loss, sample
-from cardiolab.engine import Trainer, TrainConfig, ensure_run, run_id
+from cardiolab.engine import Trainer, run_id
 from cardiolab.io.volume import VolumeSubject, read_volume_cohort, write_labels, write_volume_subject
 from cardiolab.models.controlnet_slim import ControlledUNet, ControlNetConfig, SlimControlNet, masks_to_channels
 from cardiolab.profiles import Profile, get_profile
@@ -74,9 +74,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     unet = highres_ldm.load(ldm_run).requires_grad_(False)
     unet.checkpointing = h.checkpointing
     cn = SlimControlNet(unet.cfg, hc.controlnet_config(h))
-    cfg = TrainConfig(steps=steps, batch_size=h.batch, lr=h.ldm_lr, warmup=min(100, steps // 10),
-                      ckpt_every=max(1, min(500, steps // 4)), log_every=max(1, min(20, steps // 10)), amp=h.amp,
-                      seed=seed, device=profile.device)
+    cfg = hc.train_config(profile, steps, h.ldm_lr, seed)
     opt = torch.optim.AdamW(cn.parameters(), lr=h.ldm_lr, weight_decay=0.0)
     config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
               "unet": dataclasses.asdict(unet.cfg), "controlnet": dataclasses.asdict(cn.cfg),
@@ -88,10 +86,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
 
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
-    profile = get_profile(profile)
-    run = Path(run_dir or profile.run(NAME))
-    return ensure_run(run, profile.highres.cn_steps, shaping(profile),
-                      lambda resume: train(profile, out=run, resume=resume))
+    return hc.ensure_stage(NAME, train, profile, run_dir)
 
 
 def load(run_dir: str | os.PathLike, device: str = "cpu", conditioning_scale: float = 1.0) -> ControlledUNet:

@@ -14,7 +14,7 @@ import torch
 
 from cardiolab.core import seed_everything
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss
-from cardiolab.engine import Trainer, TrainConfig, ensure_run
+from cardiolab.engine import Trainer
 from cardiolab.models.ldm3d import LatentUNet3D, LDM3DConfig
 from cardiolab.profiles import Profile, get_profile
 from cardiolab.tasks import highres_common as hc
@@ -55,9 +55,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     steps = steps or h.ldm_steps
     seed_everything(seed)
     unet = LatentUNet3D(hc.unet_config(h))
-    cfg = TrainConfig(steps=steps, batch_size=h.batch, lr=h.ldm_lr, warmup=min(100, steps // 10),
-                      ckpt_every=max(1, min(500, steps // 4)), log_every=max(1, min(20, steps // 10)), amp=h.amp,
-                      seed=seed, device=profile.device)
+    cfg = hc.train_config(profile, steps, h.ldm_lr, seed)
     opt = torch.optim.AdamW(unet.parameters(), lr=h.ldm_lr, weight_decay=0.0)
     config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
               "unet": dataclasses.asdict(unet.cfg), "diffusion": dataclasses.asdict(diffusion_config(profile)),
@@ -68,10 +66,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
 
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
-    profile = get_profile(profile)
-    run = Path(run_dir or profile.run(NAME))
-    return ensure_run(run, profile.highres.ldm_steps, shaping(profile),
-                      lambda resume: train(profile, out=run, resume=resume))
+    return hc.ensure_stage(NAME, train, profile, run_dir)
 
 
 def unet_from_config(cfg: dict, **switches) -> LatentUNet3D:

@@ -14,7 +14,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from cardiolab.core import seed_everything
-from cardiolab.engine import Trainer, TrainConfig, ensure_run
+from cardiolab.engine import Trainer
 from cardiolab.profiles import Profile, get_profile
 from cardiolab.tasks import highres_common as hc
 
@@ -57,9 +57,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     steps = steps or h.seg_steps
     seed_everything(seed)
     model = hc.build_segmenter(h.seg_channels)
-    cfg = TrainConfig(steps=steps, batch_size=h.batch, lr=h.seg_lr, warmup=min(100, steps // 10),
-                      ckpt_every=max(1, min(500, steps // 4)), log_every=max(1, min(20, steps // 10)), amp=h.amp,
-                      seed=seed, device=profile.device)
+    cfg = hc.train_config(profile, steps, h.seg_lr, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=h.seg_lr, weight_decay=1e-4)
     config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
               "seg_channels": list(h.seg_channels)}
@@ -69,10 +67,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
 
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
-    profile = get_profile(profile)
-    run = Path(run_dir or profile.run(NAME))
-    return ensure_run(run, profile.highres.seg_steps, shaping(profile),
-                      lambda resume: train(profile, out=run, resume=resume))
+    return hc.ensure_stage(NAME, train, profile, run_dir)
 
 
 def load(run_dir: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:

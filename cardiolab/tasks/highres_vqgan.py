@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from cardiolab.core import atomic_path, fingerprint
-from cardiolab.engine import ensure_run, recorded_shaping
+from cardiolab.engine import recorded_shaping
 from cardiolab.models.vqgan import VQGAN
 from cardiolab.profiles import Profile, get_profile
 from cardiolab.tasks import highres_common as hc
@@ -50,10 +50,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
 
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
-    profile = get_profile(profile)
-    run = Path(run_dir or profile.run(NAME))
-    return ensure_run(run, profile.highres.vq_steps, shaping(profile),
-                      lambda resume: train(profile, out=run, resume=resume))
+    return hc.ensure_stage(NAME, train, profile, run_dir)
 
 
 def load(run_dir: str | os.PathLike, device: str = "cpu") -> VQGAN:
