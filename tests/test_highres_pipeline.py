@@ -2,6 +2,8 @@
 mask-conditioned sampling into a volume cohort, adherence and regional volumes, the reader study."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cardiolab.__main__ import main
@@ -157,6 +159,16 @@ def test_highres_vqgan_logs_the_spectral_jukebox_term(highres_runs):
     from cardiolab.engine import read_metrics
     _, _, runs = highres_runs
     assert read_metrics(runs["highres-vqgan"])[-1]["spectral"] > 0
+
+
+def test_highres_vqgan_records_its_holdout_reconstruction(highres_runs):
+    from cardiolab.tasks import highres_vqgan
+    _, profile, runs = highres_runs
+    recorded = json.loads((runs["highres-vqgan"] / "scores.json").read_text())["reconstruction"]
+    again = highres_vqgan.reconstruction_metrics(highres_vqgan.load(runs["highres-vqgan"]), profile)
+    assert recorded["split"] == "holdout"
+    assert recorded["n"] == len(highres_vqgan.hc.load_volumes(profile, "holdout"))
+    assert recorded["PSNR"] == pytest.approx(again["PSNR"], abs=1e-4)
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ import os
 from pathlib import Path
 
 import torch
+from einops import rearrange
 
-from cardiolab.core import atomic_path, fingerprint
+from cardiolab.core import atomic_path, fingerprint, write_json
 from cardiolab.engine import recorded_shaping
+from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN
 from cardiolab.profiles import Profile, get_profile
 from cardiolab.tasks import highres_common as hc
@@ -44,9 +46,14 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     data = hc.CropSet([s.image for s in subjects], h.crop)
     config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
               "train_ids": [s.id for s in subjects], "volume_dir": str(profile.volume_dir)}
-    return vqgan_task.fit(data, hc.vq_config(h), tuple(h.crop), out, steps=steps or h.vq_steps, seed=seed,
-                          resume=resume, device=profile.device, num_workers=profile.num_workers, config=config,
-                          spectral_weight=h.jukebox_weight, checkpointing=h.checkpointing, code_chunk=h.code_chunk)
+    run = vqgan_task.fit(data, hc.vq_config(h), tuple(h.crop), out, steps=steps or h.vq_steps, seed=seed,
+                         resume=resume, device=profile.device, num_workers=profile.num_workers, config=config,
+                         spectral_weight=h.jukebox_weight, checkpointing=h.checkpointing, code_chunk=h.code_chunk)
+    scores = reconstruction_metrics(load(run), profile)
+    write_json(run / "scores.json", {"reconstruction": scores})
+    log.info("highres-vqgan: holdout PSNR %.2f dB, SSIM %.3f, MS-SSIM %.3f (%d volumes)", scores["PSNR"],
+             scores["SSIM"], scores["MS-SSIM"], scores["n"])
+    return run
 
 
 def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
@@ -56,6 +63,23 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
 def load(run_dir: str | os.PathLike, device: str = "cpu") -> VQGAN:
     """The trained VQ-GAN (eval mode)."""
     return vqgan_task.load(run_dir, device=device)
+
+
+@torch.no_grad()
+def reconstruction_metrics(vq: VQGAN, profile: Profile | str | None = None, split: str = "holdout") -> dict:
+    """`metrics.fidelity.reconstruction_metrics` of the `split` volumes and their VQ-GAN reconstructions
+    (encode, snap, decode), each volume (X, Y, Z) read as Z axial slices of one frame; with "split"."""
+    profile = get_profile(profile)
+    subjects = hc.load_volumes(profile, split)
+    device = next(vq.parameters()).device
+    real, recon = [], []
+    for s in subjects:
+        x = torch.as_tensor(s.image, dtype=torch.float32)[None, None]
+        y = hc.decode(vq, hc.encode(vq, x.to(device)), profile.highres.decode_window).cpu()
+        real.append(rearrange(x[0, 0], "x y z -> z x y 1"))
+        recon.append(rearrange(y[0, 0], "x y z -> z x y 1"))
+    ids = [s.id for s in subjects]
+    return {"split": split, **fidelity.reconstruction_metrics(torch.stack(real), torch.stack(recon), ids=ids)}
 
 
 def ensure_latents(profile: Profile, vq_run: str | os.PathLike | None = None) -> Path:
