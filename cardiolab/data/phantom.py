@@ -12,10 +12,10 @@ its angle, and the same tables give analytic areas (0.5 * integral of r^2 dtheta
 - the RV crescent is scaled to its own volume curve; the base descends towards the fixed apex.
 
 Sizes come from ACDC's per-group statistics (ACDC_STATS: mean, SD and range of ED volumes, EF and wall
-thickness measured on ACDC's reference segmentations) and are fitted exactly (`fit_sizes`). Around the heart `thorax` draws the chest (body
-wall with subcutaneous fat, lungs and liver that the beating heart pushes, descending aorta beside the spine)
-and a coil bias field; the heart carries papillary muscles, trabeculae and partial volume at base and apex;
-Rician noise last. `simulate` returns every intermediate layer.
+thickness measured on ACDC's reference segmentations) and are fitted exactly (`fit_sizes`). Around the heart
+`thorax` draws the chest (body wall with subcutaneous fat, lungs and liver that the beating heart pushes,
+descending aorta beside the spine) and a coil bias field; the heart carries papillary muscles, trabeculae and
+partial volume at base and apex; Rician noise last. `simulate` returns every intermediate layer.
 
 Ground truth (phantom_truth.json) is measured on the rasterised labels, so EF recomputed from the
 written labels matches it; the analytic volumes sit beside it. Volumes in ml, EF in %, mass in g.
