@@ -135,12 +135,13 @@ def test_groups_have_their_physiology():
     def mean(g, key):
         return np.mean([t[key] for t in rows[g]])
 
-    assert all(55 <= t["EF"] <= 70 for t in rows["NOR"])
-    assert all(t["EF"] < 40 for t in rows["DCM"]) and all(t["EF"] > 55 for t in rows["HCM"])
-    assert all(t["EF"] < 45 for t in rows["MINF"])
+    for g, truths in rows.items():                                          # inside ACDC's range (+-3 %)
+        _, _, lo, hi = phantom.ACDC_STATS[g]["ef"]
+        assert all(lo - 3 <= t["EF"] <= hi + 3 for t in truths), (g, [t["EF"] for t in truths])
+    assert all(t["EF"] < 40 for t in rows["DCM"]) and all(t["EF"] < 47 for t in rows["MINF"])
     assert mean("DCM", "EF") < mean("NOR", "EF") and mean("DCM", "EDV") > mean("NOR", "EDV")
     assert mean("HCM", "LV_mass") > 1.3 * mean("NOR", "LV_mass")
-    assert mean("ARV", "RV_EDV") > 1.3 * mean("NOR", "RV_EDV") and mean("ARV", "RV_EF") < mean("NOR", "RV_EF")
+    assert mean("ARV", "RV_EDV") > mean("NOR", "RV_EDV") and mean("ARV", "RV_EF") < mean("NOR", "RV_EF")
     assert all(t["parameters"]["infarct"] for t in rows["MINF"])
 
 
@@ -236,13 +237,14 @@ def test_ensure_phantom_stamps_and_regenerates(tmp_path, monkeypatch):
 
 # Real ACDC means over labelled frames after prepare's percentile scaling to [-1, 1] (issue 12, tiny profile).
 # The phantom is calibrated on the tiny profile; the smoke-sized cohort here (6 mm after prepare) blurs more,
-# which lifts the myocardium and the RV, hence the tolerance.
+# which lifts the myocardium and the RV, hence the tolerance, and its 6 subjects make one large DCM heart (its
+# blood pool sets the 99.5th percentile) move a mean by ~0.1, hence the median over subjects.
 REAL_MEANS = {"LV": (3, 0.15), "MYO": (2, -0.52), "RV": (1, -0.16), "background": (0, -0.50)}
 MEAN_TOLERANCE = 0.15
 
 
 def test_prepared_intensities_near_real_acdc(prepared):
-    means = {name: np.mean([t["image"][t["labels"] == lab].mean().item() for _, t in prepared])
+    means = {name: np.median([t["image"][t["labels"] == lab].mean().item() for _, t in prepared])
              for name, (lab, _) in REAL_MEANS.items()}
     for name, (_, real) in REAL_MEANS.items():
         assert abs(means[name] - real) < MEAN_TOLERANCE, (name, means[name], real)
@@ -267,9 +269,9 @@ def test_tissue_ordering_fat_bright_lungs_darkest(group):
 def test_group_sizes_follow_the_table():
     rows = {g: [phantom.make_subject(i, seed=1, group=g, **MEDIUM)[1] for i in range(3)] for g in phantom.GROUPS}
     for g, truths in rows.items():
-        lo, hi = phantom.GROUP_STATS[g]["lv_edvi"]
+        _, _, lo, hi = phantom.ACDC_STATS[g]["lv_edv"]
         for t in truths:                                                   # rasterised at 3 mm: within 12 %
-            assert 0.88 * lo <= t["EDV"] / t["parameters"]["bsa"] <= 1.12 * hi, (g, t["EDV"])
+            assert 0.88 * lo <= t["EDV"] <= 1.12 * hi, (g, t["EDV"])
     edv = {g: np.mean([t["EDV"] for t in truths]) for g, truths in rows.items()}
     assert edv["DCM"] > 1.3 * edv["NOR"]
 
@@ -285,6 +287,23 @@ def test_group_sizes_follow_the_table():
     nor, hcm = mid_wall_mm("NOR"), mid_wall_mm("HCM")
     assert nor < 12                                                        # ACDC: normal wall < 12 mm in diastole
     assert hcm > 1.3 * nor
+
+
+def test_group_draws_follow_acdc_statistics():
+    """Drawn (not rasterised) sizes: per group, the mean of 200 draws lies within 0.3 SD of ACDC's mean, every
+    draw inside ACDC's range, and the spread is ACDC's (clipping only trims it)."""
+    rng = np.random.default_rng(0)
+    for g in phantom.GROUPS:
+        draws = [phantom.sample_heart(g, phantom.sample_attributes(g, rng), rng, slices=8) for _ in range(200)]
+        for key, column in (("edv", "lv_edv"), ("rv_edv", "rv_edv"), ("ef", "ef"), ("rv_ef", "rv_ef")):
+            mean, sd, lo, hi = phantom.ACDC_STATS[g][column]
+            x = np.array([d[key] for d in draws])
+            assert abs(x.mean() - mean) < 0.3 * sd, (g, column, x.mean())
+            assert lo <= x.min() and x.max() <= hi, (g, column)
+            assert 0.6 * sd < x.std() <= 1.05 * sd, (g, column, x.std())
+        mean, sd, lo, hi = phantom.ACDC_STATS[g]["wall"]
+        basal = np.array([d["wall"] * (1 + d["asymmetry"] / np.pi) for d in draws])   # circumferential mean
+        assert abs(basal.mean() - mean) < 0.3 * sd, (g, basal.mean())
 
 
 def test_insertion_points_every_frame_named_by_world_rule(tmp_path):

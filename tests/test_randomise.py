@@ -57,6 +57,26 @@ def test_labels_move_with_the_image():
     assert moved >= 3
 
 
+def test_batch_labels_move_with_each_sample_and_plain_share_keeps_contrast():
+    from cardiolab.data.randomise import RandomiseConfig, randomise_batch
+    base = toy_sample()
+    image = (base["labels"].float() / 3 * 2 - 1)[None, None].repeat(16, 1, 1, 1)       # image = label map
+    labels = base["labels"][None].repeat(16, 1, 1)
+    torch.manual_seed(0)
+    still = RandomiseConfig(plain_share=1.0, plain_jitter=0.0, spatial_prob=1.0)
+    x, y = randomise_batch(image, labels, still)
+    from_image = torch.round((x[:, 0] + 1) / 2 * 3).long()
+    agree = (from_image == y).float().mean((1, 2))
+    assert (agree > 0.97).all(), agree                                      # each sample on its own grid
+    assert len({tuple(yi.flatten()[::7].tolist()) for yi in y}) == 16       # and every sample its own warp
+    torch.manual_seed(0)
+    x, _ = randomise_batch(image, labels, RandomiseConfig(plain_share=0.5, plain_jitter=0.0, spatial_prob=0.0))
+    kept = torch.tensor([torch.allclose(x[i], image[i], atol=1e-5) for i in range(16)])
+    assert 3 <= int(kept.sum()) <= 13                                       # about half kept their contrast
+    with pytest.raises(CardiolabError, match="expected image"):
+        randomise_batch(image[0], labels)
+
+
 def test_intensities_differ_per_label_across_draws():
     tf = domain_randomisation(seed=0)
     means = np.stack([label_means(tf(toy_sample())) for _ in range(8)])    # (draws, labels)

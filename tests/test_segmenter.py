@@ -123,15 +123,33 @@ def test_train_on_a_labelled_cohort_folder_needs_no_cache(tmp_path):
     assert not (run / "scores.json").exists() and seg.load(run).config.channels == (8, 16, 32)
 
 
-def test_shaping_changes_with_the_randomisation_switch():
+def test_randomisation_is_the_default_and_plain_stays_available():
     from cardiolab.profiles import override
-    plain = get_profile("tiny")
-    assert not plain.eval.seg_randomise                       # off by default (see profiles.EvalConfig)
-    randomised = override(plain, ["eval.seg_randomise=true"])
-    assert seg.shaping(plain) != seg.shaping(randomised)
-    assert seg.shaping(plain)["segmenter"]["seg_randomise"] is False
-    assert seg.training_transform(plain) is None
-    assert seg.training_transform(randomised) is not None
+    tiny = get_profile("tiny")
+    assert tiny.eval.seg_randomise                            # issue 12: the segmenter that generalises
+    assert 0 < tiny.eval.seg_plain_share < 1
+    assert not get_profile("smoke").eval.seg_randomise       # smoke: 20 steps only check that things run
+    plain = override(tiny, ["eval.seg_randomise=false"])
+    assert seg.shaping(plain) != seg.shaping(tiny)
+    assert seg.shaping(tiny)["segmenter"]["seg_randomise"] is True
+    assert seg.augmentation(plain) is seg._jitter
+    assert seg.augmentation(tiny) is not seg._jitter
+    shared = override(tiny, ["eval.seg_plain_share=0.9"])
+    assert seg.shaping(shared) != seg.shaping(tiny)
+
+
+def test_augmentation_randomises_the_batch_and_keeps_labels(tmp_path):
+    vols = seg.cohort_volumes(write_cohort(tmp_path / "c", n=1, labels="series"), "smoke")
+    frames = seg.FrameSet(vols)
+    batch = {k: torch.stack([frames[i][k] for i in range(8)]) for k in ("image", "labels")}
+    torch.manual_seed(0)
+    x, y = seg.augmentation(get_profile("tiny"))(batch["image"], batch["labels"])
+    assert x.shape == batch["image"].shape and y.shape == batch["labels"].shape and y.dtype == torch.int64
+    assert set(y.unique().tolist()) <= {0, 1, 2, 3}
+    assert not torch.equal(x, batch["image"])
+    assert not torch.equal(y, batch["labels"])                # warped (alignment: tests/test_randomise.py)
+    kept = (y > 0).sum((1, 2)).float() / (batch["labels"] > 0).sum((1, 2)).float()
+    assert ((kept > 0.6) & (kept < 1.5)).all(), kept        # toy hearts touch the border: some leave the view
 
 
 def test_frameset_transform_is_seeded_from_numpy(tmp_path):
@@ -149,20 +167,18 @@ def test_frameset_transform_is_seeded_from_numpy(tmp_path):
     assert a["labels"].dtype == torch.int64
 
 
-def test_transform_is_applied_in_training_only(tmp_path, monkeypatch):
+def test_augmentation_is_applied_in_training_only(tmp_path, monkeypatch):
     from cardiolab.profiles import override
     calls = []
+    real = seg.augmentation
 
-    def mark(item):
-        calls.append(1)
-        return item
+    def counting(profile):
+        fn = real(profile)
+        return lambda x, y: (calls.append(len(x)), fn(x, y))[1]
 
-    monkeypatch.setattr(seg, "training_transform", lambda profile: mark if profile.eval.seg_randomise else None)
+    monkeypatch.setattr(seg, "augmentation", counting)
     cache = make_cache(tmp_path, n=5)
     profile = override(get_profile("smoke"), ["eval.seg_randomise=true"])
     run = seg.train(profile, out=tmp_path / "run", steps=3, cache_dir=cache)       # trains, then scores holdout
     assert (run / "scores.json").exists()
-    assert len(calls) == 3 * profile.eval.seg_batch                                 # training items only
-    calls.clear()
-    seg.train(get_profile("smoke"), out=tmp_path / "plain", steps=3, cache_dir=cache)
-    assert calls == []
+    assert calls == [profile.eval.seg_batch] * 3                                    # training batches only

@@ -11,11 +11,11 @@ its angle, and the same tables give analytic areas (0.5 * integral of r^2 dtheta
 - the wall thickens in systole by exactly enough to keep the myocardial volume constant;
 - the RV crescent is scaled to its own volume curve; the base descends towards the fixed apex.
 
-Sizes come from one per-group table (GROUP_STATS: indexed ED volumes, EF, wall thickness, after ACDC's
-group definitions) and are fitted exactly (`fit_sizes`). Around the heart `thorax` draws the chest (body
-wall with subcutaneous fat, lungs and liver that the beating heart pushes, descending aorta beside the spine)
-and a coil bias field; the heart carries papillary muscles, trabeculae and partial volume at base and apex;
-Rician noise last. `simulate` returns every intermediate layer.
+Sizes come from ACDC's per-group statistics (ACDC_STATS: mean, SD and range of ED volumes, EF and wall
+thickness measured on ACDC's reference segmentations) and are fitted exactly (`fit_sizes`). Around the heart
+`thorax` draws the chest (body wall with subcutaneous fat, lungs and liver that the beating heart pushes,
+descending aorta beside the spine) and a coil bias field; the heart carries papillary muscles, trabeculae and
+partial volume at base and apex; Rician noise last. `simulate` returns every intermediate layer.
 
 Ground truth (phantom_truth.json) is measured on the rasterised labels, so EF recomputed from the
 written labels matches it; the analytic volumes sit beside it. Volumes in ml, EF in %, mass in g.
@@ -55,7 +55,7 @@ from cardiolab.io.cohort import Subject, write_subject
 
 log = logging.getLogger(__name__)
 
-VERSION = 2                      # bump when the generator's output changes; ensure_phantom then regenerates
+VERSION = 3                      # bump when the generator's output changes; ensure_phantom then regenerates
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "ARV")
 TRUTH_FILE = "phantom_truth.json"
 COHORT_FILE = "cohort.json"
@@ -64,27 +64,42 @@ THETA = -np.pi + (np.arange(N_THETA) + 0.5) * (2 * np.pi / N_THETA)
 D_THETA = 2 * np.pi / N_THETA
 MYO_DENSITY = 1.05               # g/ml, LV mass = ED myocardial volume * density
 
-# Per-group statistics, one row per ACDC group: uniform ranges drawn per subject. The first five columns
-# follow the group definitions of Bernard et al., IEEE TMI 37(11) 2018 (ACDC), sec. III: NOR LVEF > 50 %,
-# LVEDV < 90 (M) / 80 (F) ml/m^2, diastolic wall < 12 mm, RVEDV < 100 ml/m^2, RVEF > 40 %; DCM LVEDV > 100
-# ml/m^2 and LVEF < 40 %; HCM LV mass > 110 g/m^2, segments > 15 mm in diastole, LVEF > 55 %; MINF LVEF < 40 %
-# with abnormally contracting segments; ARV RVEDV > 110 (M) / 100 (F) ml/m^2 or RVEF < 40 %.
-#   lv_edvi, rv_edvi: ED volume indexed to body surface area (ml/m^2); ef, rv_ef: %;
-#   wall: mean ED wall thickness at the base (mm; HCM adds septal asymmetry on top, MINF thins its infarct).
-# The rest shape the beat, not the diagnosis: length: ED base-apex length (mm); rv_span: RV crescent
-# half-angle (deg); filling / kick: share of the stroke volume refilled by rapid filling (E wave) / the atria
-# (A wave); hr: heart rate (bpm).
-GROUP_STATS = {
-    "NOR": dict(lv_edvi=(62, 84), ef=(57, 70), wall=(7.5, 10), rv_edvi=(62, 90), rv_ef=(50, 62),
-                length=(82, 94), rv_span=(65, 80), filling=(0.65, 0.78), kick=(0.12, 0.2), hr=(55, 75)),
-    "DCM": dict(lv_edvi=(112, 170), ef=(12, 34), wall=(6, 8.5), rv_edvi=(70, 110), rv_ef=(30, 55),
-                length=(92, 105), rv_span=(65, 80), filling=(0.6, 0.75), kick=(0.1, 0.18), hr=(65, 90)),
-    "HCM": dict(lv_edvi=(55, 80), ef=(62, 77), wall=(12.5, 16), rv_edvi=(55, 82), rv_ef=(50, 65),
-                length=(78, 90), rv_span=(62, 75), filling=(0.4, 0.55), kick=(0.3, 0.4), hr=(55, 75)),
-    "MINF": dict(lv_edvi=(88, 130), ef=(20, 38), wall=(7.5, 10), rv_edvi=(65, 95), rv_ef=(40, 58),
-                 length=(85, 98), rv_span=(65, 80), filling=(0.5, 0.68), kick=(0.15, 0.25), hr=(60, 85)),
-    "ARV": dict(lv_edvi=(62, 84), ef=(50, 64), wall=(7, 9.5), rv_edvi=(118, 165), rv_ef=(22, 38),
-                length=(82, 94), rv_span=(80, 95), filling=(0.6, 0.75), kick=(0.12, 0.2), hr=(60, 85)),
+# Per-group cardiac statistics of ACDC, drawn per subject as clip(normal(mean, sd), min, max): the 100 ACDC
+# training subjects (20 per group), summarised from the per-subject parameters that Khened et al. measured on
+# ACDC's reference (manual) ED / ES segmentations and published with their code (M. Khened, V. A. Kollerathu,
+# G. Krishnamurthi, "Fully convolutional multi-scale residual DenseNets for cardiac segmentation and automated
+# cardiac diagnosis using ensemble of classifiers", Medical Image Analysis 51:21-45, 2019; file
+# ACDC_Diagnosis/training_data/Cardiac_parameters_training.csv of github.com/mahendrakhened/
+# Automated-Cardiac-Segmentation-and-Disease-Diagnosis at commit cfa556f; data/README.md has the table).
+# Bernard et al. (IEEE TMI 37(11) 2018, sec. III) define the groups; every row lies inside those definitions.
+#   lv_edv, rv_edv: ED volume (ml); ef, rv_ef: ejection fraction (%); wall: ED myocardial thickness (mm), the
+#   largest per-slice mean over the stack (ED[max(mean(MWT|SA)|LA)] in that file), which the phantom gives
+#   its basal slice (the wall tapers towards the apex; HCM's septal bulge is added around that mean).
+#   Each entry: (mean, sd, min, max) over the group's 20 subjects.
+ACDC_STATS = {
+    "NOR": dict(lv_edv=(130.1, 26.4, 74.8, 169.5), ef=(60.3, 5.1, 51.5, 72.9), rv_edv=(153.2, 36.6, 79.3, 203.5),
+                rv_ef=(55.1, 8.2, 41.6, 67.6), wall=(8.3, 1.1, 5.7, 9.9)),
+    "DCM": dict(lv_edv=(284.6, 47.8, 194.8, 374.4), ef=(18.4, 6.7, 10.5, 30.9), rv_edv=(178.0, 67.4, 82.8, 295.1),
+                rv_ef=(31.8, 17.8, 3.9, 69.5), wall=(8.6, 1.2, 6.7, 11.3)),
+    "HCM": dict(lv_edv=(129.1, 35.2, 64.7, 173.9), ef=(67.4, 8.9, 50.0, 81.9), rv_edv=(118.3, 34.2, 59.9, 172.9),
+                rv_ef=(59.8, 11.2, 40.2, 85.9), wall=(12.9, 2.0, 9.4, 17.0)),
+    "MINF": dict(lv_edv=(172.2, 42.7, 103.6, 260.2), ef=(31.0, 8.1, 16.4, 43.6), rv_edv=(119.1, 36.2, 47.4, 179.7),
+                 rv_ef=(55.5, 10.5, 39.1, 72.6), wall=(9.1, 1.2, 7.2, 12.2)),
+    "ARV": dict(lv_edv=(107.1, 37.9, 49.3, 171.9), ef=(54.7, 6.1, 42.6, 62.8), rv_edv=(196.3, 48.8, 92.2, 284.1),
+                rv_ef=(31.4, 15.1, 1.9, 60.4), wall=(7.4, 1.5, 5.0, 10.0)),
+}
+# The same source's ED myocardial mass (g), mean (sd): NOR 97.6 (24.6), DCM 162.1 (30.7), HCM 168.6 (52.5),
+# MINF 117.1 (17.8), ARV 73.5 (24.3). Not drawn: the phantom's mass follows from its volume and wall.
+ACDC_MASS_G = {"NOR": 97.6, "DCM": 162.1, "HCM": 168.6, "MINF": 117.1, "ARV": 73.5}
+# Beat shape, not diagnosis (uniform ranges): length: ED base-apex length (mm); rv_span: RV crescent half-angle
+# (deg); filling / kick: share of the stroke volume refilled by rapid filling (E wave) / the atria (A wave);
+# hr: heart rate (bpm).
+BEAT_RANGES = {
+    "NOR": dict(length=(82, 94), rv_span=(65, 80), filling=(0.65, 0.78), kick=(0.12, 0.2), hr=(55, 75)),
+    "DCM": dict(length=(92, 105), rv_span=(65, 80), filling=(0.6, 0.75), kick=(0.1, 0.18), hr=(65, 90)),
+    "HCM": dict(length=(78, 90), rv_span=(62, 75), filling=(0.4, 0.55), kick=(0.3, 0.4), hr=(55, 75)),
+    "MINF": dict(length=(85, 98), rv_span=(65, 80), filling=(0.5, 0.68), kick=(0.15, 0.25), hr=(60, 85)),
+    "ARV": dict(length=(82, 94), rv_span=(80, 95), filling=(0.6, 0.75), kick=(0.12, 0.2), hr=(60, 85)),
 }
 MALE_FRACTION = {"NOR": 0.5, "DCM": 0.7, "HCM": 0.7, "MINF": 0.8, "ARV": 0.6}
 AGE_RANGE = {"NOR": (20, 70), "DCM": (30, 75), "HCM": (20, 70), "MINF": (45, 85), "ARV": (18, 60)}
@@ -153,11 +168,13 @@ def sample_attributes(group: str, rng: np.random.Generator) -> dict:
 
 
 def sample_heart(group: str, attrs: dict, rng: np.random.Generator, slices: int) -> dict:
-    """Draw one subject's heart: volumes scale with body surface area, shape/pose/motion are random.
+    """Draw one subject's heart: ED volumes, EF and wall from the group's ACDC_STATS (absolute, as measured on
+    ACDC: not indexed to body size), beat shape from BEAT_RANGES; body size scales the length and first guesses.
 
     radius and rv (mm) are first guesses; `fit_sizes` rescales them to the drawn volumes `edv`, `rv_edv` (ml).
     """
-    u = {k: float(rng.uniform(*v)) for k, v in GROUP_STATS[group].items()}
+    u = {k: float(np.clip(rng.normal(mean, sd), lo, hi)) for k, (mean, sd, lo, hi) in ACDC_STATS[group].items()}
+    u.update({k: float(rng.uniform(*v)) for k, v in BEAT_RANGES[group].items()})
     male = attrs["Sex"] == "M"
     bsa = float(np.sqrt(attrs["Height"] * attrs["Weight"] / 3600.0))   # Mosteller, m^2
     body = float((bsa / 1.9) ** 0.35 * (1.03 if male else 0.97))
@@ -165,9 +182,11 @@ def sample_heart(group: str, attrs: dict, rng: np.random.Generator, slices: int)
     # Slices cover base to apex; ACDC-like 8-10 mm thick, so few slices means a shorter heart.
     thickness = round(float(np.clip(length / (slices + 0.4), 8.0, 10.0)), 1)
     septum = float(septum_angle() + rng.uniform(-SEPTUM_JITTER, SEPTUM_JITTER))   # LV centre -> RV direction
+    asymmetry = float(rng.uniform(0.3, 0.6)) if group == "HCM" else 0.0   # septal hypertrophy
     p = dict(
-        edv=u["lv_edvi"] * bsa, rv_edv=u["rv_edvi"] * bsa, bsa=bsa, radius=27.0 * body, rv=28.0 * body,
-        wall=u["wall"] * (1.05 if male else 0.95), ef=u["ef"], rv_ef=u["rv_ef"],
+        edv=u["lv_edv"], rv_edv=u["rv_edv"], bsa=bsa, radius=27.0 * body, rv=28.0 * body,
+        # the drawn wall is the basal slice's circumferential mean: the septal bulge (1 + a cos+) averages 1 + a/pi
+        wall=u["wall"] / (1 + asymmetry / np.pi), ef=u["ef"], rv_ef=u["rv_ef"],
         rv_span=float(np.deg2rad(u["rv_span"])), filling=u["filling"], kick=u["kick"],
         heart_rate=u["hr"], slice_thickness=thickness,
         rv_reach=float(rng.uniform(0.72, 0.85)),                   # RV ends at this fraction base -> apex
@@ -179,7 +198,7 @@ def sample_heart(group: str, attrs: dict, rng: np.random.Generator, slices: int)
         drift=rng.uniform(-2, 2, 2).tolist(),                      # mm, in-plane shift at ES
         base_descent=float(min(rng.uniform(10, 15) * u["ef"] / 62.0, 0.85 * thickness)),
         es_fraction=float(rng.uniform(0.32, 0.38)),
-        asymmetry=float(rng.uniform(0.3, 0.6)) if group == "HCM" else 0.0,   # septal hypertrophy
+        asymmetry=asymmetry,
         snr=float(rng.uniform(*SNR_RANGE)), rv_blood=float(rng.uniform(*RV_BLOOD)),
         # papillary muscles: angle from the septum (rad) of the anterolateral / posteromedial one, radius (mm)
         papillary=[float(np.pi - rng.uniform(0.7, 1.1)), float(np.pi + rng.uniform(0.7, 1.1))],

@@ -27,6 +27,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from cardiolab.core import CardiolabError, seed_everything, write_json
 from cardiolab.data.cines import cache_volumes, cohort_volumes
 from cardiolab.data.prepare import ensure_prepared
+from cardiolab.data.randomise import RandomiseConfig, randomise_batch
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics.segmentation import STRUCTURES, seg_scores
 from cardiolab.models.segmenter import Segmenter, SegmenterConfig
@@ -39,7 +40,7 @@ KIND = "segmenter"
 RUN = NAME                 # run folder under profile.run_dir
 MAX_FRAMES = 8             # labelled frames kept per subject: the phantom labels every frame, and
                            # neighbouring frames add little but memory (full profile: 32 frames of 256^2)
-INTENSITY_JITTER = 0.1     # random gain/offset (eval.seg_randomise False): robustness to a generator's intensity drift
+INTENSITY_JITTER = 0.1     # random gain/offset (the plain frames): robustness to a generator's intensity drift
 LR = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
 LOSS = DiceCELoss(to_onehot_y=True, softmax=True)
 PRECISION = "off"          # it measures function, shape and utility: fp32 on every machine, same numbers anywhere
@@ -50,8 +51,8 @@ class FrameSet(Dataset):
     """Labelled 2D frames of a set of volumes, held in memory.
 
     Items: {"image": (1, H, W) float32, "labels": (H, W) int64}.
-    transform: an optional dict transform of each item (training only: `score` reads the volumes, never a
-    FrameSet), e.g. `cardiolab.data.randomise.domain_randomisation()`. It is re-seeded per item from numpy's
+    transform: an optional dict transform of each item, e.g. `cardiolab.data.randomise.domain_randomisation()`
+    (`train` augments whole batches in its step instead: `augmentation`). It is re-seeded per item from numpy's
     global RNG, which the engine seeds at every step, so a resumed run draws the same augmentations.
     """
 
@@ -93,13 +94,21 @@ def _pick_frames(label_mask: torch.Tensor, max_frames: int) -> list[int]:
 
 
 # ---- model ---------------------------------------------------------------------------------------------
-def training_transform(profile: Profile) -> Callable | None:
-    """The augmentation of training frames: SynthSeg-style domain randomisation when eval.seg_randomise, else
-    None (the step then applies the old gain/offset jitter)."""
-    if not profile.eval.seg_randomise:
-        return None
-    from cardiolab.data.randomise import domain_randomisation
-    return domain_randomisation()
+def augmentation(profile: Profile) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The augmentation of a training batch, (image (N, 1, H, W), labels (N, H, W)) -> the same: SynthSeg-style
+    domain randomisation (`cardiolab.data.randomise.randomise_batch`, with eval.seg_plain_share of the frames
+    kept at their own contrast) when eval.seg_randomise, else the plain gain/offset jitter. Draws come from
+    torch's global RNG, which the engine re-seeds at every step."""
+    if profile.eval.seg_randomise:
+        cfg = RandomiseConfig(plain_share=profile.eval.seg_plain_share, plain_jitter=INTENSITY_JITTER)
+        return lambda x, y: randomise_batch(x, y, cfg)
+    return _jitter
+
+
+def _jitter(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    gain = 1 + INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1)
+    offset = INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1)
+    return x * gain + offset, y
 
 
 def model_config(profile: Profile) -> SegmenterConfig:
@@ -109,7 +118,8 @@ def model_config(profile: Profile) -> SegmenterConfig:
 def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
             data: dict | None = None, steps: int | None = None) -> dict:
     """What shapes the segmenter's weights: the seg_* fields (never the evaluator's or utility's; seg_randomise
-    included: it picks the augmentation), the training data (default: the profile's public split) and the seed."""
+    and seg_plain_share included: they pick the augmentation), the training data (default: the profile's
+    public split) and the seed."""
     profile = get_profile(profile)
     seg = {k: v for k, v in dataclasses.asdict(profile.eval).items() if k.startswith("seg_")}
     seg["seg_steps"] = steps or seg["seg_steps"]
@@ -157,14 +167,10 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Segm
 
 
 # ---- training ------------------------------------------------------------------------------------------
-def _step(batch: dict, step: int, tr, jitter: bool = True) -> dict:
-    """One Dice+CE step on a batch of labelled frames: image (N, 1, H, W), labels (N, H, W).
-    jitter: the random gain/offset (off when the frames are domain-randomised already)."""
-    x, y = batch["image"], batch["labels"]
-    if jitter:
-        gain = 1 + INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1)
-        offset = INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1)
-        x = x * gain + offset
+def _step(batch: dict, step: int, tr, augment: Callable = _jitter) -> dict:
+    """One Dice+CE step on a batch of labelled frames: image (N, 1, H, W), labels (N, H, W), augmented first
+    (`augmentation`)."""
+    x, y = augment(batch["image"], batch["labels"])
     with tr.autocast():
         logits = tr.modules["model"](x)
     loss = LOSS(logits.float(), y[:, None])
@@ -192,13 +198,12 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         cache_dir = ensure_prepared(profile)
 
     parts, described = [], {}
-    transform = training_transform(profile)
     if subjects is not None:
-        parts.append(FrameSet(cache_volumes(cache_dir, subjects), transform=transform))
+        parts.append(FrameSet(cache_volumes(cache_dir, subjects)))
         described["subjects"] = subjects if isinstance(subjects, str) else list(subjects)
     if cohort is not None:
         vols = cohort_volumes(cohort, profile) if isinstance(cohort, (str, os.PathLike)) else cohort
-        parts.append(FrameSet(vols, transform=transform))
+        parts.append(FrameSet(vols))
         in_memory = not isinstance(cohort, (str, os.PathLike))
         described["cohort"] = f"{len(vols)} volumes in memory" if in_memory else str(cohort)
     data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
@@ -213,8 +218,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     config = {"task": NAME, "shaping": shaping(profile, seed, cache_dir, described, steps),
               "model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=config)
-    jitter = transform is None
-    tr.fit(data, lambda batch, step, trainer: _step(batch, step, trainer, jitter), resume=resume)
+    augment = augmentation(profile)
+    tr.fit(data, lambda batch, step, trainer: _step(batch, step, trainer, augment), resume=resume)
 
     if evaluate_on is not None:
         test = cache_volumes(cache_dir, evaluate_on)
