@@ -106,7 +106,10 @@ def augment(x: torch.Tensor, cfg: CopyAugment = CopyAugment(), generator: torch.
     warp = on()[:, None, None, None] * uniform(-cfg.elastic, cfg.elastic, B, 2, 4, 4)
     grid = grid + F.interpolate(warp, (H, W), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
     planes = rearrange(x.float(), "b d h w t -> b (d t) h w")
-    planes = F.grid_sample(planes, grid, padding_mode="border", align_corners=False)
+    # what leaves the field of view is filled with background (-1), as a crop re-centred on the heart is: a cohort
+    # read back at profile geometry (`audit copies`) moves its crop window by a pixel or two, and with border
+    # replication in training a 1-px move of that -1 margin sent shifted planted copies to distance 0.09-0.17
+    planes = F.grid_sample(planes + 1.0, grid, padding_mode="zeros", align_corners=False) - 1.0
     out = rearrange(planes, "b (d t) h w -> b d h w t", d=D)
     scale = 1 + on() * uniform(cfg.scale_range[0] - 1, cfg.scale_range[1] - 1, B)
     offset = on() * uniform(-cfg.max_offset, cfg.max_offset, B)
