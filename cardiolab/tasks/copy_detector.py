@@ -12,9 +12,9 @@ sensitive to noise and blur), this embedding should be invariant to exactly thos
 The audit compares cines in the projection head's output (`embed`), not in the features below it: NT-Xent acts
 on the projections, so they are what the training made invariant to the copy-type changes (SimCLR keeps the
 features for transfer because they still carry the augmentations; a copy detector wants them gone). On the tiny
-planted cohort (600 steps, shared CPU, phantom) the features reached recall 84.4 % / FPR 0 %, the projections
-96.9 % / 3.1 % with the same calibration. `embed` also averages each cine with its left-right mirror, so a
-mirrored copy embeds exactly as its source.
+planted cohort (plant seed 0, 600 steps, phantom; the detector before the background fill below) the features
+reached recall 84.4 % / FPR 0 %, the projections 96.9 % / 3.1 % with the same calibration. `embed` also averages
+each cine with its left-right mirror, so a mirrored copy embeds exactly as its source.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ class CopyAugment:
     p: float = 0.5
     max_rotation_deg: float = 10.0       # the issue's "small rotation"
     max_shift: float = 0.08              # in-plane, as a fraction of the half field of view (~2.5 px at 64 px);
-                                         # 0.12 (planted copies shift up to 3 px) did worse at tiny: 90.6 % recall
+                                         # 0.12 (planted copies shift up to 3 px) did worse at tiny, with border
+                                         # padding (recall 90.6 %) and with the background fill (75-81 %)
     elastic: float = 0.02                # displacement amplitude of a 4 x 4 control grid (normalized units)
     scale_range: tuple[float, float] = (0.8, 1.2)   # intensity scale around the background (-1)
     max_offset: float = 0.05
