@@ -8,6 +8,7 @@ import torch
 
 from cardiolab.__main__ import main
 from cardiolab.privacy.embeddings import pixel_embeddings
+from cardiolab.profiles import get_profile
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,39 @@ def test_audit_copies_pixels_end_to_end(planted, cache, tmp_path):
     assert set(r["per_synthetic"][0]) >= {"id", "nearest_train_id", "distance", "is_copy"}
     assert r["n_train"] == 5
     assert r["n_holdout"] == 1
+
+
+def test_audit_copies_calibrates_on_holdout_plus_calibration_phantoms(planted, cache, phantom_root, tmp_path):
+    from cardiolab.privacy.audit import CALIBRATION_SEED, FRESH_SEED, audit_copies
+
+    r = audit_copies(planted, "smoke", cache, cache, out_json=tmp_path / "c.json")
+    c = r["calibration"]
+    assert c["n_calibration"] == get_profile("smoke").copydetector.calibration
+    assert c["n_reference"] == c["n_holdout"] + c["n_calibration"]
+    assert c["enough"]
+    assert r["threshold"] == sorted(c["dcr_reference"])[c["rank"] - 1]
+    assert CALIBRATION_SEED not in (0, FRESH_SEED)            # neither training nor planted-fresh phantoms
+    assert (phantom_root.parent / f"{phantom_root.name}-calibration" / "cohort.json").exists()
+
+
+def test_audit_copies_holdout_only_says_too_few_references(planted, cache, tmp_path, capsys):
+    out = tmp_path / "copies.json"
+    code = main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
+                 "--holdout", str(cache), "--calibration", "0", "--json", str(out)])
+    assert code == 0
+    c = json.loads(out.read_text())["calibration"]
+    assert c["n_reference"] == 1
+    assert not c["enough"]
+    assert "too few references" in capsys.readouterr().out
+
+
+def test_audit_copies_refuses_calibration_phantoms_for_other_data(planted, cache, tmp_path, capsys):
+    out = tmp_path / "copies.json"
+    code = main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(planted),
+                 "--holdout", str(cache), "--calibration", "3", "--json", str(out)])
+    assert code == 2
+    assert not out.exists()
+    assert "not a cardiolab phantom" in capsys.readouterr().err
 
 
 def test_audit_copies_gate_exits_1(planted, cache, tmp_path):

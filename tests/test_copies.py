@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from cardiolab.core import CardiolabError
-from cardiolab.privacy.copies import (calibrate_threshold, correlation_distance, dcr, detect_copies,
-                                      distance_summary, nearest, planted_scores)
+from cardiolab.privacy.copies import (calibrate, correlation_distance, dcr, detect_copies, distance_summary,
+                                      min_references, nearest, planted_scores)
 
 F = 64   # embedding size
 
@@ -36,7 +36,7 @@ def test_nearest_orders_neighbours():
 def test_exact_and_lightly_transformed_copies_are_found_fresh_ones_mostly_not():
     rng = np.random.default_rng(2)
     train, holdout = _population(rng, 100), _population(rng, 100)
-    tau = calibrate_threshold(train, holdout, percentile=5)
+    tau = calibrate(train, holdout, percentile=5)["threshold"]
     src = np.arange(0, 40, 2)                                           # 20 copied subjects
     exact = train[src[:10]]
     light = 1.2 * train[src[10:]] + 0.3 + 0.1 * rng.normal(size=(10, F))  # rescaled, shifted, noisy
@@ -64,16 +64,53 @@ def test_copy_and_memorized_fractions():
 def test_calibration_controls_fpr_on_held_out_data():
     rng = np.random.default_rng(4)
     train, holdout, fresh = _population(rng, 200), _population(rng, 200), _population(rng, 2000)
-    tau = calibrate_threshold(train, holdout, percentile=5)
+    tau = calibrate(train, holdout, percentile=5)["threshold"]
     flagged = 100.0 * (dcr(fresh, train) < tau).mean()
     assert 2.0 <= flagged <= 9.0
+
+
+def _mean_fpr(n_train, n_reference, trials=300, percentile=5.0):
+    """% of fresh scans flagged, averaged over independent draws of training, reference and fresh sets."""
+    rng = np.random.default_rng(7)
+    flagged = []
+    for _ in range(trials):
+        train, reference, fresh = _population(rng, n_train), _population(rng, n_reference), _population(rng, 50)
+        tau = calibrate(train, reference, percentile)["threshold"]
+        flagged.append((dcr(fresh, train) < tau).mean())
+    return 100.0 * float(np.mean(flagged))
+
+
+def test_calibration_keeps_fpr_with_a_small_reference_set_and_a_larger_training_set():
+    # tiny's shape: 32 training scans, 8 holdout + 51 calibration phantoms. The paper's rule (5th percentile of
+    # train -> nearest of 8 held-out scans) flags ~26 % of fresh scans in this setting; the rank rule keeps 5 %.
+    assert 3.5 <= _mean_fpr(32, 59) <= 6.5
+
+
+def test_calibration_rank_is_the_conformal_one():
+    rng = np.random.default_rng(8)
+    train, reference = _population(rng, 30), _population(rng, 59)
+    c = calibrate(train, reference, percentile=5)
+    assert c["rank"] == 3
+    assert c["threshold"] == np.sort(dcr(reference, train))[2]
+    assert c["fpr_bound"] == pytest.approx(5.0)
+    assert c["enough"]
+
+
+def test_too_few_references_are_flagged():
+    rng = np.random.default_rng(9)
+    train = _population(rng, 30)
+    assert min_references(5) == 19
+    assert calibrate(train, _population(rng, 19), percentile=5)["enough"]
+    small = calibrate(train, _population(rng, 18), percentile=5)
+    assert not small["enough"]
+    assert small["fpr_bound"] == pytest.approx(100 / 19)
 
 
 @pytest.mark.parametrize("p", [150, 0, 100, -1])
 def test_percentile_out_of_range_names_the_parameter(p):
     a = _population(np.random.default_rng(5), 4)
     with pytest.raises(CardiolabError, match="--percentile"):
-        calibrate_threshold(a, a, percentile=p)
+        calibrate(a, a, percentile=p)
 
 
 def test_distance_summary_separates_copies_from_fresh_samples():

@@ -72,3 +72,21 @@ def test_audit_copies_with_the_copy_detector_end_to_end(detector, smoke_cache, t
     assert code == 0
     r = json.loads(out.read_text())
     assert {"threshold", "copy_fraction", "memorized_fraction", "per_synthetic", "planted"} <= set(r)
+
+
+def test_detector_embedding_is_mirror_invariant(detector):
+    from cardiolab.tasks.copy_detector import embed, load
+
+    x = torch.rand(2, 4, 32, 32, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    model = load(detector)
+    torch.testing.assert_close(embed(model, x), embed(model, x.flip(3)))
+
+
+def test_detector_embedding_is_the_projection(detector):
+    from cardiolab.tasks.copy_detector import embed, load
+
+    x = torch.rand(3, 4, 32, 32, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    model = load(detector)
+    with torch.no_grad():
+        z = torch.nn.functional.normalize(model.project(x), dim=1)
+    assert torch.nn.functional.cosine_similarity(embed(model, x).float(), z).min() > 0.5

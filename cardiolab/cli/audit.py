@@ -39,7 +39,12 @@ def add_arguments(p) -> None:
     copies.add_argument("--train-split", default="public,private", help="cache splits of the training set")
     copies.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: profile cache)")
     copies.add_argument("--holdout-split", default="holdout", help="cache split of the held-out set")
-    copies.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of train->holdout NN")
+    copies.add_argument("--percentile", type=float, default=5.0,
+                        help="false-positive rate tau buys: tau = the k-th smallest unseen->train distance, "
+                             "k = floor(p/100 (n+1)) of n holdout (+ calibration) scans")
+    copies.add_argument("--calibration", type=int, default=None,
+                        help="fresh phantoms added to the holdout to calibrate tau (phantom data only; default "
+                             "the profile's copydetector.calibration; 0: holdout only)")
     copies.add_argument("--embedding", default="pixels", choices=("pixels", "copy-detector", "evaluator"),
                         help="what cines are compared in: pixels, or a trained copy-detector / evaluator run")
     copies.add_argument("--detector", type=Path, default=None,
@@ -93,7 +98,8 @@ def add_arguments(p) -> None:
     add_profile(rep)
     rep.add_argument("--embedding", default=None, choices=("pixels", "copy-detector", "evaluator"),
                      help="copy-audit embedding (default: copy-detector when trained, else pixels)")
-    rep.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of train->holdout NN")
+    rep.add_argument("--percentile", type=float, default=5.0,
+                     help="false-positive rate tau buys on unseen scans (see `audit copies --help`)")
 
 
 def _report(args) -> int:
@@ -190,15 +196,22 @@ def run(args) -> int:
         return 0
     r = audit_copies(args.synthetic, args.profile, args.train, args.holdout, _splits(args.train_split),
                      args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json,
-                     args.detector)
-    line = (f"copies {r['copy_fraction']:.1f} % of {r['n_synthetic']} synthetic, "
-            f"memorized {r['memorized_fraction']:.1f} % of {r['n_train']} training "
-            f"(tau {r['threshold']:.4f}, p{r['percentile']:g}, {r['embedding']}); "
-            f"nearer train {r['distances']['share_nearer_train']:.0f} % (expected "
-            f"{r['distances']['share_expected']:.0f} %), Mann-Whitney p {r['distances']['mannwhitney_p']:.3g}")
+                     args.detector, args.calibration)
+    c, d = r["calibration"], r["distances"]
+    print(f"copies {r['copy_fraction']:.1f} % of {r['n_synthetic']} synthetic, "
+          f"memorized {r['memorized_fraction']:.1f} % of {r['n_train']} training ({r['embedding']})")
+    print(f"tau {r['threshold']:.4f}: unseen->train distance no. {c['rank']} of {c['n_reference']} "
+          f"({c['n_holdout']} holdout + {c['n_calibration']} calibration phantoms), false-positive rate "
+          f"<= {c['fpr_bound']:.1f} % (p{r['percentile']:g})" + ("" if c["enough"] else "; too few references "
+          f"for p{r['percentile']:g}: add --calibration phantoms or raise --percentile"))
+    print(f"DCR median synthetic {d['dcr_synthetic_train']['median']:.4f} / holdout "
+          f"{d['dcr_holdout_train']['median']:.4f}, NNDR median {d['nndr_synthetic_train']['median']:.3f} / "
+          f"{d['nndr_holdout_train']['median']:.3f}; nearer train {d['share_nearer_train']:.0f} % (expected "
+          f"{d['share_expected']:.0f} %), Mann-Whitney p {d['mannwhitney_p']:.3g}")
     if "planted" in r:
-        line += f"; planted recall {r['planted']['recall']:.1f} %, FPR {r['planted']['fpr']:.1f} %"
-    print(line)
+        p = r["planted"]
+        print(f"planted: recall {p['recall']:.1f} % of {p['n_planted']} copies (matched {p['recall_matched']:.1f} %), "
+              f"FPR {p['fpr']:.1f} % of {p['n_fresh']} fresh")
     print(r["json"])
     if r.get("passed") is False:
         print(f"refused: copy fraction {r['copy_fraction']:.2f} % above --max-copy-fraction "

@@ -4,7 +4,6 @@ every function returns a matplotlib Figure, `save_mia_roc` also writes it."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,12 +11,15 @@ import numpy as np
 from cardiolab.plots import save_figure
 
 
-def plot_calibration(train_holdout: Sequence[float], tau: float, percentile: float):
-    """Histogram of train -> nearest held-out distances and the copy threshold tau drawn at its percentile."""
+def plot_calibration(calibration: dict):
+    """Histogram of the unseen reference scans' distances to their nearest training scan and the copy threshold
+    tau (the `calibration` part of an `audit copies` record: dcr_reference, threshold, rank, fpr_bound)."""
+    c = calibration
     fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
-    ax.hist(np.asarray(train_holdout), bins=20, color="tab:gray")
-    ax.axvline(tau, color="tab:red", ls="--", label=f"tau = p{percentile:g} = {tau:.3g}")
-    ax.set(xlabel="correlation distance to nearest held-out scan", ylabel="training scans",
+    ax.hist(np.asarray(c["dcr_reference"]), bins=20, color="tab:gray")
+    label = f"tau = no. {c['rank']} of {c['n_reference']} = {c['threshold']:.3g} (FPR <= {c['fpr_bound']:.1f} %)"
+    ax.axvline(c["threshold"], color="tab:red", ls="--", label=label)
+    ax.set(xlabel="correlation distance to nearest training scan", ylabel="unseen scans",
            title="copy threshold calibration")
     ax.legend(fontsize=8)
     return fig

@@ -4,7 +4,11 @@ Cohorts load through `cardiolab.evaluate.load_cines` (a cohort folder, or a prep
 loader is moving to `cardiolab.data.cines`; import it from there once it has moved.
 Defaults follow what the generators trained on: the training set is every non-holdout subject of the profile's
 cache (public + private: the VQ-GAN and the DiT train on both), the reference of unseen real data is the
-holdout split.
+holdout split. When the training data is a cardiolab phantom, the copy threshold is calibrated on the holdout
+split plus `copydetector.calibration` fresh phantoms (seed CALIBRATION_SEED, the source phantom's geometry,
+generated once beside it in `<phantom>-calibration`): the phantom is free, and 8 holdout subjects (tiny) cannot
+calibrate a 5 % false-positive rate (`privacy.copies.calibrate` needs >= 19). Those phantoms are never the
+planted cohort's fresh ones (seed FRESH_SEED) nor training subjects (seed 0).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from cardiolab.profiles import Profile, get_profile
 KIND = "cardiolab-audit-copies"
 TRAIN_SPLITS = ("public", "private")
 FRESH_SEED = 7            # fresh phantoms: a seed the profile's own phantom cohort (seed 0) never used
+CALIBRATION_SEED = 8      # calibration phantoms: neither training (0) nor the planted / MIA fresh ones (7)
 
 
 def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, ...] | None, labels: bool = False):
@@ -62,6 +67,57 @@ def _same_geometry(name: str, images: torch.Tensor, ref: torch.Tensor, ref_name:
     if images.shape[1:] != ref.shape[1:]:
         raise CardiolabError(f"{name}: cines of shape {tuple(images.shape[1:])} but {ref_name} has "
                              f"{tuple(ref.shape[1:])} (D, H, W, T); bring both to one profile geometry")
+
+
+def _phantom_source(path: str | os.PathLike | None, profile: Profile) -> Path | None:
+    """The phantom cohort folder a training cache (or cohort folder) came from, or None for other data."""
+    from cardiolab.data.cines import is_phantom
+    from cardiolab.data.datasets import load_manifest
+
+    path = Path(path) if path is not None else profile.cache_dir
+    if not is_phantom(path):
+        return None
+    return Path(load_manifest(path)["source"]["root"]) if (path / "manifest.json").exists() else path
+
+
+def calibration_phantoms(source: str | os.PathLike, n: int, seed: int = CALIBRATION_SEED) -> Path:
+    """`n` fresh phantoms drawn like the phantom cohort `source` (its cohort.json: size, spacing, slices, frames,
+    SNR range) with `seed`, in the folder `<source>-calibration` (generated once; regenerated when stale)."""
+    from cardiolab.core import atomic_path, read_json
+    from cardiolab.data.phantom import COHORT_FILE, cohort_params, generate_cohort
+
+    source = Path(source)
+    meta = read_json(source / COHORT_FILE) if (source / COHORT_FILE).exists() else None
+    if not meta:
+        raise CardiolabError(f"{source / COHORT_FILE}: missing; cannot draw calibration phantoms like {source}")
+    geo = {k: meta[k] for k in ("size", "spacing", "slices", "frames")}
+    snr = tuple(meta["snr_range"]) if meta.get("snr_range") else None
+    want = dict(cohort_params(n, seed, **geo), **({"snr_range": list(snr)} if snr else {}))
+    out = source.parent / f"{source.name}-calibration"
+    stamp = out / COHORT_FILE
+    if stamp.exists() and {k: read_json(stamp).get(k) for k in want} == want:
+        return out
+    with atomic_path(out) as tmp:
+        generate_cohort(tmp, n, seed=seed, snr=snr, **geo)
+    return out
+
+
+def calibration_cines(profile: Profile, train: str | os.PathLike | None, n: int | None = None
+                      ) -> tuple[list[str], torch.Tensor | None]:
+    """The calibration phantoms tau is calibrated on besides the holdout: `n` of them (default
+    copydetector.calibration) when the training data is a phantom, none for other data. Returns (ids, images
+    (n, D, H, W, T)) at profile geometry, or ([], None)."""
+    source = _phantom_source(train, profile)
+    n = (profile.copydetector.calibration if source is not None else 0) if n is None else n
+    if n < 0:
+        raise CardiolabError(f"--calibration: a number of phantoms >= 0, got {n}")
+    if n and source is None:
+        raise CardiolabError(f"--calibration {n}: the training data ({train or profile.cache_dir}) is not a "
+                             "cardiolab phantom, so phantoms are no reference for it; give --calibration 0")
+    if not n:
+        return [], None
+    cal = load_cines(calibration_phantoms(source, n), profile)
+    return [f"calibration/{i}" for i in cal.ids], cal.images
 
 
 def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, train: str | os.PathLike | None = None,
@@ -109,17 +165,19 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
                  train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
                  percentile: float = 5.0, embedding: str = "pixels", max_copy_fraction: float | None = None,
-                 out_json: str | os.PathLike | None = None, detector: str | os.PathLike | None = None) -> dict:
-    """Copy audit of a synthetic cohort against the training data, calibrated on held-out data.
+                 out_json: str | os.PathLike | None = None, detector: str | os.PathLike | None = None,
+                 n_calibration: int | None = None) -> dict:
+    """Copy audit of a synthetic cohort against the training data, calibrated on unseen reference data.
 
     JSON keys: threshold, percentile, embedding, copy_fraction, memorized_fraction (both %), per_synthetic
-    [{id, nearest_train_id, distance, nndr, is_copy}], distances (DCR / NNDR / share nearer train /
-    Mann-Whitney), planted (recall / FPR, when the cohort has planted.json), max_copy_fraction and
-    passed (when a limit is given). `detector`: the run of a learned embedding (default runs/<profile>/<embedding>).
-    Written to `out_json` (default runs/<profile>/audit/copies.json).
+    [{id, nearest_train_id, distance, nndr, is_copy}], calibration (`privacy.copies.calibrate`: rank,
+    n_reference, fpr_bound, enough, dcr_reference; n_holdout, n_calibration, calibration_seed), distances
+    (DCR / NNDR / share nearer train / Mann-Whitney, against the holdout split), planted (recall / FPR, when the
+    cohort has planted.json), max_copy_fraction and passed (when a limit is given). `detector`: the run of a
+    learned embedding (default runs/<profile>/<embedding>); n_calibration: calibration phantoms (see
+    `calibration_cines`). Written to `out_json` (default runs/<profile>/audit/copies.json).
     """
-    from cardiolab.privacy.copies import (calibrate_threshold, check_percentile, detect_copies, distance_summary,
-                                          planted_scores)
+    from cardiolab.privacy.copies import calibrate, check_percentile, detect_copies, distance_summary, planted_scores
     from cardiolab.privacy.embeddings import check_embedding, embedder
     from cardiolab.privacy.plant import PLANTED_JSON, read_planted
 
@@ -143,12 +201,17 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     if same_source and overlap:
         raise CardiolabError(f"training and holdout sets share subjects {sorted(overlap)[:5]}: calibration needs "
                              "unseen held-out data")
+    cal_ids, cal = calibration_cines(profile, train, n_calibration)
+    if cal is not None:
+        _same_geometry("calibration phantoms", cal, tr, "the training data")
     embed = embedder(embedding, profile, detector)
     e_syn, e_tr, e_ho = (embed(x).numpy() for x in (syn, tr, ho))
-    tau = calibrate_threshold(e_tr, e_ho, percentile)
-    result = detect_copies(e_syn, e_tr, tau, syn_ids, train_ids)
+    e_ref = e_ho if cal is None else np.concatenate([e_ho, embed(cal).numpy()])
+    calibration = dict(calibrate(e_tr, e_ref, percentile), n_holdout=len(hold_ids), n_calibration=len(cal_ids),
+                       calibration_seed=CALIBRATION_SEED if cal_ids else None)
+    result = detect_copies(e_syn, e_tr, calibration["threshold"], syn_ids, train_ids)
     result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,
-                  synthetic=str(synthetic), n_holdout=len(hold_ids),
+                  synthetic=str(synthetic), n_holdout=len(hold_ids), calibration=calibration,
                   distances=distance_summary(e_syn, e_tr, e_ho))
     if (synthetic / PLANTED_JSON).exists():
         result["planted"] = planted_scores(result["per_synthetic"], read_planted(synthetic))
@@ -199,20 +262,6 @@ def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n:
     write_json(out / "sweep.json", result)
     result["json"] = str(out / "sweep.json")
     return result
-
-
-def calibration_distances(profile: Profile | str | None = None, embedding: str = "pixels",
-                          train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
-                          detector: str | os.PathLike | None = None) -> np.ndarray:
-    """Each training cine's correlation distance to its nearest held-out cine (N,): what tau is a percentile of."""
-    from cardiolab.privacy.copies import correlation_distance
-    from cardiolab.privacy.embeddings import embedder
-
-    profile = get_profile(profile)
-    embed = embedder(embedding, profile, detector)
-    _, tr = _cines(train, profile, TRAIN_SPLITS)
-    _, ho = _cines(holdout, profile, ("holdout",))
-    return correlation_distance(embed(tr).numpy(), embed(ho).numpy()).min(axis=1)
 
 
 def top_pairs(result: dict, profile: Profile | str | None = None, k: int = 4,

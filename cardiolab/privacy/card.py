@@ -46,7 +46,9 @@ def copies_rows(audit_dir: Path) -> list[dict]:
             continue
         d = r["distances"]
         rows.append({"cohort": Path(r["synthetic"]).name, "embedding": r["embedding"], "tau": r["threshold"],
-                     "percentile": r["percentile"], "copies %": r["copy_fraction"],
+                     "percentile": r["percentile"],
+                     "FPR bound %": r.get("calibration", {}).get("fpr_bound"),
+                     "references": r.get("calibration", {}).get("n_reference"), "copies %": r["copy_fraction"],
                      "memorized %": r["memorized_fraction"], "nearer train %": d["share_nearer_train"],
                      "expected %": d["share_expected"], "DCR syn median": d["dcr_synthetic_train"]["median"],
                      "DCR hold median": d["dcr_holdout_train"]["median"],
@@ -127,8 +129,10 @@ def card_lines(profile: Profile, audit_dir: Path, figures: list[Path]) -> list[s
           "a model trained on patients would be. CPU timings, where any, were taken on shared machines.", "",
           "## Copies, DCR, NNDR", "",
           "A synthetic cine is a copy when its nearest training cine is closer (correlation distance of the "
-          "embedding) than tau, the percentile-th percentile of training -> nearest held-out distances "
-          "(Dar et al. 2024). Nearer-train share: expected value without memorization beside it; Mann-Whitney: "
+          "embedding) than tau (Dar et al. 2024), calibrated on unseen scans compared with the same training set: "
+          "tau is the k-th smallest unseen -> nearest-training distance, k = floor(p/100 (n+1)) of n references "
+          "(the holdout split, plus fresh calibration phantoms on phantom data), so at most p % ('FPR bound') of "
+          "fresh scans are flagged. Nearer-train share: expected value without memorization beside it; Mann-Whitney: "
           "one-sided, synthetic -> train DCR smaller than holdout -> train.", "",
           f"Made by: `python -m cardiolab audit report --profile {p}` (one `audit copies --synthetic "
           f"runs/{p}/samples/<model> --json runs/{p}/audit/copies-<model>.json` per cohort); the planted check by "

@@ -2,9 +2,16 @@
 
 Rule (Dar et al. 2024, arXiv 2402.01054, code Cardio-AI/memorization-ldm): embed every scan, measure the
 correlation distance 1 - r between embeddings, and call a synthetic scan a copy when its nearest training
-scan is closer than tau, the `percentile`-th percentile of the training -> nearest held-out distances. Held-out
-scans are real and unseen, so tau is the distance at which two *different* patients almost never meet:
-about `percentile` % of fresh held-out scans fall under it (the false-positive rate the threshold buys).
+scan is closer than tau. tau is calibrated on unseen reference scans (the holdout split, plus fresh phantoms
+for phantom data), each compared with the *same* training set the synthetic scans are compared with: a
+reference scan's distance to its nearest training scan (its DCR) is what a synthetic scan that copies no one
+looks like. tau is the k-th smallest of the n reference DCRs, k = floor(p / 100 * (n + 1)) (a conformal
+rank): a fresh scan exchangeable with the references falls below tau with probability k / (n + 1) <= p %, the
+false-positive rate the threshold buys (`fpr_bound`). Fewer than 100 / p - 1 references cannot buy p % (k
+would be 0): then k = 1 and `fpr_bound` = 100 / (n + 1) says how much more tau lets through.
+(The paper's rule, the p-th percentile of training -> nearest held-out distances, takes each minimum over the
+held-out set, not over the training set a synthetic scan is matched against: with 32 training and 8 held-out
+scans at tiny it set tau too high, 12.5 % of fresh phantoms flagged at p = 5.)
 
 Alongside: DCR (distance to closest record) of synthetic -> train against holdout -> train, NNDR
 (nearest / second-nearest) and the share of synthetic scans nearer the training set than the holdout set
@@ -73,14 +80,27 @@ def nearest(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return idx1, d1, order[:, 1], dist[rows, order[:, 1]]
 
 
-def calibrate_threshold(train: np.ndarray, holdout: np.ndarray, percentile: float = DEFAULT_PERCENTILE) -> float:
-    """tau: the `percentile`-th percentile of each training scan's distance to its nearest held-out scan.
+def calibrate(train: np.ndarray, reference: np.ndarray, percentile: float = DEFAULT_PERCENTILE) -> dict:
+    """tau from unseen reference scans: the k-th smallest reference -> nearest-training distance (module docstring).
 
-    train: (N, F), holdout: (M, F) embeddings of real scans the generator did / did not see.
+    train: (N, F) embeddings of the scans the generator saw; reference: (M, F) embeddings of real scans it did not
+    see (holdout, calibration phantoms). Returns {"threshold", "percentile", "rank" (k), "n_reference" (M),
+    "fpr_bound" (100 k / (M + 1), in %), "enough" (fpr_bound <= percentile), "dcr_reference" (M distances)}.
     """
     p = check_percentile(percentile)
-    d_min = correlation_distance(train, holdout).min(axis=1)
-    return float(np.percentile(d_min, p))
+    d = np.sort(dcr(_embeddings(reference, "reference"), train))
+    n = len(d)
+    k = int(np.floor(p / 100.0 * (n + 1) + 1e-9))
+    enough = k >= 1
+    k = max(k, 1)
+    return {"threshold": float(d[k - 1]), "percentile": p, "rank": k, "n_reference": n,
+            "fpr_bound": 100.0 * k / (n + 1), "enough": bool(enough), "dcr_reference": d.tolist()}
+
+
+def min_references(percentile: float) -> int:
+    """The fewest reference scans for which tau keeps the false-positive rate at `percentile` % (k >= 1)."""
+    p = check_percentile(percentile)
+    return int(np.ceil(100.0 / p - 1 - 1e-9))
 
 
 def detect_copies(synthetic: np.ndarray, train: np.ndarray, threshold: float,

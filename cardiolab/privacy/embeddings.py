@@ -3,7 +3,7 @@
 `pixels`: the cine itself, average-pooled in-plane to a small grid: no training, no invariances (a flipped or
 rotated copy looks different), a baseline and a check on the learned embeddings.
 `copy-detector`: the profile's copy-detector run (`cardiolab.tasks.copy_detector`, a CineEncoder over all slices
-trained to be invariant to copy-type changes): the audit's embedding.
+trained to be invariant to copy-type changes): the audit's embedding, its projections (`copy_detector.embed`).
 `evaluator`: the FD evaluator's run (slab features averaged per cine), a comparison only: it is trained to stay
 sensitive to noise and blur, so a noisy copy moves away from its source.
 The learned ones are loaded from runs/<profile>/<name>; train them first (`train copy-detector`).
@@ -56,7 +56,10 @@ def embedder(kind: str = "pixels", profile=None, run_dir=None) -> Callable[[torc
     run = run_dir or get_profile(profile).run(kind)
     if run_status(run, 0) == "fresh":
         raise CardiolabError(f"--embedding {kind}: no trained run in {run} (run `train {kind}` first)")
-    model = get_task(kind).load(run)
+    task = get_task(kind)
+    model = task.load(run)
+    if kind == "copy-detector":
+        return lambda images: task.embed(model, images)
     return lambda images: features(model, images, per_cine=True).double()
 
 
