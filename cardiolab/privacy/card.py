@@ -37,13 +37,18 @@ def _read(path: Path) -> dict | None:
     return r if isinstance(r, dict) else None
 
 
+def _audits(audit_dir: Path, pattern: str, kind: str):
+    """(path, record) of every audit JSON in audit_dir matching `pattern` whose "kind" is `kind`, by name."""
+    for path in sorted(audit_dir.glob(pattern)):
+        r = _read(path)
+        if r and r.get("kind") == kind:
+            yield path, r
+
+
 def copies_rows(audit_dir: Path) -> list[dict]:
     """One row per copy-audit JSON (copies*.json) in audit_dir."""
     rows = []
-    for path in sorted(audit_dir.glob("copies*.json")):
-        r = _read(path)
-        if not r or r.get("kind") != "cardiolab-audit-copies":
-            continue
+    for path, r in _audits(audit_dir, "copies*.json", "cardiolab-audit-copies"):
         d = r["distances"]
         rows.append({"cohort": Path(r["synthetic"]).name, "embedding": r["embedding"], "tau": r["threshold"],
                      "percentile": r["percentile"],
@@ -61,10 +66,7 @@ def copies_rows(audit_dir: Path) -> list[dict]:
 def mia_rows(audit_dir: Path) -> list[dict]:
     """One row per (run, attack) of the mia-*.json in audit_dir."""
     rows = []
-    for path in sorted(audit_dir.glob("mia-*.json")):
-        r = _read(path)
-        if not r or r.get("kind") != "cardiolab-audit-mia":
-            continue
+    for path, r in _audits(audit_dir, "mia-*.json", "cardiolab-audit-mia"):
         eps = r["dp"]["epsilon"] if r.get("dp") else None
         for name, a in r["attacks"].items():
             rows.append({"run": Path(r["run"]).name, "attack": name, "AUC": a["auc"],
@@ -107,12 +109,10 @@ def audit_report(profile: Profile | str | None = None, embedding: str | None = N
             log.info("audit report: copy audit of %s (%s)", cohort, embedding)
             audit_copies(cohort, profile, percentile=percentile, embedding=embedding, out_json=out)
     figures = []
-    for path in sorted(audit_dir.glob("copies*.json")) if audit_dir.is_dir() else []:
-        r = _read(path)
-        if r and r.get("kind") == "cardiolab-audit-copies":
-            fig_path = audit_dir / "figures" / f"dcr-{path.stem}.png"
-            save_figure(plot_dcr(r["distances"]), fig_path, close=True)
-            figures.append(fig_path)
+    for path, r in _audits(audit_dir, "copies*.json", "cardiolab-audit-copies"):
+        fig_path = audit_dir / "figures" / f"dcr-{path.stem}.png"
+        save_figure(plot_dcr(r["distances"]), fig_path, close=True)
+        figures.append(fig_path)
     if not audit_dir.is_dir():
         raise CardiolabError(f"{audit_dir}: no audits yet (sample a generator, or run `audit copies` / `audit mia`)")
     lines = card_lines(profile, audit_dir, figures)
