@@ -75,7 +75,7 @@ def reconstruction_metrics(vq: VQGAN, profile: Profile | str | None = None, spli
     real, recon = [], []
     for s in subjects:
         x = torch.as_tensor(s.image, dtype=torch.float32)[None, None]
-        y = hc.decode(vq, hc.encode(vq, x.to(device)), profile.highres.decode_window).cpu()
+        y = hc.decode(vq, vq.encode(x.to(device)), profile.highres.decode_window).cpu()   # decode snaps
         real.append(rearrange(x[0, 0], "x y z -> z x y 1"))
         recon.append(rearrange(y[0, 0], "x y z -> z x y 1"))
     ids = [s.id for s in subjects]
