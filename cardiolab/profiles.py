@@ -89,6 +89,7 @@ class DPConfig:
     lr: float = 1e-4                  # fine-tuning from pre-trained weights: DiT's LR
     accountant: str = "prv"           # prv (tight, Gopi et al.) or rdp; both are recorded in privacy.json
     params: str = "all"               # all | attention (qkv/proj, adaLN, attribute embeddings; the rest frozen)
+    private_subjects: int = 150       # the private phantom cohort of the experiments (phantom seed 1; notebook 06)
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ PROFILES: dict[str, Profile] = {
         vqgan=VQGANConfig(channels=(8, 16), codes=64, code_dim=4, steps=20, batch=4, disc_start=10),
         dit=DiTConfig(hidden=32, depth=2, heads=2, patch=(1, 2, 2, 2), steps=40, batch=4, lr=1e-3,
                       sample_steps=5, n_samples=4),
-        dp=DPConfig(batch=4, physical_batch=2, steps=10, lr=1e-3),
+        dp=DPConfig(batch=4, physical_batch=2, steps=10, lr=1e-3, private_subjects=20),
         baselines=BaselinesConfig(channels=(8, 16), steps=4, batch=2, lr=1e-3, sample_steps=3, n_samples=2),
         # smoke: no domain randomisation: 20 steps only check that things run, and plain frames learn faster
         eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, seg_randomise=False, feature_steps=20,
@@ -306,7 +307,7 @@ PROFILES: dict[str, Profile] = {
                           batch=8, lr=5e-5, disc_start=10_000, disc_weight=0.005),
         dit=DiTConfig(hidden=768, depth=8, heads=12, patch=(1, 4, 4, 2), steps=200_000, batch=4, lr=1e-4,
                       n_samples=64),
-        dp=DPConfig(delta=1e-5, batch=64, physical_batch=16, steps=5000),
+        dp=DPConfig(delta=1e-5, batch=64, physical_batch=16, steps=5000, private_subjects=1000),
         baselines=BaselinesConfig(channels=(64, 128, 256), steps=200_000, batch=4, lr=1e-4, n_samples=64),
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
         landmarks=LandmarksConfig(sigma_mm=3.0, steps=20_000, batch=32, lr=1e-3),

@@ -39,22 +39,23 @@ def recon_table(run_dir: str | os.PathLike, data: str) -> pd.DataFrame:
 
 
 def utility_summary(run_dir: str | os.PathLike, data: str) -> pd.DataFrame:
-    """eval/utility.json as test (holdout, or the cross-dataset cohort) x setting (real@0.25 = a quarter of the
-    real subjects) x mean Dice / HD95 with 95% CI."""
-    path = Path(run_dir) / "eval" / "utility.json"
-    if not path.exists():
-        return pd.DataFrame()
-    res = read_json(path)
-    tests = [("holdout", res.get("results", {}))]
-    if "cross" in res:
-        tests.append((f"cross: {Path(res['cross'].get('test_cohort', '?')).name}", res["cross"].get("results", {})))
+    """eval/utility*.json (utility.json: notebook 05's cohort; utility-<model>.json: one per generator) as model x
+    test (holdout, or the cross-dataset cohort) x setting (real@0.25 = a quarter of the real subjects) x mean
+    Dice / HD95 with 95% CI."""
     rows = []
-    for test, results in tests:
-        for setting, per in results.items():
-            for metric in ("dice", "hd95"):
-                v = per.get(metric, {}).get("mean", {})
-                rows.append({"test": test, "setting": setting, "data": data, "metric": metric, "mean": v.get("mean"),
-                             "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")})
+    for path in sorted((Path(run_dir) / "eval").glob("utility*.json")):
+        res = read_json(path)
+        model = Path(res.get("synthetic_root", "?")).name
+        tests = [("holdout", res.get("results", {}))]
+        if "cross" in res:
+            tests.append((f"cross: {Path(res['cross'].get('test_cohort', '?')).name}",
+                          res["cross"].get("results", {})))
+        for test, results in tests:
+            for setting, per in results.items():
+                for metric in ("dice", "hd95"):
+                    v = per.get(metric, {}).get("mean", {})
+                    rows.append({"model": model, "test": test, "setting": setting, "data": data, "metric": metric,
+                                 "mean": v.get("mean"), "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")})
     return pd.DataFrame(rows)
 
 

@@ -22,6 +22,7 @@ import torch
 
 from cardiolab.core import CardiolabError, read_json, write_json
 from cardiolab.data.cines import cohort_volumes
+from cardiolab.engine import ensure_run
 from cardiolab.metrics.segmentation import STRUCTURES, bootstrap_ci, mean_ci
 from cardiolab.profiles import Profile, get_profile
 from cardiolab.tasks import segmenter as seg
@@ -79,7 +80,15 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
 
     def train(setting: str, seed: int, **data) -> Path:
         out = run_root / f"{setting.replace('+', '_')}-seed{seed}"
-        return seg.train(profile, out=out, steps=steps, seed=seed, cache_dir=cache, evaluate_on="holdout", **data)
+        if "cohort" in data:
+            return seg.train(profile, out=out, steps=steps, seed=seed, cache_dir=cache, evaluate_on="holdout", **data)
+        # real subjects only: the same run serves every synthetic cohort, so it is trained once (staleness rule)
+        subjects = data["subjects"] if isinstance(data["subjects"], str) else list(data["subjects"])
+        return ensure_run(out, steps or profile.eval.seg_steps,
+                          seg.shaping(profile, seed, cache, {"subjects": subjects}, steps),
+                          lambda resume: seg.train(profile, out=out, resume=resume, steps=steps, seed=seed,
+                                                   cache_dir=cache, evaluate_on="holdout", subjects=subjects),
+                          require=("scores.json",))
 
     fractions = sorted({float(f) for f in fractions})
     if not fractions or fractions[0] <= 0 or fractions[-1] > 1:

@@ -1,6 +1,7 @@
 """Distribution comparison, segmentation scores and CIs, synthetic function, and the utility experiment."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -152,3 +153,21 @@ def test_synthetic_function_labels_source_reads_the_cohorts_masks(tmp_path):
     with pytest.raises(CardiolabError, match="label series"):
         synthetic_function("smoke", image_only, real_root=cohort, out_dir=tmp_path / "eval2",
                            synthetic_source="labels", real_source="labels")
+
+
+def test_utility_trains_real_only_runs_once_across_cohorts(trained, tmp_path, monkeypatch):
+    root, cache, _ = trained
+    first = write_cohort(tmp_path / "a", n=2, labels="series", seed=100)
+    second = write_cohort(tmp_path / "b", n=2, labels="series", seed=110)
+    made = []
+    train = seg.train
+    monkeypatch.setattr(seg, "train", lambda *a, **kw: made.append(Path(kw["out"]).name) or train(*a, **kw))
+    kw = dict(seeds=[0], steps=5, cache_dir=cache, fractions=(0.5, 1.0))
+    utility("smoke", first, tmp_path / "a.json", run_root=tmp_path / "runs", **kw)
+    assert sorted(made) == ["real-seed0", "real@0.5-seed0", "real_synthetic-seed0", "real_synthetic@0.5-seed0",
+                            "synthetic-seed0"]
+    made.clear()
+    result = utility("smoke", second, tmp_path / "b.json", run_root=tmp_path / "runs", **kw)
+    assert sorted(made) == ["real_synthetic-seed0", "real_synthetic@0.5-seed0", "synthetic-seed0"]
+    assert result["results"]["real"]["dice"]["mean"]["per_seed"] == \
+        json.loads((tmp_path / "a.json").read_text())["results"]["real"]["dice"]["mean"]["per_seed"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,12 @@ class Setting:
 TINY_GRID = (Setting(math.inf), Setting(10.0), Setting(1.0), Setting(10.0, "scratch"))
 
 
-def private_cohort(profile: Profile | str | None = None, subjects: int = 20, seed: int = 1) -> dict:
+def private_cohort(profile: Profile | str | None = None, subjects: int | None = None, seed: int = 1) -> dict:
     """The private phantom cohort, its cache and its latents (made if missing); returns {"root", "cache",
     "latents", "public_dit"}: data/phantom/<profile>-private, data/cache/<profile>-private, runs/<profile>/lat-priv.
 
     The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
+    subjects: cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
     """
     from cardiolab.data.phantom import generate_cohort
     from cardiolab.data.prepare import prepare
@@ -56,7 +58,11 @@ def private_cohort(profile: Profile | str | None = None, subjects: int = 20, see
     root = profile.phantom_dir.with_name(f"{profile.phantom_dir.name}-private")
     cache = profile.cache_dir.with_name(f"{profile.cache_dir.name}-private")
     latents = profile.run(PRIVATE_LATENTS)
-    if not (root / "cohort.json").exists():
+    subjects = subjects or profile.dp.private_subjects
+    made = read_json(root / "cohort.json") if (root / "cohort.json").exists() else {}
+    if (made.get("n_subjects"), made.get("seed")) != (subjects, seed):
+        for stale in (root, cache, latents):
+            shutil.rmtree(stale, ignore_errors=True)
         generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
                         slices=d.phantom_slices, frames=d.phantom_frames)
     if not (cache / "manifest.json").exists():
@@ -101,7 +107,7 @@ def evaluate_setting(profile: Profile | str | None, run: str | Path, private: di
 
 
 def run_grid(profile: Profile | str | None = None, settings=TINY_GRID, steps: int | None = None,
-             n_samples: int | None = None, sample_steps: int | None = None, subjects: int = 20, seed: int = 0,
+             n_samples: int | None = None, sample_steps: int | None = None, subjects: int | None = None, seed: int = 0,
              labels: bool = True, seg_model=None) -> pd.DataFrame:
     """The whole experiment: one row per setting with setting, epsilon, init, params, sigma, epsilon_rdp,
     epsilon_prv, delta, s_per_step, FD-cardiolab, KID-cardiolab, EF_W1, run (None where not private)."""
