@@ -25,19 +25,7 @@ else
   DIT="--input-size 6,64,64,8 --patch 1,4,4,2 --channels 8 --hidden 768 --depth 8 --heads 12"
   HR="--size 512,512,256"; CROP="--size 128,128,128"; HRP=full; LAT="1,8,6,64,64,8"; VQP=full; MM=8192
 fi
-start=$EPOCHREALTIME
-printf 'step\trc\tseconds\n' >"$OUT/steps.tsv"
-
-step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to logs/NAME.log, one line in steps.tsv
-  local name=$1 limit=$2; shift 2
-  local used; used=$(awk "BEGIN {print int($EPOCHREALTIME - $start)}")
-  if [ "$used" -ge "$BUDGET" ]; then printf '%s\tskipped\t0\n' "$name" >>"$OUT/steps.tsv"; return; fi
-  [ $((used + limit)) -gt $((BUDGET + 60)) ] && limit=$((BUDGET + 60 - used))
-  local t0=$EPOCHREALTIME
-  timeout "$limit" "$@" >"$OUT/logs/$name.log" 2>&1
-  local rc=$?
-  printf '%s\t%s\t%s\n' "$name" "$rc" "$(awk "BEGIN {printf \"%.1f\", $EPOCHREALTIME - $t0}")" | tee -a "$OUT/steps.tsv"
-}
+GRACE=60; source "$(dirname "$0")/budget.sh"
 
 # 1. machine
 step machine 60 bash -c "nvidia-smi; $PY -c 'import json, torch; from cardiolab.core import machine_info, pick_device

@@ -18,19 +18,7 @@ export PYTHONUNBUFFERED=1 CARDIOLAB_ROOT=${CARDIOLAB_ROOT:-$(mktemp -d)}
 R=$CARDIOLAB_ROOT/runs/${PROFILE:-tiny}
 mkdir -p "$OUT/logs" "$R" && cp -r "$CARRIED"/runs/* "$R"/ && mkdir -p "$R/samples" && cp -r "$CARRIED"/samples/* "$R/samples/"
 c="$PY -m cardiolab"
-start=$EPOCHREALTIME
-printf 'step\trc\tseconds\n' >"$OUT/steps.tsv"
-
-step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to logs/NAME.log, one line in steps.tsv
-  local name=$1 limit=$2; shift 2
-  local used; used=$(awk "BEGIN {print int($EPOCHREALTIME - $start)}")
-  if [ "$used" -ge "$BUDGET" ]; then printf '%s\tskipped\t0\n' "$name" >>"$OUT/steps.tsv"; return; fi
-  [ $((used + limit)) -gt $((BUDGET + 30)) ] && limit=$((BUDGET + 30 - used))
-  local t0=$EPOCHREALTIME
-  timeout "$limit" "$@" >"$OUT/logs/$name.log" 2>&1
-  local rc=$?
-  printf '%s\t%s\t%s\n' "$name" "$rc" "$(awk "BEGIN {printf \"%.1f\", $EPOCHREALTIME - $t0}")" | tee -a "$OUT/steps.tsv"
-}
+GRACE=30; source "$(dirname "$0")/budget.sh"
 
 SITE2=$CARDIOLAB_ROOT/data/phantom/site2
 step phantom 90 $c phantom $P --workers 16
