@@ -394,3 +394,34 @@ def test_issue_14_smoke_pipeline(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "runs/smoke/samples/dit-dp/samples.json").read_text())["privacy"]
     assert record == json.loads((tmp_path / "runs/smoke/dit-dp/privacy.json").read_text())
     assert record["epsilon"]["prv"] <= 10.0
+
+
+def test_private_cohort_is_remade_when_its_size_or_seed_changes(tmp_path, monkeypatch):
+    from cardiolab.core import write_json
+    from cardiolab.privacy import experiments
+    from cardiolab.profiles import get_profile
+    from cardiolab.tasks import dit, vqgan
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
+    made = []
+
+    def generate(root, n, seed, **kw):
+        made.append((n, seed))
+        write_json(root / "cohort.json", {"n_subjects": n, "seed": seed})
+
+    monkeypatch.setattr("cardiolab.data.phantom.generate_cohort", generate)
+    prepared = []
+    monkeypatch.setattr("cardiolab.data.prepare.prepare",
+                        lambda root, layout, p, cache: prepared.append(1) or write_json(cache / "manifest.json", {}))
+    monkeypatch.setattr(dit, "ensure", lambda p: tmp_path / "dit")
+    monkeypatch.setattr(vqgan, "ensure", lambda p: tmp_path / "vqgan")
+    monkeypatch.setattr(vqgan, "encode_cohort", lambda *a, **kw: None)
+    monkeypatch.setattr(vqgan, "load_latents", lambda path: {"scale_from": str((tmp_path / "dit").resolve())})
+    smoke = get_profile("smoke")
+    experiments.private_cohort(smoke)
+    experiments.private_cohort(smoke)                    # same size and seed: kept
+    assert made == [(smoke.dp.private_subjects, 1)]
+    experiments.private_cohort(smoke, subjects=5)
+    assert made[-1] == (5, 1) and len(prepared) == 2      # remade, and its cache with it
+    experiments.private_cohort(smoke, subjects=5, seed=2)
+    assert made[-1] == (5, 2)
