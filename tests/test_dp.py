@@ -343,6 +343,7 @@ def test_dit_dp_at_infinite_epsilon_is_the_non_private_reference(dp_world, tmp_p
     profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, epsilon=float("inf")))
     out = task.train(profile, out=tmp_path / "run", steps=2, latents=private, init=root / "dit")
     assert read_json(out / "config.json")["private"] is False
+    assert read_json(out / "config.json")["init_run"] == str((root / "dit").resolve())   # the MIA's reference
     assert not (out / "privacy.json").exists()
     monkeypatch.setattr(dit, "sample_cohort", lambda *a, meta=None, **kw: meta)   # the fake VQ-GAN cannot decode
     assert task.sample_cohort(out, 1, 2, 0, tmp_path / "synth")["privacy"] is None

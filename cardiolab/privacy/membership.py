@@ -14,9 +14,9 @@ Attacks (a higher score = "member"):
   `privacy.mia.v_to_epsilon` turns it into eps.
 - calibrated: minus (loss - the loss of a reference model that never saw the subject) (Carlini et al. 2022's
   offline difficulty calibration). Reference: `--reference RUN`, default for a dit-dp run its public init
-  (privacy.json `init_run`: it never saw the private members). A non-DP run has no natural reference: pass a
-  DiT trained on other fresh phantoms (e.g. `train dit --latents` on `encode` of `phantom --seed 8`), else the
-  attack is left out and the JSON says why.
+  (`init_run` in its privacy.json or config.json: it never saw the private members). A non-DP run has no natural
+  reference: pass a DiT trained on other subjects (e.g. `train dit --latents runs/<p>/lat-priv`, notebook 06's
+  private cohort), else the attack is left out and the JSON says why.
 - distance: black-box, the synthetic cohort alone: minus each subject's distance to its closest synthetic cine
   (`privacy.copies.dcr`, pixel embeddings), when a synthetic cohort is given or found in runs/<p>/samples/<task>.
 """
@@ -178,8 +178,9 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     scores = {"loss": -losses, "pia": -pia_scores(model, sch, z, _steps(dcfg.train_timesteps, (PIA_FRACTION,))[0])}
     skipped: dict[str, str] = {}
     dp = _dp_bound(run)
-    if reference is None and dp is not None and dp.get("init_run") and Path(dp["init_run"]).is_dir():
-        reference = dp["init_run"]
+    init = (dp or {}).get("init_run") or conf.get("init_run")     # a dit-dp run's public init (also at eps = inf)
+    if reference is None and init and Path(init).is_dir():
+        reference = init
     if reference is not None:
         ref_model, ref_conf = dit.load(reference)
         if ref_conf.get("latent_shape") != conf.get("latent_shape"):

@@ -129,7 +129,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr, weight_decay=0.0)
     if not private:
         return _train_non_private(profile, out, model, opt, data, public, total, seed, resume,
-                                  shaping(profile, latents, init or "none", seed))
+                                  shaping(profile, latents, init or "none", seed), init)
     check_delta(p.delta, n)
     q = sample_rate(n, p.batch)
     sigma = accounting.sigma(p.epsilon, q, total, p.delta, p.accountant)
@@ -139,7 +139,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
                                       "train_cond")},
             "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), "profile": profile.name,
-            "n_train": n, "seed": seed, "noise_multiplier": sigma, "sample_rate": q}
+            "n_train": n, "seed": seed, "noise_multiplier": sigma, "sample_rate": q, "init_run": _path(init)}
     log.info("dit-dp: N=%d private latents, q=%.4g, sigma=%.4g for epsilon %g at delta %g (%s), %d steps, "
              "%d trained tensors", n, q, sigma, p.epsilon, p.delta, p.accountant, total, len(names))
     tr = Trainer(out, cfg, modules={"model": setup.module}, optimizers={"model": setup.optimizer}, ema=["model"],
@@ -148,9 +148,14 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     tr.fit(setup.loader, dit.make_step_fn(create_scheduler(dcfg), dcfg.loss), resume=resume)
     accounting.write_privacy_json(out, max_grad_norm=p.max_grad_norm, noise_multiplier=sigma, sample_rate=q,
                                   steps=tr.step, delta=p.delta, accountant=p.accountant, trained_parameters=names,
-                                  n_subjects=n, init_run=None if init is None else str(init.resolve()),
+                                  n_subjects=n, init_run=_path(init),
                                   vqgan_run=str(record["vqgan_run"]))
     return out
+
+
+def _path(init: Path | None) -> str | None:
+    """The public init run as recorded (config.json, privacy.json): the audits' reference model."""
+    return None if init is None else str(Path(init).resolve())
 
 
 def _train_config(profile: Profile, total: int, seed: int, physical_batch: int | None) -> TrainConfig:
@@ -162,12 +167,12 @@ def _train_config(profile: Profile, total: int, seed: int, physical_batch: int |
 
 
 def _train_non_private(profile: Profile, out: Path, model, opt, data, public: dict, total: int, seed: int,
-                       resume: bool, shaped: dict) -> Path:
+                       resume: bool, shaped: dict, init: Path | None) -> Path:
     """epsilon = inf: the same fine-tuning without DP-SGD (the engine's batches of dp.batch, no clipping or noise)."""
     conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
                                       "train_cond")},
             "task": NAME, "shaping": shaped, "profile": profile.name, "n_train": len(data), "seed": seed,
-            "private": False}
+            "private": False, "init_run": _path(init)}
     log.info("dit-dp at epsilon = inf: non-private fine-tuning on N=%d latents, %d steps", len(data), total)
     tr = Trainer(out, _train_config(profile, total, seed, None), modules={"model": model},
                  optimizers={"model": opt}, ema=["model"], config=conf)
