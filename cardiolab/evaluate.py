@@ -293,12 +293,15 @@ def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
 
 def evaluate_all(profile: Profile | str | None = None, labels: bool = True,
                  landmarks: str | os.PathLike | None = None):
-    """Evaluate the VQ-GAN reconstructions and every synthetic cohort of the profile; returns the model table
-    (`model_table`) of everything in runs/<profile>/eval. landmarks: a landmarks run, for every generator's
-    septal drift."""
+    """Evaluate the VQ-GAN reconstructions and every synthetic cohort of the profile (dit-dp cohorts excepted:
+    the DP experiment scores them against the private holdout); returns the model table (`model_table`) of
+    everything in runs/<profile>/eval. landmarks: a landmarks run, for every generator's septal drift."""
     profile = get_profile(profile)
     evaluate_vqgan(profile, labels=labels)
     for name, root in synthetic_cohorts(profile).items():
+        made = read_json(root / "samples.json") if (root / "samples.json").exists() else {}
+        if made.get("task") == "dit-dp":   # fine-tuned on the private cohort: scored against its holdout instead,
+            continue                       # by the DP experiment (privacy.experiments.evaluate_setting)
         evaluate(root, profile=profile, labels=labels, name=name, landmarks=landmarks)
     return model_table(load_evaluations(profile.run_dir))
 

@@ -102,3 +102,19 @@ def test_trajectory_decodes_every_x0_prediction(tmp_path, smoke_cache):
     steps = common.trajectory(run, steps=3, seed=0, every=1)
     assert [i for i, _ in steps] == [0, 1, 2]
     assert tuple(steps[-1][1].shape) == (4, 32, 32, 8)
+
+
+def test_evaluate_all_leaves_dp_cohorts_to_the_dp_experiment(tmp_path, monkeypatch):
+    from cardiolab import evaluate as ev
+    from cardiolab.core import write_json
+
+    cohorts = {"dit": tmp_path / "dit", "dit-dp-eps10": tmp_path / "dit-dp-eps10"}
+    write_json(cohorts["dit"] / "samples.json", {"task": "dit"})
+    write_json(cohorts["dit-dp-eps10"] / "samples.json", {"task": "dit-dp"})   # private: scored on its holdout
+    seen = []
+    monkeypatch.setattr(ev, "synthetic_cohorts", lambda profile: cohorts)
+    monkeypatch.setattr(ev, "evaluate_vqgan", lambda profile, labels: None)
+    monkeypatch.setattr(ev, "evaluate", lambda root, **kw: seen.append(kw["name"]))
+    monkeypatch.setattr(ev, "load_evaluations", lambda run_dir: [])
+    ev.evaluate_all("smoke")
+    assert seen == ["dit"]
