@@ -26,6 +26,7 @@ import torch
 from cardiolab.core import CardiolabError, read_json, write_csv, write_json
 from cardiolab.privacy.accounting import cohort_privacy
 from cardiolab.data.cines import Cines, cine_cohorts, load_cines
+from cardiolab.io.cohort import samples_record
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -299,8 +300,7 @@ def evaluate_all(profile: Profile | str | None = None, labels: bool = True,
     profile = get_profile(profile)
     evaluate_vqgan(profile, labels=labels)
     for name, root in synthetic_cohorts(profile).items():
-        made = read_json(root / "samples.json") if (root / "samples.json").exists() else {}
-        if made.get("task") == "dit-dp":   # fine-tuned on the private cohort: scored against its holdout instead,
+        if samples_record(root).get("task") == "dit-dp":   # fine-tuned on the private cohort: scored against its holdout instead,
             continue                       # by the DP experiment (privacy.experiments.evaluate_setting)
         evaluate(root, profile=profile, labels=labels, name=name, landmarks=landmarks)
     return model_table(load_evaluations(profile.run_dir))

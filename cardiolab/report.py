@@ -23,6 +23,7 @@ import pandas as pd
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_csv
 from cardiolab.data.cines import is_phantom
 from cardiolab.evaluate import load_evaluations, model_table
+from cardiolab.io.cohort import samples_record
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,7 @@ def training_table(run_dir: str | os.PathLike) -> pd.DataFrame:
         records = [r for r in read_metrics(run) if "s_per_step" in r]
         steps = [r["step"] for r in records]
         train_s = sum(r["s_per_step"] * (s - p) for r, s, p in zip(records, steps, [0] + steps[:-1]))
-        samples = run_dir / "samples" / name / "samples.json"
-        meta = read_json(samples) if samples.exists() else {}
+        meta = samples_record(run_dir / "samples" / name)
         try:
             params = int(task.num_parameters(profile)) if profile is not None else None
         except CardiolabError:

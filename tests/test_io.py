@@ -393,3 +393,12 @@ def test_a_killed_writer_leaves_no_temporary_behind(tmp_path):
     with atomic_path(tmp_path / "cache") as tmp:
         tmp.mkdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".cache.{os.getpid()}.live", "cache"]
+
+
+def test_samples_record_reads_a_sampled_cohorts_record(tmp_path):
+    from cardiolab.core import write_json
+    from cardiolab.io.cohort import SAMPLES_JSON, samples_record
+
+    assert samples_record(tmp_path) == {}                      # real data: no record
+    write_json(tmp_path / SAMPLES_JSON, {"task": "dit", "seed": 3})
+    assert samples_record(tmp_path) == {"task": "dit", "seed": 3}

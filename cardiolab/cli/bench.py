@@ -51,7 +51,8 @@ def add_arguments(p) -> None:
                    help="highres: fix a switch for every row (checkpointing, amp, flash_attention, r, "
                         "initial_stride, sliding, code_chunk)")
     h.add_argument("--unet-channels", default=None,
-                   help="highres: latent UNet widths (default: the profile's, else 32,64,64,128; MedLoRD: 64,128,256,512)")
+                   help="highres: latent UNet widths (default: the profile's, else 32,64,64,128; "
+                        "MedLoRD: 64,128,256,512)")
     h.add_argument("--profile", default=None,
                    help="highres: take the VQ-GAN and UNet widths, codebook and residual blocks from this profile "
                         "(full = MedLoRD's)")
@@ -86,10 +87,9 @@ def _highres(args) -> int:
         hr = get_profile(args.profile).highres
         widths = dict(vq_channels=tuple(hr.vq_channels), codes=hr.codes, code_dim=hr.code_dim,
                       res_blocks=hr.res_blocks, unet_channels=tuple(hr.unet_channels))
-    if args.unet_channels or not args.profile:
-        text = args.unet_channels or "32,64,64,128"
-        widths["unet_channels"] = _ints(text, len(text.split(",")), "unet-channels")
-    channels = widths["unet_channels"]
+    if args.unet_channels:
+        widths["unet_channels"] = _ints(args.unet_channels, len(args.unet_channels.split(",")), "unet-channels")
+    channels = widths.get("unet_channels", HighresBench.unet_channels)
     check_size(size, channels)
     stages = STAGES if args.stage == "all" else (args.stage,)
     switches = {stage: parse_switches(stage, args.switch, only_known=args.stage == "all") for stage in stages}

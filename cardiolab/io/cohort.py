@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from cardiolab.core import CardiolabError, atomic_path
+from cardiolab.core import CardiolabError, atomic_path, read_json
 from cardiolab.io.nifti import save_nifti
 
 # cardiolab's one label convention (the ACDC one). Other layouts are mapped onto it when read.
@@ -32,6 +32,16 @@ INTENSITY_SCALE = 1000.0
 
 # Info.cfg keys every subject has, in ACDC's order; anything else in `info` is written after them.
 INFO_KEYS = ("ED", "ES", "Group", "Height", "NbFrame", "Weight")
+
+# A sampled cohort's record, written by a generator's `sample`: generator, task, run, run_id, n, seed, steps
+# (DP runs add "privacy").
+SAMPLES_JSON = "samples.json"
+
+
+def samples_record(cohort: str | os.PathLike) -> dict:
+    """The samples.json of a sampled cohort folder; {} when it has none (real data, or not sampled yet)."""
+    path = Path(cohort) / SAMPLES_JSON
+    return read_json(path) if path.is_file() else {}
 
 
 @dataclass

@@ -19,12 +19,12 @@ import warnings
 from pathlib import Path
 
 from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.io.cohort import samples_record
 
 ACCOUNTANTS = ("prv", "rdp")
 PRV_REL_ERROR = 1e-3      # PRV eps_error relative to a first (default-error) estimate of epsilon
 PRV_MIN_ERROR = 1e-4      # floor: finer meshes cost seconds per call for no use at epsilon ~0.1
 PRIVACY_JSON = "privacy.json"
-SAMPLES_JSON = "samples.json"      # a sampled cohort's record (tasks.dit.SAMPLES_JSON); DP runs add "privacy"
 # Keys every privacy.json holds (see write_privacy_json for their meaning).
 PRIVACY_KEYS = ("max_grad_norm", "noise_multiplier", "sample_rate", "steps", "delta", "epsilon", "accountant",
                 "trained_parameters", "n_subjects", "init_run", "vqgan_run")
@@ -148,10 +148,7 @@ def read_privacy_json(run_dir: str | os.PathLike) -> dict:
 
 def cohort_privacy(cohort: str | os.PathLike) -> dict | None:
     """The privacy record a DP generator's `sample` copied into cohort/samples.json (None: no record, not DP)."""
-    path = Path(cohort) / SAMPLES_JSON
-    if not path.is_file():
-        return None
-    record = read_json(path)
+    record = samples_record(cohort)
     privacy = record.get("privacy") if isinstance(record, dict) else None
     return privacy if isinstance(privacy, dict) else None
 

@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
-from cardiolab.io.cohort import INFO_KEYS, LABELS, Subject, write_subject
+from cardiolab.io.cohort import INFO_KEYS, LABELS, Subject, samples_record, write_subject
 from cardiolab.io.layouts import read_cohort
 from cardiolab.io.nifti import save_nifti
 
 FORMATS = ("nnunet", "acdc")
 DATA_CARD = "DATA_CARD.md"
-SAMPLES_JSON = "samples.json"      # written by a generator's sample_cohort (tasks/dit.py)
 PRIVACY_JSON = "privacy.json"      # written beside DP samples (epsilon, delta)
 NNUNET_CHANNELS = {"0": "MRI"}     # any name but "CT" gets nnU-Net's per-case z-score normalisation
 FILE_ENDING = ".nii.gz"
@@ -119,7 +118,7 @@ def _write_acdc(tmp: Path, subjects: list[Subject]) -> dict:
 
 
 def _provenance(synthetic: Path) -> tuple[dict, dict]:
-    samples = read_json(synthetic / SAMPLES_JSON) if (synthetic / SAMPLES_JSON).is_file() else {}
+    samples = samples_record(synthetic)
     privacy = read_json(synthetic / PRIVACY_JSON) if (synthetic / PRIVACY_JSON).is_file() else {}
     return samples, privacy
 

@@ -37,7 +37,7 @@ from cardiolab.data import attributes
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.io.cohort import INTENSITY_SCALE, write_cines
+from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, samples_record, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, factorized_config
 from cardiolab.models.unet import SliceUNet, SliceUNetConfig
 from cardiolab.profiles import Profile, get_profile
@@ -403,7 +403,7 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
               "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of x in [-1, 1]",
               "seconds": seconds, "s_per_sample": seconds / n, **(meta or {})}
     out = write_cines(out, images, cohort_geometry(conf["cache_dir"]), ids=ids, info=info, labels=labels,
-                      extra=lambda tmp: write_json(tmp / dit_task.SAMPLES_JSON, record))
+                      extra=lambda tmp: write_json(tmp / SAMPLES_JSON, record))
     log.info("wrote %d synthetic studies to %s", n, out)
     return out
 
@@ -411,19 +411,16 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
 def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0, **kw) -> Path:
     """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings: trained and
     sampled unless samples.json already names this run (same run id) and seed. kw: more sample_cohort options."""
-    from cardiolab.core import read_json
     from cardiolab.tasks import get_task
 
     profile = get_profile(profile)
     task = get_task(name)
     run = task.ensure(profile)
     out = profile.samples(name)
-    meta = out / dit_task.SAMPLES_JSON
     defaults = task.sample_defaults(profile)
-    if meta.exists():
-        old = read_json(meta)
-        if old.get("run_id") == run_id(run) and old.get("seed") == seed and old.get("n") == defaults["n"]:
-            return out
+    old = samples_record(out)
+    if old.get("run_id") == run_id(run) and old.get("seed") == seed and old.get("n") == defaults["n"]:
+        return out
     return task.sample_cohort(run, n=defaults["n"], steps=defaults["steps"], seed=seed, out=out, **kw)
 
 

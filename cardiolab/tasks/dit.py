@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, pick_device, read_json, seed_everything, write_json
+from cardiolab.core import CardiolabError, pick_device, seed_everything, write_json
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
+from cardiolab.io.cohort import SAMPLES_JSON, samples_record
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
 from cardiolab.profiles import Profile, get_profile
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 NAME = "dit"
 KIND = "generator"
 GENERATOR = "cardiodit"            # samples.json's generator; the CLI name stays `dit`
-SAMPLES_JSON = "samples.json"
 COND_MODES = ("random", "from-training-distribution", "none")
 SAMPLING_ONLY = ("sample_steps", "n_samples", "amp")   # dit fields that never change the weights
 
@@ -274,7 +274,7 @@ def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir:
     run = ensure(profile, run_dir)
     out = Path(out or profile.samples(NAME))
     wanted = {"run_id": run_id(run), "n": profile.dit.n_samples, "seed": seed, "steps": profile.dit.sample_steps}
-    meta = read_json(out / SAMPLES_JSON) if (out / SAMPLES_JSON).exists() else {}
+    meta = samples_record(out)
     if any(meta.get(k) != v for k, v in wanted.items()):
         sample_cohort(run, profile.dit.n_samples, profile.dit.sample_steps, seed, out)
     return out

@@ -22,6 +22,7 @@ import torch
 from cardiolab.core import CardiolabError, atomic_path, pick_device, seed_everything, write_json
 from cardiolab.diffusion import create_scheduler, diffusion_loss, sample
 from cardiolab.engine import Trainer, run_id
+from cardiolab.io.cohort import SAMPLES_JSON
 from cardiolab.io.volume import VolumeSubject, read_volume_cohort, write_labels, write_volume_subject
 from cardiolab.models.controlnet_slim import ControlledUNet, ControlNetConfig, SlimControlNet, masks_to_channels
 from cardiolab.profiles import Profile, get_profile
@@ -159,7 +160,7 @@ def sample_cohort(run_dir: str | os.PathLike, n: int | None = None, steps: int |
         for s in subjects:
             write_volume_subject(tmp, s)
         write_labels(tmp)
-        write_json(tmp / "samples.json", {"generator": NAME, "run": str(run_dir), "run_id": run_id(run_dir),
+        write_json(tmp / SAMPLES_JSON, {"generator": NAME, "run": str(run_dir), "run_id": run_id(run_dir),
                                           "steps": steps, "seed": seed, "conditioning_scale": scale,
                                           "mask_cohort": str(mask) if mask else "holdout", "subjects": provenance})
     log.info("highres-controlnet: %d volumes -> %s", n, out)
