@@ -456,7 +456,6 @@ def thorax(p: dict, tables: dict, rng: np.random.Generator, slices: int, size: i
 def _frame(tabs: dict, t: int, sel, layers: dict, p: dict, extra: dict, xs: np.ndarray, spacing: np.float32
            ) -> tuple[np.ndarray, np.ndarray]:
     """Labels (D', X, Y) and the noise-free image of frame t for slices `sel` of the tables `tabs`."""
-    size = len(xs)
     centre = tabs["centre"][sel, t]                                   # (D', 2)
     dx = xs[None, :, None] - centre[:, 0, None, None]                 # (D', X, 1)
     dy = xs[None, None, :] - centre[:, 1, None, None]                 # (D', 1, Y)
