@@ -31,10 +31,10 @@ from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
 from cardiolab.io.cohort import INFO_KEYS, LABELS, Subject, samples_record, write_subject
 from cardiolab.io.layouts import read_cohort
 from cardiolab.io.nifti import save_nifti
+from cardiolab.privacy.accounting import PRIVACY_JSON   # written beside DP samples (epsilon, delta)
 
 FORMATS = ("nnunet", "acdc")
 DATA_CARD = "DATA_CARD.md"
-PRIVACY_JSON = "privacy.json"      # written beside DP samples (epsilon, delta)
 NNUNET_CHANNELS = {"0": "MRI"}     # any name but "CT" gets nnU-Net's per-case z-score normalisation
 FILE_ENDING = ".nii.gz"
 
