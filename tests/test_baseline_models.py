@@ -56,6 +56,30 @@ def test_unet_mask_channels_pooled_to_a_latent():
         m(x, t, {})
 
 
+def test_unet_bf16_matches_fp32_on_a_short_latent():
+    """The tiny latent's 4 frames reach 2 at the second level: with frames last, CPU bf16 strided Conv3d
+    (oneDNN, torch 2.13) gave inf / garbage there and the ldm and flow runs turned NaN; frames go first now."""
+    m = small_unet(size=(16, 16, 4), in_channels=8, channels=(32, 64, 64), attention=(False, False, True),
+                   head_channels=32, norm_groups=8, slices=6).eval()
+    perturb(m)
+    x, t, cond = torch.randn(24, 8, 16, 16, 4), torch.full((24,), 100), {"slice": torch.arange(24) % 6}
+    with torch.no_grad():
+        ref = m(x, t, cond)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(x, t, cond).float()
+    assert torch.isfinite(out).all()
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_unet_runs_recorded_before_time_first_keep_their_axis_order():
+    from cardiolab.tasks.common import build
+    net = dataclasses.asdict(SliceUNetConfig(size=(8, 8, 4), channels=(8, 16), attention=(False, True),
+                                             head_channels=8, norm_groups=4))
+    assert build({"network": "unet", "net": net}).config.time_first
+    del net["time_first"]
+    assert not build({"network": "unet", "net": net}).config.time_first
+
+
 def _dit_for(profile_name: str, latent_shape: tuple[int, ...]) -> DiT4DConfig:
     from cardiolab.profiles import get_profile
     from cardiolab.tasks.dit import model_config

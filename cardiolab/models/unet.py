@@ -6,6 +6,11 @@ and time are coupled but slices are not. For the two-stage mask-to-image model, 
 concatenated to the noisy input (average-pooled first when the input is a latent of smaller size).
 The network comes from MONAI; this module only adapts it to cardiolab's `model(x_t, t, cond)` protocol
 (cardiolab.diffusion) and pads odd sizes, as DiT4D does.
+
+The UNet sees the frame axis first, (B, C, T, H, W). The axis order means nothing to the isotropic network, but
+on CPUs with native bf16 (torch 2.13, oneDNN) a strided bf16 Conv3d whose *last* axis is 1 or 2 long returns
+garbage or inf; with T last, the tiny latent's 4 frames reach 2 at the second level and ldm / flow turned NaN
+within 20 steps (tests/test_unet.py checks bf16 against fp32).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ class SliceUNetConfig:
     head_channels: int = 32
     norm_groups: int = 8                 # GroupNorm groups; must divide every width
     slices: int = 6                      # class labels = slice index 0..slices-1; 0 = no slice label
+    time_first: bool = True              # UNet over (T, H, W) (module docstring); False: runs from before
 
     @property
     def multiple(self) -> int:
@@ -78,6 +84,9 @@ class SliceUNet(nn.Module):
             labels = cond["slice"].reshape(B).long()                 # (B,)
         pads = [(-s) % cfg.multiple for s in size]
         x = F.pad(x, [v for p in reversed(pads) for v in (0, p)])   # (B, C', H', W', T') multiples of 2^levels
-        out = self.unet(x, t, class_labels=labels)                   # (B, C, H', W', T')
+        if cfg.time_first:
+            out = self.unet(x.permute(0, 1, 4, 2, 3).contiguous(), t, class_labels=labels).permute(0, 1, 3, 4, 2)
+        else:
+            out = self.unet(x, t, class_labels=labels)               # (B, C, H', W', T')
         H, W, T = size
         return out[:, :, :H, :W, :T]                                 # (B, C, H, W, T)

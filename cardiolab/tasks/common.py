@@ -124,6 +124,7 @@ def build(conf: dict) -> DiT4D | SliceUNet:
             d[key] = tuple(value)
     if conf["network"] == "dit":
         return DiT4D(DiT4DConfig(**d))
+    d.setdefault("time_first", False)          # runs recorded before the UNet saw frames first
     return SliceUNet(SliceUNetConfig(**d))
 
 
