@@ -94,6 +94,7 @@ def test_audit_copies_gate_exits_1(planted, cache, tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [(["--percentile", "150"], "--percentile"),
+                                         (["--confidence", "1"], "--confidence"),
                                          (["--embedding", "evaluator", "--detector", "no-such-run"], "--embedding")])
 def test_audit_copies_bad_input_exits_2_without_json(planted, cache, tmp_path, capsys, argv, match):
     out = tmp_path / "copies.json"

@@ -21,6 +21,8 @@ def _splits(text: str | None) -> tuple[str, ...] | None:
 
 
 def add_arguments(p) -> None:
+    from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
+
     sub = p.add_subparsers(dest="audit", required=True, metavar="<audit>")
     plant = sub.add_parser("plant", help="fresh phantoms plus transformed copies of training subjects")
     add_profile(plant)
@@ -28,7 +30,7 @@ def add_arguments(p) -> None:
     plant.add_argument("--train", type=Path, default=None, help="training cache or cohort (default: profile cache)")
     plant.add_argument("--train-split", default="public,private", help="cache splits that trained the generator")
     plant.add_argument("--n-copies", type=int, default=None, help="copies (default: one per training subject)")
-    plant.add_argument("--n-fresh", type=int, default=None, help="fresh phantoms (default: as many as copies)")
+    plant.add_argument("--n-fresh", type=int, default=None, help="fresh phantoms (default: the profile's copydetector.fresh)")
     plant.add_argument("--seed", type=int, default=0, help="which subjects are copied and how")
     plant.add_argument("--fresh-seed", type=int, default=7, help="phantom seed of the fresh cines")
 
@@ -40,8 +42,12 @@ def add_arguments(p) -> None:
     copies.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: profile cache)")
     copies.add_argument("--holdout-split", default="holdout", help="cache split of the held-out set")
     copies.add_argument("--percentile", type=float, default=5.0,
-                        help="false-positive rate tau buys: tau = the k-th smallest unseen->train distance, "
-                             "k = floor(p/100 (n+1)) of n holdout (+ calibration) scans")
+                        help="false-positive rate tau buys: tau = the k-th smallest of n unseen->train distances "
+                             "(holdout + calibration scans), the largest k whose FPR stays <= p %% with "
+                             "--confidence")
+    copies.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
+                        help="probability, over the draw of the reference scans, that the FPR stays <= "
+                             "--percentile (default %(default)s)")
     copies.add_argument("--calibration", type=int, default=None,
                         help="fresh phantoms added to the holdout to calibrate tau (phantom data only; default "
                              "the profile's copydetector.calibration; 0: holdout only)")
@@ -184,6 +190,7 @@ def _mia(args) -> int:
 
 def run(args) -> int:
     from cardiolab.privacy.audit import audit_copies, plant_cohort
+    from cardiolab.privacy.copies import min_references
 
     verbs = {"mia": _mia, "canaries": _canaries, "subset": _subset, "sweep": _sweep, "report": _report}
     if args.audit in verbs:
@@ -196,14 +203,16 @@ def run(args) -> int:
         return 0
     r = audit_copies(args.synthetic, args.profile, args.train, args.holdout, _splits(args.train_split),
                      args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json,
-                     args.detector, args.calibration)
+                     args.detector, args.calibration, args.confidence)
     c, d = r["calibration"], r["distances"]
     print(f"copies {r['copy_fraction']:.1f} % of {r['n_synthetic']} synthetic, "
           f"memorized {r['memorized_fraction']:.1f} % of {r['n_train']} training ({r['embedding']})")
     print(f"tau {r['threshold']:.4f}: unseen->train distance no. {c['rank']} of {c['n_reference']} "
           f"({c['n_holdout']} holdout + {c['n_calibration']} calibration phantoms), false-positive rate "
-          f"<= {c['fpr_bound']:.1f} % (p{r['percentile']:g})" + ("" if c["enough"] else "; too few references "
-          f"for p{r['percentile']:g}: add --calibration phantoms or raise --percentile"))
+          f"<= {c['fpr_bound']:.1f} % with {c['confidence']:.0%} confidence (mean {c['fpr_expected']:.1f} %, "
+          f"p{r['percentile']:g})" + ("" if c["enough"] else f"; too few references for p{r['percentile']:g} "
+          f"(need {min_references(r['percentile'], c['confidence'])}): add --calibration phantoms or raise "
+          "--percentile"))
     print(f"DCR median synthetic {d['dcr_synthetic_train']['median']:.4f} / holdout "
           f"{d['dcr_holdout_train']['median']:.4f}, NNDR median {d['nndr_synthetic_train']['median']:.3f} / "
           f"{d['nndr_holdout_train']['median']:.3f}; nearer train {d['share_nearer_train']:.0f} % (expected "

@@ -18,6 +18,8 @@ def plot_calibration(calibration: dict):
     fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
     ax.hist(np.asarray(c["dcr_reference"]), bins=20, color="tab:gray")
     label = f"tau = no. {c['rank']} of {c['n_reference']} = {c['threshold']:.3g} (FPR <= {c['fpr_bound']:.1f} %)"
+    if c.get("confidence"):
+        label = label[:-1] + f" at {c['confidence']:.0%})"
     ax.axvline(c["threshold"], color="tab:red", ls="--", label=label)
     ax.set(xlabel="correlation distance to nearest training scan", ylabel="unseen scans",
            title="copy threshold calibration")

@@ -21,6 +21,7 @@ import torch
 
 from cardiolab.core import CardiolabError, write_json
 from cardiolab.data.cines import load_cines
+from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
 from cardiolab.profiles import Profile, get_profile
 
 
@@ -123,8 +124,8 @@ def calibration_cines(profile: Profile, train: str | os.PathLike | None, n: int 
 def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, train: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, n_copies: int | None = None,
                  n_fresh: int | None = None, seed: int = 0, fresh_seed: int = FRESH_SEED, transforms=None) -> dict:
-    """Write a planted cohort to `out`: `n_fresh` fresh phantoms (seed `fresh_seed`) + `n_copies` transformed copies
-    of training cines (default: one per training subject, and as many fresh ones), changed by `transforms`
+    """Write a planted cohort to `out`: `n_fresh` fresh phantoms (seed `fresh_seed`; default copydetector.fresh) +
+    `n_copies` transformed copies of training cines (default: one per training subject), changed by `transforms`
     (a `privacy.plant.CopyTransforms`; default its ranges). Returns a summary dict."""
     from cardiolab.data.datasets import load_manifest
     from cardiolab.data.phantom import generate_cohort
@@ -133,7 +134,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     profile = get_profile(profile)
     train_ids, train_images, train_labels = _cines(train, profile, train_splits, labels=True)
     n_copies = len(train_ids) if n_copies is None else n_copies
-    n_fresh = n_copies if n_fresh is None else n_fresh
+    n_fresh = profile.copydetector.fresh if n_fresh is None else n_fresh
     if n_copies < 0 or n_fresh < 0 or n_copies + n_fresh == 0:
         raise CardiolabError(f"audit plant: --n-copies {n_copies} / --n-fresh {n_fresh}: need >= 0 and a total > 0")
     d = profile.data
@@ -166,23 +167,24 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
                  percentile: float = 5.0, embedding: str = "pixels", max_copy_fraction: float | None = None,
                  out_json: str | os.PathLike | None = None, detector: str | os.PathLike | None = None,
-                 n_calibration: int | None = None) -> dict:
+                 n_calibration: int | None = None, confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
     """Copy audit of a synthetic cohort against the training data, calibrated on unseen reference data.
 
     JSON keys: threshold, percentile, embedding, copy_fraction, memorized_fraction (both %), per_synthetic
-    [{id, nearest_train_id, distance, nndr, is_copy}], calibration (`privacy.copies.calibrate`: rank,
-    n_reference, fpr_bound, enough, dcr_reference; n_holdout, n_calibration, calibration_seed), distances
+    [{id, nearest_train_id, distance, nndr, is_copy}], calibration (`privacy.copies.calibrate`: rank, n_reference,
+    confidence, fpr_bound, fpr_expected, enough, dcr_reference; n_holdout, n_calibration, calibration_seed), distances
     (DCR / NNDR / share nearer train / Mann-Whitney, against the holdout split), planted (recall / FPR, when the
     cohort has planted.json), max_copy_fraction and passed (when a limit is given). `detector`: the run of a
     learned embedding (default runs/<profile>/<embedding>); n_calibration: calibration phantoms (see
     `calibration_cines`). Written to `out_json` (default runs/<profile>/audit/copies.json).
     """
-    from cardiolab.privacy.copies import calibrate, check_percentile, detect_copies, distance_summary, planted_scores
+    from cardiolab.privacy.copies import (calibrate, check_confidence, check_percentile, detect_copies,
+                                          distance_summary, planted_scores)
     from cardiolab.privacy.embeddings import check_embedding, embedder
     from cardiolab.privacy.plant import PLANTED_JSON, read_planted
 
     profile = get_profile(profile)
-    percentile = check_percentile(percentile)
+    percentile, confidence = check_percentile(percentile), check_confidence(confidence)
     check_embedding(embedding)
     if max_copy_fraction is not None and not 0 <= max_copy_fraction <= 100:
         raise CardiolabError(f"--max-copy-fraction: a percentage in [0, 100], got {max_copy_fraction:g}")
@@ -207,7 +209,7 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     embed = embedder(embedding, profile, detector)
     e_syn, e_tr, e_ho = (embed(x).numpy() for x in (syn, tr, ho))
     e_ref = e_ho if cal is None else np.concatenate([e_ho, embed(cal).numpy()])
-    calibration = dict(calibrate(e_tr, e_ref, percentile), n_holdout=len(hold_ids), n_calibration=len(cal_ids),
+    calibration = dict(calibrate(e_tr, e_ref, percentile, confidence), n_holdout=len(hold_ids), n_calibration=len(cal_ids),
                        calibration_seed=CALIBRATION_SEED if cal_ids else None)
     result = detect_copies(e_syn, e_tr, calibration["threshold"], syn_ids, train_ids)
     result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,

@@ -5,10 +5,14 @@ correlation distance 1 - r between embeddings, and call a synthetic scan a copy 
 scan is closer than tau. tau is calibrated on unseen reference scans (the holdout split, plus fresh phantoms
 for phantom data), each compared with the *same* training set the synthetic scans are compared with: a
 reference scan's distance to its nearest training scan (its DCR) is what a synthetic scan that copies no one
-looks like. tau is the k-th smallest of the n reference DCRs, k = floor(p / 100 * (n + 1)) (a conformal
-rank): a fresh scan exchangeable with the references falls below tau with probability k / (n + 1) <= p %, the
-false-positive rate the threshold buys (`fpr_bound`). Fewer than 100 / p - 1 references cannot buy p % (k
-would be 0): then k = 1 and `fpr_bound` = 100 / (n + 1) says how much more tau lets through.
+looks like. tau is the k-th smallest of the n reference DCRs. The share of fresh scans (exchangeable with the
+references) that fall below it, the false-positive rate, is then Beta(k, n + 1 - k) distributed over the draw of
+the references: k / (n + 1) on average (conformal prediction) but spread around it, so that with n = 59 and
+the average rank (k = 3) 43 % of calibrations flag more than 5 %. So k is the largest rank whose FPR stays
+<= p % with probability `confidence` (default 0.9; training-conditional conformal, Vovk 2012): its upper bound
+`fpr_bound` and its mean `fpr_expected` are recorded. Fewer than log(1 - confidence) / log(1 - p / 100)
+references (45 for p = 5, confidence 0.9) cannot give that (k would be 0): then k = 1, `enough` is false and
+`fpr_bound` says how much more tau lets through. confidence=None keeps the average rank k = floor(p (n + 1) / 100).
 (The paper's rule, the p-th percentile of training -> nearest held-out distances, takes each minimum over the
 held-out set, not over the training set a synthetic scan is matched against: with 32 training and 8 held-out
 scans at tiny it set tau too high, 12.5 % of fresh phantoms flagged at p = 5.)
@@ -24,11 +28,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import beta, mannwhitneyu
 
 from cardiolab.core import CardiolabError
 
 DEFAULT_PERCENTILE = 5.0     # the paper's choice: ~5 % of unseen patients would be (wrongly) flagged
+DEFAULT_CONFIDENCE = 0.9     # P(FPR <= percentile) over the draw of the reference scans
 
 
 def check_percentile(percentile: float, name: str = "--percentile") -> float:
@@ -37,6 +42,13 @@ def check_percentile(percentile: float, name: str = "--percentile") -> float:
     if not 0.0 < p < 100.0:
         raise CardiolabError(f"{name}: must lie strictly between 0 and 100, got {percentile:g}")
     return p
+
+
+def check_confidence(confidence: float | None) -> float | None:
+    """`confidence` as a float in (0, 1), or None (the average rank); CardiolabError naming --confidence otherwise."""
+    if confidence is not None and not 0.0 < float(confidence) < 1.0:
+        raise CardiolabError(f"--confidence: must lie strictly between 0 and 1, got {confidence:g}")
+    return None if confidence is None else float(confidence)
 
 
 def _embeddings(x: np.ndarray, name: str) -> np.ndarray:
@@ -80,27 +92,38 @@ def nearest(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return idx1, d1, order[:, 1], dist[rows, order[:, 1]]
 
 
-def calibrate(train: np.ndarray, reference: np.ndarray, percentile: float = DEFAULT_PERCENTILE) -> dict:
+def calibrate(train: np.ndarray, reference: np.ndarray, percentile: float = DEFAULT_PERCENTILE,
+              confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
     """tau from unseen reference scans: the k-th smallest reference -> nearest-training distance (module docstring).
 
     train: (N, F) embeddings of the scans the generator saw; reference: (M, F) embeddings of real scans it did not
-    see (holdout, calibration phantoms). Returns {"threshold", "percentile", "rank" (k), "n_reference" (M),
-    "fpr_bound" (100 k / (M + 1), in %), "enough" (fpr_bound <= percentile), "dcr_reference" (M distances)}.
+    see (holdout, calibration phantoms). Returns {"threshold", "percentile", "confidence", "rank" (k), "n_reference"
+    (M), "fpr_expected" (100 k / (M + 1)), "fpr_bound" (the FPR that tau exceeds with probability 1 - confidence;
+    = fpr_expected when confidence is None), both in %, "enough" (fpr_bound <= percentile), "dcr_reference"}.
     """
-    p = check_percentile(percentile)
+    p, confidence = check_percentile(percentile), check_confidence(confidence)
     d = np.sort(dcr(_embeddings(reference, "reference"), train))
     n = len(d)
+
+    def bound(k: int) -> float:
+        return 100.0 * (k / (n + 1) if confidence is None else float(beta.ppf(confidence, k, n + 1 - k)))
+
     k = int(np.floor(p / 100.0 * (n + 1) + 1e-9))
+    while k >= 1 and bound(k) > p + 1e-9:
+        k -= 1
     enough = k >= 1
     k = max(k, 1)
-    return {"threshold": float(d[k - 1]), "percentile": p, "rank": k, "n_reference": n,
-            "fpr_bound": 100.0 * k / (n + 1), "enough": bool(enough), "dcr_reference": d.tolist()}
+    return {"threshold": float(d[k - 1]), "percentile": p, "confidence": confidence, "rank": k, "n_reference": n,
+            "fpr_expected": 100.0 * k / (n + 1), "fpr_bound": bound(k), "enough": bool(enough),
+            "dcr_reference": d.tolist()}
 
 
-def min_references(percentile: float) -> int:
+def min_references(percentile: float, confidence: float | None = DEFAULT_CONFIDENCE) -> int:
     """The fewest reference scans for which tau keeps the false-positive rate at `percentile` % (k >= 1)."""
-    p = check_percentile(percentile)
-    return int(np.ceil(100.0 / p - 1 - 1e-9))
+    p = check_percentile(percentile) / 100.0
+    if confidence is None:
+        return int(np.ceil(1.0 / p - 1 - 1e-9))
+    return int(np.ceil(np.log(1.0 - confidence) / np.log(1.0 - p) - 1e-9))
 
 
 def detect_copies(synthetic: np.ndarray, train: np.ndarray, threshold: float,
