@@ -144,6 +144,8 @@ def test_code_round_trip():
     # a small perturbation of the latent decodes exactly like the clean latent (re-snapping)
     noisy = z + 1e-4 * torch.randn_like(z)
     assert torch.equal(task.decode_latents(model, noisy[None]), images)
+    # reconstruct decodes the codebook entries it encoded without snapping them a second time: same images
+    assert torch.equal(task.reconstruct(model, volume), images[0])
     with pytest.raises(CardiolabError, match="decode_latents"):
         task.decode_latents(model, z)
 

@@ -213,16 +213,17 @@ def encode_volume(model: VQGAN, image: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
-def decode_latents(model: VQGAN, z: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+def decode_latents(model: VQGAN, z: torch.Tensor, chunk: int = 32, snap: bool = True) -> torch.Tensor:
     """z (B, C_z, D, h, w, t) UNSCALED -> images (B, 1, D, H, W, T) in [-1, 1].
 
-    z is first snapped to the nearest codebook entries, so DiT samples decode like real codes.
+    z is first snapped to the nearest codebook entries, so DiT samples decode like real codes (snap=False: z
+    already holds codebook entries, as `encode_volume` returns them).
     """
     if z.ndim != 6 or z.shape[1] != model.cfg.code_dim:
         raise CardiolabError(f"decode_latents: expected (B, {model.cfg.code_dim}, D, h, w, t), got {tuple(z.shape)}")
     B = z.shape[0]
     flat = rearrange(z, "b c d h w t -> (b d) c h w t").to(_device(model))
-    out = torch.cat([model.decode(model.embed(model.snap(part))) for part in flat.split(chunk)])
+    out = torch.cat([model.decode(model.embed(model.snap(part)) if snap else part) for part in flat.split(chunk)])
     return rearrange(out.clamp(-1, 1), "(b d) c h w t -> b c d h w t", b=B).cpu()
 
 
@@ -307,7 +308,7 @@ def load_latents(path: str | os.PathLike) -> dict:
 def reconstruct(model: VQGAN, image: torch.Tensor) -> torch.Tensor:
     """image (1, D, H, W, T) -> its reconstruction (1, D, H, W, T) in [-1, 1]."""
     z, _ = encode_volume(model, image)
-    return decode_latents(model, z[None])[0]
+    return decode_latents(model, z[None], snap=False)[0]
 
 
 @torch.no_grad()
