@@ -30,7 +30,8 @@ def add_arguments(p) -> None:
     plant.add_argument("--train", type=Path, default=None, help="training cache or cohort (default: profile cache)")
     plant.add_argument("--train-split", default="public,private", help="cache splits that trained the generator")
     plant.add_argument("--n-copies", type=int, default=None, help="copies (default: one per training subject)")
-    plant.add_argument("--n-fresh", type=int, default=None, help="fresh phantoms (default: the profile's copydetector.fresh)")
+    plant.add_argument("--n-fresh", type=int, default=None,
+                       help="fresh phantoms (default: the profile's copydetector.fresh)")
     plant.add_argument("--seed", type=int, default=0, help="which subjects are copied and how")
     plant.add_argument("--fresh-seed", type=int, default=7, help="phantom seed of the fresh cines")
 

@@ -209,8 +209,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     embed = embedder(embedding, profile, detector)
     e_syn, e_tr, e_ho = (embed(x).numpy() for x in (syn, tr, ho))
     e_ref = e_ho if cal is None else np.concatenate([e_ho, embed(cal).numpy()])
-    calibration = dict(calibrate(e_tr, e_ref, percentile, confidence), n_holdout=len(hold_ids), n_calibration=len(cal_ids),
-                       calibration_seed=CALIBRATION_SEED if cal_ids else None)
+    calibration = dict(calibrate(e_tr, e_ref, percentile, confidence), n_holdout=len(hold_ids),
+                       n_calibration=len(cal_ids), calibration_seed=CALIBRATION_SEED if cal_ids else None)
     result = detect_copies(e_syn, e_tr, calibration["threshold"], syn_ids, train_ids)
     result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,
                   synthetic=str(synthetic), n_holdout=len(hold_ids), calibration=calibration,
