@@ -10,7 +10,7 @@ The network comes from MONAI; this module only adapts it to cardiolab's `model(x
 The UNet sees the frame axis first, (B, C, T, H, W). The axis order means nothing to the isotropic network, but
 on CPUs with native bf16 (torch 2.13, oneDNN) a strided bf16 Conv3d whose *last* axis is 1 or 2 long returns
 garbage or inf; with T last, the tiny latent's 4 frames reach 2 at the second level and ldm / flow turned NaN
-within 20 steps (tests/test_unet.py checks bf16 against fp32).
+within 20 steps (tests/test_baseline_models.py checks bf16 against fp32).
 """
 from __future__ import annotations
 

@@ -132,9 +132,9 @@ def card_lines(profile: Profile, audit_dir: Path, figures: list[Path]) -> list[s
           "embedding) than tau (Dar et al. 2024), calibrated on unseen scans compared with the same training set: "
           "tau is the k-th smallest unseen -> nearest-training distance of n references (the holdout split, plus "
           "fresh calibration phantoms on phantom data), k the largest rank whose false-positive rate stays <= p % "
-          "with 90 % confidence over the draw of the references ('FPR bound'). Nearer-train share: expected value "
-          "without memorization beside it; Mann-Whitney: one-sided, synthetic -> train DCR smaller than holdout -> "
-          "train.", "",
+          "with --confidence (default 90 %) over the draw of the references ('FPR bound'). Nearer-train share: "
+          "expected value without memorization beside it; Mann-Whitney: one-sided, synthetic -> train DCR smaller "
+          "than holdout -> train.", "",
           f"Made by: `python -m cardiolab audit report --profile {p}` (one `audit copies --synthetic "
           f"runs/{p}/samples/<model> --json runs/{p}/audit/copies-<model>.json` per cohort); the planted check by "
           f"`audit plant --profile {p} --out runs/{p}/audit/planted` then `audit copies --synthetic "
