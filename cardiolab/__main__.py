@@ -12,7 +12,8 @@ import sys
 from cardiolab.core import CardiolabError
 
 VERBS = ("phantom", "check", "prepare", "function", "train", "models", "encode", "sample", "evaluate",
-         "report", "notebooks", "bench", "privacy", "audit", "export", "reader-study", "segment", "landmarks")
+         "utility", "report", "notebooks", "bench", "privacy", "audit", "export", "reader-study", "segment",
+         "landmarks")
 
 
 def build_parser() -> argparse.ArgumentParser:

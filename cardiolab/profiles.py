@@ -106,6 +106,15 @@ class BaselinesConfig:
     sample_steps: int = 50            # DDIM / Euler steps at sampling (sampling only: not part of shaping)
     n_samples: int = 16
     amp: str = "auto"                 # engine AMP: bf16 on GPU, off on CPU
+    # Pixel-space UNets (ddpm, mask-generator, mask-to-image with family ddpm) use these instead of channels /
+    # batch / steps / sample_steps: a tiny slice is 64 x 64 x 16 pixels, 64x the voxels of its latent. At the
+    # latent models' sizes ddpm takes 15.5 s/step in bf16 (45 s in fp32, 2 threads, AVX512), ~6.5 h for 1500
+    # steps; at these 1.0 s/step (2.7 in fp32), so the tiny notebook 04 fits a CPU. The full profile sets
+    # them equal to the latent models' sizes.
+    pixel_channels: tuple[int, ...] = (16, 32, 64)
+    pixel_batch: int = 1              # subjects per step (ddpm: their D slices; mask-generator: one study each)
+    pixel_steps: int = 600
+    pixel_sample_steps: int = 25
 
 
 @dataclass(frozen=True)
@@ -292,7 +301,8 @@ PROFILES: dict[str, Profile] = {
         dit=DiTConfig(hidden=32, depth=2, heads=2, patch=(1, 2, 2, 2), steps=40, batch=4, lr=1e-3,
                       sample_steps=5, n_samples=4),
         dp=DPConfig(batch=4, physical_batch=2, steps=10, lr=1e-3, private_subjects=20),
-        baselines=BaselinesConfig(channels=(8, 16), steps=4, batch=2, lr=1e-3, sample_steps=3, n_samples=2),
+        baselines=BaselinesConfig(channels=(8, 16), steps=4, batch=2, lr=1e-3, sample_steps=3, n_samples=2,
+                                  pixel_channels=(8, 16), pixel_batch=2, pixel_steps=4, pixel_sample_steps=3),
         # smoke: no domain randomisation: 20 steps only check that things run, and plain frames learn faster
         eval=EvalConfig(seg_channels=(8, 16, 32), seg_steps=20, seg_batch=8, seg_randomise=False, feature_steps=20,
                         feature_dim=16, utility_seeds=2),
@@ -316,7 +326,9 @@ PROFILES: dict[str, Profile] = {
         dit=DiTConfig(hidden=768, depth=8, heads=12, patch=(1, 4, 4, 2), steps=200_000, batch=4, lr=1e-4,
                       n_samples=64),
         dp=DPConfig(delta=1e-5, batch=64, physical_batch=16, steps=5000, private_subjects=1000),
-        baselines=BaselinesConfig(channels=(64, 128, 256), steps=200_000, batch=4, lr=1e-4, n_samples=64),
+        baselines=BaselinesConfig(channels=(64, 128, 256), steps=200_000, batch=4, lr=1e-4, n_samples=64,
+                                  pixel_channels=(64, 128, 256), pixel_batch=4, pixel_steps=200_000,
+                                  pixel_sample_steps=50),
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
         landmarks=LandmarksConfig(sigma_mm=3.0, steps=20_000, batch=32, lr=1e-3),
         copydetector=CopyDetectorConfig(steps=5000, batch=32, dim=128, calibration=142),

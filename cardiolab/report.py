@@ -55,7 +55,8 @@ def utility_summary(run_dir: str | os.PathLike, data: str) -> pd.DataFrame:
             for setting, per in results.items():
                 for metric in ("dice", "hd95"):
                     v = per.get(metric, {}).get("mean", {})
-                    rows.append({"model": model, "test": test, "setting": setting, "data": data, "metric": metric,
+                    rows.append({"model": model, "test": test, "setting": setting, "data": data,
+                                 "steps": res.get("steps"), "metric": metric,
                                  "mean": v.get("mean"), "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high")})
     return pd.DataFrame(rows)
 
@@ -215,8 +216,10 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     util = utility_summary(run_dir, data)
     if len(util):
         md += [f"## Segmentation utility ({data})", "",
-               "Made by: `cardiolab.utility.utility(profile, synthetic_root)` (notebook 05); mean over "
-               "structures, 95% CI; real@f: a fraction f of the real subjects; cross: scored on another cohort.", "",
+               "Made by: `cardiolab.utility.utility(profile, synthetic_root)` (notebook 05: utility.json) and "
+               "`python -m cardiolab utility --synthetic DIR` (utility-<cohort>.json); mean over structures, 95% CI; "
+               "real@f: a fraction f of the real subjects; cross: scored on another cohort; image-only cohorts are "
+               "pseudo-labelled by the real-trained segmenter; steps: segmenter steps per run.", "",
                markdown_table(util), ""]
     validation = run_dir / "eval" / "evaluator_validation.csv"
     if validation.exists():

@@ -64,7 +64,8 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
 
     synthetic_root: ACDC-layout synthetic cohort. seeds: a count or list (default profile.eval.utility_seeds).
     steps: segmenter steps per run (default profile.eval.seg_steps). run_root: where the training runs go
-    (default <run_dir>/eval/utility). out_json default: <run_dir>/eval/utility.json.
+    (default <run_dir>/eval/utility; real-only runs are shared, the others go to <run_root>/<cohort name>/).
+    out_json default: <run_dir>/eval/utility.json.
     Returns {"profile", "synthetic_root", "synthetic_labels", "test_split", "n_test", "n_train", "seeds",
     "steps", "ci", "results": {setting: {"dice": {RV|MYO|LV|mean: {mean, ci_low, ci_high, per_seed}},
     "hd95": ...}}}.
@@ -80,7 +81,8 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
 
     def train(setting: str, seed: int, **data) -> Path:
         out = run_root / f"{setting.replace('+', '_')}-seed{seed}"
-        if "cohort" in data:
+        if "cohort" in data:     # one folder per synthetic cohort, so cohorts can be scored side by side
+            out = run_root / Path(synthetic_root).name / out.name
             return seg.train(profile, out=out, steps=steps, seed=seed, cache_dir=cache, evaluate_on="holdout", **data)
         # real subjects only: the same run serves every synthetic cohort, so it is trained once (staleness rule)
         subjects = data["subjects"] if isinstance(data["subjects"], str) else list(data["subjects"])

@@ -144,3 +144,23 @@ def test_mask_to_image_on_latents_pools_the_masks(tmp_path, smoke_cache, fake_st
     with pytest.raises(CardiolabError, match="need --n 3"):
         mask_to_image.sample_cohort(run, n=3, steps=2, seed=0, out=tmp_path / "bad", mask=real)
     assert not (tmp_path / "bad").exists()
+
+
+def test_pixel_models_take_the_pixel_sizes_and_latent_models_ignore_them():
+    from cardiolab.profiles import override
+
+    tiny = get_profile("tiny")
+    b = tiny.baselines
+    ddpm, maskgen, ldm = _module("ddpm"), _module("mask_generator"), _module("ldm")
+    for pixel in (ddpm, maskgen):
+        section = pixel.SPEC.section(tiny)
+        assert (section.channels, section.batch, section.steps, section.sample_steps) == \
+            (b.pixel_channels, b.pixel_batch, b.pixel_steps, b.pixel_sample_steps)
+        assert pixel.sample_defaults(tiny)["steps"] == b.pixel_sample_steps
+        assert pixel.shaping(override(tiny, ["baselines.pixel_steps=7"]))["section"]["steps"] == 7
+        assert pixel.shaping(override(tiny, ["baselines.steps=7"])) == pixel.shaping(tiny)
+    assert ldm.SPEC.section(tiny) is b
+    changed = override(tiny, ["baselines.pixel_channels=8,16", "baselines.pixel_steps=7"])
+    assert ldm.shaping(changed) == ldm.shaping(tiny)
+    assert not any(k.startswith("pixel_") for k in ddpm.shaping(tiny)["section"])
+    assert ddpm.num_parameters(tiny) < ldm.num_parameters(tiny)          # (16, 32, 64) vs (32, 64, 64)

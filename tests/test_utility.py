@@ -171,3 +171,38 @@ def test_utility_trains_real_only_runs_once_across_cohorts(trained, tmp_path, mo
     assert sorted(made) == ["real_synthetic-seed0", "real_synthetic@0.5-seed0", "synthetic-seed0"]
     assert result["results"]["real"]["dice"]["mean"]["per_seed"] == \
         json.loads((tmp_path / "a.json").read_text())["results"]["real"]["dice"]["mean"]["per_seed"]
+
+
+def test_utility_keeps_each_cohorts_synthetic_runs_apart(trained, tmp_path):
+    root, cache, _ = trained
+    kw = dict(seeds=[0], steps=3, cache_dir=cache, run_root=tmp_path / "runs")
+    for name in ("a", "b"):
+        utility("smoke", write_cohort(tmp_path / name, n=1, labels="series", seed=120), tmp_path / f"{name}.json", **kw)
+    assert (tmp_path / "runs" / "a" / "synthetic-seed0" / "scores.json").exists()
+    assert (tmp_path / "runs" / "b" / "synthetic-seed0" / "scores.json").exists()
+    assert (tmp_path / "runs" / "real-seed0" / "scores.json").exists()          # shared by both
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--synthetic", "{missing}"], "--synthetic"),
+    (["--synthetic", "{empty}"], "--synthetic"),
+    (["--synthetic", "{cohort}", "--fractions", "0.5,x"], "--fractions"),
+    (["--synthetic", "{cohort}", "--fractions", "1.5"], "--fractions"),
+    (["--synthetic", "{cohort}", "--steps", "0"], "--steps"),
+    (["--synthetic", "{cohort}", "--test-cohort", "{truncated}"], "--test-cohort"),
+])
+def test_utility_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, args, flag):
+    from cardiolab.__main__ import main
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path / "root"))
+    cohort = write_cohort(tmp_path / "syn", n=1, labels="series", seed=130)
+    broken = write_cohort(tmp_path / "broken", n=1, labels="series", seed=131)
+    image = next(broken.rglob("*_4d.nii.gz"))
+    image.write_bytes(image.read_bytes()[:200])                                  # a truncated download
+    (tmp_path / "empty").mkdir()
+    paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "cohort": cohort, "truncated": broken}
+    argv = ["utility", "--profile", "smoke", *[a.format(**paths) for a in args]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0]
+    assert not (tmp_path / "root" / "runs").exists()

@@ -20,7 +20,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<16}{'kind':<13}{'parameters':>12}  run")
+    wn, wk = (max(len(r[k]) for r in rows) + 2 for k in ("name", "kind"))     # columns as wide as their entries
+    print(f"{'model':<{wn}}{'kind':<{wk}}{'parameters':>12}  run")
     for r in rows:
-        print(f"{r['name']:<16}{r['kind']:<13}{r['parameters']:>12,}  {r['status']:<9} {r['run']}")
+        print(f"{r['name']:<{wn}}{r['kind']:<{wk}}{r['parameters']:>12,}  {r['status']:<9} {r['run']}")
     return 0

@@ -58,9 +58,20 @@ class Spec:
     sampler: str = "ddim"     # "ddim" (v-prediction) | "rflow" (rectified flow, Euler ODE)
     masks: bool = False       # conditioned on per-slice one-hot label series (two-stage mask -> image)
 
+    @property
+    def pixel_space(self) -> bool:
+        """A UNet over full-size images (pixels or label series): sized by profile.baselines.pixel_*."""
+        return self.network == "unet" and self.source in ("pixels", "labels")
+
     def section(self, profile: Profile):
-        """The profile section with this model's training settings."""
-        return profile.dit if self.network == "dit" else profile.baselines
+        """The profile section with this model's training settings (pixel-space UNets: the pixel_* sizes)."""
+        if self.network == "dit":
+            return profile.dit
+        b = profile.baselines
+        if not self.pixel_space:
+            return b
+        return dataclasses.replace(b, channels=b.pixel_channels, batch=b.pixel_batch, steps=b.pixel_steps,
+                                   sample_steps=b.pixel_sample_steps)
 
 
 # ---- packing a batch of studies for the network ------------------------------------------------------
@@ -102,7 +113,7 @@ def network_config(spec: Spec, profile: Profile, latent_shape: tuple[int, ...]) 
     if spec.network == "dit":
         base = dit_task.model_config(profile, latent_shape)
         return factorized_config(base) if spec.layout == "slices" else channel_merged_config(base)
-    ch = tuple(profile.baselines.channels)
+    ch = tuple(spec.section(profile).channels)
     merged = spec.layout == "channels"
     return SliceUNetConfig(size=(h, w, t), in_channels=D * C if merged else C,
                            mask_channels=N_CLASSES if spec.masks else 0, channels=ch,
@@ -135,7 +146,8 @@ def shaping(spec: Spec, profile: Profile | str | None = None, seed: int = 0, ste
 
     profile = get_profile(profile)
     sampling_only = SAMPLING_FIELDS if spec.masks else (*SAMPLING_FIELDS, "family")  # family: mask-to-image's
-    section = {k: v for k, v in dataclasses.asdict(spec.section(profile)).items() if k not in sampling_only}
+    section = {k: v for k, v in dataclasses.asdict(spec.section(profile)).items()
+               if k not in sampling_only and not k.startswith("pixel_")}      # pixel_*: already in the fields
     section["steps"] = steps or section["steps"]
     out = {"model": spec.name, "section": section, "data": dataclasses.asdict(profile.data), "seed": seed}
     if spec.source == "latents":
