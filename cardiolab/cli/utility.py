@@ -1,7 +1,6 @@
 """`python -m cardiolab utility`: does a synthetic cohort help train a segmenter that works on real cines?"""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from cardiolab.cli import add_profile
@@ -9,7 +8,6 @@ from cardiolab.core import CardiolabError
 
 HELP = ("segmentation utility of a synthetic cohort: the segmenter trained on real / synthetic / both (and on "
         "fractions of the real subjects), Dice and HD95 on the real holdout and, with --test-cohort, on another site")
-log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
