@@ -69,6 +69,27 @@ def test_pixel_ddpm_stacks_slices_of_the_cache_geometry(tmp_path, fake_stage1, s
     assert np.isfinite(s.image).all()
 
 
+@pytest.mark.parametrize("native, precision", [(True, "bf16"), (False, "fp32")])
+def test_sampling_takes_the_runs_batch_and_native_precision(native, precision, monkeypatch, tmp_path, fake_stage1,
+                                                            smoke_cache):
+    """Baselines sample in bf16 only where the CPU runs it natively, one training batch per network pass; the
+    cohort's samples.json says which."""
+    from cardiolab.tasks import common
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    task = _module("ddpm")
+    run = _train(task, tmp_path, fake_stage1, smoke_cache)
+    seen = []
+    real_sample = common.sample
+    monkeypatch.setattr(common, "sample", lambda *a, **kw: seen.append((a[2][0], kw["autocast"])) or real_sample(*a, **kw))
+    out = task.sample_cohort(run, n=3, steps=2, seed=0, out=tmp_path / "synth", device="cpu")
+    meta = json.loads((out / "samples.json").read_text())
+    smoke = get_profile("smoke").baselines
+    assert meta["precision"] == precision and meta["batch"] == smoke.pixel_batch == 2
+    assert seen == [(2 * 4, precision == "bf16"), (1 * 4, precision == "bf16")]   # studies x 4 slices per pass
+
+
 def test_shaping_ignores_sampling_settings_and_load_checks_the_model(tmp_path, fake_stage1, smoke_cache):
     from cardiolab.profiles import override
 

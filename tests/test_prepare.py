@@ -109,6 +109,28 @@ def test_unlabelled_subject_centred_from_motion():
     assert abs(cx - x0) < 1.5 and abs(cy - y0) < 1.5
 
 
+def test_cine_at_profile_geometry_is_not_recentred():
+    """A generator's export (profile crop size, spacing, slices, frames) keeps its field of view: no band of
+    padding from a heart centre guessed off a noisy sample."""
+    d = SMOKE.data
+    s = toy_subject(2)
+    image = s.image[::2, ::2, 1:5, ::2][: d.image_size, : d.image_size, :, : d.frames]  # 32 x 32 x 4 x 6 at 6 mm
+    image = np.concatenate([image, image[..., :2]], axis=-1)                           # 8 frames
+    at = Subject(id="synth0001", image=image, affine=make_affine((d.spacing, d.spacing, 10.0)), frame_ms=40.0,
+                 ed=0, es=3, labels={}, label_series=None, info={})
+    assert prep.at_profile_geometry(image.shape, (d.spacing, d.spacing), SMOKE)
+    tensors, entry = prep.prepare_subject(at, SMOKE)
+    assert entry["source"]["grid"]["start"] == [0, 0]
+    guessed = prep.heart_centre(prep._txyz(image), prep._txyz(np.zeros(image.shape, np.uint8)), np.zeros(8, bool),
+                                d.spacing)
+    assert np.abs(guessed - 15.5).max() > 2  # the heart is off-centre: a heart-centred crop would have moved
+    lo, hi = np.percentile(image, [prep.PCT_LOW, prep.PCT_HIGH])
+    expected = np.clip((image - lo) / (hi - lo) * 2 - 1, -1, 1).transpose(2, 0, 1, 3)
+    np.testing.assert_allclose(tensors["image"].numpy(), expected, atol=1e-4)
+    # one voxel more in-plane and it is a cohort like any other: heart-centred
+    assert not prep.at_profile_geometry((d.image_size + 1, d.image_size, d.slices, d.frames), (6.0, 6.0), SMOKE)
+
+
 def test_resample_cycle_known_answer():
     x = torch.arange(6, dtype=torch.float32)  # value = frame index
     out = prep.resample_cycle(x, ed=4, frames=4)  # times 4, 5.5, 7 -> 1, 8.5 -> 2.5 (mod 6)

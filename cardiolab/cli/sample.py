@@ -21,7 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("--cond", default="random", choices=["random", "from-training-distribution", "none"],
                    help="attributes to condition on")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 = deterministic)")
-    p.add_argument("--batch", type=int, default=4, help="samples per network pass")
+    p.add_argument("--batch", type=int, default=None,
+                   help="samples per network pass (default: the DiT 4, a baseline its training batch)")
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIF per sample")
     p.add_argument("--device", default="auto")
     p.add_argument("--mask", type=Path, default=None,
@@ -51,7 +52,7 @@ def run(args) -> int:
 
 
 # option -> (its value when not given, the keyword of sample_cohort it sets)
-_OPTIONS = {"guidance": (1.0, "guidance"), "cond": ("random", "cond"), "eta": (0.0, "eta"), "batch": (4, "batch"),
+_OPTIONS = {"guidance": (1.0, "guidance"), "cond": ("random", "cond"), "eta": (0.0, "eta"), "batch": (None, "batch"),
             "no_gifs": (False, "gifs"), "device": ("auto", "device"), "mask": (None, "mask"),
             "conditioning_scale": (None, "conditioning_scale")}
 
@@ -64,7 +65,8 @@ def sampling_options(name: str, sample_cohort, args) -> dict:
     for option, (default, keyword) in _OPTIONS.items():
         value = getattr(args, option)
         if keyword in accepted:
-            out[keyword] = (not value) if option == "no_gifs" else value
+            if value is not None:              # None: the generator's own default
+                out[keyword] = (not value) if option == "no_gifs" else value
         elif value != default:
             flag = "--" + option.replace("_", "-")
             raise CardiolabError(f"sample {name}: {flag} is not an option of this model")

@@ -5,7 +5,8 @@ Per subject, in this order (spatial and temporal steps commute, so the cheap tem
 1. canonical in-plane orientation (flip/swap x, y so they point along +world axes; slices stay base -> apex),
 2. in-plane resampling to `profile.data.spacing` (MONAI Resize with anti-aliasing; nearest for labels),
 3. heart centre: LV (+MYO) label centroid, else the thickest bright pool enclosed by the moving walls
-   (temporal-std map: the beating heart is what changes over the cycle; fat is bright but still),
+   (temporal-std map: the beating heart is what changes over the cycle; fat is bright but still); a cine already
+   at profile geometry (a generator's export) keeps its own centre,
 4. `profile.data.slices` slices from base to apex (evenly over the slices holding LV, else central ones),
 5. robust intensity scaling: percentiles 0.5 / 99.5 -> [-1, 1], clipped (MONAI ScaleIntensityRangePercentiles),
 6. crop / pad (with -1) to `image_size` x `image_size` around the heart centre (MONAI BorderPad + SpatialCrop),
@@ -232,6 +233,15 @@ def label_stack(subject: Subject) -> tuple[np.ndarray, np.ndarray]:
     return stack, valid
 
 
+def at_profile_geometry(shape, spacing_xy, profile: Profile) -> bool:
+    """True when an (X, Y, Z, T) cine already has the profile's crop size, spacing, slices and frames: what
+    cardiolab's generators export. Its crop is the whole image: re-centring on a heart estimated from the
+    intensities of a noisy sample would shift the window off the image and pad a black band."""
+    cfg = profile.data
+    return (tuple(shape) == (cfg.image_size, cfg.image_size, cfg.slices, cfg.frames)
+            and bool(np.allclose(spacing_xy, cfg.spacing, rtol=1e-3)))
+
+
 def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None = None) -> tuple[dict, dict]:
     """One Subject -> (tensors for `subjects/<id>.pt`, manifest entry without split/file).
 
@@ -248,7 +258,10 @@ def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None 
     sx, sy, sz = np.linalg.norm(affine[:3, :3], axis=0)
 
     img, lab, (nsx, nsy) = resample_inplane(_txyz(image), _txyz(labels), (sx, sy), cfg.spacing)
-    centre = heart_centre(img, lab, valid, cfg.spacing, subject.ed)
+    if at_profile_geometry(subject.image.shape, (sx, sy), profile):
+        centre = (np.array(img.shape[1:3], dtype=float) - 1) / 2  # a generator's export: already heart-centred
+    else:
+        centre = heart_centre(img, lab, valid, cfg.spacing, subject.ed)
     slices = choose_slices(lab, valid, cfg.slices, sid)
     img, lab = img[..., slices], lab[..., slices]
     grid = {"shape": [int(n) for n in subject.image.shape[:2]], "swap": swap, "flip": list(flips),

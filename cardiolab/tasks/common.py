@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from einops import rearrange, repeat
 
-from cardiolab.core import CardiolabError, pick_device, seed_everything, write_json
+from cardiolab.core import (CardiolabError, machine_info, pick_device, precision_name, resolve_amp, seed_everything,
+                            write_json)
 from cardiolab.data import attributes
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
@@ -347,10 +348,11 @@ def attribute_codes(conf: dict, n: int, mode: str, generator: torch.Generator) -
 @torch.no_grad()
 def sample_latents(model: torch.nn.Module, conf: dict, n: int, steps: int, seed: int = 0, cond: str = "random",
                    batch: int = 4, device: str | torch.device = "cpu", callback=None,
-                   callback_every: int = 1, masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   callback_every: int = 1, masks: torch.Tensor | None = None,
+                   autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n UNSCALED studies (n, C, D, h, w, t) and their attribute codes; one CPU generator seeded with `seed`.
 
-    masks: (n, D, H, W, T) label series, required by mask-conditioned runs.
+    masks: (n, D, H, W, T) label series, required by mask-conditioned runs. autocast: the network in bf16.
 
     callback(i, x0_pred) as in cardiolab.diffusion.sample (x0_pred in the network's packed, scaled layout).
     """
@@ -370,7 +372,7 @@ def sample_latents(model: torch.nn.Module, conf: dict, n: int, steps: int, seed:
         if spec.masks:
             c["mask"] = mask_cond(masks[start:start + b])
         x = sample(model, sch, tuple(template.shape), steps=steps, cond=c, generator=g, device=device,
-                   callback=callback, callback_every=callback_every)
+                   autocast=autocast, callback=callback, callback_every=callback_every)
         out.append(unpack(spec, x, b, C, D))
     return torch.cat(out) / float(conf["scale"]), codes
 
@@ -386,10 +388,20 @@ def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
     return decode_latents(load_vqgan(conf["vqgan_run"]), z)[:, 0]
 
 
+def sampling_setup(conf: dict, device: torch.device) -> tuple[int, str]:
+    """(studies per network pass, precision) for sampling a run: its training batch (pixel models: pixel_batch) and
+    its section's amp resolved on `device`, so bf16 only where it is native (a pixel UNet samples ~3x faster in bf16
+    than in fp32 at 2 threads on an AVX-512 BF16 CPU; an AVX2 CPU keeps fp32)."""
+    section = spec_of(conf).section(get_profile(conf["profile"]))
+    return section.batch, precision_name(resolve_amp(section.amp, device, "amp"))
+
+
 def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: int, seed: int,
-                  out: str | os.PathLike | None = None, cond: str = "random", batch: int = 4,
+                  out: str | os.PathLike | None = None, cond: str = "random", batch: int | None = None,
                   device: str = "auto", masks: torch.Tensor | None = None, meta: dict | None = None) -> Path:
     """Sample n studies from a baseline run; writes out (default runs/<profile>/samples/<name>) and returns it.
+
+    batch: studies per network pass (default: the run's training batch); precision: `sampling_setup`.
 
     masks: (n, D, H, W, T) label series for mask-conditioned runs; they are written as the cohort's labels.
     A mask generator's cohort holds the sampled label series, its images a rendering of them (labels / 3 in
@@ -398,11 +410,15 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     if n < 1:
         raise CardiolabError(f"sample: --n must be at least 1, got {n}")
     run_dir = Path(run_dir)
-    model, conf = load(name, run_dir, device=pick_device(device))
+    device = pick_device(device)
+    model, conf = load(name, run_dir, device=device)
     name = conf["task"]
     out = Path(out) if out else get_profile(conf["profile"]).samples(name)
+    default_batch, precision = sampling_setup(conf, device)
+    batch = batch or default_batch
     t0 = time.perf_counter()
-    z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device, masks=masks)
+    z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device, masks=masks,
+                              autocast=precision == "bf16")
     images, labels = decode(conf, z), masks
     seconds = time.perf_counter() - t0
     if conf["source"] == "labels":
@@ -412,6 +428,7 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
             for i in range(n)]
     record = {"generator": name, "task": name, "run": str(run_dir), "run_id": run_id(run_dir), "n": n,
               "steps": steps, "seed": seed, "sampler": conf["sampler"], "cond": cond, "ids": ids,
+              "batch": batch, "precision": precision, "machine": machine_info(device),
               "es_rule": "median ES frame of the training cohort", "ed": 1,
               "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of x in [-1, 1]",
               "seconds": seconds, "s_per_sample": seconds / n, **(meta or {})}
@@ -445,8 +462,9 @@ def trajectory(run_dir: str | os.PathLike, steps: int, seed: int = 0, every: int
     spec = spec_of(conf)
     C, D, *_ = conf["latent_shape"]
     predictions = []
+    _, precision = sampling_setup(conf, torch.device("cpu"))
     sample_latents(model, conf, 1, steps, seed, callback=lambda i, x0: predictions.append((i, x0.detach().clone())),
-                   callback_every=every, masks=masks)
+                   callback_every=every, masks=masks, autocast=precision == "bf16")
     return [(i, decode(conf, unpack(spec, x0, 1, C, D) / float(conf["scale"]))[0]) for i, x0 in predictions]
 
 

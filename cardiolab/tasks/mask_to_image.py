@@ -84,7 +84,8 @@ def read_masks(root: str | os.PathLike, n: int, shape: tuple[int, int, int, int]
 
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike | None = None,
                   mask: str | os.PathLike | None = None, mask_run: str | os.PathLike | None = None,
-                  mask_steps: int | None = None, cond: str = "random", batch: int = 4, device: str = "auto") -> Path:
+                  mask_steps: int | None = None, cond: str = "random", batch: int | None = None,
+                  device: str = "auto") -> Path:
     """Images for n masks: from the cohort `mask`, else sampled by the mask-generator run `mask_run`
     (default: the profile's, trained if needed) with `mask_steps` (default `steps`) and the same seed."""
     from cardiolab.tasks import mask_generator
