@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, pick_device, seed_everything, write_json
+from cardiolab.core import (CardiolabError, machine_info, pick_device, precision_name, resolve_amp, seed_everything,
+                            write_json)
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
@@ -203,10 +204,12 @@ def sample_conditions(conf: dict, n: int, mode: str, generator: torch.Generator)
 @torch.no_grad()
 def sample_latents(model: DiT4D, conf: dict, n: int, steps: int, seed: int = 0, guidance: float = 1.0,
                    cond: str | torch.Tensor = "random", eta: float = 0.0, batch: int = 4,
-                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+                   device: str | torch.device = "cpu",
+                   autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """DDIM-sample n latents; returns (UNSCALED latents (n, C_z, D, h, w, t), attribute codes (n, A) or None).
 
     Everything random comes from one CPU generator seeded with `seed`: same seed, same samples.
+    autocast: the network in bf16 (`sample_cohort` sets it where bf16 is native).
     """
     g = torch.Generator().manual_seed(seed)
     codes = cond if isinstance(cond, torch.Tensor) else sample_conditions(conf, n, cond, g)
@@ -218,7 +221,7 @@ def sample_latents(model: DiT4D, conf: dict, n: int, steps: int, seed: int = 0, 
         b = min(batch, n - start)
         c = None if codes is None else codes[start:start + b]
         out.append(sample(model, sch, (b, *shape), steps=steps, cond=c, guidance=guidance, eta=eta,
-                          generator=g, device=device, progress=n > batch))
+                          generator=g, device=device, autocast=autocast, progress=n > batch))
     return torch.cat(out) / float(conf["scale"]), codes
 
 
@@ -238,17 +241,22 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     if n < 1:
         raise CardiolabError(f"sample: --n must be at least 1, got {n}")
     run_dir = Path(run_dir)
-    model, conf = load(run_dir, device=pick_device(device))
+    device = pick_device(device)
+    model, conf = load(run_dir, device=device)
     vq = load_vqgan(conf["vqgan_run"])
     geometry = cohort_geometry(conf["cache_dir"])
-    z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device)
+    # as the baselines (tasks.common.sampling_setup): the profile's amp on this device, bf16 only where native
+    precision = precision_name(resolve_amp(get_profile(conf["profile"]).dit.amp, device, "dit.amp"))
+    z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device,
+                              autocast=precision == "bf16")
     images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
     ids = [f"synth{i + 1:04d}" for i in range(n)]
     info = [attributes.decode(codes[i]) if codes is not None else {"Group": "UNKNOWN"} for i in range(n)]
     record = {"generator": GENERATOR, "task": NAME, "run": str(run_dir), "run_id": run_id(run_dir),
             "n": n, "steps": steps, "seed": seed, "guidance": guidance,
             "cond": cond if isinstance(cond, str) else "given", "eta": eta, "sampler": "ddim",
-            "es_rule": "median ES frame of the training cohort", "ed": 1,
+            "es_rule": "median ES frame of the training cohort", "ed": 1, "batch": batch, "precision": precision,
+            "machine": machine_info(device),
             "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of the VQ-GAN output x in [-1, 1]", "ids": ids,
             **(meta or {})}
 
