@@ -22,7 +22,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
 from torch import nn
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError
+from cardiolab.core import CardiolabError, resolve_amp
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,12 @@ def per_sample_loss(model: nn.Module | Callable, scheduler: Scheduler | Rectifie
 
 
 @torch.no_grad()
+def sampling_precision(amp: str, device: torch.device | str) -> str:
+    """What `sample` should run a model trained with `amp` in on `device`: "bf16" where amp resolves to bf16 (native
+    only: `core.resolve_amp`), else "fp32" (sampling never uses fp16). Pass autocast=(result == "bf16")."""
+    return "bf16" if resolve_amp(amp, device, "amp") == "bf16" else "fp32"
+
+
 def sample(model: nn.Module, scheduler: Scheduler | RectifiedFlowScheduler, shape: tuple[int, ...], steps: int = 50,
            cond: torch.Tensor | dict[str, torch.Tensor] | None = None, guidance: float = 1.0, eta: float = 0.0,
            generator: torch.Generator | None = None, device: torch.device | str = "cpu",

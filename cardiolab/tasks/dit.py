@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cardiolab.core import (CardiolabError, machine_info, pick_device, precision_name, resolve_amp, seed_everything,
-                            write_json)
+from cardiolab.core import CardiolabError, machine_info, pick_device, seed_everything, write_json
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
-from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
+from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.io.cohort import SAMPLES_JSON, samples_record
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
@@ -245,8 +244,7 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     model, conf = load(run_dir, device=device)
     vq = load_vqgan(conf["vqgan_run"])
     geometry = cohort_geometry(conf["cache_dir"])
-    # as the baselines (tasks.common.sampling_setup): the profile's amp on this device, bf16 only where native
-    precision = precision_name(resolve_amp(get_profile(conf["profile"]).dit.amp, device, "dit.amp"))
+    precision = sampling_precision(get_profile(conf["profile"]).dit.amp, device)   # bf16 only where native
     z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device,
                               autocast=precision == "bf16")
     images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
