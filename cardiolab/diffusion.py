@@ -187,13 +187,13 @@ def per_sample_loss(model: nn.Module | Callable, scheduler: Scheduler | Rectifie
     return _loss_fn(loss)(pred, target, reduction="none").flatten(1).mean(1)  # (B,)
 
 
-@torch.no_grad()
 def sampling_precision(amp: str, device: torch.device | str) -> str:
     """What `sample` should run a model trained with `amp` in on `device`: "bf16" where amp resolves to bf16 (native
     only: `core.resolve_amp`), else "fp32" (sampling never uses fp16). Pass autocast=(result == "bf16")."""
     return "bf16" if resolve_amp(amp, device, "amp") == "bf16" else "fp32"
 
 
+@torch.no_grad()
 def sample(model: nn.Module, scheduler: Scheduler | RectifiedFlowScheduler, shape: tuple[int, ...], steps: int = 50,
            cond: torch.Tensor | dict[str, torch.Tensor] | None = None, guidance: float = 1.0, eta: float = 0.0,
            generator: torch.Generator | None = None, device: torch.device | str = "cpu",

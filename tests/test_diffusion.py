@@ -58,6 +58,20 @@ def test_ddim_with_exact_v_recovers_x0():
     assert torch.allclose(out, x0, atol=1e-3)
 
 
+def test_sampling_builds_no_autograd_graph():
+    """`sample` runs under no_grad itself (callers such as bench and highres_controlnet do not add it)."""
+    sch = create_scheduler(DiffusionConfig(), sampler="ddim")
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x, t, cond=None):
+            seen.append(torch.is_grad_enabled())
+            return torch.zeros_like(x)
+
+    sample(Probe(), sch, (1, 2, 2, 4, 4, 2), steps=2, generator=torch.Generator().manual_seed(0))
+    assert seen == [False, False]
+
+
 def small_model(cond=()):
     torch.manual_seed(0)
     m = DiT4D(DiT4DConfig(input_size=(2, 8, 8, 4), in_channels=2, patch=(1, 2, 2, 2), hidden=32, depth=1,
