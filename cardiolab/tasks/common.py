@@ -346,12 +346,13 @@ def attribute_codes(conf: dict, n: int, mode: str, generator: torch.Generator) -
 
 @torch.no_grad()
 def sample_latents(model: torch.nn.Module, conf: dict, n: int, steps: int, seed: int = 0, cond: str = "random",
-                   batch: int = 4, device: str | torch.device = "cpu", callback=None,
+                   batch: int | None = None, device: str | torch.device = "cpu", callback=None,
                    callback_every: int = 1, masks: torch.Tensor | None = None,
-                   autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   autocast: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n UNSCALED studies (n, C, D, h, w, t) and their attribute codes; one CPU generator seeded with `seed`.
 
-    masks: (n, D, H, W, T) label series, required by mask-conditioned runs. autocast: the network in bf16.
+    masks: (n, D, H, W, T) label series, required by mask-conditioned runs. batch (studies per pass) and autocast
+    (the network in bf16): default `sampling_setup` of the run on `device`.
 
     callback(i, x0_pred) as in cardiolab.diffusion.sample (x0_pred in the network's packed, scaled layout).
     """
@@ -364,6 +365,9 @@ def sample_latents(model: torch.nn.Module, conf: dict, n: int, steps: int, seed:
     sch = create_scheduler(DiffusionConfig(**conf["diffusion"]), sampler=spec.sampler)
     C, D, *_ = conf["latent_shape"]
     device = pick_device(str(device))
+    default_batch, precision = sampling_setup(conf, device)
+    batch = batch or default_batch
+    autocast = precision == "bf16" if autocast is None else autocast
     out = []
     for start in range(0, n, batch):
         b = min(batch, n - start)
@@ -461,9 +465,8 @@ def trajectory(run_dir: str | os.PathLike, steps: int, seed: int = 0, every: int
     spec = spec_of(conf)
     C, D, *_ = conf["latent_shape"]
     predictions = []
-    _, precision = sampling_setup(conf, torch.device("cpu"))
     sample_latents(model, conf, 1, steps, seed, callback=lambda i, x0: predictions.append((i, x0.detach().clone())),
-                   callback_every=every, masks=masks, autocast=precision == "bf16")
+                   callback_every=every, masks=masks)
     return [(i, decode(conf, unpack(spec, x0, 1, C, D) / float(conf["scale"]))[0]) for i, x0 in predictions]
 
 

@@ -23,6 +23,5 @@ train, ensure, load, sample_cohort = _bound.train, _bound.ensure, _bound.load, _
 def sample_masks(run_dir: str | os.PathLike, n: int, steps: int, seed: int = 0, device: str = "cpu") -> torch.Tensor:
     """n label series (n, D, H, W, T) int64 in 0..3 from the run."""
     model, conf = load(run_dir, device=device)
-    batch, precision = common.sampling_setup(conf, torch.device(device))
-    z, _ = common.sample_latents(model, conf, n, steps, seed, batch=batch, device=device, autocast=precision == "bf16")
+    z, _ = common.sample_latents(model, conf, n, steps, seed, device=device)
     return common.decode(conf, z)
