@@ -122,6 +122,37 @@ def test_untransformed_planted_copies_are_all_found_in_pixels(cache, tmp_path):
     assert r["planted"]["recall_matched"] == 100.0
 
 
+def test_audit_copies_control_separates_look_alikes_from_memorization(cache, tmp_path, capsys):
+    import shutil
+
+    from cardiolab.privacy.audit import plant_cohort
+    from cardiolab.privacy.plant import CopyTransforms, read_planted
+
+    plant_cohort(tmp_path / "p", "smoke", cache, n_copies=3, n_fresh=2, transforms=CopyTransforms(p=0.0))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for sid, source in read_planted(tmp_path / "p").items():
+        if source is None:
+            shutil.copytree(tmp_path / "p" / sid, fresh / sid)
+    base = ["audit", "copies", "--profile", "smoke", "--synthetic", str(tmp_path / "p"), "--train", str(cache),
+            "--holdout", str(cache), "--embedding", "pixels"]
+    # the same copies in the control: every flag is shared, nothing is in excess
+    assert main(base + ["--control", str(tmp_path / "p"), "--json", str(tmp_path / "same.json")]) == 0
+    same = json.loads((tmp_path / "same.json").read_text())
+    copies = [p for p in same["per_synthetic"] if p["is_copy"]]
+    assert len(copies) == 3 and all(p["in_control"] for p in copies)
+    assert same["control"]["excess_copy_fraction"] == 0.0 and len(same["control"]["shared"]) == 3
+    assert "3 of 3 flagged training subjects flagged by the control too" in capsys.readouterr().out
+    # fresh phantoms only in the control: the copies are the audited cohort's own
+    assert main(base + ["--control", str(fresh), "--json", str(tmp_path / "fresh.json")]) == 0
+    own = json.loads((tmp_path / "fresh.json").read_text())
+    assert own["control"]["shared"] == [] and not any(p["in_control"] for p in own["per_synthetic"])
+    assert own["control"]["excess_copy_fraction"] == own["copy_fraction"] - own["control"]["copy_fraction"] > 0
+    # a missing control: one line, exit 2, no JSON
+    assert main(base + ["--control", str(tmp_path / "nope"), "--json", str(tmp_path / "x.json")]) == 2
+    assert "--control" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
 def _cohort_copy(src, dst, n=2):
     import shutil
 

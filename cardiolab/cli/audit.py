@@ -56,6 +56,9 @@ def add_arguments(p) -> None:
                         help="what cines are compared in: pixels, or a trained copy-detector / evaluator run")
     copies.add_argument("--detector", type=Path, default=None,
                         help="run folder of the learned embedding (default runs/<p>/<embedding>)")
+    copies.add_argument("--control", type=Path, default=None,
+                        help="samples of a model that never saw the training set (e.g. the public model a DP run "
+                             "fine-tuned), scored at the same tau: a copy it shares is a look-alike, not memorization")
     copies.add_argument("--max-copy-fraction", type=float, default=None, help="exit 1 above this %% of copies")
     copies.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/copies.json)")
 
@@ -204,7 +207,7 @@ def run(args) -> int:
         return 0
     r = audit_copies(args.synthetic, args.profile, args.train, args.holdout, _splits(args.train_split),
                      args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json,
-                     args.detector, args.calibration, args.confidence)
+                     args.detector, args.calibration, args.confidence, args.control)
     c, d = r["calibration"], r["distances"]
     print(f"copies {r['copy_fraction']:.1f} % of {r['n_synthetic']} synthetic, "
           f"memorized {r['memorized_fraction']:.1f} % of {r['n_train']} training ({r['embedding']})")
@@ -218,6 +221,11 @@ def run(args) -> int:
           f"{d['dcr_holdout_train']['median']:.4f}, NNDR median {d['nndr_synthetic_train']['median']:.3f} / "
           f"{d['nndr_holdout_train']['median']:.3f}; nearer train {d['share_nearer_train']:.0f} % (expected "
           f"{d['share_expected']:.0f} %), Mann-Whitney p {d['mannwhitney_p']:.3g}")
+    if "control" in r:
+        k, n = r["control"], len({p["nearest_train_id"] for p in r["per_synthetic"] if p["is_copy"]})
+        print(f"control {k['synthetic']}: copies {k['copy_fraction']:.1f} % of {k['n_synthetic']} (excess "
+              f"{k['excess_copy_fraction']:+.1f} points); {len(k['shared'])} of {n} flagged training subjects "
+              f"flagged by the control too")
     if "planted" in r:
         p = r["planted"]
         print(f"planted: recall {p['recall']:.1f} % of {p['n_planted']} copies (matched {p['recall_matched']:.1f} %), "

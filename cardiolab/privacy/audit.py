@@ -64,6 +64,16 @@ def _check_slices(path: Path, profile: Profile) -> None:
                                  f"{profile.name} compares {profile.data.slices} slices: another geometry")
 
 
+def _generated(path: Path, profile: Profile, flag: str):
+    """(ids, images) of a generated cohort folder (or cache) named by `flag`; refused unless it is a folder of the
+    profile's slice count."""
+    if not path.is_dir():
+        raise CardiolabError(f"{flag} {path}: not a folder")
+    if not (path / "manifest.json").exists():
+        _check_slices(path, profile)
+    return _cines(path, profile, None)
+
+
 def _same_geometry(name: str, images: torch.Tensor, ref: torch.Tensor, ref_name: str) -> None:
     if images.shape[1:] != ref.shape[1:]:
         raise CardiolabError(f"{name}: cines of shape {tuple(images.shape[1:])} but {ref_name} has "
@@ -167,7 +177,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
                  percentile: float = 5.0, embedding: str = "pixels", max_copy_fraction: float | None = None,
                  out_json: str | os.PathLike | None = None, detector: str | os.PathLike | None = None,
-                 n_calibration: int | None = None, confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
+                 n_calibration: int | None = None, confidence: float | None = DEFAULT_CONFIDENCE,
+                 control: str | os.PathLike | None = None) -> dict:
     """Copy audit of a synthetic cohort against the training data, calibrated on unseen reference data.
 
     JSON keys: threshold, percentile, embedding, copy_fraction, memorized_fraction (both %), per_synthetic
@@ -176,10 +187,12 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     (DCR / NNDR / share nearer train / Mann-Whitney, against the holdout split), planted (recall / FPR, when the
     cohort has planted.json), max_copy_fraction and passed (when a limit is given). `detector`: the run of a
     learned embedding (default runs/<profile>/<embedding>); n_calibration: calibration phantoms (see
-    `calibration_cines`). Written to `out_json` (default runs/<profile>/audit/copies.json).
+    `calibration_cines`). control: a cohort sampled from a model that never saw this training set, scored at the
+    same tau (`privacy.copies.compare_control`; key `control`); the gate still counts every copy.
+    Written to `out_json` (default runs/<profile>/audit/copies.json).
     """
-    from cardiolab.privacy.copies import (calibrate, check_confidence, check_percentile, detect_copies,
-                                          distance_summary, planted_scores)
+    from cardiolab.privacy.copies import (calibrate, check_confidence, check_percentile, compare_control,
+                                          detect_copies, distance_summary, planted_scores)
     from cardiolab.privacy.embeddings import check_embedding, embedder
     from cardiolab.privacy.plant import PLANTED_JSON, read_planted
 
@@ -189,14 +202,15 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     if max_copy_fraction is not None and not 0 <= max_copy_fraction <= 100:
         raise CardiolabError(f"--max-copy-fraction: a percentage in [0, 100], got {max_copy_fraction:g}")
     synthetic = Path(synthetic)
-    if not synthetic.is_dir():
-        raise CardiolabError(f"--synthetic {synthetic}: not a folder")
-    if not (synthetic / "manifest.json").exists():
-        _check_slices(synthetic, profile)
-    syn_ids, syn = _cines(synthetic, profile, None)
+    syn_ids, syn = _generated(synthetic, profile, "--synthetic")
+    if control is not None:
+        control = Path(control)
+        ctrl_ids, ctrl = _generated(control, profile, "--control")
     train_ids, tr = _cines(train, profile, train_splits)
     hold_ids, ho = _cines(holdout, profile, (holdout_split,) if holdout_split else None)
     _same_geometry(str(synthetic), syn, tr, "the training data")
+    if control is not None:
+        _same_geometry(str(control), ctrl, tr, "the training data")
     _same_geometry(str(holdout or "holdout"), ho, tr, "the training data")
     same_source = Path(train or profile.cache_dir).resolve() == Path(holdout or profile.cache_dir).resolve()
     overlap = set(train_ids) & set(hold_ids)
@@ -215,6 +229,9 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,
                   synthetic=str(synthetic), n_holdout=len(hold_ids), calibration=calibration,
                   distances=distance_summary(e_syn, e_tr, e_ho))
+    if control is not None:
+        scored = detect_copies(embed(ctrl).numpy(), e_tr, calibration["threshold"], ctrl_ids, train_ids)
+        result["control"] = dict(compare_control(result, scored), synthetic=str(control))
     if (synthetic / PLANTED_JSON).exists():
         result["planted"] = planted_scores(result["per_synthetic"], read_planted(synthetic))
     if max_copy_fraction is not None:

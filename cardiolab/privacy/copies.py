@@ -148,6 +148,26 @@ def detect_copies(synthetic: np.ndarray, train: np.ndarray, threshold: float,
             "n_synthetic": len(synthetic_ids), "n_train": len(train_ids), "per_synthetic": per}
 
 
+def compare_control(result: dict, control: dict) -> dict:
+    """Set an audited cohort's copies beside a control's, both from `detect_copies` at the same tau and training set.
+
+    The control is sampled from a model that never saw these training subjects (e.g. the public model a DP run
+    fine-tuned): a training subject it also lands near is a look-alike of what such a model draws, not a sign of
+    memorization. Marks each per_synthetic entry with `in_control` (its nearest training subject is flagged by the
+    control too) and returns {copy_fraction (the control's), excess_copy_fraction (audited minus control, %),
+    shared (training ids flagged by both), n_synthetic}.
+    """
+    if control["threshold"] != result["threshold"] or control["n_train"] != result["n_train"]:
+        raise CardiolabError("the control must be scored at the audited cohort's tau and training set")
+    flagged = {p["nearest_train_id"] for p in control["per_synthetic"] if p["is_copy"]}
+    for p in result["per_synthetic"]:
+        p["in_control"] = bool(p["is_copy"] and p["nearest_train_id"] in flagged)
+    mine = {p["nearest_train_id"] for p in result["per_synthetic"] if p["is_copy"]}
+    return {"copy_fraction": control["copy_fraction"],
+            "excess_copy_fraction": result["copy_fraction"] - control["copy_fraction"],
+            "shared": sorted(mine & flagged), "n_synthetic": control["n_synthetic"]}
+
+
 def nndr(d1: np.ndarray | float, d2: np.ndarray | float) -> np.ndarray:
     """Nearest / second-nearest distance ratio in [0, 1]: near 0 means one record stands out (a copy)."""
     d1, d2 = np.asarray(d1, dtype=np.float64), np.asarray(d2, dtype=np.float64)
