@@ -315,6 +315,28 @@ def test_random_crop_is_a_window_of_its_input():
     assert torch.equal(c, x[0, 0, h:h + 8, w:w + 4, t:t + 4])
 
 
+def test_flip_roll_is_a_flipped_and_rolled_copy_of_each_slice():
+    x = torch.arange(4 * 8 * 8 * 6, dtype=torch.float32).reshape(4, 1, 8, 8, 6)
+    torch.manual_seed(1)
+    y = task.random_flip_roll(x)
+    candidates = [x[i].flip(d).roll(s, dims=3) if d else x[i].roll(s, dims=3)
+                  for i in range(4) for d in ([], [1], [2], [1, 2]) for s in range(6)]
+    for i in range(4):   # each output is one of sample i's 24 flip / roll variants, never another sample's
+        assert any(torch.equal(y[i], c) for c in candidates[i * 24:(i + 1) * 24])
+    assert not torch.equal(y, x)
+
+
+def test_augment_is_part_of_shaping_and_trains(tmp_path):
+    from cardiolab.profiles import override
+    assert task.shaping(override(PROFILES["tiny"], ["vqgan.augment=false"])) != task.shaping("tiny")
+    cfg = dataclasses.replace(SMOKE, batch=2, disc_start=2, augment=True)
+    a = task.fit(cine_slices(4), cfg, SIZE, tmp_path / "a", steps=3, seed=3, device="cpu")
+    b = task.fit(cine_slices(4), dataclasses.replace(cfg, augment=False), SIZE, tmp_path / "b", steps=3, seed=3,
+                 device="cpu")
+    wa, wb = (task.load(r).state_dict() for r in (a, b))
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)   # the flag reaches the step
+
+
 def test_crop_size_zero_keeps_the_axis():
     from cardiolab.profiles import override
     p = override(PROFILES["tiny"], ["vqgan.crop=32,0,8"])

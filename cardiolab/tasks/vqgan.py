@@ -6,8 +6,8 @@ Losses per step (generator, then discriminator), all on one batch of 2D+t slices
 w_adv ramps linearly from 0 at disc_start to disc_weight at 2 * disc_start, so the autoencoder learns to reconstruct
 before the adversary sharpens it. The codebook itself moves by EMA (no gradient); idle codes are restarted.
 With `vqgan.crop` the batch is a random (H, W, T) window of each slice (MedLoRD trains its VQ-GAN on crops):
-a 32x32 crop of a 64x64x16 slice costs ~0.3x the step (benchmarks/README.md). Every layer is convolutional,
-so the model trained on crops encodes and decodes whole slices.
+a 32x32 crop of a 64x64x16 slice costs ~0.3x the step (benchmarks/README.md); `vqgan.augment` flips and rolls
+it. Every layer is convolutional, so the model trained on crops encodes and decodes whole slices.
 No perceptual term: LPIPS-style losses need downloaded weights, and a feature net of cardiolab's own would be the
 one that FD-cardiolab measures with, so training against it would flatter the evaluation.
 
@@ -59,6 +59,19 @@ def random_crop(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
                         for i, (h, w, t) in enumerate(zip(*starts))])
 
 
+def random_flip_roll(x: torch.Tensor) -> torch.Tensor:
+    """x (B, 1, H, W, T): each sample flipped in H and in W with probability 1/2 and rolled by a random number of
+    frames in T (a cine covers one periodic beat, so a rolled one is as valid). Global RNG: the engine seeds it."""
+    flips = torch.rand(x.shape[0], 2) < 0.5
+    shifts = torch.randint(0, x.shape[-1], (x.shape[0],)).tolist()
+    out = []
+    for xi, (fh, fw), s in zip(x, flips.tolist(), shifts):
+        dims = [d for d, f in ((1, fh), (2, fw)) if f]
+        xi = xi.flip(dims) if dims else xi
+        out.append(xi.roll(s, dims=3))
+    return torch.stack(out)
+
+
 def make_step_fn(cfg: VQGANConfig, size: tuple[int, int, int] | None = None, spectral_weight: float = 0.0):
     """The engine step: one generator update, one discriminator update (after disc_start), dead-code restarts.
 
@@ -72,6 +85,8 @@ def make_step_fn(cfg: VQGANConfig, size: tuple[int, int, int] | None = None, spe
         x = batch["image"]                                         # (B, 1, H, W, T)
         if size is not None:
             x = random_crop(x, size)                               # (B, 1, *size)
+        if cfg.augment:
+            x = random_flip_roll(x)
         model, disc = tr.modules["model"], tr.modules["disc"]
         w_adv = adversarial_weight(cfg, step)
         with tr.autocast():
