@@ -94,8 +94,8 @@ def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0) ->
 
 # ---- the README's figures -------------------------------------------------------------------------
 README_PROFILE = "tiny"       # the README reports the tiny run; smoke figures mean nothing, full ones are rare
-KEY_FIGURES = ("dit_real_montage.png", "dit_sample_montage.png", "vqgan_reconstruction.png", "01_volume_curves.png",
-               "evaluator_validation.png", "function_distributions.png", "utility.png")
+KEY_FIGURES = ("dit_real_montage.png", "dit_sample_montage.png", "baselines_montages.png", "vqgan_reconstruction.png",
+               "01_volume_curves.png", "evaluator_validation.png", "function_distributions.png", "utility.png")
 MAX_FIGURE_BYTES = 2_000_000  # all of docs/figures together: the repository stays small
 
 
