@@ -231,6 +231,9 @@ class Trainer:
             self._load(load_checkpoint(self.run_dir))
             log.info("resumed %s at step %d", self.run_dir, self.step)
         elif self.rank == 0:
+            if (self.run_dir / STATE).exists():   # say so: a run folder's weights are about to be trained over
+                log.warning("%s: training anew over the run at step %s there (--resume continues a killed run "
+                            "instead)", self.run_dir, json.loads((self.run_dir / STATE).read_text()).get("step"))
             (self.run_dir / METRICS).unlink(missing_ok=True)
         if self.rank == 0:
             # precision and machine describe this process, not the run's identity: config.json only, never

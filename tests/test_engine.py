@@ -76,6 +76,18 @@ def test_same_seed_same_losses(job, tmp_path):
     assert _equal(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
 
 
+def test_training_anew_over_a_run_says_so(job, tmp_path, caplog):
+    _, toyjob = job
+    tr, data, fn = toyjob.make(tmp_path / "run")
+    with caplog.at_level("WARNING", logger="cardiolab.engine"):
+        tr.fit(data, fn)
+    assert not caplog.records                                # a new folder: nothing to say
+    tr, data, fn = toyjob.make(tmp_path / "run")
+    with caplog.at_level("WARNING", logger="cardiolab.engine"):
+        tr.fit(data, fn)
+    assert "training anew over the run at step 12" in caplog.text and "--resume" in caplog.text
+
+
 def test_kill9_then_resume_is_bit_identical(job, tmp_path):
     d, _ = job
     script = "import sys; sys.path.insert(0, {d!r}); import toyjob; tr, data, fn = toyjob.make({run!r}, kill_at={k}); tr.fit(data, fn, resume={r})"
