@@ -315,6 +315,16 @@ def test_random_crop_is_a_window_of_its_input():
     assert torch.equal(c, x[0, 0, h:h + 8, w:w + 4, t:t + 4])
 
 
+def test_random_crop_shows_the_border_often_enough():
+    # a 32 crop of 64: uniform starts put the first row in 1 window of 33; clamped overhanging starts in ~1 of 4
+    x = torch.arange(64, dtype=torch.float32).reshape(1, 1, 64, 1, 1).expand(4000, 1, 64, 1, 1)
+    torch.manual_seed(0)
+    first = task.random_crop(x, (32, 1, 1))[:, 0, :, 0, 0]          # (4000, 32) row indices, each a window
+    assert torch.equal(first - first[:, :1], torch.arange(32).expand(4000, 32))   # contiguous, inside the slice
+    seen = torch.stack([(first == r).any(1).float().mean() for r in (0, 31, 63)])
+    assert 0.22 < seen[0] < 0.30 and 0.22 < seen[2] < 0.30 and 0.70 < seen[1] < 0.78
+
+
 def test_flip_roll_is_a_flipped_and_rolled_copy_of_each_slice():
     x = torch.arange(4 * 8 * 8 * 6, dtype=torch.float32).reshape(4, 1, 8, 8, 6)
     torch.manual_seed(1)

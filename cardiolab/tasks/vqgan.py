@@ -51,10 +51,17 @@ def adversarial_weight(cfg: VQGANConfig, step: int) -> float:
 
 
 def random_crop(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
-    """x (B, 1, H, W, T) -> (B, 1, *size): one random window per sample (global RNG: the engine seeds each step)."""
+    """x (B, 1, H, W, T) -> (B, 1, *size): one random window per sample (global RNG: the engine seeds each step).
+
+    Each start is drawn as if the window could overhang the slice by half its size, then clamped into it: windows
+    at the edges get the overhanging draws. Uniform starts would show a pixel on the border to 1 window in 33 (a
+    32 crop of 64) against 32 in 33 at the centre, and the model would not learn the periphery (tiny, phantom v3:
+    border-ring MSE 2.6x that of full-slice training); clamped, the border is seen 1 time in 4, the centre 3 in 4.
+    """
     if tuple(x.shape[2:]) == tuple(size):
         return x
-    starts = [torch.randint(0, n - c + 1, (x.shape[0],)).tolist() for n, c in zip(x.shape[2:], size)]
+    starts = [torch.randint(-(c // 2), n - c + c // 2 + 1, (x.shape[0],)).clamp(0, n - c).tolist()
+              for n, c in zip(x.shape[2:], size)]
     return torch.stack([x[i, :, h:h + size[0], w:w + size[1], t:t + size[2]]
                         for i, (h, w, t) in enumerate(zip(*starts))])
 
