@@ -104,7 +104,7 @@ def vq_config(h: HighresConfig) -> VQGANConfig:
     """The VQ-GAN of the highres section; adversarial term from half-way (MedLoRD: weight 0.005)."""
     return VQGANConfig(channels=tuple(h.vq_channels), codes=h.codes, code_dim=h.code_dim, steps=h.vq_steps,
                        batch=h.batch, lr=h.vq_lr, disc_start=max(1, h.vq_steps // 2), disc_weight=0.005,
-                       mse_weight=0.0, augment=False, amp=h.amp, ema_decay=h.ema_decay)
+                       mse_weight=0.0, augment=False, crop=(0, 0, 0), amp=h.amp, ema_decay=h.ema_decay)
 
 
 def unet_config(h: HighresConfig) -> LDM3DConfig:
