@@ -1,7 +1,7 @@
 """VQ-GAN reconstruction quality on held-out subjects: PSNR / SSIM (MONAI, images in [0, 1], data_range 1).
 
     python benchmarks/vqgan_recon.py --run runs/tiny/vqgan [--cache data/cache/tiny] [--split holdout] [--out FILE]
-                                     [--noise-free] [--continuous]
+                                     [--noise-free] [--continuous] [--rings]
 
 Writes JSON (default <run>/recon_<split>.json) with the means, per-subject rows, the run's training step and the
 machine, and prints a one-line summary. Goal for the tiny profile: PSNR >= 30 dB, SSIM >= 0.90.
@@ -12,6 +12,8 @@ own percentiles, which noise shifts), and adds PSNR(reconstruction, noise-free) 
 The latter is the noise floor: a VQ-GAN cannot reproduce the Rician noise of unseen subjects, so it bounds the
 plain PSNR from above.
 --continuous: adds the PSNR of decoding the unquantised encoder output; the gap is what the codebook costs.
+--rings: adds the mean squared error in rings 4 pixels wide from the image edge inwards ("mse_rings", outermost
+first), over subjects, slices and frames: where in the field of view the error sits (crop training, benchmarks/).
 """
 from __future__ import annotations
 
@@ -68,6 +70,19 @@ def noise_free(model, cache: Path, profile_name: str, ids: list[str]) -> dict:
 
 
 @torch.no_grad()
+def ring_mse(model, cache: Path, ids: list[str], width: int = 4) -> list[float]:
+    """Mean squared reconstruction error in square rings `width` pixels wide, from the image edge inwards."""
+    err = 0.0
+    for sid in ids:
+        x = torch.load(cache / "subjects" / f"{sid}.pt", weights_only=True)["image"][None]   # (1, D, H, W, T)
+        err = err + ((reconstruct(model, x)[0] - x[0]) ** 2).mean(dim=(0, 3)) / len(ids)   # (H, W)
+    h, w = err.shape
+    rows, cols = torch.arange(h)[:, None], torch.arange(w)[None]
+    ring = torch.minimum(torch.minimum(rows, h - 1 - rows), torch.minimum(cols, w - 1 - cols)) // width
+    return [float(err[ring == r].mean()) for r in range(int(ring.max()) + 1)]
+
+
+@torch.no_grad()
 def continuous_psnr(model, cached: torch.Tensor) -> float:
     """PSNR of decoding the continuous encoder output (no codebook) of one cine (1, D, H, W, T)."""
     x = cached.permute(1, 0, 2, 3, 4)                                  # slices as the batch: (D, 1, H, W, T)
@@ -104,13 +119,17 @@ def main(args: argparse.Namespace) -> dict:
             image = torch.load(cache / "subjects" / f"{row['id']}.pt", weights_only=True)["image"][None]
             row["psnr_continuous"] = continuous_psnr(model, image)
         result["psnr_continuous"] = sum(r["psnr_continuous"] for r in result["subjects"]) / len(result["subjects"])
+    if args.rings:
+        result["mse_rings"] = ring_mse(model, cache, [r["id"] for r in result["subjects"]])
     out = Path(args.out) if args.out else run / f"recon_{args.split}.json"
     write_json(out, result)
     print(f"{run}: {result['n']} {args.split} subjects, PSNR {result['PSNR']:.2f} dB, SSIM {result['SSIM']:.4f} "
           f"(goal {GOAL['PSNR']} dB / {GOAL['SSIM']}: {'met' if result['meets_goal'] else 'not met'})"
           + (f"; vs noise-free PSNR {result['psnr_vs_noise_free']:.2f} dB, noise floor "
              f"{result['noise_floor_psnr']:.2f} dB" if args.noise_free else "")
-          + (f"; unquantised {result['psnr_continuous']:.2f} dB" if args.continuous else "") + f" -> {out}")
+          + (f"; unquantised {result['psnr_continuous']:.2f} dB" if args.continuous else "")
+          + ("; MSE by ring from the edge " + " ".join(f"{v:.4f}" for v in result["mse_rings"]) if args.rings else "")
+          + f" -> {out}")
     return result
 
 
@@ -123,6 +142,8 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=None, help="JSON output (default <run>/recon_<split>.json)")
     parser.add_argument("--noise-free", action="store_true",
                         help="phantom only: also PSNR against the noise-free phantom, and the noise floor")
+    parser.add_argument("--rings", action="store_true",
+                        help="also the MSE in 4-pixel rings from the image edge inwards (where the error sits)")
     parser.add_argument("--continuous", action="store_true",
                         help="also PSNR of decoding the unquantised encoder output (what the codebook costs)")
     try:
