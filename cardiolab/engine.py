@@ -11,12 +11,17 @@ was never interrupted, and there is no RNG state to restore.
 
 Opacus (DP-SGD; `cardiolab.privacy.dp.make_private` builds the pieces): pass the GradSampleModule as the
 module, the DPOptimizer as its optimizer, its accountant as `accountant` and the Poisson DataLoader as `data`.
-Then one engine step is one Poisson batch of the loader's dataset at its `sample_rate`, drawn from (seed, step)
-(not by replaying the loader), fed to step_fn in chunks of cfg.physical_batch samples as Opacus's
-BatchMemoryManager does (`signal_skip_step`); an empty batch is a noise-only step. The noise generator is
-re-seeded from (seed, step) and the accountant's history is checkpointed, so kill -9 + resume keeps weights and
-epsilon identical. The engine skips its own clipping (DP-SGD clips per sample), keeps EMA copies free of the
-Opacus hooks, and refuses DDP, fp16 (GradScaler never sees per-sample grads) and bf16 before Opacus 1.6.
+Then one engine step is one Poisson batch of the loader's dataset at its `sample_rate` (not drawn by replaying
+the loader), fed to step_fn in chunks of cfg.physical_batch samples as Opacus's BatchMemoryManager does
+(`signal_skip_step`); an empty batch is a noise-only step. Release mode (the default): the Poisson mask and the
+noise come from the OS's cryptographic source (os.urandom / secrets), fresh at every step and never stored, so
+knowing the seed, the code and every other record does not let anyone replay the run; the DP guarantee needs
+exactly that secrecy. cfg.dp_replayable draws both from (seed, step) instead (tests, teaching: not a release).
+Either way the accountant's history is checkpointed, so kill -9 + resume keeps epsilon identical (and, replayable,
+the weights). The engine skips its own clipping (DP-SGD clips per sample), keeps EMA copies free of the Opacus
+hooks, computes per-sample gradients and clipping in fp32 (amp=auto resolves to fp32; bf16 per-sample gradients
+let a clipped norm exceed C, so the accountant's sensitivity would not hold), refuses DDP, fp16 and bf16, and
+returns no per-step statistic of the private batch (loss, batch size) to the log: only DP outputs leave the run.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import logging
 import math
 import os
 import random
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +73,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     physical_batch: int | None = None  # DP-SGD: samples per forward/backward (memory); None = the whole Poisson batch
+    dp_replayable: bool = False     # DP-SGD: Poisson masks and noise from (seed, step), not secret: never a release
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -103,11 +110,15 @@ class StreamBatchSampler(Sampler[list[int]]):
         return max(0, self.stop - self.start)
 
 
-def poisson_indices(n: int, sample_rate: float, seed: int, step: int) -> list[int]:
+def poisson_indices(n: int, sample_rate: float, seed: int | None, step: int) -> list[int]:
     """The Poisson batch of `step`: each of n items joins independently with probability sample_rate.
 
-    A function of (seed, step) only, so a resumed run draws exactly the batches of an uninterrupted one.
+    seed None (release): uniforms from os.urandom (53 random bits each), a fresh secret mask never stored.
+    Otherwise a function of (seed, step) only, so a resumed run draws exactly the batches of an uninterrupted one.
     """
+    if seed is None:
+        u = (np.frombuffer(os.urandom(8 * n), dtype=np.uint64) >> np.uint64(11)) * 2.0 ** -53   # [0, 1)
+        return np.flatnonzero(u < sample_rate).tolist()
     g = torch.Generator().manual_seed(_step_seed(seed, step, _POISSON_SLOT))
     return torch.nonzero(torch.rand(n, generator=g) < sample_rate).flatten().tolist()
 
@@ -187,8 +198,10 @@ class Trainer:
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self.machine = machine_info(self.device)
         if self.dp:
+            if cfg.amp == "auto":   # per-sample gradients and clipping in fp32 (see the module docstring)
+                self.precision, self.amp_dtype = "fp32", None
             _check_dp_amp(self.amp_dtype)
-            for opt in self.dp:  # noise drawn on the parameters' device, re-seeded from (seed, step) each step
+            for opt in self.dp:  # noise drawn on the parameters' device, re-seeded every step (_dp_step)
                 opt.generator = torch.Generator(self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
@@ -280,7 +293,7 @@ class Trainer:
                                      "the one the accountant uses)")
             n, chunk = len(data.dataset), self.cfg.physical_batch
             for step in range(self.step, self.cfg.steps):
-                idx = poisson_indices(n, data.sample_rate, self.cfg.seed, step)
+                idx = poisson_indices(n, data.sample_rate, self.cfg.seed if self.cfg.dp_replayable else None, step)
                 size = chunk or max(1, len(idx))
                 yield _PoissonBatch(data.dataset, data.collate_fn, [idx[i:i + size] for i in range(0, len(idx), size)])
             return
@@ -297,22 +310,24 @@ class Trainer:
                               pin_memory=self.device.type == "cuda")
 
     def _dp_step(self, batch: "_PoissonBatch", step_fn: Callable[[Any, int, "Trainer"], dict]) -> dict:
-        """One DP-SGD step over a Poisson batch: step_fn per chunk, noise + update after the last (as BatchMemoryManager)."""
-        for opt in self.dp:
-            opt.generator.manual_seed(_step_seed(self.cfg.seed, self.step, _NOISE_SLOT))
+        """One DP-SGD step over a Poisson batch: step_fn per chunk, noise + update after the last (as BatchMemoryManager).
+
+        Returns {}: step_fn's losses and the batch size are statistics of the private batch outside the mechanism.
+        """
+        for opt in self.dp:   # replayable: from (seed, step); release: 64 fresh bits of the OS CSPRNG, never stored
+            opt.generator.manual_seed(_step_seed(self.cfg.seed, self.step, _NOISE_SLOT) if self.cfg.dp_replayable
+                                      else secrets.randbits(64))
         if not batch.chunks:
             for opt in self.dp:
                 _noise_only_step(opt)
-            return {"batch": 0}
-        outs = []
+            return {}
         for i, idx in enumerate(batch.chunks):
             if i < len(batch.chunks) - 1:       # accumulate clipped grads; no noise, no update yet
                 for opt in self.dp:
                     opt.signal_skip_step(True)
             chunk = _to_device(batch.collate([batch.dataset[j] for j in idx]), self.device)
-            outs.append((len(idx), step_fn(chunk, self.step, self)))
-        n = sum(k for k, _ in outs)
-        return {**{key: sum(k * float(o[key]) for k, o in outs) / n for key in outs[-1][1]}, "batch": n}
+            step_fn(chunk, self.step, self)
+        return {}
 
     def _set_lr(self) -> None:
         f = lr_factor(self.step, self.cfg)
@@ -412,12 +427,10 @@ def _is_dp(opt: torch.optim.Optimizer) -> bool:
 
 def _check_dp_amp(dtype: torch.dtype | None) -> None:
     if dtype == torch.float16:
-        raise CardiolabError("amp=fp16 with DP-SGD: GradScaler does not unscale per-sample gradients; use bf16 or off")
-    if dtype == torch.bfloat16:
-        import opacus
-        if tuple(int(x) for x in opacus.__version__.split(".")[:2]) < (1, 6):
-            raise CardiolabError(f"amp=bf16 with DP-SGD needs opacus>=1.6 (bf16 per-sample gradients); "
-                                 f"installed {opacus.__version__}: upgrade or set amp=off")
+        raise CardiolabError("amp=fp16 with DP-SGD: GradScaler does not unscale per-sample gradients; use amp=off")
+    if dtype == torch.bfloat16:   # a toy check clipped one sample to 1.0067 C in bf16: more than the accountant assumes
+        raise CardiolabError("amp=bf16 with DP-SGD: per-sample gradients and clipping must be fp32 for the clip "
+                             "bound C to hold; use amp=off (or auto)")
 
 
 def _noise_only_step(opt: torch.optim.Optimizer) -> None:

@@ -87,7 +87,7 @@ class DPConfig:
     # DP-SGD fine-tuning of a public DiT on private latents (cardiolab.tasks.dp); sigma follows from
     # (epsilon, delta, q = 1/ceil(N/batch), steps) through the accountant. Sizes are untuned starting points.
     epsilon: float = 10.0             # target epsilon of the whole run (arXiv 2407.16405 reports 10, 5, 1)
-    delta: float = 1e-3               # must stay below 1/N (tiny: ~120 private training subjects)
+    delta: float = 0.0                # 0: min(1e-5, 1/(10 N)); else must be <= 1/(10 N) (delta N <= 0.1; N public)
     max_grad_norm: float = 1.0        # per-subject clip C; noise std = sigma * C
     batch: int = 16                   # expected Poisson batch: q = 1/ceil(N/batch)
     physical_batch: int = 8           # samples per forward/backward (per-sample gradients cost memory)
@@ -96,6 +96,9 @@ class DPConfig:
     accountant: str = "prv"           # prv (tight, Gopi et al.) or rdp; both are recorded in privacy.json
     params: str = "all"               # all | attention (qkv/proj, adaLN, attribute embeddings; the rest frozen)
     private_subjects: int = 150       # the private phantom cohort of the experiments (phantom seed 1; notebook 06)
+    # False (release): Poisson masks and noise from the OS's secret source, never stored. True: from (seed, step),
+    # bit-exact replay for tests and teaching; privacy.json then says release: false and export refuses to call it DP.
+    replayable: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 from cardiolab.core import CardiolabError
 from cardiolab.engine import TrainConfig, Trainer, load_checkpoint
 from cardiolab.privacy.accounting import epsilon
-from cardiolab.privacy.dp import check_delta, make_private, select_parameters
+from cardiolab.privacy.dp import check_delta, make_private, resolve_delta, select_parameters
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # inputs need no grad: Opacus's hooks still fire
 
@@ -43,9 +43,10 @@ def _step_fn(b, step, tr):
     return {"loss": loss.item()}
 
 
-def _trainer(run_dir, dp, steps=6, physical_batch=None, ema=(), fail_at=None, **kw):
+def _trainer(run_dir, dp, steps=6, physical_batch=None, ema=(), replayable=True, **kw):
+    """replayable: seeded masks and noise, so runs can be compared bit for bit (release mode: replayable=False)."""
     cfg = TrainConfig(steps=steps, batch_size=8, lr=0.05, warmup=1, ckpt_every=3, log_every=1,
-                      physical_batch=physical_batch, ema_decay=0.9 if ema else None, **kw)
+                      physical_batch=physical_batch, ema_decay=0.9 if ema else None, dp_replayable=replayable, **kw)
     return Trainer(run_dir, cfg, {"model": dp.module}, {"model": dp.optimizer}, ema=ema, accountant=dp.accountant)
 
 
@@ -114,6 +115,96 @@ def test_chunked_update_equals_unchunked(tmp_path):
 
 class _Stop(Exception):
     pass
+
+
+def test_release_mode_runs_of_one_seed_differ_and_resume(tmp_path):
+    weights = []
+    for name in ("a", "b"):
+        dp = _setup()
+        _trainer(tmp_path / name, dp, replayable=False).fit(dp.loader, _step_fn)
+        weights.append(load_checkpoint(tmp_path / name)["modules"]["model"]["0.weight"])
+    assert not torch.equal(weights[0], weights[1])       # same seed, secret noise and masks
+    history = dp.accountant.history
+
+    dp = _setup()
+    def dies_at_4(b, step, tr):
+        if step == 4:
+            raise _Stop()
+        return _step_fn(b, step, tr)
+    with pytest.raises(_Stop):
+        _trainer(tmp_path / "cut", dp, replayable=False).fit(dp.loader, dies_at_4)
+    dp = _setup()
+    resumed = _trainer(tmp_path / "cut", dp, replayable=False).fit(dp.loader, _step_fn, resume=True)
+    assert resumed.step == 6
+    assert dp.accountant.history == history              # the accountant resumed: epsilon of all 6 steps
+
+
+def test_secret_poisson_masks_have_rate_q_and_never_repeat():
+    from cardiolab.engine import poisson_indices
+
+    a, b = poisson_indices(100_000, 0.1, None, 0), poisson_indices(100_000, 0.1, None, 0)
+    assert a != b
+    assert len(a) / 100_000 == pytest.approx(0.1, abs=0.005)   # binomial sd 0.001
+    assert poisson_indices(50, 0.2, 3, 7) == poisson_indices(50, 0.2, 3, 7)   # replayable: (seed, step)
+
+
+def test_dp_metrics_hold_no_statistic_of_a_private_batch(tmp_path):
+    from cardiolab.engine import read_metrics
+
+    dp = _setup()
+    _trainer(tmp_path / "run", dp, replayable=False).fit(dp.loader, _step_fn)
+    records = read_metrics(tmp_path / "run")
+    assert records
+    for r in records:
+        assert set(r) <= {"step", "lr", "s_per_step", "precision", "machine"}, r
+
+
+def test_dp_per_sample_gradients_and_clipping_are_fp32_even_where_bf16_is_native(tmp_path, monkeypatch):
+    from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+
+    monkeypatch.setattr("cardiolab.engine.resolve_amp", lambda *a, **kw: "bf16")   # a bf16-native machine
+    cfg = DiT4DConfig(input_size=(2, 8, 8, 4), in_channels=2, patch=(1, 4, 4, 2), hidden=16, depth=1, heads=2,
+                      cond_cardinalities=(3,), cond_dropout=0.0)
+    torch.manual_seed(0)
+    model = DiT4D(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(12, 2, 2, 8, 8, 4, generator=g), torch.randint(0, 3, (12, 1), generator=g))
+    clip = 1e-3                                          # far below every per-sample norm: all are clipped
+    dp = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), data, batch=6, noise_multiplier=1.0,
+                      max_grad_norm=clip, accountant="rdp")
+    seen, real = [], dp.optimizer.clip_and_accumulate
+
+    def spy():                                           # each sample's clipped gradient, in the dtype Opacus clips in
+        gs = [p.grad_sample for p in dp.optimizer.params]
+        norms = torch.stack([gr.flatten(1).norm(dim=1) for gr in gs], dim=1).norm(dim=1)
+        factor = (clip / (norms + 1e-6)).clamp(max=1.0)
+        clipped = torch.stack([(gr * factor.view(-1, *[1] * (gr.dim() - 1)).to(gr.dtype)).flatten(1).norm(dim=1)
+                               for gr in gs], dim=1).norm(dim=1)
+        seen.append(({gr.dtype for gr in gs}, clipped))
+        real()
+
+    dp.optimizer.clip_and_accumulate = spy
+
+    def step_fn(b, step, tr):
+        x, c = b
+        with tr.autocast():
+            loss = (tr.modules["model"](x, torch.full((len(x),), 500), c) ** 2).flatten(1).mean(1).mean()
+        tr.backward(loss, "model")
+        return {}
+
+    tr = Trainer(tmp_path / "run", TrainConfig(steps=3, lr=0.1, warmup=1, ckpt_every=3, physical_batch=3),
+                 {"model": dp.module}, {"model": dp.optimizer}, accountant=dp.accountant)
+    assert tr.precision == "fp32"                        # amp=auto resolves to fp32 for DP-SGD
+    tr.fit(dp.loader, step_fn)
+    assert seen
+    for dtypes, clipped in seen:
+        assert dtypes == {torch.float32}
+        assert (clipped <= clip * (1 + 1e-6)).all(), clipped.max().item() / clip
+    with pytest.raises(CardiolabError, match="bf16"):
+        Trainer(tmp_path / "b", TrainConfig(steps=1, amp="bf16"), {"model": dp.module}, {"model": dp.optimizer})
 
 
 def test_resume_keeps_weights_and_epsilon(tmp_path):
@@ -185,8 +276,19 @@ def test_refuses_batchnorm_delta_and_unknown_params():
                      max_grad_norm=1.0)
     with pytest.raises(CardiolabError, match="dp.delta"):
         check_delta(0.05, 20)
+    with pytest.raises(CardiolabError, match="1/\\(10 N\\)"):
+        check_delta(0.006, 20)                              # below 1/N, above 1/(10 N) = 0.005
+    check_delta(0.005, 20)
     with pytest.raises(CardiolabError, match="dp.params"):
         select_parameters(_net(), "heads")
+
+
+def test_default_delta_is_min_of_1e5_and_a_tenth_of_1_over_n():
+    assert resolve_delta(0.0, 120) == 1e-5
+    assert resolve_delta(0.0, 20_000) == pytest.approx(5e-6)
+    assert resolve_delta(1e-4, 120) == 1e-4
+    with pytest.raises(CardiolabError, match="dp.delta"):
+        resolve_delta(1e-3, 120)                            # delta N = 0.12: the old tiny default
 
 
 def test_attention_params_freeze_the_rest_of_dit4d():
@@ -228,7 +330,7 @@ def dp_world(tmp_path_factory):
     write_json(vq / "config.json", {"cache_dir": str(root / "public-cache"), "train_ids": ["patient001", "patient002"]})
     profile = get_profile("smoke")
     profile = dataclasses.replace(profile, dit=dataclasses.replace(profile.dit, amp="off"),
-                                  dp=dataclasses.replace(profile.dp, steps=3, delta=1e-2))
+                                  dp=dataclasses.replace(profile.dp, steps=3, delta=0.0))   # auto: 1e-5
     public = _latents(root / "public", 8, root / "public-cache", vq)
     dit.train(profile, out=root / "dit", steps=2, latents=public)
     private = _latents(root / "private", 14, root / "private-cache", vq, seed=1)
@@ -245,6 +347,13 @@ def test_dit_dp_trains_and_writes_a_checkable_privacy_json(dp_world, tmp_path):
     record = read_json(out / "privacy.json")
     assert record["n_subjects"] == 12                      # the 12 non-holdout private subjects
     assert record["steps"] == 3
+    assert record["delta"] == 1e-5                         # min(1e-5, 1/(10 N))
+    assert record["release"] is True
+    assert record["unit_of_privacy"] == "subject"
+    assert "noise_seed" not in record
+    assert read_json(out / "config.json")["precision"] == "fp32"
+    assert all(set(r) <= {"step", "lr", "s_per_step", "precision", "machine"}
+               for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()))
     assert main(["privacy", "check", str(out)]) == 0
     assert task.checkpoint_epsilon(out, record["delta"]) == pytest.approx(record["epsilon"]["prv"], rel=1e-9)
     conf = read_json(out / "config.json")
@@ -254,20 +363,52 @@ def test_dit_dp_trains_and_writes_a_checkable_privacy_json(dp_world, tmp_path):
     assert conf["cache_dir"] == public_conf["cache_dir"]
 
 
-@pytest.mark.parametrize("case", ["delta", "shape", "vqgan"])
+def test_dit_dp_release_runs_differ_and_replayable_runs_replay(dp_world, tmp_path):
+    from cardiolab.__main__ import main
+    from cardiolab.core import read_json
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    weights = {}
+    for name, replayable in (("rel-a", False), ("rel-b", False), ("rep-a", True)):
+        task.train(profile, out=tmp_path / name, latents=private, init=root / "dit", seed=5, replayable=replayable)
+        weights[name] = load_checkpoint(tmp_path / name)["modules"]["model"]
+    assert main(["train", "dit-dp", "--profile", "smoke", "--out", str(tmp_path / "rep-b"), "--latents", str(private),
+                 "--init", str(root / "dit"), "--seed", "5", "--replayable", "--set", "dit.amp=off",
+                 "--set", "dp.steps=3", "--set", "dp.delta=0"]) == 0
+    weights["rep-b"] = load_checkpoint(tmp_path / "rep-b")["modules"]["model"]
+    trained = [k for k in weights["rel-a"] if not torch.equal(weights["rel-a"][k], weights["rep-a"][k])]
+    assert trained
+    assert any(not torch.equal(weights["rel-a"][k], weights["rel-b"][k]) for k in trained)
+    for k in weights["rep-a"]:
+        assert torch.equal(weights["rep-a"][k], weights["rep-b"][k]), k
+    for name, release in (("rel-a", True), ("rel-b", True), ("rep-a", False), ("rep-b", False)):
+        record = read_json(tmp_path / name / "privacy.json")
+        assert record["release"] is release, name
+        assert ("noise_seed" in record) is not release, name
+    assert read_json(tmp_path / "rep-b" / "privacy.json")["noise_seed"] == 5
+
+
+@pytest.mark.parametrize("case", ["delta", "shape", "vqgan", "ids"])
 def test_dit_dp_refusals_leave_no_run_folder(dp_world, tmp_path, case):
     import dataclasses
 
     from cardiolab.tasks import dp as task
 
     root, profile, private = dp_world
-    match = {"delta": "dp.delta", "shape": "--init", "vqgan": "private subject"}[case]
+    match = {"delta": "dp.delta", "shape": "--init", "vqgan": "private subject", "ids": "unit of privacy"}[case]
     if case == "delta":
-        profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, delta=0.1))  # 1/N = 1/12
+        profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, delta=0.01))  # 1/(10 N) = 1/120
     if case == "shape":
         private = _latents(tmp_path / "lat", 14, root / "private-cache", root / "vqgan", shape=(2, 4, 8, 8, 2))
     if case == "vqgan":     # the private latents come from the cache the VQ-GAN trained on
         private = _latents(tmp_path / "lat", 14, root / "public-cache", root / "vqgan")
+    if case == "ids":       # one patient's two studies as two records
+        record = torch.load(private / "latents.pt", weights_only=True)
+        record["ids"][5] = record["ids"][4]
+        (tmp_path / "lat").mkdir()
+        torch.save(record, tmp_path / "lat" / "latents.pt")
+        private = tmp_path / "lat"
     with pytest.raises(CardiolabError, match=match):
         task.train(profile, out=tmp_path / "run", latents=private, init=root / "dit")
     assert not (tmp_path / "run").exists()
@@ -278,9 +419,9 @@ def test_cli_dit_dp_refusals_exit_2_with_one_line(dp_world, tmp_path, capsys, ca
     from cardiolab.__main__ import main
 
     root, _, private = dp_world
-    sets = ["dit.amp=off", "dp.steps=3", "dp.delta=0.01"]
+    sets = ["dit.amp=off", "dp.steps=3", "dp.delta=0.001"]
     if case == "delta":
-        sets[-1] = "dp.delta=0.1"                                     # 1/N = 1/12
+        sets[-1] = "dp.delta=0.01"                                    # 1/(10 N) = 1/120
     if case == "shape":
         private = _latents(tmp_path / "lat", 14, root / "private-cache", root / "vqgan", shape=(2, 4, 8, 8, 2))
     if case == "vqgan":

@@ -70,13 +70,17 @@ def test_cli_bad_input_exits_2_naming_the_parameter(capsys, flag, value):
 def _record(tmp_path, **kw):
     params = dict(max_grad_norm=1.0, noise_multiplier=1.1, sample_rate=0.02, steps=60, delta=DELTA,
                   accountant="rdp", trained_parameters=["blocks.0.attn.qkv.weight"], n_subjects=50,
-                  init_run="runs/smoke/dit", vqgan_run="runs/smoke/vqgan")
+                  init_run="runs/smoke/dit", vqgan_run="runs/smoke/vqgan", release=True)
     return write_privacy_json(tmp_path, **{**params, **kw})
 
 
 def test_privacy_json_holds_the_schema_and_both_accountants(tmp_path):
     record = json.loads(_record(tmp_path).read_text())
-    assert tuple(sorted(record)) == tuple(sorted(PRIVACY_KEYS))
+    assert tuple(sorted(record)) == tuple(sorted(PRIVACY_KEYS))     # release mode: no seed recorded
+    replayable = json.loads(_record(tmp_path / "r", release=False, noise_seed=3).read_text())
+    assert (replayable["release"], replayable["noise_seed"]) == (False, 3)
+    with pytest.raises(CardiolabError, match="noise seed"):
+        _record(tmp_path / "x", release=False)
     assert record["epsilon"] == {"rdp": epsilon(0.02, 1.1, 60, DELTA, "rdp"), "prv": epsilon(0.02, 1.1, 60, DELTA, "prv")}
 
 

@@ -27,13 +27,18 @@ def add_arguments(p) -> None:
     p.add_argument("--init", help="dit-dp: the public DiT run to fine-tune, or 'none' (from scratch)")
     p.add_argument("--root", type=Path, help="evaluator: a cohort folder (e.g. real cines) to prepare and train on")
     p.add_argument("--cache", type=Path, help="a prepared cache to train on (models whose train takes cache_dir)")
+    p.add_argument("--replayable", action="store_true",
+                   help="dit-dp: seeded Poisson masks and noise for bit-exact replay (tests, teaching); privacy.json "
+                        "records release: false and export will not call the cohort DP (default: release mode, "
+                        "secret noise)")
 
 
 def run(args) -> int:
     train = get_task(args.model).train
     profile = override(get_profile(args.profile), args.set)
     options = (("latents", "latents", args.latents), ("init", "init", args.init), ("root", "root", args.root),
-               ("cache", "cache_dir", args.cache), ("keep_every", "keep_every", args.keep_every))
+               ("cache", "cache_dir", args.cache), ("keep_every", "keep_every", args.keep_every),
+               ("replayable", "replayable", True if args.replayable else None))
     extra = {param: v for _, param, v in options if v is not None}
     params = inspect.signature(train).parameters
     if unknown := [flag for flag, param, v in options if v is not None and param not in params]:

@@ -27,7 +27,9 @@ PRV_MIN_ERROR = 1e-4      # floor: finer meshes cost seconds per call for no use
 PRIVACY_JSON = "privacy.json"
 # Keys every privacy.json holds (see write_privacy_json for their meaning).
 PRIVACY_KEYS = ("max_grad_norm", "noise_multiplier", "sample_rate", "steps", "delta", "epsilon", "accountant",
-                "trained_parameters", "n_subjects", "init_run", "vqgan_run")
+                "trained_parameters", "n_subjects", "init_run", "vqgan_run", "unit_of_privacy", "release",
+                "randomness")   # plus noise_seed when release is false
+UNIT_OF_PRIVACY = "subject"   # one record = one subject's whole 4D latent (ids unique in the training set)
 
 
 def validate(sample_rate: float | None = None, noise_multiplier: float | None = None, steps: int | None = None,
@@ -105,15 +107,19 @@ def sigma(target_epsilon: float, sample_rate: float, steps: int, delta: float, a
 def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, noise_multiplier: float,
                        sample_rate: float, steps: int, delta: float, accountant: str = "prv",
                        trained_parameters: list[str] | int, n_subjects: int, init_run: str | None,
-                       vqgan_run: str | None) -> Path:
+                       vqgan_run: str | None, release: bool, noise_seed: int | None = None) -> Path:
     """Write run_dir/privacy.json: the DP-SGD parameters of a run and epsilon under both accountants.
 
     max_grad_norm: per-subject clip C; noise_multiplier: sigma (noise std = sigma * C); sample_rate: Poisson q;
     steps: optimizer steps taken; accountant: the one that chose sigma (its epsilon is the claim `check` tests);
     trained_parameters: names (or count) of the parameters DP-SGD updated; n_subjects: private records N;
     init_run / vqgan_run: the public runs the model started from and whose latents it trained on.
+    release: True when the Poisson masks and noise came from the OS's secret source (no seed exists to record);
+    False for a replayable run, whose noise_seed is recorded: anyone with it can replay training, so it is not DP.
     """
     validate(sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta, accountant=accountant)
+    if not release and noise_seed is None:
+        raise CardiolabError(f"{Path(run_dir) / PRIVACY_JSON}: a replayable (release: false) run records its noise seed")
     record = {
         "max_grad_norm": float(max_grad_norm), "noise_multiplier": float(noise_multiplier),
         "sample_rate": float(sample_rate), "steps": int(steps), "delta": float(delta),
@@ -121,8 +127,18 @@ def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, nois
         "accountant": accountant, "trained_parameters": trained_parameters, "n_subjects": int(n_subjects),
         "init_run": None if init_run is None else str(init_run),
         "vqgan_run": None if vqgan_run is None else str(vqgan_run),
+        "unit_of_privacy": UNIT_OF_PRIVACY, "release": bool(release),
+        "randomness": "os-csprng, never recorded" if release else "seeded: replayable, not a release",
     }
+    if not release:
+        record["noise_seed"] = int(noise_seed)
     return write_json(Path(run_dir) / PRIVACY_JSON, record)
+
+
+def is_release(record: dict | None) -> bool:
+    """Whether a privacy record is of a release-mode run (secret noise); records written before the mode existed
+    drew their noise from a stored seed and are not."""
+    return isinstance(record, dict) and record.get("release") is True
 
 
 def read_privacy_json(run_dir: str | os.PathLike) -> dict:
@@ -134,6 +150,8 @@ def read_privacy_json(run_dir: str | os.PathLike) -> dict:
         raise CardiolabError(f"{path}: not a JSON object")
     if missing := [k for k in PRIVACY_KEYS if k not in record]:
         raise CardiolabError(f"{path}: missing key(s) {', '.join(missing)}")
+    if not isinstance(record["release"], bool) or (not record["release"] and "noise_seed" not in record):
+        raise CardiolabError(f"{path}: 'release' must be true, or false with the run's 'noise_seed'")
     eps = record["epsilon"]
     if not isinstance(eps, dict) or record["accountant"] not in eps:
         raise CardiolabError(f"{path}: 'epsilon' must map the accountant {record['accountant']!r} to a number")

@@ -1,7 +1,8 @@
 """Opacus wiring for DP-SGD through the engine: model checks, which parameters train, and `make_private`.
 
-The engine (`cardiolab.engine`) owns the DP step itself: Poisson batches and noise from (seed, step), chunking
-into physical batches, noise-only steps, the accountant in the checkpoint. This module builds what it takes:
+The engine (`cardiolab.engine`) owns the DP step itself: Poisson batches and noise from a secret source (release)
+or from (seed, step) (replayable), chunking into physical batches, noise-only steps, the accountant in the
+checkpoint. This module builds what it takes:
 a GradSampleModule (per-sample gradients by hooks on Linear/Embedding/...), a DPOptimizer (clip each sample to
 C, add N(0, sigma^2 C^2) to the sum), the Poisson DataLoader (whose sample_rate the engine samples at) and the
 accountant hooked to the optimizer. One record = one dataset item (for cardiolab: one subject's 4D latent).
@@ -45,11 +46,28 @@ def sample_rate(n: int, batch: int) -> float:
     return 1 / math.ceil(n / batch)
 
 
+DELTA_CAP = 1e-5       # default delta when 1/(10 N) is larger (N < 10^4)
+
+
+def resolve_delta(delta: float, n: int) -> float:
+    """The delta a run uses: dp.delta, or min(1e-5, 1/(10 N)) when dp.delta is 0 (auto); checked by check_delta.
+
+    N (the number of private subjects) is treated as public: it is recorded in privacy.json and the data card.
+    """
+    if n < 1:
+        raise CardiolabError("DP-SGD: the private dataset is empty")
+    delta = min(DELTA_CAP, 1 / (10 * n)) if delta == 0 else float(delta)
+    check_delta(delta, n)
+    return delta
+
+
 def check_delta(delta: float, n: int) -> None:
-    """delta must be below 1/N: at 1/N a mechanism may publish one random record in the clear and still qualify."""
+    """delta must be <= 1/(10 N): at 1/N a mechanism may publish one random record in the clear and still
+    qualify, so delta * N (the chance that some subject's guarantee fails) stays at most 0.1."""
     validate(delta=delta)
-    if delta >= 1 / n:
-        raise CardiolabError(f"dp.delta {delta:g}: must be below 1/N = {1 / n:.3g} for N = {n} private subjects")
+    if delta * 10 * n > 1 * (1 + 1e-12):
+        raise CardiolabError(f"dp.delta {delta:g}: must be <= 1/(10 N) = {1 / (10 * n):.3g} for N = {n} private "
+                             f"subjects (delta N = {delta * n:.3g}; 0 picks min(1e-5, 1/(10 N)))")
 
 
 def check_model(model: nn.Module) -> None:
@@ -92,8 +110,8 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Da
 
     optimizer: built over the model's trainable parameters (after `select_parameters`). The loss in step_fn must
     be a mean over the batch (Opacus loss_reduction='mean'); the update divides the noisy sum by N*q.
-    secure_mode: Opacus's noise robust to floating-point attacks (arXiv 2107.10138). The noise generator is
-    seeded by the engine from (seed, step): for a release, the seed must stay secret.
+    secure_mode: Opacus's noise robust to floating-point attacks (arXiv 2107.10138: each draw the mean of 4).
+    The engine seeds the noise generator: secretly from the OS at every step, unless cfg.dp_replayable.
     """
     from opacus import GradSampleModule
     from opacus.data_loader import DPDataLoader

@@ -6,6 +6,12 @@ LatentSet item is a whole 4D latent. sigma comes from the profile's target epsil
 checkpoint; see cardiolab.engine and cardiolab.privacy.dp); privacy.json beside the checkpoint records C, sigma,
 q, steps, delta and epsilon under both accountants (`python -m cardiolab privacy check RUN` recomputes it).
 
+Release mode is the default: Poisson masks and noise come from the OS's secret source, so two runs with the same
+seed differ and privacy.json records no noise seed ("release": true). `replayable` (`train dit-dp --replayable`,
+profile field dp.replayable) draws them from (seed, step) for bit-exact replay in tests and teaching; its
+privacy.json says "release": false and records the seed. DP runs train in fp32 (per-sample clipping holds exactly),
+with delta <= 1/(10 N) (default min(1e-5, 1/(10 N))), and log no statistic of a private batch.
+
 No private value reaches the run's config: the latent `scale`, the attribute rows for sampling (`train_cond`)
 and the cache behind `cohort_geometry` all come from the public init run, and a VQ-GAN trained on the
 private subjects is refused. A model from scratch (`init=None`) takes them from the profile's public latents.
@@ -24,7 +30,7 @@ from cardiolab.core import CardiolabError, read_json, seed_everything
 from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.privacy import accounting
-from cardiolab.privacy.dp import check_delta, make_private, sample_rate, select_parameters
+from cardiolab.privacy.dp import make_private, resolve_delta, sample_rate, select_parameters
 from cardiolab.profiles import Profile, get_profile
 from cardiolab.tasks import dit
 
@@ -98,10 +104,11 @@ def _public_side(profile: Profile, init: Path | None, record: dict, path: Path) 
 
 def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
-          init: str | os.PathLike | None = None) -> Path:
+          init: str | os.PathLike | None = None, replayable: bool | None = None) -> Path:
     """DP fine-tune the DiT `init` (a run folder, or 'none' for scratch) on the private `latents`; returns the run.
 
-    Every check (delta < 1/N, latent shape, VQ-GAN, model) runs before the run folder is made.
+    replayable: overrides dp.replayable (None: the profile's; default False = release mode, secret noise).
+    Every check (delta <= 1/(10 N), unique subject ids, latent shape, VQ-GAN, model) runs before the run folder is made.
     dp.epsilon = inf: the non-private reference of the same fine-tuning (same init, data, steps, batch, lr;
     plain AdamW, no clipping or noise); it writes no privacy.json and its config records "private": false.
     """
@@ -109,12 +116,15 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     from cardiolab.tasks.vqgan import load_latents
 
     profile = get_profile(profile)
+    if replayable is not None:
+        profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, replayable=bool(replayable)))
     p = profile.dp
     out = Path(out or profile.run(NAME))
     latents, init = _defaults(profile, latents, init)
     private = math.isfinite(p.epsilon)
     record = load_latents(latents)
     path = latents / "latents.pt" if latents.is_dir() else latents
+    _refuse_duplicate_ids(record, path)
     _refuse_private_vqgan(record["vqgan_run"], record, path)
     seed_everything(seed)
     model, public = _public_side(profile, init, record, path)
@@ -130,27 +140,37 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     if not private:
         return _train_non_private(profile, out, model, opt, data, public, total, seed, resume,
                                   shaping(profile, latents, init or "none", seed), init)
-    check_delta(p.delta, n)
+    delta = resolve_delta(p.delta, n)
     q = sample_rate(n, p.batch)
-    sigma = accounting.sigma(p.epsilon, q, total, p.delta, p.accountant)
+    sigma = accounting.sigma(p.epsilon, q, total, delta, p.accountant)
     setup = make_private(model, opt, data, batch=p.batch, noise_multiplier=sigma, max_grad_norm=p.max_grad_norm,
-                         accountant=p.accountant)
-    cfg = _train_config(profile, total, seed, p.physical_batch)
+                         accountant=p.accountant, secure_mode=not p.replayable)
+    cfg = _train_config(profile, total, seed, True)
     conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
                                       "train_cond")},
             "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), "profile": profile.name,
-            "n_train": n, "seed": seed, "noise_multiplier": sigma, "sample_rate": q, "init_run": _path(init)}
+            "n_train": n, "seed": seed, "noise_multiplier": sigma, "sample_rate": q, "delta": delta,
+            "release": not p.replayable, "init_run": _path(init)}
     log.info("dit-dp: N=%d private latents, q=%.4g, sigma=%.4g for epsilon %g at delta %g (%s), %d steps, "
-             "%d trained tensors", n, q, sigma, p.epsilon, p.delta, p.accountant, total, len(names))
+             "%d trained tensors, %s", n, q, sigma, p.epsilon, delta, p.accountant, total, len(names),
+             "replayable (seeded noise: not a release)" if p.replayable else "release mode (secret noise)")
     tr = Trainer(out, cfg, modules={"model": setup.module}, optimizers={"model": setup.optimizer}, ema=["model"],
                  config=conf, accountant=setup.accountant)
     dcfg = DiffusionConfig(**public["diffusion"])      # the init run's schedule: the weights learnt it
     tr.fit(setup.loader, dit.make_step_fn(create_scheduler(dcfg), dcfg.loss), resume=resume)
     accounting.write_privacy_json(out, max_grad_norm=p.max_grad_norm, noise_multiplier=sigma, sample_rate=q,
-                                  steps=tr.step, delta=p.delta, accountant=p.accountant, trained_parameters=names,
-                                  n_subjects=n, init_run=_path(init),
-                                  vqgan_run=str(record["vqgan_run"]))
+                                  steps=tr.step, delta=delta, accountant=p.accountant, trained_parameters=names,
+                                  n_subjects=n, init_run=_path(init), vqgan_run=str(record["vqgan_run"]),
+                                  release=not p.replayable, noise_seed=seed if p.replayable else None)
     return out
+
+
+def _refuse_duplicate_ids(record: dict, path: Path) -> None:
+    """The unit of privacy is the subject: each id once, or one patient would count as several records."""
+    ids = [str(i) for i in record["ids"]]
+    if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+        raise CardiolabError(f"{path}: subject id(s) {', '.join(dupes[:3])} appear more than once; DP-SGD's unit "
+                             f"of privacy is the subject (group a patient's studies into one record)")
 
 
 def _path(init: Path | None) -> str | None:
@@ -158,12 +178,16 @@ def _path(init: Path | None) -> str | None:
     return None if init is None else str(Path(init).resolve())
 
 
-def _train_config(profile: Profile, total: int, seed: int, physical_batch: int | None) -> TrainConfig:
+def _train_config(profile: Profile, total: int, seed: int, private: bool) -> TrainConfig:
+    """private: DP-SGD in fp32 (per-sample clipping must hold exactly) in chunks of dp.physical_batch; else the
+    non-private reference at dit.amp."""
     p = profile.dp
+    physical_batch = p.physical_batch if private else None
     return TrainConfig(steps=total, batch_size=p.batch, lr=p.lr, warmup=min(100, max(1, total // 10)),
                        ema_decay=profile.dit.ema_decay, ckpt_every=max(1, min(500, total // 4)),
-                       log_every=max(1, min(10, total // 10)), amp=profile.dit.amp, seed=seed,
-                       device=profile.device, physical_batch=physical_batch)
+                       log_every=max(1, min(10, total // 10)), amp="off" if private else profile.dit.amp,
+                       seed=seed, device=profile.device, physical_batch=physical_batch,
+                       dp_replayable=private and p.replayable)
 
 
 def _train_non_private(profile: Profile, out: Path, model, opt, data, public: dict, total: int, seed: int,
@@ -174,7 +198,7 @@ def _train_non_private(profile: Profile, out: Path, model, opt, data, public: di
             "task": NAME, "shaping": shaped, "profile": profile.name, "n_train": len(data), "seed": seed,
             "private": False, "init_run": _path(init)}
     log.info("dit-dp at epsilon = inf: non-private fine-tuning on N=%d latents, %d steps", len(data), total)
-    tr = Trainer(out, _train_config(profile, total, seed, None), modules={"model": model},
+    tr = Trainer(out, _train_config(profile, total, seed, False), modules={"model": model},
                  optimizers={"model": opt}, ema=["model"], config=conf)
     dcfg = DiffusionConfig(**public["diffusion"])
     tr.fit(data, dit.make_step_fn(create_scheduler(dcfg), dcfg.loss), resume=resume)
