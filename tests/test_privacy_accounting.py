@@ -70,7 +70,7 @@ def test_cli_bad_input_exits_2_naming_the_parameter(capsys, flag, value):
 def _record(tmp_path, **kw):
     params = dict(max_grad_norm=1.0, noise_multiplier=1.1, sample_rate=0.02, steps=60, delta=DELTA,
                   accountant="rdp", trained_parameters=["blocks.0.attn.qkv.weight"], n_subjects=50,
-                  init_run="runs/smoke/dit", vqgan_run="runs/smoke/vqgan", release=True)
+                  init_run="runs/smoke/dit", vqgan_run="runs/smoke/vqgan", release=True, training_cohort="abc")
     return write_privacy_json(tmp_path, **{**params, **kw})
 
 

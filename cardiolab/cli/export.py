@@ -11,7 +11,10 @@ def add_arguments(p) -> None:
     p.add_argument("--synthetic", type=Path, required=True, help="synthetic cohort folder (ACDC layout)")
     p.add_argument("--format", choices=("nnunet", "acdc"), required=True, help="layout of the copy")
     p.add_argument("--out", type=Path, required=True, help="new (or empty) folder; for nnU-Net name it DatasetXXX_Name")
-    p.add_argument("--gate", type=Path, default=None, help="`audit copies` JSON: refuse (exit 1) above its limit")
+    p.add_argument("--gate", type=Path, default=None,
+                   help="`audit copies` JSON of this cohort (required unless --no-gate): refuse (exit 1) above its "
+                        "limit, drop the cases it flags, refuse an audit of another training set")
+    p.add_argument("--no-gate", action="store_true", help="export without a copy audit (the data card says so)")
     p.add_argument("--max-copy-fraction", type=float, default=None,
                    help="limit in %% of synthetic scans flagged as copies (default: the audit JSON's own)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffled fresh case ids")
@@ -27,6 +30,7 @@ def run(args) -> int:
     if gate is not None and not gate["passed"]:
         print(f"refused: {gate_message(gate)}", file=sys.stderr)
         return 1
-    summary = export_cohort(args.synthetic, args.format, args.out, gate=gate, seed=args.seed)
-    print(f"exported {summary['n_subjects']} subjects ({summary['format']}) to {summary['out']}")
+    summary = export_cohort(args.synthetic, args.format, args.out, gate=gate, seed=args.seed, no_gate=args.no_gate)
+    dropped = f"; dropped {len(summary['dropped'])} flagged as copies" if summary["dropped"] else ""
+    print(f"exported {summary['n_subjects']} subjects ({summary['format']}) to {summary['out']}{dropped}")
     return 0

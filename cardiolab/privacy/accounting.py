@@ -18,7 +18,7 @@ import os
 import warnings
 from pathlib import Path
 
-from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.core import CardiolabError, fingerprint, read_json, write_json
 from cardiolab.io.cohort import samples_record
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -28,7 +28,7 @@ PRIVACY_JSON = "privacy.json"
 # Keys every privacy.json holds (see write_privacy_json for their meaning).
 PRIVACY_KEYS = ("max_grad_norm", "noise_multiplier", "sample_rate", "steps", "delta", "epsilon", "accountant",
                 "trained_parameters", "n_subjects", "init_run", "vqgan_run", "unit_of_privacy", "release",
-                "randomness")   # plus noise_seed when release is false
+                "randomness", "training_cohort")   # plus noise_seed when release is false
 UNIT_OF_PRIVACY = "subject"   # one record = one subject's whole 4D latent (ids unique in the training set)
 
 
@@ -107,7 +107,8 @@ def sigma(target_epsilon: float, sample_rate: float, steps: int, delta: float, a
 def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, noise_multiplier: float,
                        sample_rate: float, steps: int, delta: float, accountant: str = "prv",
                        trained_parameters: list[str] | int, n_subjects: int, init_run: str | None,
-                       vqgan_run: str | None, release: bool, noise_seed: int | None = None) -> Path:
+                       vqgan_run: str | None, release: bool, noise_seed: int | None = None,
+                       training_cohort: str | None = None) -> Path:
     """Write run_dir/privacy.json: the DP-SGD parameters of a run and epsilon under both accountants.
 
     max_grad_norm: per-subject clip C; noise_multiplier: sigma (noise std = sigma * C); sample_rate: Poisson q;
@@ -116,6 +117,7 @@ def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, nois
     init_run / vqgan_run: the public runs the model started from and whose latents it trained on.
     release: True when the Poisson masks and noise came from the OS's secret source (no seed exists to record);
     False for a replayable run, whose noise_seed is recorded: anyone with it can replay training, so it is not DP.
+    training_cohort: `training_cohort_id` of the private subjects (a copy audit for the export gate must match it).
     """
     validate(sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta, accountant=accountant)
     if not release and noise_seed is None:
@@ -129,10 +131,18 @@ def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, nois
         "vqgan_run": None if vqgan_run is None else str(vqgan_run),
         "unit_of_privacy": UNIT_OF_PRIVACY, "release": bool(release),
         "randomness": "os-csprng, never recorded" if release else "seeded: replayable, not a release",
+        "training_cohort": training_cohort,
     }
     if not release:
         record["noise_seed"] = int(noise_seed)
     return write_json(Path(run_dir) / PRIVACY_JSON, record)
+
+
+def training_cohort_id(source: str | os.PathLike, ids) -> str:
+    """Id of a training set: the cache (or cohort folder) it was read from and its subject ids. Phantom cohorts
+    share ids (patient001, ...), so the source is part of it. A DP run records it; a copy audit records the one
+    it compared against; the export gate refuses an audit whose id differs from the generator's."""
+    return fingerprint({"source": str(Path(source).resolve()), "ids": sorted(str(i) for i in ids)})
 
 
 def is_release(record: dict | None) -> bool:

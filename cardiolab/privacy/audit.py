@@ -1,7 +1,10 @@
 """Audit orchestration: bring cohorts to profile geometry, embed them, run the pure audits, write one JSON each.
 
-Cohorts load through `cardiolab.evaluate.load_cines` (a cohort folder, or a prepared cache plus a split). That
-loader is moving to `cardiolab.data.cines`; import it from there once it has moved.
+Every cohort reaches the embedding through one label-free path, `cardiolab.data.cines.load_cines(label_free=True)`:
+a cohort folder, or the cohort a prepared cache was made from (its splits), prepared without ever using a label
+(`prepare.label_free_view`), so an image-only copy of a labelled training subject is cropped exactly as its source
+and a cine's distance does not depend on which files sit beside it. Training, holdout, calibration, synthetic and
+control cohorts all take that path.
 Defaults follow what the generators trained on: the training set is every non-holdout subject of the profile's
 cache (public + private: the VQ-GAN and the DiT train on both), the reference of unseen real data is the
 holdout split. When the training data is a cardiolab phantom, the copy threshold is calibrated on the holdout
@@ -21,6 +24,7 @@ import torch
 
 from cardiolab.core import CardiolabError, write_json
 from cardiolab.data.cines import load_cines
+from cardiolab.privacy.accounting import training_cohort_id
 from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
 from cardiolab.profiles import Profile, get_profile
 
@@ -31,9 +35,9 @@ FRESH_SEED = 7            # fresh phantoms: a seed the profile's own phantom coh
 CALIBRATION_SEED = 8      # calibration phantoms: neither training (0) nor the planted / MIA fresh ones (7)
 
 
-def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, ...] | None, labels: bool = False):
-    """(ids, images (N, D, H, W, T)) of a cohort folder, or of a cache's splits (default: the profile's cache);
-    with labels=True also their labels (N, D, H, W, T) or None when any subject has none."""
+def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, ...] | None):
+    """(ids, images (N, D, H, W, T)) of a cohort folder, or of a cache's splits (default: the profile's cache), in
+    the label-free comparison geometry (module docstring)."""
 
     if path is None:
         from cardiolab.data.prepare import ensure_prepared
@@ -42,14 +46,10 @@ def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, 
     if not path.exists():
         raise CardiolabError(f"{path}: no such cohort folder or cache")
     if (path / "manifest.json").exists():
-        parts = [load_cines(path, profile, s) for s in (splits or (None,))]
+        parts = [load_cines(path, profile, s, label_free=True) for s in (splits or (None,))]
     else:
-        parts = [load_cines(path, profile)]
-    ids, images = [i for c in parts for i in c.ids], torch.cat([c.images for c in parts])
-    if not labels:
-        return ids, images
-    has = all(c.labels is not None for c in parts)
-    return ids, images, torch.cat([c.labels for c in parts]) if has else None
+        parts = [load_cines(path, profile, label_free=True)]
+    return [i for c in parts for i in c.ids], torch.cat([c.images for c in parts])
 
 
 def _check_slices(path: Path, profile: Profile) -> None:
@@ -127,7 +127,7 @@ def calibration_cines(profile: Profile, train: str | os.PathLike | None, n: int 
                              "cardiolab phantom, so phantoms are no reference for it; give --calibration 0")
     if not n:
         return [], None
-    cal = load_cines(calibration_phantoms(source, n), profile)
+    cal = load_cines(calibration_phantoms(source, n), profile, label_free=True)
     return [f"calibration/{i}" for i in cal.ids], cal.images
 
 
@@ -142,7 +142,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     from cardiolab.privacy.plant import CopyTransforms, plant, write_planted
 
     profile = get_profile(profile)
-    train_ids, train_images, train_labels = _cines(train, profile, train_splits, labels=True)
+    train_ids, train_images = _cines(train, profile, train_splits)
     n_copies = len(train_ids) if n_copies is None else n_copies
     n_fresh = profile.copydetector.fresh if n_fresh is None else n_fresh
     if n_copies < 0 or n_fresh < 0 or n_copies + n_fresh == 0:
@@ -152,14 +152,12 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
         if n_fresh:
             generate_cohort(tmp, n_fresh, seed=fresh_seed, size=d.phantom_size, spacing=d.phantom_spacing,
                             slices=d.phantom_slices, frames=d.phantom_frames)
-            fresh_c = load_cines(tmp, profile)
-            fresh, fresh_labels = fresh_c.images, fresh_c.labels
+            fresh = load_cines(tmp, profile, label_free=True).images
         else:
-            fresh, fresh_labels = train_images[:0], None if train_labels is None else train_labels[:0]
-    # Labels travel with the cines so that reading the cohort back re-centres each one on its heart, as the
-    # cache did; an unlabelled cine is re-centred from its motion, which can move it by several pixels.
-    cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms or CopyTransforms(),
-                   train_labels=train_labels, fresh_labels=fresh_labels)
+            fresh = train_images[:0]
+    # Image-only, like a cohort from another tool: the audit reads every side label-free, so labels would change
+    # nothing (the copies are at profile geometry and keep their field of view).
+    cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms or CopyTransforms())
     # One geometry for every planted cine: the training cache's (cines are at profile geometry already).
     cache = Path(train) if train is not None else profile.cache_dir
     records = load_manifest(cache)["subjects"] if (cache / "manifest.json").exists() else []
@@ -175,7 +173,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
 def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = None,
                  train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
-                 percentile: float = 5.0, embedding: str = "pixels", max_copy_fraction: float | None = None,
+                 percentile: float = 5.0, embedding: str | None = None, max_copy_fraction: float | None = None,
                  out_json: str | os.PathLike | None = None, detector: str | os.PathLike | None = None,
                  n_calibration: int | None = None, confidence: float | None = DEFAULT_CONFIDENCE,
                  control: str | os.PathLike | None = None) -> dict:
@@ -185,20 +183,23 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     [{id, nearest_train_id, distance, nndr, is_copy}], calibration (`privacy.copies.calibrate`: rank, n_reference,
     confidence, fpr_bound, fpr_expected, enough, dcr_reference; n_holdout, n_calibration, calibration_seed), distances
     (DCR / NNDR / share nearer train / Mann-Whitney, against the holdout split), planted (recall / FPR, when the
-    cohort has planted.json), max_copy_fraction and passed (when a limit is given). `detector`: the run of a
+    cohort has planted.json), max_copy_fraction and passed (when a limit is given), training_cohort
+    (`accounting.training_cohort_id` of the training set compared against: the export gate checks it against the
+    generator's). `detector`: the run of a
     learned embedding (default runs/<profile>/<embedding>); n_calibration: calibration phantoms (see
     `calibration_cines`). control: a cohort sampled from a model that never saw this training set, scored at the
     same tau (`privacy.copies.compare_control`; key `control`); the gate still counts every copy.
+    embedding: default the copy detector when its run is trained, else pixels (`embeddings.default_embedding`).
     Written to `out_json` (default runs/<profile>/audit/copies.json).
     """
     from cardiolab.privacy.copies import (calibrate, check_confidence, check_percentile, compare_control,
                                           detect_copies, distance_summary, planted_scores)
-    from cardiolab.privacy.embeddings import check_embedding, embedder
+    from cardiolab.privacy.embeddings import check_embedding, default_embedding, embedder
     from cardiolab.privacy.plant import PLANTED_JSON, read_planted
 
     profile = get_profile(profile)
     percentile, confidence = check_percentile(percentile), check_confidence(confidence)
-    check_embedding(embedding)
+    embedding = check_embedding(embedding or default_embedding(profile))
     if max_copy_fraction is not None and not 0 <= max_copy_fraction <= 100:
         raise CardiolabError(f"--max-copy-fraction: a percentage in [0, 100], got {max_copy_fraction:g}")
     synthetic = Path(synthetic)
@@ -228,7 +229,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     result = detect_copies(e_syn, e_tr, calibration["threshold"], syn_ids, train_ids)
     result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,
                   synthetic=str(synthetic), n_holdout=len(hold_ids), calibration=calibration,
-                  distances=distance_summary(e_syn, e_tr, e_ho))
+                  distances=distance_summary(e_syn, e_tr, e_ho),
+                  training_cohort=training_cohort_id(train if train is not None else profile.cache_dir, train_ids))
     if control is not None:
         scored = detect_copies(embed(ctrl).numpy(), e_tr, calibration["threshold"], ctrl_ids, train_ids)
         result["control"] = dict(compare_control(result, scored), synthetic=str(control))

@@ -161,8 +161,16 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     accounting.write_privacy_json(out, max_grad_norm=p.max_grad_norm, noise_multiplier=sigma, sample_rate=q,
                                   steps=tr.step, delta=delta, accountant=p.accountant, trained_parameters=names,
                                   n_subjects=n, init_run=_path(init), vqgan_run=str(record["vqgan_run"]),
-                                  release=not p.replayable, noise_seed=seed if p.replayable else None)
+                                  release=not p.replayable, noise_seed=seed if p.replayable else None,
+                                  training_cohort=_training_cohort(record))
     return out
+
+
+def _training_cohort(record: dict) -> str:
+    """accounting.training_cohort_id of the subjects DP-SGD trained on (the non-holdout ids of the latents' cache)."""
+    splits = dict(record["splits"])
+    return accounting.training_cohort_id(record["cache_dir"],
+                                         [i for i in record["ids"] if splits.get(i) != "holdout"])
 
 
 def _refuse_duplicate_ids(record: dict, path: Path) -> None:
