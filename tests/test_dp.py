@@ -389,6 +389,32 @@ def test_dit_dp_release_runs_differ_and_replayable_runs_replay(dp_world, tmp_pat
     assert read_json(tmp_path / "rep-b" / "privacy.json")["noise_seed"] == 5
 
 
+@pytest.fixture(scope="module")
+def dp_run(dp_world):
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    return task.train(profile, out=root / "checked", latents=private, init=root / "dit")
+
+
+@pytest.mark.parametrize("field, value", [("steps", 2), ("sample_rate", 0.2), ("noise_multiplier", 9.0),
+                                          ("n_subjects", 13)])
+def test_privacy_check_exits_1_naming_a_field_edited_in_privacy_json(dp_run, tmp_path, capsys, field, value):
+    import shutil
+
+    from cardiolab.__main__ import main
+
+    run = shutil.copytree(dp_run, tmp_path / "run")
+    assert main(["privacy", "check", str(run)]) == 0
+    record = json.loads((run / "privacy.json").read_text())
+    record[field] = value            # epsilon stays recorded at or above its recomputation: only the run disagrees
+    (run / "privacy.json").write_text(json.dumps(record))
+    assert main(["privacy", "check", str(run)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("FAILED")
+    assert f"{field}: " in out[-1], out[-1]
+
+
 @pytest.mark.parametrize("case", ["delta", "shape", "vqgan", "ids"])
 def test_dit_dp_refusals_leave_no_run_folder(dp_world, tmp_path, case):
     import dataclasses

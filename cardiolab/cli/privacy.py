@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-HELP = "DP-SGD accounting: epsilon of (q, sigma, steps, delta), sigma for a target epsilon, check RUN/privacy.json"
+HELP = "DP-SGD accounting: epsilon of (q, sigma, steps, delta), sigma for a target epsilon, check a run's privacy.json"
 
 
 def _common(p, accountant: bool = True) -> None:
@@ -24,7 +24,9 @@ def add_arguments(p) -> None:
     s.add_argument("--epsilon", type=float, required=True, help="target epsilon")
     _common(s)
     s.add_argument("--json", action="store_true", help='print {"noise_multiplier": ..., "epsilon": ..., ...}')
-    c = sub.add_parser("check", help="recompute RUN/privacy.json's epsilon; exit 1 if the record understates it")
+    c = sub.add_parser("check", help="recompute RUN/privacy.json's epsilon and cross-check it against the run "
+                                     "(checkpoint accountant, state.json steps, q vs batch and N, unique ids); "
+                                     "exit 1 naming each field that disagrees")
     c.add_argument("run", help="run folder holding privacy.json (or the file itself)")
 
 

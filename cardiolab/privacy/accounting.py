@@ -181,8 +181,94 @@ def cohort_privacy(cohort: str | os.PathLike) -> dict | None:
     return privacy if isinstance(privacy, dict) else None
 
 
+def _close(a, b, rtol: float = 1e-9) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=rtol)
+    except (TypeError, ValueError):
+        return False
+
+
+def cross_check(run_dir: str | os.PathLike) -> list[str]:
+    """Problems (one line each, naming the field) between a DP run's privacy.json and what the run really did.
+
+    Compared: the checkpoint's accountant history (mechanism, sigma, q, steps), state.json's step count, q against
+    the expected batch and N (q = 1/ceil(N/batch), config.json), the config's sigma and q, delta <= 1/(10 N), and
+    the training latents: subject ids unique, N of them (non-holdout), and the training-cohort id. A folder that
+    holds only privacy.json (or the file itself) has nothing to cross-check: [].
+    """
+    from cardiolab.engine import CHECKPOINT, STATE, load_checkpoint
+
+    path = Path(run_dir)
+    run = path.parent if path.suffix == ".json" else path
+    record = read_privacy_json(path)
+    if not any((run / name).exists() for name in (CHECKPOINT, STATE, "config.json")):
+        return []
+    problems = []
+
+    def bad(field: str, why: str) -> None:
+        problems.append(f"{field}: {why}")
+
+    sigma_, q, steps, n = (record["noise_multiplier"], record["sample_rate"], record["steps"], record["n_subjects"])
+    if not (run / CHECKPOINT).exists():
+        bad("checkpoint", f"{run / CHECKPOINT} is missing: the accountant state cannot be checked")
+    else:
+        state = load_checkpoint(run).get("accountant") or {}
+        history = [tuple(h) for h in state.get("history", [])]
+        if state.get("mechanism") != record["accountant"]:
+            bad("accountant", f"{record['accountant']!r} but the checkpoint's accountant is {state.get('mechanism')!r}")
+        if any(not _close(h[0], sigma_) for h in history):
+            bad("noise_multiplier", f"{sigma_:g} but the checkpoint's accountant stepped sigma "
+                                    f"{sorted({h[0] for h in history})}")
+        if any(not _close(h[1], q) for h in history):
+            bad("sample_rate", f"{q:g} but the checkpoint's accountant stepped q {sorted({h[1] for h in history})}")
+        if sum(int(h[2]) for h in history) != steps:
+            bad("steps", f"{steps} but the checkpoint's accountant holds {sum(int(h[2]) for h in history)} steps")
+    if (run / STATE).exists() and int(read_json(run / STATE).get("step", -1)) != steps:
+        bad("steps", f"{steps} but {run / STATE} records step {read_json(run / STATE).get('step')}")
+    conf = read_json(run / "config.json") if (run / "config.json").exists() else {}
+    if conf:
+        batch = conf.get("shaping", {}).get("dp", {}).get("batch", conf.get("train", {}).get("batch_size"))
+        if conf.get("n_train") != n:
+            bad("n_subjects", f"{n} but config.json trained on n_train = {conf.get('n_train')}")
+        if batch and not _close(q, 1 / math.ceil(n / batch)):
+            bad("sample_rate", f"{q:g} but N = {n} and expected batch {batch} give q = 1/ceil(N/batch) = "
+                               f"{1 / math.ceil(n / batch):g}")
+        for field in ("noise_multiplier", "sample_rate"):
+            if field in conf and not _close(conf[field], record[field]):
+                bad(field, f"{record[field]:g} but config.json records {conf[field]:g}")
+    if record["delta"] * 10 * n > 1 + 1e-12:
+        bad("delta", f"{record['delta']:g} is above 1/(10 N) = {1 / (10 * n):.3g}")
+    latents = conf.get("shaping", {}).get("latents")
+    if latents:
+        problems += _check_latents(Path(latents), record)
+    return problems
+
+
+def _check_latents(latents: Path, record: dict) -> list[str]:
+    """Unique ids, N and the training-cohort id of the run's private latents (config.json's shaping.latents)."""
+    import torch
+
+    path = latents / "latents.pt" if latents.is_dir() else latents
+    if not path.exists():
+        return [f"training_cohort: the training latents {path} are gone; ids and N cannot be checked"]
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    splits = dict(data["splits"])
+    ids = [str(i) for i in data["ids"] if splits.get(i) != "holdout"]
+    out = []
+    if len(set(ids)) != len(ids):
+        out.append(f"ids: {path} repeats subject ids (the unit of privacy is the subject)")
+    if len(ids) != record["n_subjects"]:
+        out.append(f"n_subjects: {record['n_subjects']} but {path} holds {len(ids)} training subjects")
+    if record.get("training_cohort") and "cache_dir" in data and \
+            training_cohort_id(data["cache_dir"], ids) != record["training_cohort"]:
+        out.append(f"training_cohort: {record['training_cohort']} but {path} gives "
+                   f"{training_cohort_id(data['cache_dir'], ids)}")
+    return out
+
+
 def check_privacy_json(run_dir: str | os.PathLike, rtol: float = 1e-6) -> tuple[bool, str]:
-    """Recompute epsilon from a run's privacy.json: (ok, one-line verdict). ok is False when the record understates it.
+    """Recompute epsilon from a run's privacy.json and `cross_check` it against the run: (ok, one-line verdict).
+    ok is False when the record understates epsilon or disagrees with the run (the verdict names each field).
 
     rtol absorbs float round-off of the JSON round trip only; the recorded epsilon must not be below the recomputation.
     """
@@ -194,4 +280,7 @@ def check_privacy_json(run_dir: str | os.PathLike, rtol: float = 1e-6) -> tuple[
             f"steps={record['steps']} delta={record['delta']:g} ({acc})"
     if claimed < actual * (1 - rtol):
         return False, f"FAILED: {where} records epsilon {claimed:.6g} but recomputes to {actual:.6g}"
-    return True, f"OK: {where} epsilon {actual:.6g} (recorded {claimed:.6g})"
+    if problems := cross_check(run_dir):
+        return False, f"FAILED: {where}: " + "; ".join(problems)
+    mode = "release" if is_release(record) else "replayable (release: false, not DP as released)"
+    return True, f"OK: {where} epsilon {actual:.6g} (recorded {claimed:.6g}); {mode}"
