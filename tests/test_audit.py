@@ -37,7 +37,7 @@ def test_audit_plant_writes_a_cohort_with_planted_json(planted):
     assert len(record) == 7
     assert sum(v is not None for v in record.values()) == 4
     assert len([p for p in planted.iterdir() if p.is_dir()]) == 7
-    assert any(planted.glob("*/*_4d_gt.nii.gz"))              # labels travel with the cines
+    assert not any(planted.glob("*/*_4d_gt.nii.gz"))          # image-only, like another tool's cohort
 
 
 def test_audit_copies_pixels_end_to_end(planted, cache, tmp_path):
@@ -187,3 +187,103 @@ def test_audit_copies_other_geometry_synthetic_exits_2(phantom_root, cache, tmp_
     assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(tmp_path / "small"), "--train",
                  str(cache), "--holdout", str(cache), "--json", str(out)]) == 2
     assert not out.exists()
+
+
+def _image_only_copies(src, dst, ids, labels=False):
+    """Copy subjects of an ACDC-layout cohort under new ids (copy001, ...): the 4D image and Info.cfg, and with
+    labels=True the 4D label series too. Returns {new id: source id}."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for k, sid in enumerate(ids):
+        new = f"copy{k + 1:03d}"
+        (dst / new).mkdir()
+        shutil.copy(src / sid / f"{sid}_4d.nii.gz", dst / new / f"{new}_4d.nii.gz")
+        shutil.copy(src / sid / "Info.cfg", dst / new / "Info.cfg")
+        if labels:
+            shutil.copy(src / sid / f"{sid}_4d_gt.nii.gz", dst / new / f"{new}_4d_gt.nii.gz")
+        made[new] = sid
+    return made
+
+
+@pytest.fixture(scope="module")
+def train_ids(cache):
+    from cardiolab.data.datasets import load_manifest
+
+    splits = load_manifest(cache)["splits"]
+    return sorted(splits["public"] + splits["private"])
+
+
+def test_image_only_copy_at_native_geometry_has_distance_zero_and_is_flagged(phantom_root, cache, train_ids,
+                                                                                tmp_path):
+    from cardiolab.privacy.audit import audit_copies
+
+    made = _image_only_copies(phantom_root, tmp_path / "syn", train_ids[:3])
+    assert not list((tmp_path / "syn").glob("*/*_gt.nii.gz"))
+    r = audit_copies(tmp_path / "syn", "smoke", cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    for p in r["per_synthetic"]:
+        assert p["nearest_train_id"] == made[p["id"]]
+        assert p["distance"] < 1e-9
+        assert p["is_copy"]
+
+
+def test_a_copys_distance_does_not_depend_on_its_label_files(phantom_root, cache, train_ids, tmp_path):
+    from cardiolab.privacy.audit import audit_copies
+
+    _image_only_copies(phantom_root, tmp_path / "bare", train_ids[:2])
+    _image_only_copies(phantom_root, tmp_path / "labelled", train_ids[:2], labels=True)
+    assert list((tmp_path / "labelled").glob("*/*_gt.nii.gz"))
+    bare, labelled = (audit_copies(tmp_path / name, "smoke", cache, cache, embedding="pixels",
+                                   out_json=tmp_path / f"{name}.json")["per_synthetic"]
+                      for name in ("bare", "labelled"))
+    assert [p["distance"] for p in bare] == [p["distance"] for p in labelled]
+
+
+def test_image_only_copy_at_profile_geometry_is_flagged(cache, train_ids, tmp_path):
+    from cardiolab.data.cines import load_cines
+    from cardiolab.io.cohort import write_cines
+    from cardiolab.privacy.audit import audit_copies
+
+    free = load_cines(cache, "smoke", label_free=True)
+    pick = [free.ids.index(s) for s in train_ids[:2]]
+    d = get_profile("smoke").data
+    write_cines(tmp_path / "syn", free.images[pick], {"spacing": [d.spacing, d.spacing, 10.0], "frame_ms": 40.0,
+                                                      "es": 3}, ids=["gen001", "gen002"])
+    r = audit_copies(tmp_path / "syn", "smoke", cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    for p, source in zip(r["per_synthetic"], train_ids[:2]):
+        assert p["nearest_train_id"] == source
+        assert p["distance"] < 1e-4               # the stored NIfTI rounds the cine
+        assert p["is_copy"]
+
+
+def test_a_generators_copy_of_a_cache_cine_is_flagged(cache, train_ids, tmp_path):
+    """A generator learns the cache's cines, cropped around the labelled heart; the audit compares label-free
+    crops: the copy still lands on its source (alignment), at profile geometry."""
+    from cardiolab.data.cines import load_cines
+    from cardiolab.io.cohort import write_cines
+    from cardiolab.privacy.audit import audit_copies
+
+    cached = load_cines(cache, "smoke", split=None)
+    pick = [cached.ids.index(s) for s in train_ids[:3]]
+    d = get_profile("smoke").data
+    write_cines(tmp_path / "syn", cached.images[pick], {"spacing": [d.spacing, d.spacing, 10.0], "frame_ms": 40.0,
+                                                        "es": 3}, ids=["gen001", "gen002", "gen003"])
+    r = audit_copies(tmp_path / "syn", "smoke", cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    assert [p["nearest_train_id"] for p in r["per_synthetic"]] == train_ids[:3]
+    assert all(p["is_copy"] for p in r["per_synthetic"])
+
+
+def test_label_free_cache_needs_its_source_cohort(cache, tmp_path):
+    import shutil
+
+    from cardiolab.core import CardiolabError, read_json, write_json
+    from cardiolab.data.cines import load_cines
+
+    moved = tmp_path / "cache"
+    shutil.copytree(cache, moved)
+    manifest = read_json(moved / "manifest.json")
+    manifest["source"]["root"] = str(tmp_path / "gone")
+    write_json(moved / "manifest.json", manifest)
+    with pytest.raises(CardiolabError, match="manifest.json.*source cohort"):
+        load_cines(moved, "smoke", label_free=True)

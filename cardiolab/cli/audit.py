@@ -52,8 +52,8 @@ def add_arguments(p) -> None:
     copies.add_argument("--calibration", type=int, default=None,
                         help="fresh phantoms added to the holdout to calibrate tau (phantom data only; default "
                              "the profile's copydetector.calibration; 0: holdout only)")
-    copies.add_argument("--embedding", default="pixels", choices=("pixels", "copy-detector", "evaluator"),
-                        help="what cines are compared in: pixels, or a trained copy-detector / evaluator run")
+    copies.add_argument("--embedding", default=None, choices=("pixels", "copy-detector", "evaluator"),
+                        help="what cines are compared in (default: the copy detector when trained, else pixels)")
     copies.add_argument("--detector", type=Path, default=None,
                         help="run folder of the learned embedding (default runs/<p>/<embedding>)")
     copies.add_argument("--control", type=Path, default=None,
@@ -205,6 +205,14 @@ def run(args) -> int:
                          args.seed, args.fresh_seed)
         print(f"planted {s['n_copies']} copies among {s['n_fresh']} fresh cines in {s['out']}")
         return 0
+    if args.embedding is None:
+        from cardiolab.privacy.embeddings import default_embedding
+        from cardiolab.profiles import get_profile
+
+        args.embedding = default_embedding(args.profile)
+        if args.embedding == "pixels":
+            print(f"warning: no trained copy detector for profile {get_profile(args.profile).name}; comparing pixels, which miss "
+                  "rotated and re-rendered copies (`train copy-detector` first)", file=sys.stderr)
     r = audit_copies(args.synthetic, args.profile, args.train, args.holdout, _splits(args.train_split),
                      args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json,
                      args.detector, args.calibration, args.confidence, args.control)

@@ -60,9 +60,18 @@ def cine_cohorts(folder: str | os.PathLike) -> list[Path]:
         if folder.is_dir() else []
 
 
-def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, split: str | None = None) -> Cines:
-    """A prepared cache (its `split`, default all) or an ACDC-layout cohort (brought to `profile` geometry)."""
+def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, split: str | None = None,
+               label_free: bool = False) -> Cines:
+    """A prepared cache (its `split`, default all) or an ACDC-layout cohort (brought to `profile` geometry).
+
+    label_free=True: the comparison geometry, for wherever two cohorts are compared after preparation (copy audits,
+    DCR / NNDR, the MIA distance attack): every cine goes through `prepare_subject(use_labels=False)`, a cache's
+    subjects re-prepared from the cohort it was made from, so labels move no crop and choose no slice and a cine
+    reads the same with or without label files beside it (`prepare.label_free_view`). No labels come back.
+    """
     path = Path(path)
+    if label_free:
+        return _label_free_cines(path, get_profile(profile), split)
     if (path / "manifest.json").exists():
         ds = CineDataset(path, split=split, mode="volume")
         if len(ds) == 0:
@@ -78,6 +87,40 @@ def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, sp
                  labels=torch.stack([v["labels"] for v in vols]) if mask.any() else None,
                  label_mask=mask, info=[v["info"] for v in vols],
                  source={"path": str(path), "split": None, "kind": "cohort", "phantom": is_phantom(path)})
+
+
+def _label_free_cines(path: Path, profile: Profile, split: str | None) -> Cines:
+    """`load_cines(label_free=True)`: a cohort folder, or the source cohort of a cache's `split`, prepared label-free."""
+    from cardiolab.io.layouts import read_cohort
+
+    kind, root, layout, ids = "cohort", path, "acdc", None
+    if (path / "manifest.json").exists():
+        manifest = load_manifest(path)
+        source = manifest.get("source", {})
+        root, layout, kind = Path(source.get("root") or ""), source.get("layout", "acdc"), "cache"
+        ids = list(CineDataset(path, split=split, mode="volume").ids)
+        if not ids:
+            raise CardiolabError(f"{path / 'manifest.json'}: no subjects in split {split!r}")
+        if not source.get("root") or not root.is_dir():
+            raise CardiolabError(f"{path / 'manifest.json'}: its source cohort {str(root) or '(none)'} is not there; "
+                                 "a comparison prepares every side label-free from its images")
+    elif split is not None:
+        raise CardiolabError(f"{path}: a split ({split!r}) needs a prepared cache (a folder with manifest.json)")
+    elif not path.is_dir():
+        raise CardiolabError(f"{path}: no such cohort folder or cache")
+    got = {}
+    for subject in read_cohort(root, layout):
+        if ids is None or subject.id in ids:
+            got[subject.id] = (prepare_subject(subject, profile, use_labels=False)[0]["image"], dict(subject.info))
+    missing = [i for i in ids or () if i not in got]
+    if missing:
+        raise CardiolabError(f"{root}: subjects {missing[:5]} of the cache {path} are not in its source cohort")
+    order = ids if ids is not None else list(got)
+    if not order:
+        raise CardiolabError(f"{root}: no subjects")
+    return Cines(ids=order, images=torch.stack([got[i][0].float() for i in order]), info=[got[i][1] for i in order],
+                 source={"path": str(path), "split": split or ("all" if kind == "cache" else None), "kind": kind,
+                         "phantom": is_phantom(path), "label_free": True})
 
 
 def cache_volumes(cache_dir: str | os.PathLike, subjects: str | Sequence[str] | None = None) -> list[dict]:
@@ -145,3 +188,63 @@ def cohort_geometry(cache_dir: str | os.PathLike) -> dict:
     spacing = np.median(np.array([s["spacing"] for s in subjects], dtype=float), axis=0)
     return {"spacing": [float(v) for v in spacing], "frame_ms": float(np.median([s["frame_ms"] for s in subjects])),
             "es": int(round(float(np.median([s["es"] for s in subjects]))))}
+
+
+MOTION_POWER = 2.0           # weight of the motion map above its median in the centre estimate: the heart, not noise
+ALIGN_ITERATIONS = 3         # re-estimate the centre on the moved cine: what enters / leaves the field of view moves
+                             # the estimate, and a fixed point is what a shifted copy and its source both reach
+
+
+def align_cines(images: torch.Tensor) -> torch.Tensor:
+    """Cines (N, D, H, W, T) in [-1, 1] -> each moved to a canonical phase and in-plane position (same shape), so
+    what a copy may differ by in time and place is undone before two cines are compared:
+
+    * phase: a Fourier shift along the (periodic) frames that brings the phase of the first temporal harmonic of
+      the cine's mean intensity to 0; a circular roll by any number of frames, whole or fractional, cancels
+      exactly, and an ED-first cine moves by a fraction of a frame;
+    * place: a bilinear shift (background -1 filled in) that brings the centre of mass of the motion map (the
+      per-pixel temporal std above its median, squared: what beats, not noise or a padded band) to the middle.
+    Both are functions of the cine alone (no labels, no partner), so an exact copy aligns exactly as its source.
+    """
+    import torch.nn.functional as F
+    from einops import rearrange
+
+    if images.ndim != 5:
+        raise CardiolabError(f"align_cines: expected cines (N, D, H, W, T), got shape {tuple(images.shape)}")
+    N, D, H, W, T = images.shape
+    x = images.double()
+    spec = torch.fft.rfft(x, dim=-1)                                                  # (N, D, H, W, T//2+1)
+    phase = torch.angle(spec[..., 1].mean(dim=(1, 2, 3))) if T > 2 else torch.zeros(N, dtype=x.dtype)
+    k = torch.arange(spec.shape[-1], dtype=x.dtype)
+    x = torch.fft.irfft(spec * torch.exp(-1j * phase.view(N, 1, 1, 1, 1) * k), n=T, dim=-1)
+    planes = rearrange(x, "n d h w t -> n (d t) h w")
+    shift = torch.zeros(N, 2, dtype=x.dtype)                                          # (x, y) px, applied as one move
+    for _ in range(ALIGN_ITERATIONS):
+        moved = _shift_planes(planes, shift)
+        shift = shift + _motion_centre(rearrange(moved, "n (d t) h w -> n d h w t", d=D))
+    planes = _shift_planes(planes, shift)
+    return rearrange(planes, "n (d t) h w -> n d h w t", d=D).clamp(-1.0, 1.0).to(images.dtype)
+
+
+def _motion_centre(x: torch.Tensor) -> torch.Tensor:
+    """(N, D, H, W, T) -> (N, 2) (x, y) px of the motion map's weighted centre from the middle (0 without motion)."""
+    N, D, H, W, T = x.shape
+    motion = x.std(dim=-1).mean(dim=1)                                                # (N, H, W)
+    w = (motion - motion.flatten(1).median(dim=1).values.view(N, 1, 1)).clamp(min=0) ** MOTION_POWER
+    total = w.sum(dim=(1, 2))
+    rows, cols = torch.arange(H, dtype=x.dtype), torch.arange(W, dtype=x.dtype)
+    cy = (w.sum(2) * rows).sum(1) / total.clamp(min=1e-12) - (H - 1) / 2
+    cx = (w.sum(1) * cols).sum(1) / total.clamp(min=1e-12) - (W - 1) / 2
+    return torch.where((total > 0)[:, None], torch.stack([cx, cy], 1), 0.0)
+
+
+def _shift_planes(planes: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """planes (N, C, H, W) in [-1, 1] sampled at +shift (N, 2) (x, y) px, bilinear, -1 outside the field of view."""
+    import torch.nn.functional as F
+
+    N, C, H, W = planes.shape
+    theta = torch.zeros(N, 2, 3, dtype=planes.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * shift[:, 0] / W, 2 * shift[:, 1] / H
+    grid = F.affine_grid(theta, (N, 1, H, W), align_corners=False)
+    return F.grid_sample(planes + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0

@@ -233,6 +233,26 @@ def label_stack(subject: Subject) -> tuple[np.ndarray, np.ndarray]:
     return stack, valid
 
 
+def label_free_view(shape, centre, size: int, n_slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """THE label-free comparison geometry (`prepare_subject(use_labels=False)`): where two cohorts are compared
+    after preparation (copy audits, DCR / NNDR, the MIA distance attack), every side is cropped by this rule, so
+    an image-only copy of a labelled subject is cropped exactly as its source.
+
+    shape: the resampled (X, Y, Z); centre: the label-free heart estimate (`heart_centre` without labels).
+    Returns (centre, slice indices). The crop window is clamped inside the image where the image is at least
+    `size` wide (a -1 band would otherwise stand in for anatomy the image has, and the estimate can sit a whole
+    LV diameter off the heart: up to 13 px of 64 on the tiny phantom, whose labelled centre sits within 2 px of
+    the middle); slices are spread evenly over the whole stack (the labelled rule spreads them over the slices
+    holding LV: the whole stack on the phantom).
+    """
+    centre = np.asarray(centre, dtype=float).copy()
+    for axis, n in enumerate(shape[:2]):
+        if n >= size:
+            half = (size - 1) / 2
+            centre[axis] = float(np.clip(centre[axis], half, n - 1 - half))
+    return centre, np.linspace(0, shape[2] - 1, n_slices).round().astype(int)
+
+
 def at_profile_geometry(shape, spacing_xy, profile: Profile) -> bool:
     """True when an (X, Y, Z, T) cine already has the profile's crop size, spacing, slices and frames: what
     cardiolab's generators export. Its crop is the whole image: re-centring on a heart estimated from the
@@ -242,17 +262,23 @@ def at_profile_geometry(shape, spacing_xy, profile: Profile) -> bool:
             and bool(np.allclose(spacing_xy, cfg.spacing, rtol=1e-3)))
 
 
-def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None = None) -> tuple[dict, dict]:
+def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None = None,
+                    use_labels: bool = True) -> tuple[dict, dict]:
     """One Subject -> (tensors for `subjects/<id>.pt`, manifest entry without split/file).
 
     rvip: the subject's RV insertion points (Z, T, 2, 2) native voxel (x, y), NaN where absent (phantom truth,
     `phantom.read_rvip`); None for real data: the cache's "rvip" is then all NaN.
+    use_labels=False: the comparison geometry (`label_free_view`): the label files are never read, so a cine is
+    cropped and its slices chosen the same whether or not labels sit beside it (labels and rvip come back empty).
     """
     cfg = profile.data
     sid, T = subject.id, subject.n_frames
     if not 0 <= subject.ed < T or not 0 <= subject.es < T:
         raise CardiolabError(f"{sid}: ED {subject.ed + 1} / ES {subject.es + 1} outside 1..{T} frames (Info.cfg)")
-    labels, valid = label_stack(subject)
+    if use_labels:
+        labels, valid = label_stack(subject)
+    else:
+        labels, valid, rvip = np.zeros(subject.image.shape, np.uint8), np.zeros(T, bool), None
     swap, flips = canonical_transform(subject.affine)
     image, labels, affine = canonical_inplane(subject.image.astype(np.float32), labels, subject.affine)
     sx, sy, sz = np.linalg.norm(affine[:3, :3], axis=0)
@@ -262,7 +288,10 @@ def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None 
         centre = (np.array(img.shape[1:3], dtype=float) - 1) / 2  # a generator's export: already heart-centred
     else:
         centre = heart_centre(img, lab, valid, cfg.spacing, subject.ed)
-    slices = choose_slices(lab, valid, cfg.slices, sid)
+    if use_labels:
+        slices = choose_slices(lab, valid, cfg.slices, sid)
+    else:
+        centre, slices = label_free_view(img.shape[1:], centre, cfg.image_size, cfg.slices)
     img, lab = img[..., slices], lab[..., slices]
     grid = {"shape": [int(n) for n in subject.image.shape[:2]], "swap": swap, "flip": list(flips),
             "resampled": [int(n) for n in img.shape[1:3]], "start": crop_start(centre, cfg.image_size)}

@@ -1,9 +1,17 @@
 """Embeddings the copy audit compares cines in: one (F,) vector per cine.
 
-`pixels`: the cine itself, average-pooled in-plane to a small grid: no training, no invariances (a flipped or
-rotated copy looks different), a baseline and a check on the learned embeddings.
+Every kind first brings each cine to a canonical phase and place (`cardiolab.data.cines.align_cines`): a circular
+roll of the frames (whole or fractional) cancels exactly, an in-plane shift to within about half a pixel. The
+cines themselves come from the label-free comparison geometry (`load_cines(label_free=True)`), so no kind sees
+which files sat beside an image. Beyond that:
+`pixels`: the aligned cine average-pooled in-plane to a small grid: no training; invariant to a per-cine intensity
+gain and offset (the correlation distance) and to a roll, nearly to a shift; not to flips, rotation, zoom, gamma,
+blur or strong noise. A baseline and a check on the learned embeddings.
 `copy-detector`: the profile's copy-detector run (`cardiolab.tasks.copy_detector`, a CineEncoder over all slices
-trained to be invariant to copy-type changes): the audit's embedding, its projections (`copy_detector.embed`).
+trained on aligned cines to be invariant to `copy_detector.CopyAugment`: flip (exactly, by averaging with the
+mirror), rotation, shift, zoom, elastic warp, gain, offset, gamma, noise, blur and a frame roll): the audit's
+embedding, its projections (`copy_detector.embed`). A change outside those ranges (or a generator's decoder) is
+only as near as the network generalizes: `audit plant --family` measures that per family.
 `evaluator`: the FD evaluator's run (slab features averaged per cine), a comparison only: it is trained to stay
 sensitive to noise and blur, so a noisy copy moves away from its source.
 The learned ones are loaded from runs/<profile>/<name>; train them first (`train copy-detector`).
@@ -45,9 +53,11 @@ def embedder(kind: str = "pixels", profile=None, run_dir=None) -> Callable[[torc
 
     Learned kinds load their run (default runs/<profile>/<kind>) once; a missing run raises CardiolabError.
     """
+    from cardiolab.data.cines import align_cines
+
     check_embedding(kind)
     if kind == "pixels":
-        return pixel_embeddings
+        return lambda images: pixel_embeddings(align_cines(images))
     from cardiolab.engine import run_status
     from cardiolab.metrics.features import features
     from cardiolab.profiles import get_profile
@@ -59,8 +69,17 @@ def embedder(kind: str = "pixels", profile=None, run_dir=None) -> Callable[[torc
     task = get_task(kind)
     model = task.load(run)
     if kind == "copy-detector":
-        return lambda images: task.embed(model, images)
-    return lambda images: features(model, images, per_cine=True).double()
+        return lambda images: task.embed(model, align_cines(images))
+    return lambda images: features(model, align_cines(images), per_cine=True).double()
+
+
+def default_embedding(profile=None) -> str:
+    """The copy audit's embedding when none is named: the copy detector when its run is trained, else pixels (the
+    caller says so in one line: pixels miss rotated and re-rendered copies)."""
+    from cardiolab.engine import run_status
+    from cardiolab.profiles import get_profile
+
+    return "copy-detector" if run_status(get_profile(profile).run("copy-detector"), 0) != "fresh" else "pixels"
 
 
 def embed(images: torch.Tensor, kind: str = "pixels", profile=None) -> torch.Tensor:

@@ -111,7 +111,9 @@ def pia_scores(model, scheduler, z: torch.Tensor, t: int, batch: int = 8) -> np.
 
 
 def fresh_latents(vq, profile: Profile, n: int, seed: int = FRESH_SEED) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """(ids, unscaled latents (n, C_z, D, h, w, t), images (n, D, H, W, T)) of n fresh phantoms at profile geometry."""
+    """(ids, unscaled latents (n, C_z, D, h, w, t), images (n, D, H, W, T)) of n fresh phantoms at profile geometry:
+    the latents prepared as the cache (what the DiT's members went through), the images in the label-free comparison
+    geometry (`load_cines(label_free=True)`, what the distance attack compares)."""
     from cardiolab.data.cines import load_cines
     from cardiolab.data.phantom import generate_cohort
     from cardiolab.tasks.vqgan import encode_volume
@@ -121,8 +123,9 @@ def fresh_latents(vq, profile: Profile, n: int, seed: int = FRESH_SEED) -> tuple
         generate_cohort(tmp, n, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing, slices=d.phantom_slices,
                         frames=d.phantom_frames)
         c = load_cines(tmp, profile)
+        free = load_cines(tmp, profile, label_free=True).images
     z = torch.stack([encode_volume(vq, img[None])[0] for img in c.images])
-    return [f"fresh-{seed}-{s}" for s in c.ids], z, c.images
+    return [f"fresh-{seed}-{s}" for s in c.ids], z, free
 
 
 def _dp_bound(run: Path) -> dict | None:
@@ -219,12 +222,13 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
 
 
 def _distance_scores(synthetic: Path, record: dict, ids: list[str], fresh_images, profile: Profile, dcr) -> np.ndarray:
-    """Minus each subject's distance to its closest synthetic cine (pixel embeddings), in the order ids + fresh."""
+    """Minus each subject's distance to its closest synthetic cine (pixel embeddings), in the order ids + fresh; every
+    side in the label-free comparison geometry (`load_cines(label_free=True)`), as the copy audit compares them."""
     from cardiolab.data.cines import load_cines
-    from cardiolab.privacy.embeddings import pixel_embeddings
+    from cardiolab.privacy.embeddings import embedder
 
     cache = Path(record.get("cache_dir") or profile.cache_dir)
-    real = load_cines(cache, profile)
+    real = load_cines(cache, profile, label_free=True)
     where = {s: i for i, s in enumerate(real.ids)}
     missing = [s for s in ids if s not in where]
     if missing:
@@ -232,8 +236,9 @@ def _distance_scores(synthetic: Path, record: dict, ids: list[str], fresh_images
     images = real.images[[where[s] for s in ids]]
     if fresh_images is not None:
         images = torch.cat([images, fresh_images])
-    syn = load_cines(synthetic, profile).images
+    syn = load_cines(synthetic, profile, label_free=True).images
     if syn.shape[1:] != images.shape[1:]:
         raise CardiolabError(f"--synthetic {synthetic}: cines {tuple(syn.shape[1:])}, the cache has "
                              f"{tuple(images.shape[1:])}")
-    return -dcr(pixel_embeddings(images).numpy(), pixel_embeddings(syn).numpy())
+    pixels = embedder("pixels")
+    return -dcr(pixels(images).numpy(), pixels(syn).numpy())
