@@ -75,3 +75,20 @@ def test_audit_mia_on_a_non_dit_run_exits_2_without_json(tmp_path, capsys):
     assert main(["audit", "mia", "--profile", "smoke", "--run", str(run), "--json", str(out)]) == 2
     assert not out.exists()
     assert "not a DiT" in capsys.readouterr().err
+
+
+def test_a_run_is_attacked_with_its_own_samples(tmp_path, monkeypatch):
+    from cardiolab.core import write_json
+    from cardiolab.privacy.membership import _own_samples
+    from cardiolab.profiles import get_profile
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
+    smoke = get_profile("smoke")
+    run = smoke.run("dit-dp-eps1-pre-trained")
+    other = smoke.run("dit-dp-eps10-pre-trained")
+    write_json(smoke.samples("dit-dp") / "samples.json", {"run": str(other)})     # `sample`'s default: another run
+    assert _own_samples(run, smoke, "dit-dp") == smoke.samples(run.name)          # not samples/dit-dp
+    write_json(smoke.samples("dit-dp") / "samples.json", {"run": str(run)})
+    assert _own_samples(run, smoke, "dit-dp") == smoke.samples("dit-dp")
+    write_json(smoke.samples(run.name) / "samples.json", {"run": str(run)})
+    assert _own_samples(run, smoke, "dit-dp") == smoke.samples(run.name)

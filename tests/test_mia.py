@@ -7,7 +7,8 @@ import torch
 
 from cardiolab.core import CardiolabError
 from cardiolab.privacy.mia import (N_TOO_SMALL, attack_summary, auc, balanced_accuracy, bootstrap_interval,
-                                   dp_tpr_bound, plot_roc, roc_curve, tpr_at_fpr, v_to_epsilon)
+                                   clopper_pearson, dp_bound_check, dp_tpr_bound, operating_points, plot_roc,
+                                   roc_curve, tpr_at_fpr, v_to_epsilon)
 
 
 def _labels(n_members, n_non):
@@ -67,7 +68,50 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_auc():
 def test_attack_summary_keys():
     members = _labels(5, 5)
     out = attack_summary(np.arange(10.0), members, n_boot=20)
-    assert set(out) == {"auc", "auc_ci95", "tpr_at_fpr", "balanced_accuracy", "n_members", "n_nonmembers"}
+    assert set(out) == {"auc", "auc_ci95", "tpr_at_fpr", "operating_points_ci95", "balanced_accuracy", "n_members",
+                        "n_nonmembers"}
+    assert {"exceeds_dp_bound", "epsilon_lower_bound"} <= set(attack_summary(np.arange(10.0), members, n_boot=20,
+                                                                              dp=(1.0, 1e-5)))
+
+
+def test_clopper_pearson_is_the_exact_binomial_interval():
+    from scipy.stats import binom
+
+    assert clopper_pearson(0, 100) == (0.0, pytest.approx(1 - 0.025 ** (1 / 100)))
+    assert clopper_pearson(50, 50) == (pytest.approx(0.025 ** (1 / 50)), 1.0)
+    lo, hi = clopper_pearson(5, 100)
+    assert binom.sf(4, 100, lo) == pytest.approx(0.025)      # P(X >= 5 | lo) = 2.5 %
+    assert binom.cdf(5, 100, hi) == pytest.approx(0.025)     # P(X <= 5 | hi) = 2.5 %
+    with pytest.raises(CardiolabError, match="Clopper-Pearson"):
+        clopper_pearson(3, 2)
+
+
+def test_operating_points_need_enough_non_members_and_bracket_the_rates():
+    rng = np.random.default_rng(0)
+    members = _labels(100, 1000)
+    scores = rng.normal(size=1100) + 2 * members
+    points = operating_points(scores, members)
+    for key in ("1%", "0.1%"):
+        p = points[key]
+        assert p["fpr"] <= float(key[:-1]) / 100
+        assert p["tpr_ci"][0] <= p["tpr"] <= p["tpr_ci"][1]
+        assert p["fpr_ci"][0] <= p["fpr"] <= p["fpr_ci"][1]
+        assert p["tpr"] == tpr_at_fpr(scores, members)[key]
+    assert operating_points(scores[:150], members[:150])["1%"] == N_TOO_SMALL   # 50 non-members
+
+
+def test_dp_bound_is_checked_on_the_intervals_not_the_point_estimates():
+    members = _labels(100, 100)
+    few = np.r_[np.full(5, 10.0), np.zeros(95), np.zeros(100)]      # 5 members above every non-member
+    points = operating_points(few, members)
+    assert points["1%"]["tpr"] > float(dp_tpr_bound(points["1%"]["fpr"], 0.5, 1e-5))   # the point beats the bound
+    assert not dp_bound_check(points, 0.5, 1e-5)["exceeds_dp_bound"]                   # its interval does not
+    perfect = operating_points(np.r_[np.ones(100), np.zeros(1000)], _labels(100, 1000))
+    check = dp_bound_check(perfect, 1.0, 1e-5)
+    assert check["exceeds_dp_bound"]
+    lower = np.log((0.025 ** (1 / 100) - 1e-5) / (1 - 0.025 ** (1 / 1000)))          # TPR_lo / FPR_hi
+    assert check["epsilon_lower_bound"] == pytest.approx(lower)
+    assert not dp_bound_check(perfect, lower + 0.1, 1e-5)["exceeds_dp_bound"]
 
 
 def test_one_class_is_rejected():

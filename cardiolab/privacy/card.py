@@ -69,9 +69,14 @@ def mia_rows(audit_dir: Path) -> list[dict]:
     for path, r in _audits(audit_dir, "mia-*.json", "cardiolab-audit-mia"):
         eps = r["dp"]["epsilon"] if r.get("dp") else None
         for name, a in r["attacks"].items():
+            point = a.get("operating_points_ci95", {}).get("1%")
             rows.append({"run": Path(r["run"]).name, "attack": name, "AUC": a["auc"],
                          "AUC 95% CI": "[" + ", ".join(_fmt(x) for x in a["auc_ci95"]) + "]",
-                         "TPR@1%": a["tpr_at_fpr"].get("1%"), "TPR@0.1%": a["tpr_at_fpr"].get("0.1%"),
+                         "TPR@1%": a["tpr_at_fpr"].get("1%"),
+                         "TPR@1% 95% CI": ("[" + ", ".join(_fmt(x) for x in point["tpr_ci"]) + "]"
+                                           if isinstance(point, dict) else None),
+                         "TPR@0.1%": a["tpr_at_fpr"].get("0.1%"),
+                         "eps lower bound": a.get("epsilon_lower_bound"),
                          "balanced acc": a["balanced_accuracy"], "members": r["n_members"],
                          "non-members": r["n_nonmembers"], "DP epsilon": eps, "figure": Path(r["figure"]).name})
     return rows
@@ -142,8 +147,10 @@ def card_lines(profile: Profile, audit_dir: Path, figures: list[Path]) -> list[s
     md += _table(copies_rows(audit_dir)) or ["No copy audits.", ""]
     md += ["## Membership inference", "",
            "Members: the run's training latents; non-members: its holdout plus fresh phantoms (seed 7). "
-           "TPR at 1 % / 0.1 % FPR only with >= 100 / 1000 non-members. For DP runs no attack may exceed "
-           "TPR <= e^eps FPR + delta.", "",
+           "TPR at 1 % / 0.1 % FPR only with >= 100 / 1000 non-members; their 95 % intervals are Clopper-Pearson, "
+           "AUC's a bootstrap. For DP runs no attack may exceed TPR <= e^eps FPR + delta; an attack counts as beating "
+           "it only when TPR's lower end exceeds e^eps times FPR's upper end plus delta, and 'eps lower bound' is "
+           "the epsilon those interval ends prove (Jagielski et al. 2020).", "",
            f"Made by: `python -m cardiolab audit mia --profile {p} --run runs/{p}/<dit run> [--reference RUN]`.", ""]
     md += _table(mia_rows(audit_dir)) or ["No membership-inference audits.", ""]
     canary = audit_dir / "canary-recall.json"

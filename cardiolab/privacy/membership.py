@@ -193,16 +193,13 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     else:
         skipped["calibrated"] = ("no reference model: pass --reference RUN, a DiT that never saw these subjects "
                                  "(for a dit-dp run its public init is used)")
-    synthetic = Path(synthetic) if synthetic is not None else profile.samples(task)
+    synthetic = Path(synthetic) if synthetic is not None else _own_samples(run, profile, task)
     if synthetic.is_dir() and any(synthetic.iterdir()):
         scores["distance"] = _distance_scores(synthetic, record, ids, f_img, profile, dcr)
     else:
-        skipped["distance"] = f"no synthetic cohort at {synthetic} (sample the run first, or pass --synthetic)"
-    attacks = {name: mia.attack_summary(s, is_member, n_boot=n_boot) for name, s in scores.items()}
-    if dp is not None:
-        for name, a in attacks.items():
-            a["exceeds_dp_bound"] = any(isinstance(v, float) and v > dp["tpr_bound"][k] + 1e-12
-                                        for k, v in a["tpr_at_fpr"].items())
+        skipped["distance"] = f"no synthetic cohort of {run} at {synthetic} (sample the run first, or pass --synthetic)"
+    bound = None if dp is None else (dp["epsilon"], dp["delta"])   # checked on the intervals, not point estimates
+    attacks = {name: mia.attack_summary(s, is_member, n_boot=n_boot, dp=bound) for name, s in scores.items()}
     out_json = Path(out_json) if out_json is not None else profile.run_dir / "audit" / f"mia-{run.name}.json"
     figure = Path(figure) if figure is not None else out_json.with_suffix(".png")
     from cardiolab.plots.audits import save_mia_roc
@@ -219,6 +216,18 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     write_json(out_json, result)
     result["json"] = str(out_json)
     return result
+
+
+def _own_samples(run: Path, profile: Profile, task: str) -> Path:
+    """The run's own sampled cohort: runs/<p>/samples/<run name> (the DP grid's), else samples/<task> (`sample`'s
+    default) when its samples.json names this run; else the first, which then reads as missing."""
+    from cardiolab.io.cohort import samples_record
+
+    for cohort in (profile.samples(run.name), profile.samples(task)):
+        made_by = samples_record(cohort).get("run") if cohort.is_dir() else None
+        if made_by and Path(made_by).resolve() == run.resolve():
+            return cohort
+    return profile.samples(run.name)
 
 
 def _distance_scores(synthetic: Path, record: dict, ids: list[str], fresh_images, profile: Profile, dcr) -> np.ndarray:

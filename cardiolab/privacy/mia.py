@@ -5,7 +5,10 @@ boolean array, True for subjects the model trained on. Low-FPR numbers follow Ca
 inference attacks from first principles"): a TPR at FPR f is only reported when there are at least 1 / f
 non-members, else the string "n too small" (one false positive already moves the FPR past f).
 For a DP run, no attack can beat TPR <= e^eps * FPR + delta at any FPR (Kairouz et al. 2015), so the bound is
-drawn beside the empirical curves.
+drawn beside the empirical curves. With ~100 members a point estimate of a rate is a coin toss away from the bound:
+`operating_points` gives exact (Clopper-Pearson) intervals on TPR and FPR at the low-FPR operating points, and
+`dp_bound_check` says an attack beats the bound only when the interval does (TPR's lower end above e^eps times
+FPR's upper end plus delta), with the empirical epsilon lower bound those intervals support (Jagielski et al. 2020).
 """
 from __future__ import annotations
 
@@ -85,6 +88,62 @@ def bootstrap_interval(scores: np.ndarray, members: np.ndarray, stat: Callable[[
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
 
 
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided interval of a binomial rate k / n (Clopper & Pearson 1934): [0, hi] at k = 0, [lo, 1] at k = n."""
+    from scipy.stats import beta
+
+    if n < 1 or not 0 <= k <= n or not 0 < level < 1:
+        raise CardiolabError(f"Clopper-Pearson: need 0 <= k <= n, n >= 1 and level in (0, 1); got k={k}, n={n}, "
+                             f"level={level}")
+    alpha = (1.0 - level) / 2.0
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1.0 - alpha, k + 1, n - k))
+    return lo, hi
+
+
+def operating_points(scores: np.ndarray, members: np.ndarray, fprs: Sequence[float] = LOW_FPRS,
+                     level: float = 0.95) -> dict[str, dict | str]:
+    """At each target FPR f (only with >= 1 / f non-members, else "n too small"): the threshold of best TPR with
+    FPR <= f, as {"tp", "fp", "tpr", "fpr", "tpr_ci", "fpr_ci"}: counts, rates and Clopper-Pearson intervals at
+    `level` (each on its own; both hold together with probability >= 2 level - 1)."""
+    scores, members = _check(scores, members)
+    fpr, tpr, _ = roc_curve(scores, members)
+    n_pos, n_neg = int(members.sum()), int((~members).sum())
+    out: dict[str, dict | str] = {}
+    for f in fprs:
+        key = f"{100 * f:g}%"
+        if n_neg < round(1 / f):
+            out[key] = N_TOO_SMALL
+            continue
+        ok = np.flatnonzero(fpr <= f + 1e-12)
+        i = ok[np.argmax(tpr[ok])]
+        tp, fp = int(round(tpr[i] * n_pos)), int(round(fpr[i] * n_neg))
+        out[key] = {"tp": tp, "fp": fp, "tpr": float(tpr[i]), "fpr": float(fpr[i]),
+                    "tpr_ci": list(clopper_pearson(tp, n_pos, level)), "fpr_ci": list(clopper_pearson(fp, n_neg, level))}
+    return out
+
+
+def dp_bound_check(points: dict[str, dict | str], epsilon: float, delta: float) -> dict:
+    """Whether `operating_points` refute (epsilon, delta)-DP with confidence, and the epsilon they support.
+
+    exceeds_dp_bound: some point has TPR_lo > e^eps FPR_hi + delta (the whole interval beyond the bound; a point
+    estimate above it alone is not evidence). epsilon_lower_bound: the largest of log((TPR_lo - delta) / FPR_hi) and
+    log((1 - FPR_hi - delta) / (1 - TPR_lo)) over the points (Jagielski et al. 2020; 0 when nothing is supported).
+    """
+    dp_tpr_bound(0.0, epsilon, delta)            # validates epsilon, delta
+    exceeds, lower = False, 0.0
+    for p in points.values():
+        if not isinstance(p, dict):
+            continue
+        (t_lo, _), (_, f_hi) = p["tpr_ci"], p["fpr_ci"]
+        exceeds |= t_lo > float(dp_tpr_bound(f_hi, epsilon, delta)) + 1e-12
+        if t_lo > delta and f_hi > 0:
+            lower = max(lower, float(np.log((t_lo - delta) / f_hi)))
+        if 1 - f_hi > delta and t_lo < 1:
+            lower = max(lower, float(np.log((1 - f_hi - delta) / (1 - t_lo))))
+    return {"exceeds_dp_bound": bool(exceeds), "epsilon_lower_bound": lower}
+
+
 def dp_tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float = 0.0) -> np.ndarray:
     """The highest TPR any attack can reach at `fpr` against an (epsilon, delta)-DP model: min(1, e^eps FPR + delta)."""
     if epsilon < 0 or not 0.0 <= delta <= 1.0:
@@ -92,12 +151,20 @@ def dp_tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float = 0.0) ->
     return np.minimum(1.0, np.exp(epsilon) * np.asarray(fpr, dtype=np.float64) + delta)
 
 
-def attack_summary(scores: np.ndarray, members: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """One attack's numbers: AUC (+ bootstrap interval), TPR at 1 % / 0.1 % FPR, balanced accuracy."""
+def attack_summary(scores: np.ndarray, members: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                   dp: tuple[float, float] | None = None) -> dict:
+    """One attack's numbers: AUC (+ bootstrap interval), TPR at 1 % / 0.1 % FPR (+ Clopper-Pearson intervals on TPR
+    and FPR: `operating_points`), balanced accuracy; with dp = (epsilon, delta) also `dp_bound_check` of the
+    intervals (keys exceeds_dp_bound, epsilon_lower_bound)."""
     scores, members = _check(scores, members)
-    return {"auc": auc(scores, members), "auc_ci95": list(bootstrap_interval(scores, members, auc, n_boot, seed)),
-            "tpr_at_fpr": tpr_at_fpr(scores, members), "balanced_accuracy": balanced_accuracy(scores, members),
-            "n_members": int(members.sum()), "n_nonmembers": int((~members).sum())}
+    points = operating_points(scores, members)
+    out = {"auc": auc(scores, members), "auc_ci95": list(bootstrap_interval(scores, members, auc, n_boot, seed)),
+           "tpr_at_fpr": tpr_at_fpr(scores, members), "operating_points_ci95": points,
+           "balanced_accuracy": balanced_accuracy(scores, members),
+           "n_members": int(members.sum()), "n_nonmembers": int((~members).sum())}
+    if dp is not None:
+        out.update(dp_bound_check(points, *dp))
+    return out
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], dp: tuple[float, float] | None = None):
