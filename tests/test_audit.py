@@ -287,3 +287,17 @@ def test_label_free_cache_needs_its_source_cohort(cache, tmp_path):
     write_json(moved / "manifest.json", manifest)
     with pytest.raises(CardiolabError, match="manifest.json.*source cohort"):
         load_cines(moved, "smoke", label_free=True)
+
+
+def test_audit_families_leaves_each_family_out_of_its_detector(cache, tmp_path, capsys):
+    out = tmp_path / "families"
+    assert main(["audit", "families", "--profile", "smoke", "--out", str(out), "--families", "shift,mixed",
+                 "--seeds", "11", "--n-fresh", "2", "--steps", "2"]) == 0
+    r = json.loads((out / "families.json").read_text())
+    assert [(row["family"], row["without"]) for row in r["rows"]] == [("shift", ["shift"]), ("mixed", [])]
+    assert r["rows"][0]["detector"].endswith("detector-without-shift")
+    assert all(row["fresh_seed"] == 111 for row in r["rows"])
+    shift = json.loads((out / "shift-11" / "transforms.json").read_text())
+    assert shift and all(t["rotation_deg"] == 0.0 and t["zoom"] == 1.0 for t in shift.values())
+    table = capsys.readouterr().out
+    assert "| shift | yes |" in table and "| mixed |" in table

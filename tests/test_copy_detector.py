@@ -90,3 +90,23 @@ def test_detector_embedding_is_the_projection(detector):
     with torch.no_grad():
         z = torch.nn.functional.normalize(model.project(x), dim=1)
     assert torch.nn.functional.cosine_similarity(embed(model, x).float(), z).min() > 0.5
+
+
+def test_augment_without_a_family_never_draws_it():
+    from cardiolab.tasks.copy_detector import AUGMENT_FAMILIES, CopyAugment, augment
+
+    x = torch.zeros(4, 2, 16, 16, 4) - 1
+    x[:, :, 4:12, 5:11] = torch.linspace(0.1, 0.9, 4)
+    only_roll = CopyAugment(p=1.0).without(*(f for f in AUGMENT_FAMILIES if f != "roll"))
+    y = augment(x, only_roll, torch.Generator().manual_seed(0))
+    assert all(any(torch.allclose(y[i], x[i].roll(r, dims=-1), atol=1e-5) for r in range(-3, 4)) for i in range(4))
+    nothing = CopyAugment(p=1.0).without(*AUGMENT_FAMILIES)
+    torch.testing.assert_close(augment(x, nothing, torch.Generator().manual_seed(0)), x, atol=1e-5, rtol=0)
+    with pytest.raises(Exception, match="unknown augmentation families"):
+        CopyAugment().without("vqgan")
+
+
+def test_leaving_a_family_out_changes_the_shaping():
+    from cardiolab.tasks.copy_detector import shaping
+
+    assert shaping("smoke", without=("zoom",))["augment"] != shaping("smoke")["augment"]

@@ -105,3 +105,62 @@ def test_labels_move_with_the_copy(tmp_path):
     assert (out.labels[k, :, :, :8] == 3).sum() < (out.labels[k, :, :, 8:] == 3).sum()   # mirrored to the right
     root = write_planted(tmp_path / "p", out, spacing=(2.0, 2.0, 8.0), frame_ms=40.0, es=2)
     assert next(iter(read_cohort(root))).label_series is not None
+
+
+@pytest.mark.parametrize("family", ["flip", "rotation", "shift", "zoom", "roll", "gain", "gamma", "blur", "noise"])
+def test_each_family_changes_every_copy_and_only_its_own_parameters(family):
+    from cardiolab.privacy.plant import IDENTITY, family_transforms
+
+    cine = torch.zeros(SHAPE) - 1
+    cine[:, 4:12, 5:11] = torch.linspace(0.2, 0.8, SHAPE[-1])
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        t = draw_transform(rng, family_transforms(family), frames=SHAPE[-1])
+        changed = {k for k, v in IDENTITY.items() if t[k] != v}
+        assert len(changed) == 1, changed
+        out, _ = apply_transform(cine, t)
+        assert not torch.equal(out, cine)
+
+
+def test_family_ranges_are_the_honest_ones():
+    from cardiolab.privacy.plant import family_transforms
+
+    rng = np.random.default_rng(1)
+    draws = {f: [draw_transform(rng, family_transforms(f), frames=16) for _ in range(200)]
+             for f in ("roll", "shift", "zoom", "gamma", "noise", "rotation")}
+    rolls = [t["frame_roll"] for t in draws["roll"]]
+    assert max(abs(r) for r in rolls) <= 4.0                     # a quarter of 16 frames
+    assert any(r != round(r) for r in rolls)                     # fractional phase
+    assert max(abs(v) for t in draws["shift"] for v in t["shift_px"]) <= 4.0
+    assert all(0.9 <= t["zoom"] <= 1.1 for t in draws["zoom"])
+    assert all(0.8 <= t["gamma"] <= 1.25 for t in draws["gamma"])
+    assert all(0.02 <= t["noise_std"] <= 0.05 for t in draws["noise"])
+    assert max(abs(t["rotation_deg"]) for t in draws["rotation"]) <= 10.0
+
+
+def test_fractional_roll_of_a_whole_beat_is_the_identity_and_whole_rolls_are_exact():
+    from cardiolab.privacy.plant import _roll
+
+    x = torch.rand(2, 3, 3, 8)
+    torch.testing.assert_close(_roll(x, 8.0), x)
+    torch.testing.assert_close(_roll(x, 2.0), x.roll(2, dims=-1))
+    half = _roll(x, 0.5)
+    torch.testing.assert_close(half, (x + x.roll(1, dims=-1)) / 2)
+
+
+def test_unknown_family_names_the_option():
+    from cardiolab.privacy.plant import family_transforms
+
+    with pytest.raises(CardiolabError, match="--family"):
+        family_transforms("warp")
+
+
+def test_vqgan_family_needs_a_round_trip():
+    from cardiolab.privacy.plant import family_transforms
+
+    train, fresh = _cines(2, 0), _cines(1, 1)
+    with pytest.raises(CardiolabError, match="VQ-GAN"):
+        plant(train, ["a", "b"], fresh, 1, cfg=family_transforms("vqgan"))
+    out = plant(train, ["a", "b"], fresh, 1, cfg=family_transforms("vqgan"), round_trip=lambda x: x * 0.5)
+    k = next(i for i, sid in enumerate(out.ids) if out.planted[sid] is not None)
+    torch.testing.assert_close(out.images[k], train["ab".index(out.planted[out.ids[k]])] * 0.5)

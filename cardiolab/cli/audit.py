@@ -1,4 +1,4 @@
-"""`python -m cardiolab audit <plant|copies|mia|canaries|subset|sweep|report>`: privacy audits (issue 15).
+"""`python -m cardiolab audit <plant|copies|families|mia|canaries|subset|sweep|report>`: privacy audits (issue 15).
 
     python -m cardiolab audit plant --out runs/tiny/audit/planted          # fresh phantoms + copies, planted.json
     python -m cardiolab audit copies --synthetic runs/tiny/audit/planted --embedding copy-detector
@@ -34,6 +34,10 @@ def add_arguments(p) -> None:
                        help="fresh phantoms (default: the profile's copydetector.fresh)")
     plant.add_argument("--seed", type=int, default=0, help="which subjects are copied and how")
     plant.add_argument("--fresh-seed", type=int, default=7, help="phantom seed of the fresh cines")
+    plant.add_argument("--family", default=None,
+                       help="one transform family on every copy (flip, rotation, shift, zoom, roll, gain, gamma, "
+                            "blur, noise, vqgan) or mixed; default: the detector's own families, each at p 0.5")
+    plant.add_argument("--vqgan", type=Path, default=None, help="VQ-GAN run of --family vqgan (default runs/<p>/vqgan)")
 
     copies = sub.add_parser("copies", help="copy detection (tau from held-out data), DCR, NNDR, Mann-Whitney")
     add_profile(copies)
@@ -62,6 +66,18 @@ def add_arguments(p) -> None:
     copies.add_argument("--max-copy-fraction", type=float, default=None, help="exit 1 above this %% of copies")
     copies.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/copies.json)")
 
+
+    fam = sub.add_parser("families", help="leave-one-family-out: per transform family, a detector trained without "
+                                          "it finds copies made with it alone (recall / FPR table)")
+    add_profile(fam)
+    fam.add_argument("--out", type=Path, required=True, help="folder for the detectors, cohorts and families.json")
+    fam.add_argument("--families", default=None, help="comma-separated (default: every family and mixed)")
+    fam.add_argument("--seeds", default="11", help="plant seeds of the reported cohorts (fresh seed 100 + s)")
+    fam.add_argument("--steps", type=int, default=None, help="detector steps (default copydetector.steps)")
+    fam.add_argument("--n-fresh", type=int, default=None, help="fresh phantoms per cohort (default copydetector.fresh)")
+    fam.add_argument("--keep-families", action="store_true",
+                     help="score every family with the full detector instead of leaving it out")
+    fam.add_argument("--vqgan", type=Path, default=None, help="VQ-GAN run of the vqgan family (default runs/<p>/vqgan)")
 
     mia = sub.add_parser("mia", help="membership inference against a DiT run (loss, PIA, calibrated, distance)")
     add_profile(mia)
@@ -193,18 +209,31 @@ def _mia(args) -> int:
     return 0
 
 
+def _families(args) -> int:
+    from cardiolab.privacy.audit import audit_families, families_table
+
+    seeds = tuple(int(v) for v in args.seeds.split(",") if v)
+    r = audit_families(args.out, args.profile, _splits(args.families), seeds, not args.keep_families, args.steps,
+                       args.n_fresh, vqgan=args.vqgan)
+    print(families_table(r))
+    print(r["json"])
+    return 0
+
+
 def run(args) -> int:
     from cardiolab.privacy.audit import audit_copies, plant_cohort
     from cardiolab.privacy.copies import min_references
 
-    verbs = {"mia": _mia, "canaries": _canaries, "subset": _subset, "sweep": _sweep, "report": _report}
+    verbs = {"mia": _mia, "canaries": _canaries, "subset": _subset, "sweep": _sweep, "report": _report,
+             "families": _families}
     if args.audit in verbs:
         return verbs[args.audit](args)
 
     if args.audit == "plant":
         s = plant_cohort(args.out, args.profile, args.train, _splits(args.train_split), args.n_copies, args.n_fresh,
-                         args.seed, args.fresh_seed)
-        print(f"planted {s['n_copies']} copies among {s['n_fresh']} fresh cines in {s['out']}")
+                         args.seed, args.fresh_seed, family=args.family, vqgan=args.vqgan)
+        print(f"planted {s['n_copies']} copies ({', '.join(s['families'])}) among {s['n_fresh']} fresh cines in "
+              f"{s['out']}")
         return 0
     if args.embedding is None:
         from cardiolab.privacy.embeddings import default_embedding

@@ -108,6 +108,9 @@ def _label_free_cines(path: Path, profile: Profile, split: str | None) -> Cines:
         raise CardiolabError(f"{path}: a split ({split!r}) needs a prepared cache (a folder with manifest.json)")
     elif not path.is_dir():
         raise CardiolabError(f"{path}: no such cohort folder or cache")
+    key = (str(path.resolve()), split, repr(profile.data), str(root), layout, _stamp(path), _stamp(root))
+    if key in _LABEL_FREE:
+        return _LABEL_FREE[key]
     got = {}
     for subject in read_cohort(root, layout):
         if ids is None or subject.id in ids:
@@ -118,9 +121,25 @@ def _label_free_cines(path: Path, profile: Profile, split: str | None) -> Cines:
     order = ids if ids is not None else list(got)
     if not order:
         raise CardiolabError(f"{root}: no subjects")
-    return Cines(ids=order, images=torch.stack([got[i][0].float() for i in order]), info=[got[i][1] for i in order],
-                 source={"path": str(path), "split": split or ("all" if kind == "cache" else None), "kind": kind,
-                         "phantom": is_phantom(path), "label_free": True})
+    cines = Cines(ids=order, images=torch.stack([got[i][0].float() for i in order]), info=[got[i][1] for i in order],
+                  source={"path": str(path), "split": split or ("all" if kind == "cache" else None), "kind": kind,
+                          "phantom": is_phantom(path), "label_free": True})
+    while len(_LABEL_FREE) >= LABEL_FREE_MEMO:
+        _LABEL_FREE.pop(next(iter(_LABEL_FREE)))
+    _LABEL_FREE[key] = cines
+    return cines
+
+
+# An audit reads the same training, holdout and calibration cohorts again for every cohort it scores (and the
+# leave-one-family-out test for every family): the label-free cines of the last few folders are kept, keyed by
+# every file's size and time, so a changed folder is prepared again. Callers treat the tensors as read-only.
+LABEL_FREE_MEMO = 6
+_LABEL_FREE: dict = {}
+
+
+def _stamp(folder: Path) -> tuple:
+    files = sorted(folder.glob("*/*")) + sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
 
 
 def cache_volumes(cache_dir: str | os.PathLike, subjects: str | Sequence[str] | None = None) -> list[dict]:

@@ -133,15 +133,24 @@ def calibration_cines(profile: Profile, train: str | os.PathLike | None, n: int 
 
 def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, train: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, n_copies: int | None = None,
-                 n_fresh: int | None = None, seed: int = 0, fresh_seed: int = FRESH_SEED, transforms=None) -> dict:
+                 n_fresh: int | None = None, seed: int = 0, fresh_seed: int = FRESH_SEED, transforms=None,
+                 family: str | None = None, vqgan: str | os.PathLike | None = None) -> dict:
     """Write a planted cohort to `out`: `n_fresh` fresh phantoms (seed `fresh_seed`; default copydetector.fresh) +
     `n_copies` transformed copies of training cines (default: one per training subject), changed by `transforms`
-    (a `privacy.plant.CopyTransforms`; default its ranges). Returns a summary dict."""
+    (a `privacy.plant.CopyTransforms`; default its ranges) or by one `family` (`plant.family_transforms`: a
+    family of `plant.FAMILIES` on every copy, or "mixed"). The vqgan family round-trips each copy through the
+    VQ-GAN run `vqgan` (default runs/<profile>/vqgan). Returns a summary dict."""
     from cardiolab.data.datasets import load_manifest
     from cardiolab.data.phantom import generate_cohort
-    from cardiolab.privacy.plant import CopyTransforms, plant, write_planted
+    from cardiolab.privacy.plant import CopyTransforms, family_transforms, plant, write_planted
 
     profile = get_profile(profile)
+    if family is not None:
+        if transforms is not None:
+            raise CardiolabError("audit plant: give transforms or a family, not both")
+        transforms = family_transforms(family)
+    transforms = transforms or CopyTransforms()
+    round_trip = _round_trip(profile, vqgan) if "vqgan" in transforms.families else None
     train_ids, train_images = _cines(train, profile, train_splits)
     n_copies = len(train_ids) if n_copies is None else n_copies
     n_fresh = profile.copydetector.fresh if n_fresh is None else n_fresh
@@ -157,7 +166,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
             fresh = train_images[:0]
     # Image-only, like a cohort from another tool: the audit reads every side label-free, so labels would change
     # nothing (the copies are at profile geometry and keep their field of view).
-    cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms or CopyTransforms())
+    cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms, round_trip=round_trip)
     # One geometry for every planted cine: the training cache's (cines are at profile geometry already).
     cache = Path(train) if train is not None else profile.cache_dir
     records = load_manifest(cache)["subjects"] if (cache / "manifest.json").exists() else []
@@ -166,8 +175,20 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     es = int(np.median([r["es"] for r in records])) if records else d.frames // 3
     write_planted(out, cohort, tuple(float(s) for s in spacing), frame_ms, es)
     summary = {"out": str(out), "n_copies": n_copies, "n_fresh": n_fresh, "seed": seed, "fresh_seed": fresh_seed,
-               "profile": profile.name}
+               "profile": profile.name, "family": family, "families": list(transforms.families)}
     return summary
+
+
+def _round_trip(profile: Profile, run: str | os.PathLike | None):
+    """The VQ-GAN encode-decode of the vqgan family: (1, D, H, W, T) -> (1, D, H, W, T), from a trained run."""
+    from cardiolab.engine import run_status
+    from cardiolab.tasks import vqgan
+
+    run = Path(run) if run is not None else profile.run("vqgan")
+    if run_status(run, 0) == "fresh":
+        raise CardiolabError(f"--family vqgan: no trained VQ-GAN in {run} (run `train vqgan` first, or give --vqgan)")
+    model = vqgan.load(run)
+    return lambda x: vqgan.reconstruct(model, x)
 
 
 def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = None,
@@ -296,3 +317,83 @@ def top_pairs(result: dict, profile: Profile | str | None = None, k: int = 4,
     return [{"id": p["id"], "train_id": p["nearest_train_id"], "distance": p["distance"],
              "synthetic": syn[syn_ids.index(p["id"])], "train": tr[tr_ids.index(p["nearest_train_id"])]}
             for p in per]
+
+
+FAMILIES_KIND = "cardiolab-audit-families"
+# The reported planted cohorts: plant seeds and fresh-phantom seeds never used to design the audit (plant seeds
+# 0-2 with fresh seeds 7, 9, 10 chose the detector's ranges and steps), nor by training (0) or calibration (8).
+REPORT_SEEDS = (11, 12, 13)
+REPORT_FRESH_OFFSET = 100           # fresh seed of reported cohort s: 100 + s
+
+
+def audit_families(out: str | os.PathLike, profile: Profile | str | None = None,
+                   families: tuple[str, ...] | None = None, seeds: tuple[int, ...] = REPORT_SEEDS[:1],
+                   leave_out: bool = True, steps: int | None = None, n_fresh: int | None = None,
+                   train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
+                   vqgan: str | os.PathLike | None = None) -> dict:
+    """The leave-one-family-out test of the copy audit: for each transform family F (`plant.FAMILIES` or "mixed"),
+    a copy detector trained without F (`copy_detector.train(without=(F,))`, in out/detector-without-F; families the
+    detector has no augmentation for, vqgan and mixed, use the full detector in out/detector), a planted cohort of
+    copies changed by F alone (`audit plant --family F`, plant seed s, fresh seed 100 + s: never a design seed) and
+    its `audit copies` with that detector. leave_out=False: the full detector for every family (what the audit
+    scores on families it trained on). steps: detector steps (default copydetector.steps).
+
+    Writes out/<F>-<s>/ (cohort), out/<F>-<s>.json (its audit) and out/families.json: {kind, profile, steps,
+    leave_out, rows: [{family, seed, fresh_seed, detector, without, recall, recall_matched, fpr, fpr_bound,
+    threshold, n_planted, n_fresh}]}. Returns it with "json".
+    """
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.engine import ensure_run
+    from cardiolab.privacy.plant import FAMILIES
+    from cardiolab.tasks import copy_detector
+
+    profile = get_profile(profile)
+    families = tuple(families) if families else FAMILIES[:-1] + ("mixed",)
+    for f in families:
+        if f not in FAMILIES and f != "mixed":
+            raise CardiolabError(f"--families {f!r}: choose from {', '.join(FAMILIES)}, mixed")
+    out = Path(out)
+    steps = steps or profile.copydetector.steps
+    cache = Path(train) if train is not None else ensure_prepared(profile)
+
+    def detector(without: tuple[str, ...]) -> Path:
+        run = out / (f"detector-without-{'-'.join(without)}" if without else "detector")
+        return ensure_run(run, steps, copy_detector.shaping(profile, 0, cache, steps, without),
+                          lambda resume: copy_detector.train(profile, run, resume=resume, steps=steps,
+                                                             cache_dir=cache, without=without))
+
+    rows = []
+    for f in families:
+        without = (f,) if leave_out and f in copy_detector.AUGMENT_FAMILIES else ()
+        run = detector(without)
+        for s in seeds:
+            cohort = out / f"{f}-{s}"
+            plant_cohort(cohort, profile, train, family=f, seed=s, fresh_seed=REPORT_FRESH_OFFSET + s,
+                         n_fresh=n_fresh, vqgan=vqgan)
+            r = audit_copies(cohort, profile, train, holdout, embedding="copy-detector", detector=run,
+                             out_json=out / f"{f}-{s}.json")
+            p, c = r["planted"], r["calibration"]
+            rows.append({"family": f, "seed": s, "fresh_seed": REPORT_FRESH_OFFSET + s, "detector": str(run),
+                         "without": list(without), "recall": p["recall"], "recall_matched": p["recall_matched"],
+                         "fpr": p["fpr"], "fpr_bound": c["fpr_bound"], "threshold": r["threshold"],
+                         "n_planted": p["n_planted"], "n_fresh": p["n_fresh"]})
+    result = {"kind": FAMILIES_KIND, "profile": profile.name, "steps": steps, "leave_out": leave_out,
+              "rows": rows}
+    write_json(out / "families.json", result)
+    result["json"] = str(out / "families.json")
+    return result
+
+
+def families_table(result: dict) -> str:
+    """A markdown table of `audit_families` rows: one line per family (mean over its seeds)."""
+    lines = ["| family | detector trained without it | recall % | recall, right subject % | FPR % | FPR bound % | "
+             "cohorts |", "|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in result["rows"]:
+        by.setdefault(r["family"], []).append(r)
+    for f, rs in by.items():
+        mean = {k: float(np.mean([r[k] for r in rs])) for k in ("recall", "recall_matched", "fpr", "fpr_bound")}
+        lines.append(f"| {f} | {'yes' if rs[0]['without'] else 'no (not an augmentation)' if result['leave_out'] else 'no'} | "
+                     f"{mean['recall']:.1f} | {mean['recall_matched']:.1f} | {mean['fpr']:.1f} | "
+                     f"{mean['fpr_bound']:.1f} | {len(rs)} x ({rs[0]['n_planted']} copies + {rs[0]['n_fresh']} fresh) |")
+    return "\n".join(lines)

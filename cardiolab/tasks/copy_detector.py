@@ -5,9 +5,12 @@ synthetic scan a copy when its nearest training scan is closer than a threshold 
 (`cardiolab.privacy.copies`). Here the encoder is `models/evaluator.CineEncoder` with `in_slices` = the profile's
 slices, so one embedding covers the whole cine (all slices, all frames). It trains with NT-Xent (MONAI
 `ContrastiveLoss`) on the training subjects (public + private: what the generators see), each view passed through
-the changes a generator might make to a memorized scan: left-right flip, rotation <= 10 degrees, shift, elastic
-warp, intensity scale and offset, noise and a roll of the frames. Unlike the FD evaluator (which must stay
-sensitive to noise and blur), this embedding should be invariant to exactly those.
+the changes a generator might make to a memorized scan (`CopyAugment`: left-right flip, rotation <= 10 degrees,
+shift, zoom, elastic warp, intensity scale, offset and gamma, blur, noise and a roll of the frames), then brought
+to a canonical phase and place (`data.cines.align_cines`, as the audit does before embedding). Unlike the FD
+evaluator (which must stay sensitive to noise and blur), this embedding should be invariant to exactly those.
+`train(without=(F,))` leaves family F out (`CopyAugment.without`): the leave-one-family-out test of the audit
+(`privacy.audit.audit_families`) plants copies made with F alone and counts how many such a detector still finds.
 
 The audit compares cines in the projection head's output (`embed`), not in the features below it: NT-Xent acts
 on the projections, so they are what the training made invariant to the copy-type changes (SimCLR keeps the
@@ -52,6 +55,7 @@ AMP = "off"
 class CopyAugment:
     """Ranges of the copy-type changes drawn per view (each applied with probability `p`)."""
     p: float = 0.5
+    flip: bool = True                    # the embedding averages each cine with its mirror anyway
     max_rotation_deg: float = 10.0       # the issue's "small rotation"
     max_shift: float = 0.08              # in-plane, as a fraction of the half field of view (~2.5 px at 64 px);
                                          # 0.12 (planted copies shift up to 3 px) did worse at tiny, with border
@@ -61,6 +65,28 @@ class CopyAugment:
     max_offset: float = 0.05
     noise_std: float = 0.05              # Gaussian noise, in units of the [-1, 1] range
     max_roll: int = 3                    # frames
+    zoom_range: tuple[float, float] = (0.92, 1.08)     # in-plane scale (planted zoom copies reach 0.9-1.1)
+    gamma_range: tuple[float, float] = (0.85, 1.18)    # on [0, 1] intensities (planted: 0.8-1.25)
+    max_blur: float = 0.8                # Gaussian sigma, px (planted: 0.5-1.0)
+
+    def without(self, *families: str) -> "CopyAugment":
+        """These ranges with the named families (AUGMENT_FAMILIES) switched off."""
+        unknown = [f for f in families if f not in AUGMENT_FAMILIES]
+        if unknown:
+            raise CardiolabError(f"copy detector: unknown augmentation families {unknown}; choose from "
+                                 f"{', '.join(AUGMENT_FAMILIES)}")
+        off = {}
+        for f in families:
+            off.update(AUGMENT_FAMILIES[f])
+        return dataclasses.replace(self, **off)
+
+
+# each family's fields at their identity value: what `CopyAugment.without` switches off (the planted families of
+# `privacy.plant.FAMILIES`; the VQ-GAN round trip is no augmentation, and the elastic warp no planted family)
+AUGMENT_FAMILIES = {"flip": {"flip": False}, "rotation": {"max_rotation_deg": 0.0}, "shift": {"max_shift": 0.0},
+                    "zoom": {"zoom_range": (1.0, 1.0)}, "roll": {"max_roll": 0},
+                    "gain": {"scale_range": (1.0, 1.0), "max_offset": 0.0}, "gamma": {"gamma_range": (1.0, 1.0)},
+                    "blur": {"max_blur": 0.0}, "noise": {"noise_std": 0.0}, "elastic": {"elastic": 0.0}}
 
 
 def encoder_config(profile: Profile) -> EvaluatorConfig:
@@ -71,13 +97,17 @@ def encoder_config(profile: Profile) -> EvaluatorConfig:
                            proj_dim=profile.copydetector.dim, stem_stride=(2, 2, t_stride))
 
 
+ALIGN = 1                       # version of the canonical alignment the detector trains on (data.cines.align_cines)
+
+
 def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
-            steps: int | None = None) -> dict:
-    """What shapes the detector's weights: its network, batch, steps, augmentations, the prepared data, the seed."""
+            steps: int | None = None, without: tuple[str, ...] = ()) -> dict:
+    """What shapes the detector's weights: its network, batch, steps, augmentations (less `without`), the
+    alignment, the prepared data, the seed."""
     profile = get_profile(profile)
     return {"encoder": dataclasses.asdict(encoder_config(profile)), "batch": profile.copydetector.batch,
-            "steps": steps or profile.copydetector.steps, "augment": dataclasses.asdict(CopyAugment()),
-            "temperature": TEMPERATURE, **data_shaping(profile, cache), "seed": seed}
+            "steps": steps or profile.copydetector.steps, "augment": dataclasses.asdict(CopyAugment().without(*without)),
+            "align": ALIGN, "temperature": TEMPERATURE, **data_shaping(profile, cache), "seed": seed}
 
 
 def num_parameters(profile: Profile | str | None = None) -> int:
@@ -86,8 +116,9 @@ def num_parameters(profile: Profile | str | None = None) -> int:
 
 def augment(x: torch.Tensor, cfg: CopyAugment = CopyAugment(), generator: torch.Generator | None = None
             ) -> torch.Tensor:
-    """A random copy-type view of cines x (B, D, H, W, T) in [-1, 1]: one warp (flip, rotation, shift, elastic)
-    shared by all slices and frames of a cine, then intensity, noise and a frame roll; clipped to [-1, 1]."""
+    """A random copy-type view of cines x (B, D, H, W, T) in [-1, 1]: one warp (flip, rotation, zoom, shift,
+    elastic) shared by all slices and frames of a cine, then gamma, gain and offset, blur, noise and a frame roll;
+    clipped to [-1, 1]."""
     B, D, H, W, T = x.shape
     g = generator
 
@@ -98,9 +129,10 @@ def augment(x: torch.Tensor, cfg: CopyAugment = CopyAugment(), generator: torch.
         return lo + (hi - lo) * torch.rand(*shape, generator=g)
 
     angle = on() * uniform(-1, 1, B) * math.radians(cfg.max_rotation_deg)
-    flip = 1.0 - 2.0 * on()                                                       # -1: left-right mirror
+    flip = 1.0 - 2.0 * on() * float(cfg.flip)                                     # -1: left-right mirror
     shift = on()[:, None] * uniform(-cfg.max_shift, cfg.max_shift, B, 2)
-    cos, sin = angle.cos(), angle.sin()
+    zoom = 1 + on() * uniform(cfg.zoom_range[0] - 1, cfg.zoom_range[1] - 1, B)    # > 1: the anatomy grows
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
     theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
                          torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)      # (B, 2, 3)
     grid = F.affine_grid(theta, (B, 1, H, W), align_corners=False)              # (B, H, W, 2)
@@ -112,6 +144,9 @@ def augment(x: torch.Tensor, cfg: CopyAugment = CopyAugment(), generator: torch.
     # replication in training a 1-px move of that -1 margin sent shifted planted copies to distance 0.09-0.17
     planes = F.grid_sample(planes + 1.0, grid, padding_mode="zeros", align_corners=False) - 1.0
     out = rearrange(planes, "b (d t) h w -> b d h w t", d=D)
+    log_gamma = on() * uniform(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1]), B)
+    out = ((out + 1) / 2).clamp(0, 1) ** log_gamma.exp().view(B, 1, 1, 1, 1) * 2 - 1
+    out = _blur(out, on() * uniform(0.0, cfg.max_blur, B))
     scale = 1 + on() * uniform(cfg.scale_range[0] - 1, cfg.scale_range[1] - 1, B)
     offset = on() * uniform(-cfg.max_offset, cfg.max_offset, B)
     out = (out + 1) * scale.view(B, 1, 1, 1, 1) - 1 + offset.view(B, 1, 1, 1, 1)
@@ -121,13 +156,33 @@ def augment(x: torch.Tensor, cfg: CopyAugment = CopyAugment(), generator: torch.
     return out.clamp(-1.0, 1.0)
 
 
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """x (B, D, H, W, T) blurred in-plane by a Gaussian of `sigma` (B,) px each (0: unchanged), separable 5 taps."""
+    if not bool((sigma > 0).any()):
+        return x
+    B, D, H, W, T = x.shape
+    r = torch.arange(-2, 3, dtype=x.dtype)
+    k = torch.exp(-r[None] ** 2 / (2 * sigma.clamp(min=1e-3)[:, None] ** 2))
+    k = torch.where((sigma > 0)[:, None], k, (r == 0).to(x.dtype)[None].expand(B, -1))
+    k = k / k.sum(1, keepdim=True)                                                 # (B, 5)
+    planes = rearrange(x, "b d h w t -> 1 (b d t) h w")
+    kh = k.repeat_interleave(D * T, 0)                                             # (B D T, 5)
+    planes = F.conv2d(F.pad(planes, (0, 0, 2, 2), mode="replicate"), kh[:, None, :, None], groups=B * D * T)
+    planes = F.conv2d(F.pad(planes, (2, 2, 0, 0), mode="replicate"), kh[:, None, None, :], groups=B * D * T)
+    return rearrange(planes, "1 (b d t) h w -> b d h w t", b=B, d=D)
+
+
 def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
-          steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
+          steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+          without: tuple[str, ...] = ()) -> Path:
     """NT-Xent training of the copy detector on the training subjects (public + private) of the prepared cache.
 
-    cache_dir: default the profile's (built if missing); steps: default profile.copydetector.steps.
+    cache_dir: default the profile's (built if missing); steps: default profile.copydetector.steps; without:
+    augmentation families left out (`CopyAugment.without`, for the leave-one-family-out audit).
     Returns the run folder (default runs/<profile>/copy-detector).
     """
+    from cardiolab.data.cines import align_cines
+
     from monai.losses import ContrastiveLoss
 
     profile = get_profile(profile)
@@ -139,7 +194,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     if len(data) < 2:
         raise CardiolabError(f"{cache}: the copy detector needs at least 2 training subjects, found {len(data)}")
     seed_everything(seed)
-    cfg = encoder_config(profile)
+    cfg, cfg_aug = encoder_config(profile), CopyAugment().without(*without)
     model = CineEncoder(cfg)
     train_cfg = TrainConfig(steps=steps, batch_size=min(profile.copydetector.batch, len(data)), lr=LR,
                             warmup=max(1, steps // 20), ckpt_every=200, seed=seed, device=profile.device,
@@ -149,7 +204,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
     def step_fn(batch, step, tr):
         cines = batch["image"][:, 0]                                            # (B, D, H, W, T)
-        views = torch.cat([augment(cines.cpu()), augment(cines.cpu())]).to(cines.device)
+        views = torch.cat([align_cines(augment(cines.cpu(), cfg_aug)),
+                           align_cines(augment(cines.cpu(), cfg_aug))]).to(cines.device)
         with tr.autocast():
             net = tr.modules["model"]
             z1, z2 = tr.raw("model").proj(net(views)).float().chunk(2)
@@ -157,7 +213,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         tr.backward(loss, "model")
         return {"loss": loss.item()}
 
-    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "encoder": dataclasses.asdict(cfg),
+    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps, tuple(without)),
+              "encoder": dataclasses.asdict(cfg),
               "profile": profile.name, "cache": str(cache), "n_train": len(data), "temperature": TEMPERATURE}
     Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
         data, step_fn, resume=resume)
