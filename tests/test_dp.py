@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -162,7 +163,7 @@ def test_dp_metrics_hold_no_statistic_of_a_private_batch(tmp_path):
 def test_dp_per_sample_gradients_and_clipping_are_fp32_even_where_bf16_is_native(tmp_path, monkeypatch):
     from cardiolab.models.dit4d import DiT4D, DiT4DConfig
 
-    monkeypatch.setattr("cardiolab.engine.resolve_amp", lambda *a, **kw: "bf16")   # a bf16-native machine
+    monkeypatch.setattr("cardiolab.core.cpu_bf16_native", lambda: True)   # a CPU where amp=auto would pick bf16
     cfg = DiT4DConfig(input_size=(2, 8, 8, 4), in_channels=2, patch=(1, 4, 4, 2), hidden=16, depth=1, heads=2,
                       cond_cardinalities=(3,), cond_dropout=0.0)
     torch.manual_seed(0)
@@ -198,6 +199,9 @@ def test_dp_per_sample_gradients_and_clipping_are_fp32_even_where_bf16_is_native
     tr = Trainer(tmp_path / "run", TrainConfig(steps=3, lr=0.1, warmup=1, ckpt_every=3, physical_batch=3),
                  {"model": dp.module}, {"model": dp.optimizer}, accountant=dp.accountant)
     assert tr.precision == "fp32"                        # amp=auto resolves to fp32 for DP-SGD
+    plain = nn.Linear(2, 2)
+    assert Trainer(tmp_path / "plain", TrainConfig(steps=1), {"m": plain},
+                   {"m": torch.optim.SGD(plain.parameters(), lr=0.1)}).precision == "bf16"   # without DP: bf16
     tr.fit(dp.loader, step_fn)
     assert seen
     for dtypes, clipped in seen:
@@ -350,6 +354,8 @@ def test_dit_dp_trains_and_writes_a_checkable_privacy_json(dp_world, tmp_path):
     assert record["delta"] == 1e-5                         # min(1e-5, 1/(10 N))
     assert record["release"] is True
     assert record["unit_of_privacy"] == "subject"
+    assert record["group_size"] == 1
+    assert "group_privacy" not in record
     assert "noise_seed" not in record
     assert read_json(out / "config.json")["precision"] == "fp32"
     assert all(set(r) <= {"step", "lr", "s_per_step", "precision", "machine"}
@@ -387,6 +393,26 @@ def test_dit_dp_release_runs_differ_and_replayable_runs_replay(dp_world, tmp_pat
         assert record["release"] is release, name
         assert ("noise_seed" in record) is not release, name
     assert read_json(tmp_path / "rep-b" / "privacy.json")["noise_seed"] == 5
+
+
+def test_a_subject_with_several_records_gets_group_privacy(dp_world, tmp_path):
+    from cardiolab.core import read_json
+    from cardiolab.privacy.accounting import group_privacy
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    record = torch.load(private / "latents.pt", weights_only=True)
+    record["ids"][5] = record["ids"][4] + "~dup1"               # a canary duplicate of a training subject
+    record["splits"][record["ids"][5]] = "private"
+    (tmp_path / "lat").mkdir()
+    torch.save(record, tmp_path / "lat" / "latents.pt")
+    out = task.train(profile, out=tmp_path / "run", steps=1, latents=tmp_path / "lat", init=root / "dit")
+    privacy = read_json(out / "privacy.json")
+    assert privacy["group_size"] == 2
+    eps = privacy["epsilon"]["prv"]
+    assert privacy["group_privacy"] == group_privacy(eps, privacy["delta"], 2)
+    assert privacy["group_privacy"]["epsilon"] == pytest.approx(2 * eps)
+    assert privacy["group_privacy"]["delta"] == pytest.approx(min(1.0, 2 * math.exp(eps) * privacy["delta"]))
 
 
 @pytest.fixture(scope="module")

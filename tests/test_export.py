@@ -49,7 +49,7 @@ def _audit(tmp_path, copy_fraction, limit=None, flagged=(), training_cohort=None
     return write_json(tmp_path / "audit.json", audit)
 
 
-def _dp_sample(synthetic, tmp_path, monkeypatch, release=True):
+def _dp_sample(synthetic, tmp_path, monkeypatch, release=True, group_size=1):
     """samples.json of a DP cohort as `sample` writes it: the run's privacy.json (written by the training code)
     copied by tasks.dp.sample_cohort into samples.json["privacy"]. Only the decoding is skipped."""
     from cardiolab.privacy.accounting import training_cohort_id, write_privacy_json
@@ -61,7 +61,8 @@ def _dp_sample(synthetic, tmp_path, monkeypatch, release=True):
     training = training_cohort_id(tmp_path / TRAINING["cache"], TRAINING["ids"])
     write_privacy_json(run, max_grad_norm=1.0, noise_multiplier=0.9, sample_rate=0.25, steps=40, delta=1e-5,
                        accountant="prv", trained_parameters=10, n_subjects=50, init_run=None, vqgan_run=None,
-                       release=release, noise_seed=None if release else 0, training_cohort=training)
+                       release=release, noise_seed=None if release else 0, training_cohort=training,
+                       group_size=group_size)
     record = samples_record(synthetic)
     monkeypatch.setattr(dit, "sample_cohort", lambda run_dir, *a, meta=None, **kw: write_json(
         synthetic / "samples.json", {**record, "run": str(run_dir), **meta}))
@@ -161,6 +162,19 @@ def test_gate_from_an_audit_of_another_training_set_is_refused(synthetic, tmp_pa
                  "--gate", str(gate)]) == 2
     assert "own training set" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_data_card_states_group_privacy_where_a_subject_held_several_records(synthetic, tmp_path, monkeypatch):
+    from cardiolab.privacy.accounting import epsilon
+
+    training = _dp_sample(synthetic, tmp_path, monkeypatch, group_size=3)
+    gate = _audit(tmp_path, copy_fraction=0.0, limit=5.0, training_cohort=training)
+    out = tmp_path / "acdc"
+    assert main(["export", "--synthetic", str(synthetic), "--format", "acdc", "--out", str(out),
+                 "--gate", str(gate)]) == 0
+    eps = epsilon(0.25, 0.9, 40, 1e-5, "prv")
+    assert f"up to 3 training records; such a subject's guarantee is (epsilon = {3 * eps:.4g}" in \
+        (out / "DATA_CARD.md").read_text()
 
 
 def test_a_replayable_dp_cohort_is_not_called_dp(synthetic, tmp_path, monkeypatch):

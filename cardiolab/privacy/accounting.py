@@ -28,8 +28,9 @@ PRIVACY_JSON = "privacy.json"
 # Keys every privacy.json holds (see write_privacy_json for their meaning).
 PRIVACY_KEYS = ("max_grad_norm", "noise_multiplier", "sample_rate", "steps", "delta", "epsilon", "accountant",
                 "trained_parameters", "n_subjects", "init_run", "vqgan_run", "unit_of_privacy", "release",
-                "randomness", "training_cohort")   # plus noise_seed when release is false
+                "randomness", "training_cohort", "group_size")   # + noise_seed (release false), group_privacy (k > 1)
 UNIT_OF_PRIVACY = "subject"   # one record = one subject's whole 4D latent (ids unique in the training set)
+GROUP_SEPARATOR = "~"         # '<subject>~<tag>': another record of the same subject (a canary duplicate, a study)
 
 
 def validate(sample_rate: float | None = None, noise_multiplier: float | None = None, steps: int | None = None,
@@ -108,7 +109,7 @@ def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, nois
                        sample_rate: float, steps: int, delta: float, accountant: str = "prv",
                        trained_parameters: list[str] | int, n_subjects: int, init_run: str | None,
                        vqgan_run: str | None, release: bool, noise_seed: int | None = None,
-                       training_cohort: str | None = None) -> Path:
+                       training_cohort: str | None = None, group_size: int = 1) -> Path:
     """Write run_dir/privacy.json: the DP-SGD parameters of a run and epsilon under both accountants.
 
     max_grad_norm: per-subject clip C; noise_multiplier: sigma (noise std = sigma * C); sample_rate: Poisson q;
@@ -118,6 +119,8 @@ def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, nois
     release: True when the Poisson masks and noise came from the OS's secret source (no seed exists to record);
     False for a replayable run, whose noise_seed is recorded: anyone with it can replay training, so it is not DP.
     training_cohort: `training_cohort_id` of the private subjects (a copy audit for the export gate must match it).
+    group_size: the most records one subject holds (`group_size`); above 1 the record adds `group_privacy`, the
+    (epsilon, delta) that subject gets.
     """
     validate(sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta, accountant=accountant)
     if not release and noise_seed is None:
@@ -131,11 +134,34 @@ def write_privacy_json(run_dir: str | os.PathLike, *, max_grad_norm: float, nois
         "vqgan_run": None if vqgan_run is None else str(vqgan_run),
         "unit_of_privacy": UNIT_OF_PRIVACY, "release": bool(release),
         "randomness": "os-csprng, never recorded" if release else "seeded: replayable, not a release",
-        "training_cohort": training_cohort,
+        "training_cohort": training_cohort, "group_size": int(group_size),
     }
+    if group_size > 1:
+        record["group_privacy"] = group_privacy(record["epsilon"][accountant], delta, group_size)
     if not release:
         record["noise_seed"] = int(noise_seed)
     return write_json(Path(run_dir) / PRIVACY_JSON, record)
+
+
+def subject_of(record_id: str) -> str:
+    """The subject a training record belongs to: '<subject>~<tag>' records (canary duplicates, further studies)
+    are the subject's own."""
+    return str(record_id).split(GROUP_SEPARATOR, 1)[0]
+
+
+def group_size(ids) -> int:
+    """The most records any one subject holds among `ids` (1: each subject is one record)."""
+    counts: dict[str, int] = {}
+    for i in ids:
+        counts[subject_of(i)] = counts.get(subject_of(i), 0) + 1
+    return max(counts.values(), default=1)
+
+
+def group_privacy(epsilon_: float, delta: float, k: int) -> dict:
+    """What (epsilon, delta)-DP per record gives a subject with k records: (k epsilon, k e^((k-1) epsilon) delta)
+    (group privacy; Dwork & Roth 2014, Theorem 2.2 and its (epsilon, delta) form). delta is capped at 1."""
+    return {"k": int(k), "epsilon": float(k * epsilon_),
+            "delta": float(min(1.0, k * math.exp((k - 1) * epsilon_) * delta))}
 
 
 def training_cohort_id(source: str | os.PathLike, ids) -> str:

@@ -191,7 +191,17 @@ def privacy_lines(privacy: dict | None) -> list[str]:
             f"- DP-SGD: clip C = {float(privacy['max_grad_norm']):g}, noise multiplier sigma = "
             f"{float(privacy['noise_multiplier']):.4g}, sample rate q = {float(privacy['sample_rate']):.4g}, "
             f"{int(privacy['steps'])} steps",
+            *_group_lines(privacy),
             f"- {COMPOSITION}"]
+
+
+def _group_lines(privacy: dict) -> list[str]:
+    """Group privacy, where a subject held several training records (canary duplicates, several studies)."""
+    g = privacy.get("group_privacy")
+    if not isinstance(g, dict):
+        return []
+    return [f"- group privacy: some subjects held up to {g['k']} training records; such a subject's guarantee is "
+            f"(epsilon = {float(g['epsilon']):.4g}, delta = {float(g['delta']):.3g}), not the per-record one above"]
 
 
 def data_card(fmt: str, n_subjects: int, counts: dict, samples: dict, privacy: dict | None, gate: dict | None,

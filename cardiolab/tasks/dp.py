@@ -151,6 +151,9 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
             "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), "profile": profile.name,
             "n_train": n, "seed": seed, "noise_multiplier": sigma, "sample_rate": q, "delta": delta,
             "release": not p.replayable, "init_run": _path(init)}
+    if (k := _group_size(record)) > 1:
+        log.warning("dit-dp: a subject holds %d training records (canary duplicates or several studies): its "
+                    "guarantee is group privacy, recorded in privacy.json as group_privacy", k)
     log.info("dit-dp: N=%d private latents, q=%.4g, sigma=%.4g for epsilon %g at delta %g (%s), %d steps, "
              "%d trained tensors, %s", n, q, sigma, p.epsilon, delta, p.accountant, total, len(names),
              "replayable (seeded noise: not a release)" if p.replayable else "release mode (secret noise)")
@@ -162,7 +165,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                                   steps=tr.step, delta=delta, accountant=p.accountant, trained_parameters=names,
                                   n_subjects=n, init_run=_path(init), vqgan_run=str(record["vqgan_run"]),
                                   release=not p.replayable, noise_seed=seed if p.replayable else None,
-                                  training_cohort=_training_cohort(record))
+                                  training_cohort=_training_cohort(record), group_size=_group_size(record))
     return out
 
 
@@ -171,6 +174,12 @@ def _training_cohort(record: dict) -> str:
     splits = dict(record["splits"])
     return accounting.training_cohort_id(record["cache_dir"],
                                          [i for i in record["ids"] if splits.get(i) != "holdout"])
+
+
+def _group_size(record: dict) -> int:
+    """The most training records one subject holds ('<id>~dup1' is <id>'s: see accounting.subject_of)."""
+    splits = dict(record["splits"])
+    return accounting.group_size([i for i in record["ids"] if splits.get(i) != "holdout"])
 
 
 def _refuse_duplicate_ids(record: dict, path: Path) -> None:
