@@ -7,8 +7,8 @@ import torch
 
 from cardiolab.core import CardiolabError
 from cardiolab.privacy.mia import (N_TOO_SMALL, attack_summary, auc, balanced_accuracy, bootstrap_interval,
-                                   clopper_pearson, dp_bound_check, dp_tpr_bound, operating_points, plot_roc,
-                                   roc_curve, tpr_at_fpr, v_to_epsilon)
+                                   clopper_pearson, dp_bound_check, dp_tpr_bound, one_run_epsilon,
+                                   one_run_p_value, operating_points, plot_roc, roc_curve, tpr_at_fpr, v_to_epsilon)
 
 
 def _labels(n_members, n_non):
@@ -149,3 +149,26 @@ def test_v_to_epsilon_inverts_the_scheduler():
     x_t = sch.add_noise(x0, noise, t)
     v = training_target(sch, x0, noise, t)
     torch.testing.assert_close(v_to_epsilon(v, x_t, sch.alphas_cumprod[t]), noise, atol=1e-5, rtol=1e-5)
+
+
+def test_one_run_p_value_is_the_binomial_tail_at_delta_zero_and_grows_with_delta():
+    assert one_run_p_value(100, 10, 10, 0.0, 0.0) == pytest.approx(0.5 ** 10)
+    assert one_run_p_value(100, 10, 8, 1.0, 1e-3) > one_run_p_value(100, 10, 8, 1.0, 0.0)
+    with pytest.raises(CardiolabError, match="one-run"):
+        one_run_p_value(10, 20, 5, 1.0, 0.0)
+
+
+def test_one_run_epsilon_of_perfect_random_and_dp_guesses():
+    rng = np.random.default_rng(0)
+    included = rng.random(1000) < 0.5
+    perfect = one_run_epsilon(included.astype(float), included, k_pos=100)
+    assert perfect["correct"] == 100
+    p = 0.05 ** (1 / 100)                                   # P[Bin(100, p) = 100] = 0.05
+    assert perfect["epsilon_lower_bound"] == pytest.approx(np.log(p / (1 - p)), abs=1e-3)
+    assert one_run_epsilon(rng.random(1000), included, k_pos=100, k_neg=100)["epsilon_lower_bound"] == 0.0
+    # randomized response at epsilon 1: each canary's score says the truth with probability e / (1 + e)
+    truth = rng.random(2000) < np.e / (1 + np.e)
+    member = rng.random(2000) < 0.5
+    scores = np.where(truth, member, ~member) + 1e-3 * rng.random(2000)   # the reported bit, ties broken at random
+    audit = one_run_epsilon(scores, member, k_pos=1000, k_neg=1000, delta=1e-5)
+    assert 0.5 < audit["epsilon_lower_bound"] <= 1.0          # close to, and never above, the true epsilon

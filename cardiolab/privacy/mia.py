@@ -9,6 +9,7 @@ drawn beside the empirical curves. With ~100 members a point estimate of a rate 
 `operating_points` gives exact (Clopper-Pearson) intervals on TPR and FPR at the low-FPR operating points, and
 `dp_bound_check` says an attack beats the bound only when the interval does (TPR's lower end above e^eps times
 FPR's upper end plus delta), with the empirical epsilon lower bound those intervals support (Jagielski et al. 2020).
+`one_run_epsilon` gives the one-training-run lower bound from canaries included at random (Steinke et al. 2023).
 """
 from __future__ import annotations
 
@@ -142,6 +143,51 @@ def dp_bound_check(points: dict[str, dict | str], epsilon: float, delta: float) 
         if 1 - f_hi > delta and t_lo < 1:
             lower = max(lower, float(np.log((1 - f_hi - delta) / (1 - t_lo))))
     return {"exceeds_dp_bound": bool(exceeds), "epsilon_lower_bound": lower}
+
+
+def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
+    """P[>= v of r guesses correct] if the training run is (epsilon, delta)-DP, for m canaries each included
+    independently with probability 1/2 (Steinke, Nasr & Jagielski 2023, "Privacy auditing with one (1) training
+    run", Theorem 3.1): P[Bin(r, p) >= v] + 2 m delta max_i P[v - i <= Bin(r, p) < v] / i, p = e^eps / (1 + e^eps)."""
+    from scipy.stats import binom
+
+    if not 0 <= v <= r <= m or epsilon < 0 or not 0 <= delta <= 1:
+        raise CardiolabError(f"one-run audit: need 0 <= v <= r <= m, epsilon >= 0, delta in [0, 1]; got m={m}, r={r}, "
+                             f"v={v}, epsilon={epsilon}, delta={delta}")
+    p = 1.0 / (1.0 + np.exp(-epsilon))
+    tail = float(binom.sf(v - 1, r, p))
+    below = np.cumsum(binom.pmf(v - np.arange(1, v + 1), r, p))     # P[v - i <= Bin < v], i = 1..v
+    slack = float(np.max(below / np.arange(1, v + 1))) if v else 0.0
+    return min(1.0, tail + 2 * m * delta * slack)
+
+
+def one_run_epsilon(scores: np.ndarray, included: np.ndarray, k_pos: int, k_neg: int = 0, delta: float = 0.0,
+                    confidence: float = 0.95) -> dict:
+    """Empirical epsilon lower bound from canaries of one training run (Steinke, Nasr & Jagielski 2023).
+
+    scores: (m,) attack scores of the m canaries (higher: more likely trained on); included: (m,) bool, each drawn
+    independently with probability 1/2 before training. The auditor guesses "included" for the k_pos highest scores
+    and "excluded" for the k_neg lowest and abstains on the rest; fix k_pos, k_neg before looking at the scores.
+    Returns {"epsilon_lower_bound", "guesses", "correct", "m"}: the largest epsilon (to 1e-4) that the observed
+    number of correct guesses rejects at `confidence`: no (epsilon, delta)-DP run would give as many correct
+    guesses with probability above 1 - confidence."""
+    scores, included = np.asarray(scores, dtype=np.float64), np.asarray(included, dtype=bool)
+    m = len(scores)
+    if included.shape != scores.shape or scores.ndim != 1 or not 0 <= k_pos + k_neg <= m or min(k_pos, k_neg) < 0:
+        raise CardiolabError(f"one-run audit: {m} scores, {included.shape} inclusion flags, k_pos={k_pos}, "
+                             f"k_neg={k_neg}: need equal 1-D arrays and 0 <= k_pos + k_neg <= m")
+    order = np.argsort(-scores, kind="stable")
+    correct = int(included[order[:k_pos]].sum()) + int((~included[order[m - k_neg:]]).sum())
+    r, beta = k_pos + k_neg, 1.0 - confidence
+    lo, hi = 0.0, 1.0
+    if r == 0 or one_run_p_value(m, r, correct, 0.0, delta) >= beta:
+        return {"epsilon_lower_bound": 0.0, "guesses": r, "correct": correct, "m": m}
+    while one_run_p_value(m, r, correct, hi, delta) < beta:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1e-4:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if one_run_p_value(m, r, correct, mid, delta) < beta else (lo, mid)
+    return {"epsilon_lower_bound": lo, "guesses": r, "correct": correct, "m": m}
 
 
 def dp_tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float = 0.0) -> np.ndarray:
