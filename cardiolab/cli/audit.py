@@ -78,6 +78,8 @@ def add_arguments(p) -> None:
     fam.add_argument("--keep-families", action="store_true",
                      help="score every family with the full detector instead of leaving it out")
     fam.add_argument("--vqgan", type=Path, default=None, help="VQ-GAN run of the vqgan family (default runs/<p>/vqgan)")
+    fam.add_argument("--train", type=Path, default=None, help="training cache (default: the profile's)")
+    fam.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: the profile's)")
 
     mia = sub.add_parser("mia", help="membership inference against a DiT run (loss, PIA, calibrated, distance)")
     add_profile(mia)
@@ -214,7 +216,7 @@ def _families(args) -> int:
 
     seeds = tuple(int(v) for v in args.seeds.split(",") if v)
     r = audit_families(args.out, args.profile, _splits(args.families), seeds, not args.keep_families, args.steps,
-                       args.n_fresh, vqgan=args.vqgan)
+                       args.n_fresh, args.train, args.holdout, vqgan=args.vqgan)
     print(families_table(r))
     print(r["json"])
     return 0

@@ -231,27 +231,26 @@ def align_cines(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 5:
         raise CardiolabError(f"align_cines: expected cines (N, D, H, W, T), got shape {tuple(images.shape)}")
     N, D, H, W, T = images.shape
-    x = images.double()
+    x = images.float()
     spec = torch.fft.rfft(x, dim=-1)                                                  # (N, D, H, W, T//2+1)
     phase = torch.angle(spec[..., 1].mean(dim=(1, 2, 3))) if T > 2 else torch.zeros(N, dtype=x.dtype)
     k = torch.arange(spec.shape[-1], dtype=x.dtype)
     x = torch.fft.irfft(spec * torch.exp(-1j * phase.view(N, 1, 1, 1, 1) * k), n=T, dim=-1)
-    planes = rearrange(x, "n d h w t -> n (d t) h w")
+    # the motion map of a moved cine is the moved motion map (the -1 fill does not move): iterate on the map alone
+    motion = x.std(dim=-1).mean(dim=1, keepdim=True)                                   # (N, 1, H, W)
     shift = torch.zeros(N, 2, dtype=x.dtype)                                          # (x, y) px, applied as one move
     for _ in range(ALIGN_ITERATIONS):
-        moved = _shift_planes(planes, shift)
-        shift = shift + _motion_centre(rearrange(moved, "n (d t) h w -> n d h w t", d=D))
-    planes = _shift_planes(planes, shift)
+        shift = shift + _motion_centre(_shift_planes(motion - 1.0, shift)[:, 0] + 1.0)
+    planes = _shift_planes(rearrange(x, "n d h w t -> n (d t) h w"), shift)
     return rearrange(planes, "n (d t) h w -> n d h w t", d=D).clamp(-1.0, 1.0).to(images.dtype)
 
 
-def _motion_centre(x: torch.Tensor) -> torch.Tensor:
-    """(N, D, H, W, T) -> (N, 2) (x, y) px of the motion map's weighted centre from the middle (0 without motion)."""
-    N, D, H, W, T = x.shape
-    motion = x.std(dim=-1).mean(dim=1)                                                # (N, H, W)
+def _motion_centre(motion: torch.Tensor) -> torch.Tensor:
+    """Motion maps (N, H, W) -> (N, 2) (x, y) px of their weighted centre from the middle (0 without motion)."""
+    N, H, W = motion.shape
     w = (motion - motion.flatten(1).median(dim=1).values.view(N, 1, 1)).clamp(min=0) ** MOTION_POWER
     total = w.sum(dim=(1, 2))
-    rows, cols = torch.arange(H, dtype=x.dtype), torch.arange(W, dtype=x.dtype)
+    rows, cols = torch.arange(H, dtype=motion.dtype), torch.arange(W, dtype=motion.dtype)
     cy = (w.sum(2) * rows).sum(1) / total.clamp(min=1e-12) - (H - 1) / 2
     cx = (w.sum(1) * cols).sum(1) / total.clamp(min=1e-12) - (W - 1) / 2
     return torch.where((total > 0)[:, None], torch.stack([cx, cy], 1), 0.0)
