@@ -301,3 +301,40 @@ def test_audit_families_leaves_each_family_out_of_its_detector(cache, tmp_path, 
     assert shift and all(t["rotation_deg"] == 0.0 and t["zoom"] == 1.0 for t in shift.values())
     table = capsys.readouterr().out
     assert "| shift | yes |" in table and "| mixed |" in table
+
+
+def _beating(n=3, seed=0):
+    """Toy cines (n, 2, 32, 32, 8): a disc whose radius and brightness beat over the frames, off the middle."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    out = []
+    for i in range(n):
+        cy, cx = 14 + 3 * torch.rand(1, generator=g), 15 + 3 * torch.rand(1, generator=g)
+        frames = [torch.where((yy - cy) ** 2 + (xx - cx) ** 2 <= (5 + 2 * torch.cos(torch.tensor(6.283 * t / 8))) ** 2,
+                              0.6 + 0.1 * i, -0.8) for t in range(8)]
+        out.append(torch.stack(frames, -1)[None].expand(2, -1, -1, -1))
+    return torch.stack(out)
+
+
+def test_alignment_cancels_a_frame_roll_exactly_and_a_shift_nearly():
+    from cardiolab.data.cines import align_cines
+    from cardiolab.privacy.copies import correlation_distance
+    from cardiolab.privacy.plant import apply_transform
+
+    x = _beating()
+    a = align_cines(x)
+    assert a.shape == x.shape
+    torch.testing.assert_close(align_cines(x.roll(3, dims=-1)), a, atol=1e-4, rtol=0)
+    shifted = torch.stack([apply_transform(c, {"shift_px": [2.0, -3.0]})[0] for c in x])
+    raw = correlation_distance(pixel_embeddings(x).numpy(), pixel_embeddings(shifted).numpy()).diagonal()
+    aligned = correlation_distance(pixel_embeddings(a).numpy(),
+                                   pixel_embeddings(align_cines(shifted)).numpy()).diagonal()
+    assert (aligned < raw / 3).all(), (aligned, raw)
+
+
+def test_alignment_rejects_other_shapes():
+    from cardiolab.core import CardiolabError
+    from cardiolab.data.cines import align_cines
+
+    with pytest.raises(CardiolabError, match="align_cines"):
+        align_cines(torch.zeros(2, 32, 32, 8))
