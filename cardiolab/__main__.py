@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except CardiolabError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,8 +20,13 @@ import torch
 class CardiolabError(Exception):
     """The one error cardiolab raises for bad input or config.
 
-    The message names the file (or setting) and the problem; the CLI prints it without a traceback.
+    The message names the file (or setting) and the problem; the CLI prints it without a traceback and exits with
+    `exit_code`: 2 for bad input (argparse's convention), 1 for a run that failed (a diverged training, a check).
     """
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
@@ -153,30 +159,149 @@ def check_amp(amp: str, field: str = "amp") -> str:
     return amp
 
 
-def cpu_bf16_native() -> bool:
-    """Does this CPU run bf16 matmuls in hardware (AVX-512 BF16 or AMX)?
+# oneDNN's ISA levels in order (ONEDNN_MAX_CPU_ISA caps the kernels a process may use; oneDNN's cpu_isa_traits)
+_ONEDNN_ISA = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+               "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16")
+_ONEDNN_ALIASES = {"AVX10_1_512": "AVX512_CORE_FP16", "AVX10_1_512_AMX": "AVX512_CORE_AMX",
+                   "AVX10_1_512_AMX_FP16": "AVX512_CORE_AMX_FP16"}
 
-    Elsewhere (e.g. AVX2 only) oneDNN emulates bf16: measured 50x slower than fp32, not 1.3x faster.
+
+def _isa_allows(level: str) -> bool:
+    """Does ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA) let this process use `level`? Unset, ALL or
+    DEFAULT: yes; an unknown value: no (we cannot tell, so we do not assume the fast path)."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if cap in ("ALL", "DEFAULT"):
+        return True
+    cap = _ONEDNN_ALIASES.get(cap, cap)
+    return cap in _ONEDNN_ISA and _ONEDNN_ISA.index(cap) >= _ONEDNN_ISA.index(level)
+
+
+def cpu_features() -> dict:
+    """What bf16 hardware this process may use: the CPU's (cpuinfo) capped by the ISA it is allowed.
+
+    ATEN_CPU_CAPABILITY=avx2 caps ATen's own kernels (norms, activations) and ONEDNN_MAX_CPU_ISA oneDNN's
+    (matmuls, convolutions); both are how a faster machine emulates a slower one (README, "CPU kinds").
     The probes are private torch helpers, hence getattr: a torch without them counts as "no".
     """
-    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(bool(probe()) for probe in probes if probe is not None)
+    def has(name: str) -> bool:
+        probe = getattr(torch.cpu, name, None)
+        return bool(probe()) if probe is not None else False
+
+    aten = torch.backends.cpu.get_cpu_capability()          # "AVX512", "AVX2", "DEFAULT", ...
+    avx512 = aten.upper().startswith("AVX512")
+    bf16 = avx512 and has("_is_avx512_bf16_supported") and _isa_allows("AVX512_CORE_BF16")
+    amx = avx512 and has("_is_amx_tile_supported") and _isa_allows("AVX512_CORE_AMX")
+    kind = f"{aten}{' bf16' if bf16 else ''}{' amx' if amx else ''}"
+    return {"cpu_capability": aten, "avx512_bf16": bf16, "amx": amx, "cpu_kind": kind}
 
 
-def resolve_amp(amp: str, device: torch.device | str, field: str = "amp") -> str:
-    """The precision a run uses: 'bf16' | 'fp16' | 'off'. Explicit values pass through; 'auto' picks
-    bf16 where the device runs it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 / AMX), else off.
+def cpu_bf16_native() -> bool:
+    """Does this process run bf16 matmuls and convolutions in hardware (AVX-512 BF16 or AMX, and allowed to)?
+
+    Elsewhere (e.g. AVX2 only, or a process capped to it) oneDNN emulates bf16: measured 15-50x slower than fp32.
+    Native is necessary, not sufficient: the engine also checks each model's first bf16 step (`bf16_verdict`).
+    """
+    f = cpu_features()
+    return f["avx512_bf16"] or f["amx"]
+
+
+def explain_amp(amp: str, device: torch.device | str, field: str = "amp") -> tuple[str, str]:
+    """The precision a run starts with ('bf16' | 'fp16' | 'off') and why. Explicit values pass through; 'auto'
+    picks bf16 where the device runs it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 / AMX that the
+    process may use), else off. On a CPU the engine then measures the model's first step (`bf16_verdict`).
 
     auto never picks fp16: it needs loss scaling and can overflow, so it stays an explicit choice.
     """
     if check_amp(amp, field) != "auto":
-        return amp
+        return amp, f"{field}={amp} set explicitly"
     device = torch.device(device)
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "off"
+        ok = torch.cuda.is_bf16_supported()
+        return ("bf16", "auto: the GPU runs bf16 natively") if ok else ("off", "auto: the GPU has no bf16")
     if device.type == "cpu":
-        return "bf16" if cpu_bf16_native() else "off"
-    return "off"
+        kind = cpu_features()["cpu_kind"]
+        if cpu_bf16_native():
+            return "bf16", f"auto: CPU {kind} runs bf16 natively"
+        return "off", f"auto: CPU {kind} would emulate bf16 (15-50x slower than fp32)"
+    return "off", f"auto: no bf16 rule for {device.type}"
+
+
+def resolve_amp(amp: str, device: torch.device | str, field: str = "amp") -> str:
+    """The precision of `explain_amp`, without the reason."""
+    return explain_amp(amp, device, field)[0]
+
+
+@dataclass
+class PassResult:
+    """One training step of a model without its update, as the engine's precision check measures it."""
+    losses: list[float]            # the step's losses (step_fn's keys with "loss" in them)
+    grads: list[torch.Tensor]      # per optimizer: every gradient, flattened, in fp32
+    seconds: float
+
+
+# bf16 agrees with fp32 to ~1 % on a loss and cos > 0.99 on a gradient for every cardiolab model at its real
+# shapes (benchmarks/README.md, "CPU kinds"); a kernel that reads memory it never wrote gives NaN, 1e36 or cos < 0.5
+BF16_LOSS_RTOL = 0.05
+BF16_GRAD_COS = 0.9
+BF16_SLOWER = 1.1              # timing noise of one step on a busy machine; real gains or losses are >= 1.3x
+
+
+def bf16_verdict(fp32: list[PassResult], bf16: list[PassResult]) -> tuple[str, str]:
+    """('bf16' | 'fp32', reason): bf16 where every pass is finite, agrees with fp32 and is not slower.
+
+    fp32, bf16: repeated passes of the same step (same weights, batch and random draws); timings are the fastest.
+    """
+    def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=0)) if a.numel() and a.any() and b.any() else 1.0
+
+    ref, loss_err, grad_cos = fp32[0], 0.0, 1.0
+    for run in bf16:
+        if not all(map(np.isfinite, run.losses)) or not all(torch.isfinite(g).all() for g in run.grads):
+            return "fp32", "auto: bf16 gave a non-finite loss or gradient on this CPU for this model (fp32 kept)"
+        loss_err = max([loss_err, *(abs(a - b) / max(abs(b), 1e-3) for a, b in zip(run.losses, ref.losses))])
+        grad_cos = min([grad_cos, *(cos(a, b) for a, b in zip(run.grads, ref.grads))])
+    agree = f"loss rel. error {loss_err:.2g}, gradient cosine {grad_cos:.3f}"
+    if loss_err > BF16_LOSS_RTOL or grad_cos < BF16_GRAD_COS:
+        return "fp32", f"auto: bf16 disagrees with fp32 on this CPU for this model ({agree}; fp32 kept)"
+    t32, t16 = min(r.seconds for r in fp32), min(r.seconds for r in bf16)
+    if t16 > BF16_SLOWER * t32:
+        return "fp32", f"auto: bf16 is slower than fp32 on this CPU for this model ({t16:.3g} vs {t32:.3g} s/step; {agree})"
+    return "bf16", f"auto: bf16 matches fp32 on this CPU for this model and is not slower ({t16:.3g} vs {t32:.3g} s/step; {agree})"
+
+
+@contextlib.contextmanager
+def poisoned_heap() -> Iterator[None]:
+    """Inside, glibc fills every malloc'd block with 0xFE bytes (float -1.7e38; mallopt M_PERTURB): a kernel that
+    reads memory it never wrote returns inf or NaN instead of whatever the heap held (often a plausible number).
+
+    Elsewhere than glibc (macOS) it only leaves NaN in freed memory, a weaker net.
+    """
+    libc = _glibc()
+    if libc is None:
+        junk = [torch.full((n,), float("nan")) for n in (1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22)]
+        del junk
+        yield
+        return
+    libc.mallopt(_M_PERTURB, 1)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_PERTURB, 0)
+
+
+_M_PERTURB = -6     # glibc malloc.h
+
+
+def _glibc() -> Any:
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 def precision_name(amp: str) -> str:
@@ -188,6 +313,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
     """What a timing or a run's precision depends on: CPU capability, native bf16, GPU name, torch version."""
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_native": bool(torch.cuda.is_bf16_supported()) if gpu else cpu_bf16_native(),
+    f = cpu_features()
+    return {"cpu_capability": f["cpu_capability"], "cpu_kind": f["cpu_kind"],
+            "bf16_native": bool(torch.cuda.is_bf16_supported()) if gpu else f["avx512_bf16"] or f["amx"],
             "gpu": gpu, "torch": torch.__version__}

@@ -12,8 +12,11 @@ for guidance); it knows nothing of schedules.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -22,7 +25,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
 from torch import nn
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, resolve_amp
+from cardiolab.core import CardiolabError, cpu_features, resolve_amp
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +190,21 @@ def per_sample_loss(model: nn.Module | Callable, scheduler: Scheduler | Rectifie
     return _loss_fn(loss)(pred, target, reduction="none").flatten(1).mean(1)  # (B,)
 
 
-def sampling_precision(amp: str, device: torch.device | str) -> str:
+def sampling_precision(amp: str, device: torch.device | str, run_dir: str | os.PathLike | None = None) -> str:
     """What `sample` should run a model trained with `amp` in on `device`: "bf16" where amp resolves to bf16 (native
-    only: `core.resolve_amp`), else "fp32" (sampling never uses fp16). Pass autocast=(result == "bf16")."""
-    return "bf16" if resolve_amp(amp, device, "amp") == "bf16" else "fp32"
+    only: `core.resolve_amp`), else "fp32" (sampling never uses fp16). Pass autocast=(result == "bf16").
+
+    run_dir: the run; where its training measured bf16 wrong or slow on this very CPU kind (config.json,
+    `engine.Trainer._settle_precision`), sampling keeps fp32 too.
+    """
+    if resolve_amp(amp, device, "amp") != "bf16":
+        return "fp32"
+    config = Path(run_dir) / "config.json" if run_dir is not None else None
+    if amp == "auto" and torch.device(device).type == "cpu" and config is not None and config.exists():
+        recorded = json.loads(config.read_text())
+        if recorded.get("precision") == "fp32" and recorded.get("machine", {}).get("cpu_kind") == cpu_features()["cpu_kind"]:
+            return "fp32"
+    return "bf16"
 
 
 @torch.no_grad()

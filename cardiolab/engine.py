@@ -46,8 +46,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from cardiolab.core import (CardiolabError, atomic_path, fingerprint, machine_info, pick_device, precision_name,
-                            resolve_amp, write_json)
+from cardiolab.core import (CardiolabError, PassResult, atomic_path, bf16_verdict, explain_amp, fingerprint,
+                            machine_info, pick_device, poisoned_heap, precision_name, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,44 @@ def _seed_step(seed: int, step: int, rank: int) -> None:
     torch.manual_seed(s)
 
 
+def _rng_state() -> tuple:
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+
+def _set_rng_state(state: tuple) -> None:
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    torch.set_rng_state(state[2])
+
+
+_VERDICTS: dict[str, tuple[str, str]] = {}   # `Trainer._settle_precision`'s verdicts in this process
+
+
+@torch.no_grad()
+def _wake_zero_parameters(modules: Any) -> None:
+    """Give parameters that start at zero (adaLN-Zero, zero output convolutions) small seeded values: at init they
+    make every gradient before them zero, and a precision check must see every kernel's gradient, not zeros."""
+    g = torch.Generator().manual_seed(0)
+    for module in modules:
+        for p in unwrap(module).parameters():
+            if p.dtype.is_floating_point and p.numel() and not p.any():
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+
+
+def _signature(modules: dict[str, nn.Module], batch: Any) -> str:
+    """What a bf16 verdict depends on: every parameter's name and shape, the batch's shapes and dtypes."""
+    def shapes(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return [list(x.shape), str(x.dtype)]
+        if isinstance(x, dict):
+            return {k: shapes(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [shapes(v) for v in x]
+        return type(x).__name__
+    params = {n: [[k, list(p.shape)] for k, p in unwrap(m).named_parameters()] for n, m in modules.items()}
+    return fingerprint({"params": params, "batch": shapes(batch), "machine": machine_info("cpu")})
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world) from torchrun's environment; initialises the process group once."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -194,12 +232,17 @@ class Trainer:
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
         self.ema = {name: _plain_copy(self.raw(name)).eval().requires_grad_(False) for name in ema}
-        self.precision = precision_name(resolve_amp(cfg.amp, self.device, "TrainConfig.amp"))  # what it really uses
+        amp, self.reason = explain_amp(cfg.amp, self.device, "TrainConfig.amp")
+        self.precision = precision_name(amp)   # what it really uses; amp=auto on a CPU: `_settle_precision` may
+        self.verdict: tuple[str, str] | None = None     # turn bf16 into fp32 at the first step (recorded)
+        self._probe: list[torch.Tensor] | None = None
+        self.last_finite: dict[str, float] = {}
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         self.machine = machine_info(self.device)
         if self.dp:
             if cfg.amp == "auto":   # per-sample gradients and clipping in fp32 (see the module docstring)
                 self.precision, self.amp_dtype = "fp32", None
+                self.reason = "auto: DP-SGD clips per-sample gradients in fp32"
             _check_dp_amp(self.amp_dtype)
             for opt in self.dp:  # noise drawn on the parameters' device, re-seeded every step (_dp_step)
                 opt.generator = torch.Generator(self.device)
@@ -219,6 +262,14 @@ class Trainer:
         """One optimizer step of `name` on `loss`: zero_grad, backward, clip, step. Returns the grad norm (or nan)."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
+        if self._probe is not None:         # a precision check (`_settle_precision`): gradients only, no update
+            loss.backward()
+            grads = [p.grad.detach().float().flatten() for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            self._probe.append(torch.cat(grads) if grads else torch.zeros(0))
+            opt.zero_grad(set_to_none=True)
+            return float("nan")
+        if not math.isfinite(value := float(loss.detach())):
+            self._diverged(f"the {name} loss is {value}")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(opt)
@@ -229,12 +280,23 @@ class Trainer:
         if self.cfg.grad_clip and not is_dp:
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
             norm = float(nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+            if not math.isfinite(norm) and self.scaler is None:     # fp16's scaler skips such steps by design
+                self._diverged(f"the {name} gradient norm is {norm}")
         if self.scaler is not None:
             self.scaler.step(opt)
             self.scaler.update()
         else:
             opt.step()
         return norm
+
+    def _diverged(self, what: str) -> None:
+        """Stop at the first non-finite loss or gradient: one line, the last good checkpoint kept as it is."""
+        saved = json.loads((self.run_dir / STATE).read_text())["step"] if (self.run_dir / STATE).exists() else None
+        raise CardiolabError(
+            f"{self.run_dir}: training diverged at step {self.step + 1}: {what} (last finite "
+            f"{', '.join(f'{k} {v:.4g}' for k, v in self.last_finite.items()) or 'loss: none yet'}; precision "
+            f"{self.precision}); {f'the checkpoint of step {saved} is kept' if saved else 'no checkpoint was written'}"
+            f" (lower the learning rate, or set amp=off if bf16 is to blame)", exit_code=1)
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self, data: Dataset | DataLoader, step_fn: Callable[[Any, int, "Trainer"], dict], resume: bool = False) -> "Trainer":
@@ -248,43 +310,100 @@ class Trainer:
                 log.warning("%s: training anew over the run at step %s there (--resume continues a killed run "
                             "instead)", self.run_dir, json.loads((self.run_dir / STATE).read_text()).get("step"))
             (self.run_dir / METRICS).unlink(missing_ok=True)
+        batches = self._batches(data) if self.step < self.cfg.steps else iter(())
+        first = self._fetch(batches) if self.step < self.cfg.steps else None
+        if first is not None and not isinstance(first[0], _PoissonBatch):
+            self._settle_precision(_to_device(first[0], self.device), step_fn)
         if self.rank == 0:
             # precision and machine describe this process, not the run's identity: config.json only, never
             # state.json / the checkpoint, whose config run_status compares (another machine must not retrain)
             write_json(self.run_dir / "config.json", {"train": self.cfg.to_dict(), **self.config,
-                                                      "precision": self.precision, "machine": self.machine})
+                                                      "precision": self.precision, "precision_reason": self.reason,
+                                                      "machine": self.machine})
             self._trim_metrics()
         if self.step >= self.cfg.steps:
             return self
         window: dict[str, list[float]] = {}
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.run_dir.name, disable=self.rank != 0,
                    mininterval=2.0, dynamic_ncols=True)
-        batches, t0, n = self._batches(data), time.perf_counter(), 0
-        while self.step < self.cfg.steps:
-            _seed_step(self.cfg.seed, self.step, self.rank)  # before the fetch: augmentations are seeded too
-            batch = next(batches)
-            self._set_lr()
-            for m in self.modules.values():
-                m.train()
-            if isinstance(batch, _PoissonBatch):
-                out = self._dp_step(batch, step_fn)
-            else:
-                out = step_fn(_to_device(batch, self.device), self.step, self)
-            self._update_ema()
-            self.step, n = self.step + 1, n + 1
-            for k, v in out.items():
-                window.setdefault(k, []).append(float(v))
-            bar.update(1)
-            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
-                means = {k: float(np.mean(v)) for k, v in window.items()}
-                bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
-                self._log({"step": self.step, **means, "lr": self._lr(), "s_per_step": (time.perf_counter() - t0) / n,
-                           "precision": self.precision, "machine": self._machine_label()})
-                window, t0, n = {}, time.perf_counter(), 0
-            if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps or self._keep():
-                self.save()
-        bar.close()
+        t0, n = time.perf_counter(), 0
+        try:
+            while self.step < self.cfg.steps:
+                batch, rng = first or self._fetch(batches)
+                first = None
+                _set_rng_state(rng)      # as right after the fetch, whatever the precision check drew in between
+                self._set_lr()
+                for m in self.modules.values():
+                    m.train()
+                if isinstance(batch, _PoissonBatch):
+                    out = self._dp_step(batch, step_fn)
+                else:
+                    out = step_fn(_to_device(batch, self.device), self.step, self)
+                self._update_ema()
+                self.step, n = self.step + 1, n + 1
+                for k, v in out.items():
+                    window.setdefault(k, []).append(float(v))
+                self.last_finite = {k: float(v) for k, v in out.items() if "loss" in k} or self.last_finite
+                bar.update(1)
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    means = {k: float(np.mean(v)) for k, v in window.items()}
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+                    self._log({"step": self.step, **means, "lr": self._lr(), "s_per_step": (time.perf_counter() - t0) / n,
+                               "precision": self.precision, "machine": self._machine_label()})
+                    window, t0, n = {}, time.perf_counter(), 0
+                if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps or self._keep():
+                    self.save()
+        finally:
+            bar.close()
         return self
+
+    def _fetch(self, batches: Iterator[Any]) -> tuple[Any, tuple]:
+        """The next batch and the RNG state right after fetching it (each step seeds the RNGs before its fetch:
+        augmentations are seeded too)."""
+        _seed_step(self.cfg.seed, self.step, self.rank)
+        return next(batches), _rng_state()
+
+    # ---- precision: bf16 where this CPU computes this model right and fast -----------------------------
+    def _settle_precision(self, batch: Any, step_fn: Callable[[Any, int, "Trainer"], dict]) -> None:
+        """amp=auto on a CPU with native bf16: run this model's first step in fp32 and in bf16 (no update) and
+        keep bf16 only where `core.bf16_verdict` finds it finite, close to fp32 and not slower.
+
+        Why: oneDNN's bf16 kernels have shape-specific bugs on some CPU kinds (e.g. the Conv3d weight gradient
+        of an input two voxels deep reads memory it never wrote on AVX-512 BF16 without AMX: NaN or 1e36), and
+        bf16 is slower than fp32 for some models on some kinds. The passes run on a poisoned heap
+        (`core.poisoned_heap`) so that such a read shows. Verdicts are cached per model and batch shape in this process; a resumed run keeps
+        the verdict its checkpoint recorded.
+        """
+        if self.verdict is not None or self.cfg.amp != "auto" or self.amp_dtype != torch.bfloat16 \
+                or self.device.type != "cpu" or self.dp:
+            return
+        key = _signature(self.modules, batch)
+        if key not in _VERDICTS:
+            saved = {n: copy.deepcopy(self.raw(n).state_dict()) for n in self.modules}
+            passes: dict[str, list[PassResult]] = {"fp32": [], "bf16": []}
+            for precision in ("fp32", "bf16") * 3:            # the first pass of each warms oneDNN's kernels up
+                _wake_zero_parameters(self.modules.values())
+                passes[precision].append(self._probe_pass(batch, step_fn, precision))
+                for n, sd in saved.items():
+                    self.raw(n).load_state_dict(sd)
+            _VERDICTS[key] = bf16_verdict(passes["fp32"][1:], passes["bf16"][1:])
+        self.verdict = _VERDICTS[key]
+        self.precision, self.reason = self.verdict
+        self.amp_dtype = torch.bfloat16 if self.precision == "bf16" else None
+        if self.precision != "bf16":
+            log.warning("%s: %s", self.run_dir, self.reason)
+
+    def _probe_pass(self, batch: Any, step_fn: Callable[[Any, int, "Trainer"], dict], precision: str) -> PassResult:
+        self.amp_dtype, self._probe = (torch.bfloat16 if precision == "bf16" else None), []
+        _seed_step(self.cfg.seed, self.step, self.rank)
+        try:
+            with poisoned_heap():
+                t0 = time.perf_counter()
+                out = step_fn(batch, self.step, self)
+                seconds = time.perf_counter() - t0
+        finally:
+            grads, self._probe = self._probe, None
+        return PassResult([float(v) for k, v in out.items() if "loss" in k], grads, seconds)
 
     def _batches(self, data: Dataset | DataLoader) -> Iterator[Any]:
         if self.dp:
@@ -366,6 +485,7 @@ class Trainer:
                 "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
                 "scaler": self.scaler.state_dict() if self.scaler else {},
                 "accountant": self.accountant.state_dict() if self.accountant is not None else {},
+                "precision": list(self.verdict or ()),    # amp=auto's measured choice: a resumed run keeps it
                 "config": json.loads(json.dumps({"train": self.cfg.to_dict(), **self.config}, default=str)),
             }
             with atomic_path(self.run_dir / CHECKPOINT) as tmp:
@@ -385,6 +505,10 @@ class Trainer:
 
     def _load(self, ckpt: dict) -> None:
         self.step = int(ckpt["step"])
+        if ckpt.get("precision") and self.cfg.amp == "auto" and self.device.type == "cpu" and self.amp_dtype is not None:
+            self.verdict = tuple(ckpt["precision"])
+            self.precision, self.reason = self.verdict
+            self.amp_dtype = torch.bfloat16 if self.precision == "bf16" else None
         for n, sd in ckpt["modules"].items():
             self.raw(n).load_state_dict(sd)
         for n, sd in ckpt["ema"].items():
@@ -510,9 +634,16 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
     if not path.exists():
         raise CardiolabError(f"{path}: no checkpoint (train the model first)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle of a non-tensor object, ...
         raise CardiolabError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
+    for part in ("modules", "ema"):
+        for name, sd in (ckpt.get(part) or {}).items() if isinstance(ckpt, dict) else ():
+            bad = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise CardiolabError(f"{path}: {len(bad)} weights of {part} '{name}' hold NaN or inf (first: {bad[0]});"
+                                     " the run diverged, retrain it", exit_code=1)
+    return ckpt
 
 
 def run_status(run_dir: str | os.PathLike, steps: int, match: dict | None = None) -> str:

@@ -62,3 +62,18 @@ def smoke_cache(phantom_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("cache") / "smoke"
     prepare(phantom_root, "acdc", "smoke", out)
     return out
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    """fake_cpu(avx512_bf16, amx): make this process look like a CPU of that kind to `core.cpu_features`,
+    whatever the machine or the emulation settings (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) it runs under."""
+    import torch
+
+    def fake(avx512_bf16: bool, amx: bool) -> None:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    return fake

@@ -71,13 +71,12 @@ def test_pixel_ddpm_stacks_slices_of_the_cache_geometry(tmp_path, fake_stage1, s
 
 @pytest.mark.parametrize("native, precision", [(True, "bf16"), (False, "fp32")])
 def test_sampling_takes_the_runs_batch_and_native_precision(native, precision, monkeypatch, tmp_path, fake_stage1,
-                                                            smoke_cache):
+                                                            smoke_cache, fake_cpu):
     """Baselines sample in bf16 only where the CPU runs it natively, one training batch per network pass; the
     cohort's samples.json says which."""
     from cardiolab.tasks import common
 
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    fake_cpu(avx512_bf16=native, amx=False)
     task = _module("ddpm")
     run = _train(task, tmp_path, fake_stage1, smoke_cache)
     seen = []

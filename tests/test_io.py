@@ -402,3 +402,42 @@ def test_samples_record_reads_a_sampled_cohorts_record(tmp_path):
     assert samples_record(tmp_path) == {}                      # real data: no record
     write_json(tmp_path / SAMPLES_JSON, {"task": "dit", "seed": 3})
     assert samples_record(tmp_path) == {"task": "dit", "seed": 3}
+
+
+# ---- a collapsed generator's cohort does not pass check --------------------------------------------------
+def test_check_reports_constant_images_and_identical_subjects(tmp_path):
+    import numpy as np
+
+    from cardiolab.io.cohort import write_cines
+    from cardiolab.io.layouts import scan_cohort
+
+    geometry = {"spacing": (3.0, 3.0, 10.0), "frame_ms": 40.0, "es": 3}
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (3, 2, 8, 8, 6)).astype(np.float32)
+    assert scan_cohort(write_cines(tmp_path / "ok", images, geometry)) == (3, [])
+
+    same = images.copy()
+    same[2] = same[0]
+    n, problems = scan_cohort(write_cines(tmp_path / "same", same, geometry))
+    assert n == 3
+    assert [str(p) for p in problems] == [f"{tmp_path / 'same' / 'synth0003'}: voxel-identical to "
+                                          f"{tmp_path / 'same' / 'synth0001'}"]
+
+    flat = images.copy()
+    flat[1] = 0.25
+    n, problems = scan_cohort(write_cines(tmp_path / "flat", flat, geometry))
+    assert len(problems) == 1
+    assert "synth0002_4d.nii.gz: constant image" in str(problems[0])
+
+
+def test_the_cohort_writer_refuses_nan_images(tmp_path):
+    import numpy as np
+
+    from cardiolab.core import CardiolabError
+    from cardiolab.io.cohort import write_cines
+
+    images = np.zeros((2, 2, 8, 8, 6), np.float32)
+    images[1, 0, 0, 0, 0] = np.nan
+    with pytest.raises(CardiolabError, match="1 of 2 images hold NaN or inf; nothing written"):
+        write_cines(tmp_path / "bad", images, {"spacing": (3.0, 3.0, 10.0), "frame_ms": 40.0, "es": 3})
+    assert not (tmp_path / "bad").exists()

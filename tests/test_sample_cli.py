@@ -117,3 +117,51 @@ def test_one_seed_gives_identical_arrays(m2i_run, tmp_path):
     a, b, c = draw("a", 0), draw("b", 0), draw("c", 1)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+# ---- never a silent NaN: a diverged training and NaN weights stop the verbs ------------------------------
+def test_train_that_diverges_exits_1_with_one_line(tmp_path, capsys, fake_stage1):
+    out = tmp_path / "flow"
+    code = main(["train", "flow", "--profile", "smoke", "--out", str(out), "--steps", "20",
+                 "--latents", str(fake_stage1["latents"]), "--cache", str(fake_stage1["cache_dir"]),
+                 "--set", "baselines.lr=1e30", "--set", "baselines.amp=off"])
+    errors = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "error" in line]
+    assert code == 1
+    assert len(errors) == 1                          # beside the progress bar: one line
+    assert "training diverged at step" in errors[0]
+    assert str(out) in errors[0]
+
+
+def test_sample_from_nan_weights_writes_nothing(tmp_path, capsys, fake_stage1):
+    import torch
+
+    from cardiolab.tasks import flow
+
+    run = flow.train("smoke", out=tmp_path / "flow", steps=1, latents=fake_stage1["latents"],
+                     cache_dir=fake_stage1["cache_dir"])
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    for part in ("modules", "ema"):
+        first = next(iter(ckpt[part]["model"]))
+        ckpt[part]["model"][first].view(-1)[0] = float("nan")
+    torch.save(ckpt, run / "checkpoint.pt")
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["sample", "--profile", "smoke", "--run", str(run), "--n", "2", "--steps", "2", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "NaN or inf" in err
+    assert "checkpoint.pt" in err
+    assert not out.exists()
+
+
+def test_nan_latents_are_refused_not_snapped_to_a_code(fake_stage1):
+    import torch
+
+    from cardiolab.core import CardiolabError
+    from cardiolab.tasks.vqgan import decode_latents, load
+
+    vq = load(fake_stage1["vqgan_run"])
+    z = torch.randn(2, 4, 3, 4, 4, 2)
+    z[1, 0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(CardiolabError, match="1 of 2 latents hold NaN"):
+        decode_latents(vq, z)

@@ -16,7 +16,7 @@ from typing import Iterator
 from tqdm import tqdm
 
 from cardiolab.io.cohort import Subject
-from cardiolab.io.validate import (Problem, check_finite, check_frame_index, check_grid, raise_if_problems,
+from cardiolab.io.validate import (Problem, check_finite, check_frame_index, check_grid, check_image, raise_if_problems,
                                    try_load, try_load_labels, walk_subjects)
 
 REQUIRED_INFO = ("ED", "ES", "NbFrame")   # integers; ED/ES 1-based on disk
@@ -108,7 +108,7 @@ def load_subject(folder: str | os.PathLike, deep: bool = False) -> tuple[Subject
     problems += p
     vol = try_load(folder / f"{sid}_4d.nii.gz", 4, problems)
     if vol is not None:
-        problems += check_finite(vol)
+        problems += check_image(vol)
     ed = es = None
     if info is not None:
         n_frames = info["NbFrame"]

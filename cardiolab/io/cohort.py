@@ -158,6 +158,8 @@ def write_cines(out: str | os.PathLike, images, geometry: dict | list[dict], ids
     if images.ndim != 5:
         raise CardiolabError(f"{out}: write_cines expects images (N, D, H, W, T), got shape {images.shape}")
     n = images.shape[0]
+    if bad := int((~np.isfinite(images)).reshape(n, -1).any(1).sum()):
+        raise CardiolabError(f"{out}: {bad} of {n} images hold NaN or inf; nothing written", exit_code=1)
     ids = list(ids) if ids is not None else [f"synth{i + 1:04d}" for i in range(n)]
     geoms = geometry if isinstance(geometry, list) else [geometry] * n
     with atomic_path(out) as tmp:

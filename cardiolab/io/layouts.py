@@ -13,7 +13,7 @@ from typing import Iterator
 from cardiolab.core import CardiolabError
 from cardiolab.io import acdc, mnms, volume
 from cardiolab.io.cohort import Subject
-from cardiolab.io.validate import Problem
+from cardiolab.io.validate import Problem, check_distinct
 
 # Detection order matters: an ACDC folder is recognised first (phantom and synthetic cohorts use it too).
 # acdc and mnms are 4D short-axis cines (read as Subject); volume is whole-heart 3D (read as VolumeSubject).
@@ -40,8 +40,12 @@ def read_cohort(root: str | os.PathLike, layout: str = "acdc") -> Iterator[Subje
 
 
 def scan_cohort(root: str | os.PathLike, layout: str = "acdc") -> tuple[int, list[Problem]]:
-    """(number of subject folders found, every problem) for a dataset folder."""
-    return get_layout(layout).scan(Path(root))
+    """(number of subject folders found, every problem) for a dataset folder: each file's, then subjects whose
+    images are voxel-identical to another's (read once more, only when every file is sound)."""
+    n, problems = get_layout(layout).scan(Path(root))
+    if n > 1 and not problems:
+        problems = check_distinct({Path(root) / s.id: s.image for s in read_cohort(root, layout)})
+    return n, problems
 
 
 def validate_cohort(root: str | os.PathLike, layout: str = "acdc") -> list[Problem]:

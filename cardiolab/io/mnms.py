@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from cardiolab.io.cohort import Subject
 from cardiolab.io.nifti import Volume
-from cardiolab.io.validate import (Problem, check_finite, check_frame_index, raise_if_problems, try_load,
+from cardiolab.io.validate import (Problem, check_finite, check_image, check_frame_index, raise_if_problems, try_load,
                                    try_load_labels, walk_subjects)
 
 # index = M&Ms label, value = canonical label: 0 bg, 1 LV -> 3, 2 MYO -> 2, 3 RV -> 1.
@@ -155,7 +155,7 @@ def _load_mnms1(folder: Path, files: dict[str, Path], table: Table | None, row: 
     code = folder.name
     vol = try_load(files[f"{code.lower()}_sa.nii.gz"], 4, problems)
     if vol is not None:
-        problems += check_finite(vol)
+        problems += check_image(vol)
     frames = {}
     if table is not None and row is not None:
         for key in ("ED", "ES"):
@@ -186,7 +186,7 @@ def _load_mnms2(folder: Path, files: dict[str, Path], table: Table | None, row: 
     code = folder.name
     cine = try_load(files[f"{code.lower()}_sa_cine.nii.gz"], 4, problems)
     if cine is not None:
-        problems += check_finite(cine)
+        problems += check_image(cine)
     frames, labels = {}, {}
     for key in ("ED", "ES"):
         image_path = files.get(f"{code.lower()}_sa_{key.lower()}.nii.gz")

@@ -61,6 +61,29 @@ def check_finite(vol: Volume) -> list[Problem]:
     return []
 
 
+def check_image(vol: Volume) -> list[Problem]:
+    """A cine must be finite and not constant (a generator that collapsed writes one value everywhere)."""
+    problems = check_finite(vol)
+    if not problems and np.size(vol.data) and np.ptp(vol.data) == 0:
+        problems.append(Problem(vol.path, f"constant image (every voxel is {vol.data.flat[0]:g})"))
+    return problems
+
+
+def check_distinct(images: dict[Path, np.ndarray]) -> list[Problem]:
+    """Subjects of one cohort whose images are voxel-identical (a collapsed generator, or a copy)."""
+    import hashlib
+
+    first: dict[str, Path] = {}
+    problems = []
+    for path, image in images.items():
+        digest = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() + str(image.shape)
+        if digest in first:
+            problems.append(Problem(path, f"voxel-identical to {first[digest]}"))
+        else:
+            first[digest] = path
+    return problems
+
+
 def check_grid(vol: Volume, ref: Volume) -> list[Problem]:
     """Label and image files must share the spatial shape and affine."""
     if vol.spatial_shape != ref.spatial_shape:

@@ -20,7 +20,7 @@ import numpy as np
 
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
 from cardiolab.io.nifti import Volume, save_nifti
-from cardiolab.io.validate import Problem, check_finite, check_grid, raise_if_problems, try_load, walk_subjects
+from cardiolab.io.validate import Problem, check_finite, check_image, check_grid, raise_if_problems, try_load, walk_subjects
 
 # Label values and names; the order of MedLoRD's conditioning masks.
 LABELS = {0: "background", 1: "aorta", 2: "LA", 3: "RA", 4: "myocardium", 5: "LV", 6: "RV"}
@@ -115,7 +115,7 @@ def load_subject(folder: str | os.PathLike) -> tuple[VolumeSubject | None, list[
     sid, problems = folder.name, []
     image = try_load(folder / f"{sid}{IMAGE_SUFFIX}", 3, problems)
     if image is not None:
-        problems += check_finite(image)
+        problems += check_image(image)
     mask = try_load(folder / f"{sid}{MASK_SUFFIX}", 3, problems, dtype=None)
     if mask is not None:
         grid = check_grid(mask, image) if image is not None else []

@@ -391,12 +391,12 @@ def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
     return decode_latents(load_vqgan(conf["vqgan_run"]), z)[:, 0]
 
 
-def sampling_setup(conf: dict, device: torch.device) -> tuple[int, str]:
+def sampling_setup(conf: dict, device: torch.device, run_dir: str | os.PathLike | None = None) -> tuple[int, str]:
     """(studies per network pass, precision) for sampling a run: its training batch (pixel models: pixel_batch) and
     `diffusion.sampling_precision` of its section's amp (bf16 only where native: an AVX2 CPU keeps fp32). Tiny ddpm
     on a 2-core AVX-512 BF16 CPU: 49 -> 13.6 s/sample."""
     section = spec_of(conf).section(get_profile(conf["profile"]))
-    return section.batch, sampling_precision(section.amp, device)
+    return section.batch, sampling_precision(section.amp, device, run_dir)
 
 
 def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: int, seed: int,
@@ -417,7 +417,7 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     model, conf = load(name, run_dir, device=device)
     name = conf["task"]
     out = Path(out) if out else get_profile(conf["profile"]).samples(name)
-    default_batch, precision = sampling_setup(conf, device)
+    default_batch, precision = sampling_setup(conf, device, run_dir)
     batch = batch or default_batch
     t0 = time.perf_counter()
     z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device, masks=masks,

@@ -244,7 +244,7 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     model, conf = load(run_dir, device=device)
     vq = load_vqgan(conf["vqgan_run"])
     geometry = cohort_geometry(conf["cache_dir"])
-    precision = sampling_precision(get_profile(conf["profile"]).dit.amp, device)   # bf16 only where native
+    precision = sampling_precision(get_profile(conf["profile"]).dit.amp, device, run_dir)   # bf16 where native and sound
     z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device,
                               autocast=precision == "bf16")
     images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]

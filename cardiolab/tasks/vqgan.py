@@ -243,6 +243,9 @@ def decode_latents(model: VQGAN, z: torch.Tensor, chunk: int = 32, snap: bool = 
     """
     if z.ndim != 6 or z.shape[1] != model.cfg.code_dim:
         raise CardiolabError(f"decode_latents: expected (B, {model.cfg.code_dim}, D, h, w, t), got {tuple(z.shape)}")
+    if bad := int((~torch.isfinite(z)).flatten(1).any(1).sum()):   # snapping would turn them into one valid code
+        raise CardiolabError(f"decode_latents: {bad} of {z.shape[0]} latents hold NaN or inf (the generator "
+                             "diverged or its weights are not finite); nothing decoded", exit_code=1)
     B = z.shape[0]
     flat = rearrange(z, "b c d h w t -> (b d) c h w t").to(_device(model))
     out = torch.cat([model.decode(model.embed(model.snap(part)) if snap else part) for part in flat.split(chunk)])
