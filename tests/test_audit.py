@@ -338,3 +338,28 @@ def test_alignment_rejects_other_shapes():
 
     with pytest.raises(CardiolabError, match="align_cines"):
         align_cines(torch.zeros(2, 32, 32, 8))
+
+
+def test_audit_copies_defaults_to_the_detector_when_trained_else_pixels_with_a_warning(planted, cache, tmp_path,
+                                                                                         monkeypatch, capsys):
+    import shutil
+
+    from cardiolab.privacy.embeddings import default_embedding
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path / "root"))
+    assert default_embedding("smoke") == "pixels"
+    out = tmp_path / "copies.json"
+    assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
+                 "--holdout", str(cache), "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "no trained copy detector" in err and len([l for l in err.splitlines() if "warning" in l]) == 1
+    assert json.loads(out.read_text())["embedding"] == "pixels"
+    run = get_profile("smoke").run("copy-detector")
+    from cardiolab.tasks import copy_detector
+    copy_detector.train("smoke", run, steps=2, cache_dir=cache)
+    assert default_embedding("smoke") == "copy-detector"
+    assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
+                 "--holdout", str(cache), "--json", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads(out.read_text())["embedding"] == "copy-detector"
+    shutil.rmtree(tmp_path / "root")

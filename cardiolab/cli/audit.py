@@ -118,7 +118,8 @@ def add_arguments(p) -> None:
     sweep.add_argument("--n", type=int, default=None, help="samples per checkpoint (default: the DiT's)")
     sweep.add_argument("--steps", type=int, default=None, help="sampling steps (default: the DiT's)")
     sweep.add_argument("--seed", type=int, default=0)
-    sweep.add_argument("--embedding", default="pixels", choices=("pixels", "copy-detector", "evaluator"))
+    sweep.add_argument("--embedding", default=None, choices=("pixels", "copy-detector", "evaluator"),
+                       help="default: the copy detector when trained, else pixels")
     sweep.add_argument("--train", type=Path, default=None, help="training cache or cohort (default: profile cache)")
     sweep.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: profile cache)")
     sweep.add_argument("--out", type=Path, default=None, help="folder (default runs/<p>/audit/sweep-<run>)")

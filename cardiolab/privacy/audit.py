@@ -270,20 +270,24 @@ SWEEP_KIND = "cardiolab-audit-sweep"
 
 
 def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n: int | None = None,
-                steps: int | None = None, seed: int = 0, embedding: str = "pixels",
+                steps: int | None = None, seed: int = 0, embedding: str | None = None,
                 out: str | os.PathLike | None = None, train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None) -> dict:
     """Memorization against training length: sample every kept checkpoint (checkpoint-<step>.pt, from
     `train dit --keep-every K`) of a DiT run and audit the samples for copies.
 
     Writes out/step-<k>/ (cohort), out/step-<k>.json (its copy audit) and out/sweep.json: {kind, run, embedding,
     checkpoints: [{step, copy_fraction, memorized_fraction, share_nearer_train, mannwhitney_p}]}. Default out:
-    runs/<profile>/audit/sweep-<run name>; n, steps: the DiT's sample defaults.
+    runs/<profile>/audit/sweep-<run name>; n, steps: the DiT's sample defaults; embedding: default the copy
+    detector when trained, else pixels (`embeddings.default_embedding`).
     """
     from cardiolab.engine import kept_checkpoints
     from cardiolab.privacy.membership import check_dit_run
     from cardiolab.tasks import dit
 
+    from cardiolab.privacy.embeddings import check_embedding, default_embedding
+
     profile = get_profile(profile)
+    embedding = check_embedding(embedding or default_embedding(profile))
     run = Path(run)
     check_dit_run(run)
     kept = kept_checkpoints(run)
