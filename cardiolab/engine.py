@@ -13,10 +13,12 @@ Opacus (DP-SGD; `cardiolab.privacy.dp.make_private` builds the pieces): pass the
 module, the DPOptimizer as its optimizer, its accountant as `accountant` and the Poisson DataLoader as `data`.
 Then one engine step is one Poisson batch of the loader's dataset at its `sample_rate` (not drawn by replaying
 the loader), fed to step_fn in chunks of cfg.physical_batch samples as Opacus's BatchMemoryManager does
-(`signal_skip_step`); an empty batch is a noise-only step. Release mode (the default): the Poisson mask and the
-noise come from the OS's cryptographic source (os.urandom / secrets), fresh at every step and never stored, so
-knowing the seed, the code and every other record does not let anyone replay the run; the DP guarantee needs
-exactly that secrecy. cfg.dp_replayable draws both from (seed, step) instead (tests, teaching: not a release).
+(`signal_skip_step`); an empty batch is a noise-only step. Release mode (the default): the Poisson mask, the
+noise and step_fn's own draws (diffusion timesteps and noise, label dropout) come from the OS's cryptographic
+source (os.urandom / secrets), fresh at every step and never stored, so knowing the seed, the code and every other
+record does not let anyone replay the run; the DP guarantee needs exactly that secrecy (a public stream of loss
+draws would also tie each record's draw to its place in the secret batch, so one record could move the others').
+cfg.dp_replayable draws all of them from (seed, step) instead (tests, teaching: not a release).
 Either way the accountant's history is checkpointed, so kill -9 + resume keeps epsilon identical (and, replayable,
 the weights). The engine skips its own clipping (DP-SGD clips per sample), keeps EMA copies free of the Opacus
 hooks, computes per-sample gradients and clipping in fp32 (amp=auto resolves to fp32; bf16 per-sample gradients
@@ -436,6 +438,8 @@ class Trainer:
         for opt in self.dp:   # replayable: from (seed, step); release: 64 fresh bits of the OS CSPRNG, never stored
             opt.generator.manual_seed(_step_seed(self.cfg.seed, self.step, _NOISE_SLOT) if self.cfg.dp_replayable
                                       else secrets.randbits(64))
+        if not self.cfg.dp_replayable:    # step_fn's draws (t, noise, dropout) secret too; fit re-seeds next step
+            _secret_reseed()
         if not batch.chunks:
             for opt in self.dp:
                 _noise_only_step(opt)
@@ -555,6 +559,13 @@ def _check_dp_amp(dtype: torch.dtype | None) -> None:
     if dtype == torch.bfloat16:   # a toy check clipped one sample to 1.0067 C in bf16: more than the accountant assumes
         raise CardiolabError("amp=bf16 with DP-SGD: per-sample gradients and clipping must be fp32 for the clip "
                              "bound C to hold; use amp=off (or auto)")
+
+
+def _secret_reseed() -> None:
+    """Re-seed Python's, NumPy's and torch's global generators from the OS CSPRNG (release-mode DP steps)."""
+    random.seed(secrets.randbits(64))
+    np.random.seed(secrets.randbits(32))
+    torch.manual_seed(secrets.randbits(63))
 
 
 def _noise_only_step(opt: torch.optim.Optimizer) -> None:

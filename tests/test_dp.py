@@ -140,6 +140,25 @@ def test_release_mode_runs_of_one_seed_differ_and_resume(tmp_path):
     assert dp.accountant.history == history              # the accountant resumed: epsilon of all 6 steps
 
 
+def test_release_mode_draws_the_losses_own_randomness_secretly_too(tmp_path):
+    draws = {}
+    for name, replayable in (("rel-a", False), ("rel-b", False), ("rep-a", True), ("rep-b", True)):
+        dp, seen = _setup(), {}
+
+        def step_fn(b, step, tr, seen=seen):         # a diffusion loss draws t and noise like this
+            seen[step] = torch.rand(1).item()
+            return _step_fn(b, step, tr)
+        _trainer(tmp_path / name, dp, replayable=replayable).fit(dp.loader, step_fn)
+        draws[name] = seen
+
+    def same(a, b):
+        common = sorted(set(draws[a]) & set(draws[b]))
+        assert common
+        return [draws[a][k] for k in common] == [draws[b][k] for k in common]
+    assert same("rep-a", "rep-b")
+    assert not same("rel-a", "rel-b")
+
+
 def test_secret_poisson_masks_have_rate_q_and_never_repeat():
     from cardiolab.engine import poisson_indices
 
