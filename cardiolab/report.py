@@ -137,8 +137,9 @@ def run_data_label(run_dir: str | os.PathLike) -> str:
 
 
 def privacy_table(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per DP-sampled cohort under run_dir/samples: its samples.json privacy record (epsilon rdp and prv)."""
-    from cardiolab.privacy.accounting import cohort_privacy
+    """One row per DP-sampled cohort under run_dir/samples: its samples.json privacy record (epsilon rdp and prv);
+    "release" says whether the guarantee holds as released (no: seeded, replayable noise)."""
+    from cardiolab.privacy.accounting import cohort_privacy, is_release
     rows = []
     samples = Path(run_dir) / "samples"
     for cohort in sorted(p for p in samples.iterdir() if p.is_dir()) if samples.is_dir() else []:
@@ -148,7 +149,8 @@ def privacy_table(run_dir: str | os.PathLike) -> pd.DataFrame:
         rows.append({"cohort": cohort.name, "epsilon (rdp)": eps.get("rdp"), "epsilon (prv)": eps.get("prv"),
                      "delta": r.get("delta"), "sigma": r.get("noise_multiplier"), "q": r.get("sample_rate"),
                      "steps": r.get("steps"), "C": r.get("max_grad_norm"), "N": r.get("n_subjects"),
-                     "init": Path(r["init_run"]).name if r.get("init_run") else "scratch"})
+                     "init": Path(r["init_run"]).name if r.get("init_run") else "scratch",
+                     "release": "yes" if is_release(r) else "no (replayable: not DP as released)"})
     return pd.DataFrame(rows)
 
 

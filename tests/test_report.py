@@ -110,6 +110,10 @@ def test_report_shows_epsilon_of_dp_sample_cohorts(runs):
     assert "## Differential privacy" in text
     assert "| dit-dp | 12.1 | 9.99 |" in text
     assert "| dit | 12.1" not in text
+    assert "| no (replayable: not DP as released) |" in text     # a record without release: true
+    write_json(runs / "samples" / "dit-dp" / "samples.json",
+               {"generator": "cardiodit", "privacy": {**_privacy_record(), "release": True}})
+    assert "| yes |" in build_report(runs).read_text()
 
 
 def test_report_without_dp_cohorts_has_no_privacy_section(runs):
