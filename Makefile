@@ -1,6 +1,7 @@
 # cardiolab: two commands on a fresh machine.
 #   make reproduce [PROFILE=smoke|tiny|full]   all notebooks through papermill -> runs/$(PROFILE)/report.md
 #   make test                                  unit tests + notebooks under nbval (smoke profile)
+#   make test-kinds                            the numerics subset on the two other CPU kinds, emulated (CI runs it)
 #   make lab                                   JupyterLab on notebooks/ from the same .venv
 PROFILE ?= tiny
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cardiolab-installed
 
-.PHONY: reproduce test lab phantom bench clean-runs
+.PHONY: reproduce test test-kinds lab phantom bench clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,20 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	CARDIOLAB_PROFILE=smoke $(PY) -m pytest -q tests
 	CARDIOLAB_PROFILE=smoke $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks
+
+# CPU kinds differ (README, "CPU kinds"): the precision rule, the NaN stop, the baselines and one notebook again on
+# an emulated AVX2-only CPU and an emulated AVX-512 BF16 CPU without AMX, and with new tensors filled with NaN
+KIND_TESTS := tests/test_precision.py tests/test_engine.py tests/test_baselines.py tests/test_sample_cli.py
+KIND_NOTEBOOK := notebooks/04_baselines.ipynb
+AVX2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+NO_AMX := ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16
+test-kinds: $(STAMP)
+	for kind in "$(AVX2)" "$(NO_AMX)" "CARDIOLAB_FILL_UNINITIALIZED=1"; do \
+	    echo "== CPU kind: $$kind"; \
+	    env $$kind CARDIOLAB_PROFILE=smoke $(PY) -m pytest -q -p no:cacheprovider $(KIND_TESTS) || exit 1; \
+	    env $$kind CARDIOLAB_PROFILE=smoke $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+	        $(KIND_NOTEBOOK) || exit 1; \
+	done
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/

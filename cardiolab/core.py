@@ -40,8 +40,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         # deterministic mode also fills every new tensor with NaN (a debugging aid for kernels that read memory they
-        # never wrote): `fill_` was 5-12 % of CPU training profiles (benchmarks/README.md); off, results are bit-identical
-        torch.utils.deterministic.fill_uninitialized_memory = False
+        # never wrote): `fill_` was 5-12 % of CPU training profiles (benchmarks/README.md); off, results are
+        # bit-identical. CARDIOLAB_FILL_UNINITIALIZED=1 turns it on (CI runs the numerics tests both ways).
+        torch.utils.deterministic.fill_uninitialized_memory = os.environ.get("CARDIOLAB_FILL_UNINITIALIZED") == "1"
         if torch.backends.cudnn.is_available():
             torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)
@@ -55,6 +56,28 @@ def project_root() -> Path:
     if (checkout / "pyproject.toml").exists():
         return checkout
     return Path.cwd()
+
+
+def to_record(path: str | os.PathLike | None) -> str | None:
+    """How a run, latent set, cache manifest or cohort records a path: relative to `project_root()` (posix) when
+    it lies under it, else absolute. A root copied or moved elsewhere then still finds its own files; read back
+    with `from_record`. None stays None."""
+    if path is None:
+        return None
+    path, root = Path(path).resolve(), project_root()
+    try:
+        return path.relative_to(root).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def from_record(text: str | os.PathLike | None) -> Path | None:
+    """The path a record names (`to_record`): a relative one under today's `project_root()`, an absolute one (a
+    file outside the root, or a record written before records were relative) as it is. None / "" stay None."""
+    if text is None or str(text) == "":
+        return None
+    path = Path(text)
+    return path if path.is_absolute() else project_root() / path
 
 
 @contextlib.contextmanager
