@@ -638,3 +638,36 @@ def test_private_cohort_is_remade_when_its_size_or_seed_changes(tmp_path, monkey
     assert made[-1] == (5, 1) and len(prepared) == 2      # remade, and its cache with it
     experiments.private_cohort(smoke, subjects=5, seed=2)
     assert made[-1] == (5, 2)
+
+
+def test_split_canaries_keeps_each_with_probability_one_half():
+    from cardiolab.privacy.one_run import split_canaries
+
+    record = {"latents": torch.arange(40.0).reshape(40, 1), "cond": torch.zeros(40, 1, dtype=torch.long),
+              "ids": [f"p{i:02d}" for i in range(40)], "splits": {f"p{i:02d}": "holdout" if i < 4 else "private"
+                                                                 for i in range(40)}}
+    kept, canaries = split_canaries(record, 30, seed=1)
+    assert len(canaries["ids"]) == 30
+    assert all(record["splits"][s] != "holdout" for s in canaries["ids"])
+    assert 8 <= canaries["included"].sum() <= 22                     # Binomial(30, 1/2): 99.9 % inside
+    for sid, inc in zip(canaries["ids"], canaries["included"]):
+        assert (sid in kept["ids"]) == inc
+    assert len(kept["ids"]) == 40 - (~canaries["included"]).sum()
+    assert kept["latents"][:, 0].tolist() == [float(s[1:]) for s in kept["ids"]]   # rows follow their ids
+    with pytest.raises(CardiolabError, match="--canaries"):
+        split_canaries(record, 37, seed=1)                              # only 36 training subjects
+
+
+def test_one_run_audit_of_a_dp_fine_tune(dp_world, tmp_path):
+    from cardiolab.core import read_json
+    from cardiolab.privacy.one_run import ONE_RUN_JSON, audit_one_run
+
+    root, profile, private = dp_world
+    r = audit_one_run(profile, private, root / "dit", tmp_path / "audit", m=8, k=2, seed=0)
+    assert r == read_json(tmp_path / "audit" / ONE_RUN_JSON)
+    assert (r["m"], r["guesses"]) == (8, 4)
+    assert 0 <= r["correct"] <= 4
+    assert 0.0 <= r["epsilon_lower_bound"] <= r["epsilon"]              # 4 guesses prove little, never more
+    privacy = read_json(tmp_path / "audit" / "run" / "privacy.json")
+    assert privacy["release"] is True
+    assert privacy["n_subjects"] == 12 - sum(not c["included"] for c in r["canaries"])
