@@ -4,6 +4,11 @@ A model contributes a `step_fn(batch, step, trainer) -> dict of floats` that com
 `trainer.autocast()` and calls `trainer.backward(loss, name)` once per optimizer. The engine owns
 everything else: devices, DDP, AMP, clipping, the LR schedule, EMA, logging, atomic checkpoints and resume.
 
+Precision: amp="auto" on a CPU with native bf16 runs the model's first step in fp32 and bf16 (no update) and keeps
+bf16 only where it is finite, agrees with fp32 and is not slower (`Trainer._settle_precision`); config.json says
+which and why. Never silent: the first non-finite loss or gradient norm stops the run with one line and exit code
+1, its last checkpoint kept.
+
 Determinism: the data order and every random draw are functions of (seed, step, rank) only: each step
 re-seeds the RNGs, and the batch of step k is the k-th chunk of a stream of seeded permutations. So a run
 that is killed and resumed from its last checkpoint ends with weights bit-identical (on CPU) to one that
@@ -312,7 +317,7 @@ class Trainer:
                 log.warning("%s: training anew over the run at step %s there (--resume continues a killed run "
                             "instead)", self.run_dir, json.loads((self.run_dir / STATE).read_text()).get("step"))
             (self.run_dir / METRICS).unlink(missing_ok=True)
-        batches = self._batches(data) if self.step < self.cfg.steps else iter(())
+        batches = self._batches(data)         # lazy: nothing is read before the first fetch
         first = self._fetch(batches) if self.step < self.cfg.steps else None
         if first is not None and not isinstance(first[0], _PoissonBatch):
             self._settle_precision(_to_device(first[0], self.device), step_fn)
