@@ -671,3 +671,20 @@ def test_one_run_audit_of_a_dp_fine_tune(dp_world, tmp_path):
     privacy = read_json(tmp_path / "audit" / "run" / "privacy.json")
     assert privacy["release"] is True
     assert privacy["n_subjects"] == 12 - sum(not c["included"] for c in r["canaries"])
+
+
+def test_leakage_figure_draws_intervals_and_survives_missing_tpr():
+    import math
+
+    import pandas as pd
+
+    from cardiolab.plots.privacy import plot_leakage_vs_epsilon
+
+    rows = [{"setting": f"s{e}", "epsilon": e, "init": "pre-trained", "attack": "loss", "AUC": 0.5 + 0.01 * i,
+             "AUC lo": 0.4, "AUC hi": 0.6, "TPR@1%": float("nan"), "TPR@1% lo": float("nan"),
+             "TPR@1% hi": float("nan"), "eps lower bound": 0.0} for i, e in enumerate((1.0, 10.0, math.inf))]
+    fig = plot_leakage_vs_epsilon(pd.DataFrame(rows))
+    auc, tpr, eps = fig.axes
+    assert auc.get_xscale() == "log"
+    assert len(auc.lines) >= 2                       # the AUC line and the chance level
+    assert eps.get_ylim()[0] == 0

@@ -1,4 +1,5 @@
-"""Figures of DP fine-tuning (notebook 06): per-sample gradient norms around the clip, quality vs epsilon."""
+"""Figures of DP fine-tuning (notebook 06): per-sample gradient norms around the clip, quality and measured
+leakage vs epsilon."""
 from __future__ import annotations
 
 import numpy as np
@@ -43,6 +44,37 @@ def plot_quality_vs_epsilon(table: pd.DataFrame, metrics=("FD-cardiolab", "KID-c
         ax.set_xlabel("epsilon (inf at the right)")
         ax.set_title(metric)
     axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_leakage_vs_epsilon(leak: pd.DataFrame):
+    """Membership-inference AUC and TPR at 1 % FPR vs epsilon with their 95 % intervals, one line per attack, and
+    the epsilon the intervals prove beside the accountant's (the diagonal). leak: `experiments.leakage_table`."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10.8, 3.2))
+    finite = leak["epsilon"][np.isfinite(leak["epsilon"])]
+    inf_at = (finite.max() * 4) if len(finite) else 100.0
+    lo = float(finite.min()) if len(finite) else 1.0
+    for (attack, init), part in leak.groupby(["attack", "init"], sort=False):
+        part = part.assign(x=np.where(np.isfinite(part["epsilon"]), part["epsilon"], inf_at)).sort_values("x")
+        label = f"{attack}, {init}"
+        for ax, col in zip(axes[:2], ("AUC", "TPR@1%")):
+            err = np.clip([part[col] - part[f"{col} lo"], part[f"{col} hi"] - part[col]], 0, None)  # a bootstrap
+            ax.errorbar(part["x"], part[col], yerr=err, marker="o", capsize=3, label=label)   # may miss its point
+        axes[2].plot(part["x"], part["eps lower bound"], marker="o", label=label)
+    axes[0].axhline(0.5, color="k", ls=":", lw=1)
+    axes[1].axhline(0.01, color="k", ls=":", lw=1)
+    axes[2].plot([lo, inf_at], [lo, inf_at], "k:", lw=1, label="accountant epsilon")
+    for ax, name in zip(axes, ("MIA AUC (95 % CI)", "TPR at 1 % FPR (95 % CI)", "epsilon proven by the attack")):
+        ax.set_xscale("log")
+        ax.set_xlim(lo / 2, inf_at * 2)      # also when a panel has no finite value (TPR@1 % needs 100 non-members)
+        ax.set_xlabel("target epsilon (right edge: inf)")
+        ax.set_title(name, fontsize=9)
+    axes[2].set_yscale("symlog", linthresh=0.1)
+    axes[2].set_ylim(bottom=0)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -141,3 +141,37 @@ def settings_from(epsilons=(math.inf, 10.0, 1.0), scratch=(10.0,), attention=())
     return (tuple(Setting(float(e)) for e in epsilons) + tuple(Setting(float(e), "scratch") for e in scratch)
             + tuple(Setting(float(e), params="attention") for e in attention))
 
+
+
+LEAKAGE_ATTACKS = ("loss", "calibrated")   # calibrated: minus the public init's loss (skipped without an init)
+
+
+def leakage_table(profile: Profile | str | None, table: pd.DataFrame, n_fresh: int | None = None,
+                  delta: float = 1e-5) -> pd.DataFrame:
+    """Membership inference against every run of a `run_grid` table (`audit mia`, each run with its own samples):
+    one row per (setting, attack) with epsilon, AUC and its bootstrap 95 % interval, TPR at 1 % FPR with its
+    Clopper-Pearson interval (NaN with fewer than 100 non-members), and the epsilon those intervals prove
+    (`mia.dp_bound_check` at `delta`; for a DP run at its own delta): what an attack shows, beside the accountant's
+    epsilon it must stay under."""
+    import numpy as np
+
+    from cardiolab.privacy import mia
+    from cardiolab.privacy.membership import audit_mia
+
+    profile = get_profile(profile)
+    rows = []
+    for _, row in table.iterrows():
+        r = audit_mia(row["run"], profile, n_fresh=n_fresh)
+        d = (r.get("dp") or {}).get("delta", delta)
+        for attack in LEAKAGE_ATTACKS:
+            if attack not in r["attacks"]:
+                continue
+            a = r["attacks"][attack]
+            point = a["operating_points_ci95"].get("1%")
+            tpr, (lo, hi) = (point["tpr"], point["tpr_ci"]) if isinstance(point, dict) else (np.nan, (np.nan, np.nan))
+            rows.append({"setting": row["setting"], "epsilon": row["epsilon"], "init": row["init"], "attack": attack,
+                         "AUC": a["auc"], "AUC lo": a["auc_ci95"][0], "AUC hi": a["auc_ci95"][1],
+                         "TPR@1%": tpr, "TPR@1% lo": lo, "TPR@1% hi": hi,
+                         "eps lower bound": mia.dp_bound_check(a["operating_points_ci95"], 0.0, d)["epsilon_lower_bound"],
+                         "members": r["n_members"], "non-members": r["n_nonmembers"]})
+    return pd.DataFrame(rows)

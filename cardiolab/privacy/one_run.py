@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cardiolab.core import CardiolabError, write_json
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, override
 
 KIND = "cardiolab-audit-one-run"
 ONE_RUN_JSON = "one-run.json"
@@ -51,13 +51,14 @@ def split_canaries(record: dict, m: int, seed: int = 0) -> tuple[dict, dict]:
 
 def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, init: str | os.PathLike,
                   out: str | os.PathLike, m: int | None = None, k: int | None = None, seed: int = 0,
-                  steps: int | None = None, confidence: float = 0.95) -> dict:
+                  steps: int | None = None, confidence: float = 0.95, epsilon: float | None = None) -> dict:
     """Train one dit-dp run (the profile's dp section, release mode) on `latents` with m canaries included at
     random, attack the canaries, and write out/one-run.json.
 
     latents: the private latents (as `train dit-dp --latents`); init: the public DiT (also the attack's reference).
     m: canaries (default half the training subjects); k: guesses each way, "included" for the k highest scores and
-    "excluded" for the k lowest (default m // 4). Writes out/latents/ (the audit run's training set) and out/run/.
+    "excluded" for the k lowest (default m // 4); epsilon: the run's target (default the profile's dp.epsilon).
+    Writes out/latents/ (the audit run's training set) and out/run/.
     Returns the JSON: {kind, run, m, k, guesses, correct, epsilon_lower_bound, confidence, epsilon, delta,
     accountant, canaries: [{id, included, score}]}.
     """
@@ -71,6 +72,8 @@ def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, ini
     from cardiolab.tasks.vqgan import load_latents
 
     profile, out = get_profile(profile), Path(out)
+    if epsilon is not None:
+        profile = override(profile, [f"dp.epsilon={epsilon}"])
     record = load_latents(latents)
     n_train = sum(dict(record["splits"]).get(s) != "holdout" for s in record["ids"])
     m = int(m if m is not None else n_train // 2)
