@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from cardiolab.core import CardiolabError, machine_info, read_json, write_json
+from cardiolab.core import CardiolabError, from_record, machine_info, read_json, write_json
 from cardiolab.engine import load_checkpoint
 from cardiolab.profiles import get_profile
 from cardiolab.metrics import fidelity
@@ -92,7 +92,7 @@ def continuous_psnr(model, cached: torch.Tensor) -> float:
 def main(args: argparse.Namespace) -> dict:
     run = Path(args.run)
     config = read_json(run / "config.json")
-    cache = Path(args.cache or config.get("cache_dir") or "")
+    cache = Path(args.cache or from_record(config.get("cache_dir")) or "")
     if not (cache / "manifest.json").exists():
         raise CardiolabError(f"{run / 'config.json'}: no usable cache_dir; pass --cache")
     model = load(run)

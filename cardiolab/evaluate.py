@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cardiolab.core import CardiolabError, read_json, write_csv, write_json
+from cardiolab.core import CardiolabError, read_json, to_record, write_csv, write_json
 from cardiolab.privacy.accounting import cohort_privacy
 from cardiolab.data.cines import Cines, cine_cohorts, load_cines
 from cardiolab.io.cohort import samples_record
@@ -243,7 +243,7 @@ def landmark_drift(real_c: Cines, synth_c: Cines, run_dir: str | os.PathLike, pr
 
     def drift(c: Cines) -> dict:
         return rvip.cohort_drift(model, [{"image": x[None], "spacing": spacing} for x in c.images])
-    return {"run": str(run_dir), "real": drift(real_c), "synthetic": drift(synth_c)}
+    return {"run": to_record(run_dir), "real": drift(real_c), "synthetic": drift(synth_c)}
 
 
 # ---- the models of a profile (notebook 05) -------------------------------------------------------------
@@ -453,7 +453,7 @@ def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | o
     name = "mask-to-image_paired"
     out = common.sample_cohort("mask-to-image", run, n=len(keep), steps=steps or task.sample_defaults(profile)["steps"],
                                seed=seed, out=profile.eval_dir / name, masks=real.labels, device="cpu",
-                               meta={"masks": f"{cache} ({split})", "paired_ids": real.ids})
+                               meta={"masks": f"{to_record(cache)} ({split})", "paired_ids": real.ids})
     subjects = {s.id: s for s in read_acdc(out)}
     images = torch.stack([torch.from_numpy(rearrange(from_stored(np.asarray(subjects[f"synth{i + 1:04d}"].image)),
                                                      "h w d t -> d h w t")) for i in range(len(keep))])

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, read_json
+from cardiolab.core import CardiolabError, from_record, read_json
 
 SPLITS = ("public", "private", "holdout")
 MAX_IN_MEMORY_BYTES = 4 * 2**30
@@ -19,7 +19,9 @@ MODES = ("volume", "slice")
 
 
 def load_manifest(cache_dir: str | os.PathLike) -> dict:
-    """`<cache_dir>/manifest.json` as a dict; a missing or foreign file raises CardiolabError naming it."""
+    """`<cache_dir>/manifest.json` as a dict; a missing or foreign file raises CardiolabError naming it.
+
+    Its source["root"] comes back as an absolute path string (`core.from_record`; recorded relative to the root)."""
     path = Path(cache_dir) / "manifest.json"
     if not path.exists():
         raise CardiolabError(f"{path}: no prepared cache here (run `python -m cardiolab prepare`)")
@@ -30,6 +32,9 @@ def load_manifest(cache_dir: str | os.PathLike) -> dict:
     if manifest["version"] != CACHE_VERSION:
         raise CardiolabError(f"{path}: cache version {manifest['version']}, this cardiolab reads "
                              f"{CACHE_VERSION}; run `python -m cardiolab prepare` again")
+    source = manifest.get("source")
+    if isinstance(source, dict) and source.get("root"):
+        source["root"] = str(from_record(source["root"]))
     return manifest
 
 

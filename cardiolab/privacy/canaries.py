@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
+from cardiolab.core import CardiolabError, read_json, write_json
 
 CANARIES_JSON = "canaries.json"     # {"canaries": [{id, kind, m}], "source": latents.pt, "seed"}
 LATENTS = "latents.pt"
@@ -78,10 +78,11 @@ def make_canaries(record: dict, k: int = 2, copies: Sequence[int] = (4,), n_outl
 
 def write_latents(record: dict, out: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write out/latents.pt (weights_only-safe) and, with `extra`, out/canaries.json; returns the latents path."""
+    from cardiolab.tasks.vqgan import save_latents
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / LATENTS) as tmp:
-        torch.save(record, tmp)
+    save_latents(record, out / LATENTS)        # its VQ-GAN and cache named relative to the root
     if extra is not None:
         write_json(out / CANARIES_JSON, extra)
     return out / LATENTS

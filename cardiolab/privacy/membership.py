@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cardiolab.core import CardiolabError, write_json
+from cardiolab.core import CardiolabError, from_record, write_json
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -166,10 +166,10 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     latents = conf.get("latents") or conf.get("shaping", {}).get("latents")
     if not latents:
         raise CardiolabError(f"{run}: its config names no latents.pt")
-    record = load_latents(latents)
+    record = load_latents(from_record(latents))
     ids, splits, scale = list(record["ids"]), dict(record["splits"]), float(conf["scale"])
     members = np.array([splits.get(s) != "holdout" for s in ids])
-    vq = load_vqgan(conf["vqgan_run"])
+    vq = load_vqgan(from_record(conf["vqgan_run"]))
     f_ids, f_z, f_img = fresh_latents(vq, profile, n_fresh) if n_fresh else ([], record["latents"][:0], None)
     all_ids = ids + f_ids
     z = torch.cat([record["latents"].float(), f_z.float()]) * scale
@@ -181,7 +181,7 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     scores = {"loss": -losses, "pia": -pia_scores(model, sch, z, _steps(dcfg.train_timesteps, (PIA_FRACTION,))[0])}
     skipped: dict[str, str] = {}
     dp = _dp_bound(run)
-    init = (dp or {}).get("init_run") or conf.get("init_run")     # a dit-dp run's public init (also at eps = inf)
+    init = from_record((dp or {}).get("init_run") or conf.get("init_run"))   # a dit-dp run's public init (also at eps = inf)
     if reference is None and init and Path(init).is_dir():
         reference = init
     if reference is not None:
@@ -225,7 +225,7 @@ def _own_samples(run: Path, profile: Profile, task: str) -> Path:
 
     for cohort in (profile.samples(run.name), profile.samples(task)):
         made_by = samples_record(cohort).get("run") if cohort.is_dir() else None
-        if made_by and Path(made_by).resolve() == run.resolve():
+        if made_by and from_record(made_by).resolve() == run.resolve():
             return cohort
     return profile.samples(run.name)
 

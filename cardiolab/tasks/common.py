@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from einops import rearrange, repeat
 
-from cardiolab.core import CardiolabError, machine_info, pick_device, seed_everything, write_json
+from cardiolab.core import (CardiolabError, from_record, machine_info, pick_device, seed_everything, to_record,
+                            write_json)
 from cardiolab.data import attributes
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
@@ -40,7 +41,7 @@ from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, 
 from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, samples_record, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, factorized_config
 from cardiolab.models.unet import SliceUNet, SliceUNetConfig
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile
 from cardiolab.tasks import dit as dit_task
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def shaping(spec: Spec, profile: Profile | str | None = None, seed: int = 0, ste
     section = {k: v for k, v in dataclasses.asdict(spec.section(profile)).items()
                if k not in sampling_only and not k.startswith("pixel_")}      # pixel_*: already in the fields
     section["steps"] = steps or section["steps"]
-    out = {"model": spec.name, "section": section, "data": dataclasses.asdict(profile.data), "seed": seed}
+    out = {"model": spec.name, "section": section, **data_shaping(profile), "seed": seed}
     if spec.source == "latents":
         out["vqgan"] = vqgan.run_id(profile)
     return out
@@ -287,12 +288,12 @@ def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLi
                       num_workers=profile.num_workers)
     run_shaping = shaping(spec, profile, seed, total)
     if latents or cache_dir:                   # not the profile's own data: never passes for the profile's run
-        run_shaping["data_path"] = str(Path(path).resolve())
+        run_shaping["data_path"] = to_record(path)
     conf = {"task": spec.name, "network": spec.network, "layout": spec.layout, "source": spec.source,
             "sampler": spec.sampler, "masks": spec.masks, "net": dataclasses.asdict(ncfg), "diffusion": dataclasses.asdict(dcfg),
             "profile": profile.name, "shaping": run_shaping, "scale": float(record["scale"]),
-            "latent_shape": list(latent_shape), "vqgan_run": record.get("vqgan_run"),
-            "data_path": str(Path(path).resolve()), "cache_dir": str(Path(cache_dir or profile.cache_dir)),
+            "latent_shape": list(latent_shape), "vqgan_run": to_record(record.get("vqgan_run")),
+            "data_path": to_record(path), "cache_dir": to_record(cache_dir or profile.cache_dir),
             "n_train": len(data), "seed": seed, "train_cond": data.cond.tolist(),
             "mask_shape": list(record["labels"].shape[1:]) if "labels" in record else None}
     log.info("%s: %d training studies %s, %.2fM parameters", spec.name, len(data), latent_shape,
@@ -388,7 +389,7 @@ def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
         return z[:, 0].clamp(-1, 1)
     from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
 
-    return decode_latents(load_vqgan(conf["vqgan_run"]), z)[:, 0]
+    return decode_latents(load_vqgan(from_record(conf["vqgan_run"])), z)[:, 0]
 
 
 def sampling_setup(conf: dict, device: torch.device, run_dir: str | os.PathLike | None = None) -> tuple[int, str]:
@@ -429,13 +430,13 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     ids = [f"synth{i + 1:04d}" for i in range(n)]
     info = [attributes.decode(codes[i]) if codes is not None and bool((codes[i] >= 0).all()) else {"Group": "UNKNOWN"}
             for i in range(n)]
-    record = {"generator": name, "task": name, "run": str(run_dir), "run_id": run_id(run_dir), "n": n,
+    record = {"generator": name, "task": name, "run": to_record(run_dir), "run_id": run_id(run_dir), "n": n,
               "steps": steps, "seed": seed, "sampler": conf["sampler"], "cond": cond, "ids": ids,
               "batch": batch, "precision": precision, "machine": machine_info(device),
               "es_rule": "median ES frame of the training cohort", "ed": 1,
               "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of x in [-1, 1]",
               "seconds": seconds, "s_per_sample": seconds / n, **(meta or {})}
-    out = write_cines(out, images, cohort_geometry(conf["cache_dir"]), ids=ids, info=info, labels=labels,
+    out = write_cines(out, images, cohort_geometry(from_record(conf["cache_dir"])), ids=ids, info=info, labels=labels,
                       extra=lambda tmp: write_json(tmp / SAMPLES_JSON, record))
     log.info("wrote %d synthetic studies to %s", n, out)
     return out

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from cardiolab.core import CardiolabError, seed_everything
+from cardiolab.core import CardiolabError, seed_everything, to_record
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run
@@ -215,7 +215,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
     config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps, tuple(without)),
               "encoder": dataclasses.asdict(cfg),
-              "profile": profile.name, "cache": str(cache), "n_train": len(data), "temperature": TEMPERATURE}
+              "profile": profile.name, "cache": to_record(cache), "n_train": len(data), "temperature": TEMPERATURE}
     Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
         data, step_fn, resume=resume)
     return out

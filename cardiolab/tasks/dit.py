@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, machine_info, pick_device, seed_everything, write_json
+from cardiolab.core import CardiolabError, from_record, machine_info, pick_device, seed_everything, to_record, write_json
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
@@ -66,7 +66,7 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, vqgan_id: str |
     dit["steps"] = steps or dit["steps"]
     out = {"dit": dit, "vqgan": vqgan_id or vqgan.run_id(profile), "seed": seed}
     if latents is not None and Path(latents).resolve() != (profile.run("latents") / vqgan.LATENTS).resolve():
-        out["latents"] = str(Path(latents).resolve())
+        out["latents"] = to_record(latents)
     return out
 
 
@@ -148,8 +148,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
             "dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), "profile": profile.name,
             "profile_dit": dataclasses.asdict(p),
             "scale": float(record["scale"]), "latent_shape": list(data.z.shape[1:]),
-            "vqgan_run": record.get("vqgan_run") or str(profile.run("vqgan")), "latents": str(Path(path).resolve()),
-            "cache_dir": str(profile.cache_dir), "n_train": len(data), "seed": seed,
+            "vqgan_run": to_record(record.get("vqgan_run") or profile.run("vqgan")), "latents": to_record(path),
+            "cache_dir": to_record(record.get("cache_dir") or profile.cache_dir), "n_train": len(data), "seed": seed,
             # attribute codes only (no ids): lets sampling follow the training distribution of attributes
             "train_cond": data.cond.tolist()}
     log.info("DiT: %d training latents %s, %d tokens, %.2fM parameters", len(data), tuple(data.z.shape[1:]),
@@ -242,15 +242,15 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     run_dir = Path(run_dir)
     device = pick_device(device)
     model, conf = load(run_dir, device=device)
-    vq = load_vqgan(conf["vqgan_run"])
-    geometry = cohort_geometry(conf["cache_dir"])
+    vq = load_vqgan(from_record(conf["vqgan_run"]))
+    geometry = cohort_geometry(from_record(conf["cache_dir"]))
     precision = sampling_precision(get_profile(conf["profile"]).dit.amp, device, run_dir)   # bf16 where native and sound
     z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device,
                               autocast=precision == "bf16")
     images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
     ids = [f"synth{i + 1:04d}" for i in range(n)]
     info = [attributes.decode(codes[i]) if codes is not None else {"Group": "UNKNOWN"} for i in range(n)]
-    record = {"generator": GENERATOR, "task": NAME, "run": str(run_dir), "run_id": run_id(run_dir),
+    record = {"generator": GENERATOR, "task": NAME, "run": to_record(run_dir), "run_id": run_id(run_dir),
             "n": n, "steps": steps, "seed": seed, "guidance": guidance,
             "cond": cond if isinstance(cond, str) else "given", "eta": eta, "sampler": "ddim",
             "es_rule": "median ES frame of the training cohort", "ed": 1, "batch": batch, "precision": precision,
@@ -294,7 +294,7 @@ def guidance_sweep(run_dir: str | os.PathLike, scales=(1.0, 2.0, 4.0), steps: in
     from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
 
     model, conf = load(run_dir)
-    vq = load_vqgan(conf["vqgan_run"])
+    vq = load_vqgan(from_record(conf["vqgan_run"]))
     codes = sample_conditions(conf, 1, cond, torch.Generator().manual_seed(seed))
     z = torch.cat([sample_latents(model, conf, 1, steps, seed, s, codes if codes is not None else "none")[0]
                    for s in scales])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from cardiolab.core import CardiolabError, read_json, seed_everything
+from cardiolab.core import CardiolabError, from_record, read_json, seed_everything, to_record
 from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.privacy import accounting
@@ -53,7 +53,7 @@ def shaping(profile: Profile | str | None = None, latents=None, init=None, seed:
     profile = get_profile(profile)
     latents, init = _defaults(profile, latents, init)
     return {"dp": dataclasses.asdict(profile.dp), "dit": dit.shaping(profile)["dit"],
-            "latents": str(latents.resolve()), "init_run": None if init is None else run_id(init), "seed": seed}
+            "latents": to_record(latents), "init_run": None if init is None else run_id(init), "seed": seed}
 
 
 def num_parameters(profile: Profile | str | None = None) -> int:
@@ -65,11 +65,12 @@ sample_defaults = dit.sample_defaults
 
 def _refuse_private_vqgan(vqgan_run: str, record: dict, path: Path) -> None:
     """Both phantom cohorts name subjects patient001...: ids match only together with the cache they came from."""
-    conf = read_json(Path(vqgan_run) / "config.json")
+    conf = read_json(from_record(vqgan_run) / "config.json")
     if "cache_dir" not in record:
         raise CardiolabError(f"{path}: records no cache_dir; re-encode it (`python -m cardiolab encode`) so the "
                              f"VQ-GAN's training subjects can be told apart from the private ones")
-    seen = set(conf.get("train_ids", [])) if Path(conf.get("cache_dir", "")).resolve() == Path(record["cache_dir"]).resolve() else set()
+    vq_cache = from_record(conf.get("cache_dir"))
+    seen = set(conf.get("train_ids", [])) if vq_cache and vq_cache.resolve() == Path(record["cache_dir"]).resolve() else set()
     if overlap := sorted(seen & set(record["ids"])):
         raise CardiolabError(f"{vqgan_run}: this VQ-GAN trained on {len(overlap)} private subject(s) of "
                              f"{record['cache_dir']} ({', '.join(overlap[:3])}...): encode with a public VQ-GAN")
@@ -82,7 +83,7 @@ def _public_side(profile: Profile, init: Path | None, record: dict, path: Path) 
         if list(conf["latent_shape"]) != list(record["latents"].shape[1:]):
             raise CardiolabError(f"--init {init}: trained on latents {tuple(conf['latent_shape'])}, "
                                  f"but {path} holds {tuple(record['latents'].shape[1:])}")
-        if Path(conf["vqgan_run"]).resolve() != Path(record["vqgan_run"]).resolve():
+        if from_record(conf["vqgan_run"]).resolve() != Path(record["vqgan_run"]).resolve():
             raise CardiolabError(f"--init {init}: its latents came from {conf['vqgan_run']}, {path}'s from "
                                  f"{record['vqgan_run']} (another latent space)")
         return model.train(), conf
@@ -97,8 +98,8 @@ def _public_side(profile: Profile, init: Path | None, record: dict, path: Path) 
     pub_train = dit.training_set(public, public_path)
     conf = {"dit": dataclasses.asdict(dit.model_config(profile, shape)),
             "diffusion": dataclasses.asdict(dit.diffusion_config(profile)), "scale": float(public["scale"]),
-            "latent_shape": list(shape), "vqgan_run": public.get("vqgan_run") or str(profile.run_dir / "vqgan"),
-            "cache_dir": str(profile.cache_dir), "train_cond": pub_train.cond.tolist()}
+            "latent_shape": list(shape), "vqgan_run": to_record(public.get("vqgan_run") or profile.run_dir / "vqgan"),
+            "cache_dir": to_record(public.get("cache_dir") or profile.cache_dir), "train_cond": pub_train.cond.tolist()}
     return None, conf
 
 
@@ -163,7 +164,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     tr.fit(setup.loader, dit.make_step_fn(create_scheduler(dcfg), dcfg.loss), resume=resume)
     accounting.write_privacy_json(out, max_grad_norm=p.max_grad_norm, noise_multiplier=sigma, sample_rate=q,
                                   steps=tr.step, delta=delta, accountant=p.accountant, trained_parameters=names,
-                                  n_subjects=n, init_run=_path(init), vqgan_run=str(record["vqgan_run"]),
+                                  n_subjects=n, init_run=_path(init), vqgan_run=to_record(record["vqgan_run"]),
                                   release=not p.replayable, noise_seed=seed if p.replayable else None,
                                   training_cohort=_training_cohort(record), group_size=_group_size(record))
     return out
@@ -192,7 +193,7 @@ def _refuse_duplicate_ids(record: dict, path: Path) -> None:
 
 def _path(init: Path | None) -> str | None:
     """The public init run as recorded (config.json, privacy.json): the audits' reference model."""
-    return None if init is None else str(Path(init).resolve())
+    return to_record(init)
 
 
 def _train_config(profile: Profile, total: int, seed: int, private: bool) -> TrainConfig:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cardiolab.core import CardiolabError, seed_everything
+from cardiolab.core import CardiolabError, seed_everything, to_record
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
@@ -156,7 +156,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         return {"loss": loss.item(), "nt_xent": contrastive.item(), "order": order_loss.item()}
 
     config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "evaluator": dataclasses.asdict(cfg),
-              "profile": profile.name, "cache": str(cache), "n_train": len(data), "temperature": TEMPERATURE}
+              "profile": profile.name, "cache": to_record(cache), "n_train": len(data), "temperature": TEMPERATURE}
     Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
         data, step_fn, resume=resume)
     return out

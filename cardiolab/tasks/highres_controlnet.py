@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cardiolab.core import CardiolabError, atomic_path, pick_device, seed_everything, write_json
+from cardiolab.core import (CardiolabError, atomic_path, from_record, pick_device, seed_everything, to_record,
+                            write_json)
 from cardiolab.diffusion import create_scheduler, diffusion_loss, sample
 from cardiolab.engine import Trainer, run_id
 from cardiolab.io.cohort import SAMPLES_JSON
@@ -80,7 +81,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
               "unet": dataclasses.asdict(unet.cfg), "controlnet": dataclasses.asdict(cn.cfg),
               "diffusion": dataclasses.asdict(highres_ldm.diffusion_config(profile)), "scale": lat["scale"],
-              "vqgan_run": str(Path(lat_path).parent), "ldm_run": str(ldm_run), "ldm_run_id": run_id(ldm_run)}
+              "vqgan_run": to_record(Path(lat_path).parent), "ldm_run": to_record(ldm_run), "ldm_run_id": run_id(ldm_run)}
     tr = Trainer(out, cfg, modules={"controlnet": cn, "unet": unet}, optimizers={"controlnet": opt}, config=config)
     tr.fit(data, _step(create_scheduler(highres_ldm.diffusion_config(profile))), resume=resume)
     return out
@@ -140,7 +141,7 @@ def sample_cohort(run_dir: str | os.PathLike, n: int | None = None, steps: int |
     out = Path(out) if out is not None else profile.samples(NAME)
     dev = pick_device(device)
     model = load(run_dir, device=dev, conditioning_scale=scale)
-    vq = highres_vqgan.load(ckpt_config["vqgan_run"], device=dev)
+    vq = highres_vqgan.load(from_record(ckpt_config["vqgan_run"]), device=dev)
     vq.code_chunk = h.code_chunk
     scheduler = create_scheduler(highres_ldm.diffusion_config(profile), sampler="ddim")
     seed_everything(seed)
@@ -160,9 +161,9 @@ def sample_cohort(run_dir: str | os.PathLike, n: int | None = None, steps: int |
         for s in subjects:
             write_volume_subject(tmp, s)
         write_labels(tmp)
-        write_json(tmp / SAMPLES_JSON, {"generator": NAME, "run": str(run_dir), "run_id": run_id(run_dir),
+        write_json(tmp / SAMPLES_JSON, {"generator": NAME, "run": to_record(run_dir), "run_id": run_id(run_dir),
                                           "steps": steps, "seed": seed, "conditioning_scale": scale,
-                                          "mask_cohort": str(mask) if mask else "holdout", "subjects": provenance})
+                                          "mask_cohort": to_record(mask) if mask else "holdout", "subjects": provenance})
     log.info("highres-controlnet: %d volumes -> %s", n, out)
     return out
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cardiolab.core import seed_everything
+from cardiolab.core import seed_everything, to_record
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss
 from cardiolab.engine import Trainer
 from cardiolab.models.ldm3d import LatentUNet3D, LDM3DConfig
@@ -59,7 +59,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     opt = torch.optim.AdamW(unet.parameters(), lr=h.ldm_lr, weight_decay=0.0)
     config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
               "unet": dataclasses.asdict(unet.cfg), "diffusion": dataclasses.asdict(diffusion_config(profile)),
-              "latents": str(hc.latents_path(profile)), "scale": lat["scale"]}
+              "latents": to_record(hc.latents_path(profile)), "scale": lat["scale"]}
     tr = Trainer(out, cfg, modules={"unet": unet}, optimizers={"unet": opt}, config=config)
     tr.fit(data, _step(create_scheduler(diffusion_config(profile))), resume=resume)
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from cardiolab.core import CardiolabError
+from cardiolab.core import CardiolabError, to_record
 from cardiolab.profiles import Profile, get_profile
 from cardiolab.tasks import common
 
@@ -92,11 +92,11 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
 
     _, conf = load(run_dir)
     if mask is not None:
-        masks, origin = read_masks(mask, n, tuple(conf["mask_shape"])), {"masks": str(mask)}
+        masks, origin = read_masks(mask, n, tuple(conf["mask_shape"])), {"masks": to_record(mask)}
     else:
         mask_run = Path(mask_run) if mask_run else mask_generator.ensure(conf["profile"])
         masks = mask_generator.sample_masks(mask_run, n, mask_steps or steps, seed)
-        origin = {"masks": str(mask_run), "mask_steps": mask_steps or steps}
+        origin = {"masks": to_record(mask_run), "mask_steps": mask_steps or steps}
     return common.sample_cohort(NAME, run_dir, n, steps, seed, out, masks=masks,
                                 meta={**origin, "family": conf["source"] + "/" + conf["sampler"]}, cond=cond,
                                 batch=batch, device=device)

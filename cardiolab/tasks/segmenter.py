@@ -24,7 +24,7 @@ from einops import rearrange
 from monai.losses import DiceCELoss
 from torch.utils.data import ConcatDataset, Dataset
 
-from cardiolab.core import CardiolabError, seed_everything, write_json
+from cardiolab.core import CardiolabError, seed_everything, to_record, write_json
 from cardiolab.data.cines import cache_volumes, cohort_volumes
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.data.randomise import RandomiseConfig, randomise_batch
@@ -205,7 +205,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         vols = cohort_volumes(cohort, profile) if isinstance(cohort, (str, os.PathLike)) else cohort
         parts.append(FrameSet(vols))
         in_memory = not isinstance(cohort, (str, os.PathLike))
-        described["cohort"] = f"{len(vols)} volumes in memory" if in_memory else str(cohort)
+        described["cohort"] = f"{len(vols)} volumes in memory" if in_memory else to_record(cohort)
     data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     log.info("segmenter: %d labelled frames (%s)", len(data), described)
 

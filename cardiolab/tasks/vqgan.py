@@ -28,7 +28,7 @@ from einops import rearrange
 from monai.losses import JukeboxLoss, PatchAdversarialLoss
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, fingerprint, read_json, seed_everything
+from cardiolab.core import CardiolabError, atomic_path, fingerprint, from_record, read_json, seed_everything, to_record
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 NAME = "vqgan"
 KIND = "autoencoder"
 LATENTS = "latents.pt"
+LATENT_PATHS = ("vqgan_run", "cache_dir", "scale_from")   # latents.pt entries that name files: `core.to_record`
 _adversarial = PatchAdversarialLoss(criterion="least_squares")
 
 
@@ -175,7 +176,7 @@ def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: 
     train_ids = [s["id"] for s in manifest["subjects"] if s["split"] != "holdout"]
     data = CineDataset(cache, split=train_ids, mode="slice")
     config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "profile": profile.name,
-              "cache_dir": str(cache), "train_ids": train_ids}
+              "cache_dir": to_record(cache), "train_ids": train_ids}
     return fit(data, cfg, size, out, steps=steps, seed=seed, resume=resume, device=profile.device,
                num_workers=profile.num_workers, config=config)
 
@@ -285,9 +286,7 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
               "shape": list(latents_t.shape[1:]), "vqgan_run": str(Path(run_dir).resolve()),
               "vqgan_id": fingerprint(recorded_shaping(run_dir)),
               "cache_dir": str(Path(cache_dir).resolve())}   # ids (patient001...) mean something only with it
-    path = Path(out) / LATENTS
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
+    path = save_latents(record, Path(out) / LATENTS)
     log.info("wrote %s: %d subjects, latent %s, scale %.4f", path, len(ids), record["shape"], record["scale"])
     return path
 
@@ -319,13 +318,25 @@ def ensure_latents(profile: Profile | str, run_dir: str | os.PathLike | None = N
     return path
 
 
+def save_latents(record: dict, path: str | os.PathLike) -> Path:
+    """Write a latent record (`encode_cohort`'s keys; LATENT_PATHS absolute, as `load_latents` returns them) to the
+    .pt `path` atomically, LATENT_PATHS recorded relative to the root (`core.to_record`), so that a copied root
+    still finds its VQ-GAN and cache."""
+    record = {**record, **{k: to_record(record[k]) for k in LATENT_PATHS if record.get(k)}}
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+    return Path(path)
+
+
 def load_latents(path: str | os.PathLike) -> dict:
-    """The dict written by encode_cohort (a folder or the latents.pt file)."""
+    """The dict written by encode_cohort (a folder or the latents.pt file); its LATENT_PATHS come back as
+    absolute path strings (`core.from_record`: relative ones under today's root, old absolute ones as they are)."""
     path = Path(path)
     path = path / LATENTS if path.is_dir() else path
     if not path.exists():
         raise CardiolabError(f"{path}: no latents (run `python -m cardiolab encode` first)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    return {**record, **{k: str(from_record(record[k])) for k in LATENT_PATHS if record.get(k)}}
 
 
 # ---- evaluation helpers (notebook 02, benchmarks/vqgan_recon.py) ---------------------------------
