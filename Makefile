@@ -1,9 +1,13 @@
 # cardiolab: two commands on a fresh machine.
 #   make reproduce [PROFILE=smoke|tiny|full]   all notebooks through papermill -> runs/$(PROFILE)/report.md
+#        [DATA=/path/to/cohort LAYOUT=acdc|mnms]  on that cohort (its own cache) instead of the phantom
 #   make test                                  unit tests + notebooks under nbval (smoke profile)
 #   make test-kinds                            the numerics subset on the two other CPU kinds, emulated (CI runs it)
 #   make lab                                   JupyterLab on notebooks/ from the same .venv
 PROFILE ?= tiny
+DATA ?=
+LAYOUT ?= acdc
+DATA_ARGS := $(if $(DATA),--data "$(DATA)" --layout $(LAYOUT))
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,7 +25,7 @@ $(STAMP): pyproject.toml
 reproduce: $(STAMP)
 	$(PY) -m cardiolab notebooks --profile $(PROFILE) --plan
 	$(PY) -m cardiolab phantom --profile $(PROFILE)
-	$(PY) -m cardiolab notebooks --profile $(PROFILE)
+	$(PY) -m cardiolab notebooks --profile $(PROFILE) $(DATA_ARGS)
 	$(PY) -m cardiolab report --runs runs/$(PROFILE)
 
 test: $(STAMP)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cardiolab.core import CardiolabError, check_amp, project_root
+from cardiolab.core import CardiolabError, check_amp, fingerprint, from_record, project_root, to_record
 
 
 @dataclass(frozen=True)
@@ -258,6 +258,10 @@ class Profile:
     highres: HighresConfig = field(default_factory=HighresConfig)
     device: str = "auto"
     num_workers: int = 0
+    # The root's data source (`with_data`): a cohort folder as records name it (`core.to_record`); None = the
+    # embedded phantom. A source shapes every model trained on it (`data_shaping`) and has its own cache.
+    data_source: str | None = None
+    data_layout: str = "acdc"         # the source's layout: acdc | mnms (the phantom is written as acdc)
 
     # Where this profile's files live (all git-ignored).
     @property
@@ -271,7 +275,23 @@ class Profile:
 
     @property
     def cache_dir(self) -> Path:
-        return project_root() / "data" / "cache" / self.name
+        """The prepared cache of the profile's data source: data/cache/<profile> for the phantom,
+        data/cache/<profile>-<folder name>-<id> for another source (`source_key`), so one never overwrites the other."""
+        base = project_root() / "data" / "cache"
+        if self.data_source is None:
+            return base / self.name
+        return base / f"{self.name}-{source_key(self.data_source, self.data_layout)}"
+
+    @property
+    def data_root(self) -> Path:
+        """The cohort folder the profile's data comes from: the data source, else the phantom (data/phantom/<profile>)."""
+        return from_record(self.data_source) if self.data_source is not None else self.phantom_dir
+
+    def describe_data(self) -> str:
+        """One line naming the data source and its cache, for logs, notebooks and reports."""
+        source = (f"{self.data_layout} cohort {self.data_root}" if self.data_source is not None
+                  else f"the embedded phantom ({self.phantom_dir})")
+        return f"data: {source} -> cache {self.cache_dir}"
 
     @property
     def run_dir(self) -> Path:
@@ -353,22 +373,58 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+DATA_ENV, LAYOUT_ENV = "CARDIOLAB_DATA", "CARDIOLAB_LAYOUT"   # the root's data source when no --data is given
+LAYOUTS = ("acdc", "mnms")
+
+
+def source_key(source: str, layout: str) -> str:
+    """The cache-folder suffix of a data source: its folder name (letters, digits, - and _) and a short id of the
+    recorded path and layout, e.g. "ACDC-3f2a9c1b": two folders of one name never share a cache."""
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(source).name).strip("-") or "data"
+    return f"{name}-{fingerprint({'source': source, 'layout': layout})[:8]}"
+
+
+def with_data(profile: Profile, data: str | os.PathLike | None = None, layout: str | None = None) -> Profile:
+    """`profile` reading the cohort folder `data` in `layout` (acdc | mnms) instead of the phantom.
+
+    data None: $CARDIOLAB_DATA (and $CARDIOLAB_LAYOUT), else the profile as it is (the phantom by default).
+    layout None: $CARDIOLAB_LAYOUT, else acdc. The folder is recorded relative to the root when under it.
+    """
+    if data is None or str(data) == "":
+        data = os.environ.get(DATA_ENV) or None
+        layout = layout or os.environ.get(LAYOUT_ENV) or None
+    if data is None:
+        return profile
+    layout = layout or "acdc"
+    if layout not in LAYOUTS:
+        raise CardiolabError(f"--layout {layout!r} (or ${LAYOUT_ENV}): choose one of {', '.join(LAYOUTS)}")
+    path = Path(data).expanduser()
+    if not path.is_dir():
+        raise CardiolabError(f"{path}: no such data folder (--data / ${DATA_ENV})")
+    return dataclasses.replace(profile, data_source=to_record(path), data_layout=layout)
+
+
 def data_shaping(profile: Profile, cache: str | os.PathLike | None = None) -> dict:
-    """The part of a run's shaping that names its training data: the profile's data settings, plus the cache
-    folder when it is not the profile's own (a run on another cohort never passes for the profile's run)."""
+    """The part of a run's shaping that names its training data: the profile's data settings, its data source
+    when not the phantom, plus the cache folder when it is not the profile's own (a run on another cohort never
+    passes for the profile's run)."""
     out = {"data": dataclasses.asdict(profile.data)}
+    if profile.data_source is not None:
+        out["source"] = {"root": profile.data_source, "layout": profile.data_layout}
     if cache is not None and Path(cache).resolve() != profile.cache_dir.resolve():
-        out["cache"] = str(Path(cache).resolve())
+        out["cache"] = to_record(cache)       # relative to the root: a copied root keeps its runs current
     return out
 
 
 def get_profile(name: Profile | str | None = None) -> Profile:
-    """Look a profile up by name; None reads $CARDIOLAB_PROFILE (default 'tiny'); a Profile is returned as is."""
+    """Look a profile up by name; None reads $CARDIOLAB_PROFILE (default 'tiny'); a Profile is returned as is.
+
+    A profile looked up by name reads the root's data source from $CARDIOLAB_DATA when set (`with_data`)."""
     if isinstance(name, Profile):
         return name
     name = name or os.environ.get("CARDIOLAB_PROFILE", "tiny")
     try:
-        return PROFILES[name]
+        return with_data(PROFILES[name])
     except KeyError:
         raise CardiolabError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}") from None
 

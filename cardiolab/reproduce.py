@@ -6,13 +6,15 @@ this machine says up front how long it will take and the report shows where the 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
 from cardiolab.core import (CardiolabError, atomic_path, machine_info, pick_device, precision_name, project_root,
                             read_json, resolve_amp, write_json)
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import DATA_ENV, LAYOUT_ENV, Profile, get_profile, with_data
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +69,55 @@ def plan(profile: Profile | str, only: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0) -> Path:
+def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0, data: str | os.PathLike | None = None,
+                  layout: str | None = None) -> Path:
     """Execute the notebooks headless with `profile=<profile>`; returns the folder of executed copies.
 
+    data, layout: the root's data source (`profiles.with_data`; None: $CARDIOLAB_DATA, else the phantom). Each
+    notebook gets it as its `data_dir` / `layout` parameters, and its kernel as $CARDIOLAB_DATA /
+    $CARDIOLAB_LAYOUT, so that every profile it looks up reads that source's cache.
     Records each notebook's wall time in runs/<profile>/timings.json as soon as it has run.
     """
     import papermill as pm
 
-    prof = get_profile(profile)
+    prof = with_data(get_profile(profile), data, layout)
     out = prof.run_dir / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
+    parameters = {"profile": profile, "seed": seed}
+    env = {}
+    if prof.data_source is not None:
+        parameters.update(data_dir=str(prof.data_root), layout=prof.data_layout)
+        env = {DATA_ENV: str(prof.data_root), LAYOUT_ENV: prof.data_layout}
+    log.info("%s", prof.describe_data())
     for path in notebook_paths():
         if only and not any(path.name.startswith(o) for o in only):
             continue
         log.info("running %s (profile %s)", path.name, profile)
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(str(path), str(out / path.name), parameters={"profile": profile, "seed": seed},
-                                cwd=str(path.parent), progress_bar=False, log_output=False)
+            with _environment(env):             # the kernel papermill starts inherits it
+                pm.execute_notebook(str(path), str(out / path.name), parameters=parameters,
+                                    cwd=str(path.parent), progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as e:
             raise CardiolabError(f"{path}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
                                  f"(executed copy: {out / path.name})") from None
         record_stage(prof, path.name, time.perf_counter() - t0)
     return out
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables inside the block, restoring the old values after it."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ---- the README's figures -------------------------------------------------------------------------

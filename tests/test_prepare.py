@@ -11,7 +11,7 @@ from cardiolab.core import CardiolabError
 from cardiolab.data import attributes, prepare as prep
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.io.cohort import Subject, make_affine, write_subject
-from cardiolab.profiles import get_profile
+from cardiolab.profiles import get_profile, with_data
 
 SMOKE = get_profile("smoke")
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "ARV")
@@ -189,7 +189,9 @@ def test_prepare_is_atomic(toy_root, tmp_path, monkeypatch):
 def test_prepare_replaces_only_when_done(toy_root, cache, tmp_path, monkeypatch):
     out = tmp_path / "c"
     prep.prepare(toy_root, "acdc", SMOKE, out, seed=1)
-    assert prep.is_current(out, SMOKE) and not prep.is_current(out, get_profile("tiny"))
+    assert prep.is_current(out, with_data(SMOKE, toy_root))
+    assert not prep.is_current(out, with_data(get_profile("tiny"), toy_root))     # other data settings
+    assert not prep.is_current(out, SMOKE)                                       # not the phantom's cache
     before = (out / "manifest.json").read_text()
     monkeypatch.setattr(prep, "prepare_subject", lambda s, p, rvip=None: 1 / 0)
     with pytest.raises(ZeroDivisionError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import shlex
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
 
 HELP = ("evaluate a synthetic cohort against real data (FD/KID-cardiolab, consistency, temporal, function) -> JSON; "
@@ -35,6 +35,7 @@ def add_arguments(p) -> None:
                    help="volume cohorts: highres-segmenter run (default runs/<profile>/highres-segmenter, trained if "
                         "missing)")
     add_profile(p)
+    add_data(p)
 
 
 def command_line(args) -> str:
@@ -48,8 +49,7 @@ def command_line(args) -> str:
 
 def run(args) -> int:
     from cardiolab.evaluate import evaluate
-    from cardiolab.profiles import get_profile
-    profile = get_profile(args.profile)
+    profile = resolve_profile(args)
     if _is_volume_cohort(args.synthetic):
         return run_highres(args, profile)
     for flag in ("unconditional", "segmenter"):

@@ -1,7 +1,7 @@
 """`python -m cardiolab notebooks`: run every notebook through papermill (what `make reproduce` does)."""
 from __future__ import annotations
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_data, add_profile
 from cardiolab.profiles import get_profile
 
 HELP = "run notebooks/NN_*.ipynb in order through papermill; executed copies go to runs/<profile>/notebooks"
@@ -9,6 +9,7 @@ HELP = "run notebooks/NN_*.ipynb in order through papermill; executed copies go 
 
 def add_arguments(p) -> None:
     add_profile(p)
+    add_data(p)
     p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes (e.g. 01 03)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plan", action="store_true",
@@ -21,6 +22,7 @@ def run(args) -> int:
     if args.plan:
         print(plan(args.profile, only=args.only))
         return 0
-    out = run_notebooks(get_profile(args.profile).name, only=args.only, seed=args.seed)
+    out = run_notebooks(get_profile(args.profile).name, only=args.only, seed=args.seed, data=args.data,
+                        layout=args.layout)
     print(f"executed notebooks in {out}")
     return 0

@@ -3,30 +3,35 @@ from __future__ import annotations
 
 import logging
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_profile, resolve_profile
+from cardiolab.profiles import LAYOUTS
 
 HELP = "preprocess a cohort (phantom, ACDC, M&Ms) into the training cache with seeded splits"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--root", default=None,
-                   help="cohort folder (default: the profile's phantom cohort, generated if missing)")
-    p.add_argument("--layout", choices=("acdc", "mnms"), default="acdc", help="dataset layout (default acdc)")
+    p.add_argument("--data", "--root", dest="data", default=None, metavar="DIR",
+                   help="cohort folder (default $CARDIOLAB_DATA, else the profile's phantom cohort, generated if "
+                        "missing)")
+    p.add_argument("--layout", choices=LAYOUTS, default=None,
+                   help="dataset layout of --data (default $CARDIOLAB_LAYOUT, else acdc)")
     add_profile(p)
-    p.add_argument("--out", default=None, help="cache folder (default: data/cache/<profile>)")
+    p.add_argument("--out", default=None,
+                   help="cache folder (default: the data source's own cache, data/cache/<profile> for the phantom, "
+                        "data/cache/<profile>-<folder>-<id> for another folder)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
 
 
 def run(args) -> int:
     from cardiolab.data.prepare import prepare
-    from cardiolab.profiles import get_profile
 
-    profile = get_profile(args.profile)
-    root = args.root
-    if root is None:
+    profile = resolve_profile(args)
+    if profile.data_source is None:
         from cardiolab.data.phantom import ensure_phantom
         root = ensure_phantom(profile)
-    manifest = prepare(root, args.layout, profile, args.out, seed=args.seed)
-    log.info("wrote %s", manifest)
+    else:
+        root = profile.data_root
+    manifest = prepare(root, profile.data_layout, profile, args.out or profile.cache_dir, seed=args.seed)
+    print(f"prepared {root} ({profile.data_layout}) -> cache {manifest.parent}")
     return 0

@@ -4,9 +4,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
-from cardiolab.profiles import get_profile, override
 from cardiolab.tasks import REGISTRY, get_task
 
 HELP = "train a registered model (see `models`) in a profile; --resume continues a killed run"
@@ -15,6 +14,7 @@ HELP = "train a registered model (see `models`) in a profile; --resume continues
 def add_arguments(p) -> None:
     p.add_argument("model", choices=list(REGISTRY), help="which model to train")
     add_profile(p)
+    add_data(p)
     p.add_argument("--out", type=Path, help="run folder (default runs/<profile>/<model>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--steps", type=int, help="override the profile's number of steps")
@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     train = get_task(args.model).train
-    profile = override(get_profile(args.profile), args.set)
+    profile = resolve_profile(args)
     options = (("latents", "latents", args.latents), ("init", "init", args.init), ("root", "root", args.root),
                ("cache", "cache_dir", args.cache), ("keep_every", "keep_every", args.keep_every),
                ("replayable", "replayable", True if args.replayable else None))

@@ -33,7 +33,7 @@ from nibabel.orientations import io_orientation
 from scipy import ndimage
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
+from cardiolab.core import CardiolabError, atomic_path, fingerprint, from_record, read_json, to_record, write_json
 from cardiolab.data import attributes
 from cardiolab.io.cohort import LABELS, Subject
 from cardiolab.io.layouts import read_cohort, scan_cohort
@@ -450,7 +450,7 @@ def prepare(root: str | os.PathLike, layout: str = "acdc", profile: Profile | st
             "frames": cfg.frames,
             "slices": cfg.slices,
             "spacing": cfg.spacing,
-            "source": {"root": str(Path(root).resolve()), "layout": layout, "seed": seed,
+            "source": {"root": to_record(root), "layout": layout, "seed": seed, "listing": source_listing(root),
                        "subjects": len(entries)},
             "attributes": {f.name: list(f.classes) for f in attributes.FIELDS},
             "splits": splits,
@@ -462,8 +462,21 @@ def prepare(root: str | os.PathLike, layout: str = "acdc", profile: Profile | st
     return out / "manifest.json"
 
 
+def source_listing(root: str | os.PathLike) -> str:
+    """A short id of a cohort folder's listing: every file's path under it and size (not times: a copied root
+    keeps its caches). A cache records it; a source whose files changed, came or went no longer matches."""
+    root = Path(root)
+    files = sorted((p.relative_to(root).as_posix(), p.stat().st_size) for p in root.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return fingerprint(files)
+
+
 def is_current(cache_dir: str | os.PathLike, profile: Profile) -> bool:
-    """True when `cache_dir` holds a manifest of this cache version made with this profile's data settings."""
+    """True when `cache_dir` holds a manifest of this cache version made with this profile's data settings from
+    the profile's data source (`Profile.data_root`, in its layout) as that folder is now.
+
+    The listing is compared only while the source is there: a cache copied without its cohort stays usable.
+    Manifests written before sources were recorded with a listing are compared by folder and layout only."""
     path = Path(cache_dir) / "manifest.json"
     if not path.exists():
         return False
@@ -473,8 +486,14 @@ def is_current(cache_dir: str | os.PathLike, profile: Profile) -> bool:
         return False
     want = _jsonable(profile.to_dict())
     have = manifest.get("profile", {})
-    return (manifest.get("version") == CACHE_VERSION and have.get("name") == want["name"]
-            and have.get("data") == want["data"])
+    if not (manifest.get("version") == CACHE_VERSION and have.get("name") == want["name"]
+            and have.get("data") == want["data"]):
+        return False
+    source, root = manifest.get("source", {}), profile.data_root
+    recorded = from_record(source.get("root"))
+    if recorded is None or recorded.resolve() != root.resolve() or source.get("layout", "acdc") != profile.data_layout:
+        return False
+    return "listing" not in source or not root.is_dir() or source_listing(root) == source["listing"]
 
 
 def _jsonable(obj):
@@ -483,10 +502,18 @@ def _jsonable(obj):
 
 
 def ensure_prepared(profile: Profile | str | None = None) -> Path:
-    """The profile's cache folder, built from the phantom (generated if missing) when absent or stale."""
+    """The profile's cache folder (`Profile.cache_dir`), prepared from its data source when absent or stale: the
+    root's cohort folder (`profiles.with_data`), else the phantom (generated if missing)."""
     profile = get_profile(profile)
     if not is_current(profile.cache_dir, profile):
-        from cardiolab.data.phantom import ensure_phantom
-        root = ensure_phantom(profile)
-        prepare(root, "acdc", profile, profile.cache_dir)
+        if profile.data_source is not None:
+            root = profile.data_root
+            if not root.is_dir():
+                raise CardiolabError(f"{root}: the data source of profile {profile.name} is not there "
+                                     f"(--data / $CARDIOLAB_DATA) and {profile.cache_dir} is not prepared from it")
+        else:
+            from cardiolab.data.phantom import ensure_phantom
+            root = ensure_phantom(profile)
+        prepare(root, profile.data_layout, profile, profile.cache_dir)
+    log.info("%s", profile.describe_data())
     return profile.cache_dir
