@@ -388,6 +388,19 @@ def test_dit_dp_trains_and_writes_a_checkable_privacy_json(dp_world, tmp_path):
     assert conf["cache_dir"] == public_conf["cache_dir"]
 
 
+def test_privacy_check_refuses_a_replayable_run_relabelled_a_release(dp_world, tmp_path, capsys):
+    from cardiolab.__main__ import main
+    from cardiolab.tasks import dp as task
+
+    root, profile, private = dp_world
+    run = task.train(profile, out=tmp_path / "run", steps=1, latents=private, init=root / "dit", replayable=True)
+    record = json.loads((run / "privacy.json").read_text())
+    assert main(["privacy", "check", str(run)]) == 0
+    (run / "privacy.json").write_text(json.dumps({**record, "release": True}))
+    assert main(["privacy", "check", str(run)]) == 1
+    assert "release: True but config.json trained with dp_replayable = True" in capsys.readouterr().out
+
+
 def test_dit_dp_release_runs_differ_and_replayable_runs_replay(dp_world, tmp_path):
     from cardiolab.__main__ import main
     from cardiolab.core import read_json
@@ -443,7 +456,7 @@ def dp_run(dp_world):
 
 
 @pytest.mark.parametrize("field, value", [("steps", 2), ("sample_rate", 0.2), ("noise_multiplier", 9.0),
-                                          ("n_subjects", 13)])
+                                          ("n_subjects", 13), ("delta", 2e-5), ("release", False)])
 def test_privacy_check_exits_1_naming_a_field_edited_in_privacy_json(dp_run, tmp_path, capsys, field, value):
     import shutil
 
@@ -453,6 +466,8 @@ def test_privacy_check_exits_1_naming_a_field_edited_in_privacy_json(dp_run, tmp
     assert main(["privacy", "check", str(run)]) == 0
     record = json.loads((run / "privacy.json").read_text())
     record[field] = value            # epsilon stays recorded at or above its recomputation: only the run disagrees
+    if field == "release":
+        record["noise_seed"] = 0     # a well-formed replayable record that the run does not back
     (run / "privacy.json").write_text(json.dumps(record))
     assert main(["privacy", "check", str(run)]) == 1
     out = capsys.readouterr().out.strip().splitlines()

@@ -18,7 +18,7 @@ import os
 import warnings
 from pathlib import Path
 
-from cardiolab.core import CardiolabError, fingerprint, from_record, read_json, to_record, write_json
+from cardiolab.core import CardiolabError, fingerprint, read_json, write_json
 from cardiolab.io.cohort import samples_record
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -167,9 +167,8 @@ def group_privacy(epsilon_: float, delta: float, k: int) -> dict:
 def training_cohort_id(source: str | os.PathLike, ids) -> str:
     """Id of a training set: the cache (or cohort folder) it was read from and its subject ids. Phantom cohorts
     share ids (patient001, ...), so the source is part of it. A DP run records it; a copy audit records the one
-    it compared against; the export gate refuses an audit whose id differs from the generator's. The source is
-    named as records name it (`core.to_record`: relative to the root), so a copied root keeps its ids."""
-    return fingerprint({"source": to_record(source), "ids": sorted(str(i) for i in ids)})
+    it compared against; the export gate refuses an audit whose id differs from the generator's."""
+    return fingerprint({"source": str(Path(source).resolve()), "ids": sorted(str(i) for i in ids)})
 
 
 def is_release(record: dict | None) -> bool:
@@ -219,7 +218,8 @@ def cross_check(run_dir: str | os.PathLike) -> list[str]:
     """Problems (one line each, naming the field) between a DP run's privacy.json and what the run really did.
 
     Compared: the checkpoint's accountant history (mechanism, sigma, q, steps), state.json's step count, q against
-    the expected batch and N (q = 1/ceil(N/batch), config.json), the config's sigma and q, delta <= 1/(10 N), and
+    the expected batch and N (q = 1/ceil(N/batch), config.json), the config's sigma, q, delta and release mode
+    (a replayable run cannot be relabelled a release), delta <= 1/(10 N), and
     the training latents: subject ids unique, N of them (non-holdout), and the training-cohort id. A folder that
     holds only privacy.json (or the file itself) has nothing to cross-check: [].
     """
@@ -260,14 +260,19 @@ def cross_check(run_dir: str | os.PathLike) -> list[str]:
         if batch and not _close(q, 1 / math.ceil(n / batch)):
             bad("sample_rate", f"{q:g} but N = {n} and expected batch {batch} give q = 1/ceil(N/batch) = "
                                f"{1 / math.ceil(n / batch):g}")
-        for field in ("noise_multiplier", "sample_rate"):
+        for field in ("noise_multiplier", "sample_rate", "delta"):
             if field in conf and not _close(conf[field], record[field]):
                 bad(field, f"{record[field]:g} but config.json records {conf[field]:g}")
+        replayable = conf.get("train", {}).get("dp_replayable")
+        if conf.get("release", record["release"]) != record["release"] or (
+                replayable is not None and bool(replayable) == record["release"]):
+            bad("release", f"{record['release']} but config.json trained with dp_replayable = {replayable} "
+                           f"(release {conf.get('release')})")
     if record["delta"] * 10 * n > 1 + 1e-12:
         bad("delta", f"{record['delta']:g} is above 1/(10 N) = {1 / (10 * n):.3g}")
     latents = conf.get("shaping", {}).get("latents")
     if latents:
-        problems += _check_latents(from_record(latents), record)
+        problems += _check_latents(Path(latents), record)
     return problems
 
 
@@ -287,9 +292,9 @@ def _check_latents(latents: Path, record: dict) -> list[str]:
     if len(ids) != record["n_subjects"]:
         out.append(f"n_subjects: {record['n_subjects']} but {path} holds {len(ids)} training subjects")
     if record.get("training_cohort") and "cache_dir" in data and \
-            training_cohort_id(from_record(data["cache_dir"]), ids) != record["training_cohort"]:
+            training_cohort_id(data["cache_dir"], ids) != record["training_cohort"]:
         out.append(f"training_cohort: {record['training_cohort']} but {path} gives "
-                   f"{training_cohort_id(from_record(data['cache_dir']), ids)}")
+                   f"{training_cohort_id(data['cache_dir'], ids)}")
     return out
 
 
