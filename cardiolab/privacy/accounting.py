@@ -18,7 +18,7 @@ import os
 import warnings
 from pathlib import Path
 
-from cardiolab.core import CardiolabError, fingerprint, read_json, write_json
+from cardiolab.core import CardiolabError, fingerprint, from_record, read_json, to_record, write_json
 from cardiolab.io.cohort import samples_record
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -167,8 +167,9 @@ def group_privacy(epsilon_: float, delta: float, k: int) -> dict:
 def training_cohort_id(source: str | os.PathLike, ids) -> str:
     """Id of a training set: the cache (or cohort folder) it was read from and its subject ids. Phantom cohorts
     share ids (patient001, ...), so the source is part of it. A DP run records it; a copy audit records the one
-    it compared against; the export gate refuses an audit whose id differs from the generator's."""
-    return fingerprint({"source": str(Path(source).resolve()), "ids": sorted(str(i) for i in ids)})
+    it compared against; the export gate refuses an audit whose id differs from the generator's. The source is
+    named as records name it (`core.to_record`: relative to the root), so a copied root keeps its ids."""
+    return fingerprint({"source": to_record(source), "ids": sorted(str(i) for i in ids)})
 
 
 def is_release(record: dict | None) -> bool:
@@ -272,7 +273,7 @@ def cross_check(run_dir: str | os.PathLike) -> list[str]:
         bad("delta", f"{record['delta']:g} is above 1/(10 N) = {1 / (10 * n):.3g}")
     latents = conf.get("shaping", {}).get("latents")
     if latents:
-        problems += _check_latents(Path(latents), record)
+        problems += _check_latents(from_record(latents), record)
     return problems
 
 
@@ -292,9 +293,9 @@ def _check_latents(latents: Path, record: dict) -> list[str]:
     if len(ids) != record["n_subjects"]:
         out.append(f"n_subjects: {record['n_subjects']} but {path} holds {len(ids)} training subjects")
     if record.get("training_cohort") and "cache_dir" in data and \
-            training_cohort_id(data["cache_dir"], ids) != record["training_cohort"]:
+            training_cohort_id(from_record(data["cache_dir"]), ids) != record["training_cohort"]:
         out.append(f"training_cohort: {record['training_cohort']} but {path} gives "
-                   f"{training_cohort_id(data['cache_dir'], ids)}")
+                   f"{training_cohort_id(from_record(data['cache_dir']), ids)}")
     return out
 
 
