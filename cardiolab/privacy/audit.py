@@ -141,7 +141,6 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     family of `plant.FAMILIES` on every copy, or "mixed"). The vqgan family round-trips each copy through the
     VQ-GAN run `vqgan` (default runs/<profile>/vqgan). Returns a summary dict."""
     from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.phantom import generate_cohort
     from cardiolab.privacy.plant import CopyTransforms, family_transforms, plant, write_planted
 
     profile = get_profile(profile)
@@ -156,14 +155,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     n_fresh = profile.copydetector.fresh if n_fresh is None else n_fresh
     if n_copies < 0 or n_fresh < 0 or n_copies + n_fresh == 0:
         raise CardiolabError(f"audit plant: --n-copies {n_copies} / --n-fresh {n_fresh}: need >= 0 and a total > 0")
-    d = profile.data
-    with tempfile.TemporaryDirectory(prefix="cardiolab-fresh-") as tmp:
-        if n_fresh:
-            generate_cohort(tmp, n_fresh, seed=fresh_seed, size=d.phantom_size, spacing=d.phantom_spacing,
-                            slices=d.phantom_slices, frames=d.phantom_frames)
-            fresh = load_cines(tmp, profile, label_free=True).images
-        else:
-            fresh = train_images[:0]
+    fresh = _fresh_cines(profile, n_fresh, fresh_seed) if n_fresh else train_images[:0]
     # Image-only, like a cohort from another tool: the audit reads every side label-free, so labels would change
     # nothing (the copies are at profile geometry and keep their field of view).
     cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms, round_trip=round_trip)
@@ -177,6 +169,25 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     summary = {"out": str(out), "n_copies": n_copies, "n_fresh": n_fresh, "seed": seed, "fresh_seed": fresh_seed,
                "profile": profile.name, "family": family, "families": list(transforms.families)}
     return summary
+
+
+_FRESH: dict = {}            # (profile data, n, seed) -> label-free fresh cines: one family cohort after another
+
+
+def _fresh_cines(profile: Profile, n: int, seed: int) -> torch.Tensor:
+    """n fresh phantoms (seed) at the profile's phantom geometry, label-free at profile geometry (N, D, H, W, T);
+    kept for the process, since `audit families` plants the same fresh cines beside every family's copies."""
+    from cardiolab.data.phantom import generate_cohort
+
+    key = (repr(profile.data), n, seed)
+    if key not in _FRESH:
+        d = profile.data
+        with tempfile.TemporaryDirectory(prefix="cardiolab-fresh-") as tmp:
+            generate_cohort(tmp, n, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
+                            slices=d.phantom_slices, frames=d.phantom_frames)
+            _FRESH.clear()
+            _FRESH[key] = load_cines(tmp, profile, label_free=True).images
+    return _FRESH[key]
 
 
 def _round_trip(profile: Profile, run: str | os.PathLike | None):
