@@ -3,11 +3,13 @@
 #        [DATA=/path/to/cohort LAYOUT=acdc|mnms]  on that cohort (its own cache) instead of the phantom
 #   make test                                  unit tests + notebooks under nbval (smoke profile)
 #   make test-kinds                            the numerics subset on the two other CPU kinds, emulated (CI runs it)
-#   make lab                                   JupyterLab on notebooks/ from the same .venv
+#   make lab [PROFILE=tiny|smoke] [DATA=...]   JupyterLab on notebooks/ with CARDIOLAB_PROFILE=$(PROFILE) (and the
+#                                              data source): they reuse what make reproduce made in runs/$(PROFILE)/
 PROFILE ?= tiny
 DATA ?=
 LAYOUT ?= acdc
 DATA_ARGS := $(if $(DATA),--data "$(DATA)" --layout $(LAYOUT))
+DATA_ENV := $(if $(DATA),CARDIOLAB_DATA="$(DATA)" CARDIOLAB_LAYOUT=$(LAYOUT))
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -46,8 +48,9 @@ test-kinds: $(STAMP)
 	        $(KIND_NOTEBOOK) || exit 1; \
 	done
 
-lab: $(STAMP)
-	$(PY) -m jupyter lab notebooks/
+lab: $(STAMP)   # notebooks read CARDIOLAB_PROFILE in their parameters cell (smoke without it)
+	@echo "notebooks run the $(PROFILE) profile: they reuse runs/$(PROFILE)/ (make lab PROFILE=smoke: seconds each)"
+	CARDIOLAB_PROFILE=$(PROFILE) $(DATA_ENV) $(PY) -m jupyter lab notebooks/
 
 bench: $(STAMP)   # CPU benchmarks; tables and machine in benchmarks/README.md, JSON in runs/bench/
 	$(PY) benchmarks/phantom_speed.py

@@ -20,6 +20,19 @@ log = logging.getLogger(__name__)
 
 TIMINGS = "timings.json"   # runs/<profile>/timings.json: {"stages": [{stage, seconds, precision, cpu_capability, gpu}]}
 
+# Wall seconds per stage from named runs, the one home of these numbers: `plan` shows them, labelled "est.", for a
+# stage this machine has not run yet (README, "Start here", has the same table). Keys: "phantom" and the notebook's
+# two-digit prefix. A profile without an entry (full) prints "? s".
+MEASURED = {
+    "tiny": {
+        "source": "2-core Intel Xeon, AVX512 with AVX-512 BF16 + AMX, bf16: phantom, 01, 02, 03, 05 from a fresh-clone "
+                  "make reproduce at commit cdd9d5d (2026-12-01); 04 at f613477 (2026-12-01); 06, 07, 08 at fd9e5a7 "
+                  "and 09's pipeline at 1c3c1fc (2026-11-30), these four beside other jobs",
+        "seconds": {"phantom": 37, "01": 53, "02": 1263, "03": 427, "04": 3160, "05": 1078, "06": 3480, "07": 1200,
+                    "08": 5700, "09": 1890},
+    },
+}
+
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
     """notebooks/NN_*.ipynb in order."""
@@ -40,7 +53,7 @@ def record_stage(profile: Profile | str, stage: str, seconds: float) -> Path:
     """Merge one stage's wall time into runs/<profile>/timings.json (replacing that stage's earlier entry).
 
     Beside the seconds: the precision amp='auto' resolves to here and the CPU capability, because the same
-    stage takes 50x longer on a CPU that emulates bf16 (issue 11).
+    stage takes 50x longer on a CPU that emulates bf16 (README, "CPU kinds and precision").
     """
     prof = get_profile(profile)
     device = pick_device(prof.device)
@@ -53,19 +66,35 @@ def record_stage(profile: Profile | str, stage: str, seconds: float) -> Path:
     return write_json(prof.run_dir / TIMINGS, {"stages": stages})
 
 
+def estimate(profile: str, stage: str) -> float | None:
+    """Seconds a stage took in the run MEASURED names for this profile (phantom, or a notebook by its NN_ prefix)."""
+    seconds = MEASURED.get(profile, {}).get("seconds", {})
+    return seconds.get(stage if stage == "phantom" else stage[:2])
+
+
 def plan(profile: Profile | str, only: list[str] | None = None) -> str:
-    """What `make reproduce` will run, with each stage's seconds last time on this machine where known."""
+    """What `make reproduce` will run: each stage's seconds last time on this machine, else MEASURED's estimate."""
     prof = get_profile(profile)
     last = {s["stage"]: s for s in read_timings(prof.run_dir)}
     names = ["phantom"] + [p.name for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
-    lines = [f"stages of profile {prof.name}" + (" (seconds last time on this machine):" if last else ":")]
+    lines = [f"stages of profile {prof.name} (seconds last time on this machine; 'est.': another machine's run):"]
+    total, estimated = 0.0, False
     for name in names:
-        s = last.get(name)
-        lines.append(f"  {name:<28} " + (f"{s['seconds']:8.1f} s  ({s['precision']}, {s['cpu_capability']})"
-                                          if s else "       ? s"))
-    known = [last[n]["seconds"] for n in names if n in last]
-    if known:
-        lines.append(f"  {'total (known stages)':<28} {sum(known):8.1f} s  (~{sum(known) / 60:.0f} min)")
+        s, guess = last.get(name), estimate(prof.name, name)
+        if s:
+            total += s["seconds"]
+            lines.append(f"  {name:<28} {s['seconds']:8.1f} s  ({s['precision']}, {s['cpu_capability']})")
+        elif guess is not None:
+            total, estimated = total + guess, True
+            lines.append(f"  {name:<28} {guess:8.0f} s  est.")
+        else:
+            lines.append(f"  {name:<28}        ? s  (not measured)")
+    if total:
+        lines.append(f"  {'total (known stages)':<28} {total:8.1f} s  (~{total / 60:.0f} min"
+                     + (", with estimates)" if estimated else ")"))
+    if estimated:
+        lines.append(f"  est.: {MEASURED[prof.name]['source']}; another CPU kind, precision or load changes them "
+                     "several-fold")
     return "\n".join(lines)
 
 

@@ -1,6 +1,10 @@
 """What `make reproduce` leaves: stage timings (timings.json, the plan printed first, the Time section), README figures."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -43,7 +47,8 @@ def test_a_rerun_replaces_only_its_own_stage(root):
     assert [(s["stage"], s["seconds"]) for s in stages] == [("phantom", 1.0), ("02_vqvae.ipynb", 7.0)]
 
 
-def test_plan_lists_every_stage_with_last_seconds_where_known(root, capsys):
+def test_plan_lists_every_stage_with_last_seconds_where_known(root, capsys, monkeypatch):
+    monkeypatch.setattr(reproduce, "MEASURED", {})                      # no estimates: only this machine's runs
     assert "? s" in reproduce.plan("smoke").splitlines()[1]            # nothing recorded yet
     reproduce.record_stage("smoke", "phantom", 60.0)
     reproduce.record_stage("smoke", "01_data.ipynb", 120.0)
@@ -54,6 +59,50 @@ def test_plan_lists_every_stage_with_last_seconds_where_known(root, capsys):
     assert "? s" in lines[3]
     assert "180.0 s" in lines[-1]
     assert not (root / "runs" / "smoke" / "notebooks").exists()        # --plan runs nothing
+
+
+def test_plan_estimates_a_first_run_from_the_measured_runs(root):
+    lines = reproduce.plan("tiny").splitlines()
+    vq = reproduce.MEASURED["tiny"]["seconds"]["02"]
+    assert [line.split()[0] for line in lines[1:4]] == ["phantom", "01_data.ipynb", "02_vqvae.ipynb"]
+    assert lines[3].endswith(f"{vq:8.0f} s  est.")                   # matched by its NN_ prefix
+    assert "with estimates" in lines[4]
+    assert "cdd9d5d" in lines[5]                                      # the estimates name the run they came from
+
+
+def test_plan_mixes_this_machines_seconds_with_estimates(root):
+    reproduce.record_stage("tiny", "01_data.ipynb", 100.0)
+    lines = reproduce.plan("tiny").splitlines()
+    assert "100.0 s" in lines[2]
+    assert "est." not in lines[2]
+    seconds = reproduce.MEASURED["tiny"]["seconds"]
+    assert f"{seconds['phantom'] + 100.0 + seconds['02']:8.1f} s" in lines[4]
+
+
+def test_plan_says_not_measured_for_a_profile_without_a_run(root):
+    lines = reproduce.plan("full").splitlines()
+    assert "? s  (not measured)" in lines[1]
+    assert not any("total" in line for line in lines)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+@pytest.mark.parametrize("profile", ["tiny", "smoke"])
+def test_make_lab_opens_the_notebooks_in_the_profile_it_is_given(profile):
+    repo = Path(__file__).resolve().parents[1]
+    dry = subprocess.run(["make", "-n", "-C", str(repo), "lab", f"PROFILE={profile}"], capture_output=True, text=True,
+                         check=True).stdout
+    lab = [line.split() for line in dry.splitlines() if "jupyter lab" in line]
+    assert lab == [[f"CARDIOLAB_PROFILE={profile}", ".venv/bin/python", "-m", "jupyter", "lab", "notebooks/"]]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_lab_passes_the_data_source_make_reproduce_was_given():
+    repo = Path(__file__).resolve().parents[1]
+    dry = subprocess.run(["make", "-n", "-C", str(repo), "lab", "DATA=/data/ACDC", "LAYOUT=mnms"], capture_output=True,
+                         text=True, check=True).stdout
+    lab = next(line for line in dry.splitlines() if "jupyter lab" in line)
+    assert 'CARDIOLAB_DATA="/data/ACDC"' in lab
+    assert "CARDIOLAB_LAYOUT=mnms" in lab
 
 
 def test_report_time_section(root):
