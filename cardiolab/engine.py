@@ -275,7 +275,8 @@ class Trainer:
             self._probe.append(torch.cat(grads) if grads else torch.zeros(0))
             opt.zero_grad(set_to_none=True)
             return float("nan")
-        if not math.isfinite(value := float(loss.detach())):
+        is_dp = _is_dp(opt)  # Opacus DPOptimizer clips per sample itself
+        if not is_dp and not math.isfinite(value := float(loss.detach())):
             self._diverged(f"the {name} loss is {value}")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -283,7 +284,6 @@ class Trainer:
         else:
             loss.backward()
         norm = float("nan")
-        is_dp = _is_dp(opt)  # Opacus DPOptimizer clips per sample itself
         if self.cfg.grad_clip and not is_dp:
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
             norm = float(nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
@@ -294,6 +294,10 @@ class Trainer:
             self.scaler.update()
         else:
             opt.step()
+        # DP-SGD: check the weights (the mechanism's output, public), never the private loss: stopping on a loss
+        # would release one bit about the private batch outside the mechanism
+        if is_dp and not all(torch.isfinite(p).all() for g in opt.param_groups for p in g["params"]):
+            self._diverged(f"the {name} weights are not finite after a DP-SGD step")
         return norm
 
     def _diverged(self, what: str) -> None:

@@ -298,3 +298,25 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_checkpoint(tmp_p
     assert state["step"] < 50
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["modules"]["model"].values())
+
+
+def test_a_dp_run_stops_on_its_weights_not_on_its_private_loss(tmp_path):
+    """DP-SGD: the private loss never decides anything outside the mechanism; non-finite weights (its output) do."""
+    from cardiolab.privacy.dp import make_private
+
+    torch.manual_seed(0)
+    net = nn.Linear(4, 1)
+    data = TensorDataset(torch.randn(16, 4), torch.zeros(16, 1))
+    dp = make_private(net, torch.optim.SGD(net.parameters(), lr=1e30), data, batch=8, noise_multiplier=1.0,
+                      max_grad_norm=1.0, accountant="rdp")
+    cfg = TrainConfig(steps=20, batch_size=8, lr=1e30, warmup=1, log_every=1, amp="off", device="cpu")
+    tr = Trainer(tmp_path / "run", cfg, {"model": dp.module}, {"model": dp.optimizer}, accountant=dp.accountant)
+
+    def step_fn(batch, step, tr):
+        x, y = batch
+        loss = ((tr.modules["model"](x) - y) ** 2).mean()
+        tr.backward(loss * float("nan") if step == 0 else loss, "model")   # a NaN private loss is not looked at
+        return {}
+    with pytest.raises(CardiolabError, match="weights are not finite after a DP-SGD step") as err:
+        tr.fit(dp.loader, step_fn)
+    assert "loss is" not in str(err.value)
