@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_data, add_profile, resolve_profile
 
 HELP = ("RV insertion points (voxel + world coordinates, confidence) of every slice and frame of a cohort with a "
         "trained landmarks run -> JSON; --truth scores them against RVIP masks")
@@ -23,13 +23,13 @@ def add_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one profile field, e.g. --set landmarks.threshold=0.2 (repeatable)")
     add_profile(p)
+    add_data(p)
 
 
 def run(args) -> int:
-    from cardiolab.profiles import get_profile, override
     from cardiolab.rvip import write_landmarks
     from cardiolab.tasks.landmarks import NAME
-    profile = override(get_profile(args.profile), args.set)
+    profile = resolve_profile(args)
     run_dir = args.run if args.run is not None else profile.run(NAME)
     out = write_landmarks(run_dir, args.root, args.json, profile, truth_dir=args.truth, decoder=args.decoder,
                           threshold=args.threshold)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
 
 HELP = ("segmentation utility of a synthetic cohort: the segmenter trained on real / synthetic / both (and on "
@@ -24,11 +24,11 @@ def add_arguments(p) -> None:
     p.add_argument("--json", type=Path, default=None,
                    help="output JSON (default runs/<profile>/eval/utility-<cohort folder name>.json)")
     add_profile(p)
+    add_data(p)
 
 
 def run(args) -> int:
     from cardiolab.io.layouts import scan_cohort
-    from cardiolab.profiles import get_profile
     from cardiolab.utility import utility, utility_table
 
     for flag, path in (("--synthetic", args.synthetic), ("--test-cohort", args.test_cohort)):
@@ -50,7 +50,7 @@ def run(args) -> int:
     for flag, value in (("--steps", args.steps), ("--seeds", args.seeds)):
         if value is not None and value < 1:
             raise CardiolabError(f"{flag} {value}: must be >= 1")
-    profile = get_profile(args.profile)
+    profile = resolve_profile(args)
     out = args.json or profile.eval_dir / f"utility-{args.synthetic.name}.json"
     result = utility(profile, args.synthetic, out_json=out, seeds=args.seeds, steps=args.steps,
                      fractions=fractions, test_cohort=args.test_cohort)
