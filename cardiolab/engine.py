@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from cardiolab.core import (CardiolabError, PassResult, atomic_path, bf16_verdict, explain_amp, fingerprint,
-                            machine_info, pick_device, poisoned_heap, precision_name, write_json)
+                            machine_info, pick_device, poisoned_heap, precision_name, project_root, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,28 @@ def _set_rng_state(state: tuple) -> None:
     torch.set_rng_state(state[2])
 
 
-_VERDICTS: dict[str, tuple[str, str]] = {}   # `Trainer._settle_precision`'s verdicts in this process
+# `Trainer._settle_precision`'s verdicts, remembered per model, batch shape and CPU kind in the project's runs/
+# folder, so that every later run of that model on this machine trains in the same precision (same seed, same
+# numbers) instead of re-deciding on a timing that load can tip
+VERDICTS = "precision-verdicts.json"
+_VERDICTS: dict[str, tuple[str, str]] = {}
+
+
+def _verdicts() -> dict[str, tuple[str, str]]:
+    if not _VERDICTS and (path := project_root() / "runs" / VERDICTS).exists():
+        try:
+            _VERDICTS.update({k: tuple(v) for k, v in json.loads(path.read_text()).items()})
+        except (json.JSONDecodeError, TypeError, ValueError):
+            log.warning("%s: unreadable, measuring again", path)
+    return _VERDICTS
+
+
+def _remember(key: str, verdict: tuple[str, str]) -> None:
+    _verdicts()[key] = verdict
+    try:
+        write_json(project_root() / "runs" / VERDICTS, _VERDICTS)
+    except OSError as e:          # a read-only checkout still trains; it measures again next time
+        log.warning("cannot remember the precision verdict: %s", e)
 
 
 @torch.no_grad()
@@ -382,14 +403,14 @@ class Trainer:
         Why: oneDNN's bf16 kernels have shape-specific bugs on some CPU kinds (e.g. the Conv3d weight gradient
         of an input two voxels deep reads memory it never wrote on AVX-512 BF16 without AMX: NaN or 1e36), and
         bf16 is slower than fp32 for some models on some kinds. The passes run on a poisoned heap
-        (`core.poisoned_heap`) so that such a read shows. Verdicts are cached per model and batch shape in this process; a resumed run keeps
-        the verdict its checkpoint recorded.
+        (`core.poisoned_heap`) so that such a read shows. Verdicts are remembered per model, batch shape and CPU
+        kind (runs/precision-verdicts.json; delete it to measure again); a resumed run keeps its checkpoint's.
         """
         if self.verdict is not None or self.cfg.amp != "auto" or self.amp_dtype != torch.bfloat16 \
                 or self.device.type != "cpu" or self.dp:
             return
         key = _signature(self.modules, batch)
-        if key not in _VERDICTS:
+        if key not in _verdicts():
             saved = {n: copy.deepcopy(self.raw(n).state_dict()) for n in self.modules}
             passes: dict[str, list[PassResult]] = {"fp32": [], "bf16": []}
             for precision in ("fp32", "bf16") * 3:            # the first pass of each warms oneDNN's kernels up
@@ -397,7 +418,7 @@ class Trainer:
                 passes[precision].append(self._probe_pass(batch, step_fn, precision))
                 for n, sd in saved.items():
                     self.raw(n).load_state_dict(sd)
-            _VERDICTS[key] = bf16_verdict(passes["fp32"][1:], passes["bf16"][1:])
+            _remember(key, bf16_verdict(passes["fp32"][1:], passes["bf16"][1:]))
         self.verdict = _VERDICTS[key]
         self.precision, self.reason = self.verdict
         self.amp_dtype = torch.bfloat16 if self.precision == "bf16" else None

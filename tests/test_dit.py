@@ -158,8 +158,8 @@ def test_train_sample_export_roundtrip(tmp_path, monkeypatch, fake_stage1):
     assert (out / "gifs" / "synth0001.gif").stat().st_size > 0
     meta = json.loads((out / "samples.json").read_text())
     assert meta["generator"] == "cardiodit" and meta["seed"] == 7 and meta["steps"] == 3
-    from cardiolab.core import resolve_amp
-    assert meta["precision"] == ("bf16" if resolve_amp(profile.dit.amp, "cpu") == "bf16" else "fp32")  # native only
+    from cardiolab.diffusion import sampling_precision
+    assert meta["precision"] == sampling_precision(profile.dit.amp, "cpu", run)   # native, and sound for this run
     # no training-patient identifier anywhere in the synthetic cohort
     for f in out.rglob("*"):
         if f.suffix in (".cfg", ".json"):

@@ -250,6 +250,7 @@ def test_auto_records_the_measured_verdict_and_a_resume_keeps_it(tmp_path, monke
     from cardiolab.diffusion import sampling_precision
 
     _cpu_bf16(monkeypatch, avx512_bf16=True, amx=False)
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))         # the verdict is remembered in its runs/
     monkeypatch.setattr(engine, "bf16_verdict", lambda f, b: ("fp32", "auto: bf16 disagrees (test)"))
     monkeypatch.setattr(engine, "_VERDICTS", {})
     tr = _trainer(tmp_path / "run", steps=2)
@@ -262,10 +263,27 @@ def test_auto_records_the_measured_verdict_and_a_resume_keeps_it(tmp_path, monke
     assert sampling_precision("auto", "cpu") == "bf16"
 
     monkeypatch.setattr(engine, "bf16_verdict", lambda f, b: pytest.fail("a resumed run measured again"))
+    (tmp_path / "runs" / engine.VERDICTS).unlink()             # the checkpoint alone must carry it
     monkeypatch.setattr(engine, "_VERDICTS", {})
     again = _trainer(tmp_path / "run", steps=3)
     _fit_with(again, resume=True)
     assert (again.step, again.precision) == (3, "fp32")
+
+
+def test_a_verdict_is_remembered_for_later_runs_of_the_same_model(tmp_path, monkeypatch):
+    """A second process (a later run) reads the verdict instead of timing again: the same model on the same
+    machine always trains in the same precision, whatever the load."""
+    from cardiolab import engine
+
+    _cpu_bf16(monkeypatch, avx512_bf16=True, amx=False)
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
+    monkeypatch.setattr(engine, "bf16_verdict", lambda f, b: ("fp32", "auto: bf16 is slower (test)"))
+    monkeypatch.setattr(engine, "_VERDICTS", {})
+    _fit(tmp_path / "first")
+    assert read_json(tmp_path / "runs" / engine.VERDICTS)
+    monkeypatch.setattr(engine, "bf16_verdict", lambda f, b: pytest.fail("measured again"))
+    monkeypatch.setattr(engine, "_VERDICTS", {})                # as a new process finds it
+    assert _fit(tmp_path / "second").precision == "fp32"
 
 
 def _fit_with(tr: Trainer, resume: bool = False) -> Trainer:
