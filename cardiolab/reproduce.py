@@ -31,6 +31,13 @@ MEASURED = {
         "seconds": {"phantom": 37, "01": 53, "02": 1263, "03": 427, "04": 3160, "05": 1078, "06": 3480, "07": 1200,
                     "08": 5700, "09": 1890},
     },
+    "smoke": {
+        "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16: a fresh-clone make reproduce "
+                  "PROFILE=smoke at commit ded0f1c (2026-12-07) at load 7-10 from other jobs (a quiet 2-core Xeon "
+                  "ran every stage in 339 s in all at c6f2258)",
+        "seconds": {"phantom": 8, "01": 45, "02": 45, "03": 51, "04": 216, "05": 340, "06": 240, "07": 388, "08": 185,
+                    "09": 87},
+    },
 }
 
 
