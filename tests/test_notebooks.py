@@ -1,0 +1,62 @@
+"""Notebook hygiene: what every tutorial notebook must keep so it reads well and runs headless (nbval, papermill)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+IMPORT_LINE = re.compile(r"^\s*(import |from \S+ import |print\(f\"cardiolab |$|\))")
+WORKSHOP = re.compile(r"\b(wave \d|stop \d+|stops \d+|issue \d+)", re.IGNORECASE)
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def test_there_are_nine_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 10)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_parameters_cell_that_sets_the_profile(path):
+    tagged = [c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    assert re.search(r"^profile\s*=", _source(tagged[0]), re.M)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_outputs_are_stripped(path):
+    executed = [i for i, c in enumerate(_cells(path)) if c["cell_type"] == "code"
+                and (c.get("outputs") or c.get("execution_count") is not None)]
+    assert executed == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_logic_lives_in_the_library(path):
+    """No def or class, and no code cell over 15 lines (import cells aside): longer code belongs in cardiolab."""
+    code = [(i, _source(c)) for i, c in enumerate(_cells(path)) if c["cell_type"] == "code"]
+    defs = [i for i, src in code if re.search(r"^\s*(def|class) ", src, re.M)]
+    long = [i for i, src in code
+            if len(src.splitlines()) > 15 and not all(IMPORT_LINE.match(line) for line in src.splitlines())]
+    assert defs == []
+    assert long == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_closing_cell_says_what_was_made(path):
+    tail = [_source(c) for c in _cells(path)[-2:] if c["cell_type"] == "markdown"]
+    assert any(re.match(r"## (Done|Cleanup)", src) for src in tail)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_workshop_words(path):
+    """Readers meet the field's words, not the project's history (waves, stops, issue numbers)."""
+    found = [m.group(0) for c in _cells(path) for m in WORKSHOP.finditer(_source(c))]
+    assert found == []
