@@ -65,10 +65,16 @@ def smoke_cache(phantom_root, tmp_path_factory):
 
 
 @pytest.fixture
-def fake_cpu(monkeypatch):
+def fake_cpu(monkeypatch, tmp_path_factory):
     """fake_cpu(avx512_bf16, amx): make this process look like a CPU of that kind to `core.cpu_features`,
-    whatever the machine or the emulation settings (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) it runs under."""
+    whatever the machine or the emulation settings (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) it runs under.
+    Precision verdicts measured meanwhile stay in the test (they describe a CPU that is not this one)."""
     import torch
+
+    from cardiolab import engine
+
+    monkeypatch.setattr(engine, "_VERDICTS", {})
+    monkeypatch.setattr(engine, "_remember", lambda key, verdict: engine._VERDICTS.__setitem__(key, verdict))
 
     def fake(avx512_bf16: bool, amx: bool) -> None:
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")

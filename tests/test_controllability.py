@@ -15,8 +15,10 @@ def tiny_dit(fake_stage1, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ctl") / "dit"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CARDIOLAB_ROOT", str(fake_stage1["root"]))          # its cache manifest: the sample geometry
-        return dit.train(get_profile("smoke"), out=out, steps=2, latents=fake_stage1["latents"])
+        # the run's root (its cache manifest gives the sample geometry) for training and sampling alike: a run
+        # records its sources relative to the root it was made in
+        mp.setenv("CARDIOLAB_ROOT", str(fake_stage1["root"]))
+        yield dit.train(get_profile("smoke"), out=out, steps=2, latents=fake_stage1["latents"])
 
 
 def test_group_codes_fix_the_group_and_draw_the_rest_from_training_rows(tiny_dit):
