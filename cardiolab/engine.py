@@ -208,8 +208,9 @@ def _wake_zero_parameters(modules: Any) -> None:
                 p.copy_(0.02 * torch.randn(p.shape, generator=g))
 
 
-def _signature(modules: dict[str, nn.Module], batch: Any) -> str:
-    """What a bf16 verdict depends on: every parameter's name and shape, the batch's shapes and dtypes."""
+def _signature(modules: dict[str, nn.Module], batch: Any, config: dict) -> str:
+    """What a bf16 verdict depends on: every parameter's name and shape, the batch's shapes and dtypes, and the
+    run's config (what step_fn does with the batch, e.g. random crops, changes the shapes the kernels see)."""
     def shapes(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
             return [list(x.shape), str(x.dtype)]
@@ -219,7 +220,8 @@ def _signature(modules: dict[str, nn.Module], batch: Any) -> str:
             return [shapes(v) for v in x]
         return type(x).__name__
     params = {n: [[k, list(p.shape)] for k, p in unwrap(m).named_parameters()] for n, m in modules.items()}
-    return fingerprint({"params": params, "batch": shapes(batch), "machine": machine_info("cpu")})
+    return fingerprint({"params": params, "batch": shapes(batch), "config": json.loads(json.dumps(config, default=str)),
+                        "machine": machine_info("cpu")})
 
 
 def _distributed() -> tuple[int, int]:
@@ -409,7 +411,7 @@ class Trainer:
         if self.verdict is not None or self.cfg.amp != "auto" or self.amp_dtype != torch.bfloat16 \
                 or self.device.type != "cpu" or self.dp:
             return
-        key = _signature(self.modules, batch)
+        key = _signature(self.modules, batch, self.config)
         if key not in _verdicts():
             saved = {n: copy.deepcopy(self.raw(n).state_dict()) for n in self.modules}
             passes: dict[str, list[PassResult]] = {"fp32": [], "bf16": []}
