@@ -94,7 +94,7 @@ def _phantom_source(path: str | os.PathLike | None, profile: Profile) -> Path | 
 def calibration_phantoms(source: str | os.PathLike, n: int, seed: int = CALIBRATION_SEED) -> Path:
     """`n` fresh phantoms drawn like the phantom cohort `source` (its cohort.json: size, spacing, slices, frames,
     SNR range) with `seed`, in the folder `<source>-calibration` (generated once; regenerated when stale)."""
-    from cardiolab.core import atomic_path, read_json
+    from cardiolab.core import atomic_path, up_to_date, read_json, read_stamp
     from cardiolab.data.phantom import COHORT_FILE, cohort_params, generate_cohort
 
     source = Path(source)
@@ -106,7 +106,7 @@ def calibration_phantoms(source: str | os.PathLike, n: int, seed: int = CALIBRAT
     want = dict(cohort_params(n, seed, **geo), **({"snr_range": list(snr)} if snr else {}))
     out = source.parent / f"{source.name}-calibration"
     stamp = out / COHORT_FILE
-    if stamp.exists() and {k: read_json(stamp).get(k) for k in want} == want:
+    if up_to_date(out, read_stamp(stamp), want):
         return out
     with atomic_path(out) as tmp:
         generate_cohort(tmp, n, seed=seed, snr=snr, **geo)

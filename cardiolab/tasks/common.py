@@ -38,15 +38,15 @@ from cardiolab.data import attributes
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, samples_record, write_cines
+from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, factorized_config
 from cardiolab.models.unet import SliceUNet, SliceUNetConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, shaping_fields
+from cardiolab.tasks import ensure_samples as ensure_generator_samples
 from cardiolab.tasks import dit as dit_task
 
 log = logging.getLogger(__name__)
 
-SAMPLING_FIELDS = ("sample_steps", "n_samples")   # change sampling only: never retrain for these
 N_CLASSES = 4                                     # background, RV, MYO, LV (cardiolab.io.cohort.LABELS)
 
 
@@ -141,14 +141,14 @@ def build(conf: dict) -> DiT4D | SliceUNet:
 
 
 def shaping(spec: Spec, profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
-    """The settings that shape this model's weights: its section less the sampling-only fields (and precision),
-    the prepared data, the VQ-GAN run behind latents (`tasks.vqgan.run_id`) and the seed."""
+    """The settings that shape this model's weights: its section's shaping fields that the model reads, the
+    prepared data, the VQ-GAN run behind latents (`tasks.vqgan.run_id`) and the seed."""
     from cardiolab.tasks import vqgan
 
     profile = get_profile(profile)
-    sampling_only = SAMPLING_FIELDS if spec.masks else (*SAMPLING_FIELDS, "family")  # family: mask-to-image's
-    section = {k: v for k, v in dataclasses.asdict(spec.section(profile)).items()
-               if k not in sampling_only and not k.startswith("pixel_")}      # pixel_*: already in the fields
+    # read: pixel_* come in as channels / batch / steps (`Spec.section`); family picks mask-to-image's stage 2 only
+    section = {k: v for k, v in shaping_fields(spec.section(profile)).items()
+               if not k.startswith("pixel_") and (k != "family" or spec.masks)}
     section["steps"] = steps or section["steps"]
     out = {"model": spec.name, "section": section, **data_shaping(profile), "seed": seed}
     if spec.source == "latents":
@@ -443,19 +443,10 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
 
 
 def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0, **kw) -> Path:
-    """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings: trained and
-    sampled unless samples.json already names this run (same run id) and seed. kw: more sample_cohort options."""
-    from cardiolab.tasks import get_task
-
-    profile = get_profile(profile)
-    task = get_task(name)
-    run = task.ensure(profile)
-    out = profile.samples(name)
-    defaults = task.sample_defaults(profile)
-    old = samples_record(out)
-    if old.get("run_id") == run_id(run) and old.get("seed") == seed and old.get("n") == defaults["n"]:
-        return out
-    return task.sample_cohort(run, n=defaults["n"], steps=defaults["steps"], seed=seed, out=out, **kw)
+    """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings, redrawn
+    unless current (`cardiolab.tasks.ensure_samples`: run id, count, sampling steps, seed); trained first if
+    needed. kw: more sample_cohort options."""
+    return ensure_generator_samples(name, profile, seed, **kw)
 
 
 def trajectory(run_dir: str | os.PathLike, steps: int, seed: int = 0, every: int = 1,

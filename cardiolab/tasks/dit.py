@@ -24,9 +24,10 @@ from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.io.cohort import SAMPLES_JSON, samples_record
+from cardiolab.io.cohort import SAMPLES_JSON
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, shaping_fields
+from cardiolab.tasks import ensure_samples as ensure_generator_samples
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,6 @@ NAME = "dit"
 KIND = "generator"
 GENERATOR = "cardiodit"            # samples.json's generator; the CLI name stays `dit`
 COND_MODES = ("random", "from-training-distribution", "none")
-SAMPLING_ONLY = ("sample_steps", "n_samples", "amp")   # dit fields that never change the weights
 
 
 # ---- configs from the profile ---------------------------------------------------------------------
@@ -62,7 +62,7 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, vqgan_id: str |
     from cardiolab.tasks import vqgan
 
     profile = get_profile(profile)
-    dit = {k: v for k, v in dataclasses.asdict(profile.dit).items() if k not in SAMPLING_ONLY}
+    dit = shaping_fields(profile.dit)
     dit["steps"] = steps or dit["steps"]
     out = {"dit": dit, "vqgan": vqgan_id or vqgan.run_id(profile), "seed": seed}
     if latents is not None and Path(latents).resolve() != (profile.run("latents") / vqgan.LATENTS).resolve():
@@ -272,18 +272,9 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
 
 def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir: str | os.PathLike | None = None,
                    out: str | os.PathLike | None = None) -> Path:
-    """The profile's n_samples DiT samples (default runs/<profile>/samples/dit); trains the DiT first if needed.
-
-    Samples are redrawn unless samples.json records this run id, count, seed and step count.
-    """
-    profile = get_profile(profile)
-    run = ensure(profile, run_dir)
-    out = Path(out or profile.samples(NAME))
-    wanted = {"run_id": run_id(run), "n": profile.dit.n_samples, "seed": seed, "steps": profile.dit.sample_steps}
-    meta = samples_record(out)
-    if any(meta.get(k) != v for k, v in wanted.items()):
-        sample_cohort(run, profile.dit.n_samples, profile.dit.sample_steps, seed, out)
-    return out
+    """The profile's n_samples DiT samples (default runs/<profile>/samples/dit), redrawn unless current
+    (`cardiolab.tasks.ensure_samples`); trains the DiT first if needed."""
+    return ensure_generator_samples(NAME, profile, seed, run_dir, out)
 
 
 # ---- notebook helpers --------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.privacy import accounting
 from cardiolab.privacy.dp import make_private, resolve_delta, sample_rate, select_parameters
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, shaping_fields
 from cardiolab.tasks import dit
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def shaping(profile: Profile | str | None = None, latents=None, init=None, seed:
     fields, the private latents and the id of the public init run (`engine.run_id`)."""
     profile = get_profile(profile)
     latents, init = _defaults(profile, latents, init)
-    return {"dp": dataclasses.asdict(profile.dp), "dit": dit.shaping(profile)["dit"],
+    return {"dp": shaping_fields(profile.dp), "dit": dit.shaping(profile)["dit"],
             "latents": to_record(latents), "init_run": None if init is None else run_id(init), "seed": seed}
 
 

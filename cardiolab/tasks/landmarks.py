@@ -12,7 +12,6 @@ tests/test_rvip_cache.py), named by the same world rule as the phantom ("truth":
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -32,7 +31,7 @@ from cardiolab.data.cines import cache_volumes
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics import landmarks as metrics
 from cardiolab.models.landmarks import LandmarkConfig, LandmarkNet, decode_heatmaps, encode_heatmaps
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +131,10 @@ def model_config(profile: Profile) -> LandmarkConfig:
 
 def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None,
             subjects: str | Sequence[str] = "public") -> dict:
-    """The settings that shape the weights (decoder and threshold only decode and folds only evaluates, so they
-    never retrain)."""
+    """The settings that shape the weights: the section's shaping fields (decoder, threshold and folds are
+    runtime: they decode or evaluate), the targets, the network version, the data, the seed and the subjects."""
     profile = get_profile(profile)
-    section = dataclasses.asdict(profile.landmarks)
-    for decode_only in ("decoder", "threshold", "folds"):
-        section.pop(decode_only)
+    section = shaping_fields(profile.landmarks)
     section["steps"] = steps or section["steps"]
     return {"landmarks": section, "truth": TRUTH_RULE, "net": NET_VERSION, **data_shaping(profile), "seed": seed,
             "subjects": subjects if isinstance(subjects, str) else list(subjects)}

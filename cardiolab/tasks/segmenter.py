@@ -11,7 +11,6 @@ Volume records come from `cardiolab.data.cines` (`cache_volumes`, `cohort_volume
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -31,7 +30,7 @@ from cardiolab.data.randomise import RandomiseConfig, randomise_batch
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics.segmentation import STRUCTURES, seg_scores
 from cardiolab.models.segmenter import Segmenter, SegmenterConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os
     and seg_plain_share included: they pick the augmentation), the training data (default: the profile's
     public split) and the seed."""
     profile = get_profile(profile)
-    seg = {k: v for k, v in dataclasses.asdict(profile.eval).items() if k.startswith("seg_")}
+    seg = {k: v for k, v in shaping_fields(profile.eval).items() if k.startswith("seg_")}
     seg["seg_steps"] = steps or seg["seg_steps"]
     return {"segmenter": seg, **data_shaping(profile, cache), "train_data": data or {"subjects": "public"},
             "seed": seed}
