@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cardiolab.core import CardiolabError, read_json
+from cardiolab.core import RUN_CONFIG, CardiolabError, read_json
 from cardiolab.data import attributes
 from cardiolab.profiles import Profile, get_profile
 
@@ -70,7 +70,7 @@ def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = 
 
     profile = get_profile(profile)
     run_dir = Path(run_dir)
-    conf = read_json(run_dir / "config.json")
+    conf = read_json(run_dir / RUN_CONFIG)
     if not conf.get("dit", {}).get("cond_cardinalities"):
         raise CardiolabError(f"{run_dir}: an unconditional model; controllability needs attribute conditioning")
     task = get_task(task_of_run(run_dir))

@@ -25,7 +25,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
 from torch import nn
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, cpu_features, resolve_amp
+from cardiolab.core import RUN_CONFIG, CardiolabError, cpu_features, resolve_amp
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def sampling_precision(amp: str, device: torch.device | str, run_dir: str | os.P
     """
     if resolve_amp(amp, device, "amp") != "bf16":
         return "fp32"
-    config = Path(run_dir) / "config.json" if run_dir is not None else None
+    config = Path(run_dir) / RUN_CONFIG if run_dir is not None else None
     if amp == "auto" and torch.device(device).type == "cpu" and config is not None and config.exists():
         recorded = json.loads(config.read_text())
         if recorded.get("precision") == "fp32" and recorded.get("machine", {}).get("cpu_kind") == cpu_features()["cpu_kind"]:

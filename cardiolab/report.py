@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardiolab.core import CardiolabError, atomic_path, read_json, write_csv
+from cardiolab.core import RUN_CONFIG, CardiolabError, atomic_path, is_cache, read_json, write_csv
 from cardiolab.data.cines import is_phantom
 from cardiolab.evaluate import load_evaluations, model_table
 from cardiolab.io.cohort import samples_record
@@ -74,7 +74,7 @@ def training_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     rows = []
     for name in REGISTRY:
         run = run_dir / name
-        if not (run / "config.json").exists():
+        if not (run / RUN_CONFIG).exists():
             continue
         task = get_task(name)
         records = [r for r in read_metrics(run) if "s_per_step" in r]
@@ -131,7 +131,7 @@ def run_data_label(run_dir: str | os.PathLike) -> str:
     if name not in PROFILES:
         return "unknown"
     cache = PROFILES[name].cache_dir
-    if not (cache / "manifest.json").exists():
+    if not is_cache(cache):
         return "unknown"
     return "phantom" if is_phantom(cache) else "real"
 

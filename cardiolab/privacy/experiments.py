@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardiolab.core import read_json
+from cardiolab.core import COHORT_FILE, RUN_CONFIG, is_cache, read_json, read_stamp, to_record, up_to_date
 from cardiolab.profiles import Profile, get_profile, override
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
     subjects: cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
     """
-    from cardiolab.data.phantom import generate_cohort
+    from cardiolab.data.phantom import cohort_params, generate_cohort
     from cardiolab.data.prepare import prepare
     from cardiolab.tasks import dit, vqgan
     from cardiolab.tasks.dp import PRIVATE_LATENTS
@@ -59,17 +59,18 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     cache = profile.cache_dir.with_name(f"{profile.cache_dir.name}-private")
     latents = profile.run(PRIVATE_LATENTS)
     subjects = subjects or profile.dp.private_subjects
-    made = read_json(root / "cohort.json") if (root / "cohort.json").exists() else {}
-    if (made.get("n_subjects"), made.get("seed")) != (subjects, seed):
+    made = cohort_params(subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices, d.phantom_frames)
+    if not up_to_date(root, read_stamp(root / COHORT_FILE), made):
         for stale in (root, cache, latents):
             shutil.rmtree(stale, ignore_errors=True)
         generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
                         slices=d.phantom_slices, frames=d.phantom_frames)
-    if not (cache / "manifest.json").exists():
+    if not is_cache(cache):
         prepare(root, "acdc", profile, cache)
     lat = latents / vqgan.LATENTS
-    if not lat.exists() or vqgan.load_latents(lat).get("scale_from") != str(public_dit.resolve()):
-        vqgan.encode_cohort(vqgan.ensure(profile), cache, latents, scale_from=public_dit)
+    vq_run = vqgan.ensure(profile)
+    if not up_to_date(lat, read_stamp(lat), {"scale_from": to_record(public_dit), **vqgan.latents_stamp(vq_run)}):
+        vqgan.encode_cohort(vq_run, cache, latents, scale_from=public_dit)
     return {"root": root, "cache": cache, "latents": latents, "public_dit": public_dit}
 
 
@@ -124,7 +125,7 @@ def run_grid(profile: Profile | str | None = None, settings=TINY_GRID, steps: in
     for s in settings:
         trained = run_setting(profile, s, private, steps, seed)
         run = trained["run"]
-        conf = read_json(run / "config.json")
+        conf = read_json(run / RUN_CONFIG)
         privacy = read_json(run / "privacy.json") if (run / "privacy.json").exists() else None
         quality = evaluate_setting(profile, run, private, n_samples, sample_steps, seed, seg_model, labels)
         rows.append({"setting": s.name, "epsilon": s.epsilon, "init": s.init, "params": s.params,

@@ -200,7 +200,7 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
         skipped["distance"] = f"no synthetic cohort of {run} at {synthetic} (sample the run first, or pass --synthetic)"
     bound = None if dp is None else (dp["epsilon"], dp["delta"])   # checked on the intervals, not point estimates
     attacks = {name: mia.attack_summary(s, is_member, n_boot=n_boot, dp=bound) for name, s in scores.items()}
-    out_json = Path(out_json) if out_json is not None else profile.run_dir / "audit" / f"mia-{run.name}.json"
+    out_json = Path(out_json) if out_json is not None else profile.audit_dir / f"mia-{run.name}.json"
     figure = Path(figure) if figure is not None else out_json.with_suffix(".png")
     from cardiolab.plots.audits import save_mia_roc
 

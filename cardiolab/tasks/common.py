@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from einops import rearrange, repeat
 
-from cardiolab.core import (CardiolabError, from_record, machine_info, pick_device, seed_everything, to_record,
+from cardiolab.core import (RUN_CONFIG, CardiolabError, from_record, machine_info, pick_device, seed_everything, to_record,
                             write_json)
 from cardiolab.data import attributes
 from cardiolab.data.cines import cohort_geometry
@@ -321,7 +321,7 @@ def load(name: str | None, run_dir: str | os.PathLike, ema: bool = True,
     conf = ckpt["config"]
     if "net" not in conf or (name is not None and conf.get("task") != name):
         want = name or "baseline"
-        raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a {want} run (model {conf.get('task')!r})")
+        raise CardiolabError(f"{Path(run_dir) / RUN_CONFIG}: not a {want} run (model {conf.get('task')!r})")
     model = build(conf)
     weights = ckpt["ema"].get("model") if ema and ckpt.get("ema") else None
     model.load_state_dict(weights or ckpt["modules"]["model"])

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, from_record, machine_info, pick_device, seed_everything, to_record, write_json
+from cardiolab.core import (RUN_CONFIG, CardiolabError, from_record, machine_info, pick_device, seed_everything,
+                            to_record, write_json)
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
@@ -174,7 +175,7 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
     ckpt = load_checkpoint(run_dir, map_location="cpu")
     conf = ckpt["config"]
     if "dit" not in conf:
-        raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a DiT run (no 'dit' section)")
+        raise CardiolabError(f"{Path(run_dir) / RUN_CONFIG}: not a DiT run (no 'dit' section)")
     d = dict(conf["dit"])
     for key in ("input_size", "patch", "cond_cardinalities"):
         d[key] = tuple(d[key])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from cardiolab.core import CardiolabError, from_record, read_json, seed_everything, to_record
+from cardiolab.core import RUN_CONFIG, CardiolabError, from_record, read_json, seed_everything, to_record
 from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.privacy import accounting
@@ -65,7 +65,7 @@ sample_defaults = dit.sample_defaults
 
 def _refuse_private_vqgan(vqgan_run: str, record: dict, path: Path) -> None:
     """Both phantom cohorts name subjects patient001...: ids match only together with the cache they came from."""
-    conf = read_json(from_record(vqgan_run) / "config.json")
+    conf = read_json(from_record(vqgan_run) / RUN_CONFIG)
     if "cache_dir" not in record:
         raise CardiolabError(f"{path}: records no cache_dir; re-encode it (`python -m cardiolab encode`) so the "
                              f"VQ-GAN's training subjects can be told apart from the private ones")
@@ -238,7 +238,7 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike, **kw) -> Path:
     """dit.sample_cohort, then privacy.json's record copied into samples.json (key 'privacy'; None for the
     non-private epsilon = inf reference, whose config says "private": false)."""
-    if read_json(Path(run_dir) / "config.json").get("private", True) is False:
+    if read_json(Path(run_dir) / RUN_CONFIG).get("private", True) is False:
         record = None
     else:
         record = accounting.read_privacy_json(run_dir)

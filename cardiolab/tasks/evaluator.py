@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cardiolab.core import CardiolabError, seed_everything, to_record
+from cardiolab.core import MANIFEST, CardiolabError, is_cache, seed_everything, to_record
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
@@ -129,8 +129,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         cache_dir = out.with_name(f"{out.name}-cache")
         prepare(root, detect_layout(root), profile, cache_dir)
     cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
-    if not (cache / "manifest.json").exists():
-        raise CardiolabError(f"{cache}: not a prepared cache (no manifest.json; `prepare` a cohort or use --root)")
+    if not is_cache(cache):
+        raise CardiolabError(f"{cache}: not a prepared cache (no {MANIFEST}; `prepare` a cohort or use --root)")
     steps = steps or profile.eval.feature_steps
     splits = load_manifest(cache)["splits"]
     data = CineDataset(cache, split=splits["public"] + splits["private"], mode="volume")

@@ -24,7 +24,7 @@ from einops import rearrange
 from monai.losses import DiceLoss
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, seed_everything, write_json
+from cardiolab.core import SCORES, CardiolabError, seed_everything, write_json
 from cardiolab.data.landmark_transforms import landmark_augmentation
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.data.cines import cache_volumes
@@ -244,7 +244,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         test = cache_volumes(cache_dir, evaluate_on)
         if test:
             scores = score(tr.raw("model"), test)
-            write_json(out / "scores.json", {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
+            write_json(out / SCORES, {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
             log.info("landmarks %s on %s: median %.2f mm, TPR@5mm %.2f", out.name, evaluate_on,
                      scores["summary"]["slices"]["points"]["median"],
                      scores["summary"]["detection"]["5.0"]["both"]["tpr"])
@@ -281,4 +281,4 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
     profile = get_profile(profile)
     out = Path(run_dir) if run_dir is not None else profile.run(NAME)
     return ensure_run(out, profile.landmarks.steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume),
-                      require=("scores.json",))
+                      require=(SCORES,))

@@ -23,7 +23,7 @@ from einops import rearrange
 from monai.losses import DiceCELoss
 from torch.utils.data import ConcatDataset, Dataset
 
-from cardiolab.core import CardiolabError, seed_everything, to_record, write_json
+from cardiolab.core import SCORES, CardiolabError, seed_everything, to_record, write_json
 from cardiolab.data.cines import cache_volumes, cohort_volumes
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.data.randomise import RandomiseConfig, randomise_batch
@@ -224,7 +224,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         test = cache_volumes(cache_dir, evaluate_on)
         if test:
             scores = score(tr.raw("model"), test)
-            write_json(out / "scores.json", {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
+            write_json(out / SCORES, {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
             log.info("segmenter %s Dice on %s: %s", out.name, evaluate_on,
                      {k: round(v, 3) for k, v in scores["dice"].items()})
     return out
@@ -261,7 +261,7 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
     profile = get_profile(profile)
     out = Path(run_dir or profile.run(NAME))
     return ensure_run(out, profile.eval.seg_steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume),
-                      require=("scores.json",))
+                      require=(SCORES,))
 
 
 def ensure_model(profile: Profile | str | None = None, device: str | torch.device = "cpu") -> Segmenter:
