@@ -9,6 +9,7 @@ import importlib
 import logging
 import sys
 
+from cardiolab.cli import resolve_profile
 from cardiolab.core import CardiolabError
 
 VERBS = ("phantom", "check", "prepare", "function", "train", "models", "encode", "sample", "evaluate",
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
+        if hasattr(args, "set"):       # the verb takes --profile and --set: resolved here, once (cli.add_profile)
+            args.profile = resolve_profile(args)
         return int(args._run(args) or 0)
     except CardiolabError as e:
         print(f"error: {e}", file=sys.stderr)

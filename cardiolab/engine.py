@@ -56,6 +56,7 @@ from tqdm import tqdm
 from cardiolab.core import (RUN_CONFIG, CardiolabError, PassResult, atomic_path, bf16_verdict, explain_amp,
                             fingerprint, machine_info, pick_device, poisoned_heap, precision_name, project_root,
                             read_stamp, stale, write_json)
+from cardiolab.profiles import PROFILE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ def _signature(modules: dict[str, nn.Module], batch: Any, config: dict) -> str:
             return [shapes(v) for v in x]
         return type(x).__name__
     params = {n: [[k, list(p.shape)] for k, p in unwrap(m).named_parameters()] for n, m in modules.items()}
+    config = {k: v for k, v in config.items() if k != PROFILE_KEY}    # sampling settings: no kernel sees them
     return fingerprint({"params": params, "batch": shapes(batch), "config": json.loads(json.dumps(config, default=str)),
                         "machine": machine_info("cpu")})
 

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cardiolab.core import CardiolabError, check_amp, fingerprint, from_record, project_root, to_record
+from cardiolab.core import (RUN_CONFIG, CardiolabError, check_amp, fingerprint, from_record, project_root, read_json,
+                            to_record)
 
 # ---- which settings shape weights: said once, on the field -------------------------------------------------
 # Every field of a profile section shapes the weights of the models that read it (a change retrains them), unless
@@ -465,6 +466,42 @@ def get_profile(name: Profile | str | None = None) -> Profile:
         return with_data(PROFILES[name])
     except KeyError:
         raise CardiolabError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}") from None
+
+
+# ---- a run's profile: resolved once (CLI, notebook parameters), recorded with the run -------------------------
+PROFILE_KEY = "resolved_profile"   # a run's config entry: the whole profile it was trained with (`--set` included)
+
+
+def profile_record(profile: Profile) -> dict:
+    """What a run records of its profile: the name and the resolved settings (`run_profile` reads them back)."""
+    return {"profile": profile.name, PROFILE_KEY: profile.to_dict()}
+
+
+def run_profile(run: str | os.PathLike | dict) -> Profile:
+    """The profile a run was trained with, as resolved then (`--set`, data source): from its config (a dict or the
+    run folder's config.json). A run recorded before runs kept their profile is looked up by its profile's name."""
+    conf = run if isinstance(run, dict) else read_json(Path(run) / RUN_CONFIG)
+    if isinstance(conf.get(PROFILE_KEY), dict):
+        return profile_from_dict(conf[PROFILE_KEY])
+    return get_profile(conf.get("profile"))
+
+
+def profile_from_dict(d: dict) -> Profile:
+    """The Profile of `Profile.to_dict()` (JSON lists back to tuples); a field this version does not know is
+    ignored and one the record lacks keeps its default, so older records still load."""
+    base = PROFILES.get(d.get("name"), PROFILES["tiny"])
+    values = {}
+    for f in dataclasses.fields(Profile):
+        if f.name not in d:
+            continue
+        default = getattr(base, f.name)
+        if dataclasses.is_dataclass(default):
+            known = {g.name: getattr(default, g.name) for g in dataclasses.fields(default)}
+            values[f.name] = dataclasses.replace(default, **{k: tuple(v) if isinstance(known[k], tuple) else v
+                                                             for k, v in d[f.name].items() if k in known})
+        else:
+            values[f.name] = d[f.name]
+    return dataclasses.replace(base, **values)
 
 
 def override(profile: Profile, assignments: list[str]) -> Profile:

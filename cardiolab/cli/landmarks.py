@@ -20,8 +20,6 @@ def add_arguments(p) -> None:
     p.add_argument("--decoder", choices=("argmax", "soft_argmax", "component"), default=None,
                    help="override the profile's decoder (decoding only)")
     p.add_argument("--threshold", type=float, default=None, help="override the confidence threshold")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one profile field, e.g. --set landmarks.threshold=0.2 (repeatable)")
     add_profile(p)
     add_data(p)
 

@@ -8,7 +8,7 @@ HELP = "run notebooks/NN_*.ipynb in order through papermill; executed copies go 
 
 
 def add_arguments(p) -> None:
-    add_profile(p)
+    add_profile(p, sets=False)     # notebooks read the profile by name in their parameters cell
     add_data(p)
     p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes (e.g. 01 03)")
     p.add_argument("--seed", type=int, default=0)

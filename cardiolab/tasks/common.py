@@ -41,7 +41,7 @@ from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, 
 from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, factorized_config
 from cardiolab.models.unet import SliceUNet, SliceUNetConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile, shaping_fields
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, run_profile, shaping_fields
 from cardiolab.tasks import ensure_samples as ensure_generator_samples
 from cardiolab.tasks import dit as dit_task
 
@@ -291,7 +291,7 @@ def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLi
         run_shaping["data_path"] = to_record(path)
     conf = {"task": spec.name, "network": spec.network, "layout": spec.layout, "source": spec.source,
             "sampler": spec.sampler, "masks": spec.masks, "net": dataclasses.asdict(ncfg), "diffusion": dataclasses.asdict(dcfg),
-            "profile": profile.name, "shaping": run_shaping, "scale": float(record["scale"]),
+            **profile_record(profile), "shaping": run_shaping, "scale": float(record["scale"]),
             "latent_shape": list(latent_shape), "vqgan_run": to_record(record.get("vqgan_run")),
             "data_path": to_record(path), "cache_dir": to_record(cache_dir or profile.cache_dir),
             "n_train": len(data), "seed": seed, "train_cond": data.cond.tolist(),
@@ -392,18 +392,22 @@ def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
     return decode_latents(load_vqgan(from_record(conf["vqgan_run"])), z)[:, 0]
 
 
-def sampling_setup(conf: dict, device: torch.device, run_dir: str | os.PathLike | None = None) -> tuple[int, str]:
+def sampling_setup(conf: dict, device: torch.device, run_dir: str | os.PathLike | None = None,
+                   profile: Profile | None = None) -> tuple[int, str]:
     """(studies per network pass, precision) for sampling a run: its training batch (pixel models: pixel_batch) and
     `diffusion.sampling_precision` of its section's amp (bf16 only where native: an AVX2 CPU keeps fp32). Tiny ddpm
-    on a 2-core AVX-512 BF16 CPU: 49 -> 13.6 s/sample."""
-    section = spec_of(conf).section(get_profile(conf["profile"]))
+    on a 2-core AVX-512 BF16 CPU: 49 -> 13.6 s/sample. profile: default the run's own (`profiles.run_profile`)."""
+    section = spec_of(conf).section(profile or run_profile(conf))
     return section.batch, sampling_precision(section.amp, device, run_dir)
 
 
 def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: int, seed: int,
                   out: str | os.PathLike | None = None, cond: str = "random", batch: int | None = None,
-                  device: str = "auto", masks: torch.Tensor | None = None, meta: dict | None = None) -> Path:
+                  device: str = "auto", masks: torch.Tensor | None = None, meta: dict | None = None,
+                  profile: Profile | None = None) -> Path:
     """Sample n studies from a baseline run; writes out (default runs/<profile>/samples/<name>) and returns it.
+
+    profile: the settings to sample with (batch, amp); default the run's own (`profiles.run_profile`).
 
     batch: studies per network pass (default: the run's training batch); precision: `sampling_setup`.
 
@@ -417,8 +421,9 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     device = pick_device(device)
     model, conf = load(name, run_dir, device=device)
     name = conf["task"]
-    out = Path(out) if out else get_profile(conf["profile"]).samples(name)
-    default_batch, precision = sampling_setup(conf, device, run_dir)
+    profile = profile or run_profile(conf)
+    out = Path(out) if out else profile.samples(name)
+    default_batch, precision = sampling_setup(conf, device, run_dir, profile)
     batch = batch or default_batch
     t0 = time.perf_counter()
     z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device, masks=masks,

@@ -27,7 +27,7 @@ from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_los
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.io.cohort import SAMPLES_JSON
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
-from cardiolab.profiles import Profile, get_profile, shaping_fields
+from cardiolab.profiles import Profile, get_profile, profile_record, run_profile, shaping_fields
 from cardiolab.tasks import ensure_samples as ensure_generator_samples
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       amp=p.amp, seed=seed, device=profile.device, num_workers=profile.num_workers,
                       keep_every=keep_every)
     conf = {"task": NAME, "shaping": shaping(profile, seed, record.get("vqgan_id"), path, total),
-            "dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), "profile": profile.name,
+            "dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), **profile_record(profile),
             "profile_dit": dataclasses.asdict(p),
             "scale": float(record["scale"]), "latent_shape": list(data.z.shape[1:]),
             "vqgan_run": to_record(record.get("vqgan_run") or profile.run("vqgan")), "latents": to_record(path),
@@ -227,8 +227,11 @@ def sample_latents(model: DiT4D, conf: dict, n: int, steps: int, seed: int = 0, 
 
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike,
                   guidance: float = 1.0, cond: str = "random", eta: float = 0.0, batch: int = 4,
-                  gifs: bool = True, device: str = "auto", meta: dict | None = None) -> Path:
+                  gifs: bool = True, device: str = "auto", meta: dict | None = None,
+                  profile: Profile | None = None) -> Path:
     """Sample n studies from the DiT run and write them as an ACDC-layout cohort at `out` (atomically).
+
+    profile: the settings to sample with (dit.amp picks the precision); default the run's own (`run_profile`).
 
     meta: more samples.json entries (e.g. a DP run's privacy record), written with the cohort.
 
@@ -245,7 +248,8 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     model, conf = load(run_dir, device=device)
     vq = load_vqgan(from_record(conf["vqgan_run"]))
     geometry = cohort_geometry(from_record(conf["cache_dir"]))
-    precision = sampling_precision(get_profile(conf["profile"]).dit.amp, device, run_dir)   # bf16 where native and sound
+    profile = profile or run_profile(conf)
+    precision = sampling_precision(profile.dit.amp, device, run_dir)   # bf16 where native and sound
     z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device,
                               autocast=precision == "bf16")
     images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]

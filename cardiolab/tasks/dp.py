@@ -31,7 +31,7 @@ from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.privacy import accounting
 from cardiolab.privacy.dp import make_private, resolve_delta, sample_rate, select_parameters
-from cardiolab.profiles import Profile, get_profile, shaping_fields
+from cardiolab.profiles import Profile, get_profile, profile_record, shaping_fields
 from cardiolab.tasks import dit
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     cfg = _train_config(profile, total, seed, True)
     conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
                                       "train_cond")},
-            "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), "profile": profile.name,
+            "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), **profile_record(profile),
             "n_train": n, "seed": seed, "noise_multiplier": sigma, "sample_rate": q, "delta": delta,
             "release": not p.replayable, "init_run": _path(init)}
     if (k := _group_size(record)) > 1:
@@ -213,7 +213,7 @@ def _train_non_private(profile: Profile, out: Path, model, opt, data, public: di
     """epsilon = inf: the same fine-tuning without DP-SGD (the engine's batches of dp.batch, no clipping or noise)."""
     conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
                                       "train_cond")},
-            "task": NAME, "shaping": shaped, "profile": profile.name, "n_train": len(data), "seed": seed,
+            "task": NAME, "shaping": shaped, **profile_record(profile), "n_train": len(data), "seed": seed,
             "private": False, "init_run": _path(init)}
     log.info("dit-dp at epsilon = inf: non-private fine-tuning on N=%d latents, %d steps", len(data), total)
     tr = Trainer(out, _train_config(profile, total, seed, False), modules={"model": model},

@@ -20,7 +20,7 @@ from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
 from cardiolab.metrics.features import _derange
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         return {"loss": loss.item(), "nt_xent": contrastive.item(), "order": order_loss.item()}
 
     config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "evaluator": dataclasses.asdict(cfg),
-              "profile": profile.name, "cache": to_record(cache), "n_train": len(data), "temperature": TEMPERATURE}
+              **profile_record(profile), "cache": to_record(cache), "n_train": len(data), "temperature": TEMPERATURE}
     Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
         data, step_fn, resume=resume)
     return out

@@ -16,7 +16,7 @@ from einops import rearrange
 from cardiolab.core import SCORES, atomic_path, up_to_date, read_stamp, write_json
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, profile_record
 from cardiolab.tasks import highres_common as hc
 from cardiolab.tasks import vqgan as vqgan_task
 
@@ -43,7 +43,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     hc.check_size(h, h.size, "profiles.py: highres.size")
     subjects = hc.load_volumes(profile, "train")
     data = hc.CropSet([s.image for s in subjects], h.crop)
-    config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
+    config = {"task": NAME, "shaping": shaping(profile, seed, steps), **profile_record(profile),
               "train_ids": [s.id for s in subjects], "volume_dir": str(profile.volume_dir)}
     run = vqgan_task.fit(data, hc.vq_config(h), tuple(h.crop), out, steps=steps or h.vq_steps, seed=seed,
                          resume=resume, device=profile.device, num_workers=profile.num_workers, config=config,

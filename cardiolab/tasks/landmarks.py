@@ -31,7 +31,7 @@ from cardiolab.data.cines import cache_volumes
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics import landmarks as metrics
 from cardiolab.models.landmarks import LandmarkConfig, LandmarkNet, decode_heatmaps, encode_heatmaps
-from cardiolab.profiles import Profile, data_shaping, get_profile, shaping_fields
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       ckpt_every=max(50, steps // 4), log_every=max(1, min(20, steps // 10)), seed=seed,
                       device=profile.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    run_config = {"task": NAME, "model": config.to_dict(), "profile": profile.name, "frames": len(data), "truth": truth,
+    run_config = {"task": NAME, "model": config.to_dict(), **profile_record(profile), "frames": len(data), "truth": truth,
                   "shaping": shaping(profile, seed, steps, subjects)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=run_config)
     tr.fit(data, _make_step(config.loss), resume=resume)

@@ -30,7 +30,7 @@ from cardiolab.data.randomise import RandomiseConfig, randomise_batch
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics.segmentation import STRUCTURES, seg_scores
 from cardiolab.models.segmenter import Segmenter, SegmenterConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile, shaping_fields
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       device=profile.device, amp=PRECISION)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     config = {"task": NAME, "shaping": shaping(profile, seed, cache_dir, described, steps),
-              "model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data)}
+              "model": model.config.to_dict(), **profile_record(profile), "data": described, "frames": len(data)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=config)
     augment = augmentation(profile)
     tr.fit(data, lambda batch, step, trainer: _step(batch, step, trainer, augment), resume=resume)

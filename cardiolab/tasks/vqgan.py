@@ -33,7 +33,7 @@ from cardiolab.core import (RUN_CONFIG, CardiolabError, atomic_path, fingerprint
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
-from cardiolab.profiles import Profile, VQGANConfig, data_shaping, get_profile, shaping_fields
+from cardiolab.profiles import Profile, VQGANConfig, data_shaping, get_profile, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: 
     manifest = load_manifest(cache)
     train_ids = [s["id"] for s in manifest["subjects"] if s["split"] != "holdout"]
     data = CineDataset(cache, split=train_ids, mode="slice")
-    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "profile": profile.name,
+    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), **profile_record(profile),
               "cache_dir": to_record(cache), "train_ids": train_ids}
     return fit(data, cfg, size, out, steps=steps, seed=seed, resume=resume, device=profile.device,
                num_workers=profile.num_workers, config=config)
