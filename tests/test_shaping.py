@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cardiolab.core import read_stamp, stale
-from cardiolab.profiles import Profile, get_profile, override, shaping_fields
+from cardiolab.profiles import Profile, get_profile, override, shapes, shaping_fields
 from cardiolab.tasks import REGISTRY, ensure_samples, get_task, status
 
 SMOKE = get_profile("smoke")
@@ -68,7 +68,7 @@ def every_field() -> list[tuple[str | None, str]]:
         value = getattr(SMOKE, f.name)
         if dataclasses.is_dataclass(value):
             out += [(f.name, g.name) for g in dataclasses.fields(value)]
-        elif not f.metadata.get("shapes", True):
+        elif not shapes(Profile, f.name):
             out.append((None, f.name))
     return out
 
@@ -129,17 +129,13 @@ def trained_root(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("section,name", every_field(), ids=lambda v: str(v))
 def test_a_field_retrains_exactly_the_runs_built_on_it(trained_root, section, name):
-    owner = getattr(SMOKE, section) if section else SMOKE
-    shapes = next(f for f in dataclasses.fields(owner) if f.name == name).metadata.get("shapes", True)
-    expected = built_on(section, name) if shapes else set()
+    expected = built_on(section, name) if shapes(getattr(SMOKE, section) if section else SMOKE, name) else set()
     assert retrained(changed(section, name)) == expected
 
 
 def test_runtime_fields_are_the_ones_a_user_expects_to_keep_a_run():
     """Sampling, decoding, evaluation, memory and precision settings; amp in every section that has one."""
-    runtime = {(s, n) for s, n in every_field()
-               if not next(f for f in dataclasses.fields(getattr(SMOKE, s) if s else SMOKE) if f.name == n)
-               .metadata.get("shapes", True)}
+    runtime = {(s, n) for s, n in every_field() if not shapes(getattr(SMOKE, s) if s else SMOKE, n)}
     assert {(s, "amp") for s in ("vqgan", "dit", "baselines", "highres")} <= runtime
     assert {("dit", "sample_steps"), ("baselines", "pixel_sample_steps"), ("landmarks", "threshold"),
             ("highres", "code_chunk"), (None, "device")} <= runtime

@@ -50,7 +50,7 @@ from einops import rearrange
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, up_to_date, read_json, read_stamp, write_json
+from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, read_json, read_stamp, up_to_date, write_json
 from cardiolab.io.cohort import Subject, write_subject
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, up_to_date, read_stamp, write_json
+from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, read_stamp, up_to_date, write_json
 from cardiolab.io.volume import VolumeSubject, write_labels, write_volume_subject
 
 log = logging.getLogger(__name__)

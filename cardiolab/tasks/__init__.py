@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from cardiolab.core import RUN_CONFIG, CardiolabError, up_to_date, read_stamp
+from cardiolab.core import RUN_CONFIG, CardiolabError, read_stamp, up_to_date
 from cardiolab.engine import STATE, run_id, run_status
 from cardiolab.io.cohort import SAMPLES_JSON
 from cardiolab.profiles import Profile, get_profile

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from cardiolab.core import SCORES, atomic_path, up_to_date, read_stamp, write_json
+from cardiolab.core import SCORES, atomic_path, read_stamp, up_to_date, write_json
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN
 from cardiolab.profiles import Profile, get_profile, profile_record

@@ -28,8 +28,8 @@ from einops import rearrange
 from monai.losses import JukeboxLoss, PatchAdversarialLoss
 from tqdm import tqdm
 
-from cardiolab.core import (RUN_CONFIG, CardiolabError, atomic_path, fingerprint, from_record, up_to_date, read_json,
-                            read_stamp, seed_everything, to_record)
+from cardiolab.core import (RUN_CONFIG, CardiolabError, atomic_path, fingerprint, from_record, read_json, read_stamp,
+                            seed_everything, to_record, up_to_date)
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
