@@ -22,7 +22,7 @@ from cardiolab.core import (RUN_CONFIG, CardiolabError, check_amp, fingerprint, 
 # amp is runtime everywhere: with amp=auto the engine picks the precision per machine (and per model, by a probe)
 # and records what it used in config.json, so "auto" names no one precision that shaping could hold; a user who
 # moves a finished run to another machine, or sets amp=off to sample on a CPU without native bf16, expects to keep
-# the run, not to retrain it. To retrain in another precision, delete the run (or train it with --set).
+# the run, not to retrain it. To retrain in another precision, `train` the model again (only `ensure` keeps runs).
 _SHAPES = "shapes"
 
 
@@ -37,8 +37,8 @@ def shapes(section, name: str) -> bool:
 
 
 def shaping_fields(section, names: tuple[str, ...] | None = None) -> dict:
-    """{name: value} of the section's fields that shape weights (every field not declared `runtime`), as JSON
-    would record them; names: only these (the fields a model reads, when several models share a section)."""
+    """{name: value} of the section's fields that shape weights (every field not declared `runtime`); names: only
+    these (the fields a model reads, when several models share a section)."""
     values = dataclasses.asdict(section)
     return {f.name: values[f.name] for f in dataclasses.fields(section)
             if f.metadata.get(_SHAPES, True) and (names is None or f.name in names)}

@@ -626,6 +626,7 @@ def test_issue_14_smoke_pipeline(tmp_path, monkeypatch):
 
 def test_private_cohort_is_remade_when_its_size_or_seed_changes(tmp_path, monkeypatch):
     from cardiolab.core import write_json
+    from cardiolab.data.phantom import cohort_params
     from cardiolab.privacy import experiments
     from cardiolab.profiles import get_profile
     from cardiolab.tasks import dit, vqgan
@@ -635,7 +636,7 @@ def test_private_cohort_is_remade_when_its_size_or_seed_changes(tmp_path, monkey
 
     def generate(root, n, seed, **kw):
         made.append((n, seed))
-        write_json(root / "cohort.json", {"n_subjects": n, "seed": seed})
+        write_json(root / "cohort.json", cohort_params(n, seed, **kw))
 
     monkeypatch.setattr("cardiolab.data.phantom.generate_cohort", generate)
     prepared = []
