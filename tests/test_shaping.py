@@ -190,7 +190,7 @@ def test_sample_cohorts_are_redrawn_when_their_sampling_settings_change(trained_
     task = get_task(name)
     drawn = []
 
-    def sample_cohort(run, n, steps, seed, out, **kw):
+    def sample_cohort(run, n, steps, seed, out, profile, **kw):
         drawn.append((n, steps))
         write_json(out / SAMPLES_JSON, {"run_id": run_id(run), "n": n, "steps": steps, "seed": seed})
         return out

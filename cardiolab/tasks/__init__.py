@@ -108,5 +108,5 @@ def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 
     out = Path(out or profile.samples(name))
     n, steps = (task.sample_defaults(profile)[k] for k in ("n", "steps"))
     if not up_to_date(out, read_stamp(out / SAMPLES_JSON), {"run_id": run_id(run), "n": n, "steps": steps, "seed": seed}):
-        task.sample_cohort(run, n=n, steps=steps, seed=seed, out=out, **kw)
+        task.sample_cohort(run, n=n, steps=steps, seed=seed, out=out, profile=profile, **kw)
     return out
