@@ -380,7 +380,7 @@ def up_to_date(what: str | os.PathLike, recorded: dict | None, wanted: dict) -> 
     """`stale` as a yes/no; a stale artifact is logged with what changed (it is about to be rebuilt)."""
     why = stale(recorded, wanted)
     if why:
-        log.info("%s: %s, rebuilding", what, why if why == "missing" else f"stale ({why})")
+        log.info("%s: %s", what, "not built yet, building" if why == "missing" else f"stale ({why}), rebuilding")
     return not why
 
 
