@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cardiolab.core import CardiolabError
+from cardiolab.metrics.stats import bootstrap
 
 LOW_FPRS = (0.01, 0.001)     # 1 % and 0.1 %: the operating points a privacy attack is judged at
 N_TOO_SMALL = "n too small"
@@ -78,14 +79,8 @@ def bootstrap_interval(scores: np.ndarray, members: np.ndarray, stat: Callable[[
     """Percentile bootstrap interval of `stat(scores, members)`, resampling members and non-members separately
     (each replicate keeps both classes). Seeded: the same inputs give the same interval."""
     scores, members = _check(scores, members)
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(members), np.flatnonzero(~members)
-    values = []
-    for _ in range(n_boot):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        values.append(stat(scores[idx], members[idx]))
-    alpha = (1.0 - level) / 2.0
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+    return bootstrap(lambda idx: stat(scores[idx], members[idx]), [np.flatnonzero(members), np.flatnonzero(~members)],
+                     n_boot, seed, level)
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
