@@ -254,3 +254,14 @@ def sample(model: nn.Module, scheduler: Scheduler | RectifiedFlowScheduler, shap
             callback(i, x0_pred)
     model.train(was_training)
     return x.cpu()
+
+
+def v_to_epsilon(v: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor | float) -> torch.Tensor:
+    """The noise a v-prediction implies: eps = sqrt(abar) v + sqrt(1 - abar) x_t (Salimans & Ho 2022).
+
+    v, x_t: (B, ...) of one shape; alpha_bar: a float or (B,), the scheduler's alphas_cumprod[t], broadcast over
+    the sample's remaining axes. Needed by the PIA attack, which compares predicted noises.
+    """
+    abar = torch.as_tensor(alpha_bar, dtype=v.dtype, device=v.device)
+    abar = abar.reshape(abar.shape + (1,) * (v.ndim - abar.ndim)) if abar.ndim else abar
+    return abar.sqrt() * v + (1.0 - abar).sqrt() * x_t

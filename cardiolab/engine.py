@@ -14,7 +14,7 @@ re-seeds the RNGs, and the batch of step k is the k-th chunk of a stream of seed
 that is killed and resumed from its last checkpoint ends with weights bit-identical (on CPU) to one that
 was never interrupted, and there is no RNG state to restore.
 
-Opacus (DP-SGD; `cardiolab.privacy.dp.make_private` builds the pieces): pass the GradSampleModule as the
+Opacus (DP-SGD; `cardiolab.dp.mechanism.make_private` builds the pieces): pass the GradSampleModule as the
 module, the DPOptimizer as its optimizer, its accountant as `accountant` and the Poisson DataLoader as `data`.
 Then one engine step is one Poisson batch of the loader's dataset at its `sample_rate` (not drawn by replaying
 the loader), fed to step_fn in chunks of cfg.physical_batch samples as Opacus's BatchMemoryManager does

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from cardiolab.cli import add_data, add_profile, resolve_profile
 
-HELP = ("RV insertion points (voxel + world coordinates, confidence) of every slice and frame of a cohort with a "
-        "trained landmarks run -> JSON; --truth scores them against RVIP masks")
+HELP = "RV insertion points of every slice and frame of a cohort -> JSON (--truth scores them)"
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.rvip import write_landmarks
+    from cardiolab.evaluation.rvip import write_landmarks
     from cardiolab.tasks.landmarks import NAME
     profile = resolve_profile(args)
     run_dir = args.run if args.run is not None else profile.run(NAME)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from cardiolab.cli import add_data, add_profile
 from cardiolab.profiles import get_profile
 
-HELP = "run notebooks/NN_*.ipynb in order through papermill; executed copies go to runs/<profile>/notebooks"
+HELP = "run the notebooks in order through papermill (executed copies in runs/<profile>/notebooks)"
 
 
 def add_arguments(p) -> None:
@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.reproduce import plan, run_notebooks
+    from cardiolab.reporting.reproduce import plan, run_notebooks
 
     if args.plan:
         print(plan(args.profile, only=args.only))

@@ -8,7 +8,7 @@ from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
 from cardiolab.tasks import REGISTRY, get_task
 
-HELP = "train a registered model (see `models`) in a profile; --resume continues a killed run"
+HELP = "train a registered model in a profile (--resume continues a killed run)"
 
 
 def add_arguments(p) -> None:

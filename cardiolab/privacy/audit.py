@@ -24,7 +24,7 @@ import torch
 
 from cardiolab.core import CardiolabError, is_cache, write_json
 from cardiolab.data.cines import load_cines
-from cardiolab.privacy.accounting import training_cohort_id
+from cardiolab.dp.accounting import training_cohort_id
 from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
 from cardiolab.profiles import Profile, get_profile
 
@@ -309,7 +309,7 @@ def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n:
     out = Path(out) if out is not None else profile.audit_dir / f"sweep-{run.name}"
     rows = []
     for step, ckpt in kept:
-        cohort = dit.sample_cohort(ckpt, n, steps, seed, out / f"step-{step}", gifs=False)
+        cohort = dit.sample_cohort(ckpt, n, steps, seed, out / f"step-{step}")
         r = audit_copies(cohort, profile, train, holdout, embedding=embedding, out_json=out / f"step-{step}.json")
         rows.append({"step": step, "copy_fraction": r["copy_fraction"], "memorized_fraction": r["memorized_fraction"],
                      "share_nearer_train": r["distances"]["share_nearer_train"],

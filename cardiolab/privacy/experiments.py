@@ -93,12 +93,12 @@ def evaluate_setting(profile: Profile | str | None, run: str | Path, private: di
                      seed: int = 0, seg_model=None, labels: bool = True) -> dict:
     """Sample n studies from a grid run and evaluate them against the private holdout: FD/KID-cardiolab and, with
     labels, the segmenter EF W1 (all groups pooled). Returns {"cohort", "FD-cardiolab", "KID-cardiolab", "EF_W1"}."""
-    from cardiolab.evaluate import evaluate
+    from cardiolab.evaluation.evaluate import evaluate
     from cardiolab.tasks import dp as task
 
     profile = get_profile(profile)
     run = Path(run)
-    cohort = task.sample_cohort(run, n, sample_steps, seed, profile.samples(run.name), gifs=False,
+    cohort = task.sample_cohort(run, n, sample_steps, seed, profile.samples(run.name),
                                 cond="from-training-distribution")
     res = evaluate(cohort, real=private["cache"], profile=profile, split="holdout", labels=labels, name=run.name,
                    seg_model=seg_model)
@@ -156,7 +156,7 @@ def leakage_table(profile: Profile | str | None, table: pd.DataFrame, n_fresh: i
     epsilon it must stay under."""
     import numpy as np
 
-    from cardiolab.privacy import mia
+    from cardiolab.metrics import privacy as mia
     from cardiolab.privacy.membership import audit_mia
 
     profile = get_profile(profile)

@@ -11,7 +11,7 @@ Attacks (a higher score = "member"):
 - pia (Kong et al. 2024, "An efficient membership inference attack for the diffusion model by proximal
   initialization"): two queries; eps0 = the model's noise estimate at t = 0, then x_t = sqrt(abar) x0 +
   sqrt(1 - abar) eps0 and minus the mean squared gap between the estimate at t and eps0. The DiT predicts v;
-  `privacy.mia.v_to_epsilon` turns it into eps.
+  `diffusion.v_to_epsilon` turns it into eps.
 - calibrated: minus (loss - the loss of a reference model that never saw the subject) (Carlini et al. 2022's
   offline difficulty calibration). Reference: `--reference RUN`, default for a dit-dp run its public init
   (`init_run` in its privacy.json or config.json: it never saw the private members). A non-DP run has no natural
@@ -87,7 +87,7 @@ def loss_scores(model, scheduler, z: torch.Tensor, ids: list[str], steps: list[i
 @torch.no_grad()
 def pia_scores(model, scheduler, z: torch.Tensor, t: int, batch: int = 8) -> np.ndarray:
     """PIA distance (N,): mean squared gap between eps(x_t, t) and eps0 = eps(x0, 0), x_t built from eps0."""
-    from cardiolab.privacy.mia import v_to_epsilon
+    from cardiolab.diffusion import v_to_epsilon
 
     abar = scheduler.alphas_cumprod.double()
     out = []
@@ -129,8 +129,8 @@ def fresh_latents(vq, profile: Profile, n: int, seed: int = FRESH_SEED) -> tuple
 
 
 def _dp_bound(run: Path) -> dict | None:
-    from cardiolab.privacy.accounting import PRIVACY_JSON, read_privacy_json
-    from cardiolab.privacy.mia import LOW_FPRS, dp_tpr_bound
+    from cardiolab.dp.accounting import PRIVACY_JSON, read_privacy_json
+    from cardiolab.metrics.privacy import LOW_FPRS, dp_tpr_bound
 
     if not (run / PRIVACY_JSON).exists():
         return None
@@ -149,7 +149,7 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     >= 100 non-members in all). Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
     """
     from cardiolab.diffusion import DiffusionConfig, create_scheduler
-    from cardiolab.privacy import mia
+    from cardiolab.metrics import privacy as mia
     from cardiolab.privacy.copies import dcr
     from cardiolab.tasks import dit
     from cardiolab.tasks.vqgan import load as load_vqgan, load_latents

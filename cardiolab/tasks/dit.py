@@ -227,7 +227,7 @@ def sample_latents(model: DiT4D, conf: dict, n: int, steps: int, seed: int = 0, 
 
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike,
                   guidance: float = 1.0, cond: str = "random", eta: float = 0.0, batch: int = 4,
-                  gifs: bool = True, device: str = "auto", meta: dict | None = None,
+                  device: str = "auto", meta: dict | None = None,
                   profile: Profile | None = None) -> Path:
     """Sample n studies from the DiT run and write them as an ACDC-layout cohort at `out` (atomically).
 
@@ -235,8 +235,8 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
 
     meta: more samples.json entries (e.g. a DP run's privacy record), written with the cohort.
 
-    out/synth0001/... per sample, out/gifs/synth0001.gif (middle slice), out/samples.json (generator, run,
-    steps, seed, guidance, conditioning mode, ES rule; no patient identifiers).
+    out/synth0001/... per sample, out/samples.json (generator, run, steps, seed, guidance, conditioning mode,
+    ES rule; no patient identifiers). GIFs are a figure: `plots.save_cohort_gifs` (the sample verb calls it).
     """
     from cardiolab.io.cohort import INTENSITY_SCALE, write_cines
     from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
@@ -263,14 +263,8 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
             "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of the VQ-GAN output x in [-1, 1]", "ids": ids,
             **(meta or {})}
 
-    def extra(tmp: Path) -> None:
-        write_json(tmp / SAMPLES_JSON, record)
-        if gifs:
-            from cardiolab.plots import save_gif
-            for sid, image in zip(ids, images):
-                save_gif(image, tmp / "gifs" / f"{sid}.gif", title=sid)
-
-    out = write_cines(out, images, geometry, ids=ids, info=info, extra=extra)
+    out = write_cines(out, images, geometry, ids=ids, info=info,
+                      extra=lambda tmp: write_json(tmp / SAMPLES_JSON, record))
     log.info("wrote %d synthetic studies to %s", n, out)
     return out
 

@@ -3,7 +3,7 @@
 Seed: arXiv 2407.16405 (public pre-training, DP fine-tuning on UK Biobank). One record = one subject: a
 LatentSet item is a whole 4D latent. sigma comes from the profile's target epsilon through the accountant
 (q = 1/ceil(N/B)); the engine runs DP-SGD (Poisson batches, per-sample clipping, noise, accountant in the
-checkpoint; see cardiolab.engine and cardiolab.privacy.dp); privacy.json beside the checkpoint records C, sigma,
+checkpoint; see cardiolab.engine and cardiolab.dp.mechanism); privacy.json beside the checkpoint records C, sigma,
 q, steps, delta and epsilon under both accountants (`python -m cardiolab privacy check RUN` recomputes it).
 
 Release mode is the default: Poisson masks and noise come from the OS's secret source, so two runs with the same
@@ -29,8 +29,8 @@ import torch
 from cardiolab.core import RUN_CONFIG, CardiolabError, from_record, read_json, seed_everything, to_record
 from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.privacy import accounting
-from cardiolab.privacy.dp import make_private, resolve_delta, sample_rate, select_parameters
+from cardiolab.dp import accounting
+from cardiolab.dp.mechanism import make_private, resolve_delta, sample_rate, select_parameters
 from cardiolab.profiles import Profile, get_profile, profile_record, shaping_fields
 from cardiolab.tasks import dit
 
@@ -251,7 +251,7 @@ def gradient_norms(run_dir: str | os.PathLike, latents: str | os.PathLike, max_g
     (scaled with the run's own scale), before and after clipping to C (default: the run's dp.max_grad_norm,
     else 1). One diffusion-loss draw (t, noise) per subject, seeded. See privacy.dp.per_sample_grad_norms."""
     from cardiolab.diffusion import diffusion_loss
-    from cardiolab.privacy.dp import per_sample_grad_norms
+    from cardiolab.dp.mechanism import per_sample_grad_norms
     from cardiolab.tasks.vqgan import load_latents
 
     model, conf = dit.load(run_dir, ema=False)

@@ -4,7 +4,7 @@ Training data are labelled 2D frames gathered from labelled volumes, which come 
 (`subjects`: a split name or a list of ids) and/or an ACDC-layout cohort (`cohort`: real or synthetic with
 labels, e.g. the two-stage generator's masks, or volumes pseudo-labelled in memory). So the same `train`
 serves the segmenter of the evaluation suite and the real / synthetic / real+synthetic runs of
-`cardiolab.utility`. After training, the model is scored on the cache's holdout split
+`cardiolab.evaluation.utility`. After training, the model is scored on the cache's holdout split
 (Dice and HD95 per structure) and the scores are written to `<run>/scores.json`.
 
 Volume records come from `cardiolab.data.cines` (`cache_volumes`, `cohort_volumes`).

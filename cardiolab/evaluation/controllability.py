@@ -65,7 +65,7 @@ def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = 
     Returns one row per group: group, n, then mean and std of each of MEASURES (EF in %, LV mass in g, RV EF
     in %), NaN where the segmenter found no heart.
     """
-    from cardiolab.synthetic_function import function_table
+    from cardiolab.evaluation.function import function_table
     from cardiolab.tasks import get_task, segmenter, task_of_run
 
     profile = get_profile(profile)
@@ -80,8 +80,7 @@ def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = 
     rows = []
     for i, group in enumerate(groups):
         codes = group_codes(conf, group, n, seed + i)
-        cohort = task.sample_cohort(run_dir, n, steps, seed + i, out / group, cond=codes, guidance=guidance,
-                                    gifs=False)
+        cohort = task.sample_cohort(run_dir, n, steps, seed + i, out / group, cond=codes, guidance=guidance)
         table = function_table(cohort, seg_model, profile)
         row = {"group": group, "n": len(table)}
         for m in MEASURES:
