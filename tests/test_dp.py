@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -312,6 +313,17 @@ def test_default_delta_is_min_of_1e5_and_a_tenth_of_1_over_n():
     assert resolve_delta(1e-4, 120) == 1e-4
     with pytest.raises(CardiolabError, match="dp.delta"):
         resolve_delta(1e-3, 120)                            # delta N = 0.12: the old tiny default
+
+
+def test_dit_dp_fine_tunes_the_public_dit_unless_told_none():
+    """Left out, --init is the profile's public DiT run; only the word 'none' trains from scratch."""
+    from cardiolab.profiles import get_profile
+    from cardiolab.tasks.dp import _defaults
+
+    profile = get_profile("smoke")
+    assert _defaults(profile, None, None)[1] == profile.run_dir / "dit"
+    assert _defaults(profile, None, "None")[1] is None
+    assert _defaults(profile, None, "elsewhere/dit")[1] == Path("elsewhere/dit")
 
 
 def test_attention_params_freeze_the_rest_of_dit4d():

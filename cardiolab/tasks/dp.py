@@ -43,7 +43,8 @@ PRIVATE_LATENTS = "lat-priv"     # default private latents folder under runs/<pr
 
 def _defaults(profile: Profile, latents, init) -> tuple[Path, Path | None]:
     latents = Path(latents or profile.run_dir / PRIVATE_LATENTS)
-    init = None if str(init).lower() == "none" else Path(init or profile.run_dir / "dit")
+    scratch = isinstance(init, str) and init.lower() == "none"     # only the word: None means the default init
+    init = None if scratch else Path(init or profile.run_dir / "dit")
     return latents, init
 
 
@@ -227,6 +228,7 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
     """The dit-dp run (default runs/<profile>/dit-dp) on the default private latents and init; trains unless finished."""
     profile = get_profile(profile)
     run = Path(run_dir or profile.run(NAME))
+    dit.ensure(profile)                                     # the public init the fine-tune starts from
     return ensure_run(run, profile.dp.steps, shaping(profile), lambda resume: train(profile, run, resume=resume))
 
 
