@@ -32,7 +32,7 @@ def test_subject_noise_differs_between_subjects():
 def mia_json(dit_run, phantom_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("mia-out") / "mia.json"
     code = main(["audit", "mia", "--profile", "smoke", "--run", str(dit_run), "--reference", str(dit_run),
-                 "--synthetic", str(phantom_root), "--n-fresh", "2", "--json", str(out)])
+                 "--synthetic", str(phantom_root), "--n-fresh", "2", "--references", "0", "--json", str(out)])
     assert code == 0
     return json.loads(out.read_text())
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,30 +46,15 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
     subjects: cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
     """
-    from cardiolab.data.phantom import generate_cohort
-    from cardiolab.data.prepare import prepare
+    from cardiolab.privacy.cohorts import encode_phantoms, phantom_cohort
     from cardiolab.tasks import dit, vqgan
     from cardiolab.tasks.dp import PRIVATE_LATENTS
 
     profile = get_profile(profile)
-    d = profile.data
     public_dit = dit.ensure(profile)
-    root = profile.phantom_dir.with_name(f"{profile.phantom_dir.name}-private")
-    cache = profile.cache_dir.with_name(f"{profile.cache_dir.name}-private")
-    latents = profile.run(PRIVATE_LATENTS)
-    subjects = subjects or profile.dp.private_subjects
-    made = read_json(root / "cohort.json") if (root / "cohort.json").exists() else {}
-    if (made.get("n_subjects"), made.get("seed")) != (subjects, seed):
-        for stale in (root, cache, latents):
-            shutil.rmtree(stale, ignore_errors=True)
-        generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
-                        slices=d.phantom_slices, frames=d.phantom_frames)
-    if not (cache / "manifest.json").exists():
-        prepare(root, "acdc", profile, cache)
-    lat = latents / vqgan.LATENTS
-    if not lat.exists() or vqgan.load_latents(lat).get("scale_from") != str(public_dit.resolve()):
-        vqgan.encode_cohort(vqgan.ensure(profile), cache, latents, scale_from=public_dit)
-    return {"root": root, "cache": cache, "latents": latents, "public_dit": public_dit}
+    made = phantom_cohort(profile, "private", subjects or profile.dp.private_subjects, seed)
+    latents = encode_phantoms(made, vqgan.ensure(profile), public_dit, profile.run(PRIVATE_LATENTS))
+    return {**made, "latents": latents, "public_dit": public_dit}
 
 
 def run_setting(profile: Profile | str | None, setting: Setting, private: dict, steps: int, seed: int = 0,
@@ -143,14 +127,15 @@ def settings_from(epsilons=(math.inf, 10.0, 1.0), scratch=(10.0,), attention=())
 
 
 
-LEAKAGE_ATTACKS = ("loss", "calibrated")   # calibrated: minus the public init's loss (skipped without an init)
+LEAKAGE_ATTACKS = ("loss", "calibrated", "lira")   # calibrated: minus the public init's loss (none without an init)
 
 
 def leakage_table(profile: Profile | str | None, table: pd.DataFrame, n_fresh: int | None = None,
                   delta: float = 1e-5) -> pd.DataFrame:
     """Membership inference against every run of a `run_grid` table (`audit mia`, each run with its own samples):
-    one row per (setting, attack) with epsilon, AUC and its bootstrap 95 % interval, TPR at 1 % FPR with its
-    Clopper-Pearson interval (NaN with fewer than 100 non-members), and the epsilon those intervals prove
+    one row per (setting, attack: loss, calibrated, LiRA with the profile's mia.references) with epsilon, AUC and its
+    bootstrap 95 % interval, TPR at 1 % FPR with its Clopper-Pearson interval (NaN with fewer than 100 non-members;
+    n_fresh default mia.fresh), and the epsilon those intervals prove
     (`mia.dp_bound_check` at `delta`; for a DP run at its own delta): what an attack shows, beside the accountant's
     epsilon it must stay under."""
     import numpy as np
