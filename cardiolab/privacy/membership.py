@@ -128,16 +128,18 @@ def fresh_cines(profile: Profile, n: int, seed: int = FRESH_SEED) -> dict:
     from cardiolab.core import atomic_path
     from cardiolab.data.cines import load_cines
     from cardiolab.data.phantom import VERSION, generate_cohort
-    from cardiolab.privacy.embeddings import pixel_embeddings
+    from cardiolab.privacy.embeddings import embedder
 
     d = profile.data
-    key = {"data": {k: v for k, v in vars(d).items()}, "n": n, "seed": seed, "phantom": VERSION}
+    key = {"data": {k: v for k, v in vars(d).items()}, "n": n, "seed": seed, "phantom": VERSION,
+           "embedding": "pixels, aligned"}
+    pixels = embedder("pixels")            # as `_distance_scores` embeds the members: aligned, then pooled
     path = profile.cache_dir.with_name(f"{profile.cache_dir.name}-fresh{seed}-{n}.pt")
     if path.exists():
         cached = torch.load(path, weights_only=True)
         if cached.get("key") == repr(key):
             return cached
-    ids, images, pixels = [], [], []
+    ids, images, embedded = [], [], []
     for first in range(0, n, FRESH_CHUNK):
         with tempfile.TemporaryDirectory(prefix="cardiolab-mia-") as tmp:
             generate_cohort(tmp, min(FRESH_CHUNK, n - first), seed=seed, size=d.phantom_size,
@@ -145,8 +147,8 @@ def fresh_cines(profile: Profile, n: int, seed: int = FRESH_SEED) -> dict:
             c = load_cines(tmp, profile)
             ids += [f"fresh-{seed}-{s}" for s in c.ids]
             images.append(c.images)
-            pixels.append(pixel_embeddings(load_cines(tmp, profile, label_free=True).images).float())
-    out = {"key": repr(key), "ids": ids, "images": torch.cat(images), "pixels": torch.cat(pixels)}
+            embedded.append(pixels(load_cines(tmp, profile, label_free=True).images).float())
+    out = {"key": repr(key), "ids": ids, "images": torch.cat(images), "pixels": torch.cat(embedded)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(out, tmp)
