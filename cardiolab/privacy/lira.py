@@ -16,7 +16,9 @@ and trained parameters, without noise or clipping (dp.epsilon = inf). LiRA ranks
 to their own reference mean, so the level a noisy DP fine-tune reaches (a shift shared by all subjects) changes no
 rank; the non-private recipe is the one whose per-subject difficulty the references should capture. They live in
 runs/<profile>/lira/<task>-<init>/ref<k> and follow the one staleness rule (`engine.ensure_run`), so every run of
-a grid with one init shares them.
+a grid with one init shares them. reference_steps caps their cost: for a fine-tune it is half the tiny DP run's
+steps; a `dit` trained from scratch for 1500 steps gets weaker references at 150 (set mia.reference_steps to the
+target's steps for the faithful attack, at ten times the cost).
 """
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ PIA_FRACTION = 0.2                     # PIA's query step (Kong et al.: t = 200 
 FRESH_SEED = 7
 ATTACKS = ("loss", "pia", "calibrated", "lira", "distance")
 JSON_KEYS = ("kind", "run", "task", "profile", "n_members", "n_nonmembers", "timesteps", "attacks", "skipped",
-             "reference", "dp", "figure", "roc")
+             "reference", "lira_references", "dp", "figure", "roc")
 
 
 def check_dit_run(run: str | os.PathLike) -> str:
