@@ -114,3 +114,11 @@ def test_fresh_cines_in_chunks_equal_one_cohort_read_as_the_members_are(tmp_path
     pixels = embedder("pixels")(load_cines(tmp_path / "whole", smoke, label_free=True).images).float()
     assert torch.equal(fresh["pixels"], pixels)
     assert membership.fresh_cines(smoke, 3, seed=7)["ids"] == fresh["ids"]     # read back from its cache file
+
+
+def test_audit_mia_with_one_reference_exits_2_naming_it(dit_run, tmp_path, capsys):
+    out = tmp_path / "mia.json"
+    assert main(["audit", "mia", "--profile", "smoke", "--run", str(dit_run), "--references", "1",
+                 "--json", str(out)]) == 2
+    assert "--references 1" in capsys.readouterr().err
+    assert not out.exists()

@@ -18,7 +18,8 @@ rank; the non-private recipe is the one whose per-subject difficulty the referen
 runs/<profile>/lira/<task>-<init>/ref<k> and follow the one staleness rule (`engine.ensure_run`), so every run of
 a grid with one init shares them. reference_steps caps their cost: for a fine-tune it is half the tiny DP run's
 steps; a `dit` trained from scratch for 1500 steps gets weaker references at 150 (set mia.reference_steps to the
-target's steps for the faithful attack, at ten times the cost).
+target's steps for the faithful attack, at ten times the cost). Shadows are phantoms: on a real data source they
+come from another distribution than the candidates, and LiRA calibrates less well there.
 """
 from __future__ import annotations
 

@@ -184,8 +184,8 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
               references: int | None = None) -> dict:
     """Membership inference against a DiT run; writes the JSON (keys JSON_KEYS) and a log-log ROC figure.
 
-    n_fresh: fresh phantoms among the non-members (default: the profile's mia.fresh; TPR at 1 % FPR needs >= 100
-    non-members in all). references: LiRA's reference models (default mia.references; 0 leaves LiRA out; they are
+    n_fresh: fresh phantoms among the non-members (default: the profile's mia.fresh on phantom data, none on a real
+    data source; TPR at 1 % FPR needs >= 100 non-members in all). references: LiRA's reference models (default mia.references; 0 leaves LiRA out; they are
     trained once per target recipe under runs/<profile>/lira, `privacy.lira`). Default paths:
     runs/<profile>/audit/mia-<run name>.json / .png.
     """
@@ -198,12 +198,14 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     profile = get_profile(profile)
     run = Path(run)
     task = check_dit_run(run)
-    n_fresh = profile.mia.fresh if n_fresh is None else int(n_fresh)
+    if n_fresh is None:      # phantoms beside real members would be told apart by their source, not membership
+        n_fresh = profile.mia.fresh if profile.data_source is None else 0
+    n_fresh = int(n_fresh)
     references = profile.mia.references if references is None else int(references)
     if n_fresh < 0:
         raise CardiolabError(f"--n-fresh {n_fresh}: must be >= 0")
-    if references < 0:
-        raise CardiolabError(f"--references {references}: must be >= 0")
+    if references < 0 or references == 1:
+        raise CardiolabError(f"--references {references}: must be 0 (no LiRA) or >= 2 (a variance needs two)")
     if reference is not None:
         check_dit_run(reference)
     model, conf = dit.load(run)
