@@ -10,8 +10,8 @@ variant, OUT models only, because:
   would train on the private members themselves, outside the DP mechanism being audited.
 
 Reference k: `mia.reference_subjects` phantoms of seed SHADOW_SEED + k (the profile's cohorts use seeds 0, 1 and
-7), prepared and encoded with the target's VQ-GAN and latent scale, then trained for `mia.reference_steps` steps
-with the target's recipe: a `dit` target -> `dit` from scratch; a `dit-dp` target -> the same init, data recipe
+7), prepared and encoded with the target's VQ-GAN and the latent scale of its init (its own without one; one
+encoding for a whole grid), then trained for `mia.reference_steps` steps with the target's recipe: a `dit` target -> `dit` from scratch; a `dit-dp` target -> the same init, data recipe
 and trained parameters, without noise or clipping (dp.epsilon = inf). LiRA ranks subjects by their loss relative
 to their own reference mean, so the level a noisy DP fine-tune reaches (a shift shared by all subjects) changes no
 rank; the non-private recipe is the one whose per-subject difficulty the references should capture. They live in
@@ -60,7 +60,7 @@ def ensure_references(run: Path, conf: dict, task: str, profile: Profile, k: int
             profile.dp, epsilon=math.inf, params=recorded.get("params", profile.dp.params)))
     refs = []
     for i in range(k):
-        latents, out = shadow_latents(profile, i, vq, run), home / f"ref{i}"
+        latents, out = shadow_latents(profile, i, vq, init or run), home / f"ref{i}"
         if task == "dit-dp":
             shaping = dp_task.shaping(profile, latents, init or "none", seed=i)
             train = partial(dp_task.train, profile, out, steps=steps, seed=i, latents=latents, init=init or "none")
