@@ -4,22 +4,24 @@ Carlini et al. 2022 ("Membership inference attacks from first principles", IEEE 
 the target with its loss under reference models trained with (IN) and without (OUT) it. We use the offline
 variant, OUT models only, because:
 - the online variant trains every reference on a random half of the candidates, so each subject is IN for ~K/2
-  models; at the K = 4 a CPU affords, two IN and two OUT losses per subject cannot fit two Gaussians, and
-  Carlini et al. report offline LiRA with a variance pooled over examples close to online at few references;
+  models; at the K = 4 a CPU affords, two IN and two OUT losses per subject cannot fit two Gaussians. Carlini et
+  al. pool the variance over examples when references are few, and find the offline attack somewhat weaker than
+  the online one but still strong at low FPR;
 - an OUT model needs data from the same distribution and nothing else: fresh phantoms are free, whereas IN models
   would train on the private members themselves, outside the DP mechanism being audited.
 
-Reference k: `mia.reference_subjects` phantoms of seed SHADOW_SEED + k (the profile's cohorts use seeds 0, 1 and
-7), prepared and encoded with the target's VQ-GAN and the latent scale of its init (its own without one; one
-encoding for a whole grid), then trained for `mia.reference_steps` steps with the target's recipe: a `dit` target -> `dit` from scratch; a `dit-dp` target -> the same init, data recipe
-and trained parameters, without noise or clipping (dp.epsilon = inf). LiRA ranks subjects by their loss relative
-to their own reference mean, so the level a noisy DP fine-tune reaches (a shift shared by all subjects) changes no
-rank; the non-private recipe is the one whose per-subject difficulty the references should capture. They live in
-runs/<profile>/lira/<task>-<init>/ref<k> and follow the one staleness rule (`engine.ensure_run`), so every run of
-a grid with one init shares them. reference_steps caps their cost: for a fine-tune it is half the tiny DP run's
-steps; a `dit` trained from scratch for 1500 steps gets weaker references at 150 (set mia.reference_steps to the
-target's steps for the faithful attack, at ten times the cost). Shadows are phantoms: on a real data source they
-come from another distribution than the candidates, and LiRA calibrates less well there.
+Reference k: `mia.reference_subjects` phantoms of seed SHADOW_SEED + k (the profile's cohorts use seeds 0, 1 and 7),
+prepared and encoded with the target's VQ-GAN and the latent scale of its init (its own without one; one encoding
+for a whole grid), then trained for `mia.reference_steps` steps with the target's recipe: a `dit` target -> `dit`
+from scratch; a `dit-dp` target -> the same init, data recipe and trained parameters, without noise or clipping
+(dp.epsilon = inf). LiRA ranks subjects by their loss relative to their own reference mean, so the level a noisy DP
+fine-tune reaches (a shift shared by all subjects) changes no rank; the non-private recipe is the one whose
+per-subject difficulty the references should capture. They live in runs/<profile>/lira/<task>-<init>/ref<k> and
+follow the one staleness rule (`engine.ensure_run`), so every run of a grid with one init shares them.
+reference_steps caps their cost: for a fine-tune it is half the tiny DP run's steps; a `dit` trained from scratch
+for 1500 steps gets weaker references at 150 (set mia.reference_steps to the target's steps for the faithful attack,
+at ten times the cost). Shadows are phantoms: on a real data source they come from another distribution than the
+candidates, and LiRA calibrates less well there.
 """
 from __future__ import annotations
 
