@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/dit_memory.py --json runs/bench/dit_memory.json
 
 DiT-S (hidden 768, depth 8, 12 heads) on 6 x 64 x 64 x 8 latents with C_z = 8 and patch (1, 4, 4, 2): 6144 tokens,
-batch 1. Each configuration runs in a fresh process (see cardiolab.bench); on a CPU one step takes minutes.
+batch 1. Each configuration runs in a fresh process (see cardiolab.bench.speed); on a CPU one step takes minutes.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cardiolab.bench import DiTBench, bench_dit, in_fresh_process
+from cardiolab.bench.speed import DiTBench, bench_dit, in_fresh_process
 
 FULL_S = dict(input_size=(6, 64, 64, 8), patch=(1, 4, 4, 2), channels=8, hidden=768, depth=8, heads=12, batch=1,
               steps=1, warmup=0)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cardiolab.bench import DiTBench, _device_name, build_dit, dumps, train_step_fn
+from cardiolab.bench.speed import DiTBench, _device_name, build_dit, dumps, train_step_fn
 from cardiolab.core import CardiolabError, machine_info, precision_name, resolve_amp, seed_everything
 
 

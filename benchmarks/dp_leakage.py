@@ -27,18 +27,19 @@ from cardiolab.engine import run_status
 from cardiolab.privacy import experiments
 from cardiolab.privacy.cohorts import phantom_cohort
 from cardiolab.privacy.experiments import Setting
-from cardiolab.privacy.lira import SHADOW_SEED
+from cardiolab.privacy.lira import shadow_cohort
 from cardiolab.privacy.membership import fresh_cines
 from cardiolab.profiles import get_profile, override
+from cardiolab.tasks.dp import PRIVATE_LATENTS
 
 ATTACKS = ("loss", "calibrated", "lira", "pia", "distance")
 
 
 def data_only(profile) -> None:
     """Every phantom cohort the grid needs and no model does: private, LiRA's shadows, the fresh non-members."""
-    phantom_cohort(profile, "private", profile.dp.private_subjects, 1)
+    phantom_cohort(profile, "private", profile.dp.private_subjects, 1, (profile.run(PRIVATE_LATENTS),))
     for k in range(profile.mia.references):
-        phantom_cohort(profile, f"shadow{k}", profile.mia.reference_subjects, SHADOW_SEED + k)
+        shadow_cohort(profile, k)
     fresh_cines(profile, profile.mia.fresh)
 
 

@@ -22,7 +22,7 @@ from cardiolab.core import machine_info, write_json
 from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, read_metrics
 from cardiolab.models.dit4d import DiT4D
-from cardiolab.privacy.dp import make_private
+from cardiolab.dp.mechanism import make_private
 from cardiolab.profiles import get_profile
 from cardiolab.tasks import dit
 

@@ -36,7 +36,7 @@ for m in mask-to-image dit $MODELS; do
   [ -d "$R/samples/$m" ] && [ ! -f "$R/eval/utility-$m.json" ] && step "utility_$m" 120 $PY - "$m" <<EOF
 import sys
 from cardiolab.profiles import get_profile
-from cardiolab.utility import utility
+from cardiolab.evaluation.utility import utility
 p = get_profile("${PROFILE:-tiny}"); m = sys.argv[1]
 r = utility(p, p.samples(m), out_json=p.eval_dir / f"utility-{m}.json", steps=$UTIL_STEPS,
             run_root=p.eval_dir / "utility" / m, test_cohort="$SITE2",

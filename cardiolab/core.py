@@ -1,11 +1,14 @@
-"""Small shared pieces: the one exception type, seeding, atomic writes, project paths."""
+"""Small shared pieces: the one exception type, seeding, atomic writes, project paths, the file names of runs
+and caches, and the one staleness rule."""
 from __future__ import annotations
 
 import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -15,6 +18,19 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
+
+# ---- file names of runs and caches: each defined here once ----------------------------------------------
+MANIFEST = "manifest.json"      # a prepared cache's index (data.prepare): its subjects, splits and stamp
+RUN_CONFIG = "config.json"      # a run's config, precision and machine (engine.Trainer.fit)
+SCORES = "scores.json"          # what a trained segmenter, landmark detector or highres VQ-GAN scored
+COHORT_FILE = "cohort.json"     # the parameters a phantom cohort (2D or volume) was generated with: its stamp
+
+
+def is_cache(path: str | os.PathLike) -> bool:
+    """Is `path` a prepared cache (a folder holding manifest.json), rather than a cohort folder?"""
+    return (Path(path) / MANIFEST).is_file()
 
 
 class CardiolabError(Exception):
@@ -341,3 +357,63 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
     return {"cpu_capability": f["cpu_capability"], "cpu_kind": f["cpu_kind"],
             "bf16_native": bool(torch.cuda.is_bf16_supported()) if gpu else f["avx512_bf16"] or f["amx"],
             "gpu": gpu, "torch": torch.__version__}
+
+
+# ---- the one staleness rule ----------------------------------------------------------------------
+_ABSENT = "(absent)"
+
+
+def stale(recorded: dict | None, wanted: dict) -> str:
+    """The one staleness rule for every artifact (runs, caches, phantoms, latents, sample cohorts): '' when the
+    stamp an artifact recorded holds every entry of `wanted` (what it would be built from now) with the same
+    value, compared as JSON (tuples = lists); else one line saying what changed ("missing": no stamp at all)."""
+    if recorded is None:
+        return "missing"
+    have, want = _as_json({k: recorded.get(k, _ABSENT) for k in wanted}), _as_json(wanted)
+    for key in want:
+        if diff := _difference(have[key], want[key], key):
+            return diff
+    return ""
+
+
+def up_to_date(what: str | os.PathLike, recorded: dict | None, wanted: dict) -> bool:
+    """`stale` as a yes/no; a stale artifact is logged with what changed (it is about to be rebuilt)."""
+    why = stale(recorded, wanted)
+    if why:
+        log.info("%s: %s", what, "not built yet, building" if why == "missing" else f"stale ({why}), rebuilding")
+    return not why
+
+
+def read_stamp(path: str | os.PathLike) -> dict | None:
+    """The stamp an artifact recorded: the JSON object (or, for a .pt file, the torch dict) at `path`; None when
+    it is missing or unreadable, so that the artifact is rebuilt rather than trusted."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        obj = (torch.load(path, map_location="cpu", weights_only=True) if path.suffix == ".pt"
+               else json.loads(path.read_text()))
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        log.warning("%s: unreadable (%s), treated as stale", path, type(e).__name__)
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _as_json(obj: Any) -> Any:
+    """obj as JSON records it: tuples as lists, paths as strings."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _difference(have: Any, want: Any, where: str) -> str:
+    """'' when equal, else the first differing entry as 'where: old -> new'."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        for key in sorted(set(have) | set(want)):
+            if diff := _difference(have.get(key, _ABSENT), want.get(key, _ABSENT), f"{where}.{key}"):
+                return diff
+        return ""
+    if have == want:
+        return ""
+    def short(v: Any) -> str:
+        text = v if v == _ABSENT else json.dumps(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"{where}: {short(have)} -> {short(want)}"

@@ -25,7 +25,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
 from torch import nn
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, cpu_features, resolve_amp
+from cardiolab.core import RUN_CONFIG, CardiolabError, cpu_features, resolve_amp
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def sampling_precision(amp: str, device: torch.device | str, run_dir: str | os.P
     """
     if resolve_amp(amp, device, "amp") != "bf16":
         return "fp32"
-    config = Path(run_dir) / "config.json" if run_dir is not None else None
+    config = Path(run_dir) / RUN_CONFIG if run_dir is not None else None
     if amp == "auto" and torch.device(device).type == "cpu" and config is not None and config.exists():
         recorded = json.loads(config.read_text())
         if recorded.get("precision") == "fp32" and recorded.get("machine", {}).get("cpu_kind") == cpu_features()["cpu_kind"]:
@@ -254,3 +254,14 @@ def sample(model: nn.Module, scheduler: Scheduler | RectifiedFlowScheduler, shap
             callback(i, x0_pred)
     model.train(was_training)
     return x.cpu()
+
+
+def v_to_epsilon(v: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor | float) -> torch.Tensor:
+    """The noise a v-prediction implies: eps = sqrt(abar) v + sqrt(1 - abar) x_t (Salimans & Ho 2022).
+
+    v, x_t: (B, ...) of one shape; alpha_bar: a float or (B,), the scheduler's alphas_cumprod[t], broadcast over
+    the sample's remaining axes. Needed by the PIA attack, which compares predicted noises.
+    """
+    abar = torch.as_tensor(alpha_bar, dtype=v.dtype, device=v.device)
+    abar = abar.reshape(abar.shape + (1,) * (v.ndim - abar.ndim)) if abar.ndim else abar
+    return abar.sqrt() * v + (1.0 - abar).sqrt() * x_t

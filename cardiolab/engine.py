@@ -14,7 +14,7 @@ re-seeds the RNGs, and the batch of step k is the k-th chunk of a stream of seed
 that is killed and resumed from its last checkpoint ends with weights bit-identical (on CPU) to one that
 was never interrupted, and there is no RNG state to restore.
 
-Opacus (DP-SGD; `cardiolab.privacy.dp.make_private` builds the pieces): pass the GradSampleModule as the
+Opacus (DP-SGD; `cardiolab.dp.mechanism.make_private` builds the pieces): pass the GradSampleModule as the
 module, the DPOptimizer as its optimizer, its accountant as `accountant` and the Poisson DataLoader as `data`.
 Then one engine step is one Poisson batch of the loader's dataset at its `sample_rate` (not drawn by replaying
 the loader), fed to step_fn in chunks of cfg.physical_batch samples as Opacus's BatchMemoryManager does
@@ -53,8 +53,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from cardiolab.core import (CardiolabError, PassResult, atomic_path, bf16_verdict, explain_amp, fingerprint,
-                            machine_info, pick_device, poisoned_heap, precision_name, project_root, write_json)
+from cardiolab.core import (RUN_CONFIG, CardiolabError, PassResult, atomic_path, bf16_verdict, explain_amp,
+                            fingerprint, machine_info, pick_device, poisoned_heap, precision_name, project_root,
+                            read_stamp, stale, write_json)
+from cardiolab.profiles import PROFILE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +222,7 @@ def _signature(modules: dict[str, nn.Module], batch: Any, config: dict) -> str:
             return [shapes(v) for v in x]
         return type(x).__name__
     params = {n: [[k, list(p.shape)] for k, p in unwrap(m).named_parameters()] for n, m in modules.items()}
+    config = {k: v for k, v in config.items() if k != PROFILE_KEY}    # sampling settings: no kernel sees them
     return fingerprint({"params": params, "batch": shapes(batch), "config": json.loads(json.dumps(config, default=str)),
                         "machine": machine_info("cpu")})
 
@@ -351,7 +354,7 @@ class Trainer:
         if self.rank == 0:
             # precision and machine describe this process, not the run's identity: config.json only, never
             # state.json / the checkpoint, whose config run_status compares (another machine must not retrain)
-            write_json(self.run_dir / "config.json", {"train": self.cfg.to_dict(), **self.config,
+            write_json(self.run_dir / RUN_CONFIG, {"train": self.cfg.to_dict(), **self.config,
                                                       "precision": self.precision, "precision_reason": self.reason,
                                                       "machine": self.machine})
             self._trim_metrics()
@@ -692,17 +695,21 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
 def run_status(run_dir: str | os.PathLike, steps: int, match: dict | None = None) -> str:
     """What `ensure_*` should do with run_dir: 'finished' (use it), 'partial' (resume it) or 'fresh' (train anew).
 
-    match: config entries (e.g. {"vqgan": asdict(cfg)}) the run must have been trained with; a run of another
-    configuration is 'fresh', so a changed profile retrains instead of resuming incompatible weights.
+    match: config entries (e.g. {"shaping": ...}) the run must have been trained with, compared by the one
+    staleness rule (`core.stale`); a run of another configuration is 'fresh', so a changed profile retrains
+    instead of resuming incompatible weights.
     """
-    path = Path(run_dir) / STATE
-    if not path.exists() or not (Path(run_dir) / CHECKPOINT).exists():
-        return "fresh"
-    state = json.loads(path.read_text())
-    wanted = json.loads(json.dumps(match or {}, default=str))   # tuples -> lists, as saved
-    if any(state.get("config", {}).get(k) != v for k, v in wanted.items()):
-        return "fresh"
-    return "finished" if state["finished"] and state["step"] >= steps else "partial"
+    return _run_state(run_dir, steps, match)[0]
+
+
+def _run_state(run_dir: str | os.PathLike, steps: int, match: dict | None = None) -> tuple[str, str]:
+    """(`run_status`, why: '' or what made the run stale)."""
+    state = read_stamp(Path(run_dir) / STATE)
+    if state is None or not (Path(run_dir) / CHECKPOINT).exists():
+        return "fresh", "missing"
+    if why := stale(state.get("config", {}), match or {}):
+        return "fresh", why
+    return ("finished" if state.get("finished") and state.get("step", 0) >= steps else "partial"), ""
 
 
 def recorded_shaping(run_dir: str | os.PathLike) -> dict:
@@ -720,7 +727,7 @@ def run_id(run_dir: str | os.PathLike) -> str:
 
 def ensure_run(run_dir: str | os.PathLike, steps: int, shaping: dict, train: Callable[[bool], Any],
                require: tuple[str, ...] = ()) -> Path:
-    """The one staleness rule: `train(resume)` unless run_dir finished with exactly this `shaping`.
+    """`train(resume)` unless run_dir finished with exactly this `shaping` (the one staleness rule, `core.stale`).
 
     shaping: the config fields that shape the run's weights (step counts included) plus the ids of the runs it was
     built from (each task's `shaping(profile)`); the run records it in its config as "shaping". Settings outside it
@@ -728,11 +735,13 @@ def ensure_run(run_dir: str | os.PathLike, steps: int, shaping: dict, train: Cal
     require: files a finished run also writes after training (e.g. "scores.json"); when one is missing (killed
     between the last checkpoint and writing it) the run is resumed, which redoes only that work.
     """
-    status = run_status(run_dir, steps, {"shaping": shaping})
+    status, why = _run_state(run_dir, steps, {"shaping": shaping})
     if status == "finished" and not all((Path(run_dir) / name).exists() for name in require):
         status = "partial"
     if status != "finished":
-        log.info("%s: %s run -> training", run_dir, status)
+        what = ("partial run, resuming" if status == "partial" else "no run yet" if why == "missing"
+                else f"stale ({why}), retraining")
+        log.info("%s: %s", run_dir, what)
         train(status == "partial")
     return Path(run_dir)
 

@@ -11,7 +11,37 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cardiolab.core import CardiolabError, check_amp, fingerprint, from_record, project_root, to_record
+from cardiolab.core import (RUN_CONFIG, CardiolabError, check_amp, fingerprint, from_record, project_root, read_json,
+                            to_record)
+
+# ---- which settings shape weights: said once, on the field -------------------------------------------------
+# Every field of a profile section shapes the weights of the models that read it (a change retrains them), unless
+# declared `runtime(default)`: sampling, decoding, evaluation, memory and precision settings, which change how a
+# trained model is run, never what it is. Each task's shaping() takes its sections through `shaping_fields`.
+#
+# amp is runtime everywhere: with amp=auto the engine picks the precision per machine (and per model, by a probe)
+# and records what it used in config.json, so "auto" names no one precision that shaping could hold; a user who
+# moves a finished run to another machine, or sets amp=off to sample on a CPU without native bf16, expects to keep
+# the run, not to retrain it. To retrain in another precision, `train` the model again (only `ensure` keeps runs).
+_SHAPES = "shapes"
+
+
+def runtime(default):
+    """A profile field that never shapes weights (see above): changing it retrains nothing."""
+    return field(default=default, metadata={_SHAPES: False})
+
+
+def shapes(section, name: str) -> bool:
+    """Does field `name` of a profile section (dataclass or class) shape weights?"""
+    return next(f for f in dataclasses.fields(section) if f.name == name).metadata.get(_SHAPES, True)
+
+
+def shaping_fields(section, names: tuple[str, ...] | None = None) -> dict:
+    """{name: value} of the section's fields that shape weights (every field not declared `runtime`); names: only
+    these (the fields a model reads, when several models share a section)."""
+    values = dataclasses.asdict(section)
+    return {f.name: values[f.name] for f in dataclasses.fields(section)
+            if f.metadata.get(_SHAPES, True) and (names is None or f.name in names)}
 
 
 @dataclass(frozen=True)
@@ -42,7 +72,7 @@ class VQGANConfig:
     mse_weight: float = 10.0          # MSE beside L1 (images in [-1, 1]: MSE ~0.1 x L1, so 10 makes their gradients
                                       # comparable); L1 keeps edges sharp, MSE is what PSNR measures. Tiny, phantom
                                       # v3: 29.36 -> 29.82 dB holdout PSNR, better on all 8 subjects (benchmarks/)
-    amp: str = "auto"                 # bf16 where native (~1.3x faster), fp32 elsewhere (emulated bf16: ~50x slower)
+    amp: str = runtime("auto")        # bf16 where native (~1.3x faster), fp32 elsewhere (emulated bf16: ~50x slower)
     ema_decay: float = 0.99           # codebook EMA decay (CardioDiT: 0.99; MedLoRD: 0.95 for its 16384 codes)
     crop: tuple[int, int, int] = (48, 48, 0)  # train on random (H, W, T) crops of each slice (MedLoRD trains on
                                       # crops); 0 on an axis = its full extent. Fully convolutional: whole cines
@@ -69,14 +99,14 @@ class DiTConfig:
     heads: int = 6                    # paper: 12
     patch: tuple[int, int, int, int] = (1, 4, 4, 2)   # (D, H, W, T) patch of the latent (paper)
     train_timesteps: int = 300        # CardioDiT: cosine schedule, 300 steps, v-prediction
-    sample_steps: int = 50            # DDIM steps at sampling
+    sample_steps: int = runtime(50)   # DDIM steps at sampling
     steps: int = 1500
     batch: int = 8
     lr: float = 3e-4                  # small models tolerate a larger LR than DiT's 1e-4
     ema_decay: float = 0.999
     cond_dropout: float = 0.1         # label dropout for classifier-free guidance
-    n_samples: int = 16
-    amp: str = "auto"                 # bf16 where native (~1.4x faster), fp32 elsewhere (emulated bf16: ~13x slower)
+    n_samples: int = runtime(16)
+    amp: str = runtime("auto")        # bf16 where native (~1.4x faster), fp32 elsewhere (emulated bf16: ~13x slower)
 
     def __post_init__(self):
         check_amp(self.amp, "dit.amp")
@@ -103,14 +133,15 @@ class DPConfig:
 
 @dataclass(frozen=True)
 class MIAConfig:
-    """Membership-inference audits (`audit mia`, cardiolab.privacy.membership): audit settings only, they never
-    shape the audited generator (the LiRA reference models are their own runs under runs/<p>/lira)."""
+    """Membership-inference audits (`audit mia`, cardiolab.privacy.membership): audit settings, runtime for every
+    registered model; the LiRA reference models name theirs in their folders (runs/<p>/lira/<task>-<init>-n<subjects>
+    -s<steps>), so a change trains new ones beside the old."""
     # fresh phantoms (phantom seed 7, never trained on) among the non-members: a TPR at 1 % FPR needs >= 100
     # non-members, and 1000 bound the FPR of 0 false positives by 0.37 % (Clopper-Pearson 95 %)
-    fresh: int = 1000
-    references: int = 4               # LiRA OUT reference models (>= 4: Carlini et al. 2022); 0 skips LiRA
-    reference_subjects: int = 40      # shadow phantoms per reference (phantom seed 100 + k), as the public cohort
-    reference_steps: int = 150        # each reference's training steps: half the tiny DP fine-tune, ~4 CPU-min each
+    fresh: int = runtime(1000)
+    references: int = runtime(4)          # LiRA OUT reference models (>= 4: Carlini et al. 2022); 0 skips LiRA
+    reference_subjects: int = runtime(40)  # shadow phantoms per reference (phantom seed 100 + k), as the public cohort
+    reference_steps: int = runtime(150)   # each reference's steps: half the tiny DP fine-tune, ~2 CPU-min each
 
 
 @dataclass(frozen=True)
@@ -124,9 +155,9 @@ class BaselinesConfig:
     lr: float = 3e-4
     ema_decay: float = 0.999
     family: str = "ldm"               # mask-to-image stage 2: ddpm | ldm | flow
-    sample_steps: int = 50            # DDIM / Euler steps at sampling (sampling only: not part of shaping)
-    n_samples: int = 16
-    amp: str = "auto"                 # engine AMP: bf16 on GPU, off on CPU
+    sample_steps: int = runtime(50)   # DDIM / Euler steps at sampling
+    n_samples: int = runtime(16)
+    amp: str = runtime("auto")        # engine AMP: bf16 where native
     # Pixel-space UNets (ddpm, mask-generator, mask-to-image with family ddpm) use these instead of channels /
     # batch / steps / sample_steps: a tiny slice is 64 x 64 x 16 pixels, 64x the voxels of its latent. At the
     # latent models' sizes ddpm takes 15.5 s/step in bf16 (45 s in fp32, 2 threads, AVX512), ~6.5 h for 1500
@@ -135,7 +166,7 @@ class BaselinesConfig:
     pixel_channels: tuple[int, ...] = (16, 32, 64)
     pixel_batch: int = 1              # subjects per step (ddpm: their D slices; mask-generator: one study each)
     pixel_steps: int = 600
-    pixel_sample_steps: int = 25
+    pixel_sample_steps: int = runtime(25)
 
 
 @dataclass(frozen=True)
@@ -153,7 +184,8 @@ class EvalConfig:
     feature_steps: int = 600          # training steps of cardiolab's own feature evaluator
     feature_dim: int = 64
     feature_batch: int = 8            # cines per contrastive step (x3 views)
-    utility_seeds: int = 1            # 1: 95 % intervals by bootstrap over test subjects (CPU budget)
+    utility_seeds: int = runtime(1)   # 1: 95 % intervals by bootstrap over test subjects (CPU budget); each
+                                      # seed is its own segmenter run
 
 
 @dataclass(frozen=True)
@@ -173,9 +205,9 @@ class CopyDetectorConfig:
     # `audit copies` on phantom data: fresh phantoms (seed 8) that join the holdout split to calibrate tau.
     # 8 holdout + 142 = 150 references: tau = the 4th smallest reference DCR, FPR <= 5 % with 90 % confidence
     # (2.6 % on average). 59 references allow only the smallest one (k = 1), whose spread moves tau a lot.
-    calibration: int = 142
+    calibration: int = runtime(142)
     # `audit plant` (default --n-fresh): fresh phantoms beside the copies; 128 measure an FPR of 3 % to +-1.5 %
-    fresh: int = 128
+    fresh: int = runtime(128)
 
 
 @dataclass(frozen=True)
@@ -186,14 +218,14 @@ class LandmarksConfig:
     target: str = "gaussian"          # gaussian | disc
     loss: str = "mse"                 # mse | bce_dice (the seed paper's; on a smoke cache its peaks stayed below
                                       # the threshold after 300 steps, when foreground-weighted MSE found points)
-    decoder: str = "argmax"           # argmax | soft_argmax | component: decoding only, never retrains
-    threshold: float = 0.3            # peak below which a point is "missing": decoding only, never retrains
+    decoder: str = runtime("argmax")  # argmax | soft_argmax | component: decoding only
+    threshold: float = runtime(0.3)   # peak below which a point is "missing": decoding only
     temporal_context: int = 0         # 0: 2D per frame; k: frames t-k..t+k as channels (2D+t)
     augment: bool = True              # rotation, scaling, shift, elastic, intensity (data/landmark_transforms)
     steps: int = 1500
     batch: int = 16
     lr: float = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
-    folds: int = 4                    # group-stratified CV (`rvip.cross_validate`), as the seed paper; 0 = none;
+    folds: int = runtime(4)           # group-stratified CV (`rvip.cross_validate`), as the seed paper; 0 = none;
                                       # evaluation only: each fold is its own run, so it never retrains the main one
 
     def __post_init__(self):
@@ -207,7 +239,7 @@ class HighresConfig:
     slim ControlNet on six masks, and a 3D segmenter for adherence. tasks.highres_common reads it.
 
     Memory switches (amp, checkpointing, code_chunk, decode_window, flash_attention) and sampling fields
-    (sample_steps, conditioning_scale, n_samples) never shape weights (tasks.highres_common.SWITCH_FIELDS).
+    (sample_steps, conditioning_scale, n_samples) never shape weights (declared `runtime`).
     """
     size: tuple[int, int, int] = (64, 64, 32)        # volume X, Y, Z (full: MedLoRD's 512 x 512 x 256); tiny:
                                                      # 64 x 64 x 32 (3 x 3 x 5 mm), 30 min on 2 shared CPU cores; at
@@ -239,21 +271,24 @@ class HighresConfig:
     seg_lr: float = 5e-3
     batch: int = 2                                   # volumes (or crops) per step, every stage
     # memory switches: change peak memory, never the weights
-    amp: str = "auto"                                # bf16 where native; the quantizer always runs in fp32
-    checkpointing: bool = False                      # VQ-GAN encoder/decoder and UNet per-block recomputation
-    code_chunk: int = 0                              # codebook search this many vectors at a time (MedLoRD: 1024)
-    decode_window: tuple[int, int, int] = (0, 0, 0)  # sliding-window decode, latent window (0: whole volume)
-    flash_attention: bool = True                     # SDPA attention
+    amp: str = runtime("auto")                       # bf16 where native; the quantizer always runs in fp32
+    checkpointing: bool = runtime(False)             # VQ-GAN encoder/decoder and UNet per-block recomputation
+    code_chunk: int = runtime(0)                     # codebook search this many vectors at a time (MedLoRD: 1024)
+    decode_window: tuple[int, int, int] = runtime((0, 0, 0))  # sliding-window decode, latent window (0: whole)
+    flash_attention: bool = runtime(True)            # SDPA attention
     # sampling
-    sample_steps: int = 50                           # DDIM steps
-    conditioning_scale: float = 1.0                  # ControlNet residual scale at sampling (0: unconditional)
-    n_samples: int = 4                               # volumes sampled by default (one per holdout mask, cycled)
+    sample_steps: int = runtime(50)                  # DDIM steps
+    conditioning_scale: float = runtime(1.0)         # ControlNet residual scale at sampling (0: unconditional)
+    n_samples: int = runtime(4)                      # volumes sampled by default (one per holdout mask, cycled)
 
     def __post_init__(self):
         check_amp(self.amp, "highres.amp")
         if len(self.attention_levels) != len(self.unet_channels):
             raise CardiolabError(f"profiles.py: highres.attention_levels {self.attention_levels} needs one entry "
                                  f"per width in highres.unet_channels {self.unet_channels}")
+
+
+AUDIT_DIR = "audit"               # the audits' folder in a profile's runs (`Profile.audit_dir`)
 
 
 @dataclass(frozen=True)
@@ -269,8 +304,8 @@ class Profile:
     landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
     copydetector: CopyDetectorConfig = field(default_factory=CopyDetectorConfig)
     highres: HighresConfig = field(default_factory=HighresConfig)
-    device: str = "auto"
-    num_workers: int = 0
+    device: str = runtime("auto")
+    num_workers: int = runtime(0)
     # The root's data source (`with_data`): a cohort folder as records name it (`core.to_record`); None = the
     # embedded phantom. A source shapes every model trained on it (`data_shaping`) and has its own cache.
     data_source: str | None = None
@@ -329,6 +364,11 @@ class Profile:
     @property
     def figures_dir(self) -> Path:
         return self.run_dir / "figures"
+
+    @property
+    def audit_dir(self) -> Path:
+        """The privacy audits and their card (runs/<profile>/audit)."""
+        return self.run_dir / AUDIT_DIR
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -422,7 +462,7 @@ def data_shaping(profile: Profile, cache: str | os.PathLike | None = None) -> di
     """The part of a run's shaping that names its training data: the profile's data settings, its data source
     when not the phantom, plus the cache folder when it is not the profile's own (a run on another cohort never
     passes for the profile's run)."""
-    out = {"data": dataclasses.asdict(profile.data)}
+    out = {"data": shaping_fields(profile.data)}
     if profile.data_source is not None:
         out["source"] = {"root": profile.data_source, "layout": profile.data_layout}
     if cache is not None and Path(cache).resolve() != profile.cache_dir.resolve():
@@ -441,6 +481,42 @@ def get_profile(name: Profile | str | None = None) -> Profile:
         return with_data(PROFILES[name])
     except KeyError:
         raise CardiolabError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}") from None
+
+
+# ---- a run's profile: resolved once (CLI, notebook parameters), recorded with the run -------------------------
+PROFILE_KEY = "resolved_profile"   # a run's config entry: the whole profile it was trained with (`--set` included)
+
+
+def profile_record(profile: Profile) -> dict:
+    """What a run records of its profile: the name and the resolved settings (`run_profile` reads them back)."""
+    return {"profile": profile.name, PROFILE_KEY: profile.to_dict()}
+
+
+def run_profile(run: str | os.PathLike | dict) -> Profile:
+    """The profile a run was trained with, as resolved then (`--set`, data source): from its config (a dict or the
+    run folder's config.json). A run recorded before runs kept their profile is looked up by its profile's name."""
+    conf = run if isinstance(run, dict) else read_json(Path(run) / RUN_CONFIG)
+    if isinstance(conf.get(PROFILE_KEY), dict):
+        return profile_from_dict(conf[PROFILE_KEY])
+    return get_profile(conf.get("profile"))
+
+
+def profile_from_dict(d: dict) -> Profile:
+    """The Profile of `Profile.to_dict()` (JSON lists back to tuples); a field this version does not know is
+    ignored and one the record lacks keeps its default, so older records still load."""
+    base = PROFILES.get(d.get("name"), PROFILES["tiny"])
+    values = {}
+    for f in dataclasses.fields(Profile):
+        if f.name not in d:
+            continue
+        default = getattr(base, f.name)
+        if dataclasses.is_dataclass(default):
+            known = {g.name: getattr(default, g.name) for g in dataclasses.fields(default)}
+            values[f.name] = dataclasses.replace(default, **{k: tuple(v) if isinstance(known[k], tuple) else v
+                                                             for k, v in d[f.name].items() if k in known})
+        else:
+            values[f.name] = d[f.name]
+    return dataclasses.replace(base, **values)
 
 
 def override(profile: Profile, assignments: list[str]) -> Profile:

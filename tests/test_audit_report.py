@@ -12,7 +12,7 @@ from cardiolab.__main__ import main
 @pytest.fixture(scope="module")
 def root(smoke_cache, phantom_root, tmp_path_factory):
     from cardiolab.core import write_json
-    from cardiolab.privacy.mia import attack_summary
+    from cardiolab.metrics.privacy import attack_summary
 
     root = tmp_path_factory.mktemp("report")
     (root / "data" / "cache").mkdir(parents=True)
@@ -46,7 +46,7 @@ def test_audit_card_draws_dcr_histograms(root):
 
 
 def test_report_has_a_privacy_section(root):
-    from cardiolab.report import build_report
+    from cardiolab.reporting.report import build_report
 
     assert "## Privacy audits" in build_report(root).read_text()
 

@@ -31,7 +31,7 @@ def test_compare_mask_shapes_same_and_bigger():
 
 def test_mask_metrics_score_images_against_their_own_masks():
     from cardiolab.data.cines import Cines
-    from cardiolab.evaluate import carries_masks, mask_metrics
+    from cardiolab.evaluation.evaluate import carries_masks, mask_metrics
     from cardiolab.models.segmenter import Segmenter
     from cardiolab.profiles import get_profile
     from cardiolab.tasks.segmenter import model_config
@@ -73,7 +73,7 @@ def test_phantom_verb_refuses_a_malformed_snr(tmp_path, capsys):
 
 
 def test_report_has_a_row_per_trained_model(tmp_path):
-    from cardiolab.report import build_report, training_table
+    from cardiolab.reporting.report import build_report, training_table
 
     run_dir = tmp_path / "runs" / "smoke"
     models = ["factorized", "channel-merged", "ddpm", "ldm", "flow", "mask-generator", "mask-to-image"]
@@ -105,7 +105,7 @@ def test_trajectory_decodes_every_x0_prediction(tmp_path, smoke_cache):
 
 
 def test_evaluate_all_leaves_dp_cohorts_to_the_dp_experiment(tmp_path, monkeypatch):
-    from cardiolab import evaluate as ev
+    from cardiolab.evaluation import evaluate as ev
     from cardiolab.core import write_json
 
     cohorts = {"dit": tmp_path / "dit", "dit-dp-eps10": tmp_path / "dit-dp-eps10"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cardiolab.__main__ import main
-from cardiolab.bench_highres import STAGES, HighresBench, format_table, measure, parse_switches
+from cardiolab.bench.highres import STAGES, HighresBench, format_table, measure, parse_switches
 
 SMOKE = dict(size=(32, 32, 16), unet_channels=(16, 32, 32), device="cpu")   # 3 UNet levels: axes / 16
 

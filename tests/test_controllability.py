@@ -22,7 +22,7 @@ def tiny_dit(fake_stage1, tmp_path_factory):
 
 
 def test_group_codes_fix_the_group_and_draw_the_rest_from_training_rows(tiny_dit):
-    from cardiolab.controllability import group_codes
+    from cardiolab.evaluation.controllability import group_codes
     from cardiolab.core import read_json
     from cardiolab.data import attributes
 
@@ -37,7 +37,7 @@ def test_group_codes_fix_the_group_and_draw_the_rest_from_training_rows(tiny_dit
 
 
 def test_controllability_returns_one_row_per_group(tiny_dit, tmp_path):
-    from cardiolab.controllability import MEASURES, controllability, expected_orderings
+    from cardiolab.evaluation.controllability import MEASURES, controllability, expected_orderings
     from cardiolab.models.segmenter import Segmenter, SegmenterConfig
     from cardiolab.profiles import get_profile
 
@@ -54,7 +54,7 @@ def test_controllability_returns_one_row_per_group(tiny_dit, tmp_path):
 
 
 def test_expected_orderings_on_a_made_up_table():
-    from cardiolab.controllability import expected_orderings
+    from cardiolab.evaluation.controllability import expected_orderings
 
     table = pd.DataFrame({"group": ["NOR", "DCM", "HCM", "ARV"], "EF_mean": [60.0, 30.0, 65.0, 55.0],
                           "LV_mass_mean": [100.0, 110.0, 150.0, 95.0], "RV_EF_mean": [55.0, 50.0, 58.0, 35.0]})

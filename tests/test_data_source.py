@@ -136,7 +136,7 @@ def test_reproduce_passes_the_source_to_every_notebook(at_root, monkeypatch):
 
     import papermill
 
-    from cardiolab import reproduce
+    from cardiolab.reporting import reproduce
 
     root = at_root["root"]
     (root / "notebooks").mkdir(exist_ok=True)

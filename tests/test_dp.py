@@ -12,8 +12,8 @@ from torch.utils.data import TensorDataset
 
 from cardiolab.core import CardiolabError
 from cardiolab.engine import TrainConfig, Trainer, load_checkpoint
-from cardiolab.privacy.accounting import epsilon
-from cardiolab.privacy.dp import check_delta, make_private, resolve_delta, select_parameters
+from cardiolab.dp.accounting import epsilon
+from cardiolab.dp.mechanism import check_delta, make_private, resolve_delta, select_parameters
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # inputs need no grad: Opacus's hooks still fire
 
@@ -429,7 +429,7 @@ def test_dit_dp_release_runs_differ_and_replayable_runs_replay(dp_world, tmp_pat
 
 def test_a_subject_with_several_records_gets_group_privacy(dp_world, tmp_path):
     from cardiolab.core import read_json
-    from cardiolab.privacy.accounting import group_privacy
+    from cardiolab.dp.accounting import group_privacy
     from cardiolab.tasks import dp as task
 
     root, profile, private = dp_world
@@ -577,7 +577,7 @@ def test_dit_dp_at_infinite_epsilon_is_the_non_private_reference(dp_world, tmp_p
 
 
 def test_per_sample_grad_norms_equal_a_single_sample_loop_and_clip_to_c():
-    from cardiolab.privacy.dp import per_sample_grad_norms
+    from cardiolab.dp.mechanism import per_sample_grad_norms
 
     net = _net()
     x, y = _data(8).tensors
@@ -626,6 +626,7 @@ def test_issue_14_smoke_pipeline(tmp_path, monkeypatch):
 
 def test_private_cohort_is_remade_when_its_size_or_seed_changes(tmp_path, monkeypatch):
     from cardiolab.core import write_json
+    from cardiolab.data.phantom import cohort_params
     from cardiolab.privacy import experiments
     from cardiolab.profiles import get_profile
     from cardiolab.tasks import dit, vqgan
@@ -635,7 +636,7 @@ def test_private_cohort_is_remade_when_its_size_or_seed_changes(tmp_path, monkey
 
     def generate(root, n, seed, **kw):
         made.append((n, seed))
-        write_json(root / "cohort.json", {"n_subjects": n, "seed": seed})
+        write_json(root / "cohort.json", cohort_params(n, seed, **kw))
 
     monkeypatch.setattr("cardiolab.data.phantom.generate_cohort", generate)
     prepared = []

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from cardiolab.__main__ import main
-from cardiolab.evaluate import load_evaluations, model_table
+from cardiolab.evaluation.evaluate import load_evaluations, model_table
 from cardiolab.tasks import landmarks as task
 from cardiolab.tasks.evaluator import train as train_evaluator
 

@@ -9,7 +9,7 @@ import torch
 
 from cardiolab.__main__ import main
 from cardiolab.data.cines import load_cines
-from cardiolab.evaluate import evaluate, evaluator_check
+from cardiolab.evaluation.evaluate import evaluate, evaluator_check
 from cardiolab.metrics import features as feat
 from cardiolab.tasks import evaluator as evaluator_task
 

@@ -52,7 +52,7 @@ def _audit(tmp_path, copy_fraction, limit=None, flagged=(), training_cohort=None
 def _dp_sample(synthetic, tmp_path, monkeypatch, release=True, group_size=1):
     """samples.json of a DP cohort as `sample` writes it: the run's privacy.json (written by the training code)
     copied by tasks.dp.sample_cohort into samples.json["privacy"]. Only the decoding is skipped."""
-    from cardiolab.privacy.accounting import training_cohort_id, write_privacy_json
+    from cardiolab.dp.accounting import training_cohort_id, write_privacy_json
     from cardiolab.tasks import dit
     from cardiolab.tasks import dp as task
 
@@ -120,7 +120,7 @@ def test_export_without_a_gate_refuses(synthetic, tmp_path, capsys):
 
 
 def test_data_card_of_a_dp_cohort_states_its_guarantee_and_drops_flagged_cases(synthetic, tmp_path, monkeypatch):
-    from cardiolab.privacy.accounting import epsilon
+    from cardiolab.dp.accounting import epsilon
 
     training = _dp_sample(synthetic, tmp_path, monkeypatch)
     assert not (synthetic / "privacy.json").exists()              # the record lives in samples.json only
@@ -165,7 +165,7 @@ def test_gate_from_an_audit_of_another_training_set_is_refused(synthetic, tmp_pa
 
 
 def test_data_card_states_group_privacy_where_a_subject_held_several_records(synthetic, tmp_path, monkeypatch):
-    from cardiolab.privacy.accounting import epsilon
+    from cardiolab.dp.accounting import epsilon
 
     training = _dp_sample(synthetic, tmp_path, monkeypatch, group_size=3)
     gate = _audit(tmp_path, copy_fraction=0.0, limit=5.0, training_cohort=training)
@@ -245,7 +245,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ca
 
 def test_copy_audit_records_the_training_set_a_dp_run_on_the_same_cache_records(phantom_root, smoke_cache,
                                                                                 fake_stage1, tmp_path):
-    from cardiolab.privacy.accounting import training_cohort_id
+    from cardiolab.dp.accounting import training_cohort_id
     from cardiolab.privacy.audit import audit_copies
     from cardiolab.tasks import dp as task
     from cardiolab.tasks.vqgan import encode_cohort, load_latents

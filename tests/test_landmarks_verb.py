@@ -1,4 +1,4 @@
-"""The `landmarks` verb (cardiolab.rvip + cli/landmarks.py): every slice and frame in voxel and world
+"""The `landmarks` verb (cardiolab.evaluation.rvip + cli/landmarks.py): every slice and frame in voxel and world
 coordinates, scoring against RVIP masks, and bad input that exits 2 without writing JSON."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cardiolab import rvip
+from cardiolab.evaluation import rvip
 from cardiolab.__main__ import main
 from cardiolab.data.phantom import read_rvip
 from cardiolab.data.prepare import prepare_subject

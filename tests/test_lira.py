@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cardiolab.core import CardiolabError
-from cardiolab.privacy import mia
+from cardiolab.metrics import privacy as mia
 
 
 def _difficult_world(seed: int = 0, n: int = 400, k: int = 4):

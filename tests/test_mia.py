@@ -1,4 +1,4 @@
-"""Membership-inference scoring (cardiolab.privacy.mia): ROC, AUC, low-FPR rule, DP bound, v -> eps."""
+"""Membership-inference scoring (cardiolab.metrics.privacy): ROC, AUC, low-FPR rule, DP bound, v -> eps."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from cardiolab.core import CardiolabError
-from cardiolab.privacy.mia import (N_TOO_SMALL, attack_summary, auc, balanced_accuracy, bootstrap_interval,
-                                   clopper_pearson, dp_bound_check, dp_tpr_bound, one_run_epsilon,
-                                   one_run_p_value, operating_points, plot_roc, roc_curve, tpr_at_fpr, v_to_epsilon)
+from cardiolab.diffusion import v_to_epsilon
+from cardiolab.metrics.privacy import (N_TOO_SMALL, attack_summary, auc, balanced_accuracy, bootstrap_interval,
+                                       clopper_pearson, dp_bound_check, dp_tpr_bound, one_run_epsilon,
+                                       one_run_p_value, operating_points, roc_curve, tpr_at_fpr)
+from cardiolab.plots.audits import plot_mia_roc
 
 
 def _labels(n_members, n_non):
@@ -128,7 +130,7 @@ def test_dp_bound():
 
 
 def test_plot_roc_is_log_log():
-    fig = plot_roc({"loss": (np.array([0, 0.5, 1.0]), np.array([0, 0.7, 1.0]))}, dp=(1.0, 1e-5))
+    fig = plot_mia_roc({"loss": (np.array([0, 0.5, 1.0]), np.array([0, 0.7, 1.0]))}, dp=(1.0, 1e-5))
     ax = fig.axes[0]
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
 

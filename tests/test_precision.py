@@ -142,7 +142,7 @@ def test_bench_rejects_an_unknown_precision(capsys):
 
 @pytest.mark.parametrize("native, expected", [(False, "fp32"), (True, "bf16")])
 def test_bench_auto_is_what_training_would_pick(monkeypatch, native, expected):
-    from cardiolab.bench import DiTBench
+    from cardiolab.bench.speed import DiTBench
     _cpu_bf16(monkeypatch, avx512_bf16=native, amx=False)
     assert DiTBench(precision="auto", device="cpu").resolved_precision() == expected
     assert DiTBench(precision="fp32", device="cpu").resolved_precision() == "fp32"
@@ -150,7 +150,7 @@ def test_bench_auto_is_what_training_would_pick(monkeypatch, native, expected):
 
 
 def test_bench_json_records_precision_and_machine():
-    from cardiolab.bench import DiTBench, bench_dit_sample
+    from cardiolab.bench.speed import DiTBench, bench_dit_sample
     b = DiTBench(input_size=(2, 8, 8, 4), patch=(1, 4, 4, 2), channels=2, hidden=32, depth=1, heads=2,
                  precision="fp32", device="cpu")
     out = bench_dit_sample(b, sample_steps=1)
@@ -320,7 +320,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_checkpoint(tmp_p
 
 def test_a_dp_run_stops_on_its_weights_not_on_its_private_loss(tmp_path):
     """DP-SGD: the private loss never decides anything outside the mechanism; non-finite weights (its output) do."""
-    from cardiolab.privacy.dp import make_private
+    from cardiolab.dp.mechanism import make_private
 
     torch.manual_seed(0)
     net = nn.Linear(4, 1)

@@ -10,8 +10,8 @@ import pytest
 
 from cardiolab.__main__ import main
 from cardiolab.core import CardiolabError
-from cardiolab.privacy import accounting
-from cardiolab.privacy.accounting import PRIVACY_KEYS, epsilon, sigma, write_privacy_json
+from cardiolab.dp import accounting
+from cardiolab.dp.accounting import PRIVACY_KEYS, epsilon, sigma, write_privacy_json
 
 DELTA = 1e-5
 

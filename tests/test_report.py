@@ -6,7 +6,7 @@ import pytest
 
 from cardiolab.__main__ import main
 from cardiolab.core import CardiolabError, write_json
-from cardiolab.report import build_report, load_evaluations, markdown_table, model_table
+from cardiolab.reporting.report import build_report, load_evaluations, markdown_table, model_table
 
 
 def fake_eval(model, fd, kid, data="phantom"):
@@ -69,7 +69,7 @@ def test_report_cli(runs, tmp_path):
 def test_evaluate_then_report_on_tiny_phantom(phantom_root, tmp_path):
     """End to end at smoke geometry: a 3-step evaluator, the phantom cohort as a stand-in 'synthetic' set."""
     from cardiolab.data.prepare import prepare
-    from cardiolab.evaluate import evaluate
+    from cardiolab.evaluation.evaluate import evaluate
     from cardiolab.tasks.evaluator import train as train_evaluator
     from cardiolab.profiles import get_profile
     profile = get_profile("smoke")
@@ -127,7 +127,7 @@ def test_evaluate_copies_the_privacy_record_of_a_dp_cohort(phantom_root, tmp_pat
 
     import cardiolab.metrics.features as features
     from cardiolab.data.prepare import prepare
-    from cardiolab.evaluate import evaluate
+    from cardiolab.evaluation.evaluate import evaluate
     from cardiolab.profiles import get_profile
     from cardiolab.tasks import evaluator as evaluator_task
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cardiolab import reproduce
+from cardiolab.reporting import reproduce
 from cardiolab.__main__ import main
 from cardiolab.core import read_json
-from cardiolab.report import time_section
+from cardiolab.reporting.report import time_section
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
-"""Group-stratified CV and the variant table of the RVIP detector (cardiolab.rvip)."""
+"""Group-stratified CV and the variant table of the RVIP detector (cardiolab.evaluation.rvip)."""
 from __future__ import annotations
 
 import pytest
 
-from cardiolab import rvip
+from cardiolab.evaluation import rvip
 from cardiolab.core import CardiolabError
 from cardiolab.profiles import get_profile, override
 

@@ -11,7 +11,7 @@ from cardiolab.__main__ import main
 from cardiolab.data.cines import cohort_volumes
 from cardiolab.io.acdc import read_acdc
 from cardiolab.io.cohort import write_subject
-from cardiolab.segment import segment_cohort, segment_subject
+from cardiolab.evaluation.segment import segment_cohort, segment_subject
 from cardiolab.tasks import segmenter as seg
 
 

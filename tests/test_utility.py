@@ -11,8 +11,8 @@ import torch
 from cardiolab.core import CardiolabError
 from cardiolab.metrics.function import compare_distributions
 from cardiolab.metrics.segmentation import bootstrap_ci, mean_ci, seg_scores
-from cardiolab.synthetic_function import function_table, synthetic_function
-from cardiolab.utility import PSEUDO, utility, utility_table
+from cardiolab.evaluation.function import function_table, synthetic_function
+from cardiolab.evaluation.utility import PSEUDO, utility, utility_table
 from cardiolab.tasks import segmenter as seg
 from test_segmenter import make_cache, write_cohort
 
@@ -128,7 +128,7 @@ def test_utility_fractions_and_a_cross_dataset_test_cohort(trained, tmp_path):
 
 
 def test_fraction_ids_are_nested_and_seeded():
-    from cardiolab.utility import fraction_ids
+    from cardiolab.evaluation.utility import fraction_ids
 
     ids = [f"p{i}" for i in range(8)]
     quarter, half = fraction_ids(ids, 0.25), fraction_ids(ids, 0.5)

@@ -6,10 +6,16 @@ import argparse
 from cardiolab.profiles import LAYOUTS, PROFILES, Profile, get_profile, override, with_data
 
 
-def add_profile(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    """The shared --profile option (defaults to $CARDIOLAB_PROFILE, else tiny)."""
+def add_profile(p: argparse.ArgumentParser, default: str | None = None, sets: bool = True) -> None:
+    """The shared --profile option (defaults to $CARDIOLAB_PROFILE, else tiny) and its --set overrides. `main`
+    resolves them once (`resolve_profile`) before the verb runs: the verb's args.profile is then a Profile.
+    sets=False: a verb that hands the profile on by name (notebooks), where an override could not follow."""
     p.add_argument("--profile", choices=list(PROFILES), default=default,
                    help="run profile: smoke (CI), tiny (CPU default), full (GPU)")
+    if sets:
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override one profile field, e.g. --set vqgan.disc_start=4000 (repeatable); a trained "
+                            "run records the profile it was trained with, and is sampled with it")
 
 
 def add_data(p: argparse.ArgumentParser) -> None:
@@ -23,5 +29,7 @@ def add_data(p: argparse.ArgumentParser) -> None:
 
 def resolve_profile(args) -> Profile:
     """The profile of --profile with the data source of --data / --layout (or $CARDIOLAB_DATA) and any --set."""
+    if isinstance(args.profile, Profile):          # resolved already (`main`)
+        return args.profile
     profile = with_data(get_profile(args.profile), getattr(args, "data", None), getattr(args, "layout", None))
     return override(profile, getattr(args, "set", None) or [])

@@ -12,8 +12,7 @@ from pathlib import Path
 from cardiolab.cli import add_profile
 from cardiolab.core import CardiolabError
 
-HELP = ("privacy audits: plant (a cohort with known copies), copies (copy detection, DCR, NNDR), mia "
-        "(membership inference)")
+HELP = "privacy audits: planted copies, copy detection, membership inference, audit report"
 
 
 def _splits(text: str | None) -> tuple[str, ...] | None:

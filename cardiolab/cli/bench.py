@@ -6,8 +6,7 @@ import logging
 
 from cardiolab.core import CardiolabError, atomic_path
 
-HELP = ("benchmark the 4D DiT: training step (dit) or DDIM sampling (dit-sample); memory of the 3D pipeline "
-        "per switch (highres); writes JSON")
+HELP = "benchmarks: DiT training step and sampling, 3D pipeline memory per switch -> JSON"
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.what == "highres":
         return _highres(args)
-    from cardiolab.bench import DiTBench, bench_dit, bench_dit_sample, dumps, in_fresh_process
+    from cardiolab.bench.speed import DiTBench, bench_dit, bench_dit_sample, dumps, in_fresh_process
 
     b = DiTBench(input_size=_ints(args.input_size, 4, "input-size"), patch=_ints(args.patch, 4, "patch"),
                  channels=args.channels, hidden=args.hidden, depth=args.depth, heads=args.heads, batch=args.batch,
@@ -77,8 +76,8 @@ def run(args) -> int:
 
 
 def _highres(args) -> int:
-    from cardiolab.bench import dumps
-    from cardiolab.bench_highres import STAGES, HighresBench, bench_stage, check_size, format_table, parse_switches
+    from cardiolab.bench.speed import dumps
+    from cardiolab.bench.highres import STAGES, HighresBench, bench_stage, check_size, format_table, parse_switches
 
     size = _ints(args.size, 3, "size")
     widths = {}

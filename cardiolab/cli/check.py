@@ -7,7 +7,7 @@ from cardiolab.cli import add_profile
 from cardiolab.io.layouts import LAYOUTS, detect_layout, scan_cohort
 from cardiolab.profiles import get_profile
 
-HELP = "validate a dataset (ACDC, M&Ms or volume layout): one line per problem, exit 1 if any"
+HELP = "validate a cohort folder (ACDC, M&Ms or volume layout); exit 1 on any problem"
 
 
 def add_arguments(p) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cardiolab.cli import add_data, add_profile, resolve_profile
 
-HELP = "encode every subject of the prepared cache into 4D VQ-GAN latents (latents.pt)"
+HELP = "encode the prepared cache into 4D VQ-GAN latents (latents.pt)"
 log = logging.getLogger(__name__)
 
 

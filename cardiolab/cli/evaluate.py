@@ -7,8 +7,7 @@ import shlex
 from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
 
-HELP = ("evaluate a synthetic cohort against real data (FD/KID-cardiolab, consistency, temporal, function) -> JSON; "
-        "a volume cohort (highres): adherence Dice and regional-volume W1, conditional vs --unconditional")
+HELP = "score a synthetic cohort against real data (fidelity, consistency, function) -> JSON"
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +47,7 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
-    from cardiolab.evaluate import evaluate
+    from cardiolab.evaluation.evaluate import evaluate
     profile = resolve_profile(args)
     if _is_volume_cohort(args.synthetic):
         return run_highres(args, profile)
@@ -85,10 +84,10 @@ def _is_volume_cohort(path) -> bool:
 
 def run_highres(args, profile) -> int:
     """A synthetic volume cohort (and optionally its unconditional twin): adherence Dice and regional-volume W1
-    per structure (cardiolab.evaluate.compare_highres), printed as one table and written to --json."""
+    per structure (cardiolab.evaluation.evaluate.compare_highres), printed as one table and written to --json."""
     from pathlib import Path
 
-    from cardiolab.evaluate import compare_highres, highres_table
+    from cardiolab.evaluation.evaluate import compare_highres, highres_table
 
     for flag in ("labels", "evaluator", "fid_weights", "landmarks", "split"):
         if getattr(args, flag):

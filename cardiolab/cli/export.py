@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-HELP = "export a synthetic cohort for release (nnU-Net v2 raw or ACDC layout, fresh ids, data card)"
+HELP = "export a synthetic cohort for release (nnU-Net v2 raw or ACDC layout, gate, data card)"
 
 
 def add_arguments(p) -> None:

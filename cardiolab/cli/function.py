@@ -9,7 +9,7 @@ from cardiolab.core import write_json
 from cardiolab.io.layouts import LAYOUTS, detect_layout, read_cohort
 from cardiolab.profiles import get_profile
 
-HELP = "cardiac function per subject and per group from the ED/ES label maps; optional JSON output"
+HELP = "cardiac function (volumes, EF, mass) from a cohort's own ED/ES label maps"
 
 
 def add_arguments(p) -> None:

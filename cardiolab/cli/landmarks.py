@@ -6,8 +6,7 @@ from pathlib import Path
 
 from cardiolab.cli import add_data, add_profile, resolve_profile
 
-HELP = ("RV insertion points (voxel + world coordinates, confidence) of every slice and frame of a cohort with a "
-        "trained landmarks run -> JSON; --truth scores them against RVIP masks")
+HELP = "RV insertion points of every slice and frame of a cohort -> JSON (--truth scores them)"
 log = logging.getLogger(__name__)
 
 
@@ -20,14 +19,12 @@ def add_arguments(p) -> None:
     p.add_argument("--decoder", choices=("argmax", "soft_argmax", "component"), default=None,
                    help="override the profile's decoder (decoding only)")
     p.add_argument("--threshold", type=float, default=None, help="override the confidence threshold")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one profile field, e.g. --set landmarks.threshold=0.2 (repeatable)")
     add_profile(p)
     add_data(p)
 
 
 def run(args) -> int:
-    from cardiolab.rvip import write_landmarks
+    from cardiolab.evaluation.rvip import write_landmarks
     from cardiolab.tasks.landmarks import NAME
     profile = resolve_profile(args)
     run_dir = args.run if args.run is not None else profile.run(NAME)

@@ -5,7 +5,7 @@ import json
 
 from cardiolab.cli import add_profile
 
-HELP = "list the registered models: name, kind, parameters, and whether the profile's run is trained"
+HELP = "list the registered models: kind, parameters, whether the profile's run is trained"
 
 
 def add_arguments(p) -> None:

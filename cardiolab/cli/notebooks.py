@@ -4,11 +4,11 @@ from __future__ import annotations
 from cardiolab.cli import add_data, add_profile
 from cardiolab.profiles import get_profile
 
-HELP = "run notebooks/NN_*.ipynb in order through papermill; executed copies go to runs/<profile>/notebooks"
+HELP = "run the notebooks in order through papermill (executed copies in runs/<profile>/notebooks)"
 
 
 def add_arguments(p) -> None:
-    add_profile(p)
+    add_profile(p, sets=False)     # notebooks read the profile by name in their parameters cell
     add_data(p)
     p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these prefixes (e.g. 01 03)")
     p.add_argument("--seed", type=int, default=0)
@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.reproduce import plan, run_notebooks
+    from cardiolab.reporting.reproduce import plan, run_notebooks
 
     if args.plan:
         print(plan(args.profile, only=args.only))

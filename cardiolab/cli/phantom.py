@@ -13,8 +13,7 @@ from pathlib import Path
 from cardiolab.cli import add_profile
 from cardiolab.profiles import get_profile
 
-HELP = ("generate a synthetic 4D cine cohort (ACDC layout, NOR/DCM/HCM/MINF/ARV) with ground truth, or "
-        "(--kind volume) whole-heart 3D volumes with six-structure masks (volume layout)")
+HELP = "generate the 4D cine phantom (ACDC layout, with labels) or 3D volumes (--kind volume)"
 
 
 def add_arguments(p) -> None:
@@ -51,7 +50,7 @@ def run(args) -> int:
     d = profile.data
     overrides = (args.out, args.subjects, args.size, args.slices, args.frames, args.spacing, args.snr)
     if all(v is None for v in overrides):   # the profile's own cohort: reuse it when already up to date
-        from cardiolab.reproduce import record_stage
+        from cardiolab.reporting.reproduce import record_stage
         t0 = time.perf_counter()
         root = ensure_phantom(profile, seed=args.seed, workers=args.workers)
         record_stage(profile, "phantom", time.perf_counter() - t0)   # the first stage of make reproduce

@@ -6,7 +6,7 @@ import logging
 from cardiolab.cli import add_profile, resolve_profile
 from cardiolab.profiles import LAYOUTS
 
-HELP = "preprocess a cohort (phantom, ACDC, M&Ms) into the training cache with seeded splits"
+HELP = "preprocess a cohort into the training cache with seeded public / private / holdout splits"
 log = logging.getLogger(__name__)
 
 

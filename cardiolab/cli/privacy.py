@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-HELP = "DP-SGD accounting: epsilon of (q, sigma, steps, delta), sigma for a target epsilon, check a run's privacy.json"
+HELP = "DP-SGD accounting: epsilon, sigma for a target epsilon, check a run's privacy.json"
 
 
 def _common(p, accountant: bool = True) -> None:
@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.privacy import accounting
+    from cardiolab.dp import accounting
 
     if args.action == "epsilon":
         eps = accounting.epsilon(args.sample_rate, args.noise_multiplier, args.steps, args.delta, args.accountant)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from cardiolab.core import CardiolabError, write_json
 
-HELP = ("blinded reader study: shuffled real and synthetic cases, a hidden key and a score sheet (cine or volume "
-        "cohorts); --score scores a filled sheet")
+HELP = "blinded real-vs-synthetic reader study: cases, hidden key, score sheet (--score scores it)"
 
 
 def add_arguments(p) -> None:
@@ -25,7 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab import reader_study
+    from cardiolab.evaluation import reader_study
 
     if args.score:
         result = reader_study.score(args.score, args.key)

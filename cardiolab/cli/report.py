@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-HELP = "gather runs/<profile> (eval JSONs, VQ-GAN recon, utility, benchmarks) into report.md, report.csv and figures"
+HELP = "gather runs/<profile> into report.md, report.csv and figures"
 log = logging.getLogger(__name__)
 
 
@@ -13,8 +13,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.report import build_report
-    from cardiolab.reproduce import publish_figures
+    from cardiolab.reporting.report import build_report
+    from cardiolab.reporting.reproduce import publish_figures
     out = build_report(args.runs, args.out)
     log.info("report: %s", out)
     for path in publish_figures(args.runs):   # the tiny run's key figures, shown by the README

@@ -8,7 +8,7 @@ from pathlib import Path
 from cardiolab.cli import add_profile
 from cardiolab.core import CardiolabError
 
-HELP = "sample a trained generator run (the DiT by default) into a synthetic cohort (synth0001, ... ACDC layout)"
+HELP = "sample a trained generator into a synthetic cohort (ACDC layout, synthetic ids)"
 
 
 def add_arguments(p) -> None:
@@ -34,27 +34,38 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.profiles import get_profile
+    from cardiolab.plots import save_cohort_gifs          # here, not at the top: matplotlib would slow every verb's --help
+    from cardiolab.profiles import override, run_profile
     from cardiolab.tasks import get_task, task_of_run
 
-    profile = get_profile(args.profile)
-    run_dir = Path(args.run or profile.run("dit"))
+    run_dir = Path(args.run or args.profile.run("dit"))
     name = task_of_run(run_dir)
     task = get_task(name)
     if task.KIND != "generator":
         raise CardiolabError(f"--run {run_dir}: a {name} run ({task.KIND}), not a generator")
     options = sampling_options(name, task.sample_cohort, args)
-    defaults = task.sample_defaults(profile)
+    # the run's own profile (its training --set kept), with this command's --set on top (e.g. dit.sample_steps)
+    sampling = override(run_profile(run_dir), args.set)
+    if _takes(task.sample_cohort, "profile"):
+        options["profile"] = sampling
+    defaults = task.sample_defaults(sampling)
     out = task.sample_cohort(run_dir, n=args.n or defaults["n"], steps=args.steps or defaults["steps"],
-                             seed=args.seed, out=Path(args.out or profile.samples(name)), **options)
+                             seed=args.seed, out=Path(args.out or args.profile.samples(name)), **options)
+    if not args.no_gifs:
+        save_cohort_gifs(out)
     print(out)
     return 0
 
 
 # option -> (its value when not given, the keyword of sample_cohort it sets)
 _OPTIONS = {"guidance": (1.0, "guidance"), "cond": ("random", "cond"), "eta": (0.0, "eta"), "batch": (None, "batch"),
-            "no_gifs": (False, "gifs"), "device": ("auto", "device"), "mask": (None, "mask"),
+            "device": ("auto", "device"), "mask": (None, "mask"),
             "conditioning_scale": (None, "conditioning_scale")}
+
+
+def _takes(fn, keyword: str) -> bool:
+    params = inspect.signature(fn).parameters
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def sampling_options(name: str, sample_cohort, args) -> dict:
@@ -66,7 +77,7 @@ def sampling_options(name: str, sample_cohort, args) -> dict:
         value = getattr(args, option)
         if keyword in accepted:
             if value is not None:              # None: the generator's own default
-                out[keyword] = (not value) if option == "no_gifs" else value
+                out[keyword] = value
         elif value != default:
             flag = "--" + option.replace("_", "-")
             raise CardiolabError(f"sample {name}: {flag} is not an option of this model")

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cardiolab.cli import add_profile
-from cardiolab.segment import segment_cohort
+from cardiolab.evaluation.segment import segment_cohort
 
-HELP = "segment every frame of an ACDC-layout cohort (labels in its own geometry; Dice/HD95 where it has labels)"
+HELP = "segment every frame of a cohort with the trained segmenter (Dice/HD95 where labelled)"
 
 
 def add_arguments(p) -> None:

@@ -8,7 +8,7 @@ from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
 from cardiolab.tasks import REGISTRY, get_task
 
-HELP = "train a registered model (see `models`) in a profile; --resume continues a killed run"
+HELP = "train a registered model in a profile (--resume continues a killed run)"
 
 
 def add_arguments(p) -> None:
@@ -19,8 +19,6 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--steps", type=int, help="override the profile's number of steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one profile field for this run, e.g. --set vqgan.disc_start=4000 (repeatable)")
     p.add_argument("--latents", type=Path, help="latents.pt (or its folder) to train on (latent models: dit, dit-dp)")
     p.add_argument("--keep-every", type=int, default=None,
                    help="dit: also keep checkpoint-<step>.pt every N steps (for `audit sweep`)")

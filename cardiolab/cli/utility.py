@@ -6,8 +6,7 @@ from pathlib import Path
 from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
 
-HELP = ("segmentation utility of a synthetic cohort: the segmenter trained on real / synthetic / both (and on "
-        "fractions of the real subjects), Dice and HD95 on the real holdout and, with --test-cohort, on another site")
+HELP = "downstream utility: segmenters trained on real / synthetic / both, scored on real data"
 
 
 def add_arguments(p) -> None:
@@ -29,7 +28,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from cardiolab.io.layouts import scan_cohort
-    from cardiolab.utility import utility, utility_table
+    from cardiolab.evaluation.utility import utility, utility_table
 
     for flag, path in (("--synthetic", args.synthetic), ("--test-cohort", args.test_cohort)):
         if path is None:

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cardiolab.core import CardiolabError
+from cardiolab.core import MANIFEST, CardiolabError, is_cache
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.phantom import read_rvip
 from cardiolab.data.prepare import prepare_subject
@@ -46,7 +46,7 @@ class Cines:
 def is_phantom(path: str | os.PathLike) -> bool:
     """True when a cohort folder (or the cohort a cache was prepared from) is a cardiolab phantom."""
     path = Path(path)
-    if (path / "manifest.json").exists():
+    if is_cache(path):
         root = load_manifest(path).get("source", {}).get("root")
         return bool(root) and Path(root).is_dir() and is_phantom(root)
     return path.is_dir() and any(path.glob("*/phantom_truth.json"))
@@ -72,15 +72,15 @@ def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, sp
     path = Path(path)
     if label_free:
         return _label_free_cines(path, get_profile(profile), split)
-    if (path / "manifest.json").exists():
+    if is_cache(path):
         ds = CineDataset(path, split=split, mode="volume")
         if len(ds) == 0:
-            raise CardiolabError(f"{path / 'manifest.json'}: no subjects in split {split!r}")
+            raise CardiolabError(f"{path / MANIFEST}: no subjects in split {split!r}")
         return Cines(ids=list(ds.ids), images=ds.stack("image")[:, 0], labels=ds.stack("labels"),
                      label_mask=ds.stack("label_mask"), info=[dict(r.get("attributes", {})) for r in ds.records],
                      source={"path": str(path), "split": split or "all", "kind": "cache", "phantom": is_phantom(path)})
     if split is not None:
-        raise CardiolabError(f"{path}: a split ({split!r}) needs a prepared cache (a folder with manifest.json)")
+        raise CardiolabError(f"{path}: a split ({split!r}) needs a prepared cache (a folder with {MANIFEST})")
     vols = cohort_volumes(path, profile)
     mask = torch.stack([v["label_mask"] for v in vols])
     return Cines(ids=[v["id"] for v in vols], images=torch.stack([v["image"][0] for v in vols]),
@@ -94,18 +94,18 @@ def _label_free_cines(path: Path, profile: Profile, split: str | None) -> Cines:
     from cardiolab.io.layouts import read_cohort
 
     kind, root, layout, ids = "cohort", path, "acdc", None
-    if (path / "manifest.json").exists():
+    if is_cache(path):
         manifest = load_manifest(path)
         source = manifest.get("source", {})
         root, layout, kind = Path(source.get("root") or ""), source.get("layout", "acdc"), "cache"
         ids = list(CineDataset(path, split=split, mode="volume").ids)
         if not ids:
-            raise CardiolabError(f"{path / 'manifest.json'}: no subjects in split {split!r}")
+            raise CardiolabError(f"{path / MANIFEST}: no subjects in split {split!r}")
         if not source.get("root") or not root.is_dir():
-            raise CardiolabError(f"{path / 'manifest.json'}: its source cohort {str(root) or '(none)'} is not there; "
+            raise CardiolabError(f"{path / MANIFEST}: its source cohort {str(root) or '(none)'} is not there; "
                                  "a comparison prepares every side label-free from its images")
     elif split is not None:
-        raise CardiolabError(f"{path}: a split ({split!r}) needs a prepared cache (a folder with manifest.json)")
+        raise CardiolabError(f"{path}: a split ({split!r}) needs a prepared cache (a folder with {MANIFEST})")
     elif not path.is_dir():
         raise CardiolabError(f"{path}: no such cohort folder or cache")
     key = (str(path.resolve()), split, repr(profile.data), str(root), layout, _stamp(path), _stamp(root))
@@ -203,7 +203,7 @@ def cohort_geometry(cache_dir: str | os.PathLike) -> dict:
     """
     subjects = [s for s in load_manifest(cache_dir)["subjects"] if s["split"] != "holdout"]
     if not subjects:
-        raise CardiolabError(f"{Path(cache_dir) / 'manifest.json'}: no non-holdout subjects")
+        raise CardiolabError(f"{Path(cache_dir) / MANIFEST}: no non-holdout subjects")
     spacing = np.median(np.array([s["spacing"] for s in subjects], dtype=float), axis=0)
     return {"spacing": [float(v) for v in spacing], "frame_ms": float(np.median([s["frame_ms"] for s in subjects])),
             "es": int(round(float(np.median([s["es"] for s in subjects]))))}

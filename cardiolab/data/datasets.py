@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, from_record, read_json
+from cardiolab.core import MANIFEST, CardiolabError, from_record, read_json
 
 SPLITS = ("public", "private", "holdout")
 MAX_IN_MEMORY_BYTES = 4 * 2**30
@@ -22,7 +22,7 @@ def load_manifest(cache_dir: str | os.PathLike) -> dict:
     """`<cache_dir>/manifest.json` as a dict; a missing or foreign file raises CardiolabError naming it.
 
     Its source["root"] comes back as an absolute path string (`core.from_record`; recorded relative to the root)."""
-    path = Path(cache_dir) / "manifest.json"
+    path = Path(cache_dir) / MANIFEST
     if not path.exists():
         raise CardiolabError(f"{path}: no prepared cache here (run `python -m cardiolab prepare`)")
     manifest = read_json(path)
@@ -75,7 +75,7 @@ class CineDataset(Dataset):
         by_id = {r["id"]: r for r in records}
         missing = [s for s in split if s not in by_id]
         if missing:
-            raise CardiolabError(f"{self.cache_dir / 'manifest.json'}: no subjects {missing[:5]}")
+            raise CardiolabError(f"{self.cache_dir / MANIFEST}: no subjects {missing[:5]}")
         return [by_id[s] for s in split]
 
     def _path(self, record: dict) -> Path:

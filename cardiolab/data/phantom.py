@@ -50,7 +50,7 @@ from einops import rearrange
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
+from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, read_json, read_stamp, up_to_date, write_json
 from cardiolab.io.cohort import Subject, write_subject
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 VERSION = 3                      # bump when the generator's output changes; ensure_phantom then regenerates
 GROUPS = ("NOR", "DCM", "HCM", "MINF", "ARV")
 TRUTH_FILE = "phantom_truth.json"
-COHORT_FILE = "cohort.json"
 N_THETA = 360                    # polar table bins: 1 degree is < 1 mm of arc at the largest radii
 THETA = -np.pi + (np.arange(N_THETA) + 0.5) * (2 * np.pi / N_THETA)
 D_THETA = 2 * np.pi / N_THETA
@@ -739,15 +738,8 @@ def ensure_phantom(profile, seed: int = 0, workers: int = 1) -> Path:
     params = cohort_params(d.phantom_subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices,
                            d.phantom_frames)
     root = Path(profile.phantom_dir)
-    stamp = root / COHORT_FILE
-    if stamp.exists():
-        try:
-            old = read_json(stamp)
-        except CardiolabError:
-            old = {}
-        if {k: old.get(k) for k in params} == params:
-            return root
-        log.info("phantom: %s was made with other parameters, regenerating", root)
+    if up_to_date(root, read_stamp(root / COHORT_FILE), params):
+        return root
     with atomic_path(root) as tmp:   # a crash never leaves a half-written cohort behind
         generate_cohort(tmp, d.phantom_subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
                         slices=d.phantom_slices, frames=d.phantom_frames, workers=workers)

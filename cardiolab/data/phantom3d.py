@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
+from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, read_stamp, up_to_date, write_json
 from cardiolab.io.volume import VolumeSubject, write_labels, write_volume_subject
 
 log = logging.getLogger(__name__)
 
-COHORT_FILE = "cohort.json"      # the parameters a cohort was generated with (ensure_volume_cohort's stamp)
 FOV_MM = (192.0, 192.0, 160.0)   # default field of view; spacing = FOV / size when not given
 MIN_FOV_MM = 140.0               # the heart spans ~130 mm: a smaller field of view cuts structures off
 HU_CLIP = 1000.0                 # CT: HU clipped to +-1000, then / 1000 -> [-1, 1]
@@ -191,14 +190,8 @@ def ensure_volume_cohort(profile, seed: int = 0) -> Path:
     h = profile.highres
     params = {"subjects": h.subjects, "seed": seed, "size": list(h.size), "modality": h.modality}
     root = Path(profile.volume_dir)
-    stamp = root / COHORT_FILE
-    if stamp.exists():
-        try:
-            if read_json(stamp) == params:
-                return root
-        except CardiolabError:
-            pass
-        log.info("phantom3d: %s was made with other parameters, regenerating", root)
+    if up_to_date(root, read_stamp(root / COHORT_FILE), params):
+        return root
     with atomic_path(root) as tmp:   # a crash never leaves a half-written cohort behind
         generate_volume_cohort(tmp, h.subjects, seed=seed, size=h.size, modality=h.modality)
         write_json(tmp / COHORT_FILE, params)

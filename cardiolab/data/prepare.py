@@ -33,12 +33,13 @@ from nibabel.orientations import io_orientation
 from scipy import ndimage
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, fingerprint, from_record, read_json, to_record, write_json
+from cardiolab.core import (MANIFEST, CardiolabError, atomic_path, fingerprint, from_record, read_stamp, to_record,
+                            up_to_date, write_json)
 from cardiolab.data import attributes
 from cardiolab.io.cohort import LABELS, Subject
 from cardiolab.io.layouts import read_cohort, scan_cohort
 from cardiolab.io.validate import raise_if_problems
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -456,10 +457,10 @@ def prepare(root: str | os.PathLike, layout: str = "acdc", profile: Profile | st
             "splits": splits,
             "subjects": entries,
         }
-        write_json(tmp / "manifest.json", manifest)
+        write_json(tmp / MANIFEST, manifest)
     log.info("prepared %d subjects from %s into %s (%s)", len(entries), root, out,
              ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    return out / "manifest.json"
+    return out / MANIFEST
 
 
 def source_listing(root: str | os.PathLike) -> str:
@@ -477,28 +478,24 @@ def is_current(cache_dir: str | os.PathLike, profile: Profile) -> bool:
 
     The listing is compared only while the source is there: a cache copied without its cohort stays usable.
     Manifests written before sources were recorded with a listing are compared by folder and layout only."""
-    path = Path(cache_dir) / "manifest.json"
-    if not path.exists():
-        return False
-    try:
-        manifest = read_json(path)
-    except CardiolabError:
-        return False
-    want = _jsonable(profile.to_dict())
-    have = manifest.get("profile", {})
-    if not (manifest.get("version") == CACHE_VERSION and have.get("name") == want["name"]
-            and have.get("data") == want["data"]):
-        return False
-    source, root = manifest.get("source", {}), profile.data_root
-    recorded = from_record(source.get("root"))
-    if recorded is None or recorded.resolve() != root.resolve() or source.get("layout", "acdc") != profile.data_layout:
-        return False
-    return "listing" not in source or not root.is_dir() or source_listing(root) == source["listing"]
+    return up_to_date(cache_dir, *cache_stamps(read_stamp(Path(cache_dir) / MANIFEST), profile))
 
 
-def _jsonable(obj):
-    import json
-    return json.loads(json.dumps(obj))
+def cache_stamps(manifest: dict | None, profile: Profile) -> tuple[dict | None, dict]:
+    """(the stamp a cache's manifest records, the stamp the profile's data source would give it now), for
+    `core.stale`: cache version, profile name, data settings, source folder (as recorded: relative to the root),
+    layout and, where both sides have one, the source's listing."""
+    root = profile.data_root
+    wanted = {"version": CACHE_VERSION, "profile": profile.name, "data": shaping_fields(profile.data),
+              "root": to_record(root), "layout": profile.data_layout}
+    if manifest is None:
+        return None, wanted
+    source, made_with = manifest.get("source", {}), manifest.get("profile", {})
+    recorded = {"version": manifest.get("version"), "profile": made_with.get("name"), "data": made_with.get("data"),
+                "root": to_record(from_record(source.get("root"))), "layout": source.get("layout", "acdc")}
+    if "listing" in source and root.is_dir():
+        recorded["listing"], wanted["listing"] = source["listing"], source_listing(root)
+    return recorded, wanted
 
 
 def ensure_prepared(profile: Profile | str | None = None) -> Path:

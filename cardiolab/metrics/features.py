@@ -32,7 +32,6 @@ from scipy.ndimage import gaussian_filter
 
 from cardiolab.core import CardiolabError
 from cardiolab.metrics.fidelity import as_cines, to_unit
-from cardiolab.models.evaluator import CineEncoder
 
 
 # Degradation strengths, levels 1..4. Noise sigma is in [-1, 1] units, blur sigma in pixels (in-plane);
@@ -58,7 +57,7 @@ def slabs(cines: torch.Tensor, in_slices: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def features(model: CineEncoder, cines, batch_size: int = 64, per_cine: bool = False) -> torch.Tensor:
+def features(model: torch.nn.Module, cines, batch_size: int = 64, per_cine: bool = False) -> torch.Tensor:
     """Features of the frozen evaluator.
 
     cines: (N, D, H, W, T) or (N, 1, D, H, W, T) in [-1, 1], or a list of (D, H, W, T) arrays
@@ -198,7 +197,7 @@ def degrade(cines: torch.Tensor, kind: str, level: int, seed: int = 0) -> torch.
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def validate_features(model: CineEncoder, cines, seed: int = 0, splits: int = 3) -> pd.DataFrame:
+def validate_features(model: torch.nn.Module, cines, seed: int = 0, splits: int = 3) -> pd.DataFrame:
     """FD/KID between one random half of real cines (N, D, H, W, T) and the other half, clean (level 0) and
     at every degradation level, for `splits` random half splits (small cohorts make one split a lottery).
 

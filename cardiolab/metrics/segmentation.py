@@ -16,6 +16,7 @@ from scipy import stats
 
 from cardiolab.core import CardiolabError
 from cardiolab.io.cohort import LABELS
+from cardiolab.metrics.stats import bootstrap
 
 STRUCTURES = ("RV", "MYO", "LV")
 
@@ -74,7 +75,6 @@ def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 200
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     if len(v) == 0:
         return (float("nan"),) * 3
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(1)
-    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
-    return float(v.mean()), float(min(lo, v.mean())), float(max(hi, v.mean()))
+    mean = float(v.mean())
+    lo, hi = bootstrap(lambda idx: float(v[idx].mean()), [np.arange(len(v))], n_boot, seed, level)
+    return mean, min(lo, mean), max(hi, mean)

@@ -10,23 +10,25 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
+from monai.metrics import compute_dice
 from scipy.stats import wasserstein_distance
 
 
 def dice_per_label(pred: np.ndarray, truth: np.ndarray, labels: Mapping[int, str]) -> dict[str, float]:
-    """Dice of each label value (background excluded by the caller's `labels`) between two label maps of one shape.
+    """Dice (MONAI's, as `segmentation.seg_scores`) of each label value (background excluded by the caller's `labels`) between two label maps of one shape.
 
     NaN where the structure is in neither map (nothing to agree on).
     """
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape:
         raise ValueError(f"dice_per_label: shapes differ {pred.shape} vs {truth.shape}")
-    out = {}
-    for value, name in labels.items():
-        p, t = pred == value, truth == value
-        denom = p.sum() + t.sum()
-        out[name] = float(2.0 * (p & t).sum() / denom) if denom else float("nan")
-    return out
+    values = list(labels)
+    p = torch.from_numpy(np.stack([pred == v for v in values])[None]).float()     # (1, K, ...) one-hot
+    t = torch.from_numpy(np.stack([truth == v for v in values])[None]).float()
+    dice = compute_dice(p, t, include_background=True, ignore_empty=False)[0].numpy()
+    empty = (p.flatten(2).sum(-1) + t.flatten(2).sum(-1))[0].numpy() == 0      # in neither map: nothing to agree on
+    return {labels[v]: float("nan") if e else float(d) for v, d, e in zip(values, dice, empty)}
 
 
 def relative_volumes(mask: np.ndarray, labels: Mapping[int, str]) -> dict[str, float]:

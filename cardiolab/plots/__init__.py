@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cardiolab.core import CardiolabError, atomic_path
-from cardiolab.io.cohort import LABELS
+from cardiolab.io.acdc import read_acdc
+from cardiolab.io.cohort import LABELS, from_stored
 
 LABEL_COLOURS = {LABELS["RV"]: "tab:blue", LABELS["MYO"]: "tab:green", LABELS["LV"]: "tab:red"}
 
@@ -103,6 +104,15 @@ def save_gif(image, path: str | os.PathLike, slice: int | None = None, labels=No
         anim.save(tmp, writer=PillowWriter(fps=fps))
     plt.close(fig)
     return path
+
+
+def save_cohort_gifs(cohort: str | os.PathLike) -> Path:
+    """One animated GIF (middle slice) per study of an ACDC-layout cohort, in cohort/gifs/<id>.gif."""
+    cohort = Path(cohort)
+    for s in read_acdc(cohort):
+        image = from_stored(s.image).transpose(2, 0, 1, 3)           # (X, Y, Z, T) -> (D, H, W, T)
+        save_gif(image, cohort / "gifs" / f"{s.id}.gif", title=s.id)
+    return cohort / "gifs"
 
 
 def volume_curves(curves: dict, frame_ms: float | None = None, title: str | None = None, ax=None):

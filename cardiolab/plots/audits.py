@@ -1,4 +1,4 @@
-"""Privacy-audit figures (issue 15): copy calibration, planted-copy ROC, DCR histograms, membership-inference ROCs,
+"""Privacy-audit figures: copy calibration, planted-copy ROC, DCR histograms, membership-inference ROCs,
 canary recall and memorization against training steps. Inputs are the audits' JSON records (or their arrays);
 every function returns a matplotlib Figure, `save_mia_roc` also writes it."""
 from __future__ import annotations
@@ -8,6 +8,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
+from cardiolab.metrics.privacy import dp_tpr_bound, roc_curve
 from cardiolab.plots import save_figure
 
 
@@ -30,8 +31,6 @@ def plot_calibration(calibration: dict):
 def plot_planted_roc(copies: dict, planted: dict):
     """ROC of the nearest-training distance as a copy score on a planted cohort: an `audit copies` record and
     the cohort's planted.json ({synthetic id: training id or None})."""
-    from cardiolab.privacy.mia import roc_curve
-
     per = copies["per_synthetic"]
     score = -np.array([p["distance"] for p in per])
     truth = np.array([planted[p["id"]] is not None for p in per])
@@ -57,13 +56,6 @@ def plot_dcr(distances: dict):
            title=f"DCR (Mann-Whitney p = {d['mannwhitney_p']:.3g})")
     ax.legend(fontsize=8)
     return fig
-
-
-def plot_mia_roc(curves: dict, dp: tuple[float, float] | None = None):
-    """Log-log ROC of each attack {name: (fpr, tpr)}; for a DP run the (eps, delta) bound."""
-    from cardiolab.privacy.mia import plot_roc
-
-    return plot_roc(curves, dp)
 
 
 def plot_mia_result(result: dict):
@@ -113,4 +105,25 @@ def plot_top_pairs(pairs: list[dict]):
             axes[i, j].set_title(f"{name}" + (f"\nd = {p['distance']:.3g}" if i == 0 else ""), fontsize=7)
             axes[i, j].axis("off")
     fig.suptitle("top suspected copies (top: synthetic, bottom: nearest training cine)", fontsize=8)
+    return fig
+
+
+def plot_mia_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], dp: tuple[float, float] | None = None):
+    """Log-log ROC of each attack {name: (fpr, tpr)}, the chance diagonal and, for a DP run, the (eps, delta) bound.
+
+    Log axes show the low-FPR corner where privacy attacks matter; zero rates are drawn at 1e-4.
+    Returns the matplotlib Figure.
+    """
+    floor = 1e-4
+    fig, ax = plt.subplots(figsize=(4, 4), layout="constrained")
+    grid = np.logspace(np.log10(floor), 0, 200)
+    ax.plot(grid, grid, "k:", lw=1, label="chance")
+    for name, (fpr, tpr) in curves.items():
+        ax.step(np.maximum(fpr, floor), np.maximum(tpr, floor), where="post", label=name)
+    if dp is not None:
+        eps, delta = dp
+        ax.plot(grid, dp_tpr_bound(grid, eps, delta), "r--", lw=1, label=f"DP bound (eps={eps:g}, delta={delta:g})")
+    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05), xlabel="false-positive rate",
+           ylabel="true-positive rate", title="membership inference ROC")
+    ax.legend(fontsize=7, loc="lower right")
     return fig

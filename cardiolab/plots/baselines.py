@@ -122,7 +122,7 @@ def denoising_trajectory(steps: list, slice: int | None = None, frame: int = 0, 
 
 
 def timing_bars(table: pd.DataFrame):
-    """Two panels: s/step (training) and s/sample per model (`cardiolab.report.training_table`)."""
+    """Two panels: s/step (training) and s/sample per model (`cardiolab.reporting.report.training_table`)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     for ax, column in zip(axes, ("s/step", "s/sample")):
         t = table.dropna(subset=[column])

@@ -64,7 +64,7 @@ def plot_shape_stats(real: pd.DataFrame, synthetic: pd.DataFrame,
 
 
 def plot_utility(table: pd.DataFrame, metric: str = "dice", test: str = "holdout"):
-    """Bars of the utility table (`cardiolab.utility.utility_table`): setting x structure, 95% CI error bars.
+    """Bars of the utility table (`cardiolab.evaluation.utility.utility_table`): setting x structure, 95% CI error bars.
 
     test: 'holdout' (the real holdout split) or 'cross' (the cross-dataset test cohort)."""
     t = table[table.metric == metric]

@@ -1,7 +1,7 @@
 """Figures of the high-resolution 3D pipeline: where memory goes per switch, orthogonal slices beside masks.
 
 Arrays are (X, Y, Z) as in the volume layout (cardiolab.io.volume); memory rows are those of
-cardiolab.bench_highres (bytes). Every function returns a matplotlib Figure.
+cardiolab.bench.highres (bytes). Every function returns a matplotlib Figure.
 """
 from __future__ import annotations
 

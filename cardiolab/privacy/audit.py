@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cardiolab.core import CardiolabError, write_json
+from cardiolab.core import CardiolabError, is_cache, write_json
 from cardiolab.data.cines import load_cines
-from cardiolab.privacy.accounting import training_cohort_id
+from cardiolab.dp.accounting import training_cohort_id
 from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
 from cardiolab.profiles import Profile, get_profile
 
@@ -45,7 +45,7 @@ def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, 
     path = Path(path)
     if not path.exists():
         raise CardiolabError(f"{path}: no such cohort folder or cache")
-    if (path / "manifest.json").exists():
+    if is_cache(path):
         parts = [load_cines(path, profile, s, label_free=True) for s in (splits or (None,))]
     else:
         parts = [load_cines(path, profile, label_free=True)]
@@ -69,7 +69,7 @@ def _generated(path: Path, profile: Profile, flag: str):
     profile's slice count."""
     if not path.is_dir():
         raise CardiolabError(f"{flag} {path}: not a folder")
-    if not (path / "manifest.json").exists():
+    if not is_cache(path):
         _check_slices(path, profile)
     return _cines(path, profile, None)
 
@@ -88,13 +88,13 @@ def _phantom_source(path: str | os.PathLike | None, profile: Profile) -> Path | 
     path = Path(path) if path is not None else profile.cache_dir
     if not is_phantom(path):
         return None
-    return Path(load_manifest(path)["source"]["root"]) if (path / "manifest.json").exists() else path
+    return Path(load_manifest(path)["source"]["root"]) if is_cache(path) else path
 
 
 def calibration_phantoms(source: str | os.PathLike, n: int, seed: int = CALIBRATION_SEED) -> Path:
     """`n` fresh phantoms drawn like the phantom cohort `source` (its cohort.json: size, spacing, slices, frames,
     SNR range) with `seed`, in the folder `<source>-calibration` (generated once; regenerated when stale)."""
-    from cardiolab.core import atomic_path, read_json
+    from cardiolab.core import atomic_path, read_json, read_stamp, up_to_date
     from cardiolab.data.phantom import COHORT_FILE, cohort_params, generate_cohort
 
     source = Path(source)
@@ -106,7 +106,7 @@ def calibration_phantoms(source: str | os.PathLike, n: int, seed: int = CALIBRAT
     want = dict(cohort_params(n, seed, **geo), **({"snr_range": list(snr)} if snr else {}))
     out = source.parent / f"{source.name}-calibration"
     stamp = out / COHORT_FILE
-    if stamp.exists() and {k: read_json(stamp).get(k) for k in want} == want:
+    if up_to_date(out, read_stamp(stamp), want):
         return out
     with atomic_path(out) as tmp:
         generate_cohort(tmp, n, seed=seed, snr=snr, **geo)
@@ -161,7 +161,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms, round_trip=round_trip)
     # One geometry for every planted cine: the training cache's (cines are at profile geometry already).
     cache = Path(train) if train is not None else profile.cache_dir
-    records = load_manifest(cache)["subjects"] if (cache / "manifest.json").exists() else []
+    records = load_manifest(cache)["subjects"] if is_cache(cache) else []
     spacing = np.median([r["spacing"] for r in records], axis=0) if records else (d.spacing, d.spacing, 10.0)
     frame_ms = float(np.median([r.get("frame_ms", 0.0) for r in records])) if records else 0.0
     es = int(np.median([r["es"] for r in records])) if records else d.frames // 3
@@ -271,7 +271,7 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     if max_copy_fraction is not None:
         result.update(max_copy_fraction=float(max_copy_fraction),
                       passed=result["copy_fraction"] <= max_copy_fraction)
-    out_json = Path(out_json) if out_json is not None else profile.run_dir / "audit" / "copies.json"
+    out_json = Path(out_json) if out_json is not None else profile.audit_dir / "copies.json"
     write_json(out_json, result)
     result["json"] = str(out_json)
     return result
@@ -306,10 +306,10 @@ def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n:
         raise CardiolabError(f"{run}: no kept checkpoints (checkpoint-<step>.pt); train with --keep-every N")
     defaults = dit.sample_defaults(profile)
     n, steps = n or defaults["n"], steps or defaults["steps"]
-    out = Path(out) if out is not None else profile.run_dir / "audit" / f"sweep-{run.name}"
+    out = Path(out) if out is not None else profile.audit_dir / f"sweep-{run.name}"
     rows = []
     for step, ckpt in kept:
-        cohort = dit.sample_cohort(ckpt, n, steps, seed, out / f"step-{step}", gifs=False)
+        cohort = dit.sample_cohort(ckpt, n, steps, seed, out / f"step-{step}")
         r = audit_copies(cohort, profile, train, holdout, embedding=embedding, out_json=out / f"step-{step}.json")
         rows.append({"step": step, "copy_fraction": r["copy_fraction"], "memorized_fraction": r["memorized_fraction"],
                      "share_nearer_train": r["distances"]["share_nearer_train"],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cardiolab.core import CardiolabError, atomic_path, read_json
 from cardiolab.data.cines import cine_cohorts
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import AUDIT_DIR, Profile, get_profile
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def audit_report(profile: Profile | str | None = None, embedding: str | None = N
     percentile = check_percentile(percentile)
     if embedding is not None:
         check_embedding(embedding)
-    audit_dir = profile.run_dir / "audit"
+    audit_dir = profile.audit_dir
     if embedding is None:
         embedding = "pixels" if run_status(profile.run("copy-detector"), 0) == "fresh" else "copy-detector"
     for cohort in cine_cohorts(profile.samples_dir):
@@ -174,7 +174,7 @@ def card_lines(profile: Profile, audit_dir: Path, figures: list[Path]) -> list[s
 
 def report_section(run_dir: str | os.PathLike) -> list[str]:
     """Markdown lines of the report's "Privacy audits" section from run_dir/audit; [] when there is none."""
-    audit_dir = Path(run_dir) / "audit"
+    audit_dir = Path(run_dir) / AUDIT_DIR
     if not audit_dir.is_dir():
         return []
     copies = [{k: r[k] for k in ("cohort", "embedding", "copies %", "memorized %", "nearer train %",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardiolab.core import read_json
+from cardiolab.core import RUN_CONFIG, read_json
 from cardiolab.profiles import Profile, get_profile, override
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
 
     profile = get_profile(profile)
     public_dit = dit.ensure(profile)
-    made = phantom_cohort(profile, "private", subjects or profile.dp.private_subjects, seed)
-    latents = encode_phantoms(made, vqgan.ensure(profile), public_dit, profile.run(PRIVATE_LATENTS))
+    latents = profile.run(PRIVATE_LATENTS)
+    made = phantom_cohort(profile, "private", subjects or profile.dp.private_subjects, seed, (latents,))
+    encode_phantoms(made, vqgan.ensure(profile), public_dit, latents)
     return {**made, "latents": latents, "public_dit": public_dit}
 
 
@@ -76,12 +77,12 @@ def evaluate_setting(profile: Profile | str | None, run: str | Path, private: di
                      seed: int = 0, seg_model=None, labels: bool = True) -> dict:
     """Sample n studies from a grid run and evaluate them against the private holdout: FD/KID-cardiolab and, with
     labels, the segmenter EF W1 (all groups pooled). Returns {"cohort", "FD-cardiolab", "KID-cardiolab", "EF_W1"}."""
-    from cardiolab.evaluate import evaluate
+    from cardiolab.evaluation.evaluate import evaluate
     from cardiolab.tasks import dp as task
 
     profile = get_profile(profile)
     run = Path(run)
-    cohort = task.sample_cohort(run, n, sample_steps, seed, profile.samples(run.name), gifs=False,
+    cohort = task.sample_cohort(run, n, sample_steps, seed, profile.samples(run.name),
                                 cond="from-training-distribution")
     res = evaluate(cohort, real=private["cache"], profile=profile, split="holdout", labels=labels, name=run.name,
                    seg_model=seg_model)
@@ -108,7 +109,7 @@ def run_grid(profile: Profile | str | None = None, settings=TINY_GRID, steps: in
     for s in settings:
         trained = run_setting(profile, s, private, steps, seed)
         run = trained["run"]
-        conf = read_json(run / "config.json")
+        conf = read_json(run / RUN_CONFIG)
         privacy = read_json(run / "privacy.json") if (run / "privacy.json").exists() else None
         quality = evaluate_setting(profile, run, private, n_samples, sample_steps, seed, seg_model, labels)
         rows.append({"setting": s.name, "epsilon": s.epsilon, "init": s.init, "params": s.params,
@@ -140,7 +141,7 @@ def leakage_table(profile: Profile | str | None, table: pd.DataFrame, n_fresh: i
     epsilon it must stay under."""
     import numpy as np
 
-    from cardiolab.privacy import mia
+    from cardiolab.metrics import privacy as mia
     from cardiolab.privacy.membership import audit_mia
 
     profile = get_profile(profile)

@@ -34,7 +34,7 @@ from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
 from cardiolab.io.cohort import INFO_KEYS, LABELS, Subject, samples_record, write_subject
 from cardiolab.io.layouts import read_cohort
 from cardiolab.io.nifti import save_nifti
-from cardiolab.privacy.accounting import cohort_privacy, is_release
+from cardiolab.dp.accounting import cohort_privacy, is_release
 
 FORMATS = ("nnunet", "acdc")
 DATA_CARD = "DATA_CARD.md"

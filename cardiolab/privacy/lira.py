@@ -16,12 +16,13 @@ for a whole grid), then trained for `mia.reference_steps` steps with the target'
 from scratch; a `dit-dp` target -> the same init, data recipe and trained parameters, without noise or clipping
 (dp.epsilon = inf). LiRA ranks subjects by their loss relative to their own reference mean, so the level a noisy DP
 fine-tune reaches (a shift shared by all subjects) changes no rank; the non-private recipe is the one whose
-per-subject difficulty the references should capture. They live in runs/<profile>/lira/<task>-<init>/ref<k> and
-follow the one staleness rule (`engine.ensure_run`), so every run of a grid with one init shares them.
-reference_steps caps their cost: for a fine-tune it is half the tiny DP run's steps; a `dit` trained from scratch
-for 1500 steps gets weaker references at 150 (set mia.reference_steps to the target's steps for the faithful attack,
-at ten times the cost). Shadows are phantoms: on a real data source they come from another distribution than the
-candidates, and LiRA calibrates less well there.
+per-subject difficulty the references should capture. They live in
+runs/<profile>/lira/<task>-<init>-n<subjects>-s<steps>/ref<k> and follow the one staleness rule
+(`engine.ensure_run`), so every run of a grid with one init shares them. reference_steps caps their cost: for a
+fine-tune it is half the tiny DP run's steps; a `dit` trained from scratch for 1500 steps gets weaker references at
+150 (set mia.reference_steps to the target's steps for the faithful attack, at ten times the cost). Shadows are
+phantoms: on a real data source they come from another distribution than the candidates, and LiRA calibrates less
+well there.
 """
 from __future__ import annotations
 
@@ -37,12 +38,22 @@ from cardiolab.profiles import Profile
 SHADOW_SEED = 100
 
 
-def shadow_latents(profile: Profile, k: int, vqgan_run: Path, scale_from: Path) -> Path:
-    """runs/<profile>/lira/shadow<k>: latents of reference k's shadow phantoms (made if missing or stale)."""
-    from cardiolab.privacy.cohorts import encode_phantoms, phantom_cohort
+def shadow_cohort(profile: Profile, k: int) -> tuple[dict, Path]:
+    """Reference k's shadow phantoms and their cache (`cohorts.phantom_cohort`), and the folder of their latents
+    (runs/<profile>/lira/shadow<k>-n<subjects>)."""
+    from cardiolab.privacy.cohorts import phantom_cohort
 
-    cohort = phantom_cohort(profile, f"shadow{k}", profile.mia.reference_subjects, SHADOW_SEED + k)
-    return encode_phantoms(cohort, vqgan_run, scale_from, profile.run("lira") / f"shadow{k}")
+    n = profile.mia.reference_subjects
+    out = profile.run("lira") / f"shadow{k}-n{n}"
+    return phantom_cohort(profile, f"shadow{k}-n{n}", n, SHADOW_SEED + k, (out,)), out
+
+
+def shadow_latents(profile: Profile, k: int, vqgan_run: Path, scale_from: Path) -> Path:
+    """The latents of reference k's shadow phantoms (made if missing or stale)."""
+    from cardiolab.privacy.cohorts import encode_phantoms
+
+    cohort, out = shadow_cohort(profile, k)
+    return encode_phantoms(cohort, vqgan_run, scale_from, out)
 
 
 def ensure_references(run: Path, conf: dict, task: str, profile: Profile, k: int) -> list[Path]:
@@ -54,8 +65,8 @@ def ensure_references(run: Path, conf: dict, task: str, profile: Profile, k: int
 
     vq = from_record(conf["vqgan_run"])
     init = from_record(conf["init_run"]) if conf.get("init_run") else None
-    home = profile.run("lira") / f"{task}-{init.name if init else 'scratch'}"
-    steps = profile.mia.reference_steps
+    steps, n = profile.mia.reference_steps, profile.mia.reference_subjects
+    home = profile.run("lira") / f"{task}-{init.name if init else 'scratch'}-n{n}-s{steps}"
     if task == "dit-dp":       # the target's recipe (its trained parameters too), without noise or clipping
         recorded = conf.get("shaping", {}).get("dp", {})
         profile = dataclasses.replace(profile, dp=dataclasses.replace(

@@ -12,7 +12,7 @@ Attacks (a higher score = "member"):
 - pia (Kong et al. 2024, "An efficient membership inference attack for the diffusion model by proximal
   initialization"): two queries; eps0 = the model's noise estimate at t = 0, then x_t = sqrt(abar) x0 +
   sqrt(1 - abar) eps0 and minus the mean squared gap between the estimate at t and eps0. The DiT predicts v;
-  `privacy.mia.v_to_epsilon` turns it into eps.
+  `diffusion.v_to_epsilon` turns it into eps.
 - calibrated: minus (loss - the loss of a reference model that never saw the subject) (Carlini et al. 2022's
   offline difficulty calibration). Reference: `--reference RUN`, default for a dit-dp run its public init
   (`init_run` in its privacy.json or config.json: it never saw the private members). A non-DP run has no natural
@@ -20,7 +20,7 @@ Attacks (a higher score = "member"):
   private cohort), else the attack is left out and the JSON says why.
 - lira (Carlini et al. 2022, "Membership inference attacks from first principles"), offline: the run's log loss
   against a Gaussian fitted per subject to the log losses of K reference models trained the run's way on shadow
-  phantoms, never on a candidate (`privacy.lira`, `privacy.mia.lira_offline`).
+  phantoms, never on a candidate (`privacy.lira`, `metrics.privacy.lira_offline`).
 - distance: black-box, the synthetic cohort alone: minus each subject's distance to its closest synthetic cine
   (`privacy.copies.dcr`, pixel embeddings), when a synthetic cohort is given or found in runs/<p>/samples/<task>.
 """
@@ -91,7 +91,7 @@ def loss_scores(model, scheduler, z: torch.Tensor, ids: list[str], steps: list[i
 @torch.no_grad()
 def pia_scores(model, scheduler, z: torch.Tensor, t: int, batch: int = 8) -> np.ndarray:
     """PIA distance (N,): mean squared gap between eps(x_t, t) and eps0 = eps(x0, 0), x_t built from eps0."""
-    from cardiolab.privacy.mia import v_to_epsilon
+    from cardiolab.diffusion import v_to_epsilon
 
     abar = scheduler.alphas_cumprod.double()
     out = []
@@ -167,8 +167,8 @@ def fresh_latents(vq, profile: Profile, n: int, seed: int = FRESH_SEED) -> tuple
 
 
 def _dp_bound(run: Path) -> dict | None:
-    from cardiolab.privacy.accounting import PRIVACY_JSON, read_privacy_json
-    from cardiolab.privacy.mia import LOW_FPRS, dp_tpr_bound
+    from cardiolab.dp.accounting import PRIVACY_JSON, read_privacy_json
+    from cardiolab.metrics.privacy import LOW_FPRS, dp_tpr_bound
 
     if not (run / PRIVACY_JSON).exists():
         return None
@@ -185,12 +185,12 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     """Membership inference against a DiT run; writes the JSON (keys JSON_KEYS) and a log-log ROC figure.
 
     n_fresh: fresh phantoms among the non-members (default: the profile's mia.fresh on phantom data, none on a real
-    data source; TPR at 1 % FPR needs >= 100 non-members in all). references: LiRA's reference models (default mia.references; 0 leaves LiRA out; they are
-    trained once per target recipe under runs/<profile>/lira, `privacy.lira`). Default paths:
-    runs/<profile>/audit/mia-<run name>.json / .png.
+    data source; TPR at 1 % FPR needs >= 100 non-members in all). references: LiRA's reference models (default
+    mia.references; 0 leaves LiRA out; trained once per target recipe under runs/<profile>/lira, `privacy.lira`).
+    Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
     """
     from cardiolab.diffusion import DiffusionConfig, create_scheduler
-    from cardiolab.privacy import mia
+    from cardiolab.metrics import privacy as mia
     from cardiolab.privacy.copies import dcr
     from cardiolab.tasks import dit
     from cardiolab.tasks.vqgan import load as load_vqgan, load_latents
@@ -255,7 +255,7 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
         skipped["distance"] = f"no synthetic cohort of {run} at {synthetic} (sample the run first, or pass --synthetic)"
     bound = None if dp is None else (dp["epsilon"], dp["delta"])   # checked on the intervals, not point estimates
     attacks = {name: mia.attack_summary(s, is_member, n_boot=n_boot, dp=bound) for name, s in scores.items()}
-    out_json = Path(out_json) if out_json is not None else profile.run_dir / "audit" / f"mia-{run.name}.json"
+    out_json = Path(out_json) if out_json is not None else profile.audit_dir / f"mia-{run.name}.json"
     figure = Path(figure) if figure is not None else out_json.with_suffix(".png")
     from cardiolab.plots.audits import save_mia_roc
 

@@ -63,8 +63,8 @@ def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, ini
     accountant, canaries: [{id, included, score}]}.
     """
     from cardiolab.diffusion import DiffusionConfig, create_scheduler
-    from cardiolab.privacy import mia
-    from cardiolab.privacy.accounting import read_privacy_json
+    from cardiolab.metrics import privacy as mia
+    from cardiolab.dp.accounting import read_privacy_json
     from cardiolab.privacy.canaries import write_latents
     from cardiolab.privacy.membership import T_FRACTIONS, loss_scores
     from cardiolab.tasks import dit

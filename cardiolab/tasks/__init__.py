@@ -19,7 +19,10 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from cardiolab.core import CardiolabError
+from cardiolab.core import RUN_CONFIG, CardiolabError, read_stamp, up_to_date
+from cardiolab.engine import STATE, run_id, run_status
+from cardiolab.io.cohort import SAMPLES_JSON
+from cardiolab.profiles import Profile, get_profile
 
 REGISTRY: dict[str, str] = {
     "vqgan": "cardiolab.tasks.vqgan",
@@ -55,9 +58,9 @@ def get_task(name: str) -> ModuleType:
 
 def task_of_run(run_dir: str | os.PathLike) -> str:
     """The registry name a run folder was trained as (its config.json's "task", or its sections for old runs)."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / RUN_CONFIG
     if not path.exists():
-        raise CardiolabError(f"{run_dir}: not a run folder (no config.json; train a model first)")
+        raise CardiolabError(f"{run_dir}: not a run folder (no {RUN_CONFIG}; train a model first)")
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -75,21 +78,35 @@ def generators() -> list[str]:
     return [name for name in REGISTRY if get_task(name).KIND == "generator"]
 
 
-def describe(profile=None) -> list[dict]:
-    """One row per registered model: name, kind, parameters at the profile's sizes, its run folder and state
-    ('finished', 'partial', 'stale' (trained with other settings) or 'missing')."""
-    from cardiolab.engine import STATE, run_status
-    from cardiolab.profiles import get_profile
-
+def status(name: str, profile: Profile | str | None = None) -> str:
+    """The state of model `name`'s run of the profile (runs/<profile>/<name>) under the one staleness rule:
+    'finished', 'partial', 'stale' (trained with other shaping settings: `ensure` retrains it) or 'missing'."""
     profile = get_profile(profile)
-    rows = []
-    for name in REGISTRY:
-        task = get_task(name)
-        run = profile.run(name)
-        # shaping holds the step count, so "finished" with the same shaping is the profile's whole run
-        status = run_status(run, 0, {"shaping": task.shaping(profile)})
-        if status == "fresh":
-            status = "stale" if (run / STATE).exists() else "missing"
-        rows.append({"name": name, "kind": task.KIND, "parameters": int(task.num_parameters(profile)),
-                     "run": str(run), "status": status})
-    return rows
+    run = profile.run(name)
+    # shaping holds the step count, so "finished" with the same shaping is the profile's whole run
+    state = run_status(run, 0, {"shaping": get_task(name).shaping(profile)})
+    if state == "fresh":
+        return "stale" if (run / STATE).exists() else "missing"
+    return state
+
+
+def describe(profile: Profile | str | None = None) -> list[dict]:
+    """One row per registered model: name, kind, parameters at the profile's sizes, its run folder and `status`."""
+    profile = get_profile(profile)
+    return [{"name": name, "kind": get_task(name).KIND, "parameters": int(get_task(name).num_parameters(profile)),
+             "run": str(profile.run(name)), "status": status(name, profile)} for name in REGISTRY]
+
+
+def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0,
+                   run_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None, **kw) -> Path:
+    """Generator `name`'s cohort at the profile's sampling settings (default runs/<profile>/samples/<name>): its run
+    ensured (trained unless current), the cohort redrawn unless its samples.json records this run's id and the
+    profile's count, sampling steps and this seed (the one staleness rule). kw: more sample_cohort options."""
+    profile = get_profile(profile)
+    task = get_task(name)
+    run = task.ensure(profile, run_dir)
+    out = Path(out or profile.samples(name))
+    n, steps = (task.sample_defaults(profile)[k] for k in ("n", "steps"))
+    if not up_to_date(out, read_stamp(out / SAMPLES_JSON), {"run_id": run_id(run), "n": n, "steps": steps, "seed": seed}):
+        task.sample_cohort(run, n=n, steps=steps, seed=seed, out=out, profile=profile, **kw)
+    return out

@@ -32,21 +32,21 @@ from pathlib import Path
 import torch
 from einops import rearrange, repeat
 
-from cardiolab.core import (CardiolabError, from_record, machine_info, pick_device, seed_everything, to_record,
+from cardiolab.core import (RUN_CONFIG, CardiolabError, from_record, machine_info, pick_device, seed_everything, to_record,
                             write_json)
 from cardiolab.data import attributes
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, samples_record, write_cines
+from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, factorized_config
 from cardiolab.models.unet import SliceUNet, SliceUNetConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, run_profile, shaping_fields
+from cardiolab.tasks import ensure_samples as ensure_generator_samples
 from cardiolab.tasks import dit as dit_task
 
 log = logging.getLogger(__name__)
 
-SAMPLING_FIELDS = ("sample_steps", "n_samples")   # change sampling only: never retrain for these
 N_CLASSES = 4                                     # background, RV, MYO, LV (cardiolab.io.cohort.LABELS)
 
 
@@ -141,14 +141,14 @@ def build(conf: dict) -> DiT4D | SliceUNet:
 
 
 def shaping(spec: Spec, profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
-    """The settings that shape this model's weights: its section less the sampling-only fields (and precision),
-    the prepared data, the VQ-GAN run behind latents (`tasks.vqgan.run_id`) and the seed."""
+    """The settings that shape this model's weights: its section's shaping fields that the model reads, the
+    prepared data, the VQ-GAN run behind latents (`tasks.vqgan.run_id`) and the seed."""
     from cardiolab.tasks import vqgan
 
     profile = get_profile(profile)
-    sampling_only = SAMPLING_FIELDS if spec.masks else (*SAMPLING_FIELDS, "family")  # family: mask-to-image's
-    section = {k: v for k, v in dataclasses.asdict(spec.section(profile)).items()
-               if k not in sampling_only and not k.startswith("pixel_")}      # pixel_*: already in the fields
+    # read: pixel_* come in as channels / batch / steps (`Spec.section`); family picks mask-to-image's stage 2 only
+    section = {k: v for k, v in shaping_fields(spec.section(profile)).items()
+               if not k.startswith("pixel_") and (k != "family" or spec.masks)}
     section["steps"] = steps or section["steps"]
     out = {"model": spec.name, "section": section, **data_shaping(profile), "seed": seed}
     if spec.source == "latents":
@@ -291,7 +291,7 @@ def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLi
         run_shaping["data_path"] = to_record(path)
     conf = {"task": spec.name, "network": spec.network, "layout": spec.layout, "source": spec.source,
             "sampler": spec.sampler, "masks": spec.masks, "net": dataclasses.asdict(ncfg), "diffusion": dataclasses.asdict(dcfg),
-            "profile": profile.name, "shaping": run_shaping, "scale": float(record["scale"]),
+            **profile_record(profile), "shaping": run_shaping, "scale": float(record["scale"]),
             "latent_shape": list(latent_shape), "vqgan_run": to_record(record.get("vqgan_run")),
             "data_path": to_record(path), "cache_dir": to_record(cache_dir or profile.cache_dir),
             "n_train": len(data), "seed": seed, "train_cond": data.cond.tolist(),
@@ -321,7 +321,7 @@ def load(name: str | None, run_dir: str | os.PathLike, ema: bool = True,
     conf = ckpt["config"]
     if "net" not in conf or (name is not None and conf.get("task") != name):
         want = name or "baseline"
-        raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a {want} run (model {conf.get('task')!r})")
+        raise CardiolabError(f"{Path(run_dir) / RUN_CONFIG}: not a {want} run (model {conf.get('task')!r})")
     model = build(conf)
     weights = ckpt["ema"].get("model") if ema and ckpt.get("ema") else None
     model.load_state_dict(weights or ckpt["modules"]["model"])
@@ -392,18 +392,22 @@ def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
     return decode_latents(load_vqgan(from_record(conf["vqgan_run"])), z)[:, 0]
 
 
-def sampling_setup(conf: dict, device: torch.device, run_dir: str | os.PathLike | None = None) -> tuple[int, str]:
+def sampling_setup(conf: dict, device: torch.device, run_dir: str | os.PathLike | None = None,
+                   profile: Profile | None = None) -> tuple[int, str]:
     """(studies per network pass, precision) for sampling a run: its training batch (pixel models: pixel_batch) and
     `diffusion.sampling_precision` of its section's amp (bf16 only where native: an AVX2 CPU keeps fp32). Tiny ddpm
-    on a 2-core AVX-512 BF16 CPU: 49 -> 13.6 s/sample."""
-    section = spec_of(conf).section(get_profile(conf["profile"]))
+    on a 2-core AVX-512 BF16 CPU: 49 -> 13.6 s/sample. profile: default the run's own (`profiles.run_profile`)."""
+    section = spec_of(conf).section(profile or run_profile(conf))
     return section.batch, sampling_precision(section.amp, device, run_dir)
 
 
 def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: int, seed: int,
                   out: str | os.PathLike | None = None, cond: str = "random", batch: int | None = None,
-                  device: str = "auto", masks: torch.Tensor | None = None, meta: dict | None = None) -> Path:
+                  device: str = "auto", masks: torch.Tensor | None = None, meta: dict | None = None,
+                  profile: Profile | None = None) -> Path:
     """Sample n studies from a baseline run; writes out (default runs/<profile>/samples/<name>) and returns it.
+
+    profile: the settings to sample with (batch, amp); default the run's own (`profiles.run_profile`).
 
     batch: studies per network pass (default: the run's training batch); precision: `sampling_setup`.
 
@@ -417,8 +421,9 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     device = pick_device(device)
     model, conf = load(name, run_dir, device=device)
     name = conf["task"]
-    out = Path(out) if out else get_profile(conf["profile"]).samples(name)
-    default_batch, precision = sampling_setup(conf, device, run_dir)
+    profile = profile or run_profile(conf)
+    out = Path(out) if out else profile.samples(name)
+    default_batch, precision = sampling_setup(conf, device, run_dir, profile)
     batch = batch or default_batch
     t0 = time.perf_counter()
     z, codes = sample_latents(model, conf, n, steps, seed, cond, batch, device, masks=masks,
@@ -443,19 +448,10 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
 
 
 def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0, **kw) -> Path:
-    """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings: trained and
-    sampled unless samples.json already names this run (same run id) and seed. kw: more sample_cohort options."""
-    from cardiolab.tasks import get_task
-
-    profile = get_profile(profile)
-    task = get_task(name)
-    run = task.ensure(profile)
-    out = profile.samples(name)
-    defaults = task.sample_defaults(profile)
-    old = samples_record(out)
-    if old.get("run_id") == run_id(run) and old.get("seed") == seed and old.get("n") == defaults["n"]:
-        return out
-    return task.sample_cohort(run, n=defaults["n"], steps=defaults["steps"], seed=seed, out=out, **kw)
+    """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings, redrawn
+    unless current (`cardiolab.tasks.ensure_samples`: run id, count, sampling steps, seed); trained first if
+    needed. kw: more sample_cohort options."""
+    return ensure_generator_samples(name, profile, seed, **kw)
 
 
 def trajectory(run_dir: str | os.PathLike, steps: int, seed: int = 0, every: int = 1,

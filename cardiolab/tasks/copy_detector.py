@@ -36,7 +36,7 @@ from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record
 from cardiolab.tasks.evaluator import load_encoder
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
 
     config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps, tuple(without)),
               "encoder": dataclasses.asdict(cfg),
-              "profile": profile.name, "cache": to_record(cache), "n_train": len(data), "temperature": TEMPERATURE}
+              **profile_record(profile), "cache": to_record(cache), "n_train": len(data), "temperature": TEMPERATURE}
     Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
         data, step_fn, resume=resume)
     return out

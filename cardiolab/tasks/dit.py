@@ -19,14 +19,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, from_record, machine_info, pick_device, seed_everything, to_record, write_json
+from cardiolab.core import (RUN_CONFIG, CardiolabError, from_record, machine_info, pick_device, seed_everything,
+                            to_record, write_json)
 from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.io.cohort import SAMPLES_JSON, samples_record
+from cardiolab.io.cohort import SAMPLES_JSON
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, profile_record, run_profile, shaping_fields
+from cardiolab.tasks import ensure_samples as ensure_generator_samples
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,6 @@ NAME = "dit"
 KIND = "generator"
 GENERATOR = "cardiodit"            # samples.json's generator; the CLI name stays `dit`
 COND_MODES = ("random", "from-training-distribution", "none")
-SAMPLING_ONLY = ("sample_steps", "n_samples", "amp")   # dit fields that never change the weights
 
 
 # ---- configs from the profile ---------------------------------------------------------------------
@@ -62,7 +63,7 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, vqgan_id: str |
     from cardiolab.tasks import vqgan
 
     profile = get_profile(profile)
-    dit = {k: v for k, v in dataclasses.asdict(profile.dit).items() if k not in SAMPLING_ONLY}
+    dit = shaping_fields(profile.dit)
     dit["steps"] = steps or dit["steps"]
     out = {"dit": dit, "vqgan": vqgan_id or vqgan.run_id(profile), "seed": seed}
     if latents is not None and Path(latents).resolve() != (profile.run("latents") / vqgan.LATENTS).resolve():
@@ -145,7 +146,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       amp=p.amp, seed=seed, device=profile.device, num_workers=profile.num_workers,
                       keep_every=keep_every)
     conf = {"task": NAME, "shaping": shaping(profile, seed, record.get("vqgan_id"), path, total),
-            "dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), "profile": profile.name,
+            "dit": dataclasses.asdict(mcfg), "diffusion": dataclasses.asdict(dcfg), **profile_record(profile),
             "profile_dit": dataclasses.asdict(p),
             "scale": float(record["scale"]), "latent_shape": list(data.z.shape[1:]),
             "vqgan_run": to_record(record.get("vqgan_run") or profile.run("vqgan")), "latents": to_record(path),
@@ -174,7 +175,7 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
     ckpt = load_checkpoint(run_dir, map_location="cpu")
     conf = ckpt["config"]
     if "dit" not in conf:
-        raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a DiT run (no 'dit' section)")
+        raise CardiolabError(f"{Path(run_dir) / RUN_CONFIG}: not a DiT run (no 'dit' section)")
     d = dict(conf["dit"])
     for key in ("input_size", "patch", "cond_cardinalities"):
         d[key] = tuple(d[key])
@@ -226,13 +227,16 @@ def sample_latents(model: DiT4D, conf: dict, n: int, steps: int, seed: int = 0, 
 
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike,
                   guidance: float = 1.0, cond: str = "random", eta: float = 0.0, batch: int = 4,
-                  gifs: bool = True, device: str = "auto", meta: dict | None = None) -> Path:
+                  device: str = "auto", meta: dict | None = None,
+                  profile: Profile | None = None) -> Path:
     """Sample n studies from the DiT run and write them as an ACDC-layout cohort at `out` (atomically).
+
+    profile: the settings to sample with (dit.amp picks the precision); default the run's own (`run_profile`).
 
     meta: more samples.json entries (e.g. a DP run's privacy record), written with the cohort.
 
-    out/synth0001/... per sample, out/gifs/synth0001.gif (middle slice), out/samples.json (generator, run,
-    steps, seed, guidance, conditioning mode, ES rule; no patient identifiers).
+    out/synth0001/... per sample, out/samples.json (generator, run, steps, seed, guidance, conditioning mode,
+    ES rule; no patient identifiers). GIFs are a figure: `plots.save_cohort_gifs` (the sample verb calls it).
     """
     from cardiolab.io.cohort import INTENSITY_SCALE, write_cines
     from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
@@ -244,7 +248,8 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     model, conf = load(run_dir, device=device)
     vq = load_vqgan(from_record(conf["vqgan_run"]))
     geometry = cohort_geometry(from_record(conf["cache_dir"]))
-    precision = sampling_precision(get_profile(conf["profile"]).dit.amp, device, run_dir)   # bf16 where native and sound
+    profile = profile or run_profile(conf)
+    precision = sampling_precision(profile.dit.amp, device, run_dir)   # bf16 where native and sound
     z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device,
                               autocast=precision == "bf16")
     images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
@@ -258,32 +263,17 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
             "intensity": f"(x + 1) * {INTENSITY_SCALE:g} of the VQ-GAN output x in [-1, 1]", "ids": ids,
             **(meta or {})}
 
-    def extra(tmp: Path) -> None:
-        write_json(tmp / SAMPLES_JSON, record)
-        if gifs:
-            from cardiolab.plots import save_gif
-            for sid, image in zip(ids, images):
-                save_gif(image, tmp / "gifs" / f"{sid}.gif", title=sid)
-
-    out = write_cines(out, images, geometry, ids=ids, info=info, extra=extra)
+    out = write_cines(out, images, geometry, ids=ids, info=info,
+                      extra=lambda tmp: write_json(tmp / SAMPLES_JSON, record))
     log.info("wrote %d synthetic studies to %s", n, out)
     return out
 
 
 def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir: str | os.PathLike | None = None,
                    out: str | os.PathLike | None = None) -> Path:
-    """The profile's n_samples DiT samples (default runs/<profile>/samples/dit); trains the DiT first if needed.
-
-    Samples are redrawn unless samples.json records this run id, count, seed and step count.
-    """
-    profile = get_profile(profile)
-    run = ensure(profile, run_dir)
-    out = Path(out or profile.samples(NAME))
-    wanted = {"run_id": run_id(run), "n": profile.dit.n_samples, "seed": seed, "steps": profile.dit.sample_steps}
-    meta = samples_record(out)
-    if any(meta.get(k) != v for k, v in wanted.items()):
-        sample_cohort(run, profile.dit.n_samples, profile.dit.sample_steps, seed, out)
-    return out
+    """The profile's n_samples DiT samples (default runs/<profile>/samples/dit), redrawn unless current
+    (`cardiolab.tasks.ensure_samples`); trains the DiT first if needed."""
+    return ensure_generator_samples(NAME, profile, seed, run_dir, out)
 
 
 # ---- notebook helpers --------------------------------------------------------------------------------

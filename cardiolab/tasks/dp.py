@@ -3,7 +3,7 @@
 Seed: arXiv 2407.16405 (public pre-training, DP fine-tuning on UK Biobank). One record = one subject: a
 LatentSet item is a whole 4D latent. sigma comes from the profile's target epsilon through the accountant
 (q = 1/ceil(N/B)); the engine runs DP-SGD (Poisson batches, per-sample clipping, noise, accountant in the
-checkpoint; see cardiolab.engine and cardiolab.privacy.dp); privacy.json beside the checkpoint records C, sigma,
+checkpoint; see cardiolab.engine and cardiolab.dp.mechanism); privacy.json beside the checkpoint records C, sigma,
 q, steps, delta and epsilon under both accountants (`python -m cardiolab privacy check RUN` recomputes it).
 
 Release mode is the default: Poisson masks and noise come from the OS's secret source, so two runs with the same
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from cardiolab.core import CardiolabError, from_record, read_json, seed_everything, to_record
+from cardiolab.core import RUN_CONFIG, CardiolabError, from_record, read_json, seed_everything, to_record
 from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.privacy import accounting
-from cardiolab.privacy.dp import make_private, resolve_delta, sample_rate, select_parameters
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.dp import accounting
+from cardiolab.dp.mechanism import make_private, resolve_delta, sample_rate, select_parameters
+from cardiolab.profiles import Profile, get_profile, profile_record, shaping_fields
 from cardiolab.tasks import dit
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def shaping(profile: Profile | str | None = None, latents=None, init=None, seed:
     fields, the private latents and the id of the public init run (`engine.run_id`)."""
     profile = get_profile(profile)
     latents, init = _defaults(profile, latents, init)
-    return {"dp": dataclasses.asdict(profile.dp), "dit": dit.shaping(profile)["dit"],
+    return {"dp": shaping_fields(profile.dp), "dit": dit.shaping(profile)["dit"],
             "latents": to_record(latents), "init_run": None if init is None else run_id(init), "seed": seed}
 
 
@@ -65,7 +65,7 @@ sample_defaults = dit.sample_defaults
 
 def _refuse_private_vqgan(vqgan_run: str, record: dict, path: Path) -> None:
     """Both phantom cohorts name subjects patient001...: ids match only together with the cache they came from."""
-    conf = read_json(from_record(vqgan_run) / "config.json")
+    conf = read_json(from_record(vqgan_run) / RUN_CONFIG)
     if "cache_dir" not in record:
         raise CardiolabError(f"{path}: records no cache_dir; re-encode it (`python -m cardiolab encode`) so the "
                              f"VQ-GAN's training subjects can be told apart from the private ones")
@@ -149,7 +149,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     cfg = _train_config(profile, total, seed, True)
     conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
                                       "train_cond")},
-            "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), "profile": profile.name,
+            "task": NAME, "shaping": shaping(profile, latents, init or "none", seed), **profile_record(profile),
             "n_train": n, "seed": seed, "noise_multiplier": sigma, "sample_rate": q, "delta": delta,
             "release": not p.replayable, "init_run": _path(init)}
     if (k := _group_size(record)) > 1:
@@ -213,7 +213,7 @@ def _train_non_private(profile: Profile, out: Path, model, opt, data, public: di
     """epsilon = inf: the same fine-tuning without DP-SGD (the engine's batches of dp.batch, no clipping or noise)."""
     conf = {**{k: public[k] for k in ("dit", "diffusion", "scale", "latent_shape", "vqgan_run", "cache_dir",
                                       "train_cond")},
-            "task": NAME, "shaping": shaped, "profile": profile.name, "n_train": len(data), "seed": seed,
+            "task": NAME, "shaping": shaped, **profile_record(profile), "n_train": len(data), "seed": seed,
             "private": False, "init_run": _path(init)}
     log.info("dit-dp at epsilon = inf: non-private fine-tuning on N=%d latents, %d steps", len(data), total)
     tr = Trainer(out, _train_config(profile, total, seed, False), modules={"model": model},
@@ -238,7 +238,7 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike, **kw) -> Path:
     """dit.sample_cohort, then privacy.json's record copied into samples.json (key 'privacy'; None for the
     non-private epsilon = inf reference, whose config says "private": false)."""
-    if read_json(Path(run_dir) / "config.json").get("private", True) is False:
+    if read_json(Path(run_dir) / RUN_CONFIG).get("private", True) is False:
         record = None
     else:
         record = accounting.read_privacy_json(run_dir)
@@ -251,7 +251,7 @@ def gradient_norms(run_dir: str | os.PathLike, latents: str | os.PathLike, max_g
     (scaled with the run's own scale), before and after clipping to C (default: the run's dp.max_grad_norm,
     else 1). One diffusion-loss draw (t, noise) per subject, seeded. See privacy.dp.per_sample_grad_norms."""
     from cardiolab.diffusion import diffusion_loss
-    from cardiolab.privacy.dp import per_sample_grad_norms
+    from cardiolab.dp.mechanism import per_sample_grad_norms
     from cardiolab.tasks.vqgan import load_latents
 
     model, conf = dit.load(run_dir, ema=False)

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cardiolab.core import CardiolabError, seed_everything, to_record
+from cardiolab.core import MANIFEST, CardiolabError, is_cache, seed_everything, to_record
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
 from cardiolab.metrics.features import _derange
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         cache_dir = out.with_name(f"{out.name}-cache")
         prepare(root, detect_layout(root), profile, cache_dir)
     cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
-    if not (cache / "manifest.json").exists():
-        raise CardiolabError(f"{cache}: not a prepared cache (no manifest.json; `prepare` a cohort or use --root)")
+    if not is_cache(cache):
+        raise CardiolabError(f"{cache}: not a prepared cache (no {MANIFEST}; `prepare` a cohort or use --root)")
     steps = steps or profile.eval.feature_steps
     splits = load_manifest(cache)["splits"]
     data = CineDataset(cache, split=splits["public"] + splits["private"], mode="volume")
@@ -156,7 +156,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         return {"loss": loss.item(), "nt_xent": contrastive.item(), "order": order_loss.item()}
 
     config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "evaluator": dataclasses.asdict(cfg),
-              "profile": profile.name, "cache": to_record(cache), "n_train": len(data), "temperature": TEMPERATURE}
+              **profile_record(profile), "cache": to_record(cache), "n_train": len(data), "temperature": TEMPERATURE}
     Trainer(out, train_cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(
         data, step_fn, resume=resume)
     return out

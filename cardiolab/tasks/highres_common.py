@@ -12,11 +12,10 @@ The pipeline, each stage a registered task trained through the engine and kept u
 Subjects are split by position: the last `holdout` fraction is never trained on (their masks condition the
 samples of the evaluation, their images are the real side). Each stage's shaping holds the data fields, its own
 profile.highres fields and the run ids of the stages below; memory switches and sampling fields never retrain
-(SWITCH_FIELDS).
+(declared `profiles.runtime`).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -35,16 +34,14 @@ from cardiolab.io.volume import LABELS, VolumeSubject, read_volume_cohort
 from cardiolab.models.controlnet_slim import ControlNetConfig
 from cardiolab.models.ldm3d import LDM3DConfig
 from cardiolab.models.vqgan import LEVELS
-from cardiolab.profiles import HighresConfig, Profile, VQGANConfig, get_profile
+from cardiolab.profiles import HighresConfig, Profile, VQGANConfig, get_profile, shaping_fields
 
 log = logging.getLogger(__name__)
 
 VQ_FACTOR = 2 ** LEVELS
 LATENTS = "latents.pt"
 N_LABELS = len(LABELS)                 # 0-6: background + six structures
-# Fields that change memory or sampling only: never part of any stage's shaping.
-SWITCH_FIELDS = ("amp", "checkpointing", "code_chunk", "decode_window", "flash_attention", "sample_steps",
-                 "conditioning_scale", "n_samples")
+# The highres fields each stage reads (whether a field shapes weights is said on the field: `profiles.runtime`)
 DATA_FIELDS = ("size", "subjects", "holdout", "modality")
 STAGE_FIELDS = {
     "highres-vqgan": ("crop", "vq_channels", "codes", "code_dim", "ema_decay", "jukebox_weight", "vq_steps",
@@ -64,10 +61,9 @@ STEPS_FIELD = {"highres-vqgan": "vq_steps", "highres-ldm": "ldm_steps", "highres
 def shaping(name: str, profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
     """What shapes stage `name`'s weights: the volume data fields, its own fields, the upstream run ids, the seed."""
     profile = get_profile(profile)
-    h = dataclasses.asdict(profile.highres)
-    own = {k: h[k] for k in STAGE_FIELDS[name]}
+    own = shaping_fields(profile.highres, STAGE_FIELDS[name])
     own[STEPS_FIELD[name]] = steps or own[STEPS_FIELD[name]]
-    return {"highres_data": {k: h[k] for k in DATA_FIELDS}, name: own,
+    return {"highres_data": shaping_fields(profile.highres, DATA_FIELDS), name: own,
             "upstream": {u: run_id(u, profile) for u in UPSTREAM[name]}, "seed": seed}
 
 

@@ -26,7 +26,7 @@ from cardiolab.engine import Trainer, run_id
 from cardiolab.io.cohort import SAMPLES_JSON
 from cardiolab.io.volume import VolumeSubject, read_volume_cohort, write_labels, write_volume_subject
 from cardiolab.models.controlnet_slim import ControlledUNet, ControlNetConfig, SlimControlNet, masks_to_channels
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, profile_record, run_profile
 from cardiolab.tasks import highres_common as hc
 from cardiolab.tasks import highres_ldm, highres_vqgan
 
@@ -78,7 +78,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     cn = SlimControlNet(unet.cfg, hc.controlnet_config(h))
     cfg = hc.train_config(profile, steps, h.ldm_lr, seed)
     opt = torch.optim.AdamW(cn.parameters(), lr=h.ldm_lr, weight_decay=0.0)
-    config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
+    config = {"task": NAME, "shaping": shaping(profile, seed, steps), **profile_record(profile),
               "unet": dataclasses.asdict(unet.cfg), "controlnet": dataclasses.asdict(cn.cfg),
               "diffusion": dataclasses.asdict(highres_ldm.diffusion_config(profile)), "scale": lat["scale"],
               "vqgan_run": to_record(Path(lat_path).parent), "ldm_run": to_record(ldm_run), "ldm_run_id": run_id(ldm_run)}
@@ -168,5 +168,5 @@ def sample_cohort(run_dir: str | os.PathLike, n: int | None = None, steps: int |
     return out
 
 
-def _run_profile(run_dir: str | os.PathLike) -> str | None:
-    return hc.checkpoint_config(run_dir, "controlnet")[1].get("profile")
+def _run_profile(run_dir: str | os.PathLike) -> Profile:
+    return run_profile(hc.checkpoint_config(run_dir, "controlnet")[1])

@@ -16,7 +16,7 @@ from cardiolab.core import seed_everything, to_record
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss
 from cardiolab.engine import Trainer
 from cardiolab.models.ldm3d import LatentUNet3D, LDM3DConfig
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, profile_record
 from cardiolab.tasks import highres_common as hc
 from cardiolab.tasks import highres_vqgan
 
@@ -57,7 +57,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     unet = LatentUNet3D(hc.unet_config(h))
     cfg = hc.train_config(profile, steps, h.ldm_lr, seed)
     opt = torch.optim.AdamW(unet.parameters(), lr=h.ldm_lr, weight_decay=0.0)
-    config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
+    config = {"task": NAME, "shaping": shaping(profile, seed, steps), **profile_record(profile),
               "unet": dataclasses.asdict(unet.cfg), "diffusion": dataclasses.asdict(diffusion_config(profile)),
               "latents": to_record(hc.latents_path(profile)), "scale": lat["scale"]}
     tr = Trainer(out, cfg, modules={"unet": unet}, optimizers={"unet": opt}, config=config)

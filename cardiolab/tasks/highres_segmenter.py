@@ -15,7 +15,7 @@ from monai.losses import DiceCELoss
 
 from cardiolab.core import seed_everything
 from cardiolab.engine import Trainer
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, profile_record
 from cardiolab.tasks import highres_common as hc
 
 NAME = "highres-segmenter"
@@ -59,7 +59,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     model = hc.build_segmenter(h.seg_channels)
     cfg = hc.train_config(profile, steps, h.seg_lr, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=h.seg_lr, weight_decay=1e-4)
-    config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
+    config = {"task": NAME, "shaping": shaping(profile, seed, steps), **profile_record(profile),
               "seg_channels": list(h.seg_channels)}
     Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=config).fit(data, _step,
                                                                                               resume=resume)

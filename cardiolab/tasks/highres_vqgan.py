@@ -13,11 +13,10 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from cardiolab.core import atomic_path, fingerprint, write_json
-from cardiolab.engine import recorded_shaping
+from cardiolab.core import SCORES, atomic_path, read_stamp, up_to_date, write_json
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, profile_record
 from cardiolab.tasks import highres_common as hc
 from cardiolab.tasks import vqgan as vqgan_task
 
@@ -44,13 +43,13 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     hc.check_size(h, h.size, "profiles.py: highres.size")
     subjects = hc.load_volumes(profile, "train")
     data = hc.CropSet([s.image for s in subjects], h.crop)
-    config = {"task": NAME, "shaping": shaping(profile, seed, steps), "profile": profile.name,
+    config = {"task": NAME, "shaping": shaping(profile, seed, steps), **profile_record(profile),
               "train_ids": [s.id for s in subjects], "volume_dir": str(profile.volume_dir)}
     run = vqgan_task.fit(data, hc.vq_config(h), tuple(h.crop), out, steps=steps or h.vq_steps, seed=seed,
                          resume=resume, device=profile.device, num_workers=profile.num_workers, config=config,
                          spectral_weight=h.jukebox_weight, checkpointing=h.checkpointing, code_chunk=h.code_chunk)
     scores = reconstruction_metrics(load(run), profile)
-    write_json(run / "scores.json", {"reconstruction": scores})
+    write_json(run / SCORES, {"reconstruction": scores})
     log.info("highres-vqgan: holdout PSNR %.2f dB, SSIM %.3f, MS-SSIM %.3f (%d volumes)", scores["PSNR"],
              scores["SSIM"], scores["MS-SSIM"], scores["n"])
     return run
@@ -84,16 +83,13 @@ def reconstruction_metrics(vq: VQGAN, profile: Profile | str | None = None, spli
 
 def ensure_latents(profile: Profile, vq_run: str | os.PathLike | None = None) -> Path:
     """Every training volume encoded by the profile's VQ-GAN, in <vq run>/latents.pt (re-encoded when the
-    VQ-GAN's shaping changed): {"ids", "latents" (N, C_z, h, w, d) unscaled, "scale", "vqgan"}."""
+    VQ-GAN's shaping changed: the one staleness rule): {"ids", "latents" (N, C_z, h, w, d) unscaled, "scale",
+    "vqgan_id"}."""
     run = ensure(profile, run_dir=vq_run)
     path = hc.latents_path(profile, run)
-    made_by = fingerprint(recorded_shaping(run))
-    if path.exists():
-        try:
-            if torch.load(path, weights_only=True).get("vqgan") == made_by:
-                return path
-        except Exception:   # a corrupt file is re-encoded
-            pass
+    stamp = vqgan_task.latents_stamp(run)
+    if up_to_date(path, read_stamp(path), stamp):     # a corrupt file reads as no stamp: re-encoded
+        return path
     vq = load(run, device=profile.device if profile.device != "auto" else "cpu")
     vq.code_chunk = profile.highres.code_chunk
     subjects = hc.load_volumes(profile, "train")
@@ -102,6 +98,6 @@ def ensure_latents(profile: Profile, vq_run: str | os.PathLike | None = None) ->
                    for s in subjects])
     scale = float(1.0 / z.std().clamp_min(1e-6))
     with atomic_path(path) as tmp:
-        torch.save({"ids": [s.id for s in subjects], "latents": z, "scale": scale, "vqgan": made_by}, tmp)
+        torch.save({"ids": [s.id for s in subjects], "latents": z, "scale": scale, **stamp}, tmp)
     log.info("highres: encoded %d volumes -> %s (latent %s)", len(subjects), path, tuple(z.shape[1:]))
     return path

@@ -12,7 +12,6 @@ tests/test_rvip_cache.py), named by the same world rule as the phantom ("truth":
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -25,14 +24,14 @@ from einops import rearrange
 from monai.losses import DiceLoss
 from torch.utils.data import Dataset
 
-from cardiolab.core import CardiolabError, seed_everything, write_json
+from cardiolab.core import SCORES, CardiolabError, seed_everything, write_json
 from cardiolab.data.landmark_transforms import landmark_augmentation
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.data.cines import cache_volumes
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics import landmarks as metrics
 from cardiolab.models.landmarks import LandmarkConfig, LandmarkNet, decode_heatmaps, encode_heatmaps
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +131,10 @@ def model_config(profile: Profile) -> LandmarkConfig:
 
 def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None,
             subjects: str | Sequence[str] = "public") -> dict:
-    """The settings that shape the weights (decoder and threshold only decode and folds only evaluates, so they
-    never retrain)."""
+    """The settings that shape the weights: the section's shaping fields (decoder, threshold and folds are
+    runtime: they decode or evaluate), the targets, the network version, the data, the seed and the subjects."""
     profile = get_profile(profile)
-    section = dataclasses.asdict(profile.landmarks)
-    for decode_only in ("decoder", "threshold", "folds"):
-        section.pop(decode_only)
+    section = shaping_fields(profile.landmarks)
     section["steps"] = steps or section["steps"]
     return {"landmarks": section, "truth": TRUTH_RULE, "net": NET_VERSION, **data_shaping(profile), "seed": seed,
             "subjects": subjects if isinstance(subjects, str) else list(subjects)}
@@ -238,7 +235,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       ckpt_every=max(50, steps // 4), log_every=max(1, min(20, steps // 10)), seed=seed,
                       device=profile.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    run_config = {"task": NAME, "model": config.to_dict(), "profile": profile.name, "frames": len(data), "truth": truth,
+    run_config = {"task": NAME, "model": config.to_dict(), **profile_record(profile), "frames": len(data), "truth": truth,
                   "shaping": shaping(profile, seed, steps, subjects)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=run_config)
     tr.fit(data, _make_step(config.loss), resume=resume)
@@ -247,7 +244,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         test = cache_volumes(cache_dir, evaluate_on)
         if test:
             scores = score(tr.raw("model"), test)
-            write_json(out / "scores.json", {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
+            write_json(out / SCORES, {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
             log.info("landmarks %s on %s: median %.2f mm, TPR@5mm %.2f", out.name, evaluate_on,
                      scores["summary"]["slices"]["points"]["median"],
                      scores["summary"]["detection"]["5.0"]["both"]["tpr"])
@@ -284,4 +281,4 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
     profile = get_profile(profile)
     out = Path(run_dir) if run_dir is not None else profile.run(NAME)
     return ensure_run(out, profile.landmarks.steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume),
-                      require=("scores.json",))
+                      require=(SCORES,))

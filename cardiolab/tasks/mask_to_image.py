@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 
 from cardiolab.core import CardiolabError, to_record
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile, get_profile, run_profile
 from cardiolab.tasks import common
 
 KIND = "generator"
@@ -85,7 +85,7 @@ def read_masks(root: str | os.PathLike, n: int, shape: tuple[int, int, int, int]
 def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out: str | os.PathLike | None = None,
                   mask: str | os.PathLike | None = None, mask_run: str | os.PathLike | None = None,
                   mask_steps: int | None = None, cond: str = "random", batch: int | None = None,
-                  device: str = "auto") -> Path:
+                  device: str = "auto", profile: Profile | None = None) -> Path:
     """Images for n masks: from the cohort `mask`, else sampled by the mask-generator run `mask_run`
     (default: the profile's, trained if needed) with `mask_steps` (default `steps`) and the same seed."""
     from cardiolab.tasks import mask_generator
@@ -94,9 +94,9 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     if mask is not None:
         masks, origin = read_masks(mask, n, tuple(conf["mask_shape"])), {"masks": to_record(mask)}
     else:
-        mask_run = Path(mask_run) if mask_run else mask_generator.ensure(conf["profile"])
+        mask_run = Path(mask_run) if mask_run else mask_generator.ensure(profile or run_profile(conf))
         masks = mask_generator.sample_masks(mask_run, n, mask_steps or steps, seed)
         origin = {"masks": to_record(mask_run), "mask_steps": mask_steps or steps}
     return common.sample_cohort(NAME, run_dir, n, steps, seed, out, masks=masks,
                                 meta={**origin, "family": conf["source"] + "/" + conf["sampler"]}, cond=cond,
-                                batch=batch, device=device)
+                                batch=batch, device=device, profile=profile)

@@ -4,14 +4,13 @@ Training data are labelled 2D frames gathered from labelled volumes, which come 
 (`subjects`: a split name or a list of ids) and/or an ACDC-layout cohort (`cohort`: real or synthetic with
 labels, e.g. the two-stage generator's masks, or volumes pseudo-labelled in memory). So the same `train`
 serves the segmenter of the evaluation suite and the real / synthetic / real+synthetic runs of
-`cardiolab.utility`. After training, the model is scored on the cache's holdout split
+`cardiolab.evaluation.utility`. After training, the model is scored on the cache's holdout split
 (Dice and HD95 per structure) and the scores are written to `<run>/scores.json`.
 
 Volume records come from `cardiolab.data.cines` (`cache_volumes`, `cohort_volumes`).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -24,14 +23,14 @@ from einops import rearrange
 from monai.losses import DiceCELoss
 from torch.utils.data import ConcatDataset, Dataset
 
-from cardiolab.core import CardiolabError, seed_everything, to_record, write_json
+from cardiolab.core import SCORES, CardiolabError, seed_everything, to_record, write_json
 from cardiolab.data.cines import cache_volumes, cohort_volumes
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.data.randomise import RandomiseConfig, randomise_batch
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics.segmentation import STRUCTURES, seg_scores
 from cardiolab.models.segmenter import Segmenter, SegmenterConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile
+from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os
     and seg_plain_share included: they pick the augmentation), the training data (default: the profile's
     public split) and the seed."""
     profile = get_profile(profile)
-    seg = {k: v for k, v in dataclasses.asdict(profile.eval).items() if k.startswith("seg_")}
+    seg = {k: v for k, v in shaping_fields(profile.eval).items() if k.startswith("seg_")}
     seg["seg_steps"] = steps or seg["seg_steps"]
     return {"segmenter": seg, **data_shaping(profile, cache), "train_data": data or {"subjects": "public"},
             "seed": seed}
@@ -216,7 +215,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
                       device=profile.device, amp=PRECISION)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     config = {"task": NAME, "shaping": shaping(profile, seed, cache_dir, described, steps),
-              "model": model.config.to_dict(), "profile": profile.name, "data": described, "frames": len(data)}
+              "model": model.config.to_dict(), **profile_record(profile), "data": described, "frames": len(data)}
     tr = Trainer(out, cfg, modules={"model": model}, optimizers={"model": opt}, config=config)
     augment = augmentation(profile)
     tr.fit(data, lambda batch, step, trainer: _step(batch, step, trainer, augment), resume=resume)
@@ -225,7 +224,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
         test = cache_volumes(cache_dir, evaluate_on)
         if test:
             scores = score(tr.raw("model"), test)
-            write_json(out / "scores.json", {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
+            write_json(out / SCORES, {"split": evaluate_on if isinstance(evaluate_on, str) else "ids", **scores})
             log.info("segmenter %s Dice on %s: %s", out.name, evaluate_on,
                      {k: round(v, 3) for k, v in scores["dice"].items()})
     return out
@@ -262,7 +261,7 @@ def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | No
     profile = get_profile(profile)
     out = Path(run_dir or profile.run(NAME))
     return ensure_run(out, profile.eval.seg_steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume),
-                      require=("scores.json",))
+                      require=(SCORES,))
 
 
 def ensure_model(profile: Profile | str | None = None, device: str | torch.device = "cpu") -> Segmenter:

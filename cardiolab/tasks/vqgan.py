@@ -28,11 +28,12 @@ from einops import rearrange
 from monai.losses import JukeboxLoss, PatchAdversarialLoss
 from tqdm import tqdm
 
-from cardiolab.core import CardiolabError, atomic_path, fingerprint, from_record, read_json, seed_everything, to_record
+from cardiolab.core import (RUN_CONFIG, CardiolabError, atomic_path, fingerprint, from_record, read_json, read_stamp,
+                            seed_everything, to_record, up_to_date)
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
-from cardiolab.profiles import Profile, VQGANConfig, data_shaping, get_profile
+from cardiolab.profiles import Profile, VQGANConfig, data_shaping, get_profile, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,9 @@ def crop_size(profile: Profile) -> tuple[int, int, int]:
 
 def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
             steps: int | None = None) -> dict:
-    """What shapes the VQ-GAN's weights: its section (precision aside), the prepared data and the seed."""
+    """What shapes the VQ-GAN's weights: its section's shaping fields, the prepared data and the seed."""
     profile = get_profile(profile)
-    cfg = {k: v for k, v in dataclasses.asdict(profile.vqgan).items() if k != "amp"}
+    cfg = shaping_fields(profile.vqgan)
     cfg["steps"] = steps or cfg["steps"]
     return {"vqgan": cfg, **data_shaping(profile, cache), "seed": seed}
 
@@ -175,7 +176,7 @@ def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: 
     manifest = load_manifest(cache)
     train_ids = [s["id"] for s in manifest["subjects"] if s["split"] != "holdout"]
     data = CineDataset(cache, split=train_ids, mode="slice")
-    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), "profile": profile.name,
+    config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), **profile_record(profile),
               "cache_dir": to_record(cache), "train_ids": train_ids}
     return fit(data, cfg, size, out, steps=steps, seed=seed, resume=resume, device=profile.device,
                num_workers=profile.num_workers, config=config)
@@ -216,7 +217,7 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
     ckpt = load_checkpoint(run_dir, map_location=device)
     conf = ckpt["config"]
     if "vqgan" not in conf:
-        raise CardiolabError(f"{Path(run_dir) / 'config.json'}: not a VQ-GAN run (no 'vqgan' section)")
+        raise CardiolabError(f"{Path(run_dir) / RUN_CONFIG}: not a VQ-GAN run (no 'vqgan' section)")
     v = dict(conf["vqgan"])
     cfg = VQGANConfig(**{**v, "channels": tuple(v["channels"]), "crop": tuple(v.get("crop", (0, 0, 0)))})
     model = VQGAN(cfg, dead_after=int(conf.get("dead_after", 100)))
@@ -284,7 +285,7 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
               "cond": torch.stack(conds).long(), "scale": scale,
               "scale_from": None if scale_from is None else str(Path(scale_from).resolve()),
               "shape": list(latents_t.shape[1:]), "vqgan_run": str(Path(run_dir).resolve()),
-              "vqgan_id": fingerprint(recorded_shaping(run_dir)),
+              **latents_stamp(run_dir),
               "cache_dir": str(Path(cache_dir).resolve())}   # ids (patient001...) mean something only with it
     path = save_latents(record, Path(out) / LATENTS)
     log.info("wrote %s: %d subjects, latent %s, scale %.4f", path, len(ids), record["shape"], record["scale"])
@@ -294,14 +295,14 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
 def recorded_scale(source: str | os.PathLike) -> float:
     """The latent `scale` of a run folder (config.json, e.g. a DiT run) or of latents.pt (or its folder)."""
     source = Path(source)
-    if (source / "config.json").exists():
-        conf = read_json(source / "config.json")
+    if (source / RUN_CONFIG).exists():
+        conf = read_json(source / RUN_CONFIG)
         if "scale" not in conf:
-            raise CardiolabError(f"{source / 'config.json'}: records no latent 'scale' (not a latent-model run)")
+            raise CardiolabError(f"{source / RUN_CONFIG}: records no latent 'scale' (not a latent-model run)")
         return float(conf["scale"])
     if source.suffix == ".pt" or (source / LATENTS).exists():
         return float(load_latents(source)["scale"])
-    raise CardiolabError(f"--scale-from {source}: neither a run folder with config.json nor a latents.pt")
+    raise CardiolabError(f"--scale-from {source}: neither a run folder with {RUN_CONFIG} nor a latents.pt")
 
 
 def ensure_latents(profile: Profile | str, run_dir: str | os.PathLike | None = None,
@@ -313,9 +314,14 @@ def ensure_latents(profile: Profile | str, run_dir: str | os.PathLike | None = N
     path = Path(out or profile.run("latents")) / LATENTS
     run = ensure(profile, run_dir)
     # re-encode unless the latents were made by the VQ-GAN run with the shaping the profile asks for
-    if not path.exists() or load_latents(path).get("vqgan_id") != fingerprint(recorded_shaping(run)):
+    if not up_to_date(path, read_stamp(path), latents_stamp(run)):
         encode_cohort(run, ensure_prepared(profile), path.parent)
     return path
+
+
+def latents_stamp(vqgan_run: str | os.PathLike) -> dict:
+    """What a latent set (cine or highres) records of the VQ-GAN run that encoded it: the id of its shaping."""
+    return {"vqgan_id": fingerprint(recorded_shaping(vqgan_run))}
 
 
 def save_latents(record: dict, path: str | os.PathLike) -> Path:

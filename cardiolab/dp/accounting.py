@@ -18,7 +18,7 @@ import os
 import warnings
 from pathlib import Path
 
-from cardiolab.core import CardiolabError, fingerprint, from_record, read_json, to_record, write_json
+from cardiolab.core import RUN_CONFIG, CardiolabError, fingerprint, from_record, read_json, to_record, write_json
 from cardiolab.io.cohort import samples_record
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -229,7 +229,7 @@ def cross_check(run_dir: str | os.PathLike) -> list[str]:
     path = Path(run_dir)
     run = path.parent if path.suffix == ".json" else path
     record = read_privacy_json(path)
-    if not any((run / name).exists() for name in (CHECKPOINT, STATE, "config.json")):
+    if not any((run / name).exists() for name in (CHECKPOINT, STATE, RUN_CONFIG)):
         return []
     problems = []
 
@@ -253,7 +253,7 @@ def cross_check(run_dir: str | os.PathLike) -> list[str]:
             bad("steps", f"{steps} but the checkpoint's accountant holds {sum(int(h[2]) for h in history)} steps")
     if (run / STATE).exists() and int(read_json(run / STATE).get("step", -1)) != steps:
         bad("steps", f"{steps} but {run / STATE} records step {read_json(run / STATE).get('step')}")
-    conf = read_json(run / "config.json") if (run / "config.json").exists() else {}
+    conf = read_json(run / RUN_CONFIG) if (run / RUN_CONFIG).exists() else {}
     if conf:
         batch = conf.get("shaping", {}).get("dp", {}).get("batch", conf.get("train", {}).get("batch_size"))
         if conf.get("n_train") != n:

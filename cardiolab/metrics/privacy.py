@@ -1,4 +1,4 @@
-"""Membership-inference scoring: arrays of attack scores in, ROC / AUC / TPR at low FPR out.
+"""Privacy-audit statistics (pure): membership-inference scores in, ROC / AUC / TPR at low FPR out.
 
 Convention: a higher score means "more likely a member" (e.g. minus the denoising loss). `members` is a
 boolean array, True for subjects the model trained on. Low-FPR numbers follow Carlini et al. 2022 ("Membership
@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from cardiolab.core import CardiolabError
+from cardiolab.metrics.stats import bootstrap
 
 LOW_FPRS = (0.01, 0.001)     # 1 % and 0.1 %: the operating points a privacy attack is judged at
 N_TOO_SMALL = "n too small"
@@ -79,14 +79,8 @@ def bootstrap_interval(scores: np.ndarray, members: np.ndarray, stat: Callable[[
     """Percentile bootstrap interval of `stat(scores, members)`, resampling members and non-members separately
     (each replicate keeps both classes). Seeded: the same inputs give the same interval."""
     scores, members = _check(scores, members)
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(members), np.flatnonzero(~members)
-    values = []
-    for _ in range(n_boot):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        values.append(stat(scores[idx], members[idx]))
-    alpha = (1.0 - level) / 2.0
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+    return bootstrap(lambda idx: stat(scores[idx], members[idx]), [np.flatnonzero(members), np.flatnonzero(~members)],
+                     n_boot, seed, level)
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -235,37 +229,3 @@ def attack_summary(scores: np.ndarray, members: np.ndarray, n_boot: int = 1000, 
     if dp is not None:
         out.update(dp_bound_check(points, *dp))
     return out
-
-
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], dp: tuple[float, float] | None = None):
-    """Log-log ROC of each attack {name: (fpr, tpr)}, the chance diagonal and, for a DP run, the (eps, delta) bound.
-
-    Log axes show the low-FPR corner where privacy attacks matter; zero rates are drawn at 1e-4.
-    Returns the matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    floor = 1e-4
-    fig, ax = plt.subplots(figsize=(4, 4), layout="constrained")
-    grid = np.logspace(np.log10(floor), 0, 200)
-    ax.plot(grid, grid, "k:", lw=1, label="chance")
-    for name, (fpr, tpr) in curves.items():
-        ax.step(np.maximum(fpr, floor), np.maximum(tpr, floor), where="post", label=name)
-    if dp is not None:
-        eps, delta = dp
-        ax.plot(grid, dp_tpr_bound(grid, eps, delta), "r--", lw=1, label=f"DP bound (eps={eps:g}, delta={delta:g})")
-    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.05), xlabel="false-positive rate",
-           ylabel="true-positive rate", title="membership inference ROC")
-    ax.legend(fontsize=7, loc="lower right")
-    return fig
-
-
-def v_to_epsilon(v: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor | float) -> torch.Tensor:
-    """The noise a v-prediction implies: eps = sqrt(abar) v + sqrt(1 - abar) x_t (Salimans & Ho 2022).
-
-    v, x_t: (B, ...) of one shape; alpha_bar: a float or (B,), the scheduler's alphas_cumprod[t], broadcast over
-    the sample's remaining axes. Needed by the PIA attack, which compares predicted noises.
-    """
-    abar = torch.as_tensor(alpha_bar, dtype=v.dtype, device=v.device)
-    abar = abar.reshape(abar.shape + (1,) * (v.ndim - abar.ndim)) if abar.ndim else abar
-    return abar.sqrt() * v + (1.0 - abar).sqrt() * x_t

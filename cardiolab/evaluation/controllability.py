@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cardiolab.core import CardiolabError, read_json
+from cardiolab.core import RUN_CONFIG, CardiolabError, read_json
 from cardiolab.data import attributes
 from cardiolab.profiles import Profile, get_profile
 
@@ -65,12 +65,12 @@ def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = 
     Returns one row per group: group, n, then mean and std of each of MEASURES (EF in %, LV mass in g, RV EF
     in %), NaN where the segmenter found no heart.
     """
-    from cardiolab.synthetic_function import function_table
+    from cardiolab.evaluation.function import function_table
     from cardiolab.tasks import get_task, segmenter, task_of_run
 
     profile = get_profile(profile)
     run_dir = Path(run_dir)
-    conf = read_json(run_dir / "config.json")
+    conf = read_json(run_dir / RUN_CONFIG)
     if not conf.get("dit", {}).get("cond_cardinalities"):
         raise CardiolabError(f"{run_dir}: an unconditional model; controllability needs attribute conditioning")
     task = get_task(task_of_run(run_dir))
@@ -80,8 +80,7 @@ def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = 
     rows = []
     for i, group in enumerate(groups):
         codes = group_codes(conf, group, n, seed + i)
-        cohort = task.sample_cohort(run_dir, n, steps, seed + i, out / group, cond=codes, guidance=guidance,
-                                    gifs=False)
+        cohort = task.sample_cohort(run_dir, n, steps, seed + i, out / group, cond=codes, guidance=guidance)
         table = function_table(cohort, seg_model, profile)
         row = {"group": group, "n": len(table)}
         for m in MEASURES:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.core import MANIFEST, SCORES, CardiolabError, read_json, write_json
 from cardiolab.data.cines import cohort_volumes
 from cardiolab.engine import ensure_run
 from cardiolab.metrics.segmentation import STRUCTURES, bootstrap_ci, mean_ci
@@ -90,12 +90,12 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
                           seg.shaping(profile, seed, cache, {"subjects": subjects}, steps),
                           lambda resume: seg.train(profile, out=out, resume=resume, steps=steps, seed=seed,
                                                    cache_dir=cache, evaluate_on="holdout", subjects=subjects),
-                          require=("scores.json",))
+                          require=(SCORES,))
 
     fractions = sorted({float(f) for f in fractions})
     if not fractions or fractions[0] <= 0 or fractions[-1] > 1:
         raise CardiolabError(f"utility: fractions must lie in (0, 1], got {fractions}")
-    public = sorted(read_json(cache / "manifest.json")["splits"]["public"])
+    public = sorted(read_json(cache / MANIFEST)["splits"]["public"])
     subsets = {f: fraction_ids(public, f) for f in fractions if f < 1}
     settings = [*SETTINGS, *[f"{s}@{f:g}" for f in subsets for s in ("real", "real+synthetic")]]
     runs = {s: {} for s in settings}
@@ -114,8 +114,8 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
             if seed not in runs[setting]:
                 runs[setting][seed] = train(setting, seed, **data[setting])
 
-    scores = {s: [read_json(runs[s][seed] / "scores.json") for seed in seeds] for s in settings}
-    manifest = read_json(cache / "manifest.json")
+    scores = {s: [read_json(runs[s][seed] / SCORES) for seed in seeds] for s in settings}
+    manifest = read_json(cache / MANIFEST)
     result = {
         "profile": profile.name, "synthetic_root": str(synthetic_root), "synthetic_labels": labels,
         "test_split": "holdout", "n_test": scores["real"][0]["n_subjects"],

@@ -11,7 +11,7 @@ Metrics (see each module): FD-/KID-cardiolab on the frozen evaluator (`metrics.f
 FID with user TorchScript weights; inter-slice consistency and temporal coherence (`metrics.consistency`) of
 both sides. With segmentation (labels=True) the profile's segmenter labels both sides, adding the LV
 area roughness and volume-curve correlation, and the function (W1/KS) and shape comparison of
-`cardiolab.synthetic_function`.
+`cardiolab.evaluation.function`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from cardiolab.core import CardiolabError, read_json, to_record, write_csv, write_json
-from cardiolab.privacy.accounting import cohort_privacy
+from cardiolab.dp.accounting import cohort_privacy
 from cardiolab.data.cines import Cines, cine_cohorts, load_cines
 from cardiolab.io.cohort import samples_record
 from cardiolab.profiles import Profile, get_profile
@@ -132,7 +132,7 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
         from cardiolab.data.prepare import ensure_prepared
         real, split = ensure_prepared(profile), split or "holdout"
     real_c, synth_c = load_cines(real, profile, split), load_cines(synthetic, profile)
-    command = command or f"cardiolab.evaluate.evaluate({str(synthetic)!r}, profile={profile.name!r}, labels={labels})"
+    command = command or f"cardiolab.evaluation.evaluate.evaluate({str(synthetic)!r}, profile={profile.name!r}, labels={labels})"
     return evaluate_cines(real_c, synth_c, profile, name=name or Path(synthetic).name, out_json=out_json,
                           labels=labels, synthetic_root=synthetic, fid_weights=fid_weights, evaluator=evaluator,
                           seg_model=seg_model, command=command, validate=validate,
@@ -197,7 +197,7 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
         seg_synth = seg.segment(seg_model, synth_c.images[:, None])
         root, ids = _real_root(real_c)
         if root is not None and synthetic_root is not None:
-            from cardiolab.synthetic_function import synthetic_function
+            from cardiolab.evaluation.function import synthetic_function
             comp = synthetic_function(profile, synthetic_root, real_root=root, real_ids=ids, seg_model=seg_model,
                                       out_dir=out_json.parent / f"{name}_function")
             function, shape = comp["function"], comp["shape"]
@@ -234,10 +234,10 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
 
 def landmark_drift(real_c: Cines, synth_c: Cines, run_dir: str | os.PathLike, profile: Profile) -> dict:
     """Septal-angle drift (degrees) between adjacent slices and over frames of both sides, from the RVIPs the
-    landmarks run at `run_dir` finds (`cardiolab.rvip.cohort_drift`): a synthetic cohort whose septum turns
+    landmarks run at `run_dir` finds (`cardiolab.evaluation.rvip.cohort_drift`): a synthetic cohort whose septum turns
     more than the real one's is anatomically inconsistent across slices or through the beat.
     Returns {"run", "real": {...}, "synthetic": {...}}, each {"n", "slices", "frames", "found"}."""
-    from cardiolab import rvip
+    from cardiolab.evaluation import rvip
     model = rvip.load_detector(run_dir, profile)
     spacing = (profile.data.spacing, profile.data.spacing)        # both sides are at the profile's in-plane grid
 
@@ -269,7 +269,7 @@ def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout",
                   source={"path": str(root), "split": split, "kind": "reconstruction",
                           "phantom": real.source["phantom"]})
     return evaluate_cines(real, synth, profile, name="vqgan_recon", labels=labels, synthetic_root=root,
-                          command=f"cardiolab.evaluate.evaluate_vqgan({profile.name!r}, split={split!r})",
+                          command=f"cardiolab.evaluation.evaluate.evaluate_vqgan({profile.name!r}, split={split!r})",
                           extra={"reconstruction": reconstruction_metrics(real.images, recon)})
 
 
@@ -363,7 +363,7 @@ def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", s
     from cardiolab.data.datasets import load_manifest
     from cardiolab.data.phantom import TRUTH_FILE, ensure_phantom
     from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.synthetic_function import function_table
+    from cardiolab.evaluation.function import function_table
     from cardiolab.tasks import segmenter as seg
 
     profile = get_profile(profile)
@@ -460,7 +460,7 @@ def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | o
     synth = Cines(ids=[f"synth{i + 1:04d}" for i in range(len(keep))], images=images, labels=real.labels, label_mask=real.label_mask, info=real.info,
                   source={"path": str(out), "split": split, "kind": "paired", "phantom": real.source["phantom"]})
     return evaluate_cines(real, synth, profile, name=name, labels=labels, synthetic_root=None, seg_model=seg_model,
-                          command=f"cardiolab.evaluate.evaluate_paired_masks({profile.name!r}, split={split!r})",
+                          command=f"cardiolab.evaluation.evaluate.evaluate_paired_masks({profile.name!r}, split={split!r})",
                           extra={"reconstruction": reconstruction_metrics(real.images, images)})
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cardiolab.bench import _device_name, _rss_peak_bytes, in_fresh_process
+from cardiolab.bench.speed import _device_name, _rss_peak_bytes, in_fresh_process
 from cardiolab.core import CardiolabError, pick_device, seed_everything
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
 from cardiolab.models.controlnet_slim import ControlledUNet, ControlNetConfig, SlimControlNet

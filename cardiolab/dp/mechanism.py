@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cardiolab.core import CardiolabError
-from cardiolab.privacy.accounting import make_accountant, validate
+from cardiolab.dp.accounting import make_accountant, validate
 
 # params="attention": what DP fine-tuning updates (qkv/proj, adaLN modulation, attribute embeddings); the rest
 # of the network keeps its public pre-trained weights. Matched as substrings of DiT4D parameter names.

@@ -1,10 +1,10 @@
 """Gather a profile's runs into one report: runs/<profile>/report.md, report.csv and figures.
 
 Sources, each optional (a section appears only when its files exist):
-* eval/*.json written by `cardiolab.evaluate` (marked kind = "cardiolab-evaluate"): one row per model;
+* eval/*.json written by `cardiolab.evaluation.evaluate` (marked kind = "cardiolab-evaluate"): one row per model;
 * vqgan/recon_*.json (benchmarks/vqgan_recon.py): VQ-GAN reconstruction fidelity;
-* eval/utility.json (`cardiolab.utility`): segmentation utility, real vs synthetic training;
-* eval/evaluator_validation.csv (`cardiolab.evaluate.validate_evaluator`);
+* eval/utility.json (`cardiolab.evaluation.utility`): segmentation utility, real vs synthetic training;
+* eval/evaluator_validation.csv (`cardiolab.evaluation.evaluate.validate_evaluator`);
 * any other */bench*.json or bench*.json: flat numbers of benchmarks (e.g. DiT speed);
 * audit/*.json (`audit report`, cardiolab.privacy.card): copy audits and membership inference;
 * figures/*.png: linked at the end.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardiolab.core import CardiolabError, atomic_path, read_json, write_csv
+from cardiolab.core import RUN_CONFIG, CardiolabError, atomic_path, is_cache, read_json, write_csv
 from cardiolab.data.cines import is_phantom
-from cardiolab.evaluate import load_evaluations, model_table
+from cardiolab.evaluation.evaluate import load_evaluations, model_table
 from cardiolab.io.cohort import samples_record
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def training_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     rows = []
     for name in REGISTRY:
         run = run_dir / name
-        if not (run / "config.json").exists():
+        if not (run / RUN_CONFIG).exists():
             continue
         task = get_task(name)
         records = [r for r in read_metrics(run) if "s_per_step" in r]
@@ -131,7 +131,7 @@ def run_data_label(run_dir: str | os.PathLike) -> str:
     if name not in PROFILES:
         return "unknown"
     cache = PROFILES[name].cache_dir
-    if not (cache / "manifest.json").exists():
+    if not is_cache(cache):
         return "unknown"
     return "phantom" if is_phantom(cache) else "real"
 
@@ -139,7 +139,7 @@ def run_data_label(run_dir: str | os.PathLike) -> str:
 def privacy_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per DP-sampled cohort under run_dir/samples: its samples.json privacy record (epsilon rdp and prv);
     "release" says whether the guarantee holds as released (no: seeded, replayable noise)."""
-    from cardiolab.privacy.accounting import cohort_privacy, is_release
+    from cardiolab.dp.accounting import cohort_privacy, is_release
     rows = []
     samples = Path(run_dir) / "samples"
     for cohort in sorted(p for p in samples.iterdir() if p.is_dir()) if samples.is_dir() else []:
@@ -155,8 +155,8 @@ def privacy_table(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def time_section(run_dir: str | os.PathLike) -> list[str]:
-    """Markdown lines of the "Time" section from run_dir/timings.json (cardiolab.reproduce); [] when absent."""
-    from cardiolab.reproduce import read_timings
+    """Markdown lines of the "Time" section from run_dir/timings.json (cardiolab.reporting.reproduce); [] when absent."""
+    from cardiolab.reporting.reproduce import read_timings
     stages = read_timings(run_dir)
     if not stages:
         return []
@@ -218,7 +218,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     util = utility_summary(run_dir, data)
     if len(util):
         md += [f"## Segmentation utility ({data})", "",
-               "Made by: `cardiolab.utility.utility(profile, synthetic_root)` (notebook 05: utility.json) and "
+               "Made by: `cardiolab.evaluation.utility.utility(profile, synthetic_root)` (notebook 05: utility.json) and "
                "`python -m cardiolab utility --synthetic DIR` (utility-<cohort>.json); mean over structures, 95% CI; "
                "real@f: a fraction f of the real subjects; cross: scored on another cohort; image-only cohorts are "
                "pseudo-labelled by the real-trained segmenter; steps: segmenter steps per run.", "",
@@ -228,7 +228,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         v = (pd.read_csv(validation).groupby(["degradation", "level", "strength"], sort=False)
              [["FD-cardiolab", "KID-cardiolab"]].mean().reset_index())
         md += [f"## Evaluator validation ({data})", "",
-               "Made by: `cardiolab.evaluate.validate_evaluator(profile)` (notebook 05). Level 0 = two "
+               "Made by: `cardiolab.evaluation.evaluate.validate_evaluator(profile)` (notebook 05). Level 0 = two "
                "halves of the real set; both distances should rise with the level. Means over random half splits.",
                "", markdown_table(v), ""]
     privacy = privacy_table(run_dir)

@@ -1,0 +1,1 @@
+"""Reporting: the notebooks through papermill (reproduce) and runs/<profile> -> report.md (report)."""
