@@ -102,7 +102,7 @@ def main(args) -> None:
         cohort, t0 = profile.samples(run.name), time.perf_counter()
         n, sample_steps = dit.sample_defaults(profile)["n"], dit.sample_defaults(profile)["steps"]
         if not (cohort / "samples.json").exists():
-            dp_task.sample_cohort(run, n, sample_steps, 0, cohort, gifs=False, cond="from-training-distribution")
+            dp_task.sample_cohort(run, n, sample_steps, 0, cohort, cond="from-training-distribution")
         seconds["sample"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         mia = audit_mia(run, profile, synthetic=cohort)
