@@ -132,6 +132,19 @@ class DPConfig:
 
 
 @dataclass(frozen=True)
+class MIAConfig:
+    """Membership-inference audits (`audit mia`, cardiolab.privacy.membership): audit settings, runtime for every
+    registered model; the LiRA reference models name theirs in their folders (runs/<p>/lira/<task>-<init>-n<subjects>
+    -s<steps>), so a change trains new ones beside the old."""
+    # fresh phantoms (phantom seed 7, never trained on) among the non-members: a TPR at 1 % FPR needs >= 100
+    # non-members, and 1000 bound the FPR of 0 false positives by 0.37 % (Clopper-Pearson 95 %)
+    fresh: int = runtime(1000)
+    references: int = runtime(4)          # LiRA OUT reference models (>= 4: Carlini et al. 2022); 0 skips LiRA
+    reference_subjects: int = runtime(40)  # shadow phantoms per reference (phantom seed 100 + k), as the public cohort
+    reference_steps: int = runtime(150)   # each reference's steps: half the tiny DP fine-tune, ~2 CPU-min each
+
+
+@dataclass(frozen=True)
 class BaselinesConfig:
     # The slice-wise UNet baselines (ddpm, ldm, flow, mask models). The factorized and channel-merged DiTs
     # use the dit section instead, so they match CardioDiT in size, steps, batch and sampler.
@@ -285,6 +298,7 @@ class Profile:
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     dp: DPConfig = field(default_factory=DPConfig)
+    mia: MIAConfig = field(default_factory=MIAConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
@@ -369,6 +383,7 @@ PROFILES: dict[str, Profile] = {
         dit=DiTConfig(hidden=32, depth=2, heads=2, patch=(1, 2, 2, 2), steps=40, batch=4, lr=1e-3,
                       sample_steps=5, n_samples=4),
         dp=DPConfig(batch=4, physical_batch=2, steps=10, lr=1e-3, private_subjects=20),
+        mia=MIAConfig(fresh=8, references=4, reference_subjects=6, reference_steps=10),
         baselines=BaselinesConfig(channels=(8, 16), steps=4, batch=2, lr=1e-3, sample_steps=3, n_samples=2,
                                   pixel_channels=(8, 16), pixel_batch=2, pixel_steps=4, pixel_sample_steps=3),
         # smoke: no domain randomisation: 20 steps only check that things run, and plain frames learn faster

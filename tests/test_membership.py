@@ -32,7 +32,7 @@ def test_subject_noise_differs_between_subjects():
 def mia_json(dit_run, phantom_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("mia-out") / "mia.json"
     code = main(["audit", "mia", "--profile", "smoke", "--run", str(dit_run), "--reference", str(dit_run),
-                 "--synthetic", str(phantom_root), "--n-fresh", "2", "--json", str(out)])
+                 "--synthetic", str(phantom_root), "--n-fresh", "2", "--references", "0", "--json", str(out)])
     assert code == 0
     return json.loads(out.read_text())
 
@@ -92,3 +92,33 @@ def test_a_run_is_attacked_with_its_own_samples(tmp_path, monkeypatch):
     assert _own_samples(run, smoke, "dit-dp") == smoke.samples("dit-dp")
     write_json(smoke.samples(run.name) / "samples.json", {"run": str(run)})
     assert _own_samples(run, smoke, "dit-dp") == smoke.samples(run.name)
+
+
+def test_fresh_cines_in_chunks_equal_one_cohort_read_as_the_members_are(tmp_path, monkeypatch):
+    from cardiolab.data.cines import load_cines
+    from cardiolab.data.phantom import generate_cohort
+    from cardiolab.privacy import membership
+    from cardiolab.privacy.embeddings import embedder
+    from cardiolab.profiles import get_profile
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
+    monkeypatch.setattr(membership, "FRESH_CHUNK", 2)
+    smoke = get_profile("smoke")
+    d = smoke.data
+    fresh = membership.fresh_cines(smoke, 3, seed=7)
+    generate_cohort(tmp_path / "whole", 3, seed=7, size=d.phantom_size, spacing=d.phantom_spacing,
+                    slices=d.phantom_slices, frames=d.phantom_frames)
+    whole = load_cines(tmp_path / "whole", smoke)
+    assert fresh["ids"] == [f"fresh-7-{s}" for s in whole.ids]
+    assert torch.equal(fresh["images"], whole.images)
+    pixels = embedder("pixels")(load_cines(tmp_path / "whole", smoke, label_free=True).images).float()
+    assert torch.equal(fresh["pixels"], pixels)
+    assert membership.fresh_cines(smoke, 3, seed=7)["ids"] == fresh["ids"]     # read back from its cache file
+
+
+def test_audit_mia_with_one_reference_exits_2_naming_it(dit_run, tmp_path, capsys):
+    out = tmp_path / "mia.json"
+    assert main(["audit", "mia", "--profile", "smoke", "--run", str(dit_run), "--references", "1",
+                 "--json", str(out)]) == 2
+    assert "--references 1" in capsys.readouterr().err
+    assert not out.exists()

@@ -80,7 +80,7 @@ def add_arguments(p) -> None:
     fam.add_argument("--train", type=Path, default=None, help="training cache (default: the profile's)")
     fam.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: the profile's)")
 
-    mia = sub.add_parser("mia", help="membership inference against a DiT run (loss, PIA, calibrated, distance)")
+    mia = sub.add_parser("mia", help="membership inference against a DiT run (loss, PIA, calibrated, LiRA, distance)")
     add_profile(mia)
     mia.add_argument("--run", type=Path, required=True, help="a DiT run folder (dit or dit-dp)")
     mia.add_argument("--reference", type=Path, default=None,
@@ -88,7 +88,9 @@ def add_arguments(p) -> None:
     mia.add_argument("--synthetic", type=Path, default=None,
                      help="the run's synthetic cohort for the distance attack (default: runs/<p>/samples/<run name>, or "
                           "samples/<task> when sampled from this run)")
-    mia.add_argument("--n-fresh", type=int, default=None, help="fresh phantom non-members (default: phantom_subjects)")
+    mia.add_argument("--n-fresh", type=int, default=None, help="fresh phantom non-members (default: mia.fresh)")
+    mia.add_argument("--references", type=int, default=None,
+                     help="LiRA reference models, trained once on shadow phantoms (default mia.references; 0: none)")
     mia.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/mia-<run>.json)")
 
     can = sub.add_parser("canaries", help="write a latents.pt with duplicated and outlier canaries, or score them")
@@ -199,7 +201,8 @@ def _sweep(args) -> int:
 def _mia(args) -> int:
     from cardiolab.privacy.membership import audit_mia
 
-    r = audit_mia(args.run, args.profile, args.reference, args.synthetic, args.n_fresh, out_json=args.json)
+    r = audit_mia(args.run, args.profile, args.reference, args.synthetic, args.n_fresh, out_json=args.json,
+                  references=args.references)
     print(f"MIA on {r['run']} ({r['n_members']} members, {r['n_nonmembers']} non-members):")
     for name, a in r["attacks"].items():
         lo, hi = a["auc_ci95"]

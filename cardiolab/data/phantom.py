@@ -680,8 +680,9 @@ def _write_one(job: tuple) -> Path:
 
 def generate_cohort(out: str | os.PathLike, n: int, seed: int = 0, size: int = 128, spacing: float = 1.5,
                     slices: int = 8, frames: int = 20, workers: int = 1,
-                    snr: tuple[float, float] | None = None) -> list[Path]:
-    """Write subjects 0..n-1 into `out` (ACDC layout) plus `cohort.json` with the parameters; returns the folders.
+                    snr: tuple[float, float] | None = None, first: int = 0) -> list[Path]:
+    """Write subjects first..first+n-1 into `out` (ACDC layout) plus `cohort.json` with the parameters; returns the
+    folders. first > 0 writes a later chunk of the same cohort (a large cohort streamed through a small folder).
 
     workers > 1 spreads subjects over processes; the output is the same since each depends on (seed, i) only.
     snr: (low, high) blood-pool SNR range drawn uniformly per subject (default SNR_RANGE): a noisier or cleaner
@@ -699,7 +700,7 @@ def generate_cohort(out: str | os.PathLike, n: int, seed: int = 0, size: int = 1
     out.mkdir(parents=True, exist_ok=True)
     kwargs = dict(size=size, spacing=spacing, slices=slices, frames=frames)
     jobs = [(out, i, seed, {**kwargs, "snr": subject_snr(snr, seed, i)} if snr is not None else kwargs)
-            for i in range(n)]
+            for i in range(first, first + n)]
     bar = dict(total=n, desc="phantom", unit="subject")
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -714,7 +715,7 @@ def generate_cohort(out: str | os.PathLike, n: int, seed: int = 0, size: int = 1
     params = cohort_params(n, seed, size, spacing, slices, frames)
     if snr is not None:
         params["snr_range"] = [float(v) for v in snr]
-    write_json(out / COHORT_FILE, dict(params, subjects=[{"id": p.name, "group": group_of(i)} for i, p in enumerate(paths)]))
+    write_json(out / COHORT_FILE, dict(params, subjects=[{"id": p.name, "group": group_of(i)} for i, p in enumerate(paths, first)]))
     log.debug("phantom: %d subjects -> %s", n, out)
     return paths
 

@@ -184,6 +184,30 @@ def one_run_epsilon(scores: np.ndarray, included: np.ndarray, k_pos: int, k_neg:
     return {"epsilon_lower_bound": lo, "guesses": r, "correct": correct, "m": m}
 
 
+def lira_offline(losses: np.ndarray, reference_losses: np.ndarray) -> np.ndarray:
+    """Offline LiRA scores (Carlini et al. 2022, Algorithm 1 with OUT models only): higher = more likely a member.
+
+    losses: (N,) the target's loss per subject; reference_losses: (K, N) the losses of K >= 2 reference models that
+    never trained on any of the N subjects. Each subject's OUT distribution is a Gaussian on the log loss (losses are
+    positive and their spread grows with their level, as logit confidences are for classifiers), its mean the
+    subject's own reference mean, its variance pooled over subjects: with few references a per-subject variance is
+    too noisy (the paper's global-variance variant). The score is -log P[OUT loss <= observed]: a member's loss
+    falls far into the OUT distribution's lower tail.
+    """
+    from scipy.stats import norm
+
+    losses, ref = np.asarray(losses, dtype=np.float64), np.asarray(reference_losses, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape[1] != losses.shape[0] or losses.ndim != 1 or ref.shape[0] < 2:
+        raise CardiolabError(f"LiRA: need losses (N,) and reference losses (K >= 2, N), got {losses.shape} and "
+                             f"{ref.shape}")
+    if not (np.isfinite(losses).all() and np.isfinite(ref).all()) or (losses <= 0).any() or (ref <= 0).any():
+        raise CardiolabError("LiRA: losses must be finite and positive")
+    log_ref = np.log(ref)
+    mu = log_ref.mean(axis=0)
+    sigma = max(float(np.sqrt(((log_ref - mu) ** 2).sum() / (ref.size - ref.shape[1]))), 1e-12)
+    return -norm.logcdf((np.log(losses) - mu) / sigma)
+
+
 def dp_tpr_bound(fpr: np.ndarray | float, epsilon: float, delta: float = 0.0) -> np.ndarray:
     """The highest TPR any attack can reach at `fpr` against an (epsilon, delta)-DP model: min(1, e^eps FPR + delta)."""
     if epsilon < 0 or not 0.0 <= delta <= 1.0:

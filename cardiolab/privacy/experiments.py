@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from cardiolab.core import COHORT_FILE, RUN_CONFIG, is_cache, read_json, read_stamp, to_record, up_to_date
+from cardiolab.core import RUN_CONFIG, read_json
 from cardiolab.profiles import Profile, get_profile, override
 
 log = logging.getLogger(__name__)
@@ -47,31 +46,16 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
     subjects: cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
     """
-    from cardiolab.data.phantom import cohort_params, generate_cohort
-    from cardiolab.data.prepare import prepare
+    from cardiolab.privacy.cohorts import encode_phantoms, phantom_cohort
     from cardiolab.tasks import dit, vqgan
     from cardiolab.tasks.dp import PRIVATE_LATENTS
 
     profile = get_profile(profile)
-    d = profile.data
     public_dit = dit.ensure(profile)
-    root = profile.phantom_dir.with_name(f"{profile.phantom_dir.name}-private")
-    cache = profile.cache_dir.with_name(f"{profile.cache_dir.name}-private")
     latents = profile.run(PRIVATE_LATENTS)
-    subjects = subjects or profile.dp.private_subjects
-    made = cohort_params(subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices, d.phantom_frames)
-    if not up_to_date(root, read_stamp(root / COHORT_FILE), made):
-        for stale in (root, cache, latents):
-            shutil.rmtree(stale, ignore_errors=True)
-        generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
-                        slices=d.phantom_slices, frames=d.phantom_frames)
-    if not is_cache(cache):
-        prepare(root, "acdc", profile, cache)
-    lat = latents / vqgan.LATENTS
-    vq_run = vqgan.ensure(profile)
-    if not up_to_date(lat, read_stamp(lat), {"scale_from": to_record(public_dit), **vqgan.latents_stamp(vq_run)}):
-        vqgan.encode_cohort(vq_run, cache, latents, scale_from=public_dit)
-    return {"root": root, "cache": cache, "latents": latents, "public_dit": public_dit}
+    made = phantom_cohort(profile, "private", subjects or profile.dp.private_subjects, seed, (latents,))
+    encode_phantoms(made, vqgan.ensure(profile), public_dit, latents)
+    return {**made, "latents": latents, "public_dit": public_dit}
 
 
 def run_setting(profile: Profile | str | None, setting: Setting, private: dict, steps: int, seed: int = 0,
@@ -144,14 +128,15 @@ def settings_from(epsilons=(math.inf, 10.0, 1.0), scratch=(10.0,), attention=())
 
 
 
-LEAKAGE_ATTACKS = ("loss", "calibrated")   # calibrated: minus the public init's loss (skipped without an init)
+LEAKAGE_ATTACKS = ("loss", "calibrated", "lira")   # calibrated: minus the public init's loss (none without an init)
 
 
 def leakage_table(profile: Profile | str | None, table: pd.DataFrame, n_fresh: int | None = None,
                   delta: float = 1e-5) -> pd.DataFrame:
     """Membership inference against every run of a `run_grid` table (`audit mia`, each run with its own samples):
-    one row per (setting, attack) with epsilon, AUC and its bootstrap 95 % interval, TPR at 1 % FPR with its
-    Clopper-Pearson interval (NaN with fewer than 100 non-members), and the epsilon those intervals prove
+    one row per (setting, attack: loss, calibrated, LiRA with the profile's mia.references) with epsilon, AUC and its
+    bootstrap 95 % interval, TPR at 1 % FPR with its Clopper-Pearson interval (NaN with fewer than 100 non-members;
+    n_fresh default mia.fresh), and the epsilon those intervals prove
     (`mia.dp_bound_check` at `delta`; for a DP run at its own delta): what an attack shows, beside the accountant's
     epsilon it must stay under."""
     import numpy as np

@@ -1,9 +1,10 @@
 """`audit mia`: membership inference against a DiT run (dit or dit-dp), one JSON and one log-log ROC figure.
 
 Members are the run's training latents (latents.pt: every non-holdout id); non-members are the latents.pt's
-holdout subjects plus fresh phantoms (`phantom --seed 7`, never seen by any run) encoded with the run's own
-VQ-GAN (`tasks.vqgan.encode_volume`). Every subject is scored unconditionally (the null attribute class): fresh
-phantoms have no attribute codes, and one conditioning for all keeps the comparison fair.
+holdout subjects plus fresh phantoms (`phantom --seed 7`, never seen by any run; profile mia.fresh, 1000 at tiny so
+that TPR at 1 % FPR is measured) encoded with the run's own VQ-GAN (`tasks.vqgan.encode_volume`). Every subject is
+scored unconditionally (the null attribute class): fresh phantoms have no attribute codes, and one conditioning for
+all keeps the comparison fair.
 
 Attacks (a higher score = "member"):
 - loss: minus the denoising loss (`diffusion.per_sample_loss`) averaged over fixed steps t at 5-30 % of T, with
@@ -17,6 +18,9 @@ Attacks (a higher score = "member"):
   (`init_run` in its privacy.json or config.json: it never saw the private members). A non-DP run has no natural
   reference: pass a DiT trained on other subjects (e.g. `train dit --latents runs/<p>/lat-priv`, notebook 06's
   private cohort), else the attack is left out and the JSON says why.
+- lira (Carlini et al. 2022, "Membership inference attacks from first principles"), offline: the run's log loss
+  against a Gaussian fitted per subject to the log losses of K reference models trained the run's way on shadow
+  phantoms, never on a candidate (`privacy.lira`, `metrics.privacy.lira_offline`).
 - distance: black-box, the synthetic cohort alone: minus each subject's distance to its closest synthetic cine
   (`privacy.copies.dcr`, pixel embeddings), when a synthetic cohort is given or found in runs/<p>/samples/<task>.
 """
@@ -41,9 +45,9 @@ DIT_TASKS = ("dit", "dit-dp")
 T_FRACTIONS = (0.05, 0.1, 0.2, 0.3)   # fixed steps as fractions of T: low noise, where members stand out
 PIA_FRACTION = 0.2                     # PIA's query step (Kong et al.: t = 200 of 1000)
 FRESH_SEED = 7
-ATTACKS = ("loss", "pia", "calibrated", "distance")
+ATTACKS = ("loss", "pia", "calibrated", "lira", "distance")
 JSON_KEYS = ("kind", "run", "task", "profile", "n_members", "n_nonmembers", "timesteps", "attacks", "skipped",
-             "reference", "dp", "figure", "roc")
+             "reference", "lira_references", "dp", "figure", "roc")
 
 
 def check_dit_run(run: str | os.PathLike) -> str:
@@ -110,22 +114,56 @@ def pia_scores(model, scheduler, z: torch.Tensor, t: int, batch: int = 8) -> np.
     return torch.cat(out).numpy()
 
 
-def fresh_latents(vq, profile: Profile, n: int, seed: int = FRESH_SEED) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """(ids, unscaled latents (n, C_z, D, h, w, t), images (n, D, H, W, T)) of n fresh phantoms at profile geometry:
-    the latents prepared as the cache (what the DiT's members went through), the images in the label-free comparison
-    geometry (`load_cines(label_free=True)`, what the distance attack compares)."""
+FRESH_CHUNK = 50          # phantoms generated and read per temporary folder while the non-member cache is built
+
+
+def fresh_cines(profile: Profile, n: int, seed: int = FRESH_SEED) -> dict:
+    """n fresh phantoms as the MIA needs them: {"ids", "images": (n, D, H, W, T) prepared at profile geometry (what
+    the DiT's members went through before encoding), "pixels": (n, E) pixel embeddings of the label-free comparison
+    geometry (what the distance attack compares)}.
+
+    They depend on the profile's data settings only, so they are made once, FRESH_CHUNK at a time (a tiny phantom
+    is ~5 MB on disk, 1000 of them would fill 5 GB), and kept in data/cache/<profile>-fresh<seed>-<n>.pt.
+    """
+    from cardiolab.core import atomic_path
     from cardiolab.data.cines import load_cines
-    from cardiolab.data.phantom import generate_cohort
-    from cardiolab.tasks.vqgan import encode_volume
+    from cardiolab.data.phantom import VERSION, generate_cohort
+    from cardiolab.privacy.embeddings import embedder
 
     d = profile.data
-    with tempfile.TemporaryDirectory(prefix="cardiolab-mia-") as tmp:
-        generate_cohort(tmp, n, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing, slices=d.phantom_slices,
-                        frames=d.phantom_frames)
-        c = load_cines(tmp, profile)
-        free = load_cines(tmp, profile, label_free=True).images
-    z = torch.stack([encode_volume(vq, img[None])[0] for img in c.images])
-    return [f"fresh-{seed}-{s}" for s in c.ids], z, free
+    key = {"data": {k: v for k, v in vars(d).items()}, "n": n, "seed": seed, "phantom": VERSION,
+           "embedding": "pixels, aligned"}
+    pixels = embedder("pixels")            # as `_distance_scores` embeds the members: aligned, then pooled
+    path = profile.cache_dir.with_name(f"{profile.cache_dir.name}-fresh{seed}-{n}.pt")
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        if cached.get("key") == repr(key):
+            return cached
+    ids, images, embedded = [], [], []
+    for first in range(0, n, FRESH_CHUNK):
+        with tempfile.TemporaryDirectory(prefix="cardiolab-mia-") as tmp:
+            generate_cohort(tmp, min(FRESH_CHUNK, n - first), seed=seed, size=d.phantom_size,
+                            spacing=d.phantom_spacing, slices=d.phantom_slices, frames=d.phantom_frames, first=first)
+            c = load_cines(tmp, profile)
+            ids += [f"fresh-{seed}-{s}" for s in c.ids]
+            images.append(c.images)
+            embedded.append(pixels(load_cines(tmp, profile, label_free=True).images).float())
+    out = {"key": repr(key), "ids": ids, "images": torch.cat(images), "pixels": torch.cat(embedded)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(out, tmp)
+    return out
+
+
+def fresh_latents(vq, profile: Profile, n: int, seed: int = FRESH_SEED) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """(ids, unscaled latents (n, C_z, D, h, w, t), pixel embeddings (n, E)) of n fresh phantoms (`fresh_cines`),
+    encoded with the run's VQ-GAN (`tasks.vqgan.encode_volume`)."""
+    from cardiolab.tasks.vqgan import encode_volume
+
+    c = fresh_cines(profile, n, seed)
+    with torch.no_grad():
+        z = torch.stack([encode_volume(vq, img[None])[0] for img in c["images"]])
+    return c["ids"], z, c["pixels"]
 
 
 def _dp_bound(run: Path) -> dict | None:
@@ -142,11 +180,14 @@ def _dp_bound(run: Path) -> dict | None:
 
 def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, reference: str | os.PathLike | None = None,
               synthetic: str | os.PathLike | None = None, n_fresh: int | None = None, n_boot: int = 1000,
-              out_json: str | os.PathLike | None = None, figure: str | os.PathLike | None = None) -> dict:
+              out_json: str | os.PathLike | None = None, figure: str | os.PathLike | None = None,
+              references: int | None = None) -> dict:
     """Membership inference against a DiT run; writes the JSON (keys JSON_KEYS) and a log-log ROC figure.
 
-    n_fresh: fresh phantoms among the non-members (default: the profile's phantom_subjects; TPR at 1 % FPR needs
-    >= 100 non-members in all). Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
+    n_fresh: fresh phantoms among the non-members (default: the profile's mia.fresh on phantom data, none on a real
+    data source; TPR at 1 % FPR needs >= 100 non-members in all). references: LiRA's reference models (default
+    mia.references; 0 leaves LiRA out; trained once per target recipe under runs/<profile>/lira, `privacy.lira`).
+    Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
     """
     from cardiolab.diffusion import DiffusionConfig, create_scheduler
     from cardiolab.metrics import privacy as mia
@@ -157,9 +198,14 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     profile = get_profile(profile)
     run = Path(run)
     task = check_dit_run(run)
-    n_fresh = profile.data.phantom_subjects if n_fresh is None else int(n_fresh)
+    if n_fresh is None:      # phantoms beside real members would be told apart by their source, not membership
+        n_fresh = profile.mia.fresh if profile.data_source is None else 0
+    n_fresh = int(n_fresh)
+    references = profile.mia.references if references is None else int(references)
     if n_fresh < 0:
         raise CardiolabError(f"--n-fresh {n_fresh}: must be >= 0")
+    if references < 0 or references == 1:
+        raise CardiolabError(f"--references {references}: must be 0 (no LiRA) or >= 2 (a variance needs two)")
     if reference is not None:
         check_dit_run(reference)
     model, conf = dit.load(run)
@@ -170,7 +216,7 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     ids, splits, scale = list(record["ids"]), dict(record["splits"]), float(conf["scale"])
     members = np.array([splits.get(s) != "holdout" for s in ids])
     vq = load_vqgan(from_record(conf["vqgan_run"]))
-    f_ids, f_z, f_img = fresh_latents(vq, profile, n_fresh) if n_fresh else ([], record["latents"][:0], None)
+    f_ids, f_z, f_pix = fresh_latents(vq, profile, n_fresh) if n_fresh else ([], record["latents"][:0], None)
     all_ids = ids + f_ids
     z = torch.cat([record["latents"].float(), f_z.float()]) * scale
     is_member = np.r_[members, np.zeros(len(f_ids), bool)]
@@ -193,9 +239,18 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     else:
         skipped["calibrated"] = ("no reference model: pass --reference RUN, a DiT that never saw these subjects "
                                  "(for a dit-dp run its public init is used)")
+    lira_refs = []
+    if references:
+        from cardiolab.privacy.lira import ensure_references
+
+        lira_refs = ensure_references(run, conf, task, profile, references)
+        ref_losses = [loss_scores(dit.load(r)[0], sch, z, all_ids, steps, dcfg.loss) for r in lira_refs]
+        scores["lira"] = mia.lira_offline(losses, np.stack(ref_losses))
+    else:
+        skipped["lira"] = "--references 0"
     synthetic = Path(synthetic) if synthetic is not None else _own_samples(run, profile, task)
     if synthetic.is_dir() and any(synthetic.iterdir()):
-        scores["distance"] = _distance_scores(synthetic, record, ids, f_img, profile, dcr)
+        scores["distance"] = _distance_scores(synthetic, record, ids, f_pix, profile, dcr)
     else:
         skipped["distance"] = f"no synthetic cohort of {run} at {synthetic} (sample the run first, or pass --synthetic)"
     bound = None if dp is None else (dp["epsilon"], dp["delta"])   # checked on the intervals, not point estimates
@@ -211,6 +266,7 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
               "n_holdout": int((~members).sum()), "n_fresh": len(f_ids), "timesteps": steps,
               "pia_timestep": _steps(dcfg.train_timesteps, (PIA_FRACTION,))[0], "attacks": attacks,
               "skipped": skipped, "reference": None if reference is None else str(reference), "dp": dp,
+              "lira_references": [str(r) for r in lira_refs],
               "synthetic": str(synthetic) if "distance" in scores else None, "figure": str(figure),
               "roc": {k: {"fpr": f.tolist(), "tpr": t.tolist()} for k, (f, t) in curves.items()}}
     write_json(out_json, result)
@@ -230,9 +286,10 @@ def _own_samples(run: Path, profile: Profile, task: str) -> Path:
     return profile.samples(run.name)
 
 
-def _distance_scores(synthetic: Path, record: dict, ids: list[str], fresh_images, profile: Profile, dcr) -> np.ndarray:
-    """Minus each subject's distance to its closest synthetic cine (pixel embeddings), in the order ids + fresh; every
-    side in the label-free comparison geometry (`load_cines(label_free=True)`), as the copy audit compares them."""
+def _distance_scores(synthetic: Path, record: dict, ids: list[str], fresh_pixels, profile: Profile, dcr) -> np.ndarray:
+    """Minus each subject's distance to its closest synthetic cine (pixel embeddings), in the order ids + fresh
+    (fresh_pixels: their embeddings, `fresh_cines`); every side in the label-free comparison geometry
+    (`load_cines(label_free=True)`), as the copy audit compares them."""
     from cardiolab.data.cines import load_cines
     from cardiolab.privacy.embeddings import embedder
 
@@ -243,11 +300,12 @@ def _distance_scores(synthetic: Path, record: dict, ids: list[str], fresh_images
     if missing:
         raise CardiolabError(f"{cache}: latents subjects {missing[:3]} are not in the cache")
     images = real.images[[where[s] for s in ids]]
-    if fresh_images is not None:
-        images = torch.cat([images, fresh_images])
     syn = load_cines(synthetic, profile, label_free=True).images
     if syn.shape[1:] != images.shape[1:]:
         raise CardiolabError(f"--synthetic {synthetic}: cines {tuple(syn.shape[1:])}, the cache has "
                              f"{tuple(images.shape[1:])}")
     pixels = embedder("pixels")
-    return -dcr(pixels(images).numpy(), pixels(syn).numpy())
+    query = pixels(images)
+    if fresh_pixels is not None:
+        query = torch.cat([query, fresh_pixels.to(query.dtype)])
+    return -dcr(query.numpy(), pixels(syn).numpy())
