@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tiny profile's baselines (issue 13) trained, sampled and evaluated on a CUDA machine, in one prepared run:
+# The tiny profile's baselines trained, sampled and evaluated on a CUDA machine, in one prepared run:
 #   bash benchmarks/gpu_tiny.sh OUTDIR CARRIED
 # CARRIED holds what the CPU made first and the GPU reuses: runs/tiny/{vqgan,latents} (the tiny VQ-GAN and its
 # latents, which the ldm/flow/DiT baselines train on) and samples/dit (CardioDiT's tiny samples, evaluated here

@@ -616,7 +616,7 @@ def test_dit_dp_gradient_norms_of_a_run(dp_world):
 
 
 @pytest.mark.skipif(not os.environ.get("CARDIOLAB_SLOW_TESTS"), reason="~2-3 min (CARDIOLAB_SLOW_TESTS=1)")
-def test_issue_14_smoke_pipeline(tmp_path, monkeypatch):
+def test_dp_grid_smoke_pipeline(tmp_path, monkeypatch):
     """The issue's 'done when' pipeline from a fresh CARDIOLAB_ROOT: public DiT, private phantom, DP fine-tuning,
     privacy check, sampling with the privacy record in samples.json."""
     from cardiolab.__main__ import main

@@ -1,4 +1,4 @@
-"""High-resolution 3D pipeline (issue 17): the highres profile section, the volume phantom verb, the four tasks,
+"""High-resolution 3D pipeline: the highres profile section, the volume phantom verb, the four tasks,
 mask-conditioned sampling into a volume cohort, adherence and regional volumes, the reader study."""
 from __future__ import annotations
 

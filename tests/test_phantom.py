@@ -14,7 +14,7 @@ from cardiolab.io.acdc import read_acdc
 from cardiolab.profiles import DataConfig, get_profile
 
 SMALL = dict(size=32, spacing=6.0, slices=4, frames=6)
-REAL_RV_ANGLE_DEG = (51.0, 137.0)   # 10-90 % range of the RV-from-LV angle on real ACDC after prepare (issue 12)
+REAL_RV_ANGLE_DEG = (51.0, 137.0)   # 10-90 % range of the RV-from-LV angle on real ACDC after prepare
 MEDIUM = dict(size=64, spacing=3.0, slices=6, frames=8)
 
 
@@ -48,7 +48,7 @@ def prepared(phantom_root, tmp_path_factory):
 
 
 def test_rv_lies_where_real_acdc_puts_it_after_prepare(prepared):
-    """Issue 12: RV anterior and right of the LV in the world, ~110 deg from the LV in prepared tensors."""
+    """RV anterior and right of the LV in the world, ~110 deg from the LV in prepared tensors."""
     angles = {}
     for group, t in prepared:
         angle = rv_angle_deg(t["labels"][..., 0].numpy())                  # ED, (D, H, W)
@@ -235,7 +235,7 @@ def test_ensure_phantom_stamps_and_regenerates(tmp_path, monkeypatch):
     assert read_json(stamp)["n_subjects"] == 3 and len(list(read_acdc(root))) == 3
 
 
-# Real ACDC means over labelled frames after prepare's percentile scaling to [-1, 1] (issue 12, tiny profile).
+# Real ACDC means over labelled frames after prepare's percentile scaling to [-1, 1] (tiny profile).
 # The phantom is calibrated on the tiny profile; the smoke-sized cohort here (6 mm after prepare) blurs more,
 # which lifts the myocardium and the RV, hence the tolerance, and its 6 subjects make one large DCM heart (its
 # blood pool sets the 99.5th percentile) move a mean by ~0.1, hence the median over subjects.
@@ -307,7 +307,7 @@ def test_group_draws_follow_acdc_statistics():
 
 
 def test_insertion_points_every_frame_named_by_world_rule(tmp_path):
-    """Issue 16: every frame, null exactly where a slice has no RV, 'anterior' = the larger world z."""
+    """Every frame, null exactly where a slice has no RV, 'anterior' = the larger world z."""
     path = phantom.write_phantom_subject(tmp_path, 2, seed=4, **MEDIUM)
     s = next(iter(read_acdc(tmp_path)))
     rvip = read_json(path / phantom.TRUTH_FILE)["rv_insertion_points"]

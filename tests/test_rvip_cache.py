@@ -1,5 +1,5 @@
 """RV insertion points in the cache: the one native <-> cache mapping, phantom truth through prepare, and the
-label-derived rule checked against that truth (issue 16)."""
+label-derived rule checked against that truth."""
 from __future__ import annotations
 
 import numpy as np
@@ -84,7 +84,7 @@ def test_cache_rvip_maps_back_to_the_phantom_truth(smoke_cache, phantom_root):
 
 
 def test_label_rule_matches_phantom_truth_in_the_cache(smoke_cache):
-    """`metrics.landmarks.from_labels` on the cache labels vs the phantom truth: median <= 1.5 px (issue 16)."""
+    """`metrics.landmarks.from_labels` on the cache labels vs the phantom truth: median <= 1.5 px."""
     ds = CineDataset(smoke_cache, mode="volume")
     errors = []
     for i, record in enumerate(ds.records):

@@ -126,7 +126,7 @@ def test_train_on_a_labelled_cohort_folder_needs_no_cache(tmp_path):
 def test_randomisation_is_the_default_and_plain_stays_available():
     from cardiolab.profiles import override
     tiny = get_profile("tiny")
-    assert tiny.eval.seg_randomise                            # issue 12: the segmenter that generalises
+    assert tiny.eval.seg_randomise                            # the segmenter that generalises to real cines
     assert 0 < tiny.eval.seg_plain_share < 1
     assert not get_profile("smoke").eval.seg_randomise       # smoke: 20 steps only check that things run
     plain = override(tiny, ["eval.seg_randomise=false"])

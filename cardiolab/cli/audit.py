@@ -1,4 +1,4 @@
-"""`python -m cardiolab audit <plant|copies|families|mia|canaries|subset|sweep|report>`: privacy audits (issue 15).
+"""`python -m cardiolab audit <plant|copies|families|mia|canaries|subset|sweep|report>`: privacy audits.
 
     python -m cardiolab audit plant --out runs/tiny/audit/planted          # fresh phantoms + copies, planted.json
     python -m cardiolab audit copies --synthetic runs/tiny/audit/planted --embedding copy-detector

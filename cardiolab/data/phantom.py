@@ -104,7 +104,7 @@ MALE_FRACTION = {"NOR": 0.5, "DCM": 0.7, "HCM": 0.7, "MINF": 0.8, "ARV": 0.6}
 AGE_RANGE = {"NOR": (20, 70), "DCM": (30, 75), "HCM": (20, 70), "MINF": (45, 85), "ARV": (18, 60)}
 
 # Relative bSSFP signal (LV blood = 1) before the coil bias field. Calibrated so that `prepare`'s percentile
-# scaling to [-1, 1] lands near real ACDC means over labelled frames (issue 12: LV blood 0.15, myocardium
+# scaling to [-1, 1] lands near real ACDC means over labelled frames (measured on real ACDC: LV blood 0.15, myocardium
 # -0.52, RV blood -0.16, background -0.50): fat as bright as blood or brighter (it sets the 99.5th percentile
 # with the coil's hot spot at the chest wall), muscle and myocardium dark, lungs and air darkest.
 SIGNAL = dict(blood=1.0, myo=0.3, fat=1.25, muscle=0.27, tissue=0.35, lung=0.04, liver=0.5, bone=0.5,

@@ -43,7 +43,7 @@ from cardiolab.profiles import Profile, get_profile, shaping_fields
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2                    # 2: "rvip" tensors and the source grid (issue 16)
+CACHE_VERSION = 2                    # 2: "rvip" tensors and the source grid
 LV, MYO = LABELS["LV"], LABELS["MYO"]
 PCT_LOW, PCT_HIGH = 0.5, 99.5        # robust to a few bright fat / flow-artefact voxels
 HEART_SEARCH_MM = 20.0               # smoothing of the temporal-std map when no labels exist

@@ -1,4 +1,4 @@
-"""SynthSeg-style domain randomisation of prepared 2D / 2D+t samples for the segmenter (issue 12, item 2).
+"""SynthSeg-style domain randomisation of prepared 2D / 2D+t samples for the segmenter.
 
 A segmenter trained on one phantom learns the phantom's exact look; SynthSeg (Billot et al., Medical Image
 Analysis 2023) trains on images whose contrast is redrawn from the labels at every step, so the network can

@@ -1,7 +1,7 @@
 """Attribute control of a conditional generator: sample per conditioned group, measure function per group.
 
 A DiT conditioned on the ACDC group should make DCM hearts with a lower EF than NOR, HCM hearts with more LV
-mass and ARV hearts with a lower RV EF (issue 14; arXiv 2407.16405 reports that a tighter epsilon weakens this
+mass and ARV hearts with a lower RV EF (arXiv 2407.16405 reports that a tighter epsilon weakens this
 control). `controllability` samples n studies per group from a generator run, the group code fixed and the
 other attributes drawn from the run's public training rows (`train_cond`), segments every frame with the
 profile's segmenter (`synthetic_function.function_table`) and returns one row per group.

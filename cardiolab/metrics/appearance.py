@@ -2,7 +2,7 @@
 
 Both read prepared tensors in the display convention of every cardiolab figure (`image[z, row, col, t]`
 shown with matplotlib `imshow`, row 0 at the top), so phantom and real cohorts can be compared directly
-(issue 12: after `prepare`, real ACDC puts the RV at a median 110 deg, 10-90 % range 51-137 deg).
+(measured on real ACDC: after `prepare`, it puts the RV at a median 110 deg, 10-90 % range 51-137 deg).
 """
 from __future__ import annotations
 

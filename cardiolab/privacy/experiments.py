@@ -35,7 +35,7 @@ class Setting:
         return f"dit-dp-eps{eps}-{self.init}" + ("" if self.params == "all" else f"-{self.params}")
 
 
-# The tiny notebook grid of issue 14 (the full one adds epsilon 5, scratch at every epsilon and params=attention).
+# The tiny notebook grid (the full one adds epsilon 5, scratch at every epsilon and params=attention).
 TINY_GRID = (Setting(math.inf), Setting(10.0), Setting(1.0), Setting(10.0, "scratch"))
 
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 KIND = "generator"
 NAME = "dit-dp"
-PRIVATE_LATENTS = "lat-priv"     # default private latents folder under runs/<profile>/ (issue 14's pipeline)
+PRIVATE_LATENTS = "lat-priv"     # default private latents folder under runs/<profile>/
 
 
 def _defaults(profile: Profile, latents, init) -> tuple[Path, Path | None]:

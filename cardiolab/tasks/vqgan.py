@@ -260,7 +260,7 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
 
     scale_from: a latent-model run (its config.json 'scale') or latents.pt whose `scale` to record instead of
     1 / std over this cache's training subjects. For a private cache (DP fine-tuning), pass the public run so
-    that no statistic of the private subjects reaches the file (issue 14).
+    that no statistic of the private subjects reaches the file.
     """
     from cardiolab.data.datasets import CineDataset, load_manifest
 
