@@ -52,11 +52,11 @@ step dit_sample50 120 $c bench dit-sample $DIT --steps 50 --precision bf16 --jso
 step vqgan_decode 120 $PY - "$VQP" "$LAT" "$OUT/vqgan_decode.json" <<'EOF'
 import json, sys, time, torch
 from cardiolab.core import pick_device
-from cardiolab.models.vqgan import VQGAN
+from cardiolab.models.vqgan import VQGAN, VQConfig
 from cardiolab.profiles import get_profile
 from cardiolab.tasks.vqgan import decode_latents
 dev = pick_device("auto")
-vq = VQGAN(get_profile(sys.argv[1]).vqgan).to(dev).eval()
+vq = VQGAN(VQConfig.pick(get_profile(sys.argv[1]).vqgan)).to(dev).eval()
 z = torch.randn(*map(int, sys.argv[2].split(",")))
 with torch.autocast(dev.type, dtype=torch.bfloat16):
     decode_latents(vq, z)                       # warm-up

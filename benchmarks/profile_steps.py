@@ -45,9 +45,9 @@ def dit_case(p, amp: str):
     from cardiolab.diffusion import create_scheduler
     from cardiolab.models.dit4d import DiT4D
     from cardiolab.tasks import dit
-    from cardiolab.tasks.vqgan import latent_shape
+    from cardiolab.tasks.vqgan import VQConfig, latent_shape
 
-    c, *hwt = latent_shape(p.vqgan, (p.data.image_size, p.data.image_size, p.data.frames))
+    c, *hwt = latent_shape(VQConfig.pick(p.vqgan), (p.data.image_size, p.data.image_size, p.data.frames))
     shape = (c, p.data.slices, *hwt)                                   # (C_z, D, h, w, t)
     mcfg, dcfg = dit.model_config(p, shape), dit.diffusion_config(p)
     model = DiT4D(mcfg)

@@ -191,6 +191,17 @@ def pick_device(name: str = "auto") -> torch.device:
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch (tensor, or dicts / lists / tuples of them) moved to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
 def check_amp(amp: str, field: str = "amp") -> str:
     """`amp` if it is one of AMP_CHOICES, else a CardiolabError naming `field` (e.g. 'vqgan.amp')."""
     if amp not in AMP_CHOICES:

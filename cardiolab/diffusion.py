@@ -195,7 +195,7 @@ def sampling_precision(amp: str, device: torch.device | str, run_dir: str | os.P
     only: `core.resolve_amp`), else "fp32" (sampling never uses fp16). Pass autocast=(result == "bf16").
 
     run_dir: the run; where its training measured bf16 wrong or slow on this very CPU kind (config.json,
-    `engine.Trainer._settle_precision`), sampling keeps fp32 too.
+    `engine.precision.settle_precision`), sampling keeps fp32 too.
     """
     if resolve_amp(amp, device, "amp") != "bf16":
         return "fp32"

@@ -31,12 +31,11 @@ def fake_stage1(tmp_path_factory):
     from cardiolab.core import write_json
     from cardiolab.data.attributes import cardinalities
     from cardiolab.data.prepare import CACHE_VERSION
-    from cardiolab.models.vqgan import VQGAN
-    from cardiolab.profiles import VQGANConfig
+    from cardiolab.models.vqgan import VQGAN, VQConfig
 
     root = tmp_path_factory.mktemp("stage1")
     torch.manual_seed(0)
-    vq_cfg = VQGANConfig(channels=(8, 16), codes=16, code_dim=4)
+    vq_cfg = VQConfig(channels=(8, 16), codes=16, code_dim=4)
     vq_run = root / "vqgan"
     vq_run.mkdir(parents=True)
     torch.save({"step": 0, "modules": {"model": VQGAN(vq_cfg).state_dict()}, "ema": {}, "optimizers": {},
@@ -73,8 +72,8 @@ def fake_cpu(monkeypatch, tmp_path_factory):
 
     from cardiolab import engine
 
-    monkeypatch.setattr(engine, "_VERDICTS", {})
-    monkeypatch.setattr(engine, "_remember", lambda key, verdict: engine._VERDICTS.__setitem__(key, verdict))
+    monkeypatch.setattr(engine.precision, "_VERDICTS", {})
+    monkeypatch.setattr(engine.precision, "_remember", lambda key, verdict: engine.precision._VERDICTS.__setitem__(key, verdict))
 
     def fake(avx512_bf16: bool, amx: bool) -> None:
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")

@@ -80,7 +80,7 @@ def test_sampling_takes_the_runs_batch_and_native_precision(native, precision, m
 
     fake_cpu(avx512_bf16=native, amx=False)
     # where bf16 is native, the training's own check found it sound (here: not timed, the wiring is the test)
-    monkeypatch.setattr(engine, "bf16_verdict", lambda fp32, bf16: ("bf16", "auto: test"))
+    monkeypatch.setattr(engine.precision, "bf16_verdict", lambda fp32, bf16: ("bf16", "auto: test"))
     task = _module("ddpm")
     run = _train(task, tmp_path, fake_stage1, smoke_cache)
     seen = []

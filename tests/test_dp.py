@@ -288,7 +288,7 @@ def test_refuses_ddp_fp16_and_a_plain_dataset(tmp_path, monkeypatch):
         _trainer(tmp_path / "a", dp, amp="fp16")
     with pytest.raises(CardiolabError, match="make_private"):
         _trainer(tmp_path / "b", dp).fit(dp.loader.dataset, _step_fn)
-    monkeypatch.setattr("cardiolab.engine._distributed", lambda: (0, 2))
+    monkeypatch.setattr("cardiolab.engine.trainer._distributed", lambda: (0, 2))
     with pytest.raises(CardiolabError, match="DDP"):
         _trainer(tmp_path / "c", dp)
 

@@ -251,8 +251,8 @@ def test_auto_records_the_measured_verdict_and_a_resume_keeps_it(tmp_path, monke
 
     _cpu_bf16(monkeypatch, avx512_bf16=True, amx=False)
     monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))         # the verdict is remembered in its runs/
-    monkeypatch.setattr(engine, "bf16_verdict", lambda f, b: ("fp32", "auto: bf16 disagrees (test)"))
-    monkeypatch.setattr(engine, "_VERDICTS", {})
+    monkeypatch.setattr(engine.precision, "bf16_verdict", lambda f, b: ("fp32", "auto: bf16 disagrees (test)"))
+    monkeypatch.setattr(engine.precision, "_VERDICTS", {})
     tr = _trainer(tmp_path / "run", steps=2)
     tr.cfg = dataclasses.replace(tr.cfg, ckpt_every=1)
     _fit_with(tr)
@@ -262,9 +262,9 @@ def test_auto_records_the_measured_verdict_and_a_resume_keeps_it(tmp_path, monke
     assert sampling_precision("auto", "cpu", tmp_path / "run") == "fp32"
     assert sampling_precision("auto", "cpu") == "bf16"
 
-    monkeypatch.setattr(engine, "bf16_verdict", lambda f, b: pytest.fail("a resumed run measured again"))
-    (tmp_path / "runs" / engine.VERDICTS).unlink()             # the checkpoint alone must carry it
-    monkeypatch.setattr(engine, "_VERDICTS", {})
+    monkeypatch.setattr(engine.precision, "bf16_verdict", lambda f, b: pytest.fail("a resumed run measured again"))
+    (tmp_path / "runs" / engine.precision.VERDICTS).unlink()             # the checkpoint alone must carry it
+    monkeypatch.setattr(engine.precision, "_VERDICTS", {})
     again = _trainer(tmp_path / "run", steps=3)
     _fit_with(again, resume=True)
     assert (again.step, again.precision) == (3, "fp32")
@@ -277,12 +277,12 @@ def test_a_verdict_is_remembered_for_later_runs_of_the_same_model(tmp_path, monk
 
     _cpu_bf16(monkeypatch, avx512_bf16=True, amx=False)
     monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
-    monkeypatch.setattr(engine, "bf16_verdict", lambda f, b: ("fp32", "auto: bf16 is slower (test)"))
-    monkeypatch.setattr(engine, "_VERDICTS", {})
+    monkeypatch.setattr(engine.precision, "bf16_verdict", lambda f, b: ("fp32", "auto: bf16 is slower (test)"))
+    monkeypatch.setattr(engine.precision, "_VERDICTS", {})
     _fit(tmp_path / "first")
-    assert read_json(tmp_path / "runs" / engine.VERDICTS)
-    monkeypatch.setattr(engine, "bf16_verdict", lambda f, b: pytest.fail("measured again"))
-    monkeypatch.setattr(engine, "_VERDICTS", {})                # as a new process finds it
+    assert read_json(tmp_path / "runs" / engine.precision.VERDICTS)
+    monkeypatch.setattr(engine.precision, "bf16_verdict", lambda f, b: pytest.fail("measured again"))
+    monkeypatch.setattr(engine.precision, "_VERDICTS", {})                # as a new process finds it
     assert _fit(tmp_path / "second").precision == "fp32"
 
 

@@ -20,8 +20,8 @@ from cardiolab.tasks import REGISTRY, ensure_samples, get_task, status
 SMOKE = get_profile("smoke")
 
 # Registered models by what they are built on (mask-to-image: stage 2 of the smoke profile's family, ldm). dit-dp
-# trains on private latents that it names by path (encoded apart, `encode`): the cine data and VQ-GAN reach it
-# through that file, not through the profile.
+# trains on private latents that it names by path (encoded apart, `encode`), and fine-tunes the public DiT run:
+# whatever retrains that DiT retrains dit-dp too (the run id of its init is part of its shaping).
 CINE = {"vqgan", "dit", "factorized", "channel-merged", "ddpm", "ldm", "flow", "mask-generator", "mask-to-image",
         "segmenter", "evaluator", "landmarks", "copy-detector"}                      # the prepared cine cache
 LATENT = {"dit", "factorized", "channel-merged", "ldm", "flow", "mask-to-image"}    # the VQ-GAN's latents
@@ -32,11 +32,11 @@ def built_on(section: str, name: str) -> set[str]:
     """The models whose weights field section.name shapes, directly or through an upstream run (written out
     here, apart from the code, as what a user expects)."""
     if section == "data":
-        return CINE
+        return CINE | {"dit-dp"}
     if section == "vqgan":
-        return {"vqgan"} | LATENT
+        return {"vqgan", "dit-dp"} | LATENT
     if section == "dit":
-        return {"dit", "factorized", "channel-merged", "dit-dp"}    # dit-dp: fine-tunes a DiT of these sizes
+        return {"dit", "factorized", "channel-merged", "dit-dp"}
     if section == "baselines":
         if name == "family":
             return {"mask-to-image"}

@@ -9,12 +9,13 @@ import torch
 
 from cardiolab.core import CardiolabError
 from cardiolab.engine import load_checkpoint
-from cardiolab.models.vqgan import (VQGAN, build_discriminator, decode_sliding, discriminator_layers, latent_shape,
+from cardiolab.models.vqgan import (VQGAN, VQConfig, build_discriminator, decode_sliding, discriminator_layers, latent_shape,
                                    perplexity)
 from cardiolab.profiles import PROFILES
 from cardiolab.tasks import vqgan as task
 
-SMOKE = PROFILES["smoke"].vqgan
+SECTION = PROFILES["smoke"].vqgan          # the training section
+SMOKE = VQConfig.pick(SECTION)           # the network it builds
 SIZE = (32, 32, 8)
 
 
@@ -38,11 +39,11 @@ def cine_slices(n: int, size=SIZE, seed: int = 0) -> list[dict]:
 def test_latent_shape_every_profile(name):
     p = PROFILES[name]
     size = (p.data.image_size, p.data.image_size, p.data.frames)
-    want = latent_shape(p.vqgan, size)
+    want = latent_shape(VQConfig.pick(p.vqgan), size)
     assert want == (p.vqgan.code_dim, size[0] // 4, size[1] // 4, size[2] // 4)
     if name == "smoke":
         torch.manual_seed(0)
-        model, disc = VQGAN(p.vqgan), build_discriminator(p.vqgan, size)
+        model, disc = VQGAN(VQConfig.pick(p.vqgan)), build_discriminator(VQConfig.pick(p.vqgan), size)
         x = torch.rand(2, 1, *size) * 2 - 1
         x_hat, commit, codes, z_e = model(x)
         assert x_hat.shape == x.shape and z_e.shape == (2, *want) and codes.shape == (2, *want[1:])
@@ -50,7 +51,7 @@ def test_latent_shape_every_profile(name):
         assert disc(x)[-1].shape[:2] == (2, 1)
     else:  # no compute: shapes on the meta device
         with torch.device("meta"):
-            model, disc = VQGAN(p.vqgan), build_discriminator(p.vqgan, size)
+            model, disc = VQGAN(VQConfig.pick(p.vqgan)), build_discriminator(VQConfig.pick(p.vqgan), size)
             x = torch.empty(1, 1, *size)
             z = model.encode(x)
             assert tuple(z.shape[1:]) == want
@@ -58,7 +59,7 @@ def test_latent_shape_every_profile(name):
             logits = disc(x)[-1]
         assert min(logits.shape[2:]) >= 2, "PatchGAN must leave several patches per axis"
     # Paper's full shapes: a 256x256x32 slice -> 8x64x64x8, 16384 codes
-    assert latent_shape(PROFILES["full"].vqgan, (256, 256, 32)) == (8, 64, 64, 8)
+    assert latent_shape(VQConfig.pick(PROFILES["full"].vqgan), (256, 256, 32)) == (8, 64, 64, 8)
     assert PROFILES["full"].vqgan.codes == 16384
 
 
@@ -77,7 +78,7 @@ def test_perplexity_known_answers():
 
 
 def test_adversarial_ramp():
-    cfg = dataclasses.replace(SMOKE, disc_start=10, disc_weight=0.2)
+    cfg = dataclasses.replace(SECTION, disc_start=10, disc_weight=0.2)
     w = [task.adversarial_weight(cfg, s) for s in (0, 9, 10, 14, 19, 50)]
     assert w[:2] == [0.0, 0.0]
     assert w[2] == pytest.approx(0.02) and w[3] == pytest.approx(0.1)
@@ -151,7 +152,7 @@ def test_code_round_trip():
 
 
 def _fit(tmp_path, name, steps=6, **kw):
-    cfg = dataclasses.replace(SMOKE, batch=2, disc_start=2, **kw)
+    cfg = dataclasses.replace(SECTION, batch=2, disc_start=2, **kw)
     return task.fit(cine_slices(6), cfg, SIZE, tmp_path / name, steps=steps, seed=3, device="cpu")
 
 
@@ -339,7 +340,7 @@ def test_flip_roll_is_a_flipped_and_rolled_copy_of_each_slice():
 def test_augment_is_part_of_shaping_and_trains(tmp_path):
     from cardiolab.profiles import override
     assert task.shaping(override(PROFILES["tiny"], ["vqgan.augment=false"])) != task.shaping("tiny")
-    cfg = dataclasses.replace(SMOKE, batch=2, disc_start=2, augment=True)
+    cfg = dataclasses.replace(SECTION, batch=2, disc_start=2, augment=True)
     a = task.fit(cine_slices(4), cfg, SIZE, tmp_path / "a", steps=3, seed=3, device="cpu")
     b = task.fit(cine_slices(4), dataclasses.replace(cfg, augment=False), SIZE, tmp_path / "b", steps=3, seed=3,
                  device="cpu")
@@ -355,7 +356,7 @@ def test_crop_size_zero_keeps_the_axis():
 
 def test_crop_must_be_a_multiple_of_four():
     with pytest.raises(CardiolabError, match="vqgan.crop"):
-        dataclasses.replace(SMOKE, crop=(6, 0, 0))
+        dataclasses.replace(SECTION, crop=(6, 0, 0))
 
 
 def test_crop_is_part_of_shaping():
@@ -365,7 +366,7 @@ def test_crop_is_part_of_shaping():
 
 
 def test_cropped_training_reconstructs_whole_slices(tmp_path):
-    cfg = dataclasses.replace(SMOKE, batch=2, disc_start=2, crop=(8, 8, 0))
+    cfg = dataclasses.replace(SECTION, batch=2, disc_start=2, crop=(8, 8, 0))
     size = (8, 8, SIZE[2])
     run = task.fit(cine_slices(4), cfg, size, tmp_path / "crop", steps=3, seed=3, device="cpu")
     x = cine_slices(1, seed=9)[0]["image"][None]

@@ -27,8 +27,7 @@ from cardiolab.core import CardiolabError, pick_device, seed_everything
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample
 from cardiolab.models.controlnet_slim import ControlledUNet, ControlNetConfig, SlimControlNet
 from cardiolab.models.ldm3d import LatentUNet3D, LDM3DConfig
-from cardiolab.models.vqgan import LEVELS, VQGAN, decode_sliding
-from cardiolab.profiles import VQGANConfig
+from cardiolab.models.vqgan import LEVELS, VQGAN, VQConfig, decode_sliding
 
 STAGES = ("vqgan", "ldm", "controlnet", "sample")
 VQ_FACTOR = 2 ** LEVELS
@@ -112,7 +111,7 @@ def _count(module: torch.nn.Module, trainable: bool = False) -> int:
 
 
 def _models(b: HighresBench, device: torch.device):
-    vq = VQGAN(VQGANConfig(channels=tuple(b.vq_channels), code_dim=b.code_dim, codes=b.codes),
+    vq = VQGAN(VQConfig(channels=tuple(b.vq_channels), code_dim=b.code_dim, codes=b.codes),
                code_chunk=int(b._get("code_chunk", 0)), checkpointing=bool(b._get("checkpointing", False)))
     unet = LatentUNet3D(b.unet_cfg)
     stride = int(b._get("initial_stride", 2))

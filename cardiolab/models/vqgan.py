@@ -16,6 +16,8 @@ Shapes: x (B, 1, H, W, T) in [-1, 1]; z (B, C_z, h, w, t) with h, w, t = H/4, W/
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,7 +27,6 @@ from monai.networks.nets import VQVAE, PatchDiscriminator
 from torch import nn
 
 from cardiolab.core import CardiolabError
-from cardiolab.profiles import VQGANConfig
 
 LEVELS = 2                 # two stride-2 levels: H, W, T shrink by 4 (paper: 256x256x32 -> 64x64x8)
 COMMITMENT = 0.25          # VQ-VAE commitment cost (van den Oord et al. 2017)
@@ -33,14 +34,32 @@ DEAD_AFTER = 10            # a code unused for this many training batches is res
                            # drifts faster than the EMA codebook follows, and a long window lets usage collapse
 
 
+@dataclass(frozen=True)
+class VQConfig:
+    """The network's own settings (what its weights' shapes and codebook depend on); the profile's vqgan section
+    adds the training ones (steps, lr, crops, ...) and gives these through `VQConfig.pick`."""
+    channels: tuple[int, ...] = (32, 64)   # encoder widths, one per stride-2 level
+    res_blocks: int = 1
+    codes: int = 1024                      # codebook size
+    code_dim: int = 8                      # latent channels C_z
+    ema_decay: float = 0.99                # codebook EMA decay
+
+    @classmethod
+    def pick(cls, source: Any) -> "VQConfig":
+        """The network fields of a profile section, a run's recorded section (dict) or any object holding them."""
+        get = source.get if isinstance(source, dict) else lambda k, d: getattr(source, k, d)
+        values = {f.name: get(f.name, f.default) for f in fields(cls)}
+        return cls(**{**values, "channels": tuple(values["channels"])})
+
+
 class VQGAN(nn.Module):
-    """VQ autoencoder for one 2D+t slice or one 3D volume; `cfg` comes from `profile.vqgan`.
+    """VQ autoencoder for one 2D+t slice or one 3D volume.
 
     code_chunk: codebook search in chunks of this many latent vectors in `snap` (0: all at once).
     checkpointing: activation checkpointing of the encoder and decoder (training memory for compute).
     """
 
-    def __init__(self, cfg: VQGANConfig, dead_after: int = DEAD_AFTER, code_chunk: int = 0,
+    def __init__(self, cfg: VQConfig, dead_after: int = DEAD_AFTER, code_chunk: int = 0,
                  checkpointing: bool = False):
         super().__init__()
         if len(cfg.channels) != LEVELS:
@@ -176,7 +195,7 @@ def perplexity(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
     return torch.exp(-(p * torch.log(p + 1e-10)).sum())
 
 
-def latent_shape(cfg: VQGANConfig, size: tuple[int, int, int]) -> tuple[int, int, int, int]:
+def latent_shape(cfg: VQConfig, size: tuple[int, int, int]) -> tuple[int, int, int, int]:
     """(H, W, T) of a slice -> (C_z, h, w, t) of its latent, without running the model."""
     _check_size(size)
     return (cfg.code_dim, *(s // 2 ** LEVELS for s in size))
@@ -187,7 +206,7 @@ def discriminator_layers(size: tuple[int, int, int]) -> int:
     return int(max(1, min(3, math.log2(min(size)) - 2)))
 
 
-def build_discriminator(cfg: VQGANConfig, size: tuple[int, int, int]) -> PatchDiscriminator:
+def build_discriminator(cfg: VQConfig, size: tuple[int, int, int]) -> PatchDiscriminator:
     """3D PatchGAN over (H, W, T); returns a list of features, the last (B, 1, h', w', t') being the patch logits."""
     # kernel 3 (as CardioDiT's config): stride-1 layers keep the size, so short T=8 cines still give patches
     return PatchDiscriminator(spatial_dims=3, channels=cfg.channels[0], in_channels=1, out_channels=1,

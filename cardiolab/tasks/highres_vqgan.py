@@ -15,7 +15,7 @@ from einops import rearrange
 
 from cardiolab.core import SCORES, atomic_path, read_stamp, up_to_date, write_json
 from cardiolab.metrics import fidelity
-from cardiolab.models.vqgan import VQGAN
+from cardiolab.models.vqgan import VQGAN, VQConfig
 from cardiolab.profiles import Profile, get_profile, profile_record
 from cardiolab.tasks import highres_common as hc
 from cardiolab.tasks import vqgan as vqgan_task
@@ -31,7 +31,7 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | No
 
 
 def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in VQGAN(hc.vq_config(get_profile(profile).highres)).parameters())
+    return sum(p.numel() for p in VQGAN(VQConfig.pick(hc.vq_config(get_profile(profile).highres))).parameters())
 
 
 def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,

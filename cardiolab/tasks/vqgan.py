@@ -32,7 +32,7 @@ from cardiolab.core import (RUN_CONFIG, CardiolabError, atomic_path, fingerprint
                             seed_everything, to_record, up_to_date)
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
-from cardiolab.models.vqgan import VQGAN, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
+from cardiolab.models.vqgan import VQGAN, VQConfig, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
 from cardiolab.profiles import Profile, VQGANConfig, data_shaping, get_profile, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
@@ -155,12 +155,13 @@ def run_id(profile: Profile | str | None = None) -> str:
 
 def num_parameters(profile: Profile | str | None = None) -> int:
     """Parameters of the autoencoder (the discriminator, used only in training, not counted)."""
-    return sum(p.numel() for p in VQGAN(get_profile(profile).vqgan).parameters())
+    return sum(p.numel() for p in VQGAN(VQConfig.pick(get_profile(profile).vqgan)).parameters())
 
 
 def build(cfg: VQGANConfig, size: tuple[int, int, int], code_chunk: int = 0,
           checkpointing: bool = False) -> tuple[VQGAN, torch.nn.Module]:
-    return VQGAN(cfg, code_chunk=code_chunk, checkpointing=checkpointing), build_discriminator(cfg, size)
+    net = VQConfig.pick(cfg)
+    return VQGAN(net, code_chunk=code_chunk, checkpointing=checkpointing), build_discriminator(net, size)
 
 
 def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: bool = False,
@@ -218,9 +219,7 @@ def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.devic
     conf = ckpt["config"]
     if "vqgan" not in conf:
         raise CardiolabError(f"{Path(run_dir) / RUN_CONFIG}: not a VQ-GAN run (no 'vqgan' section)")
-    v = dict(conf["vqgan"])
-    cfg = VQGANConfig(**{**v, "channels": tuple(v["channels"]), "crop": tuple(v.get("crop", (0, 0, 0)))})
-    model = VQGAN(cfg, dead_after=int(conf.get("dead_after", 100)))
+    model = VQGAN(VQConfig.pick(conf["vqgan"]), dead_after=int(conf.get("dead_after", 100)))
     weights = ckpt["ema"].get("model") if ema and ckpt.get("ema") else None
     model.load_state_dict(weights or ckpt["modules"]["model"])
     return model.to(device).eval()
