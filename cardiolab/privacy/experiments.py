@@ -41,11 +41,13 @@ TINY_GRID = (Setting(math.inf), Setting(10.0), Setting(1.0), Setting(10.0, "scra
 
 
 def private_cohort(profile: Profile | str | None = None, subjects: int | None = None, seed: int = 1) -> dict:
-    """The private phantom cohort, its cache and its latents (made if missing); returns {"root", "cache",
-    "latents", "public_dit"}: data/phantom/<profile>-private, data/cache/<profile>-private, runs/<profile>/lat-priv.
+    """The private cohort, its cache and its latents (made if missing); returns {"root", "cache", "latents",
+    "public_dit"}. The phantom's: a second phantom cohort, data/phantom/<profile>-private, its cache
+    data/cache/<profile>-private; another data source's: its own private split (the public VQ-GAN and DiT trained
+    on its public split, `datasets.generator_splits`), evaluated on its holdout. Latents in runs/<profile>/lat-priv.
 
     The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
-    subjects: cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
+    subjects: phantom cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
     """
     from cardiolab.data.phantom import cohort_params, generate_cohort
     from cardiolab.data.prepare import prepare
@@ -55,6 +57,8 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     profile = get_profile(profile)
     d = profile.data
     public_dit = dit.ensure(profile)
+    if profile.data_source is not None:
+        return _private_split(profile, public_dit)
     root = profile.phantom_dir.with_name(f"{profile.phantom_dir.name}-private")
     cache = profile.cache_dir.with_name(f"{profile.cache_dir.name}-private")
     latents = profile.run(PRIVATE_LATENTS)
@@ -72,6 +76,23 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     if not up_to_date(lat, read_stamp(lat), {"scale_from": to_record(public_dit), **vqgan.latents_stamp(vq_run)}):
         vqgan.encode_cohort(vq_run, cache, latents, scale_from=public_dit)
     return {"root": root, "cache": cache, "latents": latents, "public_dit": public_dit}
+
+
+def _private_split(profile: Profile, public_dit: Path) -> dict:
+    """`private_cohort` of a real data source: the private and holdout subjects of its cache, encoded by the public
+    VQ-GAN with the public DiT's scale into runs/<profile>/lat-priv (re-encoded when either run changed)."""
+    from cardiolab.core import fingerprint
+    from cardiolab.engine import recorded_shaping
+    from cardiolab.tasks import vqgan
+    from cardiolab.tasks.dp import PRIVATE_LATENTS
+
+    cache, latents, run = profile.cache_dir, profile.run(PRIVATE_LATENTS), vqgan.ensure(profile)
+    lat = latents / vqgan.LATENTS
+    record = vqgan.load_latents(lat) if lat.exists() else {}
+    if (record.get("scale_from") != str(public_dit.resolve()) or record.get("cache_dir") != str(cache.resolve())
+            or record.get("vqgan_id") != fingerprint(recorded_shaping(run))):
+        vqgan.encode_cohort(run, cache, latents, scale_from=public_dit, splits=("private",))
+    return {"root": profile.data_root, "cache": cache, "latents": latents, "public_dit": public_dit}
 
 
 def run_setting(profile: Profile | str | None, setting: Setting, private: dict, steps: int, seed: int = 0,

@@ -146,7 +146,8 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     """Membership inference against a DiT run; writes the JSON (keys JSON_KEYS) and a log-log ROC figure.
 
     n_fresh: fresh phantoms among the non-members (default: the profile's phantom_subjects; TPR at 1 % FPR needs
-    >= 100 non-members in all). Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
+    >= 100 non-members in all; none on another data source, where a phantom would be an easy non-member).
+    Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
     """
     from cardiolab.diffusion import DiffusionConfig, create_scheduler
     from cardiolab.metrics import privacy as mia
@@ -157,9 +158,11 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     profile = get_profile(profile)
     run = Path(run)
     task = check_dit_run(run)
-    n_fresh = profile.data.phantom_subjects if n_fresh is None else int(n_fresh)
-    if n_fresh < 0:
+    if n_fresh is None:
+        n_fresh = profile.data.phantom_subjects if profile.data_source is None else 0
+    if int(n_fresh) < 0:
         raise CardiolabError(f"--n-fresh {n_fresh}: must be >= 0")
+    n_fresh = int(n_fresh)
     if reference is not None:
         check_dit_run(reference)
     model, conf = dit.load(run)

@@ -193,6 +193,19 @@ def cache_labels(cache_dir: str | os.PathLike, ids: list[str]) -> tuple[torch.Te
     return data.stack("labels"), data.stack("label_mask").all(dim=1)
 
 
+TWO_STAGE = ("mask-generator", "mask-to-image")   # learn from every frame's labels (mask series -> images)
+
+
+def labels_every_frame(profile: Profile) -> bool:
+    """True when some training subject of the profile's cache is labelled in every frame, as the two-stage models
+    need: the phantom's are; real ACDC and M&Ms label ED and ES only."""
+    from cardiolab.data.datasets import load_manifest
+    from cardiolab.data.prepare import ensure_prepared
+
+    manifest = load_manifest(ensure_prepared(profile))
+    return any(len(s["label_frames"]) == manifest["frames"] for s in manifest["subjects"] if s["split"] != "holdout")
+
+
 def data_path(spec: Spec, profile: Profile) -> Path:
     """The profile's training data for spec: latents.pt or the cache folder (built first if missing or stale)."""
     if spec.source == "latents":
