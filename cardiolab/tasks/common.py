@@ -176,10 +176,13 @@ def sample_defaults(spec: Spec, profile: Profile | str | None = None) -> dict:
 
 # ---- data --------------------------------------------------------------------------------------------
 def pixel_record(cache_dir: str | os.PathLike) -> dict:
-    """The prepared cache as a latents.pt-like record: images (N, 1, D, H, W, T) in [-1, 1], scale 1."""
-    from cardiolab.data.datasets import CineDataset
+    """The prepared cache as a latents.pt-like record: images (N, 1, D, H, W, T) in [-1, 1], scale 1; the
+    generator splits and the holdout (`datasets.generator_splits`, as `vqgan.encode_cohort`)."""
+    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
 
-    data = CineDataset(cache_dir, mode="volume")
+    manifest = load_manifest(cache_dir)
+    keep = (*generator_splits(manifest), "holdout")
+    data = CineDataset(cache_dir, split=[s["id"] for s in manifest["subjects"] if s["split"] in keep], mode="volume")
     splits = {r["id"]: r["split"] for r in data.records}
     return {"latents": data.stack("image"), "cond": data.stack("cond"), "ids": list(data.ids), "splits": splits,
             "scale": 1.0}
