@@ -18,6 +18,7 @@ from cardiolab.data.releases import write_acdc_release, write_mnms_release
 from cardiolab.profiles import DATA_ENV, LAYOUT_ENV, get_profile, with_data
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+pytestmark = pytest.mark.slow
 SUBJECTS = 12          # smoke splits 0.5 / 0.3 / 0.2: a private split and a holdout of a few subjects each
 
 
@@ -26,7 +27,8 @@ def _reproduce(root: Path, data: Path, layout: str, only: list[str], monkeypatch
     monkeypatch.setenv("CARDIOLAB_ROOT", str(root))
     monkeypatch.delenv(DATA_ENV, raising=False)
     monkeypatch.delenv(LAYOUT_ENV, raising=False)
-    (root / "notebooks").symlink_to(NOTEBOOKS, target_is_directory=True)
+    root.mkdir(parents=True)
+    (root / "notebooks").symlink_to(NOTEBOOKS, target_is_directory=True)      # the sources, read only
     assert main(["notebooks", "--profile", "smoke", "--data", str(data), "--layout", layout, "--only", *only]) == 0
     run_dir = root / "runs" / "smoke"
     assert main(["report", "--runs", str(run_dir)]) == 0
@@ -72,7 +74,7 @@ def test_every_notebook_on_an_acdc_release(tmp_path, monkeypatch):
     private = torch.load(made["run_dir"] / PRIVATE_LATENTS / "latents.pt", weights_only=True)
     assert sorted(private["ids"]) == sorted(manifest["splits"]["private"] + manifest["splits"]["holdout"])
     dp_runs = [c for c in made["run_dir"].glob("dit-dp-*/config.json")]
-    assert dp_runs and all(from_record(read_json(c)["latents"]).parent.name == PRIVATE_LATENTS for c in dp_runs)
+    assert dp_runs and all(PRIVATE_LATENTS in from_record(read_json(c)["shaping"]["latents"]).parts for c in dp_runs)
 
 
 def test_notebooks_01_to_05_on_an_mnms_release(tmp_path, monkeypatch):

@@ -88,7 +88,8 @@ def add_arguments(p) -> None:
     mia.add_argument("--synthetic", type=Path, default=None,
                      help="the run's synthetic cohort for the distance attack (default: runs/<p>/samples/<run name>, or "
                           "samples/<task> when sampled from this run)")
-    mia.add_argument("--n-fresh", type=int, default=None, help="fresh phantom non-members (default: phantom_subjects)")
+    mia.add_argument("--n-fresh", type=int, default=None,
+                     help="fresh phantom non-members (default: phantom_subjects; none on a real data source)")
     mia.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/mia-<run>.json)")
 
     can = sub.add_parser("canaries", help="write a latents.pt with duplicated and outlier canaries, or score them")

@@ -160,9 +160,9 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     task = check_dit_run(run)
     if n_fresh is None:
         n_fresh = profile.data.phantom_subjects if profile.data_source is None else 0
-    if int(n_fresh) < 0:
-        raise CardiolabError(f"--n-fresh {n_fresh}: must be >= 0")
     n_fresh = int(n_fresh)
+    if n_fresh < 0:
+        raise CardiolabError(f"--n-fresh {n_fresh}: must be >= 0")
     if reference is not None:
         check_dit_run(reference)
     model, conf = dit.load(run)
