@@ -57,42 +57,27 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     profile = get_profile(profile)
     d = profile.data
     public_dit = dit.ensure(profile)
-    if profile.data_source is not None:
-        return _private_split(profile, public_dit)
-    root = profile.phantom_dir.with_name(f"{profile.phantom_dir.name}-private")
-    cache = profile.cache_dir.with_name(f"{profile.cache_dir.name}-private")
     latents = profile.run(PRIVATE_LATENTS)
-    subjects = subjects or profile.dp.private_subjects
-    made = cohort_params(subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices, d.phantom_frames)
-    if not up_to_date(root, read_stamp(root / COHORT_FILE), made):
-        for stale in (root, cache, latents):
-            shutil.rmtree(stale, ignore_errors=True)
-        generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
-                        slices=d.phantom_slices, frames=d.phantom_frames)
-    if not is_cache(cache):
-        prepare(root, "acdc", profile, cache)
+    if profile.data_source is not None:       # a real source: its private split, beside its holdout
+        root, cache, splits = profile.data_root, profile.cache_dir, ("private",)
+    else:
+        root = profile.phantom_dir.with_name(f"{profile.phantom_dir.name}-private")
+        cache, splits = profile.cache_dir.with_name(f"{profile.cache_dir.name}-private"), None
+        subjects = subjects or profile.dp.private_subjects
+        made = cohort_params(subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices, d.phantom_frames)
+        if not up_to_date(root, read_stamp(root / COHORT_FILE), made):
+            for stale in (root, cache, latents):
+                shutil.rmtree(stale, ignore_errors=True)
+            generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
+                            slices=d.phantom_slices, frames=d.phantom_frames)
+        if not is_cache(cache):
+            prepare(root, "acdc", profile, cache)
     lat = latents / vqgan.LATENTS
     vq_run = vqgan.ensure(profile)
-    if not up_to_date(lat, read_stamp(lat), {"scale_from": to_record(public_dit), **vqgan.latents_stamp(vq_run)}):
-        vqgan.encode_cohort(vq_run, cache, latents, scale_from=public_dit)
+    want = {"scale_from": to_record(public_dit), "cache_dir": to_record(cache), **vqgan.latents_stamp(vq_run)}
+    if not up_to_date(lat, read_stamp(lat), want):
+        vqgan.encode_cohort(vq_run, cache, latents, scale_from=public_dit, splits=splits)
     return {"root": root, "cache": cache, "latents": latents, "public_dit": public_dit}
-
-
-def _private_split(profile: Profile, public_dit: Path) -> dict:
-    """`private_cohort` of a real data source: the private and holdout subjects of its cache, encoded by the public
-    VQ-GAN with the public DiT's scale into runs/<profile>/lat-priv (re-encoded when either run changed)."""
-    from cardiolab.core import fingerprint
-    from cardiolab.engine import recorded_shaping
-    from cardiolab.tasks import vqgan
-    from cardiolab.tasks.dp import PRIVATE_LATENTS
-
-    cache, latents, run = profile.cache_dir, profile.run(PRIVATE_LATENTS), vqgan.ensure(profile)
-    lat = latents / vqgan.LATENTS
-    record = vqgan.load_latents(lat) if lat.exists() else {}
-    if (record.get("scale_from") != str(public_dit.resolve()) or record.get("cache_dir") != str(cache.resolve())
-            or record.get("vqgan_id") != fingerprint(recorded_shaping(run))):
-        vqgan.encode_cohort(run, cache, latents, scale_from=public_dit, splits=("private",))
-    return {"root": profile.data_root, "cache": cache, "latents": latents, "public_dit": public_dit}
 
 
 def run_setting(profile: Profile | str | None, setting: Setting, private: dict, steps: int, seed: int = 0,
