@@ -1,6 +1,6 @@
 # cardiolab: two commands on a fresh machine.
 #   make reproduce [PROFILE=smoke|tiny|full]   all notebooks through papermill -> runs/$(PROFILE)/report.md
-#        [DATA=/path/to/cohort LAYOUT=acdc|mnms]  on that cohort (its own cache) instead of the phantom
+#        [DATA=/path/to/cohort LAYOUT=acdc|mnms]  on that cohort (its own cache) instead of the phantom (not made)
 #   make test                                  unit tests + notebooks under nbval (smoke profile)
 #   make test-kinds                            the numerics subset on the two other CPU kinds, emulated (CI runs it)
 #   make lab [PROFILE=tiny|smoke] [DATA=...]   JupyterLab on notebooks/ with CARDIOLAB_PROFILE=$(PROFILE) (and the
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 
 reproduce: $(STAMP)
 	$(PY) -m cardiolab notebooks --profile $(PROFILE) --plan
-	$(PY) -m cardiolab phantom --profile $(PROFILE)
+	$(if $(DATA),,$(PY) -m cardiolab phantom --profile $(PROFILE))
 	$(PY) -m cardiolab notebooks --profile $(PROFILE) $(DATA_ARGS)
 	$(PY) -m cardiolab report --runs runs/$(PROFILE)
 

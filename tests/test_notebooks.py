@@ -60,3 +60,15 @@ def test_no_workshop_words(path):
     """Readers meet the field's words, not the project's history (waves, stops, issue numbers)."""
     found = [m.group(0) for c in _cells(path) for m in WORKSHOP.finditer(_source(c))]
     assert found == []
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] != "09"], ids=lambda p: p.stem)
+def test_the_data_source_comes_in_through_the_parameters(path):
+    """Every cine notebook takes the root's data source as papermill parameters (data_dir, layout: what
+    `notebooks --data DIR --layout L` passes), applies them to its profile and prints the cache it reads."""
+    cells = _cells(path)
+    (params,) = [_source(c) for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert re.search(r"^data_dir\s*=", params, re.M) and re.search(r"^layout\s*=", params, re.M)
+    code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
+    assert re.search(r"with_data\(get_profile\(profile\), data_dir, layout\)", code)
+    assert "describe_data()" in code

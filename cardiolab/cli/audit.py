@@ -88,7 +88,8 @@ def add_arguments(p) -> None:
     mia.add_argument("--synthetic", type=Path, default=None,
                      help="the run's synthetic cohort for the distance attack (default: runs/<p>/samples/<run name>, or "
                           "samples/<task> when sampled from this run)")
-    mia.add_argument("--n-fresh", type=int, default=None, help="fresh phantom non-members (default: mia.fresh)")
+    mia.add_argument("--n-fresh", type=int, default=None,
+                     help="fresh phantom non-members (default: mia.fresh; none on a real data source)")
     mia.add_argument("--references", type=int, default=None,
                      help="LiRA reference models, trained once on shadow phantoms (default mia.references; 0: none)")
     mia.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/mia-<run>.json)")

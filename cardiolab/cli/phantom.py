@@ -4,6 +4,7 @@ whole-heart 3D cohort in the volume layout (cardiolab.data.phantom3d).
     python -m cardiolab phantom --profile smoke                 # data/phantom/smoke with the profile's sizes
     python -m cardiolab phantom --kind volume --profile smoke   # data/phantom/smoke-volume, profile.highres sizes
     python -m cardiolab phantom --out /tmp/ph --subjects 20 --seed 1 --size 96 --frames 16
+    python -m cardiolab phantom --release acdc --out /tmp/ACDC --profile smoke   # as ACDC ships, quirks included
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def add_arguments(p) -> None:
     p.add_argument("--snr", type=snr_range, help="LO,HI blood-pool SNR range per subject, e.g. 6,10 for a noisier "
                    "second site (default: the phantom's 14,28)")
     p.add_argument("--workers", type=int, default=1, help="processes (same output for any number)")
+    p.add_argument("--release", choices=["acdc", "mnms"],
+                   help="write the cine phantom as that dataset ships (needs --out): ACDC's training/ and testing/ "
+                        "or M&Ms' vendors, centres and CSV, labels at ED and ES only, 5-10 mm slices, varying "
+                        "slice counts, uint16 or 8-bit intensities (cardiolab.data.releases)")
 
 
 def snr_range(text: str) -> tuple[float, float]:
@@ -48,6 +53,8 @@ def run(args) -> int:
     if args.kind == "volume":
         return _volume(args, profile)
     d = profile.data
+    if args.release:
+        return _release(args, d)
     overrides = (args.out, args.subjects, args.size, args.slices, args.frames, args.spacing, args.snr)
     if all(v is None for v in overrides):   # the profile's own cohort: reuse it when already up to date
         from cardiolab.reporting.reproduce import record_stage
@@ -86,4 +93,20 @@ def _volume(args, profile) -> int:
     out = args.out or profile.volume_dir
     paths = generate_volume_cohort(out, args.subjects or h.subjects, seed=args.seed, size=size, modality=h.modality)
     print(f"wrote {len(paths)} volumes to {out}")
+    return 0
+
+
+def _release(args, d) -> int:
+    """The cine phantom written as ACDC or M&Ms ship (`cardiolab.data.releases`) into --out."""
+    from cardiolab.core import CardiolabError
+    from cardiolab.data.releases import write_acdc_release, write_mnms_release
+
+    if args.out is None or args.snr is not None:
+        raise CardiolabError("phantom --release: give --out (a new folder); --snr is drawn per vendor / subject")
+    write = write_acdc_release if args.release == "acdc" else write_mnms_release
+    n = args.subjects or d.phantom_subjects
+    out = write(args.out, n, seed=args.seed, size=args.size or d.phantom_size,
+                spacing=args.spacing or d.phantom_spacing, slices=args.slices or d.phantom_slices,
+                frames=args.frames or d.phantom_frames)
+    print(f"wrote {n} subjects to {out} ({args.release} layout)")
     return 0

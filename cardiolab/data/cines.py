@@ -28,7 +28,7 @@ from cardiolab.core import MANIFEST, CardiolabError, is_cache
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.phantom import read_rvip
 from cardiolab.data.prepare import prepare_subject
-from cardiolab.io.acdc import read_acdc
+from cardiolab.io.layouts import detect_layout, read_cohort
 from cardiolab.profiles import Profile, get_profile
 
 
@@ -91,8 +91,6 @@ def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, sp
 
 def _label_free_cines(path: Path, profile: Profile, split: str | None) -> Cines:
     """`load_cines(label_free=True)`: a cohort folder, or the source cohort of a cache's `split`, prepared label-free."""
-    from cardiolab.io.layouts import read_cohort
-
     kind, root, layout, ids = "cohort", path, "acdc", None
     if is_cache(path):
         manifest = load_manifest(path)
@@ -161,7 +159,8 @@ def cache_volumes(cache_dir: str | os.PathLike, subjects: str | Sequence[str] | 
 
 def cohort_volumes(root: str | os.PathLike, profile: Profile | str | None = None, all_slices: bool = False,
                    ids: Sequence[str] | None = None) -> list[dict]:
-    """Volume records of an ACDC-layout cohort (real, phantom or synthetic), preprocessed exactly as the cache.
+    """Volume records of a cohort folder (real, phantom or synthetic; ACDC or M&Ms layout, `detect_layout`),
+    preprocessed exactly as the cache.
 
     Each subject goes through `cardiolab.data.prepare.prepare_subject` (in-plane resampling, heart-centred crop,
     profile.data.slices slices, percentile intensity scaling, frames resampled with ED first), so the segmenter
@@ -172,7 +171,7 @@ def cohort_volumes(root: str | os.PathLike, profile: Profile | str | None = None
     """
     profile = get_profile(profile)
     volumes = []
-    for subject in read_acdc(root):
+    for subject in read_cohort(root, detect_layout(root)):
         if ids is not None and subject.id not in ids:
             continue
         geometry = profile

@@ -18,6 +18,13 @@ MAX_IN_MEMORY_BYTES = 4 * 2**30
 MODES = ("volume", "slice")
 
 
+def generator_splits(manifest: dict) -> tuple[str, ...]:
+    """The splits the generators (VQ-GAN, DiT and the latent models on their latents) train on: public and private
+    for the phantom, whose DP side is a second phantom cohort (notebook 06); the public split alone for another data
+    source, whose private split is what DP fine-tunes on (`privacy.experiments.private_cohort`)."""
+    return ("public",) if manifest.get("profile", {}).get("data_source") else ("public", "private")
+
+
 def load_manifest(cache_dir: str | os.PathLike) -> dict:
     """`<cache_dir>/manifest.json` as a dict; a missing or foreign file raises CardiolabError naming it.
 

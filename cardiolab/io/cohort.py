@@ -117,10 +117,12 @@ def write_subject(root: str | os.PathLike, subject: Subject, extra_files: dict[s
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         sid = subject.id
-        save_nifti(tmp / f"{sid}_4d.nii.gz", subject.image.astype(np.float32), subject.affine, subject.frame_ms)
+        # integer magnitudes (a scanner's uint16, 8-bit) are written as they are; anything else as float32
+        image = subject.image if subject.image.dtype.kind in "ui" else subject.image.astype(np.float32)
+        save_nifti(tmp / f"{sid}_4d.nii.gz", image, subject.affine, subject.frame_ms)
         for frame in sorted({subject.ed, subject.es}):
             name = f"{sid}_frame{frame + 1:02d}"
-            save_nifti(tmp / f"{name}.nii.gz", subject.image[..., frame].astype(np.float32), subject.affine)
+            save_nifti(tmp / f"{name}.nii.gz", image[..., frame], subject.affine)
             lab = subject.labels_at(frame)
             if lab is not None:
                 save_nifti(tmp / f"{name}_gt.nii.gz", lab.astype(np.uint8), subject.affine)

@@ -31,12 +31,16 @@ def phantom_cohort(profile: Profile, suffix: str, subjects: int, seed: int, deri
     return {"root": root, "cache": cache}
 
 
-def encode_phantoms(cohort: dict, vqgan_run: Path, scale_from: Path, out: Path) -> Path:
-    """out/latents.pt of `phantom_cohort`'s cache, encoded with vqgan_run and the latent scale of the run scale_from
-    (no statistic of these subjects); re-encoded when the VQ-GAN or the scale source changed. Returns out."""
+def encode_latents(cohort: dict, vqgan_run: Path, scale_from: Path, out: Path,
+                   splits: tuple[str, ...] | None = None) -> Path:
+    """out/latents.pt of a cohort's cache (`phantom_cohort`'s, or a real source's private split), encoded with
+    vqgan_run and the latent scale of the run scale_from (no statistic of these subjects); re-encoded when the cache,
+    the VQ-GAN or the scale source changed. splits: as `vqgan.encode_cohort`. Returns out."""
     from cardiolab.tasks import vqgan
 
     lat = out / vqgan.LATENTS
-    if not up_to_date(lat, read_stamp(lat), {"scale_from": to_record(scale_from), **vqgan.latents_stamp(vqgan_run)}):
-        vqgan.encode_cohort(vqgan_run, cohort["cache"], out, scale_from=scale_from)
+    want = {"scale_from": to_record(scale_from), "cache_dir": to_record(cohort["cache"]),
+            **vqgan.latents_stamp(vqgan_run)}
+    if not up_to_date(lat, read_stamp(lat), want):
+        vqgan.encode_cohort(vqgan_run, cohort["cache"], out, scale_from=scale_from, splits=splits)
     return out

@@ -40,21 +40,27 @@ TINY_GRID = (Setting(math.inf), Setting(10.0), Setting(1.0), Setting(10.0, "scra
 
 
 def private_cohort(profile: Profile | str | None = None, subjects: int | None = None, seed: int = 1) -> dict:
-    """The private phantom cohort, its cache and its latents (made if missing); returns {"root", "cache",
-    "latents", "public_dit"}: data/phantom/<profile>-private, data/cache/<profile>-private, runs/<profile>/lat-priv.
+    """The private cohort, its cache and its latents (made if missing); returns {"root", "cache", "latents",
+    "public_dit"}. The phantom's: a second phantom cohort, data/phantom/<profile>-private, its cache
+    data/cache/<profile>-private; another data source's: its own private split (the public VQ-GAN and DiT trained
+    on its public split, `datasets.generator_splits`), evaluated on its holdout. Latents in runs/<profile>/lat-priv.
 
     The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
-    subjects: cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
+    subjects: phantom cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
     """
-    from cardiolab.privacy.cohorts import encode_phantoms, phantom_cohort
+    from cardiolab.privacy.cohorts import encode_latents, phantom_cohort
     from cardiolab.tasks import dit, vqgan
     from cardiolab.tasks.dp import PRIVATE_LATENTS
 
     profile = get_profile(profile)
     public_dit = dit.ensure(profile)
     latents = profile.run(PRIVATE_LATENTS)
-    made = phantom_cohort(profile, "private", subjects or profile.dp.private_subjects, seed, (latents,))
-    encode_phantoms(made, vqgan.ensure(profile), public_dit, latents)
+    if profile.data_source is not None:       # a real source: its private split, beside its holdout
+        made, splits = {"root": profile.data_root, "cache": profile.cache_dir}, ("private",)
+    else:
+        made = phantom_cohort(profile, "private", subjects or profile.dp.private_subjects, seed, (latents,))
+        splits = None
+    encode_latents(made, vqgan.ensure(profile), public_dit, latents, splits)
     return {**made, "latents": latents, "public_dit": public_dit}
 
 

@@ -50,10 +50,10 @@ def shadow_cohort(profile: Profile, k: int) -> tuple[dict, Path]:
 
 def shadow_latents(profile: Profile, k: int, vqgan_run: Path, scale_from: Path) -> Path:
     """The latents of reference k's shadow phantoms (made if missing or stale)."""
-    from cardiolab.privacy.cohorts import encode_phantoms
+    from cardiolab.privacy.cohorts import encode_latents
 
     cohort, out = shadow_cohort(profile, k)
-    return encode_phantoms(cohort, vqgan_run, scale_from, out)
+    return encode_latents(cohort, vqgan_run, scale_from, out)
 
 
 def ensure_references(run: Path, conf: dict, task: str, profile: Profile, k: int) -> list[Path]:

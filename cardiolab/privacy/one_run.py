@@ -57,7 +57,8 @@ def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, ini
 
     latents: the private latents (as `train dit-dp --latents`); init: the public DiT (also the attack's reference).
     m: canaries (default half the training subjects); k: guesses each way, "included" for the k highest scores and
-    "excluded" for the k lowest (default m // 4); epsilon: the run's target (default the profile's dp.epsilon).
+    "excluded" for the k lowest (default m // 4, at least 1); epsilon: the run's target (default the profile's
+    dp.epsilon).
     Writes out/latents/ (the audit run's training set) and out/run/.
     Returns the JSON: {kind, run, m, k, guesses, correct, epsilon_lower_bound, confidence, epsilon, delta,
     accountant, canaries: [{id, included, score}]}.
@@ -77,7 +78,7 @@ def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, ini
     record = load_latents(latents)
     n_train = sum(dict(record["splits"]).get(s) != "holdout" for s in record["ids"])
     m = int(m if m is not None else n_train // 2)
-    k = int(k if k is not None else m // 4)
+    k = int(k if k is not None else max(1, m // 4))     # a small private split still gets one guess each way
     if not 1 <= 2 * k <= m:
         raise CardiolabError(f"--guesses {k}: need 1 <= 2 k <= m = {m}")
     kept, canaries = split_canaries(record, m, seed)

@@ -124,9 +124,44 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
+def data_sources(run_dir: str | os.PathLike) -> list[dict]:
+    """The data sources the runs under run_dir trained on, one per prepared cache their config.json files record:
+    {"cache", "root", "layout", "phantom"} (cache and root as recorded; phantom from the cache's manifest)."""
+    from cardiolab.core import from_record
+    caches = set()
+    for conf in sorted(Path(run_dir).rglob("config.json")):
+        try:
+            record = read_json(conf).get("cache_dir")
+        except (CardiolabError, AttributeError):
+            continue
+        if isinstance(record, str):
+            caches.add(record)
+    out = []
+    for record in sorted(caches):
+        path = from_record(record) / "manifest.json"
+        manifest = read_json(path) if path.exists() else {}
+        source = manifest.get("source", {})
+        out.append({"cache": record, "root": source.get("root"), "layout": source.get("layout"),
+                    "phantom": bool(manifest) and not manifest.get("profile", {}).get("data_source")})
+    return out
+
+
+def describe_sources(sources: list[dict]) -> str:
+    """One line naming the data the runs trained on, for the report's head."""
+    if not sources:
+        return "Data: no run records a prepared cache yet."
+    parts = [f"the embedded phantom ({s['root']}, cache `{s['cache']}`)" if s["phantom"] else
+             f"the {s['layout']} cohort `{s['root']}` (cache `{s['cache']}`)" for s in sources]
+    return "Data: " + "; ".join(parts) + ("" if len(parts) == 1 else " (runs from several data sources)") + "."
+
+
 def run_data_label(run_dir: str | os.PathLike) -> str:
-    """'phantom' when the profile's prepared cache came from the phantom, else 'real' (or 'unknown')."""
+    """'phantom' when every run under run_dir trained on the phantom, 'real' when every one on another data source
+    (`data_sources`); without runs, the profile's phantom cache decides; else 'unknown'."""
     from cardiolab.profiles import PROFILES
+    kinds = {s["phantom"] for s in data_sources(run_dir)}
+    if kinds:
+        return "unknown" if len(kinds) > 1 else ("phantom" if kinds == {True} else "real")
     name = Path(run_dir).resolve().name
     if name not in PROFILES:
         return "unknown"
@@ -177,7 +212,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         raise CardiolabError(f"{run_dir}: no such run folder (train / evaluate something first)")
     out = Path(out) if out else run_dir / "report.md"
     data = run_data_label(run_dir)
-    md = [f"# cardiolab report: {run_dir.name}", "",
+    md = [f"# cardiolab report: {run_dir.name}", "", describe_sources(data_sources(run_dir)), "",
           "Numbers labelled *phantom* come from cardiolab's synthetic phantom cohort, not from patients: they show "
           "that the pipeline works, not how well it would do on real CMR.", ""]
 

@@ -176,10 +176,13 @@ def sample_defaults(spec: Spec, profile: Profile | str | None = None) -> dict:
 
 # ---- data --------------------------------------------------------------------------------------------
 def pixel_record(cache_dir: str | os.PathLike) -> dict:
-    """The prepared cache as a latents.pt-like record: images (N, 1, D, H, W, T) in [-1, 1], scale 1."""
-    from cardiolab.data.datasets import CineDataset
+    """The prepared cache as a latents.pt-like record: images (N, 1, D, H, W, T) in [-1, 1], scale 1; the
+    generator splits and the holdout (`datasets.generator_splits`, as `vqgan.encode_cohort`)."""
+    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
 
-    data = CineDataset(cache_dir, mode="volume")
+    manifest = load_manifest(cache_dir)
+    keep = (*generator_splits(manifest), "holdout")
+    data = CineDataset(cache_dir, split=[s["id"] for s in manifest["subjects"] if s["split"] in keep], mode="volume")
     splits = {r["id"]: r["split"] for r in data.records}
     return {"latents": data.stack("image"), "cond": data.stack("cond"), "ids": list(data.ids), "splits": splits,
             "scale": 1.0}
@@ -191,6 +194,19 @@ def cache_labels(cache_dir: str | os.PathLike, ids: list[str]) -> tuple[torch.Te
 
     data = CineDataset(cache_dir, split=list(ids), mode="volume")
     return data.stack("labels"), data.stack("label_mask").all(dim=1)
+
+
+TWO_STAGE = ("mask-generator", "mask-to-image")   # learn from every frame's labels (mask series -> images)
+
+
+def labels_every_frame(profile: Profile) -> bool:
+    """True when some training subject of the profile's cache is labelled in every frame, as the two-stage models
+    need: the phantom's are; real ACDC and M&Ms label ED and ES only."""
+    from cardiolab.data.datasets import load_manifest
+    from cardiolab.data.prepare import ensure_prepared
+
+    manifest = load_manifest(ensure_prepared(profile))
+    return any(len(s["label_frames"]) == manifest["frames"] for s in manifest["subjects"] if s["split"] != "holdout")
 
 
 def data_path(spec: Spec, profile: Profile) -> Path:

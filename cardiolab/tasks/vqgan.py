@@ -166,8 +166,9 @@ def build(cfg: VQGANConfig, size: tuple[int, int, int], code_chunk: int = 0,
 
 def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0) -> Path:
-    """Train the VQ-GAN on every non-holdout slice of the prepared cache; returns the run folder."""
-    from cardiolab.data.datasets import CineDataset, load_manifest
+    """Train the VQ-GAN on every slice of the cache's generator splits (`datasets.generator_splits`: not the
+    holdout, nor a real source's private split); returns the run folder."""
+    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
     from cardiolab.data.prepare import ensure_prepared
 
     profile = get_profile(profile)
@@ -175,7 +176,7 @@ def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: 
     cfg, size = profile.vqgan, crop_size(profile)
     cache = ensure_prepared(profile)
     manifest = load_manifest(cache)
-    train_ids = [s["id"] for s in manifest["subjects"] if s["split"] != "holdout"]
+    train_ids = [s["id"] for s in manifest["subjects"] if s["split"] in generator_splits(manifest)]
     data = CineDataset(cache, split=train_ids, mode="slice")
     config = {"task": NAME, "shaping": shaping(profile, seed, cache, steps), **profile_record(profile),
               "cache_dir": to_record(cache), "train_ids": train_ids}
@@ -254,19 +255,24 @@ def decode_latents(model: VQGAN, z: torch.Tensor, chunk: int = 32, snap: bool = 
 
 
 def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out: str | os.PathLike,
-                  scale_from: str | os.PathLike | None = None) -> Path:
-    """Encode every subject of the prepared cache; writes out/latents.pt (weights_only-safe) and returns its path.
+                  scale_from: str | os.PathLike | None = None, splits: tuple[str, ...] | None = None) -> Path:
+    """Encode the subjects of the prepared cache; writes out/latents.pt (weights_only-safe) and returns its path.
 
     scale_from: a latent-model run (its config.json 'scale') or latents.pt whose `scale` to record instead of
     1 / std over this cache's training subjects. For a private cache (DP fine-tuning), pass the public run so
     that no statistic of the private subjects reaches the file.
+    splits: the training splits to encode beside the holdout (default `datasets.generator_splits`): whatever
+    reads the latents trains on their non-holdout subjects, so a real source's private split stays out of the
+    public latents, and DP's latents hold it alone (`splits=("private",)`).
     """
-    from cardiolab.data.datasets import CineDataset, load_manifest
+    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
 
     public_scale = None if scale_from is None else recorded_scale(scale_from)
     model = load(run_dir)
     manifest = load_manifest(cache_dir)
-    data = CineDataset(cache_dir, mode="volume")
+    keep = (*(splits or generator_splits(manifest)), "holdout")
+    data = CineDataset(cache_dir, split=[s["id"] for s in manifest["subjects"] if s["split"] in keep],
+                       mode="volume")
     latents, codes, ids, conds = [], [], [], []
     for i in tqdm(range(len(data)), desc="encode", mininterval=2.0):
         item = data[i]
