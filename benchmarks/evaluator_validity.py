@@ -20,7 +20,7 @@ import torch
 
 from cardiolab.core import CardiolabError, machine_info, write_json
 from cardiolab.data.cines import load_cines
-from cardiolab.evaluate import evaluator_check
+from cardiolab.evaluation.evaluate import evaluator_check
 from cardiolab.metrics.features import corrupt, distances, fd_floor, features
 from cardiolab.profiles import get_profile
 from cardiolab.tasks import evaluator as evaluator_task
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     out = {"evaluator": str(run), "profile": profile.name, "machine": machine_info(), "cohorts": {}}
     cines = {c: load_cines(c, profile) for c in args.cohorts}
     for name, c in cines.items():
-        check = evaluator_check(model, c)
+        check = evaluator_check(model, c, profile=profile)
         check["fd_floor"] = fd_floor(features(model, c.images), len(c.ids))
         out["cohorts"][name] = check
         print(f"{name}: n={check['n_real']} passed={check['passed']} FD floor (5 v 5) {check['fd_floor']['mean']:.3f}")

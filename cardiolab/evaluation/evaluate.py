@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cardiolab.core import CardiolabError, read_json, to_record, write_csv, write_json
+from cardiolab.core import CardiolabError, is_cache, read_json, to_record, write_csv, write_json
 from cardiolab.dp.accounting import cohort_privacy
 from cardiolab.data.cines import Cines, cine_cohorts, load_cines
 from cardiolab.io.cohort import samples_record
@@ -144,7 +144,7 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
                           landmarks=landmarks)
 
 
-def evaluator_check(model, real: Cines, seed: int = 0, profile: str = "tiny") -> dict:
+def evaluator_check(model, real: Cines, seed: int = 0, profile: Profile | str | None = None) -> dict:
     """Does the evaluator rank degraded copies of this real reference further from it than clean data?
 
     `metrics.features.validate_features` (noise, blur, temporal and slice shuffling at rising levels, against a
@@ -168,13 +168,13 @@ def evaluator_check(model, real: Cines, seed: int = 0, profile: str = "tiny") ->
             "advice": None if passed else retrain_advice(real, profile), **out}
 
 
-def retrain_advice(real: Cines, profile: str) -> str:
+def retrain_advice(real: Cines, profile: Profile | str | None = None) -> str:
     """The commands that fit an evaluator to this reference (its degradation task included) and score with it."""
+    profile = get_profile(profile)
     path = Path(real.source.get("path", "REFERENCE"))
-    flag = "--cache" if (path / "manifest.json").exists() else "--root"
-    run = f"runs/{profile}/evaluator-{path.name}"
-    return (f"python -m cardiolab train evaluator --profile {profile} {flag} {path} --out {run}, "
-            f"then evaluate again with --evaluator {run}")
+    run = profile.run(f"evaluator-{path.name}")
+    return (f"python -m cardiolab train evaluator --profile {profile.name} {'--cache' if is_cache(path) else '--root'} "
+            f"{path} --out {run}, then evaluate again with --evaluator {run}")
 
 
 def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
@@ -204,7 +204,7 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
     fidelity["evaluator"] = str(evaluator)
     if len(real_c.ids) >= 4:   # FD of two same-distribution halves: the small-sample bias to read FD against
         fidelity["FD-cardiolab_floor"] = fd_floor(real_feats, len(real_c.ids))
-    checked = {"evaluator_validation": evaluator_check(model, real_c, profile=profile.name)} if validate else {}
+    checked = {"evaluator_validation": evaluator_check(model, real_c, profile=profile)} if validate else {}
     if fid_weights:
         fidelity["FID"] = fid_from_torchscript(real_c.images, synth_c.images, fid_weights)
         fidelity["FID_weights"] = str(fid_weights)

@@ -27,8 +27,8 @@ from cardiolab.core import MANIFEST, CardiolabError, is_cache, seed_everything, 
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
-from cardiolab.metrics.features import DEGRADATIONS, _derange, corrupt, moved_frames
-from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
+from cardiolab.metrics.features import DEGRADATIONS, _derange, corrupt, moved_frames, slabs
+from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig, image_statistics
 from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,6 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     train_cfg = TrainConfig(steps=steps, batch_size=min(batch, len(data)), lr=LR, warmup=max(1, steps // 20),
                             ckpt_every=200, seed=seed, device=profile.device, amp=PRECISION)
     with torch.no_grad():   # centre the image statistics on the training cines (every slab of each)
-        from cardiolab.metrics.features import slabs
-        from cardiolab.models.evaluator import image_statistics
         model.statistics_centre.copy_(torch.cat([image_statistics(slabs(data[i]["image"], cfg.in_slices))
                                                  for i in range(len(data))]).mean(0))
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=1e-4)
