@@ -25,8 +25,9 @@ from cardiolab.metrics.features import corrupt, distances, fd_floor, features
 from cardiolab.profiles import get_profile
 from cardiolab.tasks import evaluator as evaluator_task
 
-# (name, [(kind, strength), ...]): the degraded copies of B the user compared against
-MIXED = (("noise 0.3 + blur 1", (("noise", 0.3), ("blur", 1.0))), ("noise 0.5 + blur 1", (("noise", 0.5), ("blur", 1.0))))
+# (name, [(kind, strength), ...]): degraded copies of B, as a user checking the metric on real halves would make
+MIXED = (("noise 0.3 + blur 1", (("noise", 0.3), ("blur", 1.0))),
+         ("noise 0.5 + blur 1", (("noise", 0.5), ("blur", 1.0))))
 
 
 def main(argv=None) -> int:

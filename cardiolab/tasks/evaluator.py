@@ -221,7 +221,8 @@ def load_encoder(run_dir: str | os.PathLike, key: str, device: str | torch.devic
     raw = ckpt["config"].get(key)
     if raw is None:
         raise CardiolabError(f"{run_dir}: not a run of this model (no {key!r} in its config)")
-    raw = {"motion": False, "degradations": False, "statistics": False, **raw}  # checkpoints from before frame differences / the head
+    # checkpoints from before the frame differences, the degradation head and the image statistics
+    raw = {"motion": False, "degradations": False, "statistics": False, **raw}
     cfg = EvaluatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     model = CineEncoder(cfg)
     model.load_state_dict(ckpt["modules"]["model"])
