@@ -5,7 +5,7 @@ import torch
 
 from cardiolab.core import CardiolabError
 from cardiolab.metrics import features as ft
-from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
+from cardiolab.models.evaluator import STATISTICS, CineEncoder, EvaluatorConfig
 from cardiolab.tasks import evaluator
 
 
@@ -102,11 +102,15 @@ def test_motion_channels_are_roll_equivariant_and_grow_with_frame_shuffling():
 
 
 def test_validation_ordering_with_random_init_frozen_evaluator():
-    """A random-init frozen evaluator (training is too slow for a unit test) orders all four degradations:
-    FD and KID both rise strictly with the level of noise, blur, temporal and slice shuffling."""
+    """A random-init frozen evaluator with the image statistics (training is too slow for a unit test) orders all
+    four degradations: FD and KID both rise strictly with the level of noise, blur, temporal and slice
+    shuffling. (Without the statistics, 3 frames moved read closer than 2 here.)"""
+    from cardiolab.models.evaluator import image_statistics
     torch.manual_seed(0)
-    model = CineEncoder(EvaluatorConfig(feature_dim=16)).eval()
-    df = ft.validate_features(model, toy_cines(32, seed=1), splits=1)
+    model = CineEncoder(EvaluatorConfig(feature_dim=16, statistics=True)).eval()
+    x = toy_cines(32, seed=1)
+    model.statistics_centre.copy_(image_statistics(ft.slabs(x, 2)).mean(0))
+    df = ft.validate_features(model, x, splits=1)
     assert set(df.degradation) == set(ft.DEGRADATIONS) and df.level.max() == 4 and len(df) == 4 * 5
     assert ft.is_monotonic(df, "FD-cardiolab") == dict.fromkeys(ft.DEGRADATIONS, True)
     assert ft.is_monotonic(df, "KID-cardiolab") == dict.fromkeys(ft.DEGRADATIONS, True)
@@ -151,7 +155,7 @@ def test_train_evaluator_through_engine_and_reload(phantom_root, tmp_path):
     model = evaluator.load(run)
     assert not any(p.requires_grad for p in model.parameters())
     x = toy_cines(2)
-    assert ft.features(model, x).shape == (6, profile.eval.feature_dim)
+    assert ft.features(model, x).shape == (6, profile.eval.feature_dim + STATISTICS)   # + the image statistics
     run2 = evaluator.train(profile, tmp_path / "again", cache_dir=cache, steps=3)
     assert torch.equal(ft.features(evaluator.load(run2), x), ft.features(model, x))   # seeded: repeatable
 

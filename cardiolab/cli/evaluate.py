@@ -58,15 +58,18 @@ def run(args) -> int:
                       out_json=args.json, fid_weights=args.fid_weights, evaluator=args.evaluator,
                       command=command_line(args), landmarks=args.landmarks)
     f = result["fidelity"]
-    log.info("%s (%s, %d vs %d cines): FD-cardiolab %.4g, KID-cardiolab %.4g +- %.2g", result["model"], result["data"],
-             result["real"]["n"], result["synthetic"]["n"], f["FD-cardiolab"], f["KID-cardiolab"], f["KID-cardiolab_std"])
+    floor = f.get("FD-cardiolab_floor", {}).get("mean", float("nan"))
+    log.info("%s (%s, %d vs %d cines): FD-cardiolab %.4g (two halves of the real set: %.4g), KID-cardiolab %.4g "
+             "(95%% interval %.2g to %.2g), precision %.2f, recall %.2f, density %.2f, coverage %.2f", result["model"],
+             result["data"], result["real"]["n"], result["synthetic"]["n"], f["FD-cardiolab"], floor,
+             f["KID-cardiolab"], *f["KID-cardiolab_ci95"], f["precision"], f["recall"], f["density"], f["coverage"])
     check = result.get("evaluator_validation")
     if check is not None and not check["passed"]:
-        broken = [k for k, ok in check.get("monotonic", {}).items() if not ok]
+        broken = [f"{m} with {k}" for m, key in (("FD", "monotonic"), ("KID", "monotonic_kid"))
+                  for k, ok in check.get(key, {}).items() if not ok]
         print(f"evaluator validation FAILED on {check['reference']}: "
-              + (f"FD does not rise with the level of {', '.join(broken)}" if broken else check.get("reason", ""))
-              + "; FD/KID against this reference are not meaningful (train the evaluator on it: "
-              "`python -m cardiolab train evaluator --root DIR`)")
+              + (f"no steady rise of {', '.join(broken)}" if broken else check.get("reason", ""))
+              + f"; FD/KID against this reference are not meaningful ({check['advice']})")
     if "landmarks" in result:
         lm = result["landmarks"]
         log.info("septal drift (deg) slices real %.1f / synth %.1f, frames real %.1f / synth %.1f",

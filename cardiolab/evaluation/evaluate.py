@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cardiolab.core import CardiolabError, read_json, to_record, write_csv, write_json
+from cardiolab.core import CardiolabError, is_cache, read_json, to_record, write_csv, write_json
 from cardiolab.dp.accounting import cohort_privacy
 from cardiolab.data.cines import Cines, cine_cohorts, load_cines
 from cardiolab.io.cohort import samples_record
@@ -40,6 +40,11 @@ MODEL_COLUMNS = (
     ("FD-cardiolab", ("fidelity", "FD-cardiolab"), True),
     ("KID-cardiolab", ("fidelity", "KID-cardiolab"), True),
     ("KID-cardiolab std", ("fidelity", "KID-cardiolab_std"), True),
+    ("FD-cardiolab floor", ("fidelity", "FD-cardiolab_floor", "mean"), None),  # two halves of the real set
+    ("precision", ("fidelity", "precision"), False),
+    ("recall", ("fidelity", "recall"), False),
+    ("density", ("fidelity", "density"), None),              # 1 when synthetic is distributed as real
+    ("coverage", ("fidelity", "coverage"), False),
     ("evaluator valid on real", ("evaluator_validation", "passed"), None),   # evaluate --real: FD ordering check
     ("FID (user weights)", ("fidelity", "FID"), True),
     ("slice NCC synth", ("consistency", "synthetic", "slice_ncc"), False),
@@ -139,25 +144,37 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
                           landmarks=landmarks)
 
 
-def evaluator_check(model, real: Cines, seed: int = 0) -> dict:
+def evaluator_check(model, real: Cines, seed: int = 0, profile: Profile | str | None = None) -> dict:
     """Does the evaluator rank degraded copies of this real reference further from it than clean data?
 
     `metrics.features.validate_features` (noise, blur, temporal and slice shuffling at rising levels, against a
-    clean half of `real`) and `is_monotonic` per degradation, for FD and KID. Returns {"passed": FD rises with
-    every degradation's level, "monotonic": {degradation: bool}, "monotonic_kid", "fd": {degradation: [mean FD
-    per level]}, "n_real", "reference"}; passed False with a "reason" when the reference is too small.
+    clean half of `real`) and `is_monotonic` per degradation, for FD and KID. Returns {"passed": FD and KID rise
+    with every degradation's level, "monotonic": {degradation: FD rises}, "monotonic_kid", "fd": {degradation:
+    [mean FD per level]}, "kid" (the same), "n_real", "reference", "advice"}; passed False with a "reason" when
+    the reference is too small. "advice" (None when passed) is the one step to take.
     """
     from cardiolab.metrics.features import is_monotonic, validate_features
     out = {"reference": real.source.get("path"), "n_real": len(real.ids), "metric": "FD-cardiolab"}
     try:
         df = validate_features(model, real.images, seed=seed)
     except CardiolabError as e:
-        return {"passed": False, "reason": str(e), **out}
-    monotonic = is_monotonic(df, "FD-cardiolab")
-    fd = df.groupby(["degradation", "level"], sort=False)["FD-cardiolab"].mean()
-    return {"passed": bool(all(monotonic.values())), "monotonic": monotonic,
-            "monotonic_kid": is_monotonic(df, "KID-cardiolab"),
-            "fd": {k: [float(v) for v in fd[k].sort_index()] for k in monotonic}, **out}
+        return {"passed": False, "reason": str(e), "advice": "give a reference of at least 4 cines", **out}
+    monotonic, monotonic_kid = is_monotonic(df, "FD-cardiolab"), is_monotonic(df, "KID-cardiolab")
+    means = df.groupby(["degradation", "level"], sort=False)[["FD-cardiolab", "KID-cardiolab"]].mean()
+    passed = bool(all(monotonic.values()) and all(monotonic_kid.values()))
+    return {"passed": passed, "monotonic": monotonic, "monotonic_kid": monotonic_kid,
+            "fd": {k: [float(v) for v in means.loc[k, "FD-cardiolab"].sort_index()] for k in monotonic},
+            "kid": {k: [float(v) for v in means.loc[k, "KID-cardiolab"].sort_index()] for k in monotonic},
+            "advice": None if passed else retrain_advice(real, profile), **out}
+
+
+def retrain_advice(real: Cines, profile: Profile | str | None = None) -> str:
+    """The commands that fit an evaluator to this reference (its degradation task included) and score with it."""
+    profile = get_profile(profile)
+    path = Path(real.source.get("path", "REFERENCE"))
+    run = profile.run(f"evaluator-{path.name}")
+    return (f"python -m cardiolab train evaluator --profile {profile.name} {'--cache' if is_cache(path) else '--root'} "
+            f"{path} --out {run}, then evaluate again with --evaluator {run}")
 
 
 def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
@@ -173,7 +190,7 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
     landmarks: a landmarks run folder: adds {"landmarks": `landmark_drift`}.
     """
     from cardiolab.metrics import consistency
-    from cardiolab.metrics.features import distances, features, fid_from_torchscript
+    from cardiolab.metrics.features import distances, fd_floor, features, fid_from_torchscript
     from cardiolab.tasks import evaluator as evaluator_task
 
     _geometry_check(real_c, synth_c)
@@ -182,9 +199,12 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
              len(real_c.ids))
     evaluator = Path(evaluator) if evaluator else evaluator_task.ensure(profile)
     model = evaluator_task.load(evaluator)
-    fidelity = distances(features(model, real_c.images), features(model, synth_c.images))
+    real_feats = features(model, real_c.images)
+    fidelity = distances(real_feats, features(model, synth_c.images))
     fidelity["evaluator"] = str(evaluator)
-    checked = {"evaluator_validation": evaluator_check(model, real_c)} if validate else {}
+    if len(real_c.ids) >= 4:   # FD of two same-distribution halves: the small-sample bias to read FD against
+        fidelity["FD-cardiolab_floor"] = fd_floor(real_feats, len(real_c.ids))
+    checked = {"evaluator_validation": evaluator_check(model, real_c, profile=profile)} if validate else {}
     if fid_weights:
         fidelity["FID"] = fid_from_torchscript(real_c.images, synth_c.images, fid_weights)
         fidelity["FID_weights"] = str(fid_weights)

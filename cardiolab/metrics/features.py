@@ -2,19 +2,24 @@
 
 No ImageNet/Inception/LPIPS weights can be downloaded, so cardiolab trains its own encoder
 (`cardiolab.models.evaluator.CineEncoder`, trained by `cardiolab.tasks.evaluator`) self-supervised with SimCLR's
-NT-Xent loss under cine augmentations (intensity jitter, small shifts, flips, temporal roll), then freezes it. SimCLR's temporal-roll invariance and the final pooling over T drop frame
-order, so the encoder also gets the circular frame differences as input channels (motion made explicit) and
-a "shuffle and learn" pretext head (Misra et al. 2016: is this slab ordered, frame-shuffled - anywhere from
-two frames to all of them - or slice-reversed?) is trained beside it; so the shuffle degradations of
-`validate_features` are related to a training task, while noise and blur are never seen in training. The
-unit it embeds is a slab of adjacent slices over all frames, (S, H, W, T), so a cohort of N cines of D
-slices gives N * (D - S + 1) feature vectors.
+NT-Xent loss under cine augmentations (intensity jitter, small shifts, flips, temporal roll), then freezes it.
+SimCLR's temporal-roll invariance and the final pooling over T drop frame order, so the encoder also gets the
+circular frame differences as input channels (motion made explicit), and a "shuffle and learn" pretext head
+(Misra et al. 2016: is this slab ordered, frame-shuffled - anywhere from two frames to all of them - or
+slice-reversed?) and a degradation head are trained beside it. The unit it embeds is a slab of adjacent slices
+over all frames, (S, H, W, T), so a cohort of N cines of D slices gives N * (D - S + 1) feature vectors.
 
 * FD-cardiolab: the Frechet distance between Gaussian fits of the two feature sets (MONAI `FIDMetric`).
   Like FID it is biased upwards for small sets, so two halves of one real set do not give exactly 0.
 * KID-cardiolab: the unbiased MMD^2 with the polynomial kernel k(x, y) = (x.y / F + 1)^3 (Binkowski et al.
   2018). MONAI's `MMDMetric` has only the linear kernel and needs equal set sizes, so it is written here.
 * Standard FID only when the user supplies a TorchScript 2D feature extractor (`fid_from_torchscript`).
+* The features: the encoder's learned features (a degradation-strength head trained beside SimCLR asks them to
+  move with noise, blur and shuffling) plus three image statistics no training can make invariant (log
+  energies of the in-plane Laplacian, the frame difference and the slice difference; `CineEncoder.embed`).
+* Small samples: FD between two same-distribution sets of a few cines is far from 0 (`fd_floor` measures it on
+  two halves of the real set); KID comes with a 95 % interval; `prdc` gives precision / recall / density /
+  coverage (Naeem et al. 2020), neighbourhood distances without FD's Gaussian fit.
 
 `validate_features` checks that both distances rise with the strength of four degradations of a real set.
 """
@@ -35,12 +40,13 @@ from cardiolab.metrics.fidelity import as_cines, to_unit
 
 
 # Degradation strengths, levels 1..4. Noise sigma is in [-1, 1] units, blur sigma in pixels (in-plane);
-# temporal shuffle: the fraction of every cine's frames that leave their place; slice shuffle: the fraction
-# of cines whose slice order is scrambled (no slice left in place).
+# temporal shuffle: the fraction of every cine's frames that leave their place (doubling per level: 75 % and
+# 100 % of the frames moved are both a random order, which no feature told apart on 10-cine references);
+# slice shuffle: the fraction of cines whose slice order is scrambled (no slice left in place).
 DEGRADATIONS = {
     "noise": (0.05, 0.1, 0.2, 0.4),
     "blur": (0.75, 1.25, 2.0, 3.0),
-    "temporal shuffle": (0.25, 0.5, 0.75, 1.0),
+    "temporal shuffle": (0.125, 0.25, 0.5, 1.0),
     "slice shuffle": (0.25, 0.5, 0.75, 1.0),
 }
 
@@ -68,7 +74,7 @@ def features(model: torch.nn.Module, cines, batch_size: int = 64, per_cine: bool
     model = model.eval()
     device = next(model.parameters()).device
     s = slabs(x, model.cfg.in_slices)
-    out = torch.cat([model(s[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(s), batch_size)])
+    out = torch.cat([model.embed(s[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(s), batch_size)])
     if per_cine:
         out = rearrange(out, "(n k) f -> n k f", n=x.shape[0]).mean(1)
     return out
@@ -123,11 +129,55 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 20, seed: int = 0
     return value, float(np.std(draws) / np.sqrt(2))  # half-size subsets: sd of the full-set estimate ~ sd / sqrt(2)
 
 
+def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict:
+    """Precision, recall, density and coverage (Naeem et al. 2020) of fake (M, F) against real (N, F) features.
+
+    Each point's ball reaches its k-th nearest neighbour in its own set (k shrinks to fit sets of a few cines).
+    precision: share of fake points inside some real ball; recall: share of real points inside some fake ball;
+    density: real balls holding a fake point, per fake point / k (1 when fake is distributed as real);
+    coverage: share of real balls holding a fake point. Distances of neighbourhoods, not of Gaussian fits, so
+    they do not inherit FD's small-sample bias; they are coarse (steps of 1/N) on a few cines.
+    """
+    real, fake = torch.as_tensor(real).double(), torch.as_tensor(fake).double()
+    k = min(k, len(real) - 1, len(fake) - 1)
+    if k < 1:
+        raise CardiolabError(f"precision/recall need >= 2 feature vectors per set, got {len(real)} and {len(fake)}")
+    radius = lambda x: torch.cdist(x, x).kthvalue(k + 1, dim=1).values   # noqa: E731  (index 0: the point itself)
+    r_real, r_fake = radius(real), radius(fake)
+    d = torch.cdist(real, fake)                                                   # (N, M)
+    inside = d < r_real[:, None]
+    return {"precision": float(inside.any(0).double().mean()),
+            "recall": float((d < r_fake[None, :]).any(1).double().mean()),
+            "density": float(inside.sum(0).double().mean() / k),
+            "coverage": float((d.min(1).values < r_real).double().mean()), "prdc_k": k}
+
+
 def distances(real_feats: torch.Tensor, fake_feats: torch.Tensor) -> dict:
-    """{"FD-cardiolab", "KID-cardiolab", "KID-cardiolab_std", "n_real", "n_synthetic"} for two feature sets."""
+    """{"FD-cardiolab", "KID-cardiolab", "KID-cardiolab_std", "KID-cardiolab_ci95", "precision", "recall",
+    "density", "coverage", "prdc_k", "n_real", "n_synthetic"} for two feature sets; the KID interval is
+    +- 1.96 std (normal approximation over subsets)."""
     k, k_std = kid(real_feats, fake_feats)
     return {"FD-cardiolab": frechet_distance(real_feats, fake_feats), "KID-cardiolab": k, "KID-cardiolab_std": k_std,
+            "KID-cardiolab_ci95": [k - 1.96 * k_std, k + 1.96 * k_std], **prdc(real_feats, fake_feats),
             "n_real": len(real_feats), "n_synthetic": len(fake_feats)}
+
+
+def half_splits(n: int, splits: int = 3, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`splits` random halves (a, b) of range(n): one split of a few cines is a lottery."""
+    perms = [torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + i)) for i in range(splits)]
+    return [(p[: n // 2], p[n // 2:]) for p in perms]
+
+
+def fd_floor(feats: torch.Tensor, n_cines: int, splits: int = 3, seed: int = 0) -> dict:
+    """FD between two halves of one set of cines: what FD-cardiolab reads for two same-distribution sets of
+    n_cines / 2 cines (its small-sample bias; it is 0 only with infinitely many). feats: (n_cines * K, F) slab
+    features in cine order (`features`). Returns {"mean", "values" (per split), "n_cines_per_half"}."""
+    if n_cines < 4:
+        raise CardiolabError(f"an FD floor needs >= 4 cines, got {n_cines}")
+    per = rearrange(torch.as_tensor(feats), "(n k) f -> n k f", n=n_cines)
+    flat = lambda idx: rearrange(per[idx], "n k f -> (n k) f")  # noqa: E731
+    values = [frechet_distance(flat(a), flat(b)) for a, b in half_splits(n_cines, splits, seed)]
+    return {"mean": float(np.mean(values)), "values": values, "n_cines_per_half": n_cines // 2}
 
 
 @torch.no_grad()
@@ -175,8 +225,17 @@ def degrade(cines: torch.Tensor, kind: str, level: int, seed: int = 0) -> torch.
     if kind not in DEGRADATIONS:
         raise CardiolabError(f"unknown degradation {kind!r}: choose one of {', '.join(DEGRADATIONS)}")
     strength = DEGRADATIONS[kind][level - 1]
-    g = torch.Generator().manual_seed(seed)
+    if kind == "temporal shuffle":   # at least level + 1 frames: the levels stay distinct on 8-frame cines
+        strength = max(strength, (level + 1) / as_cines(cines).shape[-1])
+    return corrupt(cines, kind, strength, torch.Generator().manual_seed(seed))
+
+
+def corrupt(cines: torch.Tensor, kind: str, strength: float, g: torch.Generator | None = None) -> torch.Tensor:
+    """cines (N, D, H, W, T) degraded by `kind` at any strength in DEGRADATIONS' units (0: unchanged); the one
+    implementation behind the validation levels (`degrade`) and the evaluator's degradation training."""
     x = as_cines(cines).clone()
+    if strength <= 0:
+        return x
     if kind == "noise":
         return x + strength * torch.randn(x.shape, generator=g)
     if kind == "blur":
@@ -185,8 +244,10 @@ def degrade(cines: torch.Tensor, kind: str, level: int, seed: int = 0) -> torch.
         for i in torch.randperm(len(x), generator=g)[: int(round(strength * len(x)))].tolist():
             x[i] = x[i][_derange(x.shape[1], g)]
         return x
+    if kind != "temporal shuffle":
+        raise CardiolabError(f"unknown degradation {kind!r}: choose one of {', '.join(DEGRADATIONS)}")
     T = x.shape[-1]
-    moved = min(T, max(2, int(round(strength * T))))
+    moved = moved_frames(T, strength)
     orders = [torch.randperm(T, generator=g) for _ in range(len(x))]  # drawn first: same seed -> nested levels
     for i in range(len(x)):
         pos = orders[i][:moved]                              # these frames trade places, none stays put
@@ -194,6 +255,11 @@ def degrade(cines: torch.Tensor, kind: str, level: int, seed: int = 0) -> torch.
         order[pos] = pos[_derange(moved, g)]
         x[i] = x[i][..., order]
     return x
+
+
+def moved_frames(frames: int, strength: float) -> int:
+    """How many of `frames` frames a temporal shuffle of this strength (a fraction) moves: at least two."""
+    return min(frames, max(2, int(round(strength * frames))))
 
 
 # ---- validation ---------------------------------------------------------------------------------
@@ -208,9 +274,8 @@ def validate_features(model: torch.nn.Module, cines, seed: int = 0, splits: int 
     if len(x) < 4:
         raise CardiolabError(f"evaluator validation needs >= 4 real cines, got {len(x)}")
     rows = []
-    for split in range(splits):
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1000 + split))
-        a, b = x[perm[: len(x) // 2]], x[perm[len(x) // 2:]]
+    for split, (ia, ib) in enumerate(half_splits(len(x), splits, seed)):
+        a, b = x[ia], x[ib]
         fa = features(model, a)
         base = distances(fa, features(model, b))
         for kind, strengths in DEGRADATIONS.items():
