@@ -5,7 +5,7 @@
         [--evaluator RUN] [--json runs/bench/evaluator_validity.json]
 
 For each cohort (any ACDC-layout folder or prepared cache, brought to the profile's geometry): the validation of
-`cardiolab.evaluate.evaluator_check` (FD and KID against four degradations at four levels, 3 random 5 v 5 half
+`cardiolab.evaluation.evaluate.evaluator_check` (FD and KID against four degradations at four levels, 3 random 5 v 5 half
 splits of the 10 cines) and the FD floor (two same-distribution halves). With two cohorts A, B it also scores
 the question a user asks: is B closer to A than a degraded copy of B (noise 0.3 and 0.5 std, blur sigma 1 px)?
 Default evaluator: the profile's (`ensure`, trained if missing). Prints one table; writes JSON with the machine.
