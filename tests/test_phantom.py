@@ -9,7 +9,7 @@ import pytest
 from scipy.ndimage import binary_dilation
 
 from cardiolab.core import CardiolabError, read_json
-from cardiolab.data import phantom
+from cardiolab.data import phantom, phantom_render
 from cardiolab.io.acdc import read_acdc
 from cardiolab.profiles import DataConfig, get_profile
 
@@ -257,7 +257,7 @@ def test_tissue_ordering_fat_bright_lungs_darkest(group):
     sim = phantom.simulate(0, seed=5, group=group, **MEDIUM)
     img, lab, tissue = sim["image"][0], sim["labels"][0], sim["layers"]["tissue"]       # ED, (D, X, Y)
     away = ~binary_dilation(lab > 0, iterations=3)                         # thorax clear of the beating heart
-    masks = {name: away & (tissue == phantom.TISSUES.index(name)) for name in ("fat", "muscle", "lung", "liver")}
+    masks = {name: away & (tissue == phantom_render.TISSUES.index(name)) for name in ("fat", "muscle", "lung", "liver")}
     mean = {name: img[m].mean() for name, m in masks.items() if m.any()}
     mean.update(myo=img[lab == 2].mean(), blood=img[lab == 3].mean())
     assert {"fat", "lung", "muscle"} <= set(mean)

@@ -20,9 +20,13 @@ def _splits(text: str | None) -> tuple[str, ...] | None:
 
 
 def add_arguments(p) -> None:
-    from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
-
     sub = p.add_subparsers(dest="audit", required=True, metavar="<audit>")
+    for add in (_add_plant, _add_copies, _add_families, _add_mia, _add_canaries, _add_subset, _add_sweep,
+                _add_report):
+        add(sub)
+
+
+def _add_plant(sub) -> None:
     plant = sub.add_parser("plant", help="fresh phantoms plus transformed copies of training subjects")
     add_profile(plant)
     plant.add_argument("--out", type=Path, required=True, help="planted cohort folder (ACDC layout + planted.json)")
@@ -37,6 +41,10 @@ def add_arguments(p) -> None:
                        help="one transform family on every copy (flip, rotation, shift, zoom, roll, gain, gamma, "
                             "blur, noise, vqgan) or mixed; default: the detector's own families, each at p 0.5")
     plant.add_argument("--vqgan", type=Path, default=None, help="VQ-GAN run of --family vqgan (default runs/<p>/vqgan)")
+
+
+def _add_copies(sub) -> None:
+    from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
 
     copies = sub.add_parser("copies", help="copy detection (tau from held-out data), DCR, NNDR, Mann-Whitney")
     add_profile(copies)
@@ -66,6 +74,7 @@ def add_arguments(p) -> None:
     copies.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/copies.json)")
 
 
+def _add_families(sub) -> None:
     fam = sub.add_parser("families", help="leave-one-family-out: per transform family, a detector trained without "
                                           "it finds copies made with it alone (recall / FPR table)")
     add_profile(fam)
@@ -80,6 +89,8 @@ def add_arguments(p) -> None:
     fam.add_argument("--train", type=Path, default=None, help="training cache (default: the profile's)")
     fam.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: the profile's)")
 
+
+def _add_mia(sub) -> None:
     mia = sub.add_parser("mia", help="membership inference against a DiT run (loss, PIA, calibrated, LiRA, distance)")
     add_profile(mia)
     mia.add_argument("--run", type=Path, required=True, help="a DiT run folder (dit or dit-dp)")
@@ -94,6 +105,8 @@ def add_arguments(p) -> None:
                      help="LiRA reference models, trained once on shadow phantoms (default mia.references; 0: none)")
     mia.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/mia-<run>.json)")
 
+
+def _add_canaries(sub) -> None:
     can = sub.add_parser("canaries", help="write a latents.pt with duplicated and outlier canaries, or score them")
     add_profile(can)
     can.add_argument("--latents", type=Path, default=None, help="source latents.pt (default: the profile's)")
@@ -107,6 +120,8 @@ def add_arguments(p) -> None:
     can.add_argument("--canaries", type=Path, default=None, help="canaries.json (or its folder) to score against")
     can.add_argument("--json", type=Path, default=None, help="recall JSON (default: beside --score)")
 
+
+def _add_subset(sub) -> None:
     subs = sub.add_parser("subset", help="latents.pt subsets of the training subjects (memorization vs data size)")
     add_profile(subs)
     subs.add_argument("--latents", type=Path, default=None, help="source latents.pt (default: the profile's)")
@@ -114,6 +129,8 @@ def add_arguments(p) -> None:
     subs.add_argument("--out", type=Path, required=True, help="folder; writes <out>/subset-<fraction>/latents.pt")
     subs.add_argument("--seed", type=int, default=0)
 
+
+def _add_sweep(sub) -> None:
     sweep = sub.add_parser("sweep", help="sample and audit every kept checkpoint of a DiT run (train --keep-every)")
     add_profile(sweep)
     sweep.add_argument("run", type=Path, help="a DiT run folder with checkpoint-<step>.pt files")
@@ -126,6 +143,8 @@ def add_arguments(p) -> None:
     sweep.add_argument("--holdout", type=Path, default=None, help="held-out cache or cohort (default: profile cache)")
     sweep.add_argument("--out", type=Path, default=None, help="folder (default runs/<p>/audit/sweep-<run>)")
 
+
+def _add_report(sub) -> None:
     rep = sub.add_parser("report", help="runs/<p>/audit/card.md: every cohort in runs/<p>/samples audited")
     add_profile(rep)
     rep.add_argument("--embedding", default=None, choices=("pixels", "copy-detector", "evaluator"),
