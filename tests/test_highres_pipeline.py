@@ -199,7 +199,7 @@ def test_volume_w1_is_zero_for_equal_cohorts_and_the_shift_otherwise():
 
 
 def test_evaluate_highres_scores_adherence_and_regional_volumes(highres_runs, tmp_path):
-    from cardiolab.evaluation.evaluate import evaluate_highres
+    from cardiolab.evaluation.highres import evaluate_highres
     root, p, runs = highres_runs
     out = tmp_path / "synthetic"
     main(["sample", "--run", str(runs["highres-controlnet"]), "--out", str(out), "--n", "1"])
@@ -233,7 +233,7 @@ def test_evaluate_verb_refuses_unconditional_for_cine_cohorts(phantom_root, caps
 
 
 def test_highres_table_has_one_row_per_structure_and_a_mean():
-    from cardiolab.evaluation.evaluate import highres_table
+    from cardiolab.evaluation.highres import highres_table
     one = {"adherence": {"dice": {"LV": 0.9, "RV": 0.5, "mean": 0.7}}, "n_synthetic": 2, "n_real": 3,
            "regional_volumes": {"w1": {"LV": 0.01, "RV": 0.03}}}
     lines = highres_table({"conditional": one, "unconditional": one}).splitlines()

@@ -87,10 +87,10 @@ def _is_volume_cohort(path) -> bool:
 
 def run_highres(args, profile) -> int:
     """A synthetic volume cohort (and optionally its unconditional twin): adherence Dice and regional-volume W1
-    per structure (cardiolab.evaluation.evaluate.compare_highres), printed as one table and written to --json."""
+    per structure (cardiolab.evaluation.highres.compare_highres), printed as one table and written to --json."""
     from pathlib import Path
 
-    from cardiolab.evaluation.evaluate import compare_highres, highres_table
+    from cardiolab.evaluation.highres import compare_highres, highres_table
 
     for flag in ("labels", "evaluator", "fid_weights", "landmarks", "split"):
         if getattr(args, flag):
