@@ -160,14 +160,19 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
-    """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished."""
+def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None,
+           latents: str | os.PathLike | None = None, keep_every: int | None = None) -> Path:
+    """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished.
+
+    latents: another latent set (canaries, subsets; named in the shaping by its path); keep_every: as `train`."""
     from cardiolab.tasks.vqgan import ensure_latents
 
     profile = get_profile(profile)
     run = Path(run_dir or profile.run(NAME))
-    ensure_latents(profile)                    # (re)encoded when the VQ-GAN changed; its id is in shaping()
-    return ensure_run(run, profile.dit.steps, shaping(profile), lambda resume: train(profile, run, resume=resume))
+    if latents is None:
+        ensure_latents(profile)                # (re)encoded when the VQ-GAN changed; its id is in shaping()
+    return ensure_run(run, profile.dit.steps, shaping(profile, latents=latents),
+                      lambda resume: train(profile, run, resume=resume, latents=latents, keep_every=keep_every))
 
 
 def load(run_dir: str | os.PathLike, ema: bool = True, device: str | torch.device = "cpu") -> tuple[DiT4D, dict]:
