@@ -127,14 +127,19 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
         "results": {s: _summarise(scores[s]) for s in settings},
     }
     if test_cohort is not None:
-        test = cohort_volumes(test_cohort, profile)
-        if not any(bool(v["label_mask"].any()) for v in test):
-            raise CardiolabError(f"{test_cohort}: no labels to score a cross-dataset test on")
-        cross = {s: [seg.score(seg.load(runs[s][seed]), test) for seed in seeds] for s in settings}
-        result["cross"] = {"test_cohort": str(test_cohort), "n_test": cross["real"][0]["n_subjects"],
-                           "results": {s: _summarise(cross[s]) for s in settings}}
+        result["cross"] = _cross_site(test_cohort, profile, runs, seeds)
     write_json(out_json, result)
     return result
+
+
+def _cross_site(test_cohort: str | os.PathLike, profile: Profile, runs: dict, seeds: list[int]) -> dict:
+    """Every run of `utility` scored on a labelled cohort of another site."""
+    test = cohort_volumes(test_cohort, profile)
+    if not any(bool(v["label_mask"].any()) for v in test):
+        raise CardiolabError(f"{test_cohort}: no labels to score a cross-dataset test on")
+    cross = {s: [seg.score(seg.load(runs[s][seed]), test) for seed in seeds] for s in runs}
+    return {"test_cohort": str(test_cohort), "n_test": cross["real"][0]["n_subjects"],
+            "results": {s: _summarise(cross[s]) for s in runs}}
 
 
 def fraction_ids(ids: Sequence[str], fraction: float, seed: int = 0) -> list[str]:

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from cardiolab.core import CardiolabError, from_record, write_json
+from cardiolab.plots.audits import save_mia_roc
+from cardiolab.privacy.lira import ensure_references
 from cardiolab.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -230,22 +232,21 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     init = from_record((dp or {}).get("init_run") or conf.get("init_run"))   # a dit-dp run's public init (also at eps = inf)
     if reference is None and init and Path(init).is_dir():
         reference = init
-    if reference is not None:
-        ref_model, ref_conf = dit.load(reference)
+    def other_losses(ref_run: Path) -> np.ndarray:        # the same loss queries on another DiT
+        ref_model, ref_conf = dit.load(ref_run)
         if ref_conf.get("latent_shape") != conf.get("latent_shape"):
-            raise CardiolabError(f"--reference {reference}: latents {ref_conf.get('latent_shape')} differ from "
+            raise CardiolabError(f"reference {ref_run}: latents {ref_conf.get('latent_shape')} differ from "
                                  f"the run's {conf.get('latent_shape')}")
-        scores["calibrated"] = -(losses - loss_scores(ref_model, sch, z, all_ids, steps, dcfg.loss))
+        return loss_scores(ref_model, sch, z, all_ids, steps, dcfg.loss)
+
+    if reference is not None:
+        scores["calibrated"] = -(losses - other_losses(reference))
     else:
         skipped["calibrated"] = ("no reference model: pass --reference RUN, a DiT that never saw these subjects "
                                  "(for a dit-dp run its public init is used)")
-    lira_refs = []
-    if references:
-        from cardiolab.privacy.lira import ensure_references
-
-        lira_refs = ensure_references(run, conf, task, profile, references)
-        ref_losses = [loss_scores(dit.load(r)[0], sch, z, all_ids, steps, dcfg.loss) for r in lira_refs]
-        scores["lira"] = mia.lira_offline(losses, np.stack(ref_losses))
+    lira_refs = ensure_references(run, conf, task, profile, references) if references else []
+    if lira_refs:
+        scores["lira"] = mia.lira_offline(losses, np.stack([other_losses(r) for r in lira_refs]))
     else:
         skipped["lira"] = "--references 0"
     synthetic = Path(synthetic) if synthetic is not None else _own_samples(run, profile, task)
@@ -257,8 +258,6 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     attacks = {name: mia.attack_summary(s, is_member, n_boot=n_boot, dp=bound) for name, s in scores.items()}
     out_json = Path(out_json) if out_json is not None else profile.audit_dir / f"mia-{run.name}.json"
     figure = Path(figure) if figure is not None else out_json.with_suffix(".png")
-    from cardiolab.plots.audits import save_mia_roc
-
     curves = {k: mia.roc_curve(s, is_member)[:2] for k, s in scores.items()}
     save_mia_roc(curves, figure, None if dp is None else (dp["epsilon"], dp["delta"]))
     result = {"kind": KIND, "run": str(run), "task": task, "profile": profile.name,

@@ -205,8 +205,6 @@ def time_section(run_dir: str | os.PathLike) -> list[str]:
 
 def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write run_dir/report.md (+ report.csv of the model table, figures/report_models.png); return report.md."""
-    from cardiolab.plots import save_figure
-    from cardiolab.plots.evaluation import plot_models
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CardiolabError(f"{run_dir}: no such run folder (train / evaluate something first)")
@@ -216,29 +214,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
           "Numbers labelled *phantom* come from cardiolab's synthetic phantom cohort, not from patients: they show "
           "that the pipeline works, not how well it would do on real CMR.", ""]
 
-    evaluations = load_evaluations(run_dir)
-    models = model_table(evaluations)
-    md += ["## Generative models vs real data", ""]
-    if len(models):
-        write_csv(models, out.with_suffix(".csv"))
-        fig = plot_models(models)
-        save_figure(fig, run_dir / "figures" / "report_models.png", close=True)
-        commands = "; ".join(sorted({f"`{e.get('command', '?')}`" for e in evaluations}))
-        md += [f"Made by: {commands}", "",
-               "FD-/KID-cardiolab use cardiolab's own self-supervised evaluator (not Inception: not FID); lower is "
-               "better. *evaluator valid on real* (evaluate --real): whether that evaluator ranks noisy, blurred and "
-               "shuffled copies of the real reference further from it than clean data; when False, FD/KID against "
-               "that reference mean little. Consistency and temporal scores are best when *synth* is close to *real* "
-               "(a blurry model can "
-               "beat real data on slice NCC); volume curve corr: higher is better. PSNR/SSIM/MS-SSIM: paired, "
-               "reconstructions and mask-to-image on real masks only; mask Dice: segmenter Dice of two-stage "
-               "images against the masks they were made from; mask shape KS: generated vs real masks (mean KS, lower is better). Septal drift (with `evaluate --landmarks RUN`): mean change of "
-               "the RVIP septal angle between adjacent slices / consecutive frames, degrees; best when *synth* is close "
-               "to *real*.", "",
-               markdown_table(models), "", f"Table as CSV: `{out.with_suffix('.csv').name}`", "",
-               "![FD and KID per model](figures/report_models.png)", ""]
-    else:
-        md += ["No evaluation yet (`python -m cardiolab evaluate --synthetic DIR --profile P`).", ""]
+    models_md, n_models = _models_section(run_dir, out)
+    md += models_md
 
     trained = training_table(run_dir)
     if len(trained):
@@ -285,5 +262,36 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         md += ["## Figures", ""] + [f"- [{p.stem}](figures/{p.name})" for p in figures] + [""]
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(md))
-    log.info("wrote %s (%d models)", out, len(models))
+    log.info("wrote %s (%d models)", out, n_models)
     return out
+
+
+def _models_section(run_dir: Path, out: Path) -> tuple[list[str], int]:
+    """The report's model table (every evaluate JSON of the run folder), its CSV and figure: (markdown lines, models)."""
+    from cardiolab.plots import save_figure
+    from cardiolab.plots.evaluation import plot_models
+
+    evaluations = load_evaluations(run_dir)
+    models = model_table(evaluations)
+    md = ["## Generative models vs real data", ""]
+    if len(models):
+        write_csv(models, out.with_suffix(".csv"))
+        fig = plot_models(models)
+        save_figure(fig, run_dir / "figures" / "report_models.png", close=True)
+        commands = "; ".join(sorted({f"`{e.get('command', '?')}`" for e in evaluations}))
+        md += [f"Made by: {commands}", "",
+               "FD-/KID-cardiolab use cardiolab's own self-supervised evaluator (not Inception: not FID); lower is "
+               "better. *evaluator valid on real* (evaluate --real): whether that evaluator ranks noisy, blurred and "
+               "shuffled copies of the real reference further from it than clean data; when False, FD/KID against "
+               "that reference mean little. Consistency and temporal scores are best when *synth* is close to *real* "
+               "(a blurry model can "
+               "beat real data on slice NCC); volume curve corr: higher is better. PSNR/SSIM/MS-SSIM: paired, "
+               "reconstructions and mask-to-image on real masks only; mask Dice: segmenter Dice of two-stage "
+               "images against the masks they were made from; mask shape KS: generated vs real masks (mean KS, lower is better). Septal drift (with `evaluate --landmarks RUN`): mean change of "
+               "the RVIP septal angle between adjacent slices / consecutive frames, degrees; best when *synth* is close "
+               "to *real*.", "",
+               markdown_table(models), "", f"Table as CSV: `{out.with_suffix('.csv').name}`", "",
+               "![FD and KID per model](figures/report_models.png)", ""]
+    else:
+        md += ["No evaluation yet (`python -m cardiolab evaluate --synthetic DIR --profile P`).", ""]
+    return md, len(models)
