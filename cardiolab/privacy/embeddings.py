@@ -67,7 +67,8 @@ MARGIN = 0.125            # of the in-plane size, blanked on every side before e
 def central(images: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
     """Cines (N, D, H, W, T) with a band of `margin` x the in-plane size on every side set to the background (-1):
     the window a moved copy and its source share (what entered the field of view, however the copying tool filled
-    it, is not compared)."""
+    it, is not compared). The copy detector trains on whole aligned cines; its views fill what a move brings in with
+    the same background, so a blank band is nothing new to it."""
     H, W = images.shape[2:4]
     mh, mw = round(margin * H), round(margin * W)
     out = torch.full_like(images, -1.0)
