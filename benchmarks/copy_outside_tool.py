@@ -52,7 +52,8 @@ def outside_copy(cine: np.ndarray, rng: np.random.Generator, p: float = 0.7) -> 
     x = np.stack([np.stack([ndimage.affine_transform(x[d, :, :, k], m, offset, order=3, mode="constant", cval=0.0)
                             for k in range(T)], -1) for d in range(D)])
     if t["roll_frames"]:
-        x = np.real(np.fft.ifft(ndimage.fourier_shift(np.fft.fft(x, axis=-1), t["roll_frames"], axis=-1), axis=-1))
+        spectrum = np.fft.fft(x, axis=-1)                                  # frames only: (0, 0, 0, roll)
+        x = np.real(np.fft.ifft(ndimage.fourier_shift(spectrum, (0, 0, 0, t["roll_frames"])), axis=-1))
     x = np.clip(x / 2.0, 0.0, 1.0) ** t["gamma"] * 2.0 * t["gain"]
     if t["blur"]:
         k = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
