@@ -108,6 +108,7 @@ def _label_free_cines(path: Path, profile: Profile, split: str | None) -> Cines:
         raise CardiolabError(f"{path}: no such cohort folder or cache")
     key = (str(path.resolve()), split, repr(profile.data), str(root), layout, _stamp(path), _stamp(root))
     if key in _LABEL_FREE:
+        _LABEL_FREE[key] = _LABEL_FREE.pop(key)                # least recently used goes first
         return _LABEL_FREE[key]
     got = {}
     for subject in read_cohort(root, layout):

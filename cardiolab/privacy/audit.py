@@ -155,7 +155,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     n_fresh = profile.copydetector.fresh if n_fresh is None else n_fresh
     if n_copies < 0 or n_fresh < 0 or n_copies + n_fresh == 0:
         raise CardiolabError(f"audit plant: --n-copies {n_copies} / --n-fresh {n_fresh}: need >= 0 and a total > 0")
-    fresh = _fresh_cines(profile, n_fresh, fresh_seed) if n_fresh else train_images[:0]
+    fresh = fresh_cines(profile, n_fresh, fresh_seed) if n_fresh else train_images[:0]
     # Image-only, like a cohort from another tool: the audit reads every side label-free, so labels would change
     # nothing (the copies are at profile geometry and keep their field of view).
     cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms, round_trip=round_trip)
@@ -172,9 +172,10 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
 
 
 _FRESH: dict = {}            # (profile data, n, seed) -> label-free fresh cines: one family cohort after another
+FRESH_MEMO = 4               # fresh sets kept: `audit families` plants every family beside each of its seeds' sets
 
 
-def _fresh_cines(profile: Profile, n: int, seed: int) -> torch.Tensor:
+def fresh_cines(profile: Profile, n: int, seed: int) -> torch.Tensor:
     """n fresh phantoms (seed) at the profile's phantom geometry, label-free at profile geometry (N, D, H, W, T);
     kept for the process, since `audit families` plants the same fresh cines beside every family's copies."""
     from cardiolab.data.phantom import generate_cohort
@@ -185,7 +186,8 @@ def _fresh_cines(profile: Profile, n: int, seed: int) -> torch.Tensor:
         with tempfile.TemporaryDirectory(prefix="cardiolab-fresh-") as tmp:
             generate_cohort(tmp, n, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
                             slices=d.phantom_slices, frames=d.phantom_frames)
-            _FRESH.clear()
+            while len(_FRESH) >= FRESH_MEMO:
+                _FRESH.pop(next(iter(_FRESH)))
             _FRESH[key] = load_cines(tmp, profile, label_free=True).images
     return _FRESH[key]
 

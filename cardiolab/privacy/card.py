@@ -94,12 +94,11 @@ def audit_report(profile: Profile | str | None = None, embedding: str | None = N
     """Copy-audit each cohort in runs/<profile>/samples/* that has no copies-<name>.json yet, draw the DCR
     histograms, then write runs/<profile>/audit/card.md. embedding: default copy-detector when its run is trained,
     else pixels. Returns the card's path."""
-    from cardiolab.engine import run_status
     from cardiolab.plots import save_figure
     from cardiolab.plots.audits import plot_dcr
     from cardiolab.privacy.audit import audit_copies
     from cardiolab.privacy.copies import check_percentile
-    from cardiolab.privacy.embeddings import check_embedding
+    from cardiolab.privacy.embeddings import check_embedding, default_embedding
 
     profile = get_profile(profile)
     percentile = check_percentile(percentile)
@@ -107,7 +106,7 @@ def audit_report(profile: Profile | str | None = None, embedding: str | None = N
         check_embedding(embedding)
     audit_dir = profile.audit_dir
     if embedding is None:
-        embedding = "pixels" if run_status(profile.run("copy-detector"), 0) == "fresh" else "copy-detector"
+        embedding = default_embedding(profile)
     for cohort in cine_cohorts(profile.samples_dir):
         out = audit_dir / f"copies-{cohort.name}.json"
         if not out.exists():
