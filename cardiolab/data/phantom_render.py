@@ -244,16 +244,21 @@ def thorax(p: dict, tables: dict, rng: np.random.Generator, slices: int, size: i
     organs, liver = np.broadcast_arrays(organs, liver)
     tissue[organs > 0.5] = np.where(liver > 0.5, TISSUES.index("liver"), TISSUES.index("lung"))[organs > 0.5]
 
-    # Coil sensitivity: anterior and posterior receive arrays, bright within a few cm of the body surface
-    # (subcutaneous fat there sets the top percentile, as on real cines), slowly varying elsewhere.
+    bias = _coil_bias(rng, r, a, front, back, size, spacing)
+    f32 = lambda v: np.ascontiguousarray(v, dtype=np.float32)         # noqa: E731
+    return dict(static=f32(img), organs=f32(organs), organ_signal=f32(organ_signal),
+                bias=f32(np.broadcast_to(bias, img.shape)), tissue=tissue)
+
+
+def _coil_bias(rng: np.random.Generator, r: np.ndarray, a: np.ndarray, front: float, back: float, size: int,
+               spacing: float) -> np.ndarray:
+    """Coil sensitivity: anterior and posterior receive arrays, bright within a few cm of the body surface
+    (subcutaneous fat there sets the top percentile, as on real cines), slowly varying elsewhere."""
     reach = rng.uniform(22, 32)
     g = (rng.uniform(0.35, 0.7) * np.exp(-np.clip(front - a, 0, None) / reach)
          + rng.uniform(0.15, 0.4) * np.exp(-np.clip(a - back, 0, None) / reach))
     g = np.log1p(g) + rng.uniform(-0.1, 0.1) * r / 100 + 0.06 * _smooth_noise(rng, (1, size, size), 25.0 / spacing)
-    bias = np.exp(g - g[:, size // 2, size // 2].mean())
-    f32 = lambda v: np.ascontiguousarray(v, dtype=np.float32)         # noqa: E731
-    return dict(static=f32(img), organs=f32(organs), organ_signal=f32(organ_signal),
-                bias=f32(np.broadcast_to(bias, img.shape)), tissue=tissue)
+    return np.exp(g - g[:, size // 2, size // 2].mean())
 
 
 def _frame(tabs: dict, t: int, sel, layers: dict, p: dict, extra: dict, xs: np.ndarray, spacing: np.float32
