@@ -4,7 +4,7 @@ A DiT conditioned on the ACDC group should make DCM hearts with a lower EF than 
 mass and ARV hearts with a lower RV EF (arXiv 2407.16405 reports that a tighter epsilon weakens this
 control). `controllability` samples n studies per group from a generator run, the group code fixed and the
 other attributes drawn from the run's public training rows (`train_cond`), segments every frame with the
-profile's segmenter (`synthetic_function.function_table`) and returns one row per group.
+profile's segmenter (`evaluation.function.function_table`) and returns one row per group.
 `expected_orderings` turns that table into the three checks above.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pandas as pd
 
 
 def plot_grad_norms(norms: dict, title: str = "per-subject gradient norms"):
-    """Histogram of per-sample gradient norms before and after clipping, C marked. norms: privacy.dp's
+    """Histogram of per-sample gradient norms before and after clipping, C marked. norms: dp.mechanism's
     per_sample_grad_norms result {"before", "after", "C"}."""
     import matplotlib.pyplot as plt
 

@@ -251,7 +251,7 @@ def gradient_norms(run_dir: str | os.PathLike, latents: str | os.PathLike, max_g
                    batch: int = 4, n: int | None = None, seed: int = 0) -> dict:
     """Per-subject gradient norms of a DiT run's (raw, not EMA) weights on the training subjects of `latents`
     (scaled with the run's own scale), before and after clipping to C (default: the run's dp.max_grad_norm,
-    else 1). One diffusion-loss draw (t, noise) per subject, seeded. See privacy.dp.per_sample_grad_norms."""
+    else 1). One diffusion-loss draw (t, noise) per subject, seeded. See dp.mechanism.per_sample_grad_norms."""
     from cardiolab.diffusion import diffusion_loss
     from cardiolab.dp.mechanism import per_sample_grad_norms
     from cardiolab.tasks.vqgan import load_latents
