@@ -102,7 +102,8 @@ def _add_mia(sub) -> None:
     mia.add_argument("--n-fresh", type=int, default=None,
                      help="fresh phantom non-members (default: mia.fresh; none on a real data source)")
     mia.add_argument("--references", type=int, default=None,
-                     help="LiRA reference models, trained once on shadow phantoms (default mia.references; 0: none)")
+                     help="LiRA reference models, trained once on shadow phantoms (default mia.references; none on a "
+                          "real data source; 0: none)")
     mia.add_argument("--json", type=Path, default=None, help="output JSON (default runs/<p>/audit/mia-<run>.json)")
 
 

@@ -34,6 +34,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from cardiolab.io.layouts import detect_layout
     from cardiolab.plots import save_cohort_gifs          # here, not at the top: matplotlib would slow every verb's --help
     from cardiolab.profiles import override, run_profile
     from cardiolab.tasks import get_task, task_of_run
@@ -51,7 +52,7 @@ def run(args) -> int:
     defaults = task.sample_defaults(sampling)
     out = task.sample_cohort(run_dir, n=args.n or defaults["n"], steps=args.steps or defaults["steps"],
                              seed=args.seed, out=Path(args.out or args.profile.samples(name)), **options)
-    if not args.no_gifs:
+    if not args.no_gifs and detect_layout(out) == "acdc":     # a cine cohort (not highres volumes)
         save_cohort_gifs(out)
     print(out)
     return 0

@@ -188,7 +188,8 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
 
     n_fresh: fresh phantoms among the non-members (default: the profile's mia.fresh on phantom data, none on a real
     data source; TPR at 1 % FPR needs >= 100 non-members in all). references: LiRA's reference models (default
-    mia.references; 0 leaves LiRA out; trained once per target recipe under runs/<profile>/lira, `privacy.lira`).
+    mia.references on phantom data, none on a real source; 0 leaves LiRA out; trained once per target recipe under
+    runs/<profile>/lira, `privacy.lira`).
     Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
     """
     from cardiolab.diffusion import DiffusionConfig, create_scheduler
@@ -203,7 +204,9 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     if n_fresh is None:      # phantoms beside real members would be told apart by their source, not membership
         n_fresh = profile.mia.fresh if profile.data_source is None else 0
     n_fresh = int(n_fresh)
-    references = profile.mia.references if references is None else int(references)
+    if references is None:   # LiRA's shadow models train on phantoms: another distribution than a real source's
+        references = profile.mia.references if profile.data_source is None else 0
+    references = int(references)
     if n_fresh < 0:
         raise CardiolabError(f"--n-fresh {n_fresh}: must be >= 0")
     if references < 0 or references == 1:
@@ -248,7 +251,8 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     if lira_refs:
         scores["lira"] = mia.lira_offline(losses, np.stack([other_losses(r) for r in lira_refs]))
     else:
-        skipped["lira"] = "--references 0"
+        skipped["lira"] = ("--references 0" if profile.data_source is None else
+                           "a real data source: LiRA's shadow phantoms are not its distribution (--references K to force)")
     synthetic = Path(synthetic) if synthetic is not None else _own_samples(run, profile, task)
     if synthetic.is_dir() and any(synthetic.iterdir()):
         scores["distance"] = _distance_scores(synthetic, record, ids, f_pix, profile, dcr)
