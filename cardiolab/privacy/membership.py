@@ -35,10 +35,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cardiolab.core import CardiolabError, from_record, write_json
+from cardiolab.core import CardiolabError, atomic_path, from_record, write_json
+from cardiolab.data.cines import load_cines
+from cardiolab.data.phantom import VERSION, generate_cohort
+from cardiolab.diffusion import DiffusionConfig, create_scheduler, per_sample_loss, v_to_epsilon
+from cardiolab.dp.accounting import PRIVACY_JSON, read_privacy_json
+from cardiolab.io.cohort import samples_record
+from cardiolab.metrics import privacy as mia
 from cardiolab.plots.audits import save_mia_roc
+from cardiolab.privacy.copies import dcr
+from cardiolab.privacy.embeddings import embedder
 from cardiolab.privacy.lira import ensure_references
 from cardiolab.profiles import Profile, get_profile
+from cardiolab.tasks import dit, task_of_run
+from cardiolab.tasks.vqgan import encode_volume, load as load_vqgan, load_latents
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +64,6 @@ JSON_KEYS = ("kind", "run", "task", "profile", "n_members", "n_nonmembers", "tim
 
 def check_dit_run(run: str | os.PathLike) -> str:
     """The run's registry name when it is a DiT (dit, dit-dp); CardiolabError naming --run otherwise."""
-    from cardiolab.tasks import task_of_run
-
     if not Path(run).is_dir():
         raise CardiolabError(f"--run {run}: not a run folder")
     task = task_of_run(run)
@@ -78,8 +86,6 @@ def _steps(T: int, fractions=T_FRACTIONS) -> list[int]:
 def loss_scores(model, scheduler, z: torch.Tensor, ids: list[str], steps: list[int], loss: str,
                 batch: int = 8) -> np.ndarray:
     """Mean per-sample denoising loss (N,) of scaled latents z (N, C, D, h, w, t) over `steps`, fixed noise."""
-    from cardiolab.diffusion import per_sample_loss
-
     out = np.zeros(len(z))
     for k, t in enumerate(steps):
         for i in range(0, len(z), batch):
@@ -93,8 +99,6 @@ def loss_scores(model, scheduler, z: torch.Tensor, ids: list[str], steps: list[i
 @torch.no_grad()
 def pia_scores(model, scheduler, z: torch.Tensor, t: int, batch: int = 8) -> np.ndarray:
     """PIA distance (N,): mean squared gap between eps(x_t, t) and eps0 = eps(x0, 0), x_t built from eps0."""
-    from cardiolab.diffusion import v_to_epsilon
-
     abar = scheduler.alphas_cumprod.double()
     out = []
     for x0 in z.split(batch):
@@ -127,11 +131,6 @@ def fresh_cines(profile: Profile, n: int, seed: int = FRESH_SEED) -> dict:
     They depend on the profile's data settings only, so they are made once, FRESH_CHUNK at a time (a tiny phantom
     is ~5 MB on disk, 1000 of them would fill 5 GB), and kept in data/cache/<profile>-fresh<seed>-<n>.pt.
     """
-    from cardiolab.core import atomic_path
-    from cardiolab.data.cines import load_cines
-    from cardiolab.data.phantom import VERSION, generate_cohort
-    from cardiolab.privacy.embeddings import embedder
-
     d = profile.data
     key = {"data": {k: v for k, v in vars(d).items()}, "n": n, "seed": seed, "phantom": VERSION,
            "embedding": "pixels, aligned"}
@@ -160,8 +159,6 @@ def fresh_cines(profile: Profile, n: int, seed: int = FRESH_SEED) -> dict:
 def fresh_latents(vq, profile: Profile, n: int, seed: int = FRESH_SEED) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """(ids, unscaled latents (n, C_z, D, h, w, t), pixel embeddings (n, E)) of n fresh phantoms (`fresh_cines`),
     encoded with the run's VQ-GAN (`tasks.vqgan.encode_volume`)."""
-    from cardiolab.tasks.vqgan import encode_volume
-
     c = fresh_cines(profile, n, seed)
     with torch.no_grad():
         z = torch.stack([encode_volume(vq, img[None])[0] for img in c["images"]])
@@ -169,15 +166,35 @@ def fresh_latents(vq, profile: Profile, n: int, seed: int = FRESH_SEED) -> tuple
 
 
 def _dp_bound(run: Path) -> dict | None:
-    from cardiolab.dp.accounting import PRIVACY_JSON, read_privacy_json
-    from cardiolab.metrics.privacy import LOW_FPRS, dp_tpr_bound
 
     if not (run / PRIVACY_JSON).exists():
         return None
     rec = read_privacy_json(run)
     eps, delta = float(rec["epsilon"][rec["accountant"]]), float(rec["delta"])
     return {"epsilon": eps, "delta": delta, "init_run": rec.get("init_run"),
-            "tpr_bound": {f"{100 * f:g}%": float(dp_tpr_bound(f, eps, delta)) for f in LOW_FPRS}}
+            "tpr_bound": {f"{100 * f:g}%": float(mia.dp_tpr_bound(f, eps, delta)) for f in mia.LOW_FPRS}}
+
+
+def _phantom_sides(profile: Profile, n_fresh: int | None, references: int | None) -> tuple[int, int]:
+    """(fresh phantom non-members, LiRA reference models): the profile's on phantom data, none by default on a real
+    source (phantoms beside real members would be told apart by their source; LiRA's shadow models train on
+    phantoms, another distribution than a real source's)."""
+    real = profile.data_source is not None
+    n_fresh = int(n_fresh if n_fresh is not None else 0 if real else profile.mia.fresh)
+    references = int(references if references is not None else 0 if real else profile.mia.references)
+    if n_fresh < 0:
+        raise CardiolabError(f"--n-fresh {n_fresh}: must be >= 0")
+    if references < 0 or references == 1:
+        raise CardiolabError(f"--references {references}: must be 0 (no LiRA) or >= 2 (a variance needs two)")
+    return n_fresh, references
+
+
+def _trained_latents(run: Path, conf: dict) -> Path:
+    """The latents.pt a DiT run trained on, as its config names it."""
+    latents = conf.get("latents") or conf.get("shaping", {}).get("latents")
+    if not latents:
+        raise CardiolabError(f"{run}: its config names no latents.pt")
+    return from_record(latents)
 
 
 def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, reference: str | os.PathLike | None = None,
@@ -192,32 +209,14 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     runs/<profile>/lira, `privacy.lira`).
     Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
     """
-    from cardiolab.diffusion import DiffusionConfig, create_scheduler
-    from cardiolab.metrics import privacy as mia
-    from cardiolab.privacy.copies import dcr
-    from cardiolab.tasks import dit
-    from cardiolab.tasks.vqgan import load as load_vqgan, load_latents
-
     profile = get_profile(profile)
     run = Path(run)
     task = check_dit_run(run)
-    if n_fresh is None:      # phantoms beside real members would be told apart by their source, not membership
-        n_fresh = profile.mia.fresh if profile.data_source is None else 0
-    n_fresh = int(n_fresh)
-    if references is None:   # LiRA's shadow models train on phantoms: another distribution than a real source's
-        references = profile.mia.references if profile.data_source is None else 0
-    references = int(references)
-    if n_fresh < 0:
-        raise CardiolabError(f"--n-fresh {n_fresh}: must be >= 0")
-    if references < 0 or references == 1:
-        raise CardiolabError(f"--references {references}: must be 0 (no LiRA) or >= 2 (a variance needs two)")
+    n_fresh, references = _phantom_sides(profile, n_fresh, references)
     if reference is not None:
         check_dit_run(reference)
     model, conf = dit.load(run)
-    latents = conf.get("latents") or conf.get("shaping", {}).get("latents")
-    if not latents:
-        raise CardiolabError(f"{run}: its config names no latents.pt")
-    record = load_latents(from_record(latents))
+    record = load_latents(_trained_latents(run, conf))
     ids, splits, scale = list(record["ids"]), dict(record["splits"]), float(conf["scale"])
     members = np.array([splits.get(s) != "holdout" for s in ids])
     vq = load_vqgan(from_record(conf["vqgan_run"]))
@@ -280,8 +279,6 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
 def _own_samples(run: Path, profile: Profile, task: str) -> Path:
     """The run's own sampled cohort: runs/<p>/samples/<run name> (the DP grid's), else samples/<task> (`sample`'s
     default) when its samples.json names this run; else the first, which then reads as missing."""
-    from cardiolab.io.cohort import samples_record
-
     for cohort in (profile.samples(run.name), profile.samples(task)):
         made_by = samples_record(cohort).get("run") if cohort.is_dir() else None
         if made_by and from_record(made_by).resolve() == run.resolve():
@@ -293,9 +290,6 @@ def _distance_scores(synthetic: Path, record: dict, ids: list[str], fresh_pixels
     """Minus each subject's distance to its closest synthetic cine (pixel embeddings), in the order ids + fresh
     (fresh_pixels: their embeddings, `fresh_cines`); every side in the label-free comparison geometry
     (`load_cines(label_free=True)`), as the copy audit compares them."""
-    from cardiolab.data.cines import load_cines
-    from cardiolab.privacy.embeddings import embedder
-
     cache = Path(record.get("cache_dir") or profile.cache_dir)
     real = load_cines(cache, profile, label_free=True)
     where = {s: i for i, s in enumerate(real.ids)}
