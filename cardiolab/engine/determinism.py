@@ -43,25 +43,25 @@ class StreamBatchSampler(Sampler[list[int]]):
         return max(0, self.stop - self.start)
 
 
-_POISSON_SLOT, _NOISE_SLOT = 63, 62   # seed slots past any rank: DP batch and noise streams of a step
+POISSON_SLOT, NOISE_SLOT = 63, 62   # seed slots past any rank: DP batch and noise streams of a step
 
 
-def _step_seed(seed: int, step: int, slot: int) -> int:
+def step_seed(seed: int, step: int, slot: int) -> int:
     return (seed * 1_000_003 + step) * 64 + slot
 
 
-def _seed_step(seed: int, step: int, rank: int) -> None:
-    s = _step_seed(seed, step, rank)
+def seed_step(seed: int, step: int, rank: int) -> None:
+    s = step_seed(seed, step, rank)
     random.seed(s)
     np.random.seed(s % 2**32)
     torch.manual_seed(s)
 
 
-def _rng_state() -> tuple:
+def rng_state() -> tuple:
     return random.getstate(), np.random.get_state(), torch.get_rng_state()
 
 
-def _set_rng_state(state: tuple) -> None:
+def set_rng_state(state: tuple) -> None:
     random.setstate(state[0])
     np.random.set_state(state[1])
     torch.set_rng_state(state[2])

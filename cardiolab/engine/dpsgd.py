@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cardiolab.core import CardiolabError, to_device
-from cardiolab.engine.determinism import _NOISE_SLOT, _POISSON_SLOT, _step_seed
+from cardiolab.engine.determinism import NOISE_SLOT, POISSON_SLOT, step_seed
 
 
 def poisson_indices(n: int, sample_rate: float, seed: int | None, step: int) -> list[int]:
@@ -25,7 +25,7 @@ def poisson_indices(n: int, sample_rate: float, seed: int | None, step: int) -> 
     if seed is None:
         u = (np.frombuffer(os.urandom(8 * n), dtype=np.uint64) >> np.uint64(11)) * 2.0 ** -53   # [0, 1)
         return np.flatnonzero(u < sample_rate).tolist()
-    g = torch.Generator().manual_seed(_step_seed(seed, step, _POISSON_SLOT))
+    g = torch.Generator().manual_seed(step_seed(seed, step, POISSON_SLOT))
     return torch.nonzero(torch.rand(n, generator=g) < sample_rate).flatten().tolist()
 
 
@@ -37,11 +37,11 @@ class PoissonBatch:
     chunks: list[list[int]]
 
 
-def _is_dp(opt: torch.optim.Optimizer) -> bool:
+def is_dp(opt: torch.optim.Optimizer) -> bool:
     return hasattr(opt, "noise_multiplier") and hasattr(opt, "signal_skip_step")   # Opacus DPOptimizer
 
 
-def _check_dp_amp(dtype: torch.dtype | None) -> None:
+def check_dp_amp(dtype: torch.dtype | None) -> None:
     if dtype == torch.float16:
         raise CardiolabError("amp=fp16 with DP-SGD: GradScaler does not unscale per-sample gradients; use amp=off")
     if dtype == torch.bfloat16:   # a toy check clipped one sample to 1.0067 C in bf16: more than the accountant assumes
@@ -70,7 +70,7 @@ def dp_step(trainer, batch: PoissonBatch, step_fn: Callable) -> dict:
     Returns {}: step_fn's losses and the batch size are statistics of the private batch outside the mechanism.
     """
     for opt in trainer.dp:   # replayable: from (seed, step); release: 64 fresh bits of the OS CSPRNG, never stored
-        opt.generator.manual_seed(_step_seed(trainer.cfg.seed, trainer.step, _NOISE_SLOT) if trainer.cfg.dp_replayable
+        opt.generator.manual_seed(step_seed(trainer.cfg.seed, trainer.step, NOISE_SLOT) if trainer.cfg.dp_replayable
                                   else secrets.randbits(64))
     if not trainer.cfg.dp_replayable:    # step_fn's draws (t, noise, dropout) secret too; fit re-seeds next step
         _secret_reseed()

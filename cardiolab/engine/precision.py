@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from cardiolab.core import PassResult, bf16_verdict, fingerprint, machine_info, poisoned_heap, project_root, write_json
-from cardiolab.engine.determinism import _seed_step
+from cardiolab.engine.determinism import seed_step
 from cardiolab.engine.wrappers import unwrap
 from cardiolab.profiles import PROFILE_KEY
 
@@ -102,7 +102,7 @@ def settle_precision(trainer, batch: Any, step_fn: Callable) -> None:
 
 def _probe_pass(trainer, batch: Any, step_fn: Callable, precision: str) -> PassResult:
     trainer.amp_dtype, trainer._probe = (torch.bfloat16 if precision == "bf16" else None), []
-    _seed_step(trainer.cfg.seed, trainer.step, trainer.rank)
+    seed_step(trainer.cfg.seed, trainer.step, trainer.rank)
     try:
         with poisoned_heap():
             t0 = time.perf_counter()

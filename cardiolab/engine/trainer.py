@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from cardiolab.core import (RUN_CONFIG, CardiolabError, atomic_path, explain_amp, machine_info, pick_device,
                             precision_name, to_device, write_json)
-from cardiolab.engine.determinism import StreamBatchSampler, _rng_state, _seed_step, _set_rng_state
-from cardiolab.engine.dpsgd import PoissonBatch, _check_dp_amp, _is_dp, dp_step, poisson_indices
+from cardiolab.engine.determinism import StreamBatchSampler, rng_state, seed_step, set_rng_state
+from cardiolab.engine.dpsgd import PoissonBatch, check_dp_amp, dp_step, is_dp, poisson_indices
 from cardiolab.engine.precision import settle_precision
 from cardiolab.engine.runs import CHECKPOINT, METRICS, STATE, kept_checkpoint, load_checkpoint
-from cardiolab.engine.wrappers import _plain_copy, unwrap
+from cardiolab.engine.wrappers import plain_copy, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Trainer:
                  config: dict | None = None, accountant: Any = None):
         self.run_dir, self.cfg, self.config = Path(run_dir), cfg, config or {}
         self.accountant = accountant          # Opacus accountant (state_dict/load_state_dict), checkpointed
-        self.dp = [opt for opt in optimizers.values() if _is_dp(opt)]
+        self.dp = [opt for opt in optimizers.values() if is_dp(opt)]
         self.rank, self.world = _distributed()
         if self.dp and self.world > 1:
             raise CardiolabError(f"DP-SGD on {self.world} DDP ranks is not supported: run it in one process")
@@ -98,7 +98,7 @@ class Trainer:
         for opt in optimizers.values():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
-        self.ema = {name: _plain_copy(self.raw(name)).eval().requires_grad_(False) for name in ema}
+        self.ema = {name: plain_copy(self.raw(name)).eval().requires_grad_(False) for name in ema}
         amp, self.reason = explain_amp(cfg.amp, self.device, "TrainConfig.amp")
         self.precision = precision_name(amp)   # what it really uses; amp=auto on a CPU: `_settle_precision` may
         self.verdict: tuple[str, str] | None = None     # turn bf16 into fp32 at the first step (recorded)
@@ -110,7 +110,7 @@ class Trainer:
             if cfg.amp == "auto":   # per-sample gradients and clipping in fp32 (see the module docstring)
                 self.precision, self.amp_dtype = "fp32", None
                 self.reason = "auto: DP-SGD clips per-sample gradients in fp32"
-            _check_dp_amp(self.amp_dtype)
+            check_dp_amp(self.amp_dtype)
             for opt in self.dp:  # noise drawn on the parameters' device, re-seeded every step (_dp_step)
                 opt.generator = torch.Generator(self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -135,8 +135,8 @@ class Trainer:
             self._probe.append(torch.cat(grads) if grads else torch.zeros(0))
             opt.zero_grad(set_to_none=True)
             return float("nan")
-        is_dp = _is_dp(opt)  # Opacus DPOptimizer clips per sample itself
-        if not is_dp and not math.isfinite(value := float(loss.detach())):
+        per_sample = is_dp(opt)  # Opacus DPOptimizer clips per sample itself
+        if not per_sample and not math.isfinite(value := float(loss.detach())):
             self._diverged(f"the {name} loss is {value}")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -144,7 +144,7 @@ class Trainer:
         else:
             loss.backward()
         norm = float("nan")
-        if self.cfg.grad_clip and not is_dp:
+        if self.cfg.grad_clip and not per_sample:
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
             norm = float(nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
             if not math.isfinite(norm) and self.scaler is None:     # fp16's scaler skips such steps by design
@@ -156,7 +156,7 @@ class Trainer:
             opt.step()
         # DP-SGD: check the weights (the mechanism's output, public), never the private loss: stopping on a loss
         # would release one bit about the private batch outside the mechanism
-        if is_dp and not all(torch.isfinite(p).all() for g in opt.param_groups for p in g["params"]):
+        if per_sample and not all(torch.isfinite(p).all() for g in opt.param_groups for p in g["params"]):
             self._diverged(f"the {name} weights are not finite after a DP-SGD step")
         return norm
 
@@ -202,7 +202,7 @@ class Trainer:
             while self.step < self.cfg.steps:
                 batch, rng = first or self._fetch(batches)
                 first = None
-                _set_rng_state(rng)      # as right after the fetch, whatever the precision check drew in between
+                set_rng_state(rng)      # as right after the fetch, whatever the precision check drew in between
                 self._set_lr()
                 for m in self.modules.values():
                     m.train()
@@ -231,8 +231,8 @@ class Trainer:
     def _fetch(self, batches: Iterator[Any]) -> tuple[Any, tuple]:
         """The next batch and the RNG state right after fetching it (each step seeds the RNGs before its fetch:
         augmentations are seeded too)."""
-        _seed_step(self.cfg.seed, self.step, self.rank)
-        return next(batches), _rng_state()
+        seed_step(self.cfg.seed, self.step, self.rank)
+        return next(batches), rng_state()
 
     # ---- precision: bf16 where this CPU computes this model right and fast (`engine.precision`) ---------------
     def _settle_precision(self, batch: Any, step_fn: Callable[[Any, int, "Trainer"], dict]) -> None:

@@ -18,7 +18,7 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def _plain_copy(module: nn.Module) -> nn.Module:
+def plain_copy(module: nn.Module) -> nn.Module:
     """A deep copy without Opacus's per-sample-gradient hooks and attributes (for EMA copies).
 
     The hooks are bound methods of the GradSampleModule: a plain deepcopy drags along a copy of it, and an EMA
