@@ -40,7 +40,7 @@ def test_validation_on_ten_cines_of_an_unseen_phantom_seed(trained, profile16, s
     the order task trained longer than a unit test can (the tiny evaluator: benchmarks/evaluator_validity.py)."""
     root = tmp_path / f"seed{seed}"
     generate_cohort(root, 10, seed=seed, **UNSEEN)
-    check = evaluator_check(trained, load_cines(root, profile16), profile="smoke")
+    check = evaluator_check(trained, load_cines(root, profile16), profile=get_profile("smoke"))
     for kind in ("noise", "blur"):
         assert check["monotonic"][kind], check["fd"][kind]
         assert check["monotonic_kid"][kind], check["kid"][kind]
@@ -51,7 +51,7 @@ def test_validation_on_ten_cines_of_an_unseen_phantom_seed(trained, profile16, s
 
 def test_failed_check_advises_the_command_that_fits_an_evaluator_to_the_reference(smoke_cache, monkeypatch):
     monkeypatch.setattr(ft, "features", lambda model, cines, **kw: torch.randn(len(ft.as_cines(cines)), 3).double())
-    check = evaluator_check(None, load_cines(smoke_cache, "smoke"), profile="smoke")
+    check = evaluator_check(None, load_cines(smoke_cache, get_profile("smoke")), profile=get_profile("smoke"))
     assert check["passed"] is False
     assert f"train evaluator --profile smoke --cache {smoke_cache}" in check["advice"]
     assert "--evaluator " in check["advice"] and "runs/smoke/evaluator-smoke" in check["advice"]

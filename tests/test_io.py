@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cardiolab.profiles import get_profile
 from cardiolab.__main__ import main
 from cardiolab.core import CardiolabError
 from cardiolab.io.acdc import find_subjects, read_acdc, read_subject
@@ -380,7 +381,7 @@ def test_prepare_runs_checks_validation_before_writing(tmp_path):
     vol = nib.load(folder / "patient002_frame01.nii.gz")
     save(np.full(vol.shape, np.inf, np.float32), folder / "patient002_frame01.nii.gz", vol.affine)
     with pytest.raises(CardiolabError, match="patient002_frame01.nii.gz: .*NaN/Inf"):
-        prepare(tmp_path / "cohort", "acdc", "smoke", tmp_path / "cache")
+        prepare(tmp_path / "cohort", "acdc", get_profile("smoke"), tmp_path / "cache")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
 
 

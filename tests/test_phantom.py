@@ -42,7 +42,7 @@ def prepared(phantom_root, tmp_path_factory):
 
     from cardiolab.data.prepare import prepare
 
-    path = prepare(phantom_root, "acdc", "smoke", tmp_path_factory.mktemp("cache") / "smoke")
+    path = prepare(phantom_root, "acdc", get_profile("smoke"), tmp_path_factory.mktemp("cache") / "smoke")
     return [(r["attributes"]["Group"], torch.load(path.parent / r["file"], weights_only=True))
             for r in read_json(path)["subjects"]]
 

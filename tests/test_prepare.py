@@ -303,7 +303,7 @@ def test_prepare_phantom_cohort(phantom_root, tmp_path):
 
 def test_ensure_prepared_builds_once_and_rebuilds_when_stale(tmp_path, monkeypatch):
     monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
-    cache = prep.ensure_prepared("smoke")
+    cache = prep.ensure_prepared(get_profile("smoke"))
     assert cache == tmp_path / "data" / "cache" / "smoke" and (tmp_path / "data" / "phantom" / "smoke").is_dir()
     m = load_manifest(cache)
     assert len(m["subjects"]) == SMOKE.data.phantom_subjects and m["source"]["layout"] == "acdc"

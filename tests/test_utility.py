@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cardiolab.profiles import get_profile
 from cardiolab.core import CardiolabError
 from cardiolab.metrics.function import compare_distributions
 from cardiolab.metrics.segmentation import bootstrap_ci, mean_ci, seg_scores
@@ -22,7 +23,7 @@ def trained(tmp_path_factory):
     """A tiny prepared cache of toy hearts and a segmenter trained on its public split."""
     root = tmp_path_factory.mktemp("utility")
     cache = make_cache(root)
-    run = seg.train("smoke", out=root / "seg", steps=80, cache_dir=cache)
+    run = seg.train(get_profile("smoke"), out=root / "seg", steps=80, cache_dir=cache)
     return root, cache, seg.load(run)
 
 
@@ -68,13 +69,13 @@ def test_function_of_segmented_cohort_matches_labels(trained, tmp_path):
     root, cache, model = trained
     cohort = write_cohort(tmp_path / "syn", n=2, labels="series", seed=50)
     by_labels = function_table(cohort, source="labels")
-    by_seg = function_table(cohort, model, "smoke")
+    by_seg = function_table(cohort, model, get_profile("smoke"))
     assert list(by_seg.id) == list(by_labels.id) == ["sub050", "sub051"]
     assert (by_labels.EF > 30).all() and (by_labels.EDV > by_labels.ESV).all()
     np.testing.assert_allclose(by_seg.EDV, by_labels.EDV, rtol=0.3)
     np.testing.assert_allclose(by_seg.EF, by_labels.EF, atol=15)
     assert (by_seg.ed != by_seg.es).all()
-    result = synthetic_function("smoke", cohort, real_root=root / "cohort", out_dir=tmp_path / "eval", seg_model=model)
+    result = synthetic_function(get_profile("smoke"), cohort, real_root=root / "cohort", out_dir=tmp_path / "eval", seg_model=model)
     assert result["n_real"] == 8 and result["n_synthetic"] == 2 and result["by"] == "Group"
     assert {r["metric"] for r in result["function"]} >= {"EDV", "ESV", "EF", "LV_mass"}
     assert {r["group"] for r in result["shape"]} == {"RV", "MYO", "LV"}
@@ -82,14 +83,14 @@ def test_function_of_segmented_cohort_matches_labels(trained, tmp_path):
     assert (tmp_path / "eval" / "synthetic_function.json").exists()
     assert len(pd.read_csv(tmp_path / "eval" / "shape_synthetic.csv")) > 0
     with pytest.raises(CardiolabError):
-        function_table(cohort, None, "smoke")
+        function_table(cohort, None, get_profile("smoke"))
 
 
 def test_utility_pseudo_labels_and_cis(trained, tmp_path):
     root, cache, _ = trained
     synthetic = write_cohort(tmp_path / "syn", n=3, labels=None, seed=70)   # image-only, like CardioDiT samples
     out = tmp_path / "utility.json"
-    result = utility("smoke", synthetic, out, seeds=2, steps=15, cache_dir=cache, run_root=tmp_path / "runs")
+    result = utility(get_profile("smoke"), synthetic, out, seeds=2, steps=15, cache_dir=cache, run_root=tmp_path / "runs")
     assert json.loads(out.read_text())["synthetic_labels"] == result["synthetic_labels"] == PSEUDO
     assert set(result["results"]) == {"real", "synthetic", "real+synthetic"}
     assert result["n_train"] == {"real": 4, "synthetic": 3} and result["n_test"] == 2 and result["seeds"] == [0, 1]
@@ -105,7 +106,7 @@ def test_utility_pseudo_labels_and_cis(trained, tmp_path):
 def test_utility_with_provided_labels_one_seed(trained, tmp_path):
     root, cache, _ = trained
     synthetic = write_cohort(tmp_path / "syn", n=2, labels="series", seed=80)
-    result = utility("smoke", synthetic, tmp_path / "u.json", seeds=[3], steps=10, cache_dir=cache,
+    result = utility(get_profile("smoke"), synthetic, tmp_path / "u.json", seeds=[3], steps=10, cache_dir=cache,
                      run_root=tmp_path / "runs")
     assert result["synthetic_labels"] == "provided" and "bootstrap" in result["ci"]
     d = result["results"]["synthetic"]["dice"]["LV"]
@@ -116,7 +117,7 @@ def test_utility_fractions_and_a_cross_dataset_test_cohort(trained, tmp_path):
     root, cache, _ = trained
     synthetic = write_cohort(tmp_path / "syn", n=2, labels="series", seed=90)
     other = write_cohort(tmp_path / "other", n=2, labels="series", seed=95, shift=1.0)    # another "site"
-    result = utility("smoke", synthetic, tmp_path / "u.json", seeds=[0], steps=5, cache_dir=cache,
+    result = utility(get_profile("smoke"), synthetic, tmp_path / "u.json", seeds=[0], steps=5, cache_dir=cache,
                      run_root=tmp_path / "runs", fractions=(0.5, 1.0), test_cohort=other)
     assert set(result["results"]) == {"real", "synthetic", "real+synthetic", "real@0.5", "real+synthetic@0.5"}
     assert result["n_train"]["real@0.5"] == 2
@@ -140,18 +141,18 @@ def test_fraction_ids_are_nested_and_seeded():
 def test_utility_refuses_fractions_outside_0_1(trained, tmp_path):
     root, cache, _ = trained
     with pytest.raises(CardiolabError, match="fractions"):
-        utility("smoke", tmp_path, tmp_path / "u.json", seeds=[0], steps=1, cache_dir=cache, fractions=(0.0,))
+        utility(get_profile("smoke"), tmp_path, tmp_path / "u.json", seeds=[0], steps=1, cache_dir=cache, fractions=(0.0,))
 
 
 def test_synthetic_function_labels_source_reads_the_cohorts_masks(tmp_path):
     cohort = write_cohort(tmp_path / "syn", n=2, labels="series", seed=60)
-    result = synthetic_function("smoke", cohort, real_root=cohort, out_dir=tmp_path / "eval",
+    result = synthetic_function(get_profile("smoke"), cohort, real_root=cohort, out_dir=tmp_path / "eval",
                                 synthetic_source="labels", real_source="labels")
     assert result["sources"] == {"real": "labels", "synthetic": "labels"}
     assert all(r["w1"] == 0 for r in result["function"] if r["w1"] is not None)
     image_only = write_cohort(tmp_path / "img", n=1, labels=None, seed=61)
     with pytest.raises(CardiolabError, match="label series"):
-        synthetic_function("smoke", image_only, real_root=cohort, out_dir=tmp_path / "eval2",
+        synthetic_function(get_profile("smoke"), image_only, real_root=cohort, out_dir=tmp_path / "eval2",
                            synthetic_source="labels", real_source="labels")
 
 
@@ -163,11 +164,11 @@ def test_utility_trains_real_only_runs_once_across_cohorts(trained, tmp_path, mo
     train = seg.train
     monkeypatch.setattr(seg, "train", lambda *a, **kw: made.append(Path(kw["out"]).name) or train(*a, **kw))
     kw = dict(seeds=[0], steps=5, cache_dir=cache, fractions=(0.5, 1.0))
-    utility("smoke", first, tmp_path / "a.json", run_root=tmp_path / "runs", **kw)
+    utility(get_profile("smoke"), first, tmp_path / "a.json", run_root=tmp_path / "runs", **kw)
     assert sorted(made) == ["real-seed0", "real@0.5-seed0", "real_synthetic-seed0", "real_synthetic@0.5-seed0",
                             "synthetic-seed0"]
     made.clear()
-    result = utility("smoke", second, tmp_path / "b.json", run_root=tmp_path / "runs", **kw)
+    result = utility(get_profile("smoke"), second, tmp_path / "b.json", run_root=tmp_path / "runs", **kw)
     assert sorted(made) == ["real_synthetic-seed0", "real_synthetic@0.5-seed0", "synthetic-seed0"]
     assert result["results"]["real"]["dice"]["mean"]["per_seed"] == \
         json.loads((tmp_path / "a.json").read_text())["results"]["real"]["dice"]["mean"]["per_seed"]
@@ -177,7 +178,7 @@ def test_utility_keeps_each_cohorts_synthetic_runs_apart(trained, tmp_path):
     root, cache, _ = trained
     kw = dict(seeds=[0], steps=3, cache_dir=cache, run_root=tmp_path / "runs")
     for name in ("a", "b"):
-        utility("smoke", write_cohort(tmp_path / name, n=1, labels="series", seed=120), tmp_path / f"{name}.json", **kw)
+        utility(get_profile("smoke"), write_cohort(tmp_path / name, n=1, labels="series", seed=120), tmp_path / f"{name}.json", **kw)
     assert (tmp_path / "runs" / "a" / "synthetic-seed0" / "scores.json").exists()
     assert (tmp_path / "runs" / "b" / "synthetic-seed0" / "scores.json").exists()
     assert (tmp_path / "runs" / "real-seed0" / "scores.json").exists()          # shared by both

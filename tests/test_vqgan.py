@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from cardiolab.profiles import get_profile
 from cardiolab.core import CardiolabError
 from cardiolab.engine import load_checkpoint
 from cardiolab.models.vqgan import (VQGAN, VQConfig, build_discriminator, decode_sliding, discriminator_layers, latent_shape,
@@ -339,7 +340,7 @@ def test_flip_roll_is_a_flipped_and_rolled_copy_of_each_slice():
 
 def test_augment_is_part_of_shaping_and_trains(tmp_path):
     from cardiolab.profiles import override
-    assert task.shaping(override(PROFILES["tiny"], ["vqgan.augment=false"])) != task.shaping("tiny")
+    assert task.shaping(override(PROFILES["tiny"], ["vqgan.augment=false"])) != task.shaping(get_profile("tiny"))
     cfg = dataclasses.replace(SECTION, batch=2, disc_start=2, augment=True)
     a = task.fit(cine_slices(4), cfg, SIZE, tmp_path / "a", steps=3, seed=3, device="cpu")
     b = task.fit(cine_slices(4), dataclasses.replace(cfg, augment=False), SIZE, tmp_path / "b", steps=3, seed=3,
@@ -362,7 +363,7 @@ def test_crop_must_be_a_multiple_of_four():
 def test_crop_is_part_of_shaping():
     from cardiolab.profiles import override
     p = override(PROFILES["tiny"], ["vqgan.crop=32,32,0"])
-    assert task.shaping(p) != task.shaping("tiny")
+    assert task.shaping(p) != task.shaping(get_profile("tiny"))
 
 
 def test_cropped_training_reconstructs_whole_slices(tmp_path):

@@ -263,11 +263,10 @@ def run(args) -> int:
         return 0
     if args.embedding is None:
         from cardiolab.privacy.embeddings import default_embedding
-        from cardiolab.profiles import get_profile
 
         args.embedding = default_embedding(args.profile)
         if args.embedding == "pixels":
-            print(f"warning: no trained copy detector for profile {get_profile(args.profile).name}; comparing pixels, which miss "
+            print(f"warning: no trained copy detector for profile {args.profile.name}; comparing pixels, which miss "
                   "rotated and re-rendered copies (`train copy-detector` first)", file=sys.stderr)
     r = audit_copies(args.synthetic, args.profile, args.train, args.holdout, _splits(args.train_split),
                      args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json,

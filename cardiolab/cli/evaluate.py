@@ -54,7 +54,7 @@ def run(args) -> int:
     for flag in ("unconditional", "segmenter"):
         if getattr(args, flag):
             raise CardiolabError(f"evaluate --{flag}: only for volume cohorts (highres); {args.synthetic} is not one")
-    result = evaluate(args.synthetic, args.real, profile, split=args.split, labels=args.labels, name=args.name,
+    result = evaluate(args.synthetic, args.real, profile=profile, split=args.split, labels=args.labels, name=args.name,
                       out_json=args.json, fid_weights=args.fid_weights, evaluator=args.evaluator,
                       command=command_line(args), landmarks=args.landmarks)
     f = result["fidelity"]

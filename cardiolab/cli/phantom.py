@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cardiolab.cli import add_profile
-from cardiolab.profiles import get_profile
+from cardiolab.cli import add_profile, resolve_profile
 
 HELP = "generate the 4D cine phantom (ACDC layout, with labels) or 3D volumes (--kind volume)"
 
@@ -49,7 +48,7 @@ def snr_range(text: str) -> tuple[float, float]:
 def run(args) -> int:
     from cardiolab.data.phantom import ensure_phantom, generate_cohort
 
-    profile = get_profile(args.profile)
+    profile = resolve_profile(args)
     if args.kind == "volume":
         return _volume(args, profile)
     d = profile.data

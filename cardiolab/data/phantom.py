@@ -53,6 +53,7 @@ from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, read_json, 
 from cardiolab.data.phantom_render import (D_THETA, RV_ANGLE_DEG, heart_tables, insertion_points, render, sax_axes,
                                           smoothstep, solve_quadratic, thorax)
 from cardiolab.io.cohort import Subject, write_subject
+from cardiolab.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,7 @@ def cohort_params(n: int, seed: int, size: int, spacing: float, slices: int, fra
                 size=int(size), spacing=float(spacing), slices=int(slices), frames=int(frames))
 
 
-def ensure_phantom(profile, seed: int = 0, workers: int = 1) -> Path:
+def ensure_phantom(profile: Profile, seed: int = 0, workers: int = 1) -> Path:
     """The profile's phantom cohort (profile.phantom_dir), generated from profile.data if missing or stale."""
     d = profile.data
     params = cohort_params(d.phantom_subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices,

@@ -39,7 +39,7 @@ from cardiolab.data import attributes
 from cardiolab.io.cohort import LABELS, Subject
 from cardiolab.io.layouts import read_cohort, scan_cohort
 from cardiolab.io.validate import raise_if_problems
-from cardiolab.profiles import Profile, get_profile, shaping_fields
+from cardiolab.profiles import Profile, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -417,13 +417,12 @@ def stratified_splits(ids: list[str], groups: list[str], fractions, seed: int = 
     return {n: sorted(v) for n, v in splits.items()}
 
 
-def prepare(root: str | os.PathLike, layout: str = "acdc", profile: Profile | str | None = None,
+def prepare(root: str | os.PathLike, layout: str, profile: Profile,
             out: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """Preprocess every subject under `root` into the cache `out` (default profile.cache_dir).
 
     Returns the path of `<out>/manifest.json`. Replaces an existing cache only once the new one is complete.
     """
-    profile = get_profile(profile)
     out = Path(out) if out is not None else profile.cache_dir
     raise_if_problems(scan_cohort(root, layout)[1])     # what `check` reports (e.g. per-frame files) stops prepare
     subjects = read_cohort(root, layout)
@@ -498,10 +497,9 @@ def cache_stamps(manifest: dict | None, profile: Profile) -> tuple[dict | None, 
     return recorded, wanted
 
 
-def ensure_prepared(profile: Profile | str | None = None) -> Path:
+def ensure_prepared(profile: Profile) -> Path:
     """The profile's cache folder (`Profile.cache_dir`), prepared from its data source when absent or stale: the
     root's cohort folder (`profiles.with_data`), else the phantom (generated if missing)."""
-    profile = get_profile(profile)
     if not is_current(profile.cache_dir, profile):
         if profile.data_source is not None:
             root = profile.data_root

@@ -27,7 +27,7 @@ from cardiolab.core import CardiolabError, is_cache, read_json, to_record, write
 from cardiolab.dp.accounting import cohort_privacy
 from cardiolab.data.cines import Cines, cine_cohorts, load_cines
 from cardiolab.io.cohort import samples_record
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _real_root(real: Cines) -> tuple[Path | None, list[str] | None]:
 
 
 def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None,
-             profile: Profile | str | None = None, split: str | None = None, labels: bool = False,
+             *, profile: Profile, split: str | None = None, labels: bool = False,
              name: str | None = None, out_json: str | os.PathLike | None = None,
              fid_weights: str | os.PathLike | None = None, evaluator: str | os.PathLike | None = None,
              seg_model=None, command: str | None = None, validate: bool | None = None,
@@ -131,7 +131,6 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
     Returns {"kind", "version", "model", "profile", "data", "command", "real", "synthetic", "fidelity",
     "consistency": {"real", "synthetic"}, "temporal": {"real", "synthetic"}, "function", "shape", "segmentation"}.
     """
-    profile = get_profile(profile)
     validate = real is not None if validate is None else validate
     if real is None:
         from cardiolab.data.prepare import ensure_prepared
@@ -144,7 +143,7 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
                           landmarks=landmarks)
 
 
-def evaluator_check(model, real: Cines, seed: int = 0, profile: Profile | str | None = None) -> dict:
+def evaluator_check(model, real: Cines, seed: int = 0, *, profile: Profile) -> dict:
     """Does the evaluator rank degraded copies of this real reference further from it than clean data?
 
     `metrics.features.validate_features` (noise, blur, temporal and slice shuffling at rising levels, against a
@@ -168,9 +167,8 @@ def evaluator_check(model, real: Cines, seed: int = 0, profile: Profile | str | 
             "advice": None if passed else retrain_advice(real, profile), **out}
 
 
-def retrain_advice(real: Cines, profile: Profile | str | None = None) -> str:
+def retrain_advice(real: Cines, profile: Profile) -> str:
     """The commands that fit an evaluator to this reference (its degradation task included) and score with it."""
-    profile = get_profile(profile)
     path = Path(real.source.get("path", "REFERENCE"))
     run = profile.run(f"evaluator-{path.name}")
     return (f"python -m cardiolab train evaluator --profile {profile.name} {'--cache' if is_cache(path) else '--root'} "
@@ -267,7 +265,7 @@ def landmark_drift(real_c: Cines, synth_c: Cines, run_dir: str | os.PathLike, pr
 
 
 # ---- the models of a profile (notebook 05) -------------------------------------------------------------
-def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout", labels: bool = True) -> dict:
+def evaluate_vqgan(profile: Profile, split: str = "holdout", labels: bool = True) -> dict:
     """VQ-GAN reconstructions of the cache's `split` as a 'model': paired PSNR / SSIM / MS-SSIM plus every
     `evaluate` metric; also writes them as a cohort runs/<profile>/samples/vqgan_recon. -> eval/vqgan_recon.json."""
     from cardiolab.data.datasets import load_manifest
@@ -275,8 +273,6 @@ def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout",
     from cardiolab.io.cohort import write_cines
     from cardiolab.metrics.fidelity import reconstruction_metrics
     from cardiolab.tasks import vqgan
-
-    profile = get_profile(profile)
     cache = ensure_prepared(profile)
     real = load_cines(cache, profile, split)
     model = vqgan.load(vqgan.ensure(profile))
@@ -293,11 +289,10 @@ def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout",
                           extra={"reconstruction": reconstruction_metrics(real.images, recon)})
 
 
-def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
+def synthetic_cohorts(profile: Profile) -> dict[str, Path]:
     """{model name: cohort folder} of the generators' samples: the DiT's (`cardiolab.tasks.dit.ensure_samples`,
     generated if missing, when that module exists) and any other folder under runs/<profile>/samples/
     (baselines), except the VQ-GAN reconstructions."""
-    profile = get_profile(profile)
     found: dict[str, Path] = {}
     try:
         from cardiolab.tasks.dit import ensure_samples
@@ -312,12 +307,11 @@ def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
     return found
 
 
-def evaluate_all(profile: Profile | str | None = None, labels: bool = True,
+def evaluate_all(profile: Profile, labels: bool = True,
                  landmarks: str | os.PathLike | None = None):
     """Evaluate the VQ-GAN reconstructions and every synthetic cohort of the profile (dit-dp cohorts excepted:
     the DP experiment scores them against the private holdout); returns the model table (`model_table`) of
     everything in runs/<profile>/eval. landmarks: a landmarks run, for every generator's septal drift."""
-    profile = get_profile(profile)
     evaluate_vqgan(profile, labels=labels)
     for name, root in synthetic_cohorts(profile).items():
         if samples_record(root).get("task") == "dit-dp":   # fine-tuned on the private cohort: scored against its holdout instead,
@@ -326,10 +320,9 @@ def evaluate_all(profile: Profile | str | None = None, labels: bool = True,
     return model_table(load_evaluations(profile.run_dir))
 
 
-def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
+def primary_synthetic(profile: Profile) -> tuple[str, Path]:
     """(name, cohort) the notebook's function / shape / utility sections use: the DiT's samples when present,
     else another generator's, else the VQ-GAN reconstructions (a stand-in, built if missing)."""
-    profile = get_profile(profile)
     cohorts = synthetic_cohorts(profile)
     if cohorts:
         name = "dit" if "dit" in cohorts else next(iter(cohorts))
@@ -340,9 +333,8 @@ def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
     return "vqgan_recon", recon
 
 
-def _tables(profile: Profile | str | None, name: str, kind: str):
+def _tables(profile: Profile, name: str, kind: str):
     """(real, synthetic) `kind` tables ('function' or 'shape') written by `evaluate(..., labels=True)`."""
-    profile = get_profile(profile)
     folder = profile.eval_dir / f"{name}_function"
     try:
         return pd.read_csv(folder / f"{kind}_real.csv"), pd.read_csv(folder / f"{kind}_synthetic.csv")
@@ -350,17 +342,17 @@ def _tables(profile: Profile | str | None, name: str, kind: str):
         raise CardiolabError(f"{folder}: no {kind} tables; run evaluate with labels=True for {name!r}") from None
 
 
-def function_tables(profile: Profile | str | None, name: str):
+def function_tables(profile: Profile, name: str):
     """(real, synthetic) per-subject cardiac-function tables of model `name`."""
     return _tables(profile, name, "function")
 
 
-def shape_tables(profile: Profile | str | None, name: str):
+def shape_tables(profile: Profile, name: str):
     """(real, synthetic) shape-statistics tables of model `name`."""
     return _tables(profile, name, "shape")
 
 
-def validate_evaluator(profile: Profile | str | None = None, seed: int = 0) -> pd.DataFrame:
+def validate_evaluator(profile: Profile, seed: int = 0) -> pd.DataFrame:
     """`validate_features` of the profile's trained evaluator on every cine of the prepared cache;
     also writes runs/<profile>/eval/evaluator_validation.csv and figures/evaluator_validation.png."""
     from cardiolab.data.prepare import ensure_prepared
@@ -368,8 +360,6 @@ def validate_evaluator(profile: Profile | str | None = None, seed: int = 0) -> p
     from cardiolab.plots import save_figure
     from cardiolab.plots.evaluation import plot_validation
     from cardiolab.tasks import evaluator as evaluator_task
-
-    profile = get_profile(profile)
     model = evaluator_task.load(evaluator_task.ensure(profile))
     df = validate_features(model, load_cines(ensure_prepared(profile), profile).images, seed=seed)
     write_csv(df, profile.eval_dir / "evaluator_validation.csv")
@@ -377,7 +367,7 @@ def validate_evaluator(profile: Profile | str | None = None, seed: int = 0) -> p
     return df
 
 
-def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", seg_model=None):
+def ef_agreement(profile: Profile, split: str = "holdout", seg_model=None):
     """Segmenter EF vs phantom ground truth (phantom_truth.json) on the cache's `split`:
     DataFrame id, Group, EF_truth, EF_segmenter (both in %)."""
     from cardiolab.data.datasets import load_manifest
@@ -385,8 +375,6 @@ def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", s
     from cardiolab.data.prepare import ensure_prepared
     from cardiolab.evaluation.function import function_table
     from cardiolab.tasks import segmenter as seg
-
-    profile = get_profile(profile)
     root = ensure_phantom(profile)
     ids = load_manifest(ensure_prepared(profile))["splits"][split]
     model = seg_model if seg_model is not None else seg.ensure_model(profile)
@@ -440,7 +428,7 @@ def mask_metrics(real_c: Cines, synth_c: Cines, seg_model, spacing=(1.0, 1.0, 1.
     return {"mask_adherence": adherence, "mask_shape": shape}
 
 
-def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None,
+def evaluate_paired_masks(profile: Profile, run_dir: str | os.PathLike | None = None,
                           split: str = "holdout", steps: int | None = None, seed: int = 0, labels: bool = True,
                           seg_model=None) -> dict:
     """Mask-to-image conditioned on the real `split` masks, compared pixel by pixel with the real images.
@@ -459,8 +447,6 @@ def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | o
     from cardiolab.io.cohort import from_stored
     from cardiolab.metrics.fidelity import reconstruction_metrics
     from cardiolab.tasks import common, get_task
-
-    profile = get_profile(profile)
     task = get_task("mask-to-image")
     run = Path(run_dir) if run_dir else task.ensure(profile)
     cache = ensure_prepared(profile)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cardiolab.profiles import Profile
+
 
 def plot_grad_norms(norms: dict, title: str = "per-subject gradient norms"):
     """Histogram of per-sample gradient norms before and after clipping, C marked. norms: dp.mechanism's
@@ -79,7 +81,7 @@ def plot_leakage_vs_epsilon(leak: pd.DataFrame):
     return fig
 
 
-def plot_group_samples(cohorts: dict, profile=None, frame: int = 0):
+def plot_group_samples(cohorts: dict, profile: Profile, frame: int = 0):
     """One sample per conditioned group: the middle slice at `frame` of each cohort's first study.
     cohorts: {group: cohort folder} (e.g. controllability's runs/<profile>/eval/<run>-groups/<group>)."""
     import matplotlib.pyplot as plt

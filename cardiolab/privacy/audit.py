@@ -26,7 +26,7 @@ from cardiolab.core import CardiolabError, is_cache, write_json
 from cardiolab.data.cines import load_cines
 from cardiolab.dp.accounting import training_cohort_id
 from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile
 
 
 KIND = "cardiolab-audit-copies"
@@ -131,7 +131,7 @@ def calibration_cines(profile: Profile, train: str | os.PathLike | None, n: int 
     return [f"calibration/{i}" for i in cal.ids], cal.images
 
 
-def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, train: str | os.PathLike | None = None,
+def plant_cohort(out: str | os.PathLike, profile: Profile, train: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, n_copies: int | None = None,
                  n_fresh: int | None = None, seed: int = 0, fresh_seed: int = FRESH_SEED, transforms=None,
                  family: str | None = None, vqgan: str | os.PathLike | None = None) -> dict:
@@ -142,8 +142,6 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     VQ-GAN run `vqgan` (default runs/<profile>/vqgan). Returns a summary dict."""
     from cardiolab.data.datasets import load_manifest
     from cardiolab.privacy.plant import CopyTransforms, family_transforms, plant, write_planted
-
-    profile = get_profile(profile)
     if family is not None:
         if transforms is not None:
             raise CardiolabError("audit plant: give transforms or a family, not both")
@@ -162,6 +160,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     # One geometry for every planted cine: the training cache's (cines are at profile geometry already).
     cache = Path(train) if train is not None else profile.cache_dir
     records = load_manifest(cache)["subjects"] if is_cache(cache) else []
+    d = profile.data                                    # a cohort without a cache: the profile's geometry
     spacing = np.median([r["spacing"] for r in records], axis=0) if records else (d.spacing, d.spacing, 10.0)
     frame_ms = float(np.median([r.get("frame_ms", 0.0) for r in records])) if records else 0.0
     es = int(np.median([r["es"] for r in records])) if records else d.frames // 3
@@ -204,7 +203,7 @@ def _round_trip(profile: Profile, run: str | os.PathLike | None):
     return lambda x: vqgan.reconstruct(model, x)
 
 
-def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = None,
+def audit_copies(synthetic: str | os.PathLike, profile: Profile,
                  train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
                  percentile: float = 5.0, embedding: str | None = None, max_copy_fraction: float | None = None,
@@ -230,8 +229,6 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
                                           detect_copies, distance_summary, planted_scores)
     from cardiolab.privacy.embeddings import check_embedding, default_embedding, embedder
     from cardiolab.privacy.plant import PLANTED_JSON, read_planted
-
-    profile = get_profile(profile)
     percentile, confidence = check_percentile(percentile), check_confidence(confidence)
     embedding = check_embedding(embedding or default_embedding(profile))
     if max_copy_fraction is not None and not 0 <= max_copy_fraction <= 100:
@@ -282,7 +279,7 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
 SWEEP_KIND = "cardiolab-audit-sweep"
 
 
-def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n: int | None = None,
+def audit_sweep(run: str | os.PathLike, profile: Profile, n: int | None = None,
                 steps: int | None = None, seed: int = 0, embedding: str | None = None,
                 out: str | os.PathLike | None = None, train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None) -> dict:
     """Memorization against training length: sample every kept checkpoint (checkpoint-<step>.pt, from
@@ -298,8 +295,6 @@ def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n:
     from cardiolab.tasks import dit
 
     from cardiolab.privacy.embeddings import check_embedding, default_embedding
-
-    profile = get_profile(profile)
     embedding = check_embedding(embedding or default_embedding(profile))
     run = Path(run)
     check_dit_run(run)
@@ -323,11 +318,10 @@ def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n:
     return result
 
 
-def top_pairs(result: dict, profile: Profile | str | None = None, k: int = 4,
+def top_pairs(result: dict, profile: Profile, k: int = 4,
               train: str | os.PathLike | None = None) -> list[dict]:
     """The k synthetic cines of an `audit copies` result nearest their training cine: [{id, train_id, distance,
     synthetic (D, H, W, T), train (D, H, W, T)}], nearest first."""
-    profile = get_profile(profile)
     per = sorted(result["per_synthetic"], key=lambda p: p["distance"])[:k]
     syn_ids, syn = _cines(result["synthetic"], profile, None)
     tr_ids, tr = _cines(train, profile, TRAIN_SPLITS)
@@ -343,7 +337,7 @@ REPORT_SEEDS = (11, 12, 13)
 REPORT_FRESH_OFFSET = 100           # fresh seed of reported cohort s: 100 + s
 
 
-def audit_families(out: str | os.PathLike, profile: Profile | str | None = None,
+def audit_families(out: str | os.PathLike, profile: Profile,
                    families: tuple[str, ...] | None = None, seeds: tuple[int, ...] = REPORT_SEEDS[:1],
                    leave_out: bool = True, steps: int | None = None, n_fresh: int | None = None,
                    train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
@@ -363,8 +357,6 @@ def audit_families(out: str | os.PathLike, profile: Profile | str | None = None,
     from cardiolab.engine import ensure_run
     from cardiolab.privacy.plant import FAMILIES
     from cardiolab.tasks import copy_detector
-
-    profile = get_profile(profile)
     families = tuple(families) if families else FAMILIES[:-1] + ("mixed",)
     for f in families:
         if f not in FAMILIES and f != "mixed":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cardiolab.core import CardiolabError, write_json
-from cardiolab.profiles import Profile, get_profile, override
+from cardiolab.profiles import Profile, override
 
 KIND = "cardiolab-audit-one-run"
 ONE_RUN_JSON = "one-run.json"
@@ -49,7 +49,7 @@ def split_canaries(record: dict, m: int, seed: int = 0) -> tuple[dict, dict]:
     return kept, canaries
 
 
-def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, init: str | os.PathLike,
+def audit_one_run(profile: Profile, latents: str | os.PathLike, init: str | os.PathLike,
                   out: str | os.PathLike, m: int | None = None, k: int | None = None, seed: int = 0,
                   steps: int | None = None, confidence: float = 0.95, epsilon: float | None = None) -> dict:
     """Train one dit-dp run (the profile's dp section, release mode) on `latents` with m canaries included at
@@ -72,7 +72,7 @@ def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, ini
     from cardiolab.tasks import dp as dp_task
     from cardiolab.tasks.vqgan import load_latents
 
-    profile, out = get_profile(profile), Path(out)
+    out = Path(out)
     if epsilon is not None:
         profile = override(profile, [f"dp.epsilon={epsilon}"])
     record = load_latents(latents)

@@ -41,7 +41,7 @@ from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, 
 from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, factorized_config
 from cardiolab.models.unet import SliceUNet, SliceUNetConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, run_profile, shaping_fields
+from cardiolab.profiles import Profile, data_shaping, profile_record, run_profile, shaping_fields
 from cardiolab.tasks import ensure_samples as ensure_generator_samples
 from cardiolab.tasks import dit as dit_task
 
@@ -140,12 +140,10 @@ def build(conf: dict) -> DiT4D | SliceUNet:
     return SliceUNet(SliceUNetConfig(**d))
 
 
-def shaping(spec: Spec, profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+def shaping(spec: Spec, profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     """The settings that shape this model's weights: its section's shaping fields that the model reads, the
     prepared data, the VQ-GAN run behind latents (`tasks.vqgan.run_id`) and the seed."""
     from cardiolab.tasks import vqgan
-
-    profile = get_profile(profile)
     # read: pixel_* come in as channels / batch / steps (`Spec.section`); family picks mask-to-image's stage 2 only
     section = {k: v for k, v in shaping_fields(spec.section(profile)).items()
                if not k.startswith("pixel_") and (k != "family" or spec.masks)}
@@ -156,9 +154,8 @@ def shaping(spec: Spec, profile: Profile | str | None = None, seed: int = 0, ste
     return out
 
 
-def num_parameters(spec: Spec, profile: Profile | str | None = None) -> int:
+def num_parameters(spec: Spec, profile: Profile) -> int:
     """Parameters of spec's network at the profile's sizes (latent or image shape from the profile)."""
-    profile = get_profile(profile)
     if spec.source == "latents":
         shape = dit_task.latent_shape(profile)
     else:
@@ -168,9 +165,9 @@ def num_parameters(spec: Spec, profile: Profile | str | None = None) -> int:
                                          "net": dataclasses.asdict(network_config(spec, profile, shape))}).parameters())
 
 
-def sample_defaults(spec: Spec, profile: Profile | str | None = None) -> dict:
+def sample_defaults(spec: Spec, profile: Profile) -> dict:
     """{"n", "steps"}: the sampling settings of spec's profile section."""
-    section = spec.section(get_profile(profile))
+    section = spec.section(profile)
     return {"n": section.n_samples, "steps": section.sample_steps}
 
 
@@ -281,11 +278,10 @@ def make_step_fn(spec: Spec, scheduler, loss: str):
     return step_fn
 
 
-def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLike | None = None,
+def train(spec: Spec, profile: Profile, out: str | os.PathLike | None = None,
           resume: bool = False, steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
           cache_dir: str | os.PathLike | None = None) -> Path:
     """Train spec's model on the profile's non-holdout studies; returns the run folder (default runs/<profile>/<name>)."""
-    profile = get_profile(profile)
     out = Path(out or profile.run(spec.name))
     record, path = load_record(spec, profile, latents, cache_dir)
     data = training_set(spec, record, path)
@@ -319,9 +315,8 @@ def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLi
     return out
 
 
-def ensure(spec: Spec, profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(spec: Spec, profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """spec's run folder; trains (resuming a partial run) unless finished with the same shaping settings."""
-    profile = get_profile(profile)
     run = Path(run_dir or profile.run(spec.name))
     data_path(spec, profile)                   # (re)builds latents or cache; their identity is in shaping()
     return ensure_run(run, spec.section(profile).steps, shaping(spec, profile),
@@ -463,7 +458,7 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     return out
 
 
-def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0, **kw) -> Path:
+def ensure_samples(name: str, profile: Profile, seed: int = 0, **kw) -> Path:
     """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings, redrawn
     unless current (`cardiolab.tasks.ensure_samples`: run id, count, sampling steps, seed); trained first if
     needed. kw: more sample_cohort options."""

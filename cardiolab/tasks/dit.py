@@ -27,7 +27,7 @@ from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_los
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.io.cohort import SAMPLES_JSON
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
-from cardiolab.profiles import Profile, get_profile, profile_record, run_profile, shaping_fields
+from cardiolab.profiles import Profile, profile_record, run_profile, shaping_fields
 from cardiolab.tasks import ensure_samples as ensure_generator_samples
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def diffusion_config(profile: Profile) -> DiffusionConfig:
     return DiffusionConfig(train_timesteps=profile.dit.train_timesteps)
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, vqgan_id: str | None = None,
+def shaping(profile: Profile, seed: int = 0, vqgan_id: str | None = None,
             latents: str | os.PathLike | None = None, steps: int | None = None) -> dict:
     """What shapes the DiT's weights: its training fields, the VQ-GAN run behind its latents, the seed.
 
@@ -61,8 +61,6 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, vqgan_id: str |
     latent set other than the profile's (canaries, subsets, private cohorts) is named too.
     """
     from cardiolab.tasks import vqgan
-
-    profile = get_profile(profile)
     dit = shaping_fields(profile.dit)
     dit["steps"] = steps or dit["steps"]
     out = {"dit": dit, "vqgan": vqgan_id or vqgan.run_id(profile), "seed": seed}
@@ -79,14 +77,12 @@ def latent_shape(profile: Profile) -> tuple[int, ...]:
     return (C, profile.data.slices, h, w, t)
 
 
-def sample_defaults(profile: Profile | str | None = None) -> dict:
+def sample_defaults(profile: Profile) -> dict:
     """The profile's sampling settings: {"n": studies, "steps": DDIM steps}."""
-    profile = get_profile(profile)
     return {"n": profile.dit.n_samples, "steps": profile.dit.sample_steps}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    profile = get_profile(profile)
+def num_parameters(profile: Profile) -> int:
     return sum(p.numel() for p in DiT4D(model_config(profile, latent_shape(profile))).parameters())
 
 
@@ -122,15 +118,13 @@ def make_step_fn(scheduler, loss: str = "smooth_l1"):
 
 
 # ---- train / ensure / load ------------------------------------------------------------------------
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
           keep_every: int | None = None) -> Path:
     """Train the DiT of `profile` on its latents (built via the VQ-GAN if missing); returns the run folder.
 
     keep_every: also keep checkpoint-<step>.pt every this many steps (`audit sweep`); shapes no weights."""
     from cardiolab.tasks.vqgan import ensure_latents, load_latents
-
-    profile = get_profile(profile)
     out = Path(out or profile.run(NAME))
     path = Path(latents) if latents else ensure_latents(profile)
     record = load_latents(path)
@@ -160,14 +154,12 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None,
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None,
            latents: str | os.PathLike | None = None, keep_every: int | None = None) -> Path:
     """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished.
 
     latents: another latent set (canaries, subsets; named in the shaping by its path); keep_every: as `train`."""
     from cardiolab.tasks.vqgan import ensure_latents
-
-    profile = get_profile(profile)
     run = Path(run_dir or profile.run(NAME))
     if latents is None:
         ensure_latents(profile)                # (re)encoded when the VQ-GAN changed; its id is in shaping()
@@ -274,7 +266,7 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     return out
 
 
-def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir: str | os.PathLike | None = None,
+def ensure_samples(profile: Profile, seed: int = 0, run_dir: str | os.PathLike | None = None,
                    out: str | os.PathLike | None = None) -> Path:
     """The profile's n_samples DiT samples (default runs/<profile>/samples/dit), redrawn unless current
     (`cardiolab.tasks.ensure_samples`); trains the DiT first if needed."""

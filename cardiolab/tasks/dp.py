@@ -31,7 +31,7 @@ from cardiolab.diffusion import DiffusionConfig, create_scheduler
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.dp import accounting
 from cardiolab.dp.mechanism import make_private, resolve_delta, sample_rate, select_parameters
-from cardiolab.profiles import Profile, get_profile, profile_record, shaping_fields
+from cardiolab.profiles import Profile, profile_record, shaping_fields
 from cardiolab.tasks import dit
 
 log = logging.getLogger(__name__)
@@ -48,16 +48,15 @@ def _defaults(profile: Profile, latents, init) -> tuple[Path, Path | None]:
     return latents, init
 
 
-def shaping(profile: Profile | str | None = None, latents=None, init=None, seed: int = 0) -> dict:
+def shaping(profile: Profile, latents=None, init=None, seed: int = 0) -> dict:
     """The config fields and upstream runs that shape a dit-dp run's weights: the dp section, the DiT's training
     fields, the private latents and the id of the public init run (`engine.run_id`)."""
-    profile = get_profile(profile)
     latents, init = _defaults(profile, latents, init)
     return {"dp": shaping_fields(profile.dp), "dit": dit.shaping(profile)["dit"],
             "latents": to_record(latents), "init_run": None if init is None else run_id(init), "seed": seed}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
+def num_parameters(profile: Profile) -> int:
     return dit.num_parameters(profile)
 
 
@@ -104,7 +103,7 @@ def _public_side(profile: Profile, init: Path | None, record: dict, path: Path) 
     return None, conf
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
           init: str | os.PathLike | None = None, replayable: bool | None = None) -> Path:
     """DP fine-tune the DiT `init` (a run folder, or 'none' for scratch) on the private `latents`; returns the run.
@@ -116,8 +115,6 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     """
     from cardiolab.models.dit4d import DiT4D, DiT4DConfig
     from cardiolab.tasks.vqgan import load_latents
-
-    profile = get_profile(profile)
     if replayable is not None:
         profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, replayable=bool(replayable)))
     p = profile.dp
@@ -224,9 +221,8 @@ def _train_non_private(profile: Profile, out: Path, model, opt, data, public: di
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """The dit-dp run (default runs/<profile>/dit-dp) on the default private latents and init; trains unless finished."""
-    profile = get_profile(profile)
     run = Path(run_dir or profile.run(NAME))
     dit.ensure(profile)                                     # the public init the fine-tune starts from
     return ensure_run(run, profile.dp.steps, shaping(profile), lambda resume: train(profile, run, resume=resume))

@@ -29,7 +29,7 @@ from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
 from cardiolab.metrics.features import DEGRADATIONS, _derange, corrupt, moved_frames, slabs
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig, image_statistics
-from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record
+from cardiolab.profiles import Profile, data_shaping, profile_record
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,15 @@ def evaluator_config(profile: Profile) -> EvaluatorConfig:
                            degradations=True, statistics=True)
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+def shaping(profile: Profile, seed: int = 0, cache: str | os.PathLike | None = None,
             steps: int | None = None) -> dict:
     """What shapes the evaluator's weights: its network, batch, steps, the prepared data and the seed."""
-    profile = get_profile(profile)
     return {"evaluator": dataclasses.asdict(evaluator_config(profile)), "batch": profile.eval.feature_batch,
             "steps": steps or profile.eval.feature_steps, **data_shaping(profile, cache), "seed": seed}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in CineEncoder(evaluator_config(get_profile(profile))).parameters())
+def num_parameters(profile: Profile) -> int:
+    return sum(p.numel() for p in CineEncoder(evaluator_config(profile)).parameters())
 
 
 def augment(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +139,7 @@ def _heads(net: torch.nn.Module, project: list, classify: list, regress: list) -
             [raw.degradation_head(f) for f in feats[b:]])
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
           root: str | os.PathLike | None = None) -> Path:
     """SimCLR + order + degradation training of the evaluator on the public + private splits of the prepared cache.
@@ -151,8 +150,6 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     Returns the run folder (default runs/<profile>/evaluator).
     """
     from monai.losses import ContrastiveLoss
-
-    profile = get_profile(profile)
     out = Path(out or profile.run(NAME))
     if root is not None and cache_dir is not None:
         raise CardiolabError("train evaluator: give --root or --cache, not both")
@@ -202,9 +199,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """The trained evaluator's run folder (runs/<profile>/evaluator), trained unless finished with this shaping."""
-    profile = get_profile(profile)
     out = Path(run_dir or profile.run(NAME))
     return ensure_run(out, profile.eval.feature_steps, shaping(profile),
                       lambda resume: train(profile, out, resume=resume))
