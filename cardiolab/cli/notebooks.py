@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.reporting.reproduce import plan, run_notebooks
+    from cardiolab.reporting.reproduce import plan, run_notebooks  # lazy: CLI start-up
 
     if args.plan:
         print(plan(args.profile, only=args.only))

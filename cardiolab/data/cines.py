@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
 from cardiolab.core import MANIFEST, CardiolabError, is_cache
 from cardiolab.data.datasets import CineDataset, load_manifest
@@ -227,9 +229,6 @@ def align_cines(images: torch.Tensor) -> torch.Tensor:
       per-pixel temporal std above its median, squared: what beats, not noise or a padded band) to the middle.
     Both are functions of the cine alone (no labels, no partner), so an exact copy aligns exactly as its source.
     """
-    import torch.nn.functional as F
-    from einops import rearrange
-
     if images.ndim != 5:
         raise CardiolabError(f"align_cines: expected cines (N, D, H, W, T), got shape {tuple(images.shape)}")
     N, D, H, W, T = images.shape
@@ -260,8 +259,6 @@ def _motion_centre(motion: torch.Tensor) -> torch.Tensor:
 
 def _shift_planes(planes: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """planes (N, C, H, W) in [-1, 1] sampled at +shift (N, 2) (x, y) px, bilinear, -1 outside the field of view."""
-    import torch.nn.functional as F
-
     N, C, H, W = planes.shape
     theta = torch.zeros(N, 2, 3, dtype=planes.dtype)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0

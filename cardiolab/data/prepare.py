@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from einops import rearrange
+from monai.transforms import BorderPad, Resize, ScaleIntensityRangePercentiles, SpatialCrop
 from nibabel.orientations import io_orientation
 from scipy import ndimage
 from tqdm import tqdm
@@ -36,6 +37,7 @@ from tqdm import tqdm
 from cardiolab.core import (MANIFEST, CardiolabError, atomic_path, fingerprint, from_record, read_stamp, to_record,
                             up_to_date, write_json)
 from cardiolab.data import attributes
+from cardiolab.data.phantom import ensure_phantom, read_rvip
 from cardiolab.io.cohort import LABELS, Subject
 from cardiolab.io.layouts import read_cohort, scan_cohort
 from cardiolab.io.validate import raise_if_problems
@@ -88,8 +90,6 @@ def canonical_inplane(image: np.ndarray, labels: np.ndarray, affine: np.ndarray)
 def resample_inplane(image: torch.Tensor, labels: torch.Tensor, spacing_xy: tuple[float, float],
                      target: float) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
     """image, labels: (T, X, Y, Z) -> (T, X', Y', Z) at ~`target` mm in-plane; returns the exact new spacing."""
-    from monai.transforms import Resize
-
     X, Y = image.shape[1:3]
     size = [max(1, round(n * s / target)) for n, s in zip((X, Y), spacing_xy)]
     image = Resize((*size, -1), mode="bilinear", anti_aliasing=True)(image)
@@ -161,8 +161,6 @@ def choose_slices(labels: torch.Tensor, valid: np.ndarray, n: int, sid: str) -> 
 
 def crop_around(x: torch.Tensor, centre: np.ndarray, size: int, value: float) -> torch.Tensor:
     """(C, X, Y, Z) -> (C, size, size, Z) centred on `centre` (x, y), padding with `value` where needed."""
-    from monai.transforms import BorderPad, SpatialCrop
-
     start = crop_start(centre, size)
     pads = [(max(0, -s), max(0, s + size - n)) for s, n in zip(start, x.shape[1:3])]
     if any(p for pair in pads for p in pair):
@@ -297,7 +295,6 @@ def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None 
     grid = {"shape": [int(n) for n in subject.image.shape[:2]], "swap": swap, "flip": list(flips),
             "resampled": [int(n) for n in img.shape[1:3]], "start": crop_start(centre, cfg.image_size)}
 
-    from monai.transforms import ScaleIntensityRangePercentiles
     img = _plain(ScaleIntensityRangePercentiles(PCT_LOW, PCT_HIGH, -1.0, 1.0, clip=True)(img))
     img = crop_around(img, centre, cfg.image_size, value=-1.0)
     lab = crop_around(lab, centre, cfg.image_size, value=0).to(torch.uint8)
@@ -426,7 +423,6 @@ def prepare(root: str | os.PathLike, layout: str, profile: Profile,
     out = Path(out) if out is not None else profile.cache_dir
     raise_if_problems(scan_cohort(root, layout)[1])     # what `check` reports (e.g. per-frame files) stops prepare
     subjects = read_cohort(root, layout)
-    from cardiolab.data.phantom import read_rvip
     entries = []
     with atomic_path(out) as tmp:
         (tmp / "subjects").mkdir(parents=True)
@@ -507,7 +503,6 @@ def ensure_prepared(profile: Profile) -> Path:
                 raise CardiolabError(f"{root}: the data source of profile {profile.name} is not there "
                                      f"(--data / $CARDIOLAB_DATA) and {profile.cache_dir} is not prepared from it")
         else:
-            from cardiolab.data.phantom import ensure_phantom
             root = ensure_phantom(profile)
         prepare(root, profile.data_layout, profile, profile.cache_dir)
     log.info("%s", profile.describe_data())

@@ -20,7 +20,9 @@ import torch
 
 from cardiolab.core import RUN_CONFIG, CardiolabError, read_json
 from cardiolab.data import attributes
+from cardiolab.evaluation.function import function_table
 from cardiolab.profiles import Profile
+from cardiolab.tasks import get_task, segmenter, task_of_run
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,6 @@ def controllability(run_dir: str | os.PathLike, profile: Profile,
     Returns one row per group: group, n, then mean and std of each of MEASURES (EF in %, LV mass in g, RV EF
     in %), NaN where the segmenter found no heart.
     """
-    from cardiolab.evaluation.function import function_table
-    from cardiolab.tasks import get_task, segmenter, task_of_run
     run_dir = Path(run_dir)
     conf = read_json(run_dir / RUN_CONFIG)
     if not conf.get("dit", {}).get("cond_cardinalities"):

@@ -22,12 +22,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from einops import rearrange
 
 from cardiolab.core import CardiolabError, is_cache, read_json, to_record, write_csv, write_json
+from cardiolab.data.cines import Cines, cine_cohorts, cohort_geometry, load_cines
+from cardiolab.data.datasets import load_manifest
+from cardiolab.data.phantom import TRUTH_FILE, ensure_phantom
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.dp.accounting import cohort_privacy
-from cardiolab.data.cines import Cines, cine_cohorts, load_cines
-from cardiolab.io.cohort import samples_record
+from cardiolab.evaluation import rvip
+from cardiolab.evaluation.function import function_table, synthetic_function
+from cardiolab.io.acdc import read_acdc
+from cardiolab.io.cohort import from_stored, samples_record, write_cines
+from cardiolab.metrics import consistency, features as ft
+from cardiolab.metrics.features import distances, fd_floor, fid_from_torchscript, is_monotonic, validate_features
+from cardiolab.metrics.fidelity import reconstruction_metrics
+from cardiolab.metrics.shape import compare_mask_shapes
+from cardiolab.plots import save_figure
+from cardiolab.plots.evaluation import plot_validation
 from cardiolab.profiles import Profile
+from cardiolab.tasks import common, evaluator as evaluator_task, get_task, segmenter as seg, vqgan
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +122,6 @@ def _real_root(real: Cines) -> tuple[Path | None, list[str] | None]:
     """The ACDC cohort behind `real` and its ids, for the segmenter-based function/shape comparison."""
     if real.source["kind"] == "cohort":
         return Path(real.source["path"]), None
-    from cardiolab.data.datasets import load_manifest
     root = load_manifest(real.source["path"]).get("source", {}).get("root")
     return (Path(root), real.ids) if root and Path(root).is_dir() else (None, None)
 
@@ -133,7 +146,6 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
     """
     validate = real is not None if validate is None else validate
     if real is None:
-        from cardiolab.data.prepare import ensure_prepared
         real, split = ensure_prepared(profile), split or "holdout"
     real_c, synth_c = load_cines(real, profile, split), load_cines(synthetic, profile)
     command = command or f"cardiolab.evaluation.evaluate.evaluate({str(synthetic)!r}, profile={profile.name!r}, labels={labels})"
@@ -152,7 +164,6 @@ def evaluator_check(model, real: Cines, seed: int = 0, *, profile: Profile) -> d
     [mean FD per level]}, "kid" (the same), "n_real", "reference", "advice"}; passed False with a "reason" when
     the reference is too small. "advice" (None when passed) is the one step to take.
     """
-    from cardiolab.metrics.features import is_monotonic, validate_features
     out = {"reference": real.source.get("path"), "n_real": len(real.ids), "metric": "FD-cardiolab"}
     try:
         df = validate_features(model, real.images, seed=seed)
@@ -187,18 +198,14 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
     extra: more top-level entries for the JSON (e.g. {"reconstruction": paired fidelity}).
     landmarks: a landmarks run folder: adds {"landmarks": `landmark_drift`}.
     """
-    from cardiolab.metrics import consistency
-    from cardiolab.metrics.features import distances, fd_floor, features, fid_from_torchscript
-    from cardiolab.tasks import evaluator as evaluator_task
-
     _geometry_check(real_c, synth_c)
     out_json = Path(out_json) if out_json else profile.eval_dir / f"{name}.json"
     log.info("evaluating %s (%d cines) against %s (%d cines)", name, len(synth_c.ids), real_c.source.get("path"),
              len(real_c.ids))
     evaluator = Path(evaluator) if evaluator else evaluator_task.ensure(profile)
     model = evaluator_task.load(evaluator)
-    real_feats = features(model, real_c.images)
-    fidelity = distances(real_feats, features(model, synth_c.images))
+    real_feats = ft.features(model, real_c.images)
+    fidelity = distances(real_feats, ft.features(model, synth_c.images))
     fidelity["evaluator"] = str(evaluator)
     if len(real_c.ids) >= 4:   # FD of two same-distribution halves: the small-sample bias to read FD against
         fidelity["FD-cardiolab_floor"] = fd_floor(real_feats, len(real_c.ids))
@@ -209,13 +216,11 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
 
     seg_real = seg_synth = function = shape = None
     if labels:
-        from cardiolab.tasks import segmenter as seg
         seg_model = seg_model if seg_model is not None else seg.ensure_model(profile)
         seg_real = seg.segment(seg_model, real_c.images[:, None])
         seg_synth = seg.segment(seg_model, synth_c.images[:, None])
         root, ids = _real_root(real_c)
         if root is not None and synthetic_root is not None:
-            from cardiolab.evaluation.function import synthetic_function
             comp = synthetic_function(profile, synthetic_root, real_root=root, real_ids=ids, seg_model=seg_model,
                                       out_dir=out_json.parent / f"{name}_function")
             function, shape = comp["function"], comp["shape"]
@@ -255,7 +260,6 @@ def landmark_drift(real_c: Cines, synth_c: Cines, run_dir: str | os.PathLike, pr
     landmarks run at `run_dir` finds (`cardiolab.evaluation.rvip.cohort_drift`): a synthetic cohort whose septum turns
     more than the real one's is anatomically inconsistent across slices or through the beat.
     Returns {"run", "real": {...}, "synthetic": {...}}, each {"n", "slices", "frames", "found"}."""
-    from cardiolab.evaluation import rvip
     model = rvip.load_detector(run_dir, profile)
     spacing = (profile.data.spacing, profile.data.spacing)        # both sides are at the profile's in-plane grid
 
@@ -268,11 +272,6 @@ def landmark_drift(real_c: Cines, synth_c: Cines, run_dir: str | os.PathLike, pr
 def evaluate_vqgan(profile: Profile, split: str = "holdout", labels: bool = True) -> dict:
     """VQ-GAN reconstructions of the cache's `split` as a 'model': paired PSNR / SSIM / MS-SSIM plus every
     `evaluate` metric; also writes them as a cohort runs/<profile>/samples/vqgan_recon. -> eval/vqgan_recon.json."""
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.io.cohort import write_cines
-    from cardiolab.metrics.fidelity import reconstruction_metrics
-    from cardiolab.tasks import vqgan
     cache = ensure_prepared(profile)
     real = load_cines(cache, profile, split)
     model = vqgan.load(vqgan.ensure(profile))
@@ -355,11 +354,6 @@ def shape_tables(profile: Profile, name: str):
 def validate_evaluator(profile: Profile, seed: int = 0) -> pd.DataFrame:
     """`validate_features` of the profile's trained evaluator on every cine of the prepared cache;
     also writes runs/<profile>/eval/evaluator_validation.csv and figures/evaluator_validation.png."""
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.metrics.features import validate_features
-    from cardiolab.plots import save_figure
-    from cardiolab.plots.evaluation import plot_validation
-    from cardiolab.tasks import evaluator as evaluator_task
     model = evaluator_task.load(evaluator_task.ensure(profile))
     df = validate_features(model, load_cines(ensure_prepared(profile), profile).images, seed=seed)
     write_csv(df, profile.eval_dir / "evaluator_validation.csv")
@@ -370,11 +364,6 @@ def validate_evaluator(profile: Profile, seed: int = 0) -> pd.DataFrame:
 def ef_agreement(profile: Profile, split: str = "holdout", seg_model=None):
     """Segmenter EF vs phantom ground truth (phantom_truth.json) on the cache's `split`:
     DataFrame id, Group, EF_truth, EF_segmenter (both in %)."""
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.phantom import TRUTH_FILE, ensure_phantom
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.evaluation.function import function_table
-    from cardiolab.tasks import segmenter as seg
     root = ensure_phantom(profile)
     ids = load_manifest(ensure_prepared(profile))["splits"][split]
     model = seg_model if seg_model is not None else seg.ensure_model(profile)
@@ -391,8 +380,6 @@ def carries_masks(c: Cines) -> bool:
 
 def _geometry(profile: Profile) -> tuple[tuple[float, float, float], int]:
     """((sx, sy, sz) mm, ES frame) of the profile's prepared cache (medians over its training subjects)."""
-    from cardiolab.data.cines import cohort_geometry
-    from cardiolab.data.prepare import ensure_prepared
     g = cohort_geometry(ensure_prepared(profile))
     return tuple(g["spacing"]), int(g["es"])
 
@@ -406,11 +393,6 @@ def mask_metrics(real_c: Cines, synth_c: Cines, seg_model, spacing=(1.0, 1.0, 1.
     at ED (frame 0) and the ES frame `es` where the real side is labelled (None without real labels).
     spacing: (sx, sy, sz) mm of the cines (profile geometry).
     """
-    import numpy as np
-
-    from cardiolab.metrics.shape import compare_mask_shapes
-    from cardiolab.tasks import segmenter as seg
-
     vols = [{"id": sid, "image": synth_c.images[i][None], "labels": synth_c.labels[i],
              "label_mask": synth_c.label_mask[i], "spacing": spacing} for i, sid in enumerate(synth_c.ids)]
     scores = seg.score(seg_model, vols)
@@ -439,14 +421,6 @@ def evaluate_paired_masks(profile: Profile, run_dir: str | os.PathLike | None = 
     in every frame are left out. Samples go to runs/<profile>/eval/mask-to-image_paired/ (not samples/, so
     `synthetic_cohorts` does not pick them up as a generator); the JSON is eval/mask-to-image_paired.json.
     """
-    import numpy as np
-    from einops import rearrange
-
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.io.acdc import read_acdc
-    from cardiolab.io.cohort import from_stored
-    from cardiolab.metrics.fidelity import reconstruction_metrics
-    from cardiolab.tasks import common, get_task
     task = get_task("mask-to-image")
     run = Path(run_dir) if run_dir else task.ensure(profile)
     cache = ensure_prepared(profile)

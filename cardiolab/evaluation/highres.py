@@ -7,7 +7,10 @@ import os
 import numpy as np
 
 from cardiolab.core import CardiolabError, write_json
+from cardiolab.io.volume import LABELS, read_volume_cohort
+from cardiolab.metrics.volumes import dice_per_label, mean_per_key, relative_volumes, volume_w1
 from cardiolab.profiles import Profile
+from cardiolab.tasks import highres_common, highres_segmenter
 
 def evaluate_highres(synthetic: str | os.PathLike, real: str | os.PathLike | None = None,
                      *, profile: Profile, segmenter_run: str | os.PathLike | None = None,
@@ -20,9 +23,6 @@ def evaluate_highres(synthetic: str | os.PathLike, real: str | os.PathLike | Non
     regional volumes are structure / heart shares of its segmentations, real vs synthetic, with W1 per structure.
     Writes `out` (JSON) when given; returns the numbers.
     """
-    from cardiolab.io.volume import LABELS, read_volume_cohort
-    from cardiolab.metrics.volumes import dice_per_label, mean_per_key, relative_volumes, volume_w1
-    from cardiolab.tasks import highres_common, highres_segmenter
     structures = {k: v for k, v in LABELS.items() if k}
     model = highres_segmenter.load(segmenter_run or highres_segmenter.ensure(profile))
     real_subjects = list(read_volume_cohort(real)) if real else highres_common.load_volumes(profile, "holdout")
@@ -58,8 +58,6 @@ def compare_highres(cohorts: dict[str, str | os.PathLike], real: str | os.PathLi
     something only above it. (Against the sample's own segmentation Dice would be 1 by construction.)
     Writes `out` (JSON, {name: scores}) when given; `highres_table` prints the result.
     """
-    from cardiolab.tasks import highres_segmenter
-
     if not cohorts:
         raise CardiolabError("compare_highres: no cohorts given")
     segmenter_run = segmenter_run or highres_segmenter.ensure(profile)

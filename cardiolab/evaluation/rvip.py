@@ -28,14 +28,17 @@ import numpy as np
 from scipy import ndimage
 
 from cardiolab.core import CardiolabError, write_json
+from cardiolab.data.cines import cache_volumes, load_cines
+from cardiolab.data.datasets import load_manifest
 from cardiolab.data.phantom import read_rvip
-from cardiolab.data.prepare import map_inplane, prepare_subject
+from cardiolab.data.prepare import ensure_prepared, map_inplane, prepare_subject
+from cardiolab.engine import ensure_run
 from cardiolab.io.acdc import read_subject, subject_dirs
 from cardiolab.io.layouts import scan_cohort
 from cardiolab.io.nifti import load_nifti
 from cardiolab.io.validate import raise_if_problems
 from cardiolab.metrics import landmarks as metrics
-from cardiolab.profiles import DataConfig, Profile
+from cardiolab.profiles import DataConfig, Profile, override
 from cardiolab.tasks import landmarks as task
 
 log = logging.getLogger(__name__)
@@ -273,11 +276,6 @@ def cross_validate(profile: Profile, variants: dict | None = None, folds: int | 
     Returns {"truth": (N, 2, 2), "preds": {name: (N, 2, 2)}, "spacing": (N, 2), "shape": (2,),
     "subject", "level", "fold": (N,), "folds": [[ids]], "truth_kind"}.
     """
-    from cardiolab.data.cines import cache_volumes
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.engine import ensure_run
-    from cardiolab.profiles import override
     variants = dict(VARIANTS if variants is None else variants)
     k = profile.landmarks.folds if folds is None else folds
     cache_dir = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
@@ -347,8 +345,6 @@ def drift_table(profile: Profile, run_dir: str | os.PathLike | None = None,
                 cohorts: Mapping[str, str | os.PathLike] | None = None, split: str = "holdout") -> dict:
     """Septal drift of the real cache `split` and of each synthetic cohort (default: every cohort already under
     runs/<profile>/samples/, none generated here): {name: `cohort_drift`}; "real" first."""
-    from cardiolab.data.cines import load_cines
-    from cardiolab.data.prepare import ensure_prepared
     model = load_detector(run_dir if run_dir is not None else task.ensure(profile), profile)
     if cohorts is None:
         folder = profile.samples_dir

@@ -22,6 +22,7 @@ import torch
 
 from cardiolab.core import MANIFEST, SCORES, CardiolabError, read_json, write_json
 from cardiolab.data.cines import cohort_volumes
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import ensure_run
 from cardiolab.metrics.segmentation import STRUCTURES, bootstrap_ci, mean_ci
 from cardiolab.profiles import Profile
@@ -70,7 +71,6 @@ def utility(profile: Profile, synthetic_root: str | os.PathLike,
     "steps", "ci", "results": {setting: {"dice": {RV|MYO|LV|mean: {mean, ci_low, ci_high, per_seed}},
     "hd95": ...}}}.
     """
-    from cardiolab.data.prepare import ensure_prepared
     seeds = list(seeds) if isinstance(seeds, (list, tuple)) else list(range(seeds or profile.eval.utility_seeds))
     if not seeds:
         raise CardiolabError("utility: at least one seed is needed")

@@ -37,7 +37,10 @@ from einops import rearrange
 
 from cardiolab.core import CardiolabError
 from cardiolab.data.cines import align_cines
+from cardiolab.engine import run_status
+from cardiolab.metrics.features import features
 from cardiolab.profiles import Profile
+from cardiolab.tasks import get_task
 
 EMBEDDINGS = ("pixels", "copy-detector", "evaluator")
 LEARNED = ("copy-detector", "evaluator")
@@ -111,10 +114,6 @@ def embedder(kind: str = "pixels", profile: Profile | None = None, run_dir=None)
     check_embedding(kind)
     if kind == "pixels":
         return Embedder(kind, None, pixel_embeddings)
-    from cardiolab.engine import run_status
-    from cardiolab.metrics.features import features
-    from cardiolab.tasks import get_task
-
     run = run_dir or profile.run(kind)
     if run_status(run, 0) == "fresh":
         raise CardiolabError(f"--embedding {kind}: no trained run in {run} (run `train {kind}` first)")
@@ -128,8 +127,6 @@ def embedder(kind: str = "pixels", profile: Profile | None = None, run_dir=None)
 def default_embedding(profile: Profile) -> str:
     """The copy audit's embedding when none is named: the copy detector when its run is trained, else pixels (the
     caller says so in one line: pixels miss rotated and re-rendered copies)."""
-    from cardiolab.engine import run_status
-
     return "copy-detector" if run_status(profile.run("copy-detector"), 0) != "fresh" else "pixels"
 
 

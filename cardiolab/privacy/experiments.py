@@ -15,10 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cardiolab.core import RUN_CONFIG, read_json
+from cardiolab.evaluation.evaluate import evaluate
+from cardiolab.metrics import privacy as mia
+from cardiolab.privacy.cohorts import encode_latents, phantom_cohort
+from cardiolab.privacy.membership import audit_mia
 from cardiolab.profiles import Profile, override
+from cardiolab.tasks import dit, dp as task, segmenter, vqgan
+from cardiolab.tasks.dp import PRIVATE_LATENTS
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +55,6 @@ def private_cohort(profile: Profile, subjects: int | None = None, seed: int = 1)
     The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
     subjects: phantom cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
     """
-    from cardiolab.privacy.cohorts import encode_latents, phantom_cohort
-    from cardiolab.tasks import dit, vqgan
-    from cardiolab.tasks.dp import PRIVATE_LATENTS
     public_dit = dit.ensure(profile)
     latents = profile.run(PRIVATE_LATENTS)
     if profile.data_source is not None:       # a real source: its private split, beside its holdout
@@ -66,8 +70,6 @@ def run_setting(profile: Profile, setting: Setting, private: dict, steps: int, s
                 out: str | Path | None = None) -> dict:
     """Train one grid point (dit-dp on private["latents"]); returns {"run", "seconds", "s_per_step"} (wall time
     of the whole `train` call: setup, sigma search and privacy.json included)."""
-    from cardiolab.tasks import dp as task
-
     profile = override(profile, [f"dp.epsilon={setting.epsilon}", f"dp.params={setting.params}"])
     out = Path(out) if out is not None else profile.run(setting.name)
     init = private["public_dit"] if setting.init == "pre-trained" else "none"
@@ -81,8 +83,6 @@ def evaluate_setting(profile: Profile, run: str | Path, private: dict, n: int, s
                      seed: int = 0, seg_model=None, labels: bool = True) -> dict:
     """Sample n studies from a grid run and evaluate them against the private holdout: FD/KID-cardiolab and, with
     labels, the segmenter EF W1 (all groups pooled). Returns {"cohort", "FD-cardiolab", "KID-cardiolab", "EF_W1"}."""
-    from cardiolab.evaluation.evaluate import evaluate
-    from cardiolab.tasks import dp as task
     run = Path(run)
     cohort = task.sample_cohort(run, n, sample_steps, seed, profile.samples(run.name),
                                 cond="from-training-distribution")
@@ -98,7 +98,6 @@ def run_grid(profile: Profile, settings=TINY_GRID, steps: int | None = None,
              labels: bool = True, seg_model=None) -> pd.DataFrame:
     """The whole experiment: one row per setting with setting, epsilon, init, params, sigma, epsilon_rdp,
     epsilon_prv, delta, s_per_step, FD-cardiolab, KID-cardiolab, EF_W1, run (None where not private)."""
-    from cardiolab.tasks import dit, segmenter
     private = private_cohort(profile, subjects)
     steps = int(steps or profile.dp.steps)
     defaults = dit.sample_defaults(profile)
@@ -139,10 +138,6 @@ def leakage_table(profile: Profile, table: pd.DataFrame, n_fresh: int | None = N
     n_fresh default mia.fresh), and the epsilon those intervals prove
     (`mia.dp_bound_check` at `delta`; for a DP run at its own delta): what an attack shows, beside the accountant's
     epsilon it must stay under."""
-    import numpy as np
-
-    from cardiolab.metrics import privacy as mia
-    from cardiolab.privacy.membership import audit_mia
     rows = []
     for _, row in table.iterrows():
         r = audit_mia(row["run"], profile, n_fresh=n_fresh)

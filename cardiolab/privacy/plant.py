@@ -31,6 +31,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from einops import rearrange
+from monai.transforms import Affine
+from scipy import ndimage
 
 from cardiolab.core import CardiolabError, read_json, write_json
 from cardiolab.io.cohort import write_cines
@@ -126,9 +128,6 @@ def apply_transform(cine: torch.Tensor, t: dict, labels: torch.Tensor | None = N
     and its labels (D, H, W, T) moved with it (nearest neighbour; intensity, blur and noise leave them alone).
     Order: the VQ-GAN round trip (`round_trip`: (1, D, H, W, T) -> same, needed when t["vqgan"]), flip, one
     affine warp (rotation, zoom, shift; the border replicated), gamma, gain, blur, noise, phase roll."""
-    from monai.transforms import Affine
-    from scipy import ndimage
-
     t = dict(IDENTITY, **t)
     D, H, W, T = cine.shape
     x = cine.float()

@@ -114,7 +114,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0, da
     $CARDIOLAB_LAYOUT, so that every profile it looks up reads that source's cache.
     Records each notebook's wall time in runs/<profile>/timings.json as soon as it has run.
     """
-    import papermill as pm
+    import papermill as pm  # lazy: papermill is a slow import, needed only here
 
     prof = with_data(get_profile(profile), data, layout)
     out = prof.run_dir / "notebooks"

@@ -26,8 +26,8 @@ import os
 import time
 from dataclasses import dataclass
 from functools import partial
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from einops import rearrange, repeat
@@ -36,6 +36,8 @@ from cardiolab.core import (RUN_CONFIG, CardiolabError, from_record, machine_inf
                             write_json)
 from cardiolab.data import attributes
 from cardiolab.data.cines import cohort_geometry
+from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, write_cines
@@ -43,7 +45,7 @@ from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, fa
 from cardiolab.models.unet import SliceUNet, SliceUNetConfig
 from cardiolab.profiles import Profile, data_shaping, profile_record, run_profile, shaping_fields
 from cardiolab.tasks import ensure_samples as ensure_generator_samples
-from cardiolab.tasks import dit as dit_task
+from cardiolab.tasks import dit as dit_task, vqgan
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,6 @@ def build(conf: dict) -> DiT4D | SliceUNet:
 def shaping(spec: Spec, profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     """The settings that shape this model's weights: its section's shaping fields that the model reads, the
     prepared data, the VQ-GAN run behind latents (`tasks.vqgan.run_id`) and the seed."""
-    from cardiolab.tasks import vqgan
     # read: pixel_* come in as channels / batch / steps (`Spec.section`); family picks mask-to-image's stage 2 only
     section = {k: v for k, v in shaping_fields(spec.section(profile)).items()
                if not k.startswith("pixel_") and (k != "family" or spec.masks)}
@@ -175,8 +176,6 @@ def sample_defaults(spec: Spec, profile: Profile) -> dict:
 def pixel_record(cache_dir: str | os.PathLike) -> dict:
     """The prepared cache as a latents.pt-like record: images (N, 1, D, H, W, T) in [-1, 1], scale 1; the
     generator splits and the holdout (`datasets.generator_splits`, as `vqgan.encode_cohort`)."""
-    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
-
     manifest = load_manifest(cache_dir)
     keep = (*generator_splits(manifest), "holdout")
     data = CineDataset(cache_dir, split=[s["id"] for s in manifest["subjects"] if s["split"] in keep], mode="volume")
@@ -187,8 +186,6 @@ def pixel_record(cache_dir: str | os.PathLike) -> dict:
 
 def cache_labels(cache_dir: str | os.PathLike, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(label series (N, D, H, W, T) int64, fully labelled (N,) bool) of the cache subjects `ids`, in that order."""
-    from cardiolab.data.datasets import CineDataset
-
     data = CineDataset(cache_dir, split=list(ids), mode="volume")
     return data.stack("labels"), data.stack("label_mask").all(dim=1)
 
@@ -199,9 +196,6 @@ TWO_STAGE = ("mask-generator", "mask-to-image")   # learn from every frame's lab
 def labels_every_frame(profile: Profile) -> bool:
     """True when some training subject of the profile's cache is labelled in every frame, as the two-stage models
     need: the phantom's are; real ACDC and M&Ms label ED and ES only."""
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.prepare import ensure_prepared
-
     manifest = load_manifest(ensure_prepared(profile))
     return any(len(s["label_frames"]) == manifest["frames"] for s in manifest["subjects"] if s["split"] != "holdout")
 
@@ -209,10 +203,7 @@ def labels_every_frame(profile: Profile) -> bool:
 def data_path(spec: Spec, profile: Profile) -> Path:
     """The profile's training data for spec: latents.pt or the cache folder (built first if missing or stale)."""
     if spec.source == "latents":
-        from cardiolab.tasks.vqgan import ensure_latents
-
-        return ensure_latents(profile)
-    from cardiolab.data.prepare import ensure_prepared
+        return vqgan.ensure_latents(profile)
 
     return ensure_prepared(profile)
 
@@ -222,12 +213,9 @@ def load_record(spec: Spec, profile: Profile, latents=None, cache_dir=None) -> t
 
     With spec.masks (or source "labels") the record also has "labels" (N, D, H, W, T) and "labelled" (N,).
     """
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.tasks.vqgan import load_latents
-
     if spec.source == "latents":
         path = Path(latents) if latents else data_path(spec, profile)
-        record = load_latents(path)
+        record = vqgan.load_latents(path)
     else:
         path = Path(cache_dir) if cache_dir else data_path(spec, profile)
         record = pixel_record(path)
@@ -398,9 +386,8 @@ def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
         return z.argmax(dim=1)                                     # (n, D, H, W, T) class per voxel
     if conf["source"] == "pixels":
         return z[:, 0].clamp(-1, 1)
-    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
 
-    return decode_latents(load_vqgan(from_record(conf["vqgan_run"])), z)[:, 0]
+    return vqgan.decode_latents(vqgan.load(from_record(conf["vqgan_run"])), z)[:, 0]
 
 
 def sampling_setup(conf: dict, device: torch.device, run_dir: str | os.PathLike | None = None,

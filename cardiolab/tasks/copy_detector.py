@@ -30,8 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from monai.losses import ContrastiveLoss
 
 from cardiolab.core import CardiolabError, seed_everything, to_record
+from cardiolab.data.cines import align_cines
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run
@@ -180,9 +182,6 @@ def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool =
     augmentation families left out (`CopyAugment.without`, for the leave-one-family-out audit).
     Returns the run folder (default runs/<profile>/copy-detector).
     """
-    from cardiolab.data.cines import align_cines
-
-    from monai.losses import ContrastiveLoss
     out = Path(out or profile.run(NAME))
     cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
     steps = steps or profile.copydetector.steps

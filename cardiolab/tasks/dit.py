@@ -21,14 +21,15 @@ from torch.utils.data import Dataset
 
 from cardiolab.core import (RUN_CONFIG, CardiolabError, from_record, machine_info, pick_device, seed_everything,
                             to_record, write_json)
-from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
+from cardiolab.data.cines import cohort_geometry
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.io.cohort import SAMPLES_JSON
+from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+from cardiolab.models.vqgan import latent_shape as per_slice
 from cardiolab.profiles import Profile, profile_record, run_profile, shaping_fields
-from cardiolab.tasks import ensure_samples as ensure_generator_samples
+from cardiolab.tasks import ensure_samples as ensure_generator_samples, vqgan
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ def shaping(profile: Profile, seed: int = 0, vqgan_id: str | None = None,
     vqgan_id: of the latents trained on (default: the profile's VQ-GAN, `tasks.vqgan.run_id`); latents: a
     latent set other than the profile's (canaries, subsets, private cohorts) is named too.
     """
-    from cardiolab.tasks import vqgan
     dit = shaping_fields(profile.dit)
     dit["steps"] = steps or dit["steps"]
     out = {"dit": dit, "vqgan": vqgan_id or vqgan.run_id(profile), "seed": seed}
@@ -71,8 +71,6 @@ def shaping(profile: Profile, seed: int = 0, vqgan_id: str | None = None,
 
 def latent_shape(profile: Profile) -> tuple[int, ...]:
     """(C_z, D, h, w, t) of the profile's latents, from its sizes (no encoding needed)."""
-    from cardiolab.models.vqgan import latent_shape as per_slice
-
     C, h, w, t = per_slice(profile.vqgan, (profile.data.image_size, profile.data.image_size, profile.data.frames))
     return (C, profile.data.slices, h, w, t)
 
@@ -124,10 +122,9 @@ def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool =
     """Train the DiT of `profile` on its latents (built via the VQ-GAN if missing); returns the run folder.
 
     keep_every: also keep checkpoint-<step>.pt every this many steps (`audit sweep`); shapes no weights."""
-    from cardiolab.tasks.vqgan import ensure_latents, load_latents
     out = Path(out or profile.run(NAME))
-    path = Path(latents) if latents else ensure_latents(profile)
-    record = load_latents(path)
+    path = Path(latents) if latents else vqgan.ensure_latents(profile)
+    record = vqgan.load_latents(path)
     data = training_set(record, path)
     seed_everything(seed)
     mcfg, dcfg = model_config(profile, tuple(data.z.shape[1:])), diffusion_config(profile)
@@ -159,10 +156,9 @@ def ensure(profile: Profile, run_dir: str | os.PathLike | None = None,
     """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished.
 
     latents: another latent set (canaries, subsets; named in the shaping by its path); keep_every: as `train`."""
-    from cardiolab.tasks.vqgan import ensure_latents
     run = Path(run_dir or profile.run(NAME))
     if latents is None:
-        ensure_latents(profile)                # (re)encoded when the VQ-GAN changed; its id is in shaping()
+        vqgan.ensure_latents(profile)                # (re)encoded when the VQ-GAN changed; its id is in shaping()
     return ensure_run(run, profile.dit.steps, shaping(profile, latents=latents),
                       lambda resume: train(profile, run, resume=resume, latents=latents, keep_every=keep_every))
 
@@ -235,21 +231,18 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     out/synth0001/... per sample, out/samples.json (generator, run, steps, seed, guidance, conditioning mode,
     ES rule; no patient identifiers). GIFs are a figure: `plots.save_cohort_gifs` (the sample verb calls it).
     """
-    from cardiolab.io.cohort import INTENSITY_SCALE, write_cines
-    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
-
     if n < 1:
         raise CardiolabError(f"sample: --n must be at least 1, got {n}")
     run_dir = Path(run_dir)
     device = pick_device(device)
     model, conf = load(run_dir, device=device)
-    vq = load_vqgan(from_record(conf["vqgan_run"]))
+    vq = vqgan.load(from_record(conf["vqgan_run"]))
     geometry = cohort_geometry(from_record(conf["cache_dir"]))
     profile = profile or run_profile(conf)
     precision = sampling_precision(profile.dit.amp, device, run_dir)   # bf16 where native and sound
     z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device,
                               autocast=precision == "bf16")
-    images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
+    images = vqgan.decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
     ids = [f"synth{i + 1:04d}" for i in range(n)]
     info = [attributes.decode(codes[i]) if codes is not None else {"Group": "UNKNOWN"} for i in range(n)]
     record = {"generator": GENERATOR, "task": NAME, "run": to_record(run_dir), "run_id": run_id(run_dir),
@@ -278,12 +271,10 @@ def ensure_samples(profile: Profile, seed: int = 0, run_dir: str | os.PathLike |
 def guidance_sweep(run_dir: str | os.PathLike, scales=(1.0, 2.0, 4.0), steps: int = 20, seed: int = 0,
                    cond: str = "from-training-distribution") -> tuple[torch.Tensor, dict]:
     """One sample per guidance scale from the same noise and attributes: images (S, D, H, W, T) in [-1, 1]."""
-    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
-
     model, conf = load(run_dir)
-    vq = load_vqgan(from_record(conf["vqgan_run"]))
+    vq = vqgan.load(from_record(conf["vqgan_run"]))
     codes = sample_conditions(conf, 1, cond, torch.Generator().manual_seed(seed))
     z = torch.cat([sample_latents(model, conf, 1, steps, seed, s, codes if codes is not None else "none")[0]
                    for s in scales])
     info = attributes.describe(codes[0]) if codes is not None else {}
-    return decode_latents(vq, z)[:, 0], info
+    return vqgan.decode_latents(vq, z)[:, 0], info

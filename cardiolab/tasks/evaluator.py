@@ -22,11 +22,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from monai.losses import ContrastiveLoss
 
 from cardiolab.core import MANIFEST, CardiolabError, is_cache, seed_everything, to_record
 from cardiolab.data.datasets import CineDataset, load_manifest
-from cardiolab.data.prepare import ensure_prepared
+from cardiolab.data.prepare import ensure_prepared, prepare
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
+from cardiolab.io.layouts import detect_layout
 from cardiolab.metrics.features import DEGRADATIONS, _derange, corrupt, moved_frames, slabs
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig, image_statistics
 from cardiolab.profiles import Profile, data_shaping, profile_record
@@ -149,13 +151,10 @@ def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool =
     geometry first, so the evaluator can be fitted to real cines.
     Returns the run folder (default runs/<profile>/evaluator).
     """
-    from monai.losses import ContrastiveLoss
     out = Path(out or profile.run(NAME))
     if root is not None and cache_dir is not None:
         raise CardiolabError("train evaluator: give --root or --cache, not both")
     if root is not None:
-        from cardiolab.data.prepare import prepare
-        from cardiolab.io.layouts import detect_layout
         cache_dir = out.with_name(f"{out.name}-cache")
         prepare(root, detect_layout(root), profile, cache_dir)
     cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)

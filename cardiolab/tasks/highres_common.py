@@ -33,7 +33,7 @@ from cardiolab.engine import TrainConfig, ensure_run, load_checkpoint
 from cardiolab.io.volume import LABELS, VolumeSubject, read_volume_cohort
 from cardiolab.models.controlnet_slim import ControlNetConfig
 from cardiolab.models.ldm3d import LDM3DConfig
-from cardiolab.models.vqgan import LEVELS
+from cardiolab.models.vqgan import LEVELS, decode_sliding
 from cardiolab.profiles import HighresConfig, Profile, VQGANConfig, shaping_fields
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,6 @@ def decode(vq, z: torch.Tensor, window: Sequence[int] = (0, 0, 0)) -> torch.Tens
 
     window: sliding-window decode with this latent window (any 0: the whole volume at once).
     """
-    from cardiolab.models.vqgan import decode_sliding
-
     z_q = vq.embed(vq.snap(z))
     if all(int(w) > 0 for w in window):
         win = tuple(min(int(w), s) for w, s in zip(window, z_q.shape[2:]))

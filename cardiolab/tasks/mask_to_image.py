@@ -15,8 +15,9 @@ import torch
 from einops import rearrange
 
 from cardiolab.core import CardiolabError, to_record
+from cardiolab.io.layouts import read_cohort
 from cardiolab.profiles import Profile, run_profile
-from cardiolab.tasks import common
+from cardiolab.tasks import common, mask_generator
 
 KIND = "generator"
 NAME = "mask-to-image"
@@ -62,8 +63,6 @@ def read_masks(root: str | os.PathLike, n: int, shape: tuple[int, int, int, int]
 
     Every subject must have a full label series (`<id>_4d_gt.nii.gz`) of the run's geometry.
     """
-    from cardiolab.io.layouts import read_cohort
-
     masks = []
     for subject in read_cohort(root):
         if len(masks) == n:
@@ -88,8 +87,6 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
                   device: str = "auto", profile: Profile | None = None) -> Path:
     """Images for n masks: from the cohort `mask`, else sampled by the mask-generator run `mask_run`
     (default: the profile's, trained if needed) with `mask_steps` (default `steps`) and the same seed."""
-    from cardiolab.tasks import mask_generator
-
     _, conf = load(run_dir)
     if mask is not None:
         masks, origin = read_masks(mask, n, tuple(conf["mask_shape"])), {"masks": to_record(mask)}

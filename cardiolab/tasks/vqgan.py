@@ -30,6 +30,9 @@ from tqdm import tqdm
 
 from cardiolab.core import (RUN_CONFIG, CardiolabError, atomic_path, fingerprint, from_record, read_json, read_stamp,
                             seed_everything, to_record, up_to_date)
+from cardiolab.data.cines import load_cines
+from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, VQConfig, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
@@ -167,8 +170,6 @@ def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool =
           steps: int | None = None, seed: int = 0) -> Path:
     """Train the VQ-GAN on every slice of the cache's generator splits (`datasets.generator_splits`: not the
     holdout, nor a real source's private split); returns the run folder."""
-    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
-    from cardiolab.data.prepare import ensure_prepared
     out = Path(out) if out else profile.run(NAME)
     cfg, size = profile.vqgan, crop_size(profile)
     cache = ensure_prepared(profile)
@@ -261,8 +262,6 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
     reads the latents trains on their non-holdout subjects, so a real source's private split stays out of the
     public latents, and DP's latents hold it alone (`splits=("private",)`).
     """
-    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
-
     public_scale = None if scale_from is None else recorded_scale(scale_from)
     model = load(run_dir)
     manifest = load_manifest(cache_dir)
@@ -309,7 +308,6 @@ def recorded_scale(source: str | os.PathLike) -> float:
 def ensure_latents(profile: Profile, run_dir: str | os.PathLike | None = None,
                    out: str | os.PathLike | None = None) -> Path:
     """Path of latents.pt (default runs/<profile>/latents/); trains the VQ-GAN and encodes if missing or stale."""
-    from cardiolab.data.prepare import ensure_prepared
     path = Path(out or profile.run("latents")) / LATENTS
     run = ensure(profile, run_dir)
     # re-encode unless the latents were made by the VQ-GAN run with the shaping the profile asks for
@@ -356,8 +354,6 @@ def reconstruct(model: VQGAN, image: torch.Tensor) -> torch.Tensor:
 def reconstruction_metrics(model: VQGAN, cache_dir: str | os.PathLike, split: str = "holdout") -> dict:
     """`cardiolab.metrics.fidelity.reconstruction_metrics` of the cache's `split` and its reconstructions,
     with "split" and per-subject rows ("subjects")."""
-    from cardiolab.data.cines import load_cines
-
     real = load_cines(cache_dir, split=split)
     recon = torch.cat([reconstruct(model, x[None]) for x in real.images])       # (N, D, H, W, T)
     return {"split": split, **fidelity.reconstruction_metrics(real.images, recon, ids=real.ids)}
