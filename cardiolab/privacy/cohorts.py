@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 from cardiolab.core import COHORT_FILE, is_cache, read_stamp, to_record, up_to_date
-from cardiolab.data.phantom import cohort_params, generate_cohort
-from cardiolab.data.prepare import prepare
+from cardiolab.data import phantom, prepare
 from cardiolab.profiles import Profile
 from cardiolab.tasks import vqgan
 
@@ -20,14 +19,14 @@ def phantom_cohort(profile: Profile, suffix: str, subjects: int, seed: int, deri
     d = profile.data
     root = profile.phantom_dir.with_name(f"{profile.phantom_dir.name}-{suffix}")
     cache = profile.cache_dir.with_name(f"{profile.cache_dir.name}-{suffix}")
-    made = cohort_params(subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices, d.phantom_frames)
+    made = phantom.cohort_params(subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices, d.phantom_frames)
     if not up_to_date(root, read_stamp(root / COHORT_FILE), made):
         for stale in (root, cache, *derived):
             shutil.rmtree(stale, ignore_errors=True)
-        generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
+        phantom.generate_cohort(root, subjects, seed=seed, size=d.phantom_size, spacing=d.phantom_spacing,
                         slices=d.phantom_slices, frames=d.phantom_frames)
     if not is_cache(cache):
-        prepare(root, "acdc", profile, cache)
+        prepare.prepare(root, "acdc", profile, cache)
     return {"root": root, "cache": cache}
 
 
