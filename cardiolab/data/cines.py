@@ -69,7 +69,7 @@ def load_cines(path: str | os.PathLike, profile: Profile | None = None, split: s
     label_free=True: the comparison geometry, for wherever two cohorts are compared after preparation (copy audits,
     DCR / NNDR, the MIA distance attack): every cine goes through `prepare_subject(use_labels=False)`, a cache's
     subjects re-prepared from the cohort it was made from, so labels move no crop and choose no slice and a cine
-    reads the same with or without label files beside it (`prepare.label_free_view`). No labels come back.
+    reads the same with or without label files beside it (`geometry.label_free_view`). No labels come back.
     profile: the geometry a cohort folder is brought to; a cache read as it is needs none.
     """
     path = Path(path)

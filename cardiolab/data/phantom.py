@@ -33,7 +33,7 @@ Orientation (see data/README.md): the affine is an oblique short-axis plane in R
 anterior (and right), voxel +y mostly superior (and left). The RV lies anterior and to the patient's right
 of the LV, which puts it at ~110 deg (0 deg = +y, 90 deg = +x) from the LV in the voxel grid, as real ACDC
 cines give after `prepare`. The in-plane axes already point along increasing world axes, so
-`prepare.canonical_inplane` leaves the arrays as they are.
+`geometry.canonical_inplane` leaves the arrays as they are.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from cardiolab.core import CardiolabError, atomic_path, write_json
-from cardiolab.data.prepare import canonical_inplane, label_stack, prepare_subject
+from cardiolab.data.geometry import canonical_inplane, label_stack
+from cardiolab.data.prepare import prepare_subject
 from cardiolab.io.cohort import Subject, write_subject
 from cardiolab.io.layouts import read_cohort, scan_cohort
 from cardiolab.metrics.segmentation import STRUCTURES, seg_scores

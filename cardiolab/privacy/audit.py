@@ -2,7 +2,7 @@
 
 Every cohort reaches the embedding through one label-free path, `cardiolab.data.cines.load_cines(label_free=True)`:
 a cohort folder, or the cohort a prepared cache was made from (its splits), prepared without ever using a label
-(`prepare.label_free_view`), so an image-only copy of a labelled training subject is cropped exactly as its source
+(`geometry.label_free_view`), so an image-only copy of a labelled training subject is cropped exactly as its source
 and a cine's distance does not depend on which files sit beside it. Training, holdout, calibration, synthetic and
 control cohorts all take that path.
 Defaults follow what the generators trained on: the training set is every non-holdout subject of the profile's
