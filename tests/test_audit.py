@@ -140,17 +140,21 @@ def test_audit_copies_control_separates_look_alikes_from_memorization(cache, tmp
     assert main(base + ["--control", str(tmp_path / "p"), "--json", str(tmp_path / "same.json")]) == 0
     same = json.loads((tmp_path / "same.json").read_text())
     copies = [p for p in same["per_synthetic"] if p["is_copy"]]
-    assert len(copies) == 3 and all(p["in_control"] for p in copies)
-    assert same["control"]["excess_copy_fraction"] == 0.0 and len(same["control"]["shared"]) == 3
+    assert len(copies) == 3
+    assert all(p["in_control"] for p in copies)
+    assert same["control"]["excess_copy_fraction"] == 0.0
+    assert len(same["control"]["shared"]) == 3
     assert "3 of 3 flagged training subjects flagged by the control too" in capsys.readouterr().out
     # fresh phantoms only in the control: the copies are the audited cohort's own
     assert main(base + ["--control", str(fresh), "--json", str(tmp_path / "fresh.json")]) == 0
     own = json.loads((tmp_path / "fresh.json").read_text())
-    assert own["control"]["shared"] == [] and not any(p["in_control"] for p in own["per_synthetic"])
+    assert own["control"]["shared"] == []
+    assert not any(p["in_control"] for p in own["per_synthetic"])
     assert own["control"]["excess_copy_fraction"] == own["copy_fraction"] - own["control"]["copy_fraction"] > 0
     # a missing control: one line, exit 2, no JSON
     assert main(base + ["--control", str(tmp_path / "nope"), "--json", str(tmp_path / "x.json")]) == 2
-    assert "--control" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+    assert "--control" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
 
 
 def _cohort_copy(src, dst, n=2):
@@ -221,7 +225,8 @@ def test_image_only_copy_at_native_geometry_has_distance_zero_and_is_flagged(pha
 
     made = _image_only_copies(phantom_root, tmp_path / "syn", train_ids[:3])
     assert not list((tmp_path / "syn").glob("*/*_gt.nii.gz"))
-    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     for p in r["per_synthetic"]:
         assert p["nearest_train_id"] == made[p["id"]]
         assert p["distance"] < 1e-9
@@ -250,7 +255,8 @@ def test_image_only_copy_at_profile_geometry_is_flagged(cache, train_ids, tmp_pa
     d = get_profile("smoke").data
     write_cines(tmp_path / "syn", free.images[pick], {"spacing": [d.spacing, d.spacing, 10.0], "frame_ms": 40.0,
                                                       "es": 3}, ids=["gen001", "gen002"])
-    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     for p, source in zip(r["per_synthetic"], train_ids[:2]):
         assert p["nearest_train_id"] == source
         assert p["distance"] < 1e-4               # the stored NIfTI rounds the cine
@@ -274,7 +280,8 @@ def test_a_sub_pixel_shifted_image_only_copy_is_flagged(cache, train_ids, tmp_pa
     d = get_profile("smoke").data
     write_cines(tmp_path / "syn", copies, {"spacing": [d.spacing, d.spacing, 10.0], "frame_ms": 40.0, "es": 3},
                 ids=["gen001", "gen002", "gen003"])
-    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     for p, source in zip(r["per_synthetic"], train_ids):
         assert p["nearest_train_id"] == source
         assert p["is_copy"], (p, r["threshold"])
@@ -292,7 +299,8 @@ def test_a_generators_copy_of_a_cache_cine_is_flagged(cache, train_ids, tmp_path
     d = get_profile("smoke").data
     write_cines(tmp_path / "syn", cached.images[pick], {"spacing": [d.spacing, d.spacing, 10.0], "frame_ms": 40.0,
                                                         "es": 3}, ids=["gen001", "gen002", "gen003"])
-    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     assert [p["nearest_train_id"] for p in r["per_synthetic"]] == train_ids[:3]
     assert all(p["is_copy"] for p in r["per_synthetic"])
 
@@ -321,9 +329,11 @@ def test_audit_families_leaves_each_family_out_of_its_detector(cache, tmp_path, 
     assert r["rows"][0]["detector"].endswith("detector-without-shift")
     assert all(row["fresh_seed"] == 111 for row in r["rows"])
     shift = json.loads((out / "shift-11" / "transforms.json").read_text())
-    assert shift and all(t["rotation_deg"] == 0.0 and t["zoom"] == 1.0 for t in shift.values())
+    assert shift
+    assert all(t["rotation_deg"] == 0.0 and t["zoom"] == 1.0 for t in shift.values())
     table = capsys.readouterr().out
-    assert "| shift | yes |" in table and "| mixed |" in table
+    assert "| shift | yes |" in table
+    assert "| mixed |" in table
 
 
 def _beating(n=3, seed=0):
@@ -375,7 +385,8 @@ def test_audit_copies_defaults_to_the_detector_when_trained_else_pixels_with_a_w
     assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
                  "--holdout", str(cache), "--json", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "no trained copy detector" in err and len([l for l in err.splitlines() if "warning" in l]) == 1
+    assert "no trained copy detector" in err
+    assert len([l for l in err.splitlines() if "warning" in l]) == 1
     assert json.loads(out.read_text())["embedding"] == "pixels"
     run = get_profile("smoke").run("copy-detector")
     from cardiolab.tasks import copy_detector

@@ -89,7 +89,8 @@ def test_sampling_takes_the_runs_batch_and_native_precision(native, precision, m
     out = task.sample_cohort(run, n=3, steps=2, seed=0, out=tmp_path / "synth", device="cpu")
     meta = json.loads((out / "samples.json").read_text())
     smoke = get_profile("smoke").baselines
-    assert meta["precision"] == precision and meta["batch"] == smoke.pixel_batch == 2
+    assert meta["precision"] == precision
+    assert meta["batch"] == smoke.pixel_batch == 2
     assert seen == [(2 * 4, precision == "bf16"), (1 * 4, precision == "bf16")]   # studies x 4 slices per pass
 
 

@@ -67,7 +67,8 @@ def test_evaluate_real_writes_the_verdict_and_the_cli_says_so(phantom_root, smok
     assert verdict["passed"] is False
     lines = [line for line in capsys.readouterr().out.splitlines() if "evaluator validation FAILED" in line]
     assert len(lines) == 1
-    default = evaluate(phantom_root, None, profile=get_profile("smoke"), evaluator=evaluator_run, out_json=tmp_path / "d.json")
+    default = evaluate(phantom_root, None, profile=get_profile("smoke"), evaluator=evaluator_run,
+                       out_json=tmp_path / "d.json")
     assert "evaluator_validation" not in default                # the profile's own reference: not checked
 
 

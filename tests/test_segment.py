@@ -19,7 +19,8 @@ from cardiolab.tasks import segmenter as seg
 @pytest.fixture(scope="module")
 def seg_run(smoke_cache, tmp_path_factory):
     """A smoke segmenter trained briefly on the shared phantom cache (good enough to compare scores)."""
-    return seg.train(get_profile("smoke"), out=tmp_path_factory.mktemp("segrun") / "segmenter", steps=200, cache_dir=smoke_cache,
+    return seg.train(get_profile("smoke"), out=tmp_path_factory.mktemp("segrun") / "segmenter", steps=200,
+                     cache_dir=smoke_cache,
                      evaluate_on=None)
 
 
