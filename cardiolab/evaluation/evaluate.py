@@ -148,7 +148,8 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
     if real is None:
         real, split = ensure_prepared(profile), split or "holdout"
     real_c, synth_c = load_cines(real, profile, split), load_cines(synthetic, profile)
-    command = command or f"cardiolab.evaluation.evaluate.evaluate({str(synthetic)!r}, profile={profile.name!r}, labels={labels})"
+    command = command or (f"cardiolab.evaluation.evaluate.evaluate({str(synthetic)!r}, "
+                          f"profile=get_profile({profile.name!r}), labels={labels})")
     return evaluate_cines(real_c, synth_c, profile, name=name or Path(synthetic).name, out_json=out_json,
                           labels=labels, synthetic_root=synthetic, fid_weights=fid_weights, evaluator=evaluator,
                           seg_model=seg_model, command=command, validate=validate,
@@ -284,7 +285,8 @@ def evaluate_vqgan(profile: Profile, split: str = "holdout", labels: bool = True
                   source={"path": str(root), "split": split, "kind": "reconstruction",
                           "phantom": real.source["phantom"]})
     return evaluate_cines(real, synth, profile, name="vqgan_recon", labels=labels, synthetic_root=root,
-                          command=f"cardiolab.evaluation.evaluate.evaluate_vqgan({profile.name!r}, split={split!r})",
+                          command=f"cardiolab.evaluation.evaluate.evaluate_vqgan(get_profile({profile.name!r}), "
+                                  f"split={split!r})",
                           extra={"reconstruction": reconstruction_metrics(real.images, recon)})
 
 
@@ -440,5 +442,6 @@ def evaluate_paired_masks(profile: Profile, run_dir: str | os.PathLike | None = 
     synth = Cines(ids=[f"synth{i + 1:04d}" for i in range(len(keep))], images=images, labels=real.labels, label_mask=real.label_mask, info=real.info,
                   source={"path": str(out), "split": split, "kind": "paired", "phantom": real.source["phantom"]})
     return evaluate_cines(real, synth, profile, name=name, labels=labels, synthetic_root=None, seg_model=seg_model,
-                          command=f"cardiolab.evaluation.evaluate.evaluate_paired_masks({profile.name!r}, split={split!r})",
+                          command=f"cardiolab.evaluation.evaluate.evaluate_paired_masks(get_profile({profile.name!r}), "
+                                  f"split={split!r})",
                           extra={"reconstruction": reconstruction_metrics(real.images, images)})
