@@ -120,16 +120,16 @@ def plot_schedule(alpha_bar, sample_timesteps=None):
     abar = np.asarray(alpha_bar, dtype=np.float64)
     t = np.arange(len(abar))
     fig, (ax, ax_snr) = plt.subplots(1, 2, figsize=(9, 3), layout="constrained")
+    snr = abar / np.maximum(1 - abar, 1e-12)
     ax.plot(t, abar, label="abar_t (signal)")
     ax.plot(t, 1 - abar, label="1 - abar_t (noise)")
     ax.set(xlabel="t", ylabel="variance share", title=f"cosine schedule, T = {len(abar)}")
-    ax_snr.semilogy(t, abar / np.maximum(1 - abar, 1e-12))
+    ax_snr.semilogy(t, snr)
     ax_snr.set(xlabel="t", ylabel="abar / (1 - abar)", title="signal-to-noise ratio")
     if sample_timesteps is not None:
         steps = np.asarray(sample_timesteps, dtype=int)
-        for a in (ax, ax_snr):
-            a.plot(steps, abar[steps] if a is ax else abar[steps] / np.maximum(1 - abar[steps], 1e-12), "k|",
-                   markersize=10, label=f"DDIM steps ({len(steps)})" if a is ax else None)
+        ax.plot(steps, abar[steps], "k|", markersize=10, label=f"DDIM steps ({len(steps)})")
+        ax_snr.plot(steps, snr[steps], "k|", markersize=10)
     ax.legend(fontsize=8)
     return fig
 
