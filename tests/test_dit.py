@@ -214,3 +214,50 @@ def test_train_flops_formula_matches_torch_flop_counter():
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:   # math SDPA: bmm's it counts
         diffusion_loss(model, sch, x0).backward()
     assert dit_train_flops(cfg, batch=3) == pytest.approx(counter.get_total_flops(), rel=0.05)
+
+
+# ---- what the DiT sees: q(x_t | x0) decoded (notebook 03) ---------------------------------------------
+def test_noised_cines_start_at_the_clean_decode_and_drift_with_t():
+    from cardiolab.diffusion import DiffusionConfig, create_scheduler
+    from cardiolab.models.vqgan import VQGAN, VQConfig
+    from cardiolab.tasks.dit import noised_cines
+    from cardiolab.tasks.vqgan import decode_latents
+
+    torch.manual_seed(0)
+    vq = VQGAN(VQConfig(channels=(8, 16), codes=16, code_dim=4)).eval()
+    codes = torch.randint(0, 16, (2, 4, 4, 2), generator=torch.Generator().manual_seed(1))   # (D, h, w, t)
+    z0 = vq.embed(codes).movedim(0, 1).detach()                                              # (C_z, D, h, w, t)
+    scale = float(1 / z0.std())
+    sch = create_scheduler(DiffusionConfig(train_timesteps=300))
+    ts = [0, 30, 100, 200, 299]
+    images = noised_cines(vq, z0, scale, sch, ts, seed=3)
+    clean = decode_latents(vq, z0[None], snap=False)[0, 0]                                   # (D, H, W, T)
+    assert images.shape == (len(ts), 2, 16, 16, 8)
+    distance = [(img - clean).abs().mean().item() for img in images]
+    assert distance[0] < 0.05 * distance[-1]           # t = 0: abar 0.9998, the clean decode but for a trace
+    assert all(a < b for a, b in zip(distance, distance[1:]))     # the one eps weighs more at every larger t
+    assert torch.equal(images, noised_cines(vq, z0, scale, sch, ts, seed=3))   # seeded
+    with pytest.raises(CardiolabError, match="timesteps"):
+        noised_cines(vq, z0, scale, sch, [300])
+
+
+def test_schedule_and_noised_cine_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cardiolab.diffusion import DiffusionConfig, create_scheduler
+    from cardiolab.plots.training import plot_guidance, plot_noised_cines, plot_schedule
+
+    sch = create_scheduler(DiffusionConfig(train_timesteps=300), sampler="ddim")
+    sch.set_timesteps(5)
+    fig = plot_schedule(sch.alphas_cumprod, sch.timesteps)
+    assert len(fig.axes) == 2
+    assert "T = 300" in fig.axes[0].get_title()
+    images = torch.rand(3, 2, 8, 8, 4) * 2 - 1
+    fig = plot_noised_cines(images, [0, 150, 299], sch.alphas_cumprod)
+    assert len(fig.axes) == 3 * 4
+    assert fig.axes[0].get_ylabel().startswith("t=0")
+    assert fig.axes[4].get_ylabel().startswith("t=150")
+    assert plot_guidance(images, (1.0, 2.0, 4.0)).axes[4].get_ylabel() == "s=2"
+    plt.close("all")

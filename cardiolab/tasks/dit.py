@@ -278,3 +278,23 @@ def guidance_sweep(run_dir: str | os.PathLike, scales=(1.0, 2.0, 4.0), steps: in
                    for s in scales])
     info = attributes.describe(codes[0]) if codes is not None else {}
     return vqgan.decode_latents(vq, z)[:, 0], info
+
+
+@torch.no_grad()
+def noised_cines(vq, z0: torch.Tensor, scale: float, scheduler, timesteps, seed: int = 0) -> torch.Tensor:
+    """What the DiT sees at each noise level, made visible: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps drawn from
+    q(x_t | x0) with one eps for every t, divided by `scale` again and decoded by the VQ-GAN `vq` as it is (not
+    snapped to the codebook, so the noise shows as the decoder renders it).
+
+    z0: one study's unscaled latent (C_z, D, h, w, t) as latents.pt holds it; scale: its `scale` (1 / std), so the
+    noise meets the unit-variance latents the DiT trains on; scheduler: `cardiolab.diffusion.create_scheduler`'s;
+    timesteps: the t to show. Returns images (len(timesteps), D, H, W, T) in [-1, 1].
+    """
+    t = torch.as_tensor(list(timesteps), dtype=torch.long)
+    if t.ndim != 1 or not len(t) or int(t.min()) < 0 or int(t.max()) >= scheduler.num_train_timesteps:
+        raise CardiolabError(f"noised_cines: timesteps must be in 0..{scheduler.num_train_timesteps - 1}, "
+                             f"got {t.tolist()}")
+    x0 = (z0.float() * float(scale))[None].expand(len(t), *z0.shape)                  # (S, C_z, D, h, w, t)
+    eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))[None].expand_as(x0)
+    x_t = scheduler.add_noise(x0, eps, t)
+    return vqgan.decode_latents(vq, x_t / float(scale), snap=False)[:, 0]             # (S, D, H, W, T)
