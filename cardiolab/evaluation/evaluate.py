@@ -41,7 +41,7 @@ from cardiolab.metrics.shape import compare_mask_shapes
 from cardiolab.plots import save_figure
 from cardiolab.plots.evaluation import plot_validation
 from cardiolab.profiles import Profile
-from cardiolab.tasks import common, evaluator as evaluator_task, get_task, segmenter as seg, vqgan
+from cardiolab.tasks import common, dit, evaluator as evaluator_task, get_task, segmenter as seg, vqgan
 
 log = logging.getLogger(__name__)
 
@@ -292,15 +292,9 @@ def evaluate_vqgan(profile: Profile, split: str = "holdout", labels: bool = True
 
 def synthetic_cohorts(profile: Profile) -> dict[str, Path]:
     """{model name: cohort folder} of the generators' samples: the DiT's (`cardiolab.tasks.dit.ensure_samples`,
-    generated if missing, when that module exists) and any other folder under runs/<profile>/samples/
-    (baselines), except the VQ-GAN reconstructions."""
-    found: dict[str, Path] = {}
-    try:
-        from cardiolab.tasks.dit import ensure_samples
-    except ImportError:
-        log.warning("cardiolab.tasks.dit is not available: no DiT samples to evaluate")
-    else:
-        found["dit"] = Path(ensure_samples(profile))
+    generated if missing) and any other folder under runs/<profile>/samples/ (baselines), except the VQ-GAN
+    reconstructions."""
+    found: dict[str, Path] = {"dit": Path(dit.ensure_samples(profile))}
     known = {p.resolve() for p in found.values()}
     for folder in cine_cohorts(profile.samples_dir):
         if folder.name != "vqgan_recon" and folder.resolve() not in known:
