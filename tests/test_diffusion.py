@@ -141,7 +141,9 @@ def test_ddim_timesteps_match_its_step_stride(steps):
     sch = create_scheduler(DiffusionConfig(), sampler="ddim")
     sch.set_timesteps(steps)
     ts = sch.timesteps.tolist()
-    assert len(ts) == steps and ts[-1] == 0 and ts[0] <= 299
+    assert len(ts) == steps
+    assert ts[-1] == 0
+    assert ts[0] <= 299
     assert all(a - b == 300 // steps for a, b in zip(ts, ts[1:]))
 
 
@@ -203,7 +205,9 @@ def test_rflow_grid_and_training_draws():
     sch = RectifiedFlowScheduler(300)
     sch.set_timesteps(7)
     ts = sch.timesteps.tolist()
-    assert ts[0] == 300 and len(set(ts)) == 7 and min(ts) > 0
+    assert ts[0] == 300
+    assert len(set(ts)) == 7
+    assert min(ts) > 0
     t = sch.draw_timesteps(4000, torch.Generator().manual_seed(0))
     assert int(t.min()) == 1
     assert int(t.max()) == 300

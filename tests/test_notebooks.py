@@ -98,7 +98,8 @@ def test_the_data_source_comes_in_through_the_parameters(path):
     `notebooks --data DIR --layout L` passes), applies them to its profile and prints the cache it reads."""
     cells = _cells(path)
     (params,) = [_source(c) for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert re.search(r"^data_dir\s*=", params, re.M) and re.search(r"^layout\s*=", params, re.M)
+    assert re.search(r"^data_dir\s*=", params, re.M)
+    assert re.search(r"^layout\s*=", params, re.M)
     code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
     assert re.search(r"with_data\(get_profile\(profile\), data_dir, layout\)", code)
     assert "describe_data()" in code
