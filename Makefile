@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 reproduce: $(STAMP)
-	$(PY) -m cardiolab notebooks --profile $(PROFILE) --plan
+	$(PY) -m cardiolab notebooks --profile $(PROFILE) --plan $(DATA_ARGS)
 	$(if $(DATA),,$(PY) -m cardiolab phantom --profile $(PROFILE))
 	$(PY) -m cardiolab notebooks --profile $(PROFILE) $(DATA_ARGS)
 	$(PY) -m cardiolab report --runs runs/$(PROFILE)

@@ -80,6 +80,12 @@ def test_plan_mixes_this_machines_seconds_with_estimates(root):
     assert f"{seconds['phantom'] + 100.0 + seconds['02']:8.1f} s" in lines[4]
 
 
+def test_plan_on_a_real_data_source_has_no_phantom_stage(root, tmp_path, capsys):
+    assert reproduce.plan(get_profile("tiny"), data=tmp_path).splitlines()[1].split()[0] == "01_data.ipynb"
+    assert main(["notebooks", "--profile", "tiny", "--plan", "--data", str(tmp_path), "--layout", "acdc"]) == 0
+    assert "phantom" not in capsys.readouterr().out.split()
+
+
 def test_plan_says_not_measured_for_a_profile_without_a_run(root):
     lines = reproduce.plan(get_profile("full")).splitlines()
     assert "? s  (not measured)" in lines[1]

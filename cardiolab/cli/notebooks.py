@@ -21,7 +21,7 @@ def run(args) -> int:
 
     profile = get_profile(args.profile)     # by name: the notebooks resolve it themselves
     if args.plan:
-        print(plan(profile, only=args.only))
+        print(plan(profile, only=args.only, data=args.data))
         return 0
     out = run_notebooks(profile.name, only=args.only, seed=args.seed, data=args.data,
                         layout=args.layout)

@@ -79,11 +79,12 @@ def estimate(profile: str, stage: str) -> float | None:
     return seconds.get(stage if stage == "phantom" else stage[:2])
 
 
-def plan(profile: Profile, only: list[str] | None = None) -> str:
-    """What `make reproduce` will run: each stage's seconds last time on this machine, else MEASURED's estimate."""
+def plan(profile: Profile, only: list[str] | None = None, data: str | os.PathLike | None = None) -> str:
+    """What `make reproduce` will run: each stage's seconds last time on this machine, else MEASURED's estimate.
+    data: a real data source (`make reproduce DATA=...`): no phantom stage."""
     prof = profile
     last = {s["stage"]: s for s in read_timings(prof.run_dir)}
-    names = ["phantom"] + [p.name for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
+    names = ([] if data else ["phantom"]) + [p.name for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
     lines = [f"stages of profile {prof.name} (seconds last time on this machine; 'est.': another machine's run):"]
     total, estimated = 0.0, False
     for name in names:
