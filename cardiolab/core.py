@@ -3,17 +3,19 @@ and caches, and the one staleness rule."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import hashlib
 import json
 import logging
 import os
 import pickle
+import platform
 import random
 import shutil
 import tempfile
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -344,9 +346,6 @@ _M_PERTURB = -6     # glibc malloc.h
 
 
 def _glibc() -> Any:
-    import ctypes
-    import platform
-
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:

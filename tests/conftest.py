@@ -1,6 +1,7 @@
 """Shared fixtures: a small phantom cohort on disk that any test can read (generated once per session)."""
 from __future__ import annotations
 
+from cardiolab.profiles import get_profile
 import pytest
 
 # Small but anatomically complete: 48 px x 4 mm = the 192 mm field of view of the tiny profile.
@@ -59,7 +60,7 @@ def smoke_cache(phantom_root, tmp_path_factory):
     from cardiolab.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("cache") / "smoke"
-    prepare(phantom_root, "acdc", "smoke", out)
+    prepare(phantom_root, "acdc", get_profile("smoke"), out)
     return out
 
 

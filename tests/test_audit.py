@@ -16,7 +16,7 @@ from cardiolab.profiles import get_profile
 def cache(phantom_root, tmp_path_factory):
     from cardiolab.data.prepare import prepare
 
-    return prepare(phantom_root, "acdc", "smoke", tmp_path_factory.mktemp("audit") / "cache").parent
+    return prepare(phantom_root, "acdc", get_profile("smoke"), tmp_path_factory.mktemp("audit") / "cache").parent
 
 
 def test_pixel_embeddings_shape():
@@ -56,7 +56,7 @@ def test_audit_copies_pixels_end_to_end(planted, cache, tmp_path):
 def test_audit_copies_calibrates_on_holdout_plus_calibration_phantoms(planted, cache, phantom_root, tmp_path):
     from cardiolab.privacy.audit import CALIBRATION_SEED, FRESH_SEED, audit_copies
 
-    r = audit_copies(planted, "smoke", cache, cache, out_json=tmp_path / "c.json")
+    r = audit_copies(planted, get_profile("smoke"), cache, cache, out_json=tmp_path / "c.json")
     c = r["calibration"]
     assert c["n_calibration"] == get_profile("smoke").copydetector.calibration
     assert c["n_reference"] == c["n_holdout"] + c["n_calibration"]
@@ -118,8 +118,8 @@ def test_untransformed_planted_copies_are_all_found_in_pixels(cache, tmp_path):
     from cardiolab.privacy.audit import audit_copies, plant_cohort
     from cardiolab.privacy.plant import CopyTransforms
 
-    plant_cohort(tmp_path / "p", "smoke", cache, n_copies=3, n_fresh=2, transforms=CopyTransforms(p=0.0))
-    r = audit_copies(tmp_path / "p", "smoke", cache, cache, out_json=tmp_path / "c.json")
+    plant_cohort(tmp_path / "p", get_profile("smoke"), cache, n_copies=3, n_fresh=2, transforms=CopyTransforms(p=0.0))
+    r = audit_copies(tmp_path / "p", get_profile("smoke"), cache, cache, out_json=tmp_path / "c.json")
     assert r["planted"]["recall_matched"] == 100.0
 
 
@@ -129,7 +129,7 @@ def test_audit_copies_control_separates_look_alikes_from_memorization(cache, tmp
     from cardiolab.privacy.audit import plant_cohort
     from cardiolab.privacy.plant import CopyTransforms, read_planted
 
-    plant_cohort(tmp_path / "p", "smoke", cache, n_copies=3, n_fresh=2, transforms=CopyTransforms(p=0.0))
+    plant_cohort(tmp_path / "p", get_profile("smoke"), cache, n_copies=3, n_fresh=2, transforms=CopyTransforms(p=0.0))
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     for sid, source in read_planted(tmp_path / "p").items():
@@ -141,17 +141,21 @@ def test_audit_copies_control_separates_look_alikes_from_memorization(cache, tmp
     assert main(base + ["--control", str(tmp_path / "p"), "--json", str(tmp_path / "same.json")]) == 0
     same = json.loads((tmp_path / "same.json").read_text())
     copies = [p for p in same["per_synthetic"] if p["is_copy"]]
-    assert len(copies) == 3 and all(p["in_control"] for p in copies)
-    assert same["control"]["excess_copy_fraction"] == 0.0 and len(same["control"]["shared"]) == 3
+    assert len(copies) == 3
+    assert all(p["in_control"] for p in copies)
+    assert same["control"]["excess_copy_fraction"] == 0.0
+    assert len(same["control"]["shared"]) == 3
     assert "3 of 3 flagged training subjects flagged by the control too" in capsys.readouterr().out
     # fresh phantoms only in the control: the copies are the audited cohort's own
     assert main(base + ["--control", str(fresh), "--json", str(tmp_path / "fresh.json")]) == 0
     own = json.loads((tmp_path / "fresh.json").read_text())
-    assert own["control"]["shared"] == [] and not any(p["in_control"] for p in own["per_synthetic"])
+    assert own["control"]["shared"] == []
+    assert not any(p["in_control"] for p in own["per_synthetic"])
     assert own["control"]["excess_copy_fraction"] == own["copy_fraction"] - own["control"]["copy_fraction"] > 0
     # a missing control: one line, exit 2, no JSON
     assert main(base + ["--control", str(tmp_path / "nope"), "--json", str(tmp_path / "x.json")]) == 2
-    assert "--control" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+    assert "--control" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
 
 
 def _cohort_copy(src, dst, n=2):
@@ -222,7 +226,8 @@ def test_image_only_copy_at_native_geometry_has_distance_zero_and_is_flagged(pha
 
     made = _image_only_copies(phantom_root, tmp_path / "syn", train_ids[:3])
     assert not list((tmp_path / "syn").glob("*/*_gt.nii.gz"))
-    r = audit_copies(tmp_path / "syn", "smoke", cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     for p in r["per_synthetic"]:
         assert p["nearest_train_id"] == made[p["id"]]
         assert p["distance"] < 1e-9
@@ -235,7 +240,7 @@ def test_a_copys_distance_does_not_depend_on_its_label_files(phantom_root, cache
     _image_only_copies(phantom_root, tmp_path / "bare", train_ids[:2])
     _image_only_copies(phantom_root, tmp_path / "labelled", train_ids[:2], labels=True)
     assert list((tmp_path / "labelled").glob("*/*_gt.nii.gz"))
-    bare, labelled = (audit_copies(tmp_path / name, "smoke", cache, cache, embedding="pixels",
+    bare, labelled = (audit_copies(tmp_path / name, get_profile("smoke"), cache, cache, embedding="pixels",
                                    out_json=tmp_path / f"{name}.json")["per_synthetic"]
                       for name in ("bare", "labelled"))
     assert [p["distance"] for p in bare] == [p["distance"] for p in labelled]
@@ -246,12 +251,13 @@ def test_image_only_copy_at_profile_geometry_is_flagged(cache, train_ids, tmp_pa
     from cardiolab.io.cohort import write_cines
     from cardiolab.privacy.audit import audit_copies
 
-    free = load_cines(cache, "smoke", label_free=True)
+    free = load_cines(cache, get_profile("smoke"), label_free=True)
     pick = [free.ids.index(s) for s in train_ids[:2]]
     d = get_profile("smoke").data
     write_cines(tmp_path / "syn", free.images[pick], {"spacing": [d.spacing, d.spacing, 10.0], "frame_ms": 40.0,
                                                       "es": 3}, ids=["gen001", "gen002"])
-    r = audit_copies(tmp_path / "syn", "smoke", cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     for p, source in zip(r["per_synthetic"], train_ids[:2]):
         assert p["nearest_train_id"] == source
         assert p["distance"] < 1e-4               # the stored NIfTI rounds the cine
@@ -267,7 +273,7 @@ def test_a_sub_pixel_shifted_image_only_copy_is_flagged(cache, train_ids, tmp_pa
     from cardiolab.io.cohort import write_cines
     from cardiolab.privacy.audit import audit_copies
 
-    free = load_cines(cache, "smoke", label_free=True)
+    free = load_cines(cache, get_profile("smoke"), label_free=True)
     moves = [(1.5, -1.25), (-1.25, 0.5), (0.5, -0.75)]
     copies = torch.stack([torch.from_numpy(ndimage.shift(free.images[free.ids.index(s)].numpy() + 1, (0, dy, dx, 0),
                                                          order=3, mode="constant") - 1).clamp(-1, 1)
@@ -275,7 +281,8 @@ def test_a_sub_pixel_shifted_image_only_copy_is_flagged(cache, train_ids, tmp_pa
     d = get_profile("smoke").data
     write_cines(tmp_path / "syn", copies, {"spacing": [d.spacing, d.spacing, 10.0], "frame_ms": 40.0, "es": 3},
                 ids=["gen001", "gen002", "gen003"])
-    r = audit_copies(tmp_path / "syn", "smoke", cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     for p, source in zip(r["per_synthetic"], train_ids):
         assert p["nearest_train_id"] == source
         assert p["is_copy"], (p, r["threshold"])
@@ -288,12 +295,13 @@ def test_a_generators_copy_of_a_cache_cine_is_flagged(cache, train_ids, tmp_path
     from cardiolab.io.cohort import write_cines
     from cardiolab.privacy.audit import audit_copies
 
-    cached = load_cines(cache, "smoke", split=None)
+    cached = load_cines(cache, get_profile("smoke"), split=None)
     pick = [cached.ids.index(s) for s in train_ids[:3]]
     d = get_profile("smoke").data
     write_cines(tmp_path / "syn", cached.images[pick], {"spacing": [d.spacing, d.spacing, 10.0], "frame_ms": 40.0,
                                                         "es": 3}, ids=["gen001", "gen002", "gen003"])
-    r = audit_copies(tmp_path / "syn", "smoke", cache, cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(tmp_path / "syn", get_profile("smoke"), cache, cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     assert [p["nearest_train_id"] for p in r["per_synthetic"]] == train_ids[:3]
     assert all(p["is_copy"] for p in r["per_synthetic"])
 
@@ -310,7 +318,7 @@ def test_label_free_cache_needs_its_source_cohort(cache, tmp_path):
     manifest["source"]["root"] = str(tmp_path / "gone")
     write_json(moved / "manifest.json", manifest)
     with pytest.raises(CardiolabError, match="manifest.json.*source cohort"):
-        load_cines(moved, "smoke", label_free=True)
+        load_cines(moved, get_profile("smoke"), label_free=True)
 
 
 def test_audit_families_leaves_each_family_out_of_its_detector(cache, tmp_path, capsys):
@@ -322,9 +330,11 @@ def test_audit_families_leaves_each_family_out_of_its_detector(cache, tmp_path, 
     assert r["rows"][0]["detector"].endswith("detector-without-shift")
     assert all(row["fresh_seed"] == 111 for row in r["rows"])
     shift = json.loads((out / "shift-11" / "transforms.json").read_text())
-    assert shift and all(t["rotation_deg"] == 0.0 and t["zoom"] == 1.0 for t in shift.values())
+    assert shift
+    assert all(t["rotation_deg"] == 0.0 and t["zoom"] == 1.0 for t in shift.values())
     table = capsys.readouterr().out
-    assert "| shift | yes |" in table and "| mixed |" in table
+    assert "| shift | yes |" in table
+    assert "| mixed |" in table
 
 
 def _beating(n=3, seed=0):
@@ -401,17 +411,18 @@ def test_audit_copies_defaults_to_the_detector_when_trained_else_pixels_with_a_w
     from cardiolab.privacy.embeddings import default_embedding
 
     monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path / "root"))
-    assert default_embedding("smoke") == "pixels"
+    assert default_embedding(get_profile("smoke")) == "pixels"
     out = tmp_path / "copies.json"
     assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
                  "--holdout", str(cache), "--json", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "no trained copy detector" in err and len([l for l in err.splitlines() if "warning" in l]) == 1
+    assert "no trained copy detector" in err
+    assert len([l for l in err.splitlines() if "warning" in l]) == 1
     assert json.loads(out.read_text())["embedding"] == "pixels"
     run = get_profile("smoke").run("copy-detector")
     from cardiolab.tasks import copy_detector
-    copy_detector.train("smoke", run, steps=2, cache_dir=cache)
-    assert default_embedding("smoke") == "copy-detector"
+    copy_detector.train(get_profile("smoke"), run, steps=2, cache_dir=cache)
+    assert default_embedding(get_profile("smoke")) == "copy-detector"
     assert main(["audit", "copies", "--profile", "smoke", "--synthetic", str(planted), "--train", str(cache),
                  "--holdout", str(cache), "--json", str(out)]) == 0
     assert "warning" not in capsys.readouterr().err

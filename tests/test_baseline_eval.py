@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cardiolab.core import CardiolabError
+from cardiolab.profiles import get_profile
 
 
 def _discs(n, radius, size=24, slices=2, frames=3):
@@ -98,7 +99,7 @@ def test_report_has_a_row_per_trained_model(tmp_path):
 def test_trajectory_decodes_every_x0_prediction(tmp_path, smoke_cache):
     from cardiolab.tasks import common, ddpm
 
-    run = ddpm.train("smoke", out=tmp_path / "ddpm", steps=1, cache_dir=smoke_cache)
+    run = ddpm.train(get_profile("smoke"), out=tmp_path / "ddpm", steps=1, cache_dir=smoke_cache)
     steps = common.trajectory(run, steps=3, seed=0, every=1)
     assert [i for i, _ in steps] == [0, 1, 2]
     assert tuple(steps[-1][1].shape) == (4, 32, 32, 8)
@@ -116,5 +117,5 @@ def test_evaluate_all_leaves_dp_cohorts_to_the_dp_experiment(tmp_path, monkeypat
     monkeypatch.setattr(ev, "evaluate_vqgan", lambda profile, labels: None)
     monkeypatch.setattr(ev, "evaluate", lambda root, **kw: seen.append(kw["name"]))
     monkeypatch.setattr(ev, "load_evaluations", lambda run_dir: [])
-    ev.evaluate_all("smoke")
+    ev.evaluate_all(get_profile("smoke"))
     assert seen == ["dit"]

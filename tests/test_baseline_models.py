@@ -97,8 +97,10 @@ def test_factorized_and_channel_merged_match_the_dit_budget(profile_name, latent
     for cfg in (fac, cm):
         assert abs(n_params(DiT4D(cfg)) / base - 1) < 0.10, cfg
     C, D, h, w, t = latent
-    assert fac.input_size == (1, h, w, t) and fac.cond_cardinalities[-1] == D
-    assert cm.input_size == (1, h, w, t) and cm.in_channels == D * C
+    assert fac.input_size == (1, h, w, t)
+    assert fac.cond_cardinalities[-1] == D
+    assert cm.input_size == (1, h, w, t)
+    assert cm.in_channels == D * C
     # latent voxels per token are the same as the DiT's, so each model sees the same data per step
     assert dit.num_tokens == D * fac.num_tokens
 

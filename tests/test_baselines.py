@@ -23,7 +23,7 @@ def _module(name):
 def _train(task, tmp_path, fake_stage1, smoke_cache):
     kw = ({"cache_dir": smoke_cache} if task.SPEC.source == "pixels"
           else {"latents": fake_stage1["latents"], "cache_dir": fake_stage1["cache_dir"]})
-    return task.train("smoke", out=tmp_path / task.SPEC.name, steps=3, **kw)
+    return task.train(get_profile("smoke"), out=tmp_path / task.SPEC.name, steps=3, **kw)
 
 
 @pytest.mark.parametrize("name", LATENT_MODELS)
@@ -89,7 +89,8 @@ def test_sampling_takes_the_runs_batch_and_native_precision(native, precision, m
     out = task.sample_cohort(run, n=3, steps=2, seed=0, out=tmp_path / "synth", device="cpu")
     meta = json.loads((out / "samples.json").read_text())
     smoke = get_profile("smoke").baselines
-    assert meta["precision"] == precision and meta["batch"] == smoke.pixel_batch == 2
+    assert meta["precision"] == precision
+    assert meta["batch"] == smoke.pixel_batch == 2
     assert seen == [(2 * 4, precision == "bf16"), (1 * 4, precision == "bf16")]   # studies x 4 slices per pass
 
 
@@ -114,7 +115,7 @@ def test_two_stage_masks_then_images(tmp_path, smoke_cache, phantom_root):
     from cardiolab.profiles import override
     from cardiolab.tasks import mask_generator, mask_to_image
 
-    stage1 = mask_generator.train("smoke", out=tmp_path / "masks", steps=2, cache_dir=smoke_cache)
+    stage1 = mask_generator.train(get_profile("smoke"), out=tmp_path / "masks", steps=2, cache_dir=smoke_cache)
     out1 = mask_generator.sample_cohort(stage1, n=2, steps=2, seed=0, out=tmp_path / "synth_masks", device="cpu")
     assert scan_cohort(out1) == (2, [])
     s = next(read_acdc(out1))

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from cardiolab.profiles import get_profile
 from cardiolab.__main__ import main
 from cardiolab.privacy.canaries import canary_recall, make_canaries, subset
 
@@ -91,7 +92,7 @@ def swept(fake_stage1, smoke_cache, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("CARDIOLAB_ROOT", str(root))
     latents = encode_cohort(fake_stage1["vqgan_run"], smoke_cache, root / "latents")
-    run = dit.train("smoke", out=root / "dit", steps=2, latents=latents, keep_every=1)
+    run = dit.train(get_profile("smoke"), out=root / "dit", steps=2, latents=latents, keep_every=1)
     out = root / "sweep"
     code = main(["audit", "sweep", str(run), "--profile", "smoke", "--n", "2", "--steps", "2", "--out", str(out)])
     mp.undo()

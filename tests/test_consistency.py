@@ -40,14 +40,16 @@ def test_known_answers_on_a_linear_ramp():
 def test_zoom_search_removes_expected_shrinkage():
     img, _ = smooth_cine()
     ncc = cs.adjacent_slice_ncc(img)
-    assert ncc.shape == (D - 1,) and (ncc > 0.97).all()
+    assert ncc.shape == (D - 1,)
+    assert (ncc > 0.97).all()
 
 
 def test_shuffled_slice_scores_worse():
     img, lab = smooth_cine()
     order = [0, 1, 4, 3, 2, 5]
     good, bad = cs.inter_slice_consistency(img, lab), cs.inter_slice_consistency(img[order], lab[order])
-    assert good["slice_ncc"] > bad["slice_ncc"] and good["slice_ncc_min"] > bad["slice_ncc_min"]
+    assert good["slice_ncc"] > bad["slice_ncc"]
+    assert good["slice_ncc_min"] > bad["slice_ncc_min"]
     assert good["lv_area_roughness"] < 0.2 * bad["lv_area_roughness"]
 
 
@@ -71,12 +73,15 @@ def test_periodicity_prefers_a_closed_beat():
 def test_cohort_scores_and_errors():
     img, lab = smooth_cine()
     out = cs.cohort_consistency(np.stack([img, img[[0, 1, 4, 3, 2, 5]]]), np.stack([lab, lab]))
-    assert out["n"] == 2 and out["slice_ncc_std"] > 0
+    assert out["n"] == 2
+    assert out["slice_ncc_std"] > 0
     assert {"slice_ncc", "lv_area_roughness", "temporal_roughness", "periodicity", "volume_curve_corr"} <= set(out)
-    assert cs.volume_curve(lab).max() == 1.0 and cs.volume_curve(lab).argmax() == 0   # ED first
+    assert cs.volume_curve(lab).max() == 1.0
+    assert cs.volume_curve(lab).argmax() == 0   # ED first
     with pytest.raises(CardiolabError, match="expected a cine"):
         cs.inter_slice_consistency(img[0])
     with pytest.raises(CardiolabError, match="frames"):
         cs.temporal_coherence(img, lab, np.ones(T + 1))
     areas = cs.lv_areas(torch.from_numpy(lab))                                         # tensors work too
-    assert areas.shape == (D, T) and (np.diff(areas[:, 0]) < 0).all()                 # shrinks base -> apex
+    assert areas.shape == (D, T)
+    assert (np.diff(areas[:, 0]) < 0).all()                 # shrinks base -> apex

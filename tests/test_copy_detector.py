@@ -109,4 +109,4 @@ def test_augment_without_a_family_never_draws_it():
 def test_leaving_a_family_out_changes_the_shaping():
     from cardiolab.tasks.copy_detector import shaping
 
-    assert shaping("smoke", without=("zoom",))["augment"] != shaping("smoke")["augment"]
+    assert shaping(get_profile("smoke"), without=("zoom",))["augment"] != shaping(get_profile("smoke"))["augment"]

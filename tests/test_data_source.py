@@ -83,7 +83,7 @@ def test_cardiolab_data_selects_the_source_for_every_profile_lookup(at_root, mon
     assert profile.cache_dir.name.startswith("smoke-ACDC-like-")
     phantom_cache = at_root["root"] / "data" / "cache" / "smoke"
     before = _stamp(phantom_cache)
-    assert ensure_prepared("smoke") == profile.cache_dir
+    assert ensure_prepared(get_profile("smoke")) == profile.cache_dir
     assert _stamp(phantom_cache) == before
     assert "ACDC-like" in profile.describe_data()
 

@@ -141,7 +141,9 @@ def test_ddim_timesteps_match_its_step_stride(steps):
     sch = create_scheduler(DiffusionConfig(), sampler="ddim")
     sch.set_timesteps(steps)
     ts = sch.timesteps.tolist()
-    assert len(ts) == steps and ts[-1] == 0 and ts[0] <= 299
+    assert len(ts) == steps
+    assert ts[-1] == 0
+    assert ts[0] <= 299
     assert all(a - b == 300 // steps for a, b in zip(ts, ts[1:]))
 
 
@@ -203,7 +205,9 @@ def test_rflow_grid_and_training_draws():
     sch = RectifiedFlowScheduler(300)
     sch.set_timesteps(7)
     ts = sch.timesteps.tolist()
-    assert ts[0] == 300 and len(set(ts)) == 7 and min(ts) > 0
+    assert ts[0] == 300
+    assert len(set(ts)) == 7
+    assert min(ts) > 0
     t = sch.draw_timesteps(4000, torch.Generator().manual_seed(0))
     assert int(t.min()) == 1
     assert int(t.max()) == 300
@@ -242,3 +246,20 @@ def test_callback_gets_the_x0_trajectory(sampler):
     assert torch.allclose(seen[0][1], x0, atol=1e-3)   # an exact model predicts x0 at every step
     with pytest.raises(CardiolabError, match="callback_every"):
         sample(model, sch, tuple(x0.shape), steps=2, callback=print, callback_every=0)
+
+
+def test_one_ddim_step_as_notebook_03_writes_it():
+    """x0_hat = sqrt(abar_t) x_t - sqrt(1 - abar_t) v, eps_hat = sqrt(abar_t) v + sqrt(1 - abar_t) x_t, then
+    x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps_hat (eta = 0): what the scheduler's step does."""
+    sch = create_scheduler(DiffusionConfig(), sampler="ddim")
+    sch.set_timesteps(5)
+    g = torch.Generator().manual_seed(2)
+    x_t, v = torch.randn(2, 2, 2, 4, 4, 2, generator=g), torch.randn(2, 2, 2, 4, 4, 2, generator=g)
+    for t, prev in zip(sch.timesteps.tolist(), sch.timesteps.tolist()[1:] + [None]):
+        a = sch.alphas_cumprod[t]
+        a_prev = sch.alphas_cumprod[prev] if prev is not None else torch.tensor(1.0)   # last step lands on x0_hat
+        x0_hat = a.sqrt() * x_t - (1 - a).sqrt() * v
+        eps_hat = a.sqrt() * v + (1 - a).sqrt() * x_t
+        x_prev, x0_pred = sch.step(v, t, x_t)
+        assert torch.allclose(x0_pred, x0_hat, atol=1e-6)
+        assert torch.allclose(x_prev, a_prev.sqrt() * x0_hat + (1 - a_prev).sqrt() * eps_hat, atol=1e-6)

@@ -25,7 +25,8 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> None:
 
 def test_forward_shape_odd_sizes_and_grid():
     cfg = tiny_config()
-    assert cfg.grid() == (3, 3, 2, 3) and cfg.num_tokens == 54
+    assert cfg.grid() == (3, 3, 2, 3)
+    assert cfg.num_tokens == 54
     model = DiT4D(cfg)
     x = torch.randn(2, 2, 3, 9, 7, 5)
     out = model(x, torch.tensor([0, 299]))
@@ -40,7 +41,8 @@ def test_patchify_unpatchify_inverse_for_odd_sizes():
     padded = pad_to_patch(x, patch)
     assert padded.shape == (2, 3, 6, 12, 8, 4)
     assert torch.equal(crop_to(padded, x.shape[2:]), x)
-    assert padded[:, :, 5:].abs().sum() == 0 and padded[..., 3:].abs().sum() == 0
+    assert padded[:, :, 5:].abs().sum() == 0
+    assert padded[..., 3:].abs().sum() == 0
     tokens = patchify(padded, patch)
     assert tokens.shape == (2, 3 * 3 * 2 * 2, 3 * 2 * 4 * 4 * 2)
     back = crop_to(unpatchify(tokens, patch, (3, 3, 2, 2), 3), x.shape[2:])
@@ -142,9 +144,12 @@ def test_train_sample_export_roundtrip(tmp_path, monkeypatch, fake_stage1):
     profile = get_profile("smoke")
     run = dit.train(profile, out=tmp_path / "dit", steps=4, latents=latents)
     conf = json.loads((run / "config.json").read_text())
-    assert conf["n_train"] == 4 and conf["scale"] == 2.0 and conf["latent_shape"] == [4, 3, 4, 4, 2]
+    assert conf["n_train"] == 4
+    assert conf["scale"] == 2.0
+    assert conf["latent_shape"] == [4, 3, 4, 4, 2]
     curves = training_curves(run)
-    assert curves.index[-1] == 4 and np.isfinite(curves["loss"]).all()
+    assert curves.index[-1] == 4
+    assert np.isfinite(curves["loss"]).all()
 
     out = dit.sample_cohort(run, n=2, steps=3, seed=7, out=tmp_path / "synth", device="cpu")
     subjects = list(read_acdc(out))
@@ -153,11 +158,16 @@ def test_train_sample_export_roundtrip(tmp_path, monkeypatch, fake_stage1):
     s = subjects[0]
     assert s.image.shape == (16, 16, 3, 8)                        # (X, Y, Z, T) from latents (3, 4, 4, 2) x4
     assert s.spacing == pytest.approx((6.0, 6.0, 11.5))           # in-plane from the cache, slices: train median
-    assert s.frame_ms == pytest.approx(40.0) and (s.ed, s.es) == (0, 3)   # median ES of the training subjects
-    assert s.image.min() >= 0.0 and s.image.max() <= 2000.0 and s.image.std() > 0
+    assert s.frame_ms == pytest.approx(40.0)
+    assert (s.ed, s.es) == (0, 3)   # median ES of the training subjects
+    assert s.image.min() >= 0.0
+    assert s.image.max() <= 2000.0
+    assert s.image.std() > 0
     assert not (out / "gifs").exists()                             # figures are written by plots, not tasks
     meta = json.loads((out / "samples.json").read_text())
-    assert meta["generator"] == "cardiodit" and meta["seed"] == 7 and meta["steps"] == 3
+    assert meta["generator"] == "cardiodit"
+    assert meta["seed"] == 7
+    assert meta["steps"] == 3
     from cardiolab.diffusion import sampling_precision
     assert meta["precision"] == sampling_precision(profile.dit.amp, "cpu", run)   # native, and sound for this run
     # no training-patient identifier anywhere in the synthetic cohort
@@ -181,8 +191,10 @@ def test_bench_times_a_training_step_and_cli_rejects_bad_sizes(capsys):
     b = DiTBench(input_size=(2, 8, 8, 4), patch=(1, 4, 4, 2), channels=2, hidden=32, depth=1, heads=2, batch=2,
                  steps=2, warmup=1, device="cpu")
     out = time_train_steps(build_dit(b), b)
-    assert out["step_s"] > 0 and out["samples_per_s"] == pytest.approx(2 / out["step_s"])
-    assert out["params"] == sum(p.numel() for p in build_dit(b).parameters()) and len(out["step_s_all"]) == 2
+    assert out["step_s"] > 0
+    assert out["samples_per_s"] == pytest.approx(2 / out["step_s"])
+    assert out["params"] == sum(p.numel() for p in build_dit(b).parameters())
+    assert len(out["step_s_all"]) == 2
     assert main(["bench", "dit", "--input-size", "4,32"]) == 2
     assert "--input-size" in capsys.readouterr().err
 
@@ -202,3 +214,50 @@ def test_train_flops_formula_matches_torch_flop_counter():
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:   # math SDPA: bmm's it counts
         diffusion_loss(model, sch, x0).backward()
     assert dit_train_flops(cfg, batch=3) == pytest.approx(counter.get_total_flops(), rel=0.05)
+
+
+# ---- what the DiT sees: q(x_t | x0) decoded (notebook 03) ---------------------------------------------
+def test_noised_cines_start_at_the_clean_decode_and_drift_with_t():
+    from cardiolab.diffusion import DiffusionConfig, create_scheduler
+    from cardiolab.models.vqgan import VQGAN, VQConfig
+    from cardiolab.tasks.dit import noised_cines
+    from cardiolab.tasks.vqgan import decode_latents
+
+    torch.manual_seed(0)
+    vq = VQGAN(VQConfig(channels=(8, 16), codes=16, code_dim=4)).eval()
+    codes = torch.randint(0, 16, (2, 4, 4, 2), generator=torch.Generator().manual_seed(1))   # (D, h, w, t)
+    z0 = vq.embed(codes).movedim(0, 1).detach()                                              # (C_z, D, h, w, t)
+    scale = float(1 / z0.std())
+    sch = create_scheduler(DiffusionConfig(train_timesteps=300))
+    ts = [0, 30, 100, 200, 299]
+    images = noised_cines(vq, z0, scale, sch, ts, seed=3)
+    clean = decode_latents(vq, z0[None], snap=False)[0, 0]                                   # (D, H, W, T)
+    assert images.shape == (len(ts), 2, 16, 16, 8)
+    distance = [(img - clean).abs().mean().item() for img in images]
+    assert distance[0] < 0.05 * distance[-1]           # t = 0: abar 0.9998, the clean decode but for a trace
+    assert all(a < b for a, b in zip(distance, distance[1:]))     # the one eps weighs more at every larger t
+    assert torch.equal(images, noised_cines(vq, z0, scale, sch, ts, seed=3))   # seeded
+    with pytest.raises(CardiolabError, match="timesteps"):
+        noised_cines(vq, z0, scale, sch, [300])
+
+
+def test_schedule_and_noised_cine_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cardiolab.diffusion import DiffusionConfig, create_scheduler
+    from cardiolab.plots.training import plot_guidance, plot_noised_cines, plot_schedule
+
+    sch = create_scheduler(DiffusionConfig(train_timesteps=300), sampler="ddim")
+    sch.set_timesteps(5)
+    fig = plot_schedule(sch.alphas_cumprod, sch.timesteps)
+    assert len(fig.axes) == 2
+    assert "T = 300" in fig.axes[0].get_title()
+    images = torch.rand(3, 2, 8, 8, 4) * 2 - 1
+    fig = plot_noised_cines(images, [0, 150, 299], sch.alphas_cumprod)
+    assert len(fig.axes) == 3 * 4
+    assert fig.axes[0].get_ylabel().startswith("t=0")
+    assert fig.axes[4].get_ylabel().startswith("t=150")
+    assert plot_guidance(images, (1.0, 2.0, 4.0)).axes[4].get_ylabel() == "s=2"
+    plt.close("all")

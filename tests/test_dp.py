@@ -663,7 +663,8 @@ def test_private_cohort_is_remade_when_its_size_or_seed_changes(tmp_path, monkey
     experiments.private_cohort(smoke)                    # same size and seed: kept
     assert made == [(smoke.dp.private_subjects, 1)]
     experiments.private_cohort(smoke, subjects=5)
-    assert made[-1] == (5, 1) and len(prepared) == 2      # remade, and its cache with it
+    assert made[-1] == (5, 1)
+    assert len(prepared) == 2      # remade, and its cache with it
     experiments.private_cohort(smoke, subjects=5, seed=2)
     assert made[-1] == (5, 2)
 

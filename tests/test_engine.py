@@ -72,7 +72,8 @@ def test_same_seed_same_losses(job, tmp_path):
         tr, data, fn = toyjob.make(tmp_path / name)
         tr.fit(data, fn)
         runs.append([r["loss"] for r in read_metrics(tmp_path / name)])
-    assert runs[0] == runs[1] and len(runs[0]) == 6
+    assert runs[0] == runs[1]
+    assert len(runs[0]) == 6
     assert _equal(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
 
 
@@ -85,7 +86,8 @@ def test_training_anew_over_a_run_says_so(job, tmp_path, caplog):
     tr, data, fn = toyjob.make(tmp_path / "run")
     with caplog.at_level("WARNING", logger="cardiolab.engine"):
         tr.fit(data, fn)
-    assert "training anew over the run at step 12" in caplog.text and "--resume" in caplog.text
+    assert "training anew over the run at step 12" in caplog.text
+    assert "--resume" in caplog.text
 
 
 def test_kill9_then_resume_is_bit_identical(job, tmp_path):
@@ -99,7 +101,8 @@ def test_kill9_then_resume_is_bit_identical(job, tmp_path):
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["step"] == 8
     assert run_status(tmp_path / "cut", 12) == "partial"
     resumed = subprocess.run([sys.executable, "-c", script.format(d=str(d), run=str(tmp_path / "cut"), k=None, r=True)], env=env)
-    assert resumed.returncode == 0 and run_status(tmp_path / "cut", 12) == "finished"
+    assert resumed.returncode == 0
+    assert run_status(tmp_path / "cut", 12) == "finished"
     a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
     assert _equal(a["modules"]["model"], b["modules"]["model"])
     assert _equal(a["ema"]["model"], b["ema"]["model"])
@@ -136,7 +139,8 @@ def test_checkpoint_is_weights_only_and_corruption_is_named(job, tmp_path):
     tr, data, fn = toyjob.make(tmp_path / "run", steps=4)
     tr.fit(data, fn)
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == 4 and {"modules", "ema", "optimizers", "config"} <= ckpt.keys()
+    assert ckpt["step"] == 4
+    assert {"modules", "ema", "optimizers", "config"} <= ckpt.keys()
     assert (tmp_path / "run" / "config.json").exists()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CardiolabError, match="checkpoint.pt"):
@@ -158,8 +162,10 @@ def test_stream_sampler_splits_global_batches_over_ranks():
 def test_lr_schedule_warms_up_then_decays():
     cfg = TrainConfig(steps=100, warmup=10, min_lr_ratio=0.1)
     f = [lr_factor(s, cfg) for s in range(100)]
-    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] == pytest.approx(0.1, abs=1e-3)
+    assert f[0] == pytest.approx(0.1)
+    assert f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert f[-1] == pytest.approx(0.1, abs=1e-3)
 
 
 def test_accepts_opacus_model_optimizer_and_poisson_loader(tmp_path):
@@ -183,7 +189,8 @@ def test_accepts_opacus_model_optimizer_and_poisson_loader(tmp_path):
 
     tr = Trainer(tmp_path / "dp", TrainConfig(steps=5, batch_size=16, lr=0.1, warmup=1), {"model": net}, {"model": opt})
     tr.fit(loader, step_fn)
-    assert tr.step == 5 and engine.get_epsilon(delta=1e-5) > 0
+    assert tr.step == 5
+    assert engine.get_epsilon(delta=1e-5) > 0
     assert set(load_checkpoint(tmp_path / "dp")["modules"]["model"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
 
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from cardiolab.profiles import get_profile
 from cardiolab.__main__ import main
 from cardiolab.evaluation.evaluate import load_evaluations, model_table
 from cardiolab.tasks import landmarks as task
@@ -15,8 +16,8 @@ from cardiolab.tasks.evaluator import train as train_evaluator
 def evaluated(smoke_cache, phantom_root, tmp_path_factory):
     """The phantom cohort evaluated as a stand-in 'synthetic' set against its own smoke cache, with landmarks."""
     tmp = tmp_path_factory.mktemp("evlm")
-    ev = train_evaluator("smoke", tmp / "evaluator", cache_dir=smoke_cache, steps=2)
-    run = task.train("smoke", out=tmp / "landmarks", steps=2, cache_dir=smoke_cache, evaluate_on=None)
+    ev = train_evaluator(get_profile("smoke"), tmp / "evaluator", cache_dir=smoke_cache, steps=2)
+    run = task.train(get_profile("smoke"), out=tmp / "landmarks", steps=2, cache_dir=smoke_cache, evaluate_on=None)
     out = tmp / "runs" / "eval" / "phantom.json"
     code = main(["evaluate", "--synthetic", str(phantom_root), "--real", str(smoke_cache), "--profile", "smoke",
                  "--evaluator", str(ev), "--name", "phantom", "--json", str(out), "--landmarks", str(run)])

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from cardiolab.profiles import get_profile
 from cardiolab.__main__ import main
 from cardiolab.data.cines import load_cines
 from cardiolab.evaluation.evaluate import evaluate, evaluator_check
@@ -34,7 +35,7 @@ def blind_features(model, cines, batch_size=64, per_cine=False):
 
 @pytest.fixture(scope="module")
 def evaluator_run(smoke_cache, tmp_path_factory):
-    return evaluator_task.train("smoke", out=tmp_path_factory.mktemp("ev") / "evaluator", steps=2,
+    return evaluator_task.train(get_profile("smoke"), out=tmp_path_factory.mktemp("ev") / "evaluator", steps=2,
                                 cache_dir=smoke_cache)
 
 
@@ -42,7 +43,7 @@ def test_check_passes_where_the_ordering_holds(smoke_cache, monkeypatch):
     # noise and blur: these hand-made features order them strictly (shuffles saturate them at high levels)
     monkeypatch.setattr(feat, "features", quality_features)
     monkeypatch.setattr(feat, "DEGRADATIONS", {k: feat.DEGRADATIONS[k] for k in ("noise", "blur")})
-    check = evaluator_check(None, load_cines(smoke_cache, "smoke"))
+    check = evaluator_check(None, load_cines(smoke_cache, get_profile("smoke")), profile=get_profile("smoke"))
     assert check["monotonic"] == {"noise": True, "blur": True}
     assert check["passed"] is True
 
@@ -50,7 +51,7 @@ def test_check_passes_where_the_ordering_holds(smoke_cache, monkeypatch):
 def test_check_fails_honestly_where_it_breaks(smoke_cache, monkeypatch):
     blind_features.calls = 0
     monkeypatch.setattr(feat, "features", blind_features)
-    check = evaluator_check(None, load_cines(smoke_cache, "smoke"))
+    check = evaluator_check(None, load_cines(smoke_cache, get_profile("smoke")), profile=get_profile("smoke"))
     assert check["passed"] is False
     assert not all(check["monotonic"].values())
 
@@ -66,7 +67,8 @@ def test_evaluate_real_writes_the_verdict_and_the_cli_says_so(phantom_root, smok
     assert verdict["passed"] is False
     lines = [line for line in capsys.readouterr().out.splitlines() if "evaluator validation FAILED" in line]
     assert len(lines) == 1
-    default = evaluate(phantom_root, None, "smoke", evaluator=evaluator_run, out_json=tmp_path / "d.json")
+    default = evaluate(phantom_root, None, profile=get_profile("smoke"), evaluator=evaluator_run,
+                       out_json=tmp_path / "d.json")
     assert "evaluator_validation" not in default                # the profile's own reference: not checked
 
 

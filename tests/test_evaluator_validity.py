@@ -40,7 +40,7 @@ def test_validation_on_ten_cines_of_an_unseen_phantom_seed(trained, profile16, s
     the order task trained longer than a unit test can (the tiny evaluator: benchmarks/evaluator_validity.py)."""
     root = tmp_path / f"seed{seed}"
     generate_cohort(root, 10, seed=seed, **UNSEEN)
-    check = evaluator_check(trained, load_cines(root, profile16), profile="smoke")
+    check = evaluator_check(trained, load_cines(root, profile16), profile=get_profile("smoke"))
     for kind in ("noise", "blur"):
         assert check["monotonic"][kind], check["fd"][kind]
         assert check["monotonic_kid"][kind], check["kid"][kind]
@@ -51,10 +51,11 @@ def test_validation_on_ten_cines_of_an_unseen_phantom_seed(trained, profile16, s
 
 def test_failed_check_advises_the_command_that_fits_an_evaluator_to_the_reference(smoke_cache, monkeypatch):
     monkeypatch.setattr(ft, "features", lambda model, cines, **kw: torch.randn(len(ft.as_cines(cines)), 3).double())
-    check = evaluator_check(None, load_cines(smoke_cache, "smoke"), profile="smoke")
+    check = evaluator_check(None, load_cines(smoke_cache, get_profile("smoke")), profile=get_profile("smoke"))
     assert check["passed"] is False
     assert f"train evaluator --profile smoke --cache {smoke_cache}" in check["advice"]
-    assert "--evaluator " in check["advice"] and "runs/smoke/evaluator-smoke" in check["advice"]
+    assert "--evaluator " in check["advice"]
+    assert "runs/smoke/evaluator-smoke" in check["advice"]
 
 
 def test_image_statistics_move_with_each_degradation():
@@ -99,7 +100,8 @@ def test_degrade_views_targets_say_what_was_done():
     assert ((target >= 0) & (target <= 1)).all()
     assert ((target > 0).sum(1) <= 1).all()                        # one degradation per slab at most
     clean = (target == 0).all(1)
-    assert torch.equal(views[clean], x[clean]) and 0 < clean.sum() < 64
+    assert torch.equal(views[clean], x[clean])
+    assert 0 < clean.sum() < 64
     noisy = target[:, 0] > 0.2
     residual = (views[noisy] - x[noisy]).flatten(1).std(1)
     assert torch.allclose(residual, 0.4 * target[noisy, 0], rtol=0.1)
@@ -112,7 +114,8 @@ def test_prdc_is_one_for_the_same_set_and_zero_for_a_far_one():
     assert (same["precision"], same["recall"], same["coverage"]) == (1.0, 1.0, 1.0)
     assert same["density"] == pytest.approx(1.0, abs=0.2)
     near, far = ft.prdc(a, b), ft.prdc(a, b + 20)
-    assert near["precision"] > 0.5 and near["coverage"] > 0.5
+    assert near["precision"] > 0.5
+    assert near["coverage"] > 0.5
     assert (far["precision"], far["recall"], far["density"], far["coverage"]) == (0.0, 0.0, 0.0, 0.0)
     assert ft.prdc(a[:3], b[:3])["prdc_k"] == 2                    # k shrinks to fit a few cines
 
@@ -122,9 +125,11 @@ def test_distances_report_the_kid_interval_and_fd_floor_its_bias():
     a, b = torch.randn(50, 4, generator=g), torch.randn(50, 4, generator=g)
     d = ft.distances(a, b)
     lo, hi = d["KID-cardiolab_ci95"]
-    assert lo < d["KID-cardiolab"] < hi and hi - lo == pytest.approx(2 * 1.96 * d["KID-cardiolab_std"])
+    assert lo < d["KID-cardiolab"] < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * d["KID-cardiolab_std"])
     floor = ft.fd_floor(torch.randn(10 * 3, 4, generator=g), n_cines=10)
-    assert floor["n_cines_per_half"] == 5 and len(floor["values"]) == 3
+    assert floor["n_cines_per_half"] == 5
+    assert len(floor["values"]) == 3
     assert floor["mean"] > 0.1                  # same distribution, 15 v 15 vectors in 4 dims: biased above 0
     with pytest.raises(CardiolabError):
         ft.fd_floor(torch.randn(6, 4), n_cines=3)

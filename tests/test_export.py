@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cardiolab.profiles import get_profile
 from cardiolab.__main__ import main
 from cardiolab.core import write_json
 from cardiolab.io.cohort import INFO_KEYS, Subject, make_affine, samples_record, write_subject
@@ -250,7 +251,8 @@ def test_copy_audit_records_the_training_set_a_dp_run_on_the_same_cache_records(
     from cardiolab.tasks import dp as task
     from cardiolab.tasks.vqgan import encode_cohort, load_latents
 
-    r = audit_copies(phantom_root, "smoke", smoke_cache, smoke_cache, embedding="pixels", out_json=tmp_path / "c.json")
+    r = audit_copies(phantom_root, get_profile("smoke"), smoke_cache, smoke_cache, embedding="pixels",
+                     out_json=tmp_path / "c.json")
     latents = load_latents(encode_cohort(fake_stage1["vqgan_run"], smoke_cache, tmp_path / "lat"))
     assert r["training_cohort"] == task._training_cohort(latents)       # what a dit-dp run on it records
     manifest = json.loads((smoke_cache / "manifest.json").read_text())

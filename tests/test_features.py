@@ -93,7 +93,8 @@ def test_motion_channels_are_roll_equivariant_and_grow_with_frame_shuffling():
     x = ft.slabs(toy_cines(4), 2)                                          # (12, 2, 32, 32, 8)
     model = CineEncoder(EvaluatorConfig(feature_dim=16))
     inp = model.inputs(x)
-    assert inp.shape == (12, 4, 32, 32, 8) and torch.equal(inp[:, :2], x)
+    assert inp.shape == (12, 4, 32, 32, 8)
+    assert torch.equal(inp[:, :2], x)
     assert torch.allclose(model.inputs(x.roll(3, dims=-1)), inp.roll(3, dims=-1))
     assert CineEncoder(EvaluatorConfig(feature_dim=16, motion=False)).inputs(x) is x
     jump = lambda s: s[:, 2:].pow(2).mean()  # noqa: E731  (mean squared frame difference)
@@ -111,7 +112,9 @@ def test_validation_ordering_with_random_init_frozen_evaluator():
     x = toy_cines(32, seed=1)
     model.statistics_centre.copy_(image_statistics(ft.slabs(x, 2)).mean(0))
     df = ft.validate_features(model, x, splits=1)
-    assert set(df.degradation) == set(ft.DEGRADATIONS) and df.level.max() == 4 and len(df) == 4 * 5
+    assert set(df.degradation) == set(ft.DEGRADATIONS)
+    assert df.level.max() == 4
+    assert len(df) == 4 * 5
     assert ft.is_monotonic(df, "FD-cardiolab") == dict.fromkeys(ft.DEGRADATIONS, True)
     assert ft.is_monotonic(df, "KID-cardiolab") == dict.fromkeys(ft.DEGRADATIONS, True)
     clean = df[df.level == 0].iloc[0]
@@ -129,7 +132,8 @@ def test_validation_ordering_with_briefly_trained_evaluator(phantom_root, tmp_pa
     df = ft.validate_features(model, toy_cines(32, seed=1), splits=1)
     assert ft.is_monotonic(df, "FD-cardiolab") == dict.fromkeys(ft.DEGRADATIONS, True)
     kid = df.pivot(index="degradation", columns="level", values="KID-cardiolab")
-    assert (kid[4] > kid[0]).all() and abs(kid[0].iloc[0]) < kid[4].min()
+    assert (kid[4] > kid[0]).all()
+    assert abs(kid[0].iloc[0]) < kid[4].min()
 
 
 def test_fid_from_torchscript_user_weights(tmp_path):
@@ -178,7 +182,8 @@ def test_ensure_evaluator_retrains_when_the_checkpoint_config_is_stale(tmp_path,
     (run / "config.json").write_text(json.dumps({"evaluator": new}))
     torch.save({"config": {"evaluator": old}}, run / "checkpoint.pt")
     (run / "state.json").write_text(state(old))
-    assert evaluator.ensure(profile) == run and calls == [False]        # retrained from scratch
+    assert evaluator.ensure(profile) == run
+    assert calls == [False]        # retrained from scratch
     (run / "state.json").write_text(state(new))
     evaluator.ensure(profile)
     assert calls == [False]                                                 # up to date: loaded as is

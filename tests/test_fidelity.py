@@ -32,7 +32,8 @@ def test_ssim_and_ms_ssim_identity_is_one_and_noise_lowers_them():
     noisy = [x + s * torch.randn(x.shape, generator=g) for s in (0.05, 0.2)]
     s1, s2 = (ssim(x, n).mean() for n in noisy)
     m1, m2 = (ms_ssim(x, n).mean() for n in noisy)
-    assert 1 > s1 > s2 and 1 > m1 > m2
+    assert 1 > s1 > s2
+    assert 1 > m1 > m2
 
 
 def test_ms_ssim_settings_fit_small_frames():
@@ -47,9 +48,11 @@ def test_ms_ssim_settings_fit_small_frames():
 def test_reconstruction_metrics_summary_and_bad_shapes():
     x = _cines()
     out = reconstruction_metrics(x, x + 0.1)
-    assert out["n"] == 2 and out["ms_ssim"] == {"scales": 3, "window": 7}
+    assert out["n"] == 2
+    assert out["ms_ssim"] == {"scales": 3, "window": 7}
     assert out["PSNR"] == pytest.approx(-20 * math.log10(0.05), abs=1e-3)
-    assert 0 < out["SSIM"] < 1 and 0 < out["MS-SSIM"] <= 1
+    assert 0 < out["SSIM"] < 1
+    assert 0 < out["MS-SSIM"] <= 1
     with pytest.raises(CardiolabError, match="differs"):
         psnr(x, x[:, :1])
     with pytest.raises(CardiolabError, match="expected cines"):

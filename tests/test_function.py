@@ -57,7 +57,8 @@ def test_function_given_frames_and_inputs():
     curves = volume_curves(series, VOXEL_ML)
     np.testing.assert_allclose(curves["LV"] / (2 * VOXEL_ML), [36, 25, 16, 9, 16, 25])
     empty = function_from_labels(np.zeros((4, 4, 1, 3), np.uint8), 1.0)
-    assert empty["EDV"] == 0 and math.isnan(empty["EF"])
+    assert empty["EDV"] == 0
+    assert math.isnan(empty["EF"])
     with pytest.raises(CardiolabError, match="es=7 outside 0..5"):
         function_from_labels(series, VOXEL_ML, ed=0, es=7)
     with pytest.raises(CardiolabError, match="must be"):
@@ -75,7 +76,9 @@ def make_subject(sid: str, lv_sides, group: str) -> Subject:
 def test_cardiac_function_subject_and_disk_round_trip(tmp_path):
     subject = make_subject("patient001", (6, 5, 4, 3, 4, 5), "NOR")
     f = cardiac_function(subject)
-    assert f["id"] == "patient001" and f["Group"] == "NOR" and (f["ed"], f["es"]) == (0, 3)
+    assert f["id"] == "patient001"
+    assert f["Group"] == "NOR"
+    assert (f["ed"], f["es"]) == (0, 3)
     assert f["EF"] == pytest.approx(75.0)
     write_subject(tmp_path, subject)
     (back,) = list(read_acdc(tmp_path))
@@ -92,7 +95,8 @@ def test_cohort_function_summary():
                 Subject(id="d", image=np.zeros((2, 2, 1, 2), np.float32), affine=np.eye(4), frame_ms=1.0,
                         ed=0, es=1)]                     # unlabelled: skipped
     table, summary = cohort_function(subjects)
-    assert list(table["id"]) == ["a", "b", "c"] and summary["skipped"] == ["d"]
+    assert list(table["id"]) == ["a", "b", "c"]
+    assert summary["skipped"] == ["d"]
     efs = [75.0, 100 * 20 / 36, 75.0]
     assert summary["all"]["EF"]["mean"] == pytest.approx(np.mean(efs))
     assert summary["all"]["EF"]["std"] == pytest.approx(np.std(efs, ddof=1))
@@ -112,8 +116,10 @@ def test_function_cli_writes_json(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert [s["id"] for s in result["subjects"]] == ["patient001", "patient002"]
     s2 = result["subjects"][1]
-    assert s2["EDV"] == pytest.approx(25 * 2 * VOXEL_ML) and s2["EF"] == pytest.approx(100 * 16 / 25)
-    assert s2["Group"] == "HCM" and (s2["ed"], s2["es"]) == (0, 2)
+    assert s2["EDV"] == pytest.approx(25 * 2 * VOXEL_ML)
+    assert s2["EF"] == pytest.approx(100 * 16 / 25)
+    assert s2["Group"] == "HCM"
+    assert (s2["ed"], s2["es"]) == (0, 2)
     assert set(result["summary"]["by_group"]) == {"HCM", "NOR"}
     assert result["summary"]["all"]["EDV"]["n"] == 2
     assert main(["function", "--root", str(tmp_path / "nowhere")]) == 2   # CardiolabError -> exit 2
@@ -132,4 +138,5 @@ def test_phantom_cross_check(tmp_path):
     for key in ("EDV", "ESV", "SV", "EF", "LV_mass", "RV_EDV", "RV_ESV", "RV_EF"):
         assert f[key] == pytest.approx(truth[key], rel=1e-6), key
     auto = function_from_labels(back.label_series, back.voxel_ml)   # ED/ES found from the LV curve
-    assert auto["EDV"] == pytest.approx(truth["EDV"]) and auto["ESV"] == pytest.approx(truth["ESV"])
+    assert auto["EDV"] == pytest.approx(truth["EDV"])
+    assert auto["ESV"] == pytest.approx(truth["ESV"])

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cardiolab.profiles import get_profile
 from cardiolab.__main__ import main
 from cardiolab.core import CardiolabError
 from cardiolab.io.acdc import find_subjects, read_acdc, read_subject
@@ -43,7 +44,9 @@ def save(array: np.ndarray, path: Path, affine: np.ndarray | None = None) -> Pat
 
 
 def assert_same(a: Subject, b: Subject) -> None:
-    assert a.id == b.id and (a.ed, a.es) == (b.ed, b.es) and a.frame_ms == b.frame_ms
+    assert a.id == b.id
+    assert (a.ed, a.es) == (b.ed, b.es)
+    assert a.frame_ms == b.frame_ms
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_allclose(a.affine, b.affine)
     assert sorted(a.labels) == sorted(b.labels)
@@ -63,7 +66,8 @@ def test_acdc_round_trip(tmp_path, series):
     write_subject(tmp_path, subject)
     (back,) = list(read_acdc(tmp_path))
     assert_same(subject, back)
-    assert back.image.dtype == np.float32 and back.labels[0].dtype == np.uint8
+    assert back.image.dtype == np.float32
+    assert back.labels[0].dtype == np.uint8
     assert back.spacing == pytest.approx((1.5, 1.25, 8.0))
     assert validate_cohort(tmp_path) == []
 
@@ -189,7 +193,8 @@ def test_acdc_empty_and_half_folders(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (problem,) = validate_cohort(empty)
-    assert problem.path == empty and "no subject folders found" in problem.message
+    assert problem.path == empty
+    assert "no subject folders found" in problem.message
     with pytest.raises(CardiolabError, match="no subject folders"):
         list(read_acdc(empty))
     assert "not a folder" in str(validate_cohort(tmp_path / "missing")[0])
@@ -198,14 +203,16 @@ def test_acdc_empty_and_half_folders(tmp_path):
     folder = write_cohort(root, 2)[1]
     (folder / "patient002_4d.nii.gz").unlink()
     (problem,) = validate_cohort(root)
-    assert problem.path == folder and "patient002_4d.nii.gz" in problem.message
+    assert problem.path == folder
+    assert "patient002_4d.nii.gz" in problem.message
 
 
 def test_acdc_stray_label_frame(tmp_path):
     folder = write_cohort(tmp_path, 1)[0]
     (folder / "patient001_frame04_gt.nii.gz").rename(folder / "patient001_frame05_gt.nii.gz")
     (problem,) = validate_cohort(tmp_path)
-    assert problem.path.name == "patient001_frame05_gt.nii.gz" and "ES=4" in problem.message
+    assert problem.path.name == "patient001_frame05_gt.nii.gz"
+    assert "ES=4" in problem.message
 
 
 # --- M&Ms and M&Ms-2 --------------------------------------------------------------------------
@@ -242,14 +249,18 @@ def test_mnms_reader_maps_labels(tmp_path):
     subjects = {s.id: s for s in read_mnms(tmp_path / "OpenDataset")}
     assert sorted(subjects) == ["A0S9V9", "B1C2D3"]
     s = subjects["B1C2D3"]
-    assert (s.ed, s.es) == (1, 4) and sorted(s.labels) == [1, 4] and s.image.shape == SHAPE
+    assert (s.ed, s.es) == (1, 4)
+    assert sorted(s.labels) == [1, 4]
+    assert s.image.shape == SHAPE
     gt = gts["B1C2D3"][..., 1]
     lab = s.labels[1]
     np.testing.assert_array_equal(lab[gt == 1], 3)   # M&Ms LV -> canonical LV
     np.testing.assert_array_equal(lab[gt == 2], 2)   # MYO stays
     np.testing.assert_array_equal(lab[gt == 3], 1)   # M&Ms RV -> canonical RV
     np.testing.assert_array_equal(lab[gt == 0], 0)
-    assert s.info["Group"] == "NOR" and s.info["Vendor"] == "B" and s.info["Weight"] == 61.5
+    assert s.info["Group"] == "NOR"
+    assert s.info["Vendor"] == "B"
+    assert s.info["Weight"] == 61.5
     assert "Height" not in s.info  # empty in the CSV
     assert subjects["A0S9V9"].info["Group"] == "HCM"
     assert list(MNMS_TO_CANONICAL) == [0, 3, 2, 1]
@@ -259,7 +270,8 @@ def test_mnms_broken_inputs(tmp_path):
     root = tmp_path / "mnms"
     make_mnms(root, gt_value=5)
     problems = [str(p) for p in validate_cohort(root, "mnms")]
-    assert len(problems) == 2 and all("_sa_gt.nii.gz: label values [5] outside" in p for p in problems)
+    assert len(problems) == 2
+    assert all("_sa_gt.nii.gz: label values [5] outside" in p for p in problems)
     with pytest.raises(CardiolabError, match="A0S9V9_sa_gt.nii.gz"):
         list(read_mnms(root))
 
@@ -268,16 +280,20 @@ def test_mnms_broken_inputs(tmp_path):
     csv = root / "211230_M&Ms_Dataset_information.csv"
     csv.write_text(MNMS_CSV.replace("B1C2D3,Philips,B,2,1,4", "B1C2D3,Philips,B,2,1,9"))
     (problem,) = validate_cohort(root, "mnms")
-    assert problem.path == csv and "subject B1C2D3: ES=9 outside 0..5" in problem.message
+    assert problem.path == csv
+    assert "subject B1C2D3: ES=9 outside 0..5" in problem.message
     csv.write_text(MNMS_CSV.replace("B1C2D3,Philips,B,2,1,4", "B1C2D3,Philips,B,2,2,4"))   # ED on an unlabelled frame
     (problem,) = validate_cohort(root, "mnms")
-    assert problem.path.name == "B1C2D3_sa_gt.nii.gz" and "no labels at frame 2 (ED from" in problem.message
+    assert problem.path.name == "B1C2D3_sa_gt.nii.gz"
+    assert "no labels at frame 2 (ED from" in problem.message
     csv.write_text(MNMS_CSV.splitlines()[0] + "\n" + MNMS_CSV.splitlines()[1] + "\n")
     (problem,) = validate_cohort(root, "mnms")
-    assert problem.path == csv and "no row for subject B1C2D3" in problem.message
+    assert problem.path == csv
+    assert "no row for subject B1C2D3" in problem.message
     csv.unlink()
     (problem,) = validate_cohort(root, "mnms")
-    assert problem.path == root and "no information CSV" in problem.message
+    assert problem.path == root
+    assert "no information CSV" in problem.message
     with pytest.raises(CardiolabError, match="no information CSV"):
         list(read_mnms(root))
 
@@ -299,11 +315,15 @@ def test_mnms2_reader(tmp_path):
     save(rng.normal(size=(12, 10, 1, 6)).astype(np.float32), folder / "001_LA_CINE.nii.gz")
     assert validate_cohort(root, "mnms") == []
     (s,) = list(read_cohort(root, "mnms"))
-    assert (s.id, s.ed, s.es) == ("001", 0, 2) and s.info["Group"] == "DLV" and s.info["Vendor"] == "SIEMENS"
-    assert s.labels[2][3, 3, 0] == 3 and s.labels[2][8, 8, 1] == 1   # LV and RV swapped to canonical
+    assert (s.id, s.ed, s.es) == ("001", 0, 2)
+    assert s.info["Group"] == "DLV"
+    assert s.info["Vendor"] == "SIEMENS"
+    assert s.labels[2][3, 3, 0] == 3
+    assert s.labels[2][8, 8, 1] == 1   # LV and RV swapped to canonical
     (folder / "001_SA_ES.nii.gz").unlink()
     (problem,) = validate_cohort(root, "mnms")
-    assert problem.path == folder and "001_SA_ES.nii.gz" in problem.message
+    assert problem.path == folder
+    assert "001_SA_ES.nii.gz" in problem.message
 
 
 # --- check CLI -----------------------------------------------------------------------------------
@@ -380,7 +400,7 @@ def test_prepare_runs_checks_validation_before_writing(tmp_path):
     vol = nib.load(folder / "patient002_frame01.nii.gz")
     save(np.full(vol.shape, np.inf, np.float32), folder / "patient002_frame01.nii.gz", vol.affine)
     with pytest.raises(CardiolabError, match="patient002_frame01.nii.gz: .*NaN/Inf"):
-        prepare(tmp_path / "cohort", "acdc", "smoke", tmp_path / "cache")
+        prepare(tmp_path / "cohort", "acdc", get_profile("smoke"), tmp_path / "cache")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
 
 

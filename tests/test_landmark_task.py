@@ -14,7 +14,7 @@ from cardiolab.tasks import landmarks as task
 def cache(phantom_root, tmp_path_factory):
     from cardiolab.data.prepare import prepare
     out = tmp_path_factory.mktemp("lm") / "cache"
-    prepare(phantom_root, "acdc", "smoke", out)
+    prepare(phantom_root, "acdc", get_profile("smoke"), out)
     return out
 
 

@@ -20,7 +20,8 @@ from cardiolab.tasks import landmarks as task
 
 @pytest.fixture(scope="module")
 def run(smoke_cache, tmp_path_factory):
-    return task.train("smoke", out=tmp_path_factory.mktemp("lmrun") / "landmarks", steps=2, cache_dir=smoke_cache,
+    return task.train(get_profile("smoke"), out=tmp_path_factory.mktemp("lmrun") / "landmarks", steps=2,
+                      cache_dir=smoke_cache,
                       evaluate_on=None)
 
 

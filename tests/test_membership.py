@@ -8,6 +8,7 @@ import torch
 
 from cardiolab.__main__ import main
 from cardiolab.privacy.membership import JSON_KEYS, subject_noise
+from cardiolab.profiles import get_profile
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def dit_run(fake_stage1, smoke_cache, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mia")
     latents = encode_cohort(fake_stage1["vqgan_run"], smoke_cache, root / "latents")
-    return dit.train("smoke", out=root / "dit", steps=2, latents=latents)
+    return dit.train(get_profile("smoke"), out=root / "dit", steps=2, latents=latents)
 
 
 def test_subject_noise_is_fixed_per_subject():

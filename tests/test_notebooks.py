@@ -10,6 +10,8 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 IMPORT_LINE = re.compile(r"^\s*(import |from \S+ import |print\(f\"cardiolab |$|\))")
 WORKSHOP = re.compile(r"\b(wave \d|stop \d+|stops \d+|issue \d+)", re.IGNORECASE)
+FIGURE = re.compile(r"\b(save_figure|save_gif)\(|^\s*fig\s*=", re.M)   # a code cell that makes a figure
+READING = "What you should see"
 
 
 def _cells(path: Path) -> list[dict]:
@@ -49,6 +51,34 @@ def test_logic_lives_in_the_library(path):
     assert long == []
 
 
+def figures_left_unread(cells: list[dict]) -> list[int]:
+    """Indices of the code cells that make a figure and are not followed by a markdown cell that starts with
+    "What you should see" (what a reader should look for in it)."""
+    follows = cells[1:] + [None]
+    return [i for i, (c, nxt) in enumerate(zip(cells, follows))
+            if c["cell_type"] == "code" and FIGURE.search(_source(c))
+            and not (nxt and nxt["cell_type"] == "markdown" and _source(nxt).lstrip().startswith(READING))]
+
+
+def test_the_reading_rule_catches_a_figure_left_unread():
+    fig = {"cell_type": "code", "source": ["fig = plots.cine_montage(x)\n", "save_figure(fig, path)"]}
+    gif = {"cell_type": "code", "source": ["display(Image(filename=str(save_gif(x, path))))"]}
+    table = {"cell_type": "code", "source": ["table.round(2)"]}
+    reading = {"cell_type": "markdown", "source": ["What you should see: bright walls."]}
+    heading = {"cell_type": "markdown", "source": ["## Next\n", "What you should see later"]}
+    assert figures_left_unread([fig, reading, gif, reading, table]) == []
+    assert figures_left_unread([fig, heading]) == [0]
+    assert figures_left_unread([fig, gif, reading]) == [0]
+    assert figures_left_unread([table, fig]) == [1]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_says_what_you_should_see(path):
+    cells = _cells(path)
+    assert any(c["cell_type"] == "code" and FIGURE.search(_source(c)) for c in cells)   # each notebook plots
+    assert figures_left_unread(cells) == []
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_closing_cell_says_what_was_made(path):
     tail = [_source(c) for c in _cells(path)[-2:] if c["cell_type"] == "markdown"]
@@ -68,7 +98,8 @@ def test_the_data_source_comes_in_through_the_parameters(path):
     `notebooks --data DIR --layout L` passes), applies them to its profile and prints the cache it reads."""
     cells = _cells(path)
     (params,) = [_source(c) for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert re.search(r"^data_dir\s*=", params, re.M) and re.search(r"^layout\s*=", params, re.M)
+    assert re.search(r"^data_dir\s*=", params, re.M)
+    assert re.search(r"^layout\s*=", params, re.M)
     code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
     assert re.search(r"with_data\(get_profile\(profile\), data_dir, layout\)", code)
     assert "describe_data()" in code

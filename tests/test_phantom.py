@@ -42,7 +42,7 @@ def prepared(phantom_root, tmp_path_factory):
 
     from cardiolab.data.prepare import prepare
 
-    path = prepare(phantom_root, "acdc", "smoke", tmp_path_factory.mktemp("cache") / "smoke")
+    path = prepare(phantom_root, "acdc", get_profile("smoke"), tmp_path_factory.mktemp("cache") / "smoke")
     return [(r["attributes"]["Group"], torch.load(path.parent / r["file"], weights_only=True))
             for r in read_json(path)["subjects"]]
 
@@ -59,7 +59,7 @@ def test_rv_lies_where_real_acdc_puts_it_after_prepare(prepared):
 
 
 def test_affine_puts_rv_anterior_and_right_and_is_canonical():
-    from cardiolab.data.prepare import canonical_inplane
+    from cardiolab.data.geometry import canonical_inplane
 
     for i in range(5):
         s, _ = phantom.make_subject(i, seed=3, **MEDIUM)
@@ -76,16 +76,19 @@ def test_same_seed_same_bytes_other_seed_differs():
     a, ta = phantom.make_subject(3, seed=0, **SMALL)
     b, tb = phantom.make_subject(3, seed=0, **SMALL)
     c, _ = phantom.make_subject(3, seed=1, **SMALL)
-    assert a.image.tobytes() == b.image.tobytes() and a.label_series.tobytes() == b.label_series.tobytes()
+    assert a.image.tobytes() == b.image.tobytes()
+    assert a.label_series.tobytes() == b.label_series.tobytes()
     assert json.dumps(ta, sort_keys=True) == json.dumps(tb, sort_keys=True)
-    assert a.image.tobytes() != c.image.tobytes() and a.label_series.tobytes() != c.label_series.tobytes()
+    assert a.image.tobytes() != c.image.tobytes()
+    assert a.label_series.tobytes() != c.label_series.tobytes()
 
 
 def test_subject_independent_of_cohort_size_and_workers(tmp_path):
     phantom.generate_cohort(tmp_path / "two", 2, seed=4, **SMALL)
     phantom.generate_cohort(tmp_path / "three", 3, seed=4, workers=2, **SMALL)
     two, three = list(read_acdc(tmp_path / "two")), list(read_acdc(tmp_path / "three"))
-    assert [s.id for s in two] == ["patient001", "patient002"] and len(three) == 3
+    assert [s.id for s in two] == ["patient001", "patient002"]
+    assert len(three) == 3
     for x, y in zip(two, three):
         assert x.image.tobytes() == y.image.tobytes()
         assert x.label_series.tobytes() == y.label_series.tobytes()
@@ -103,16 +106,21 @@ def test_acdc_roundtrip(phantom_root):
     assert (stamp["n_subjects"], stamp["size"], stamp["frames"], len(stamp["subjects"])) == (6, 48, 10, 6)
     for s in subjects:
         truth = read_json(phantom_root / s.id / "phantom_truth.json")
-        assert s.image.shape == (48, 48, 6, 10) and s.label_series.shape == (48, 48, 6, 10)
-        assert s.ed == 0 and s.es == truth["es"] and 2 <= s.es <= 5          # ES near 35 % of 10 frames
+        assert s.image.shape == (48, 48, 6, 10)
+        assert s.label_series.shape == (48, 48, 6, 10)
+        assert s.ed == 0
+        assert s.es == truth["es"]
+        assert 2 <= s.es <= 5          # ES near 35 % of 10 frames
         assert s.spacing == pytest.approx((4.0, 4.0, truth["spacing_mm"][2]))
         assert 8.0 <= s.spacing[2] <= 10.0
         assert s.frame_ms == pytest.approx(60000 / truth["heart_rate_bpm"] / 10, rel=1e-5)
         assert set(np.unique(s.label_series)) <= {0, 1, 2, 3}
         for f in (s.ed, s.es):
             assert np.array_equal(s.labels[f], s.label_series[..., f])
-        assert {"Height", "Weight", "Age", "Sex"} <= set(s.info) and s.info["Sex"] in ("M", "F")
-        assert s.image.min() >= 0 and np.all(s.image == np.round(s.image))   # magnitudes, integer-valued
+        assert {"Height", "Weight", "Age", "Sex"} <= set(s.info)
+        assert s.info["Sex"] in ("M", "F")
+        assert s.image.min() >= 0
+        assert np.all(s.image == np.round(s.image))   # magnitudes, integer-valued
 
 
 def test_ef_from_written_labels_matches_truth(phantom_root):
@@ -138,10 +146,13 @@ def test_groups_have_their_physiology():
     for g, truths in rows.items():                                          # inside ACDC's range (+-3 %)
         _, _, lo, hi = phantom.ACDC_STATS[g]["ef"]
         assert all(lo - 3 <= t["EF"] <= hi + 3 for t in truths), (g, [t["EF"] for t in truths])
-    assert all(t["EF"] < 40 for t in rows["DCM"]) and all(t["EF"] < 47 for t in rows["MINF"])
-    assert mean("DCM", "EF") < mean("NOR", "EF") and mean("DCM", "EDV") > mean("NOR", "EDV")
+    assert all(t["EF"] < 40 for t in rows["DCM"])
+    assert all(t["EF"] < 47 for t in rows["MINF"])
+    assert mean("DCM", "EF") < mean("NOR", "EF")
+    assert mean("DCM", "EDV") > mean("NOR", "EDV")
     assert mean("HCM", "LV_mass") > 1.3 * mean("NOR", "LV_mass")
-    assert mean("ARV", "RV_EDV") > mean("NOR", "RV_EDV") and mean("ARV", "RV_EF") < mean("NOR", "RV_EF")
+    assert mean("ARV", "RV_EDV") > mean("NOR", "RV_EDV")
+    assert mean("ARV", "RV_EF") < mean("NOR", "RV_EF")
     assert all(t["parameters"]["infarct"] for t in rows["MINF"])
 
 
@@ -157,36 +168,45 @@ def test_myocardium_constant_wall_thickens_rv_ends_before_apex(group):
     analytic = np.array(truth["analytic_volumes_ml"]["MYO"])
     assert np.allclose(analytic, analytic[0], rtol=1e-9)
     lv = (s.label_series == 3).sum((0, 1, 2))
-    assert lv.argmax() == 0 and lv.argmin() == s.es
+    assert lv.argmax() == 0
+    assert lv.argmin() == s.es
     # Mid-ventricular wall thickness from areas: r_epi - r_endo of equal-area circles.
     mid = s.label_series[:, :, 3]
     cav, wall = (mid == 3).sum((0, 1)), (mid >= 2).sum((0, 1))
     thick = np.sqrt(wall / np.pi) - np.sqrt(cav / np.pi)
     assert thick[s.es] > THICKENING[group] * thick[0]
     rv = (s.label_series == 1).sum((0, 1))                                  # (Z, T)
-    assert rv[0].min() > 0 and rv[-1].max() == 0                            # at the base always, never at the apex
+    assert rv[0].min() > 0
+    assert rv[-1].max() == 0                            # at the base always, never at the apex
     assert (s.label_series[:, :, -1] == 3).any()                            # the apex slice still shows LV
 
 
 def test_contraction_curve_phases():
     c = phantom.contraction_curve(20, 7, filling=0.7, kick=0.15)
-    assert c[0] == 0 and c[7] == 1 and c.argmax() == 7 and np.all(c[1:] > 0)
-    assert np.all(np.diff(c[:8]) > 0) and np.all(np.diff(c[7:]) <= 1e-12)
+    assert c[0] == 0
+    assert c[7] == 1
+    assert c.argmax() == 7
+    assert np.all(c[1:] > 0)
+    assert np.all(np.diff(c[:8]) > 0)
+    assert np.all(np.diff(c[7:]) <= 1e-12)
     assert np.diff(c[:8])[:4].sum() > 0.6                                  # fast early ejection
     assert 1 - c[11] > 0.65                                                # rapid filling done ~200 ms after ES
-    assert 0 < c[15] - c[19] and c[15] > 0.1                               # the atrial kick refills the rest
+    assert 0 < c[15] - c[19]
+    assert c[15] > 0.1                               # the atrial kick refills the rest
 
 
 def test_insertion_points_and_appearance():
     s, truth = phantom.make_subject(0, seed=1, size=96, spacing=2.0, slices=8, frames=8, snr=1000)
     lab = s.label_series[..., 0]
     points = truth["rv_insertion_points"]["frames"][truth["ed"]]
-    assert points[-1] is None and all(p is not None for p in points[:3])
+    assert points[-1] is None
+    assert all(p is not None for p in points[:3])
     for z, pts in enumerate(points[:4]):
         for x, y in pts.values():
             i, j = int(round(x)), int(round(y))
             window = lab[i - 2:i + 3, j - 2:j + 3, z]
-            assert 2 in window and 0 in window, (z, x, y)                  # on the epicardium
+            assert 2 in window, (z, x, y)
+            assert 0 in window, (z, x, y)                  # on the epicardium
     img = s.image[..., 0]
     blood, myo = img[lab == 3].mean(), img[lab == 2].mean()
     assert blood > 2.5 * myo                                               # bSSFP: bright blood, dark muscle
@@ -229,10 +249,12 @@ def test_ensure_phantom_stamps_and_regenerates(tmp_path, monkeypatch):
     assert root == tmp_path / "data" / "phantom" / "smoke"
     stamp = root / "cohort.json"
     first = stamp.stat().st_mtime_ns
-    assert phantom.ensure_phantom(profile) == root and stamp.stat().st_mtime_ns == first   # up to date: kept
+    assert phantom.ensure_phantom(profile) == root
+    assert stamp.stat().st_mtime_ns == first   # up to date: kept
     bigger = dataclasses.replace(profile, data=dataclasses.replace(data, phantom_subjects=3))
     phantom.ensure_phantom(bigger)
-    assert read_json(stamp)["n_subjects"] == 3 and len(list(read_acdc(root))) == 3
+    assert read_json(stamp)["n_subjects"] == 3
+    assert len(list(read_acdc(root))) == 3
 
 
 # Real ACDC means over labelled frames after prepare's percentile scaling to [-1, 1] (tiny profile).
@@ -299,7 +321,8 @@ def test_group_draws_follow_acdc_statistics():
             mean, sd, lo, hi = phantom.ACDC_STATS[g][column]
             x = np.array([d[key] for d in draws])
             assert abs(x.mean() - mean) < 0.3 * sd, (g, column, x.mean())
-            assert lo <= x.min() and x.max() <= hi, (g, column)
+            assert lo <= x.min(), (g, column)
+            assert x.max() <= hi, (g, column)
             assert 0.6 * sd < x.std() <= 1.05 * sd, (g, column, x.std())
         mean, sd, lo, hi = phantom.ACDC_STATS[g]["wall"]
         basal = np.array([d["wall"] * (1 + d["asymmetry"] / np.pi) for d in draws])   # circumferential mean

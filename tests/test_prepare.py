@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cardiolab.core import CardiolabError
-from cardiolab.data import attributes, prepare as prep
+from cardiolab.data import attributes, geometry, prepare as prep
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.io.cohort import Subject, make_affine, write_subject
 from cardiolab.profiles import get_profile, with_data
@@ -63,16 +63,22 @@ def test_cache_shapes_and_ranges(cache):
     m = load_manifest(cache)
     d = SMOKE.data
     assert (m["image_size"], m["frames"], m["slices"]) == (d.image_size, d.frames, d.slices)
-    assert len(m["subjects"]) == N and m["profile"]["name"] == "smoke"
+    assert len(m["subjects"]) == N
+    assert m["profile"]["name"] == "smoke"
     for rec in m["subjects"]:
         t = torch.load(cache / rec["file"], weights_only=True)
         assert t["image"].shape == (d.slices, d.image_size, d.image_size, d.frames)
-        assert t["image"].dtype == torch.float32 and t["labels"].dtype == torch.uint8
-        assert t["image"].min() >= -1 and t["image"].max() <= 1
-        assert t["image"].max() > 0.9 and t["image"].min() < -0.9  # the range is used, not squashed
+        assert t["image"].dtype == torch.float32
+        assert t["labels"].dtype == torch.uint8
+        assert t["image"].min() >= -1
+        assert t["image"].max() <= 1
+        assert t["image"].max() > 0.9
+        assert t["image"].min() < -0.9  # the range is used, not squashed
         assert set(t["labels"].unique().tolist()) <= {0, 1, 2, 3}
-        assert t["label_mask"].shape == (d.frames,) and t["label_mask"].dtype == torch.bool
-        assert rec["ed"] == 0 and rec["label_frames"] == torch.nonzero(t["label_mask"]).flatten().tolist()
+        assert t["label_mask"].shape == (d.frames,)
+        assert t["label_mask"].dtype == torch.bool
+        assert rec["ed"] == 0
+        assert rec["label_frames"] == torch.nonzero(t["label_mask"]).flatten().tolist()
         assert rec["spacing"][0] == pytest.approx(d.spacing)
         assert rec["frame_ms"] == pytest.approx(40.0 * FRAMES / d.frames)
         assert t["cond"].tolist() == rec["cond"] == attributes.encode(rec["attributes"]).tolist()
@@ -86,14 +92,17 @@ def test_ed_first_heart_centred_lv_slices(cache):
         lv = t["labels"] == 3
         if t["label_mask"].all():
             vol = lv.sum(dim=(0, 1, 2))
-            assert int(vol.argmax()) == 0 and vol[0] > vol.min() * 1.3  # frame 0 = ED = largest LV
+            assert int(vol.argmax()) == 0
+            assert vol[0] > vol.min() * 1.3  # frame 0 = ED = largest LV
         else:  # ED/ES-only labels: exactly the ED frame and the mapped ES frame are valid
             assert rec["label_frames"] == sorted({0, rec["es"]})
             assert rec["es"] == round(5 * SMOKE.data.frames / FRAMES)
         # every chosen slice holds LV (LV spans 4 of 6 source slices, 4 are wanted)
-        assert rec["source"]["slices"] == [1, 2, 3, 4] and lv[..., 0].any(dim=(1, 2)).all()
+        assert rec["source"]["slices"] == [1, 2, 3, 4]
+        assert lv[..., 0].any(dim=(1, 2)).all()
         cx, cy = np.argwhere(lv[..., 0].numpy().any(0)).mean(0)
-        assert abs(cx - (size - 1) / 2) <= 0.6 and abs(cy - (size - 1) / 2) <= 0.6
+        assert abs(cx - (size - 1) / 2) <= 0.6
+        assert abs(cy - (size - 1) / 2) <= 0.6
 
 
 def test_unlabelled_subject_centred_from_motion():
@@ -101,12 +110,14 @@ def test_unlabelled_subject_centred_from_motion():
     truth = s.label_series
     s.label_series, s.labels = None, {}
     tensors, entry = prep.prepare_subject(s, SMOKE)
-    assert not tensors["label_mask"].any() and tensors["labels"].sum() == 0
+    assert not tensors["label_mask"].any()
+    assert tensors["labels"].sum() == 0
     assert entry["source"]["slices"] == [1, 2, 3, 4]  # central slices
     # the motion-based centre lands within a voxel or so of the true LV centroid
     x0, y0 = np.argwhere(truth[..., 2, 3] == 3).mean(0) / (SMOKE.data.spacing / SPACING)
     cx, cy = entry["source"]["centre"]
-    assert abs(cx - x0) < 1.5 and abs(cy - y0) < 1.5
+    assert abs(cx - x0) < 1.5
+    assert abs(cy - y0) < 1.5
 
 
 def test_cine_at_profile_geometry_is_not_recentred():
@@ -118,32 +129,35 @@ def test_cine_at_profile_geometry_is_not_recentred():
     image = np.concatenate([image, image[..., :2]], axis=-1)                           # 8 frames
     at = Subject(id="synth0001", image=image, affine=make_affine((d.spacing, d.spacing, 10.0)), frame_ms=40.0,
                  ed=0, es=3, labels={}, label_series=None, info={})
-    assert prep.at_profile_geometry(image.shape, (d.spacing, d.spacing), SMOKE)
+    assert geometry.at_profile_geometry(image.shape, (d.spacing, d.spacing), SMOKE)
     tensors, entry = prep.prepare_subject(at, SMOKE)
     assert entry["source"]["grid"]["start"] == [0, 0]
-    guessed = prep.heart_centre(prep._txyz(image), prep._txyz(np.zeros(image.shape, np.uint8)), np.zeros(8, bool),
+    guessed = geometry.heart_centre(geometry.to_txyz(image), geometry.to_txyz(np.zeros(image.shape, np.uint8)),
+                                    np.zeros(8, bool),
                                 d.spacing)
     assert np.abs(guessed - 15.5).max() > 2  # the heart is off-centre: a heart-centred crop would have moved
     lo, hi = np.percentile(image, [prep.PCT_LOW, prep.PCT_HIGH])
     expected = np.clip((image - lo) / (hi - lo) * 2 - 1, -1, 1).transpose(2, 0, 1, 3)
     np.testing.assert_allclose(tensors["image"].numpy(), expected, atol=1e-4)
     # one voxel more in-plane and it is a cohort like any other: heart-centred
-    assert not prep.at_profile_geometry((d.image_size + 1, d.image_size, d.slices, d.frames), (6.0, 6.0), SMOKE)
+    assert not geometry.at_profile_geometry((d.image_size + 1, d.image_size, d.slices, d.frames), (6.0, 6.0), SMOKE)
 
 
 def test_resample_cycle_known_answer():
     x = torch.arange(6, dtype=torch.float32)  # value = frame index
-    out = prep.resample_cycle(x, ed=4, frames=4)  # times 4, 5.5, 7 -> 1, 8.5 -> 2.5 (mod 6)
+    out = geometry.resample_cycle(x, ed=4, frames=4)  # times 4, 5.5, 7 -> 1, 8.5 -> 2.5 (mod 6)
     assert out.tolist() == pytest.approx([4.0, 2.5, 1.0, 2.5])
-    assert prep.resample_cycle(x, 4, 4, "nearest").tolist() == [4.0, 0.0, 1.0, 2.0]  # round half to even
-    assert prep.cycle_index(1, ed=4, n_old=6, n_new=4) == 2
+    assert geometry.resample_cycle(x, 4, 4, "nearest").tolist() == [4.0, 0.0, 1.0, 2.0]  # round half to even
+    assert geometry.cycle_index(1, ed=4, n_old=6, n_new=4) == 2
 
 
 def test_canonical_inplane_flips_x():
     img = np.arange(2 * 3 * 1 * 1, dtype=np.float32).reshape(2, 3, 1, 1)
     aff = np.diag([-1.5, 2.0, 8.0, 1.0])
-    out, lab, a = prep.canonical_inplane(img, img.astype(np.uint8), aff)
-    assert np.array_equal(out, img[::-1]) and a[0, 0] == 1.5 and a[0, 3] == -1.5
+    out, lab, a = geometry.canonical_inplane(img, img.astype(np.uint8), aff)
+    assert np.array_equal(out, img[::-1])
+    assert a[0, 0] == 1.5
+    assert a[0, 3] == -1.5
     # the world position of voxel (0, 0, 0) after the flip is that of voxel (1, 0, 0) before
     assert np.allclose(a @ [0, 0, 0, 1], aff @ [1, 0, 0, 1])
 
@@ -155,7 +169,8 @@ def test_splits_disjoint_cover_stratified_deterministic():
     assert a == prep.stratified_splits(ids, groups, (0.5, 0.3, 0.2), seed=3)
     assert a != prep.stratified_splits(ids, groups, (0.5, 0.3, 0.2), seed=4)
     members = [s for v in a.values() for s in v]
-    assert sorted(members) == ids and len(set(members)) == 40
+    assert sorted(members) == ids
+    assert len(set(members)) == 40
     assert [len(a[k]) for k in ("public", "private", "holdout")] == [20, 12, 8]
     group = dict(zip(ids, groups))
     for name, frac in zip(("public", "private", "holdout"), (0.5, 0.3, 0.2)):
@@ -205,19 +220,25 @@ def test_prepare_replaces_only_when_done(toy_root, cache, tmp_path, monkeypatch)
 def test_dataset_volume_and_slice(cache):
     d = SMOKE.data
     vol = CineDataset(cache, "public")
-    assert len(vol) == 5 and vol.ids == load_manifest(cache)["splits"]["public"]
+    assert len(vol) == 5
+    assert vol.ids == load_manifest(cache)["splits"]["public"]
     item = vol[1]
     assert item["image"].shape == (1, d.slices, d.image_size, d.image_size, d.frames)
-    assert item["image"].dtype == torch.float32 and item["labels"].dtype == torch.int64
+    assert item["image"].dtype == torch.float32
+    assert item["labels"].dtype == torch.int64
     assert item["labels"].shape == (d.slices, d.image_size, d.image_size, d.frames)
-    assert item["label_mask"].dtype == torch.bool and item["cond"].shape == (len(attributes.FIELDS),)
-    assert item["cond"].dtype == torch.int64 and item["index"] == 1
+    assert item["label_mask"].dtype == torch.bool
+    assert item["cond"].shape == (len(attributes.FIELDS),)
+    assert item["cond"].dtype == torch.int64
+    assert item["index"] == 1
     sl = CineDataset(cache, vol.ids[:2], mode="slice")
     assert len(sl) == 2 * d.slices
     s = sl[d.slices + 2]
     assert (s["index"], s["slice"]) == (1, 2)
-    assert s["image"].shape == (1, d.image_size, d.image_size, d.frames) and s["labels"].shape == s["image"].shape[1:]
-    assert torch.equal(s["image"][0], vol[1]["image"][0, 2]) and torch.equal(s["labels"], vol[1]["labels"][2])
+    assert s["image"].shape == (1, d.image_size, d.image_size, d.frames)
+    assert s["labels"].shape == s["image"].shape[1:]
+    assert torch.equal(s["image"][0], vol[1]["image"][0, 2])
+    assert torch.equal(s["labels"], vol[1]["labels"][2])
     batch = next(iter(torch.utils.data.DataLoader(sl, batch_size=3)))
     assert batch["image"].shape == (3, 1, d.image_size, d.image_size, d.frames)
     assert CineDataset(cache).stack().shape == (N, 1, d.slices, d.image_size, d.image_size, d.frames)
@@ -234,7 +255,8 @@ def test_dataset_volume_and_slice(cache):
 ])
 def test_attributes_encode(info, names):
     codes = attributes.encode(info)
-    assert codes.dtype == np.int64 and codes.shape == (len(attributes.FIELDS),)
+    assert codes.dtype == np.int64
+    assert codes.shape == (len(attributes.FIELDS),)
     assert tuple(attributes.describe(codes).values()) == names
 
 
@@ -289,26 +311,34 @@ def test_prepare_phantom_cohort(phantom_root, tmp_path):
     manifest = prep.prepare(phantom_root, "acdc", SMOKE, tmp_path / "cache")
     m = load_manifest(manifest.parent)
     d = SMOKE.data
-    assert len(m["subjects"]) == 6 and sorted(sum(m["splits"].values(), [])) == [f"patient{i:03d}" for i in range(1, 7)]
+    assert len(m["subjects"]) == 6
+    assert sorted(sum(m["splits"].values(), [])) == [f"patient{i:03d}" for i in range(1, 7)]
     assert [len(m["splits"][k]) for k in ("public", "private", "holdout")] == [3, 2, 1]
     ds = CineDataset(manifest.parent)
     for rec, item in zip(ds.records, ds):
-        assert item["label_mask"].all() and rec["label_frames"] == list(range(d.frames))
+        assert item["label_mask"].all()
+        assert rec["label_frames"] == list(range(d.frames))
         lv = (item["labels"] == 3).sum(dim=(0, 1, 2))
-        assert int(lv.argmax()) == 0 and int(lv.argmin()) == rec["es"]
+        assert int(lv.argmax()) == 0
+        assert int(lv.argmin()) == rec["es"]
         cx, cy = np.argwhere((item["labels"][..., 0] == 3).numpy().any(0)).mean(0)
-        assert abs(cx - (d.image_size - 1) / 2) < 1.5 and abs(cy - (d.image_size - 1) / 2) < 1.5
-        assert rec["cond"] == attributes.encode(rec["attributes"]).tolist() and rec["cond"][0] < 5
+        assert abs(cx - (d.image_size - 1) / 2) < 1.5
+        assert abs(cy - (d.image_size - 1) / 2) < 1.5
+        assert rec["cond"] == attributes.encode(rec["attributes"]).tolist()
+        assert rec["cond"][0] < 5
 
 
 def test_ensure_prepared_builds_once_and_rebuilds_when_stale(tmp_path, monkeypatch):
     monkeypatch.setenv("CARDIOLAB_ROOT", str(tmp_path))
-    cache = prep.ensure_prepared("smoke")
-    assert cache == tmp_path / "data" / "cache" / "smoke" and (tmp_path / "data" / "phantom" / "smoke").is_dir()
+    cache = prep.ensure_prepared(get_profile("smoke"))
+    assert cache == tmp_path / "data" / "cache" / "smoke"
+    assert (tmp_path / "data" / "phantom" / "smoke").is_dir()
     m = load_manifest(cache)
-    assert len(m["subjects"]) == SMOKE.data.phantom_subjects and m["source"]["layout"] == "acdc"
+    assert len(m["subjects"]) == SMOKE.data.phantom_subjects
+    assert m["source"]["layout"] == "acdc"
     stamp = (cache / "manifest.json").stat().st_mtime_ns
-    assert prep.ensure_prepared(SMOKE) == cache and (cache / "manifest.json").stat().st_mtime_ns == stamp
+    assert prep.ensure_prepared(SMOKE) == cache
+    assert (cache / "manifest.json").stat().st_mtime_ns == stamp
     m["version"] = prep.CACHE_VERSION - 1  # an old cache is rebuilt, not read
     (cache / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(CardiolabError, match="cache version"):
@@ -319,15 +349,18 @@ def test_ensure_prepared_builds_once_and_rebuilds_when_stale(tmp_path, monkeypat
 
 def test_dataset_lazy_matches_in_memory(cache):
     eager, lazy = CineDataset(cache, "private", in_memory=True), CineDataset(cache, "private", in_memory=False)
-    assert lazy._data is None and len(lazy) == len(eager) == 3
+    assert lazy._data is None
+    assert len(lazy) == len(eager) == 3
     for a, b in zip(eager, lazy):
         assert all(torch.equal(a[k], b[k]) for k in ("image", "labels", "label_mask", "cond"))
 
 
 def test_crop_around_pads_and_centres():
     x = torch.arange(10 * 10, dtype=torch.float32).reshape(1, 10, 10, 1)
-    out = prep.crop_around(x, np.array([1.0, 8.0]), size=6, value=-1.0)
+    out = geometry.crop_around(x, np.array([1.0, 8.0]), size=6, value=-1.0)
     assert out.shape == (1, 6, 6, 1)
     assert out[0, 2, 2, 0] == x[0, 1, 8, 0]  # an integer centre sits half a voxel before the middle, 2.5
-    assert (out[0, 0] == -1).all() and (out[0, :, 4:] == -1).all()  # rows < 0 and columns > 9 are padding
-    assert out[0, 1, 0, 0] == x[0, 0, 6, 0] and (out[0, 1:, :4] >= 0).all()
+    assert (out[0, 0] == -1).all()
+    assert (out[0, :, 4:] == -1).all()  # rows < 0 and columns > 9 are padding
+    assert out[0, 1, 0, 0] == x[0, 0, 6, 0]
+    assert (out[0, 1:, :4] >= 0).all()

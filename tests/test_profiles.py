@@ -10,8 +10,13 @@ from cardiolab.profiles import PROFILES, get_profile, override
 def test_override_parses_by_field_type():
     tiny = get_profile("tiny")
     p = override(tiny, ["vqgan.steps=6000", "vqgan.channels=32,128", "vqgan.lr=1e-4", "dit.amp=off"])
-    assert p.vqgan.steps == 6000 and p.vqgan.channels == (32, 128) and p.vqgan.lr == 1e-4 and p.dit.amp == "off"
-    assert p.vqgan.codes == tiny.vqgan.codes and p.data == tiny.data and p.name == "tiny"
+    assert p.vqgan.steps == 6000
+    assert p.vqgan.channels == (32, 128)
+    assert p.vqgan.lr == 1e-4
+    assert p.dit.amp == "off"
+    assert p.vqgan.codes == tiny.vqgan.codes
+    assert p.data == tiny.data
+    assert p.name == "tiny"
     assert PROFILES["tiny"].vqgan.steps == tiny.vqgan.steps, "the registered profile is left alone"
     assert override(tiny, []) == tiny
     assert get_profile(p) is p, "a Profile passes through get_profile unchanged"

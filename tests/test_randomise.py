@@ -39,7 +39,8 @@ def test_shapes_dtypes_and_range(frames, stack_labels):
     assert out["labels"].shape == sample["labels"].shape
     assert out["image"].dtype == torch.float32
     assert out["labels"].dtype == torch.int64
-    assert out["image"].min() >= -1 and out["image"].max() <= 1
+    assert out["image"].min() >= -1
+    assert out["image"].max() <= 1
     assert set(out["labels"].unique().tolist()) <= {0, 1, 2, 3}
     assert set(out) == {"image", "labels"}
 

@@ -39,7 +39,8 @@ def _reproduce(root: Path, data: Path, layout: str, only: list[str], monkeypatch
 def _assert_only_the_source_was_read(root: Path, made: dict, only: list[str]) -> None:
     profile, run_dir = made["profile"], made["run_dir"]
     cache = profile.cache_dir
-    assert cache.name.startswith("smoke-") and cache != get_profile("smoke").cache_dir
+    assert cache.name.startswith("smoke-")
+    assert cache != get_profile("smoke").cache_dir
     assert not (root / "data" / "phantom" / "smoke").exists()              # the embedded phantom was never made
     assert sorted(p.name for p in (root / "data" / "cache").iterdir()) == [cache.name]
     phantoms = root / "data" / "phantom"
@@ -74,7 +75,8 @@ def test_every_notebook_on_an_acdc_release(tmp_path, monkeypatch):
     private = torch.load(made["run_dir"] / PRIVATE_LATENTS / "latents.pt", weights_only=True)
     assert sorted(private["ids"]) == sorted(manifest["splits"]["private"] + manifest["splits"]["holdout"])
     dp_runs = [c for c in made["run_dir"].glob("dit-dp-*/config.json")]
-    assert dp_runs and all(PRIVATE_LATENTS in from_record(read_json(c)["shaping"]["latents"]).parts for c in dp_runs)
+    assert dp_runs
+    assert all(PRIVATE_LATENTS in from_record(read_json(c)["shaping"]["latents"]).parts for c in dp_runs)
 
 
 def test_notebooks_01_to_05_on_an_mnms_release(tmp_path, monkeypatch):

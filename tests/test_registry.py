@@ -113,7 +113,7 @@ def test_models_verb_lists_kinds_and_run_state(tmp_path, monkeypatch, capsys):
         "vqgan": "autoencoder", "dit": "generator", "segmenter": "segmenter", "evaluator": "evaluator"}
     assert [rows[n]["status"] for n in ("vqgan", "segmenter", "dit")] == ["finished", "stale", "missing"]
     assert all(r["parameters"] > 0 for r in rows.values())
-    assert describe("smoke") == list(rows.values())
+    assert describe(get_profile("smoke")) == list(rows.values())
 
 
 def test_sample_refuses_a_run_that_is_not_a_generator(tmp_path, capsys):

@@ -32,8 +32,10 @@ def test_acdc_release_looks_like_the_download(releases):
     assert len(subjects) == 10
     for s in subjects:
         folder = next(root.glob(f"*/{s.id}"))
-        assert sorted(s.labels) == sorted({s.ed, s.es}) and s.label_series is None   # ED and ES only
-        assert not list(folder.glob("*_4d_gt.nii.gz")) and not list(folder.glob("*.json"))
+        assert sorted(s.labels) == sorted({s.ed, s.es})
+        assert s.label_series is None   # ED and ES only
+        assert not list(folder.glob("*_4d_gt.nii.gz"))
+        assert not list(folder.glob("*.json"))
         keys = [line.split(":")[0] for line in (folder / "Info.cfg").read_text().splitlines()]
         assert keys == ["ED", "ES", "Group", "Height", "NbFrame", "Weight"]
         assert THICKNESS_MM[0] <= s.spacing[2] <= THICKNESS_MM[1]
@@ -45,7 +47,8 @@ def test_acdc_release_looks_like_the_download(releases):
     dtypes = {str(nib.load(p).get_data_dtype()) for p in root.glob("*/*/*_4d.nii.gz")}
     assert dtypes == {"uint8", "uint16"}
     tops = sorted(float(s.image.max()) for s in subjects)
-    assert tops[0] <= 255 and tops[-1] >= 2000                                  # 8-bit and raw scanner ranges
+    assert tops[0] <= 255
+    assert tops[-1] >= 2000                                  # 8-bit and raw scanner ranges
 
 
 def test_mnms_release_has_vendors_centres_and_the_csv(releases):
@@ -62,7 +65,8 @@ def test_mnms_release_has_vendors_centres_and_the_csv(releases):
         assert (s.info["Vendor"], s.info["Centre"], s.info["Group"]) == (r["Vendor"], r["Centre"], r["Pathology"])
         for frame in (s.ed, s.es):                     # M&Ms labels (1 LV, 3 RV) read back as the canonical ones
             np.testing.assert_array_equal(s.labels[frame], twin.labels[frame])
-    assert sum(1 for _ in root.glob("Testing/*")) == 2 and sum(1 for _ in root.glob("Training/Labeled/*")) == 6
+    assert sum(1 for _ in root.glob("Testing/*")) == 2
+    assert sum(1 for _ in root.glob("Training/Labeled/*")) == 6
 
 
 @pytest.mark.parametrize("layout", ["acdc", "mnms"])

@@ -41,7 +41,8 @@ def test_model_table_from_fake_jsons(runs):
     assert set(table["data"]) == {"phantom"}
     assert "FID (user weights)" not in table.columns                              # absent everywhere: dropped
     md = markdown_table(table)
-    assert md.count("\n") == len(table) + 1 and "| dit | phantom | 1.25 | 0.0312 |" in md
+    assert md.count("\n") == len(table) + 1
+    assert "| dit | phantom | 1.25 | 0.0312 |" in md
 
 
 def test_report_markdown_csv_and_figure(runs):
@@ -78,10 +79,13 @@ def test_evaluate_then_report_on_tiny_phantom(phantom_root, tmp_path):
     out = tmp_path / "runs" / "eval" / "phantom.json"
     res = evaluate(phantom_root, real=cache, profile=profile, name="phantom", out_json=out, evaluator=ev)
     saved = json.loads(out.read_text())
-    assert saved["data"] == "phantom" and saved["real"]["n"] == 6 and saved["synthetic"]["n"] == 6
+    assert saved["data"] == "phantom"
+    assert saved["real"]["n"] == 6
+    assert saved["synthetic"]["n"] == 6
     assert saved["fidelity"]["n_real"] == 6 * (profile.data.slices - 1)
     # the cohort and its own prepared cache are the same cines: FD = 0 and identical consistency scores
-    assert abs(res["fidelity"]["FD-cardiolab"]) < 1e-6 and res["function"] is None
+    assert abs(res["fidelity"]["FD-cardiolab"]) < 1e-6
+    assert res["function"] is None
     assert 0 < saved["consistency"]["synthetic"]["slice_ncc"] <= 1
     assert saved["consistency"]["synthetic"]["slice_ncc"] == pytest.approx(saved["consistency"]["real"]["slice_ncc"])
     assert saved["temporal"]["real"]["temporal_tv"] > 0
@@ -94,7 +98,8 @@ def test_evaluate_then_report_on_tiny_phantom(phantom_root, tmp_path):
     assert main(["evaluate", "--synthetic", str(tmp_path / "nowhere"), "--real", str(cache), "--profile", "smoke",
                  "--evaluator", str(ev)]) == 2
     report = build_report(tmp_path / "runs").read_text()
-    assert "| phantom | phantom |" in report and "| cli | phantom |" in report
+    assert "| phantom | phantom |" in report
+    assert "| cli | phantom |" in report
 
 
 def _privacy_record(eps_prv=9.99, eps_rdp=12.1):

@@ -11,6 +11,7 @@ import torch
 from cardiolab.reporting import reproduce
 from cardiolab.__main__ import main
 from cardiolab.core import read_json
+from cardiolab.profiles import get_profile
 from cardiolab.reporting.report import time_section
 
 
@@ -30,7 +31,7 @@ def root(tmp_path, monkeypatch):
 
 
 def test_run_notebooks_records_each_notebook_and_keeps_earlier_stages(root):
-    reproduce.record_stage("smoke", "phantom", 12.34)
+    reproduce.record_stage(get_profile("smoke"), "phantom", 12.34)
     reproduce.run_notebooks("smoke")
     stages = read_json(root / "runs" / "smoke" / "timings.json")["stages"]
     assert [s["stage"] for s in stages] == ["phantom", "01_data.ipynb", "02_vqvae.ipynb"]
@@ -40,18 +41,18 @@ def test_run_notebooks_records_each_notebook_and_keeps_earlier_stages(root):
 
 
 def test_a_rerun_replaces_only_its_own_stage(root):
-    reproduce.record_stage("smoke", "02_vqvae.ipynb", 5.0)
-    reproduce.record_stage("smoke", "phantom", 1.0)
-    reproduce.record_stage("smoke", "02_vqvae.ipynb", 7.0)
+    reproduce.record_stage(get_profile("smoke"), "02_vqvae.ipynb", 5.0)
+    reproduce.record_stage(get_profile("smoke"), "phantom", 1.0)
+    reproduce.record_stage(get_profile("smoke"), "02_vqvae.ipynb", 7.0)
     stages = reproduce.read_timings(root / "runs" / "smoke")
     assert [(s["stage"], s["seconds"]) for s in stages] == [("phantom", 1.0), ("02_vqvae.ipynb", 7.0)]
 
 
 def test_plan_lists_every_stage_with_last_seconds_where_known(root, capsys, monkeypatch):
     monkeypatch.setattr(reproduce, "MEASURED", {})                      # no estimates: only this machine's runs
-    assert "? s" in reproduce.plan("smoke").splitlines()[1]            # nothing recorded yet
-    reproduce.record_stage("smoke", "phantom", 60.0)
-    reproduce.record_stage("smoke", "01_data.ipynb", 120.0)
+    assert "? s" in reproduce.plan(get_profile("smoke")).splitlines()[1]            # nothing recorded yet
+    reproduce.record_stage(get_profile("smoke"), "phantom", 60.0)
+    reproduce.record_stage(get_profile("smoke"), "01_data.ipynb", 120.0)
     assert main(["notebooks", "--profile", "smoke", "--plan"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[1:4]] == ["phantom", "01_data.ipynb", "02_vqvae.ipynb"]
@@ -62,7 +63,7 @@ def test_plan_lists_every_stage_with_last_seconds_where_known(root, capsys, monk
 
 
 def test_plan_estimates_a_first_run_from_the_measured_runs(root):
-    lines = reproduce.plan("tiny").splitlines()
+    lines = reproduce.plan(get_profile("tiny")).splitlines()
     vq = reproduce.MEASURED["tiny"]["seconds"]["02"]
     assert [line.split()[0] for line in lines[1:4]] == ["phantom", "01_data.ipynb", "02_vqvae.ipynb"]
     assert lines[3].endswith(f"{vq:8.0f} s  est.")                   # matched by its NN_ prefix
@@ -71,8 +72,8 @@ def test_plan_estimates_a_first_run_from_the_measured_runs(root):
 
 
 def test_plan_mixes_this_machines_seconds_with_estimates(root):
-    reproduce.record_stage("tiny", "01_data.ipynb", 100.0)
-    lines = reproduce.plan("tiny").splitlines()
+    reproduce.record_stage(get_profile("tiny"), "01_data.ipynb", 100.0)
+    lines = reproduce.plan(get_profile("tiny")).splitlines()
     assert "100.0 s" in lines[2]
     assert "est." not in lines[2]
     seconds = reproduce.MEASURED["tiny"]["seconds"]
@@ -80,7 +81,7 @@ def test_plan_mixes_this_machines_seconds_with_estimates(root):
 
 
 def test_plan_says_not_measured_for_a_profile_without_a_run(root):
-    lines = reproduce.plan("full").splitlines()
+    lines = reproduce.plan(get_profile("full")).splitlines()
     assert "? s  (not measured)" in lines[1]
     assert not any("total" in line for line in lines)
 
@@ -107,8 +108,8 @@ def test_make_lab_passes_the_data_source_make_reproduce_was_given():
 
 def test_report_time_section(root):
     assert time_section(root / "runs" / "smoke") == []
-    reproduce.record_stage("smoke", "phantom", 30.0)
-    reproduce.record_stage("smoke", "01_data.ipynb", 12345.6)
+    reproduce.record_stage(get_profile("smoke"), "phantom", 30.0)
+    reproduce.record_stage(get_profile("smoke"), "01_data.ipynb", 12345.6)
     text = "\n".join(time_section(root / "runs" / "smoke"))
     assert "## Time" in text
     assert "| phantom | 30 | fp32 |" in text

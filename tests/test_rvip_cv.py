@@ -25,7 +25,7 @@ def test_one_fold_is_refused():
 def cv(smoke_cache, tmp_path_factory):
     variants = {k: rvip.VARIANTS[k] for k in ("gaussian / argmax / 2D", "gaussian / soft-argmax / 2D",
                                               "disc / argmax / 2D")}
-    return rvip.cross_validate("smoke", variants, folds=2, out_dir=tmp_path_factory.mktemp("cv"),
+    return rvip.cross_validate(get_profile("smoke"), variants, folds=2, out_dir=tmp_path_factory.mktemp("cv"),
                                cache_dir=smoke_cache, steps=2)
 
 

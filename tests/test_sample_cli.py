@@ -5,6 +5,7 @@ import json
 import pytest
 
 from cardiolab.__main__ import main
+from cardiolab.profiles import get_profile
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_sample_mask_conditions_mask_to_image(m2i_run, tmp_path):
 def test_sample_mask_is_refused_by_a_generator_without_masks(tmp_path, capsys, fake_stage1):
     from cardiolab.tasks import ldm
 
-    run = ldm.train("smoke", out=tmp_path / "ldm", steps=1, latents=fake_stage1["latents"],
+    run = ldm.train(get_profile("smoke"), out=tmp_path / "ldm", steps=1, latents=fake_stage1["latents"],
                     cache_dir=fake_stage1["cache_dir"])
     capsys.readouterr()
     out = tmp_path / "out"
@@ -137,7 +138,7 @@ def test_sample_from_nan_weights_writes_nothing(tmp_path, capsys, fake_stage1):
 
     from cardiolab.tasks import flow
 
-    run = flow.train("smoke", out=tmp_path / "flow", steps=1, latents=fake_stage1["latents"],
+    run = flow.train(get_profile("smoke"), out=tmp_path / "flow", steps=1, latents=fake_stage1["latents"],
                      cache_dir=fake_stage1["cache_dir"])
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     for part in ("modules", "ema"):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from cardiolab.profiles import get_profile
 from cardiolab.__main__ import main
 from cardiolab.data.cines import cohort_volumes
 from cardiolab.io.acdc import read_acdc
@@ -18,7 +19,8 @@ from cardiolab.tasks import segmenter as seg
 @pytest.fixture(scope="module")
 def seg_run(smoke_cache, tmp_path_factory):
     """A smoke segmenter trained briefly on the shared phantom cache (good enough to compare scores)."""
-    return seg.train("smoke", out=tmp_path_factory.mktemp("segrun") / "segmenter", steps=200, cache_dir=smoke_cache,
+    return seg.train(get_profile("smoke"), out=tmp_path_factory.mktemp("segrun") / "segmenter", steps=200,
+                     cache_dir=smoke_cache,
                      evaluate_on=None)
 
 
@@ -41,8 +43,8 @@ def test_dice_in_input_geometry_matches_the_segmenters_own_score(seg_run, tmp_pa
     from cardiolab.data.phantom import generate_cohort
     root = tmp_path / "holdout"
     generate_cohort(root, 3, seed=7, size=32, spacing=6.0, slices=6, frames=8)
-    summary = segment_cohort(root, tmp_path / "seg", "smoke", run=seg_run)
-    own = seg.score(seg.load(seg_run), cohort_volumes(root, "smoke", all_slices=True))
+    summary = segment_cohort(root, tmp_path / "seg", get_profile("smoke"), run=seg_run)
+    own = seg.score(seg.load(seg_run), cohort_volumes(root, get_profile("smoke"), all_slices=True))
     rows = summary["per_subject"]
     assert len(rows) == own["n_subjects"] == 3
     for name in ("RV", "MYO", "LV"):
@@ -55,7 +57,7 @@ def test_labels_follow_flipped_and_swapped_affines(phantom_root, seg_run, op):
     subject = next(iter(read_acdc(phantom_root)))
     subject.label_series, subject.labels = None, {}          # both centred from the image alone: same crop
     model = seg.load(seg_run)
-    plain = segment_subject(model, subject, "smoke")
+    plain = segment_subject(model, subject, get_profile("smoke"))
     other = subject.__class__(**{**subject.__dict__})
     A = subject.affine.copy()
     if op == "flip_x":
@@ -68,7 +70,7 @@ def test_labels_follow_flipped_and_swapped_affines(phantom_root, seg_run, op):
         A[:, [0, 1]] = A[:, [1, 0]]
         expect = plain.swapaxes(0, 1)
     other.affine, other.label_series, other.labels = A, None, {}
-    assert np.array_equal(segment_subject(model, other, "smoke"), expect)
+    assert np.array_equal(segment_subject(model, other, get_profile("smoke")), expect)
 
 
 def test_bad_inputs_exit_2_and_write_nothing(phantom_root, seg_run, smoke_cache, tmp_path, capsys):

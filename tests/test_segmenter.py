@@ -49,7 +49,7 @@ def make_cache(root, n=8):
     """A prepared smoke cache (the real `prepare`) of n ACDC-like subjects labelled at ED and ES only."""
     from cardiolab.data.prepare import prepare
     cohort = write_cohort(root / "cohort", n=n, labels="ed_es")
-    prepare(cohort, "acdc", "smoke", root / "cache")
+    prepare(cohort, "acdc", get_profile("smoke"), root / "cache")
     return root / "cache"
 
 
@@ -58,9 +58,11 @@ def test_model_and_segment_shapes():
     assert model(torch.zeros(3, 1, 32, 32)).shape == (3, 4, 32, 32)
     cine = torch.zeros(2, 1, 3, 30, 28, 5)                   # H, W not multiples of 4: padded inside
     out = seg.segment(model, cine)
-    assert out.shape == (2, 3, 30, 28, 5) and out.dtype == torch.int64
+    assert out.shape == (2, 3, 30, 28, 5)
+    assert out.dtype == torch.int64
     assert seg.segment(model, torch.zeros(1, 30, 28, 5)).shape == (30, 28, 5)
-    assert int(out.min()) >= 0 and int(out.max()) <= 3
+    assert int(out.min()) >= 0
+    assert int(out.max()) <= 3
     with pytest.raises(CardiolabError):
         seg.segment(model, torch.zeros(2, 3, 30, 28))
 
@@ -89,7 +91,8 @@ def test_train_load_score_on_tiny_cache(tmp_path):
     manifest = json.loads((cache / "manifest.json").read_text())
     public, holdout = manifest["splits"]["public"], manifest["splits"]["holdout"]
     vols = seg.cache_volumes(cache, "public")
-    assert [v["id"] for v in vols] == public and vols[0]["image"].shape == (1, 4, 32, 32, 8)
+    assert [v["id"] for v in vols] == public
+    assert vols[0]["image"].shape == (1, 4, 32, 32, 8)
     assert len(seg.FrameSet(vols)) == len(public) * 4 * 2             # subjects x slices x labelled frames (ED, ES)
     with pytest.raises(CardiolabError):
         seg.cache_volumes(cache, "nope")
@@ -104,23 +107,28 @@ def test_train_load_score_on_tiny_cache(tmp_path):
 
 
 def test_cohort_volumes_match_the_cache_geometry(tmp_path):
-    series = seg.cohort_volumes(write_cohort(tmp_path / "a", n=1, labels="series"), "smoke")[0]
-    bare = seg.cohort_volumes(write_cohort(tmp_path / "b", n=1, labels=None), "smoke")[0]
+    series = seg.cohort_volumes(write_cohort(tmp_path / "a", n=1, labels="series"), get_profile("smoke"))[0]
+    bare = seg.cohort_volumes(write_cohort(tmp_path / "b", n=1, labels=None), get_profile("smoke"))[0]
     assert series["image"].shape == bare["image"].shape == (1, 4, 32, 32, 8)
-    assert series["labels"].shape == (4, 32, 32, 8) and series["spacing"][:2] == (6.0, 6.0)
-    assert bool(series["label_mask"].all()) and not bool(bare["label_mask"].any())
+    assert series["labels"].shape == (4, 32, 32, 8)
+    assert series["spacing"][:2] == (6.0, 6.0)
+    assert bool(series["label_mask"].all())
+    assert not bool(bare["label_mask"].any())
     assert set(series["labels"].unique().tolist()) == {0, 1, 2, 3}
     assert -1 <= float(series["image"].min()) < float(series["image"].max()) <= 1
-    tiny = seg.cohort_volumes(write_cohort(tmp_path / "c", n=1), "tiny")[0]   # 6 mm -> 3 mm, 64 px, 6 slices
+    tiny = seg.cohort_volumes(write_cohort(tmp_path / "c", n=1),
+                              get_profile("tiny"))[0]   # 6 mm -> 3 mm, 64 px, 6 slices
     assert tiny["image"].shape == (1, 6, 64, 64, 16)
 
 
 def test_train_on_a_labelled_cohort_folder_needs_no_cache(tmp_path):
     cohort = write_cohort(tmp_path / "syn", n=2, labels="series")
-    run = seg.train("smoke", out=tmp_path / "run", steps=3, cohort=cohort, evaluate_on=None)
+    run = seg.train(get_profile("smoke"), out=tmp_path / "run", steps=3, cohort=cohort, evaluate_on=None)
     config = json.loads((run / "config.json").read_text())
-    assert config["data"] == {"cohort": str(cohort)} and config["frames"] == 2 * 4 * 8
-    assert not (run / "scores.json").exists() and seg.load(run).config.channels == (8, 16, 32)
+    assert config["data"] == {"cohort": str(cohort)}
+    assert config["frames"] == 2 * 4 * 8
+    assert not (run / "scores.json").exists()
+    assert seg.load(run).config.channels == (8, 16, 32)
 
 
 def test_randomisation_is_the_default_and_plain_stays_available():
@@ -139,12 +147,14 @@ def test_randomisation_is_the_default_and_plain_stays_available():
 
 
 def test_augmentation_randomises_the_batch_and_keeps_labels(tmp_path):
-    vols = seg.cohort_volumes(write_cohort(tmp_path / "c", n=1, labels="series"), "smoke")
+    vols = seg.cohort_volumes(write_cohort(tmp_path / "c", n=1, labels="series"), get_profile("smoke"))
     frames = seg.FrameSet(vols)
     batch = {k: torch.stack([frames[i][k] for i in range(8)]) for k in ("image", "labels")}
     torch.manual_seed(0)
     x, y = seg.augmentation(get_profile("tiny"))(batch["image"], batch["labels"])
-    assert x.shape == batch["image"].shape and y.shape == batch["labels"].shape and y.dtype == torch.int64
+    assert x.shape == batch["image"].shape
+    assert y.shape == batch["labels"].shape
+    assert y.dtype == torch.int64
     assert set(y.unique().tolist()) <= {0, 1, 2, 3}
     assert not torch.equal(x, batch["image"])
     assert not torch.equal(y, batch["labels"])                # warped (alignment: tests/test_randomise.py)
@@ -154,7 +164,7 @@ def test_augmentation_randomises_the_batch_and_keeps_labels(tmp_path):
 
 def test_frameset_transform_is_seeded_from_numpy(tmp_path):
     from cardiolab.data.randomise import domain_randomisation
-    vols = seg.cohort_volumes(write_cohort(tmp_path / "c", n=1, labels="series"), "smoke")
+    vols = seg.cohort_volumes(write_cohort(tmp_path / "c", n=1, labels="series"), get_profile("smoke"))
     plain = seg.FrameSet(vols)
     aug = seg.FrameSet(vols, transform=domain_randomisation())
     np.random.seed(3)

@@ -62,7 +62,8 @@ def test_shape_stats_per_structure_and_empty():
     assert set(stats) == {"RV", "MYO", "LV"}
     assert stats["LV"]["area"] == pytest.approx(100 * 1.5 * 1.5)
     assert stats["LV"]["solidity"] == pytest.approx(1.0)
-    assert stats["RV"]["area"] == 0 and math.isnan(stats["RV"]["roundness"])
+    assert stats["RV"]["area"] == 0
+    assert math.isnan(stats["RV"]["roundness"])
     with pytest.raises(CardiolabError):
         shape_stats(np.zeros((2, 4, 4)), (1, 1))
 
@@ -74,9 +75,11 @@ def test_cohort_table_rows():
     series[0, 2:6, 2:10, 0] = 1                         # RV only in slice 0, frame 0
     df = cohort_shape_stats([series, series[..., 0]], spacing=(1.0, 1.0), ids=["a", "b"])
     assert list(df.columns) == ["id", "slice", "frame", "structure", "area", "eccentricity", "roundness", "solidity"]
-    assert len(df[df.id == "a"]) == 2 * 3 * 2 + 1 and len(df[df.id == "b"]) == 2 * 2 + 1
+    assert len(df[df.id == "a"]) == 2 * 3 * 2 + 1
+    assert len(df[df.id == "b"]) == 2 * 2 + 1
     myo = df[(df.structure == "MYO")]
-    assert (myo.area == 16 * 16 - 8 * 8).all() and (myo.solidity < 0.8).all()
+    assert (myo.area == 16 * 16 - 8 * 8).all()
+    assert (myo.solidity < 0.8).all()
     assert len(cohort_shape_stats([series], frames=[1])) == 2 * 2
 
 
@@ -86,6 +89,7 @@ def test_phantom_masks_have_plausible_shapes(phantom_root):
     series = subject.label_series.transpose(2, 0, 1, 3)             # (X, Y, Z, T) -> (D, H, W, T)
     df = cohort_shape_stats([series], spacing=subject.spacing[:2], frames=[subject.ed])
     med = df.groupby("structure")[["roundness", "solidity", "eccentricity"]].median()
-    assert med.loc["LV", "roundness"] > 0.8 and med.loc["LV", "solidity"] > 0.9   # the LV pool is near-circular
+    assert med.loc["LV", "roundness"] > 0.8
+    assert med.loc["LV", "solidity"] > 0.9   # the LV pool is near-circular
     assert med.loc["MYO", "solidity"] < 0.7                                        # a ring around the pool
     assert med.loc["RV", "solidity"] < med.loc["LV", "solidity"]                   # the RV wraps around the septum

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from cardiolab.profiles import get_profile
 from cardiolab.core import CardiolabError
 from cardiolab.engine import load_checkpoint
 from cardiolab.models.vqgan import (VQGAN, VQConfig, build_discriminator, decode_sliding, discriminator_layers, latent_shape,
@@ -46,8 +47,11 @@ def test_latent_shape_every_profile(name):
         model, disc = VQGAN(VQConfig.pick(p.vqgan)), build_discriminator(VQConfig.pick(p.vqgan), size)
         x = torch.rand(2, 1, *size) * 2 - 1
         x_hat, commit, codes, z_e = model(x)
-        assert x_hat.shape == x.shape and z_e.shape == (2, *want) and codes.shape == (2, *want[1:])
-        assert commit.ndim == 0 and commit.item() >= 0
+        assert x_hat.shape == x.shape
+        assert z_e.shape == (2, *want)
+        assert codes.shape == (2, *want[1:])
+        assert commit.ndim == 0
+        assert commit.item() >= 0
         assert disc(x)[-1].shape[:2] == (2, 1)
     else:  # no compute: shapes on the meta device
         with torch.device("meta"):
@@ -69,7 +73,8 @@ def test_bad_input_raises():
         model.encode(torch.zeros(1, 1, 30, 32, 8))
     with pytest.raises(CardiolabError, match="channels"):
         VQGAN(dataclasses.replace(SMOKE, channels=(8, 16, 32)))
-    assert discriminator_layers((32, 32, 8)) == 1 and discriminator_layers((256, 256, 32)) == 3
+    assert discriminator_layers((32, 32, 8)) == 1
+    assert discriminator_layers((256, 256, 32)) == 3
 
 
 def test_perplexity_known_answers():
@@ -81,8 +86,10 @@ def test_adversarial_ramp():
     cfg = dataclasses.replace(SECTION, disc_start=10, disc_weight=0.2)
     w = [task.adversarial_weight(cfg, s) for s in (0, 9, 10, 14, 19, 50)]
     assert w[:2] == [0.0, 0.0]
-    assert w[2] == pytest.approx(0.02) and w[3] == pytest.approx(0.1)
-    assert w[4] == pytest.approx(0.2) and w[5] == pytest.approx(0.2)
+    assert w[2] == pytest.approx(0.02)
+    assert w[3] == pytest.approx(0.1)
+    assert w[4] == pytest.approx(0.2)
+    assert w[5] == pytest.approx(0.2)
 
 
 def test_idle_counters_track_usage():
@@ -92,7 +99,8 @@ def test_idle_counters_track_usage():
     used = torch.zeros(SMOKE.codes, dtype=torch.bool)
     used[codes.unique()] = True
     start = model.dead_after                                # codes start dead: the first batch initialises them
-    assert (model.idle[used] == 0).all() and (model.idle[~used] == start + 1).all()
+    assert (model.idle[used] == 0).all()
+    assert (model.idle[~used] == start + 1).all()
     model.eval()(torch.rand(1, 1, *SIZE))
     assert (model.idle[~used] == start + 1).all(), "eval forwards must not age codes"
     z_e = torch.randn(2, SMOKE.code_dim, 8, 8, 2)
@@ -120,7 +128,8 @@ def test_dead_code_restart_changes_only_dead_codes():
     flat = z_e.permute(0, 2, 3, 4, 1).reshape(-1, SMOKE.code_dim)
     for k in dead:
         assert (flat == q.embedding.weight[k]).all(dim=1).any()
-    assert (model.idle[dead] == 0).all() and model.idle[2] == 2
+    assert (model.idle[dead] == 0).all()
+    assert model.idle[2] == 2
     assert model.restart_dead_codes(z_e) == 0
     # only buffers of the quantizer moved; encoder/decoder untouched
     for k, v in model.state_dict().items():
@@ -137,11 +146,13 @@ def test_code_round_trip():
     # through the 4D latent API: encode a volume, decode the latent, the latent re-snaps to the same codes
     volume = torch.rand(1, 4, *SIZE) * 2 - 1                       # (1, D, H, W, T)
     z, c = task.encode_volume(model, volume)
-    assert z.shape == (SMOKE.code_dim, 4, 8, 8, 2) and c.shape == (4, 8, 8, 2)
+    assert z.shape == (SMOKE.code_dim, 4, 8, 8, 2)
+    assert c.shape == (4, 8, 8, 2)
     z_slices = z.permute(1, 0, 2, 3, 4)                              # (D, C_z, h, w, t)
     assert torch.equal(model.snap(z_slices), c)
     images = task.decode_latents(model, z[None])
-    assert images.shape == (1, 1, 4, *SIZE) and images.abs().max() <= 1
+    assert images.shape == (1, 1, 4, *SIZE)
+    assert images.abs().max() <= 1
     # a small perturbation of the latent decodes exactly like the clean latent (re-snapping)
     noisy = z + 1e-4 * torch.randn_like(z)
     assert torch.equal(task.decode_latents(model, noisy[None]), images)
@@ -161,17 +172,22 @@ def test_training_is_deterministic_and_checkpoint_loads(tmp_path):
     log_a = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines()]
     log_b = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "s_per_step"} for r in rows]  # noqa: E731
-    assert len(log_a) == 6 and strip(log_a) == strip(log_b)
+    assert len(log_a) == 6
+    assert strip(log_a) == strip(log_b)
     assert {"l1", "commit", "g_adv", "d_loss", "perplexity", "dead_fraction"} <= set(log_a[0])
-    assert log_a[0]["d_loss"] == 0 and log_a[-1]["d_loss"] > 0 and log_a[-1]["g_adv"] > 0
+    assert log_a[0]["d_loss"] == 0
+    assert log_a[-1]["d_loss"] > 0
+    assert log_a[-1]["g_adv"] > 0
     assert all(1.0 <= r["perplexity"] <= SMOKE.codes for r in log_a)
-    assert log_a[0]["restarted"] > 0 and log_a[1]["perplexity"] > 10, "first batch initialises the codebook"
+    assert log_a[0]["restarted"] > 0, "first batch initialises the codebook"
+    assert log_a[1]["perplexity"] > 10, "first batch initialises the codebook"
     for r in log_a:   # L_G = L1 + w_mse * MSE + commitment + w_adv * G_adv
         want = r["l1"] + 0.5 * r["mse"] + r["commit"] + r["w_adv"] * r["g_adv"]
         assert r["loss"] == pytest.approx(want, rel=1e-5)
 
     ckpt = load_checkpoint(a)                                   # weights_only=True inside
-    assert ckpt["step"] == 6 and set(ckpt["modules"]) == {"model", "disc"}
+    assert ckpt["step"] == 6
+    assert set(ckpt["modules"]) == {"model", "disc"}
     model = task.load(a)
     assert not model.training
     for k, v in model.state_dict().items():
@@ -209,9 +225,12 @@ def test_encode_cohort_and_metrics(tmp_path):
     assert main(["encode", "--run", str(run), "--cache", str(cache), "--out", str(tmp_path / "lat")]) == 0
     lat = task.load_latents(tmp_path / "lat")                  # weights_only=True
     N, C, D, h, w, t = lat["latents"].shape
-    assert (N, C, D, h, w, t) == (3, SMOKE.code_dim, 2, 8, 8, 2) and lat["shape"] == [C, D, h, w, t]
-    assert lat["codes"].shape == (3, 2, 8, 8, 2) and lat["cond"].shape == (3, 5)
-    assert lat["ids"] == ["s0", "s1", "s2"] and lat["splits"]["s2"] == "holdout"
+    assert (N, C, D, h, w, t) == (3, SMOKE.code_dim, 2, 8, 8, 2)
+    assert lat["shape"] == [C, D, h, w, t]
+    assert lat["codes"].shape == (3, 2, 8, 8, 2)
+    assert lat["cond"].shape == (3, 5)
+    assert lat["ids"] == ["s0", "s1", "s2"]
+    assert lat["splits"]["s2"] == "holdout"
     train = lat["latents"][:2]
     assert lat["scale"] == pytest.approx(1 / train.std().item(), rel=1e-5)
     model = task.load(run)
@@ -221,8 +240,10 @@ def test_encode_cohort_and_metrics(tmp_path):
     images = task.decode_latents(model, lat["latents"][:2])
     assert images.shape == (2, 1, 2, *SIZE)
     m = task.reconstruction_metrics(model, cache, split="holdout")
-    assert m["n"] == 1 and m["subjects"][0]["id"] == "s2"
-    assert 0 < m["PSNR"] < 100 and -1 <= m["SSIM"] <= 1
+    assert m["n"] == 1
+    assert m["subjects"][0]["id"] == "s2"
+    assert 0 < m["PSNR"] < 100
+    assert -1 <= m["SSIM"] <= 1
     assert task.codebook_usage(model, lat["codes"]).sum() == lat["codes"].numel()
 
 
@@ -236,7 +257,8 @@ def test_figures(tmp_path):
 
     run = _fit(tmp_path, "run", steps=2)
     curves = training_curves(run)
-    assert list(curves.index) == [1, 2] and "perplexity" in curves
+    assert list(curves.index) == [1, 2]
+    assert "perplexity" in curves
     real = torch.rand(2, *SIZE) * 2 - 1
     figs = [tf.plot_training(curves), tf.plot_reconstruction(real, real.flip(0)),
             tf.plot_xt_profile(real, real), tf.plot_codebook_usage(torch.arange(8).numpy())]
@@ -323,7 +345,9 @@ def test_random_crop_shows_the_border_often_enough():
     first = task.random_crop(x, (32, 1, 1))[:, 0, :, 0, 0]          # (4000, 32) row indices, each a window
     assert torch.equal(first - first[:, :1], torch.arange(32).expand(4000, 32))   # contiguous, inside the slice
     seen = torch.stack([(first == r).any(1).float().mean() for r in (0, 31, 63)])
-    assert 0.22 < seen[0] < 0.30 and 0.22 < seen[2] < 0.30 and 0.70 < seen[1] < 0.78
+    assert 0.22 < seen[0] < 0.30
+    assert 0.22 < seen[2] < 0.30
+    assert 0.70 < seen[1] < 0.78
 
 
 def test_flip_roll_is_a_flipped_and_rolled_copy_of_each_slice():
@@ -339,7 +363,7 @@ def test_flip_roll_is_a_flipped_and_rolled_copy_of_each_slice():
 
 def test_augment_is_part_of_shaping_and_trains(tmp_path):
     from cardiolab.profiles import override
-    assert task.shaping(override(PROFILES["tiny"], ["vqgan.augment=false"])) != task.shaping("tiny")
+    assert task.shaping(override(PROFILES["tiny"], ["vqgan.augment=false"])) != task.shaping(get_profile("tiny"))
     cfg = dataclasses.replace(SECTION, batch=2, disc_start=2, augment=True)
     a = task.fit(cine_slices(4), cfg, SIZE, tmp_path / "a", steps=3, seed=3, device="cpu")
     b = task.fit(cine_slices(4), dataclasses.replace(cfg, augment=False), SIZE, tmp_path / "b", steps=3, seed=3,
@@ -362,7 +386,7 @@ def test_crop_must_be_a_multiple_of_four():
 def test_crop_is_part_of_shaping():
     from cardiolab.profiles import override
     p = override(PROFILES["tiny"], ["vqgan.crop=32,32,0"])
-    assert task.shaping(p) != task.shaping("tiny")
+    assert task.shaping(p) != task.shaping(get_profile("tiny"))
 
 
 def test_cropped_training_reconstructs_whole_slices(tmp_path):

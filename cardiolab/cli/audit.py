@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from cardiolab.cli import add_profile
-from cardiolab.core import CardiolabError
+from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.privacy.copies import DEFAULT_CONFIDENCE, min_references
 
 HELP = "privacy audits: planted copies, copy detection, membership inference, audit report"
 
@@ -44,8 +45,6 @@ def _add_plant(sub) -> None:
 
 
 def _add_copies(sub) -> None:
-    from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
-
     copies = sub.add_parser("copies", help="copy detection (tau from held-out data), DCR, NNDR, Mann-Whitney")
     add_profile(copies)
     copies.add_argument("--synthetic", type=Path, required=True, help="synthetic cohort folder")
@@ -155,20 +154,20 @@ def _add_report(sub) -> None:
 
 
 def _report(args) -> int:
-    from cardiolab.privacy.card import audit_report
+    from cardiolab.privacy.card import audit_report  # lazy: CLI start-up
 
     print(audit_report(args.profile, args.embedding, args.percentile))
     return 0
 
 
 def _latents(path, profile):
-    from cardiolab.tasks.vqgan import ensure_latents, load_latents
+    from cardiolab.tasks.vqgan import ensure_latents, load_latents  # lazy: CLI start-up
 
     return load_latents(path if path is not None else ensure_latents(profile))
 
 
 def _canaries(args) -> int:
-    from cardiolab.core import read_json, write_json
+    # lazy: CLI start-up
     from cardiolab.privacy.canaries import canary_recall, make_canaries, read_canaries, write_latents
 
     if args.score is not None:
@@ -195,7 +194,7 @@ def _canaries(args) -> int:
 
 
 def _subset(args) -> int:
-    from cardiolab.privacy.canaries import subset, write_latents
+    from cardiolab.privacy.canaries import subset, write_latents  # lazy: CLI start-up
 
     try:
         fractions = [float(f) for f in args.fraction.split(",") if f]
@@ -209,7 +208,7 @@ def _subset(args) -> int:
 
 
 def _sweep(args) -> int:
-    from cardiolab.privacy.audit import audit_sweep
+    from cardiolab.privacy.audit import audit_sweep  # lazy: CLI start-up
 
     r = audit_sweep(args.run, args.profile, args.n, args.steps, args.seed, args.embedding, args.out, args.train,
                     args.holdout)
@@ -220,7 +219,7 @@ def _sweep(args) -> int:
 
 
 def _mia(args) -> int:
-    from cardiolab.privacy.membership import audit_mia
+    from cardiolab.privacy.membership import audit_mia  # lazy: CLI start-up
 
     r = audit_mia(args.run, args.profile, args.reference, args.synthetic, args.n_fresh, out_json=args.json,
                   references=args.references)
@@ -236,7 +235,7 @@ def _mia(args) -> int:
 
 
 def _families(args) -> int:
-    from cardiolab.privacy.audit import audit_families, families_table
+    from cardiolab.privacy.audit import audit_families, families_table  # lazy: CLI start-up
 
     seeds = tuple(int(v) for v in args.seeds.split(",") if v)
     r = audit_families(args.out, args.profile, _splits(args.families), seeds, not args.keep_families, args.steps,
@@ -247,8 +246,7 @@ def _families(args) -> int:
 
 
 def run(args) -> int:
-    from cardiolab.privacy.audit import audit_copies, plant_cohort
-    from cardiolab.privacy.copies import min_references
+    from cardiolab.privacy.audit import audit_copies, plant_cohort  # lazy: CLI start-up
 
     verbs = {"mia": _mia, "canaries": _canaries, "subset": _subset, "sweep": _sweep, "report": _report,
              "families": _families}
@@ -262,12 +260,11 @@ def run(args) -> int:
               f"{s['out']}")
         return 0
     if args.embedding is None:
-        from cardiolab.privacy.embeddings import default_embedding
-        from cardiolab.profiles import get_profile
+        from cardiolab.privacy.embeddings import default_embedding  # lazy: CLI start-up
 
         args.embedding = default_embedding(args.profile)
         if args.embedding == "pixels":
-            print(f"warning: no trained copy detector for profile {get_profile(args.profile).name}; comparing pixels, which miss "
+            print(f"warning: no trained copy detector for profile {args.profile.name}; comparing pixels, which miss "
                   "rotated and re-rendered copies (`train copy-detector` first)", file=sys.stderr)
     r = audit_copies(args.synthetic, args.profile, args.train, args.holdout, _splits(args.train_split),
                      args.holdout_split or None, args.percentile, args.embedding, args.max_copy_fraction, args.json,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from cardiolab.core import CardiolabError, atomic_path
+from cardiolab.profiles import get_profile
 
 HELP = "benchmarks: DiT training step and sampling, 3D pipeline memory per switch -> JSON"
 
@@ -60,6 +61,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.what == "highres":
         return _highres(args)
+    # lazy: CLI start-up
     from cardiolab.bench.speed import DiTBench, bench_dit, bench_dit_sample, dumps, in_fresh_process
 
     b = DiTBench(input_size=_ints(args.input_size, 4, "input-size"), patch=_ints(args.patch, 4, "patch"),
@@ -76,13 +78,13 @@ def run(args) -> int:
 
 
 def _highres(args) -> int:
+    # lazy: CLI start-up
     from cardiolab.bench.speed import dumps
     from cardiolab.bench.highres import STAGES, HighresBench, bench_stage, check_size, format_table, parse_switches
 
     size = _ints(args.size, 3, "size")
     widths = {}
     if args.profile:
-        from cardiolab.profiles import get_profile
         hr = get_profile(args.profile).highres
         widths = dict(vq_channels=tuple(hr.vq_channels), codes=hr.codes, code_dim=hr.code_dim,
                       res_blocks=hr.res_blocks, unet_channels=tuple(hr.unet_channels))

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_profile, resolve_profile
 from cardiolab.io.layouts import LAYOUTS, detect_layout, scan_cohort
-from cardiolab.profiles import get_profile
 
 HELP = "validate a cohort folder (ACDC, M&Ms or volume layout); exit 1 on any problem"
 
@@ -18,7 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    profile = get_profile(args.profile)
+    profile = resolve_profile(args)
     root = args.root or (profile.volume_dir if args.layout == "volume" else profile.phantom_dir)
     if args.layout != "auto":
         layout = args.layout

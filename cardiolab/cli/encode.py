@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from cardiolab.cli import add_data, add_profile, resolve_profile
+from cardiolab.data.prepare import ensure_prepared
 
 HELP = "encode the prepared cache into 4D VQ-GAN latents (latents.pt)"
 log = logging.getLogger(__name__)
@@ -23,8 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.tasks.vqgan import encode_cohort
+    from cardiolab.tasks.vqgan import encode_cohort  # lazy: CLI start-up
 
     profile = resolve_profile(args)
     run_dir = args.run or profile.run("vqgan")

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import logging
 import shlex
+from pathlib import Path
 
 from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
+from cardiolab.io.layouts import detect_layout
 
 HELP = "score a synthetic cohort against real data (fidelity, consistency, function) -> JSON"
 log = logging.getLogger(__name__)
@@ -47,14 +49,14 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
-    from cardiolab.evaluation.evaluate import evaluate
+    from cardiolab.evaluation.evaluate import evaluate  # lazy: CLI start-up
     profile = resolve_profile(args)
     if _is_volume_cohort(args.synthetic):
         return run_highres(args, profile)
     for flag in ("unconditional", "segmenter"):
         if getattr(args, flag):
             raise CardiolabError(f"evaluate --{flag}: only for volume cohorts (highres); {args.synthetic} is not one")
-    result = evaluate(args.synthetic, args.real, profile, split=args.split, labels=args.labels, name=args.name,
+    result = evaluate(args.synthetic, args.real, profile=profile, split=args.split, labels=args.labels, name=args.name,
                       out_json=args.json, fid_weights=args.fid_weights, evaluator=args.evaluator,
                       command=command_line(args), landmarks=args.landmarks)
     f = result["fidelity"]
@@ -79,18 +81,13 @@ def run(args) -> int:
 
 
 def _is_volume_cohort(path) -> bool:
-    from pathlib import Path
-
-    from cardiolab.io.layouts import detect_layout
     return Path(path).is_dir() and detect_layout(path) == "volume"
 
 
 def run_highres(args, profile) -> int:
     """A synthetic volume cohort (and optionally its unconditional twin): adherence Dice and regional-volume W1
     per structure (cardiolab.evaluation.highres.compare_highres), printed as one table and written to --json."""
-    from pathlib import Path
-
-    from cardiolab.evaluation.highres import compare_highres, highres_table
+    from cardiolab.evaluation.highres import compare_highres, highres_table  # lazy: CLI start-up
 
     for flag in ("labels", "evaluator", "fid_weights", "landmarks", "split"):
         if getattr(args, flag):

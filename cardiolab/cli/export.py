@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cardiolab.core import CardiolabError
+
 HELP = "export a synthetic cohort for release (nnU-Net v2 raw or ACDC layout, gate, data card)"
 
 
@@ -21,8 +23,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.core import CardiolabError
-    from cardiolab.privacy.export import export_cohort, gate_message, read_gate
+    from cardiolab.privacy.export import export_cohort, gate_message, read_gate  # lazy: CLI start-up
 
     if args.max_copy_fraction is not None and args.gate is None:
         raise CardiolabError("--max-copy-fraction: only meaningful with --gate AUDIT_JSON")

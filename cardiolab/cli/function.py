@@ -4,10 +4,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_profile, resolve_profile
 from cardiolab.core import write_json
 from cardiolab.io.layouts import LAYOUTS, detect_layout, read_cohort
-from cardiolab.profiles import get_profile
 
 HELP = "cardiac function (volumes, EF, mass) from a cohort's own ED/ES label maps"
 
@@ -22,7 +21,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from cardiolab.metrics.function import METRICS, cohort_function   # scipy.stats: imported only when used
 
-    root = args.root or get_profile(args.profile).phantom_dir
+    root = args.root or resolve_profile(args).phantom_dir
     layout = detect_layout(root) if args.layout == "auto" else args.layout
     table, summary = cohort_function(read_cohort(root, layout))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))

@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.evaluation.rvip import write_landmarks
+    from cardiolab.evaluation.rvip import write_landmarks  # lazy: CLI start-up
     from cardiolab.tasks.landmarks import NAME
     profile = resolve_profile(args)
     run_dir = args.run if args.run is not None else profile.run(NAME)

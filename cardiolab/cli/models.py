@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from cardiolab.cli import add_profile
+from cardiolab.tasks import describe
 
 HELP = "list the registered models: kind, parameters, whether the profile's run is trained"
 
@@ -14,8 +15,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.tasks import describe
-
     rows = describe(args.profile)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -17,12 +17,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.reporting.reproduce import plan, run_notebooks
+    from cardiolab.reporting.reproduce import plan, run_notebooks  # lazy: CLI start-up
 
+    profile = get_profile(args.profile)     # by name: the notebooks resolve it themselves
     if args.plan:
-        print(plan(args.profile, only=args.only))
+        print(plan(profile, only=args.only))
         return 0
-    out = run_notebooks(get_profile(args.profile).name, only=args.only, seed=args.seed, data=args.data,
+    out = run_notebooks(profile.name, only=args.only, seed=args.seed, data=args.data,
                         layout=args.layout)
     print(f"executed notebooks in {out}")
     return 0

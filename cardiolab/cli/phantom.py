@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cardiolab.cli import add_profile
-from cardiolab.profiles import get_profile
+from cardiolab.cli import add_profile, resolve_profile
+from cardiolab.core import CardiolabError
+from cardiolab.data import phantom
 
 HELP = "generate the 4D cine phantom (ACDC layout, with labels) or 3D volumes (--kind volume)"
 
@@ -47,9 +48,7 @@ def snr_range(text: str) -> tuple[float, float]:
 
 
 def run(args) -> int:
-    from cardiolab.data.phantom import ensure_phantom, generate_cohort
-
-    profile = get_profile(args.profile)
+    profile = resolve_profile(args)
     if args.kind == "volume":
         return _volume(args, profile)
     d = profile.data
@@ -57,9 +56,9 @@ def run(args) -> int:
         return _release(args, d)
     overrides = (args.out, args.subjects, args.size, args.slices, args.frames, args.spacing, args.snr)
     if all(v is None for v in overrides):   # the profile's own cohort: reuse it when already up to date
-        from cardiolab.reporting.reproduce import record_stage
+        from cardiolab.reporting.reproduce import record_stage  # lazy: CLI start-up
         t0 = time.perf_counter()
-        root = ensure_phantom(profile, seed=args.seed, workers=args.workers)
+        root = phantom.ensure_phantom(profile, seed=args.seed, workers=args.workers)
         record_stage(profile, "phantom", time.perf_counter() - t0)   # the first stage of make reproduce
         print(f"phantom cohort ready in {root}")
         return 0
@@ -68,7 +67,7 @@ def run(args) -> int:
         return default if value is None else value
 
     out = pick(args.out, profile.phantom_dir)
-    paths = generate_cohort(out, pick(args.subjects, d.phantom_subjects), seed=args.seed,
+    paths = phantom.generate_cohort(out, pick(args.subjects, d.phantom_subjects), seed=args.seed,
                             size=pick(args.size, d.phantom_size), spacing=pick(args.spacing, d.phantom_spacing),
                             slices=pick(args.slices, d.phantom_slices), frames=pick(args.frames, d.phantom_frames),
                             workers=args.workers, snr=args.snr)
@@ -78,8 +77,7 @@ def run(args) -> int:
 
 def _volume(args, profile) -> int:
     """Whole-heart 3D volumes: the profile's own cohort (reused when up to date) or --out / --subjects / --size."""
-    from cardiolab.core import CardiolabError
-    from cardiolab.data.phantom3d import ensure_volume_cohort, generate_volume_cohort
+    from cardiolab.data.phantom3d import ensure_volume_cohort, generate_volume_cohort  # lazy: CLI start-up
 
     if any(v is not None for v in (args.slices, args.frames, args.spacing)):
         raise CardiolabError("phantom --kind volume: --slices, --frames and --spacing are cine options "
@@ -98,8 +96,7 @@ def _volume(args, profile) -> int:
 
 def _release(args, d) -> int:
     """The cine phantom written as ACDC or M&Ms ship (`cardiolab.data.releases`) into --out."""
-    from cardiolab.core import CardiolabError
-    from cardiolab.data.releases import write_acdc_release, write_mnms_release
+    from cardiolab.data.releases import write_acdc_release, write_mnms_release  # lazy: CLI start-up
 
     if args.out is None or args.snr is not None:
         raise CardiolabError("phantom --release: give --out (a new folder); --snr is drawn per vendor / subject")

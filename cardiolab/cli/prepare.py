@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 
 from cardiolab.cli import add_profile, resolve_profile
+from cardiolab.data import phantom
+from cardiolab.data.prepare import prepare
 from cardiolab.profiles import LAYOUTS
 
 HELP = "preprocess a cohort into the training cache with seeded public / private / holdout splits"
@@ -24,12 +26,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.data.prepare import prepare
-
     profile = resolve_profile(args)
     if profile.data_source is None:
-        from cardiolab.data.phantom import ensure_phantom
-        root = ensure_phantom(profile)
+        root = phantom.ensure_phantom(profile)
     else:
         root = profile.data_root
     manifest = prepare(root, profile.data_layout, profile, args.out or profile.cache_dir, seed=args.seed)

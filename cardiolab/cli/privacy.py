@@ -31,7 +31,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.dp import accounting
+    from cardiolab.dp import accounting  # lazy: CLI start-up
 
     if args.action == "epsilon":
         eps = accounting.epsilon(args.sample_rate, args.noise_multiplier, args.steps, args.delta, args.accountant)

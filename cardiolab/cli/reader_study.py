@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.evaluation import reader_study
+    from cardiolab.evaluation import reader_study  # lazy: CLI start-up
 
     if args.score:
         result = reader_study.score(args.score, args.key)

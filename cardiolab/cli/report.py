@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.reporting.report import build_report
+    from cardiolab.reporting.report import build_report  # lazy: CLI start-up
     from cardiolab.reporting.reproduce import publish_figures
     out = build_report(args.runs, args.out)
     log.info("report: %s", out)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from cardiolab.cli import add_profile
 from cardiolab.core import CardiolabError
+from cardiolab.io.layouts import detect_layout
+from cardiolab.profiles import override, run_profile
+from cardiolab.tasks import get_task, task_of_run
 
 HELP = "sample a trained generator into a synthetic cohort (ACDC layout, synthetic ids)"
 
@@ -34,11 +37,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.io.layouts import detect_layout
     from cardiolab.plots import save_cohort_gifs          # here, not at the top: matplotlib would slow every verb's --help
-    from cardiolab.profiles import override, run_profile
-    from cardiolab.tasks import get_task, task_of_run
-
     run_dir = Path(args.run or args.profile.run("dit"))
     name = task_of_run(run_dir)
     task = get_task(name)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cardiolab.cli import add_data, add_profile, resolve_profile
 from cardiolab.core import CardiolabError
+from cardiolab.io.layouts import scan_cohort
 
 HELP = "downstream utility: segmenters trained on real / synthetic / both, scored on real data"
 
@@ -27,8 +28,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cardiolab.io.layouts import scan_cohort
-    from cardiolab.evaluation.utility import utility, utility_table
+    from cardiolab.evaluation.utility import utility, utility_table  # lazy: CLI start-up
 
     for flag, path in (("--synthetic", args.synthetic), ("--test-cohort", args.test_cohort)):
         if path is None:

@@ -23,13 +23,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
 from cardiolab.core import MANIFEST, CardiolabError, is_cache
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.phantom import read_rvip
 from cardiolab.data.prepare import prepare_subject
 from cardiolab.io.layouts import detect_layout, read_cohort
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile
 
 
 @dataclass
@@ -60,18 +62,21 @@ def cine_cohorts(folder: str | os.PathLike) -> list[Path]:
         if folder.is_dir() else []
 
 
-def load_cines(path: str | os.PathLike, profile: Profile | str | None = None, split: str | None = None,
+def load_cines(path: str | os.PathLike, profile: Profile | None = None, split: str | None = None,
                label_free: bool = False) -> Cines:
     """A prepared cache (its `split`, default all) or an ACDC-layout cohort (brought to `profile` geometry).
 
     label_free=True: the comparison geometry, for wherever two cohorts are compared after preparation (copy audits,
     DCR / NNDR, the MIA distance attack): every cine goes through `prepare_subject(use_labels=False)`, a cache's
     subjects re-prepared from the cohort it was made from, so labels move no crop and choose no slice and a cine
-    reads the same with or without label files beside it (`prepare.label_free_view`). No labels come back.
+    reads the same with or without label files beside it (`geometry.label_free_view`). No labels come back.
+    profile: the geometry a cohort folder is brought to; a cache read as it is needs none.
     """
     path = Path(path)
+    if profile is None and (label_free or not is_cache(path)):
+        raise CardiolabError(f"{path}: reading a cohort folder (or label-free) needs the profile of its geometry")
     if label_free:
-        return _label_free_cines(path, get_profile(profile), split)
+        return _label_free_cines(path, profile, split)
     if is_cache(path):
         ds = CineDataset(path, split=split, mode="volume")
         if len(ds) == 0:
@@ -158,7 +163,7 @@ def cache_volumes(cache_dir: str | os.PathLike, subjects: str | Sequence[str] | 
     return volumes
 
 
-def cohort_volumes(root: str | os.PathLike, profile: Profile | str | None = None, all_slices: bool = False,
+def cohort_volumes(root: str | os.PathLike, profile: Profile, all_slices: bool = False,
                    ids: Sequence[str] | None = None) -> list[dict]:
     """Volume records of a cohort folder (real, phantom or synthetic; ACDC or M&Ms layout, `detect_layout`),
     preprocessed exactly as the cache.
@@ -170,7 +175,6 @@ def cohort_volumes(root: str | os.PathLike, profile: Profile | str | None = None
     all_slices: keep every slice and frame of each subject (for volumes: the cache keeps profile.data.slices
     slices, chosen differently with and without labels). ids: only these subjects.
     """
-    profile = get_profile(profile)
     volumes = []
     for subject in read_cohort(root, detect_layout(root)):
         if ids is not None and subject.id not in ids:
@@ -225,9 +229,6 @@ def align_cines(images: torch.Tensor) -> torch.Tensor:
       per-pixel temporal std above its median, squared: what beats, not noise or a padded band) to the middle.
     Both are functions of the cine alone (no labels, no partner), so an exact copy aligns exactly as its source.
     """
-    import torch.nn.functional as F
-    from einops import rearrange
-
     if images.ndim != 5:
         raise CardiolabError(f"align_cines: expected cines (N, D, H, W, T), got shape {tuple(images.shape)}")
     N, D, H, W, T = images.shape
@@ -260,8 +261,6 @@ def zoom_cines(images: torch.Tensor, zoom: float) -> torch.Tensor:
     """Cines (N, D, H, W, T) in [-1, 1] magnified by `zoom` about the middle of the plane (bilinear, -1 outside the
     field of view): after `align_cines` the middle is the heart's motion centre, so a copy zoomed about any point
     and then aligned is undone by `zoom_cines(aligned, 1 / zoom)` up to interpolation."""
-    from einops import rearrange
-
     N, D, H, W, T = images.shape
     planes = rearrange(images.float(), "n d h w t -> n (d t) h w")
     out = _shift_planes(planes, torch.zeros(N, 2), zoom)
@@ -271,8 +270,6 @@ def zoom_cines(images: torch.Tensor, zoom: float) -> torch.Tensor:
 def _shift_planes(planes: torch.Tensor, shift: torch.Tensor, zoom: float = 1.0) -> torch.Tensor:
     """planes (N, C, H, W) in [-1, 1] sampled at +shift (N, 2) (x, y) px and magnified by `zoom` about the middle,
     bilinear, -1 outside the field of view."""
-    import torch.nn.functional as F
-
     N, C, H, W = planes.shape
     theta = torch.zeros(N, 2, 3, dtype=planes.dtype)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zoom

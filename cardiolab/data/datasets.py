@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cardiolab.core import MANIFEST, CardiolabError, from_record, read_json
+from cardiolab.data.prepare import CACHE_VERSION
 
 SPLITS = ("public", "private", "holdout")
 MAX_IN_MEMORY_BYTES = 4 * 2**30
@@ -35,7 +36,6 @@ def load_manifest(cache_dir: str | os.PathLike) -> dict:
     manifest = read_json(path)
     if not isinstance(manifest, dict) or "subjects" not in manifest or "version" not in manifest:
         raise CardiolabError(f"{path}: not a cardiolab cache manifest")
-    from cardiolab.data.prepare import CACHE_VERSION
     if manifest["version"] != CACHE_VERSION:
         raise CardiolabError(f"{path}: cache version {manifest['version']}, this cardiolab reads "
                              f"{CACHE_VERSION}; run `python -m cardiolab prepare` again")

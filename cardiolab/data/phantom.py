@@ -33,7 +33,7 @@ Orientation (see data/README.md): the affine is an oblique short-axis plane in R
 anterior (and right), voxel +y mostly superior (and left). The RV lies anterior and to the patient's right
 of the LV, which puts it at ~110 deg (0 deg = +y, 90 deg = +x) from the LV in the voxel grid, as real ACDC
 cines give after `prepare`. The in-plane axes already point along increasing world axes, so
-`prepare.canonical_inplane` leaves the arrays as they are.
+`geometry.canonical_inplane` leaves the arrays as they are.
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, read_json, 
 from cardiolab.data.phantom_render import (D_THETA, RV_ANGLE_DEG, heart_tables, insertion_points, render, sax_axes,
                                           smoothstep, solve_quadratic, thorax)
 from cardiolab.io.cohort import Subject, write_subject
+from cardiolab.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +376,7 @@ def cohort_params(n: int, seed: int, size: int, spacing: float, slices: int, fra
                 size=int(size), spacing=float(spacing), slices=int(slices), frames=int(frames))
 
 
-def ensure_phantom(profile, seed: int = 0, workers: int = 1) -> Path:
+def ensure_phantom(profile: Profile, seed: int = 0, workers: int = 1) -> Path:
     """The profile's phantom cohort (profile.phantom_dir), generated from profile.data if missing or stale."""
     d = profile.data
     params = cohort_params(d.phantom_subjects, seed, d.phantom_size, d.phantom_spacing, d.phantom_slices,

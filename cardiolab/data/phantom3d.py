@@ -25,6 +25,7 @@ from scipy.ndimage import gaussian_filter
 
 from cardiolab.core import COHORT_FILE, CardiolabError, atomic_path, read_stamp, up_to_date, write_json
 from cardiolab.io.volume import VolumeSubject, write_labels, write_volume_subject
+from cardiolab.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def generate_volume_cohort(out: str | os.PathLike, n: int, seed: int = 0, size: 
     return paths
 
 
-def ensure_volume_cohort(profile, seed: int = 0) -> Path:
+def ensure_volume_cohort(profile: Profile, seed: int = 0) -> Path:
     """The profile's volume cohort (profile.volume_dir) from profile.highres, generated if missing or stale."""
     h = profile.highres
     params = {"subjects": h.subjects, "seed": seed, "size": list(h.size), "modality": h.modality}

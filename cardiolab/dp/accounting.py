@@ -18,7 +18,10 @@ import os
 import warnings
 from pathlib import Path
 
+import torch
+
 from cardiolab.core import RUN_CONFIG, CardiolabError, fingerprint, from_record, read_json, to_record, write_json
+from cardiolab.engine import CHECKPOINT, STATE, load_checkpoint
 from cardiolab.io.cohort import samples_record
 
 ACCOUNTANTS = ("prv", "rdp")
@@ -55,7 +58,7 @@ def validate(sample_rate: float | None = None, noise_multiplier: float | None = 
 
 def make_accountant(accountant: str = "prv"):
     """A fresh Opacus accountant ('prv' or 'rdp'), the same class PrivacyEngine(accountant=...) builds."""
-    from opacus.accountants import create_accountant
+    from opacus.accountants import create_accountant  # lazy: opacus is a slow import, needed only here
 
     validate(accountant=accountant)
     return create_accountant(mechanism=accountant)
@@ -93,7 +96,7 @@ def sigma(target_epsilon: float, sample_rate: float, steps: int, delta: float, a
     The search uses Opacus's default (absolute) PRV error, which overstates epsilon: `epsilon` of the result,
     the value privacy.json records, is then at or below the target.
     """
-    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.accountants.utils import get_noise_multiplier  # lazy: opacus is a slow import, needed only here
 
     validate(sample_rate=sample_rate, steps=steps, delta=delta, accountant=accountant, epsilon=target_epsilon)
     try:
@@ -224,8 +227,6 @@ def cross_check(run_dir: str | os.PathLike) -> list[str]:
     the training latents: subject ids unique, N of them (non-holdout), and the training-cohort id. A folder that
     holds only privacy.json (or the file itself) has nothing to cross-check: [].
     """
-    from cardiolab.engine import CHECKPOINT, STATE, load_checkpoint
-
     path = Path(run_dir)
     run = path.parent if path.suffix == ".json" else path
     record = read_privacy_json(path)
@@ -279,8 +280,6 @@ def cross_check(run_dir: str | os.PathLike) -> list[str]:
 
 def _check_latents(latents: Path, record: dict) -> list[str]:
     """Unique ids, N and the training-cohort id of the run's private latents (config.json's shaping.latents)."""
-    import torch
-
     path = latents / "latents.pt" if latents.is_dir() else latents
     if not path.exists():
         return [f"training_cohort: the training latents {path} are gone; ids and N cannot be checked"]

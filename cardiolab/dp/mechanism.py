@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -73,7 +74,7 @@ def check_delta(delta: float, n: int) -> None:
 def check_model(model: nn.Module) -> None:
     """Refuse modules that mix samples in a batch (BatchNorm: one subject's data moves every output) or that
     Opacus cannot compute per-sample gradients for; all problems in one message."""
-    from opacus.validators import ModuleValidator
+    from opacus.validators import ModuleValidator  # lazy: opacus is a slow import, needed only here
 
     problems = [f"{name or type(model).__name__}: {type(m).__name__} mixes samples within a batch (use GroupNorm)"
                 for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -113,7 +114,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, dataset: Da
     secure_mode: Opacus's noise robust to floating-point attacks (arXiv 2107.10138: each draw the mean of 4).
     The engine seeds the noise generator: secretly from the OS at every step, unless cfg.dp_replayable.
     """
-    from opacus import GradSampleModule
+    from opacus import GradSampleModule  # lazy: opacus is a slow import, needed only here
     from opacus.data_loader import DPDataLoader
     from opacus.optimizers import DPOptimizer
 
@@ -142,8 +143,7 @@ def per_sample_grad_norms(model: nn.Module, loss_fn: Callable[[nn.Module, Any], 
     left as it was (hooks removed, grads cleared). Returns {"before": (N,) array, "after": (N,) array, "C": C},
     after = before * min(1, C / (before + 1e-6)) (Opacus's flat clipping factor).
     """
-    import numpy as np
-    from opacus import GradSampleModule
+    from opacus import GradSampleModule  # lazy: opacus is a slow import, needed only here
 
     if not max_grad_norm > 0:
         raise CardiolabError(f"dp.max_grad_norm {max_grad_norm}: must be > 0")

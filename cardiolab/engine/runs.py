@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import pandas as pd
 import torch
 
 from cardiolab.core import CardiolabError, fingerprint, read_stamp, stale
@@ -115,8 +116,6 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 def training_curves(run_dir: str | os.PathLike):
     """metrics.jsonl of a run as a pandas DataFrame indexed by step (for the training figures)."""
-    import pandas as pd
-
     records = read_metrics(run_dir)
     if not records:
         raise CardiolabError(f"{Path(run_dir) / METRICS}: no training log")

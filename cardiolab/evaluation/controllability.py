@@ -20,7 +20,9 @@ import torch
 
 from cardiolab.core import RUN_CONFIG, CardiolabError, read_json
 from cardiolab.data import attributes
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.evaluation.function import function_table
+from cardiolab.profiles import Profile
+from cardiolab.tasks import get_task, segmenter, task_of_run
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def groups_dir(profile: Profile, run_dir: str | os.PathLike) -> Path:
     return profile.eval_dir / f"{Path(run_dir).name}-groups"
 
 
-def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = None,
+def controllability(run_dir: str | os.PathLike, profile: Profile,
                     groups: Sequence[str] = GROUPS, n: int = 4, steps: int | None = None, seed: int = 0,
                     guidance: float = 1.0, seg_model=None, out: str | os.PathLike | None = None) -> pd.DataFrame:
     """Sample n studies per conditioned group from a generator run and measure them with the segmenter.
@@ -65,10 +67,6 @@ def controllability(run_dir: str | os.PathLike, profile: Profile | str | None = 
     Returns one row per group: group, n, then mean and std of each of MEASURES (EF in %, LV mass in g, RV EF
     in %), NaN where the segmenter found no heart.
     """
-    from cardiolab.evaluation.function import function_table
-    from cardiolab.tasks import get_task, segmenter, task_of_run
-
-    profile = get_profile(profile)
     run_dir = Path(run_dir)
     conf = read_json(run_dir / RUN_CONFIG)
     if not conf.get("dit", {}).get("cond_cardinalities"):

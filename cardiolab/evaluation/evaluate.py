@@ -22,12 +22,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from einops import rearrange
 
 from cardiolab.core import CardiolabError, is_cache, read_json, to_record, write_csv, write_json
+from cardiolab.data.cines import Cines, cine_cohorts, cohort_geometry, load_cines
+from cardiolab.data.datasets import load_manifest
+from cardiolab.data.phantom import TRUTH_FILE, ensure_phantom
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.dp.accounting import cohort_privacy
-from cardiolab.data.cines import Cines, cine_cohorts, load_cines
-from cardiolab.io.cohort import samples_record
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.evaluation import rvip
+from cardiolab.evaluation.function import function_table, synthetic_function
+from cardiolab.io.acdc import read_acdc
+from cardiolab.io.cohort import from_stored, samples_record, write_cines
+from cardiolab.metrics import consistency, features as ft
+from cardiolab.metrics.features import distances, fd_floor, fid_from_torchscript, is_monotonic, validate_features
+from cardiolab.metrics.fidelity import reconstruction_metrics
+from cardiolab.metrics.shape import compare_mask_shapes
+from cardiolab.plots import save_figure
+from cardiolab.plots.evaluation import plot_validation
+from cardiolab.profiles import Profile
+from cardiolab.tasks import common, dit, evaluator as evaluator_task, get_task, segmenter as seg, vqgan
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +122,12 @@ def _real_root(real: Cines) -> tuple[Path | None, list[str] | None]:
     """The ACDC cohort behind `real` and its ids, for the segmenter-based function/shape comparison."""
     if real.source["kind"] == "cohort":
         return Path(real.source["path"]), None
-    from cardiolab.data.datasets import load_manifest
     root = load_manifest(real.source["path"]).get("source", {}).get("root")
     return (Path(root), real.ids) if root and Path(root).is_dir() else (None, None)
 
 
 def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None,
-             profile: Profile | str | None = None, split: str | None = None, labels: bool = False,
+             *, profile: Profile, split: str | None = None, labels: bool = False,
              name: str | None = None, out_json: str | os.PathLike | None = None,
              fid_weights: str | os.PathLike | None = None, evaluator: str | os.PathLike | None = None,
              seg_model=None, command: str | None = None, validate: bool | None = None,
@@ -131,20 +144,19 @@ def evaluate(synthetic: str | os.PathLike, real: str | os.PathLike | None = None
     Returns {"kind", "version", "model", "profile", "data", "command", "real", "synthetic", "fidelity",
     "consistency": {"real", "synthetic"}, "temporal": {"real", "synthetic"}, "function", "shape", "segmentation"}.
     """
-    profile = get_profile(profile)
     validate = real is not None if validate is None else validate
     if real is None:
-        from cardiolab.data.prepare import ensure_prepared
         real, split = ensure_prepared(profile), split or "holdout"
     real_c, synth_c = load_cines(real, profile, split), load_cines(synthetic, profile)
-    command = command or f"cardiolab.evaluation.evaluate.evaluate({str(synthetic)!r}, profile={profile.name!r}, labels={labels})"
+    command = command or (f"cardiolab.evaluation.evaluate.evaluate({str(synthetic)!r}, "
+                          f"profile=get_profile({profile.name!r}), labels={labels})")
     return evaluate_cines(real_c, synth_c, profile, name=name or Path(synthetic).name, out_json=out_json,
                           labels=labels, synthetic_root=synthetic, fid_weights=fid_weights, evaluator=evaluator,
                           seg_model=seg_model, command=command, validate=validate,
                           landmarks=landmarks)
 
 
-def evaluator_check(model, real: Cines, seed: int = 0, profile: Profile | str | None = None) -> dict:
+def evaluator_check(model, real: Cines, seed: int = 0, *, profile: Profile) -> dict:
     """Does the evaluator rank degraded copies of this real reference further from it than clean data?
 
     `metrics.features.validate_features` (noise, blur, temporal and slice shuffling at rising levels, against a
@@ -153,7 +165,6 @@ def evaluator_check(model, real: Cines, seed: int = 0, profile: Profile | str | 
     [mean FD per level]}, "kid" (the same), "n_real", "reference", "advice"}; passed False with a "reason" when
     the reference is too small. "advice" (None when passed) is the one step to take.
     """
-    from cardiolab.metrics.features import is_monotonic, validate_features
     out = {"reference": real.source.get("path"), "n_real": len(real.ids), "metric": "FD-cardiolab"}
     try:
         df = validate_features(model, real.images, seed=seed)
@@ -168,9 +179,8 @@ def evaluator_check(model, real: Cines, seed: int = 0, profile: Profile | str | 
             "advice": None if passed else retrain_advice(real, profile), **out}
 
 
-def retrain_advice(real: Cines, profile: Profile | str | None = None) -> str:
+def retrain_advice(real: Cines, profile: Profile) -> str:
     """The commands that fit an evaluator to this reference (its degradation task included) and score with it."""
-    profile = get_profile(profile)
     path = Path(real.source.get("path", "REFERENCE"))
     run = profile.run(f"evaluator-{path.name}")
     return (f"python -m cardiolab train evaluator --profile {profile.name} {'--cache' if is_cache(path) else '--root'} "
@@ -189,18 +199,14 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
     extra: more top-level entries for the JSON (e.g. {"reconstruction": paired fidelity}).
     landmarks: a landmarks run folder: adds {"landmarks": `landmark_drift`}.
     """
-    from cardiolab.metrics import consistency
-    from cardiolab.metrics.features import distances, fd_floor, features, fid_from_torchscript
-    from cardiolab.tasks import evaluator as evaluator_task
-
     _geometry_check(real_c, synth_c)
     out_json = Path(out_json) if out_json else profile.eval_dir / f"{name}.json"
     log.info("evaluating %s (%d cines) against %s (%d cines)", name, len(synth_c.ids), real_c.source.get("path"),
              len(real_c.ids))
     evaluator = Path(evaluator) if evaluator else evaluator_task.ensure(profile)
     model = evaluator_task.load(evaluator)
-    real_feats = features(model, real_c.images)
-    fidelity = distances(real_feats, features(model, synth_c.images))
+    real_feats = ft.features(model, real_c.images)
+    fidelity = distances(real_feats, ft.features(model, synth_c.images))
     fidelity["evaluator"] = str(evaluator)
     if len(real_c.ids) >= 4:   # FD of two same-distribution halves: the small-sample bias to read FD against
         fidelity["FD-cardiolab_floor"] = fd_floor(real_feats, len(real_c.ids))
@@ -211,13 +217,11 @@ def evaluate_cines(real_c: Cines, synth_c: Cines, profile: Profile, name: str,
 
     seg_real = seg_synth = function = shape = None
     if labels:
-        from cardiolab.tasks import segmenter as seg
         seg_model = seg_model if seg_model is not None else seg.ensure_model(profile)
         seg_real = seg.segment(seg_model, real_c.images[:, None])
         seg_synth = seg.segment(seg_model, synth_c.images[:, None])
         root, ids = _real_root(real_c)
         if root is not None and synthetic_root is not None:
-            from cardiolab.evaluation.function import synthetic_function
             comp = synthetic_function(profile, synthetic_root, real_root=root, real_ids=ids, seg_model=seg_model,
                                       out_dir=out_json.parent / f"{name}_function")
             function, shape = comp["function"], comp["shape"]
@@ -257,7 +261,6 @@ def landmark_drift(real_c: Cines, synth_c: Cines, run_dir: str | os.PathLike, pr
     landmarks run at `run_dir` finds (`cardiolab.evaluation.rvip.cohort_drift`): a synthetic cohort whose septum turns
     more than the real one's is anatomically inconsistent across slices or through the beat.
     Returns {"run", "real": {...}, "synthetic": {...}}, each {"n", "slices", "frames", "found"}."""
-    from cardiolab.evaluation import rvip
     model = rvip.load_detector(run_dir, profile)
     spacing = (profile.data.spacing, profile.data.spacing)        # both sides are at the profile's in-plane grid
 
@@ -267,16 +270,9 @@ def landmark_drift(real_c: Cines, synth_c: Cines, run_dir: str | os.PathLike, pr
 
 
 # ---- the models of a profile (notebook 05) -------------------------------------------------------------
-def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout", labels: bool = True) -> dict:
+def evaluate_vqgan(profile: Profile, split: str = "holdout", labels: bool = True) -> dict:
     """VQ-GAN reconstructions of the cache's `split` as a 'model': paired PSNR / SSIM / MS-SSIM plus every
     `evaluate` metric; also writes them as a cohort runs/<profile>/samples/vqgan_recon. -> eval/vqgan_recon.json."""
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.io.cohort import write_cines
-    from cardiolab.metrics.fidelity import reconstruction_metrics
-    from cardiolab.tasks import vqgan
-
-    profile = get_profile(profile)
     cache = ensure_prepared(profile)
     real = load_cines(cache, profile, split)
     model = vqgan.load(vqgan.ensure(profile))
@@ -289,22 +285,16 @@ def evaluate_vqgan(profile: Profile | str | None = None, split: str = "holdout",
                   source={"path": str(root), "split": split, "kind": "reconstruction",
                           "phantom": real.source["phantom"]})
     return evaluate_cines(real, synth, profile, name="vqgan_recon", labels=labels, synthetic_root=root,
-                          command=f"cardiolab.evaluation.evaluate.evaluate_vqgan({profile.name!r}, split={split!r})",
+                          command=f"cardiolab.evaluation.evaluate.evaluate_vqgan(get_profile({profile.name!r}), "
+                                  f"split={split!r})",
                           extra={"reconstruction": reconstruction_metrics(real.images, recon)})
 
 
-def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
+def synthetic_cohorts(profile: Profile) -> dict[str, Path]:
     """{model name: cohort folder} of the generators' samples: the DiT's (`cardiolab.tasks.dit.ensure_samples`,
-    generated if missing, when that module exists) and any other folder under runs/<profile>/samples/
-    (baselines), except the VQ-GAN reconstructions."""
-    profile = get_profile(profile)
-    found: dict[str, Path] = {}
-    try:
-        from cardiolab.tasks.dit import ensure_samples
-    except ImportError:
-        log.warning("cardiolab.tasks.dit is not available: no DiT samples to evaluate")
-    else:
-        found["dit"] = Path(ensure_samples(profile))
+    generated if missing) and any other folder under runs/<profile>/samples/ (baselines), except the VQ-GAN
+    reconstructions."""
+    found: dict[str, Path] = {"dit": Path(dit.ensure_samples(profile))}
     known = {p.resolve() for p in found.values()}
     for folder in cine_cohorts(profile.samples_dir):
         if folder.name != "vqgan_recon" and folder.resolve() not in known:
@@ -312,12 +302,11 @@ def synthetic_cohorts(profile: Profile | str | None = None) -> dict[str, Path]:
     return found
 
 
-def evaluate_all(profile: Profile | str | None = None, labels: bool = True,
+def evaluate_all(profile: Profile, labels: bool = True,
                  landmarks: str | os.PathLike | None = None):
     """Evaluate the VQ-GAN reconstructions and every synthetic cohort of the profile (dit-dp cohorts excepted:
     the DP experiment scores them against the private holdout); returns the model table (`model_table`) of
     everything in runs/<profile>/eval. landmarks: a landmarks run, for every generator's septal drift."""
-    profile = get_profile(profile)
     evaluate_vqgan(profile, labels=labels)
     for name, root in synthetic_cohorts(profile).items():
         if samples_record(root).get("task") == "dit-dp":   # fine-tuned on the private cohort: scored against its holdout instead,
@@ -326,10 +315,9 @@ def evaluate_all(profile: Profile | str | None = None, labels: bool = True,
     return model_table(load_evaluations(profile.run_dir))
 
 
-def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
+def primary_synthetic(profile: Profile) -> tuple[str, Path]:
     """(name, cohort) the notebook's function / shape / utility sections use: the DiT's samples when present,
     else another generator's, else the VQ-GAN reconstructions (a stand-in, built if missing)."""
-    profile = get_profile(profile)
     cohorts = synthetic_cohorts(profile)
     if cohorts:
         name = "dit" if "dit" in cohorts else next(iter(cohorts))
@@ -340,9 +328,8 @@ def primary_synthetic(profile: Profile | str | None = None) -> tuple[str, Path]:
     return "vqgan_recon", recon
 
 
-def _tables(profile: Profile | str | None, name: str, kind: str):
+def _tables(profile: Profile, name: str, kind: str):
     """(real, synthetic) `kind` tables ('function' or 'shape') written by `evaluate(..., labels=True)`."""
-    profile = get_profile(profile)
     folder = profile.eval_dir / f"{name}_function"
     try:
         return pd.read_csv(folder / f"{kind}_real.csv"), pd.read_csv(folder / f"{kind}_synthetic.csv")
@@ -350,26 +337,19 @@ def _tables(profile: Profile | str | None, name: str, kind: str):
         raise CardiolabError(f"{folder}: no {kind} tables; run evaluate with labels=True for {name!r}") from None
 
 
-def function_tables(profile: Profile | str | None, name: str):
+def function_tables(profile: Profile, name: str):
     """(real, synthetic) per-subject cardiac-function tables of model `name`."""
     return _tables(profile, name, "function")
 
 
-def shape_tables(profile: Profile | str | None, name: str):
+def shape_tables(profile: Profile, name: str):
     """(real, synthetic) shape-statistics tables of model `name`."""
     return _tables(profile, name, "shape")
 
 
-def validate_evaluator(profile: Profile | str | None = None, seed: int = 0) -> pd.DataFrame:
+def validate_evaluator(profile: Profile, seed: int = 0) -> pd.DataFrame:
     """`validate_features` of the profile's trained evaluator on every cine of the prepared cache;
     also writes runs/<profile>/eval/evaluator_validation.csv and figures/evaluator_validation.png."""
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.metrics.features import validate_features
-    from cardiolab.plots import save_figure
-    from cardiolab.plots.evaluation import plot_validation
-    from cardiolab.tasks import evaluator as evaluator_task
-
-    profile = get_profile(profile)
     model = evaluator_task.load(evaluator_task.ensure(profile))
     df = validate_features(model, load_cines(ensure_prepared(profile), profile).images, seed=seed)
     write_csv(df, profile.eval_dir / "evaluator_validation.csv")
@@ -377,16 +357,9 @@ def validate_evaluator(profile: Profile | str | None = None, seed: int = 0) -> p
     return df
 
 
-def ef_agreement(profile: Profile | str | None = None, split: str = "holdout", seg_model=None):
+def ef_agreement(profile: Profile, split: str = "holdout", seg_model=None):
     """Segmenter EF vs phantom ground truth (phantom_truth.json) on the cache's `split`:
     DataFrame id, Group, EF_truth, EF_segmenter (both in %)."""
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.phantom import TRUTH_FILE, ensure_phantom
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.evaluation.function import function_table
-    from cardiolab.tasks import segmenter as seg
-
-    profile = get_profile(profile)
     root = ensure_phantom(profile)
     ids = load_manifest(ensure_prepared(profile))["splits"][split]
     model = seg_model if seg_model is not None else seg.ensure_model(profile)
@@ -403,8 +376,6 @@ def carries_masks(c: Cines) -> bool:
 
 def _geometry(profile: Profile) -> tuple[tuple[float, float, float], int]:
     """((sx, sy, sz) mm, ES frame) of the profile's prepared cache (medians over its training subjects)."""
-    from cardiolab.data.cines import cohort_geometry
-    from cardiolab.data.prepare import ensure_prepared
     g = cohort_geometry(ensure_prepared(profile))
     return tuple(g["spacing"]), int(g["es"])
 
@@ -418,11 +389,6 @@ def mask_metrics(real_c: Cines, synth_c: Cines, seg_model, spacing=(1.0, 1.0, 1.
     at ED (frame 0) and the ES frame `es` where the real side is labelled (None without real labels).
     spacing: (sx, sy, sz) mm of the cines (profile geometry).
     """
-    import numpy as np
-
-    from cardiolab.metrics.shape import compare_mask_shapes
-    from cardiolab.tasks import segmenter as seg
-
     vols = [{"id": sid, "image": synth_c.images[i][None], "labels": synth_c.labels[i],
              "label_mask": synth_c.label_mask[i], "spacing": spacing} for i, sid in enumerate(synth_c.ids)]
     scores = seg.score(seg_model, vols)
@@ -440,7 +406,7 @@ def mask_metrics(real_c: Cines, synth_c: Cines, seg_model, spacing=(1.0, 1.0, 1.
     return {"mask_adherence": adherence, "mask_shape": shape}
 
 
-def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None,
+def evaluate_paired_masks(profile: Profile, run_dir: str | os.PathLike | None = None,
                           split: str = "holdout", steps: int | None = None, seed: int = 0, labels: bool = True,
                           seg_model=None) -> dict:
     """Mask-to-image conditioned on the real `split` masks, compared pixel by pixel with the real images.
@@ -451,16 +417,6 @@ def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | o
     in every frame are left out. Samples go to runs/<profile>/eval/mask-to-image_paired/ (not samples/, so
     `synthetic_cohorts` does not pick them up as a generator); the JSON is eval/mask-to-image_paired.json.
     """
-    import numpy as np
-    from einops import rearrange
-
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.io.acdc import read_acdc
-    from cardiolab.io.cohort import from_stored
-    from cardiolab.metrics.fidelity import reconstruction_metrics
-    from cardiolab.tasks import common, get_task
-
-    profile = get_profile(profile)
     task = get_task("mask-to-image")
     run = Path(run_dir) if run_dir else task.ensure(profile)
     cache = ensure_prepared(profile)
@@ -480,5 +436,6 @@ def evaluate_paired_masks(profile: Profile | str | None = None, run_dir: str | o
     synth = Cines(ids=[f"synth{i + 1:04d}" for i in range(len(keep))], images=images, labels=real.labels, label_mask=real.label_mask, info=real.info,
                   source={"path": str(out), "split": split, "kind": "paired", "phantom": real.source["phantom"]})
     return evaluate_cines(real, synth, profile, name=name, labels=labels, synthetic_root=None, seg_model=seg_model,
-                          command=f"cardiolab.evaluation.evaluate.evaluate_paired_masks({profile.name!r}, split={split!r})",
+                          command=f"cardiolab.evaluation.evaluate.evaluate_paired_masks(get_profile({profile.name!r}), "
+                                  f"split={split!r})",
                           extra={"reconstruction": reconstruction_metrics(real.images, images)})

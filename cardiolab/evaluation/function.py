@@ -24,14 +24,14 @@ from cardiolab.data.prepare import ensure_prepared
 from cardiolab.io.acdc import read_acdc
 from cardiolab.metrics.function import METRICS, cardiac_function, compare_distributions, function_from_labels
 from cardiolab.metrics.shape import STATS, cohort_shape_stats
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile
 from cardiolab.data.cines import cohort_volumes
 from cardiolab.tasks.segmenter import ensure_model, segment
 
 log = logging.getLogger(__name__)
 
 
-def segment_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile | str | None = None,
+def segment_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile,
                    ids: Sequence[str] | None = None) -> Iterator[tuple[dict, np.ndarray]]:
     """Yield (volume record, labels (D, H, W, T) int64) for every subject, all slices and frames segmented.
 
@@ -41,7 +41,7 @@ def segment_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile |
         yield vol, segment(seg_model, vol["image"][None])[0].numpy()
 
 
-def labelled_cohort(cohort_root: str | os.PathLike, profile: Profile | str | None = None,
+def labelled_cohort(cohort_root: str | os.PathLike, profile: Profile,
                     ids: Sequence[str] | None = None) -> Iterator[tuple[dict, np.ndarray]]:
     """Yield (volume record, its own label series (D, H, W, T) int64) for cohorts that carry a label series
     (`<id>_4d_gt.nii.gz`, e.g. two-stage samples whose masks made the images); preprocessed as segment_cohort."""
@@ -52,7 +52,7 @@ def labelled_cohort(cohort_root: str | os.PathLike, profile: Profile | str | Non
         yield vol, vol["labels"].numpy()
 
 
-def measure_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile | str | None = None,
+def measure_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile,
                    ids: Sequence[str] | None = None, phases: bool = True,
                    source: str = "segment") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Segment a cohort once (source='segment') or read its label series (source='labels'); return its
@@ -83,12 +83,12 @@ def measure_cohort(cohort_root: str | os.PathLike, seg_model, profile: Profile |
     return pd.DataFrame(rows, columns=["id", "Group", *METRICS, "ed", "es"]), shape
 
 
-def function_table(cohort_root: str | os.PathLike, seg_model=None, profile: Profile | str | None = None,
+def function_table(cohort_root: str | os.PathLike, seg_model=None, profile: Profile | None = None,
                    source: str = "segment", ids: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per subject: id, Group, EDV, ESV, SV, EF, LV_mass, RV_EDV, RV_ESV, RV_SV, RV_EF, ed, es.
 
     source: 'segment' (seg_model labels every frame; ED/ES = max/min LV volume) or 'labels' (the cohort's
-    own labels at its Info.cfg ED/ES frames, native geometry). ids: only these subjects.
+    own labels at its Info.cfg ED/ES frames, native geometry; needs no profile). ids: only these subjects.
     """
     if source == "segment":
         return measure_cohort(cohort_root, seg_model, profile, ids)[0]
@@ -101,13 +101,13 @@ def function_table(cohort_root: str | os.PathLike, seg_model=None, profile: Prof
     return pd.DataFrame(rows, columns=["id", "Group", *METRICS, "ed", "es"])
 
 
-def shape_table(cohort_root: str | os.PathLike, seg_model, profile: Profile | str | None = None,
+def shape_table(cohort_root: str | os.PathLike, seg_model, profile: Profile,
                 ids: Sequence[str] | None = None, phases: bool = True) -> pd.DataFrame:
     """Shape statistics of a segmented cohort (the second table of `measure_cohort`)."""
     return measure_cohort(cohort_root, seg_model, profile, ids, phases)[1]
 
 
-def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.PathLike,
+def synthetic_function(profile: Profile, synthetic_root: str | os.PathLike,
                        real_root: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
                        seg_model=None, real_ids: Sequence[str] | None = None, synthetic_source: str = "segment",
                        real_source: str = "segment") -> dict:
@@ -121,7 +121,6 @@ def synthetic_function(profile: Profile | str | None, synthetic_root: str | os.P
     {"function": records of compare_distributions(by='Group'), "shape": records by structure,
      "n_real", "n_synthetic", "by"}.
     """
-    profile = get_profile(profile)
     sources = {"real": real_source, "synthetic": synthetic_source}
     needs_model = "segment" in sources.values()
     model = seg_model if seg_model is not None or not needs_model else ensure_model(profile)

@@ -7,10 +7,13 @@ import os
 import numpy as np
 
 from cardiolab.core import CardiolabError, write_json
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.io.volume import LABELS, read_volume_cohort
+from cardiolab.metrics.volumes import dice_per_label, mean_per_key, relative_volumes, volume_w1
+from cardiolab.profiles import Profile
+from cardiolab.tasks import highres_common, highres_segmenter
 
 def evaluate_highres(synthetic: str | os.PathLike, real: str | os.PathLike | None = None,
-                     profile: Profile | str | None = None, segmenter_run: str | os.PathLike | None = None,
+                     *, profile: Profile, segmenter_run: str | os.PathLike | None = None,
                      out: str | os.PathLike | None = None) -> dict:
     """Adherence and relative regional volumes of a synthetic volume cohort (cardiolab.metrics.volumes).
 
@@ -20,11 +23,6 @@ def evaluate_highres(synthetic: str | os.PathLike, real: str | os.PathLike | Non
     regional volumes are structure / heart shares of its segmentations, real vs synthetic, with W1 per structure.
     Writes `out` (JSON) when given; returns the numbers.
     """
-    from cardiolab.io.volume import LABELS, read_volume_cohort
-    from cardiolab.metrics.volumes import dice_per_label, mean_per_key, relative_volumes, volume_w1
-    from cardiolab.tasks import highres_common, highres_segmenter
-
-    profile = get_profile(profile)
     structures = {k: v for k, v in LABELS.items() if k}
     model = highres_segmenter.load(segmenter_run or highres_segmenter.ensure(profile))
     real_subjects = list(read_volume_cohort(real)) if real else highres_common.load_volumes(profile, "holdout")
@@ -49,7 +47,7 @@ def evaluate_highres(synthetic: str | os.PathLike, real: str | os.PathLike | Non
 
 
 def compare_highres(cohorts: dict[str, str | os.PathLike], real: str | os.PathLike | None = None,
-                    profile: Profile | str | None = None, segmenter_run: str | os.PathLike | None = None,
+                    *, profile: Profile, segmenter_run: str | os.PathLike | None = None,
                     out: str | os.PathLike | None = None) -> dict[str, dict]:
     """evaluate_highres of several synthetic volume cohorts side by side, one segmenter, one real side.
 
@@ -60,11 +58,8 @@ def compare_highres(cohorts: dict[str, str | os.PathLike], real: str | os.PathLi
     something only above it. (Against the sample's own segmentation Dice would be 1 by construction.)
     Writes `out` (JSON, {name: scores}) when given; `highres_table` prints the result.
     """
-    from cardiolab.tasks import highres_segmenter
-
     if not cohorts:
         raise CardiolabError("compare_highres: no cohorts given")
-    profile = get_profile(profile)
     segmenter_run = segmenter_run or highres_segmenter.ensure(profile)
     result = {name: evaluate_highres(path, real=real, profile=profile, segmenter_run=segmenter_run)
               for name, path in cohorts.items()}

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 
 from cardiolab.core import CardiolabError, atomic_path, read_json, write_json
 from cardiolab.io.layouts import LAYOUTS, detect_layout, get_layout
@@ -84,8 +85,6 @@ def export(real: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.
 
 def score(sheet: str | os.PathLike, key: str | os.PathLike | None = None) -> dict:
     """Score a filled sheet against its key (default: .key.json beside the sheet); CardiolabError naming bad rows."""
-    from scipy.stats import binomtest
-
     sheet = Path(sheet)
     key_path = Path(key) if key else sheet.parent / KEY
     cases = read_json(key_path)["cases"]

@@ -28,14 +28,17 @@ import numpy as np
 from scipy import ndimage
 
 from cardiolab.core import CardiolabError, write_json
+from cardiolab.data.cines import cache_volumes, load_cines
+from cardiolab.data.datasets import load_manifest
 from cardiolab.data.phantom import read_rvip
-from cardiolab.data.prepare import map_inplane, prepare_subject
+from cardiolab.data.prepare import ensure_prepared, map_inplane, prepare_subject
+from cardiolab.engine import ensure_run
 from cardiolab.io.acdc import read_subject, subject_dirs
 from cardiolab.io.layouts import scan_cohort
 from cardiolab.io.nifti import load_nifti
 from cardiolab.io.validate import raise_if_problems
 from cardiolab.metrics import landmarks as metrics
-from cardiolab.profiles import DataConfig, Profile, get_profile
+from cardiolab.profiles import DataConfig, Profile, override
 from cardiolab.tasks import landmarks as task
 
 log = logging.getLogger(__name__)
@@ -45,10 +48,9 @@ ANTERIOR_LABEL, INFERIOR_LABEL = 1, 2
 
 
 # ---- the detector's geometry -----------------------------------------------------------------------------
-def run_profile(run_dir: str | os.PathLike, profile: Profile | str | None = None) -> Profile:
+def run_profile(run_dir: str | os.PathLike, profile: Profile) -> Profile:
     """`profile` with the data geometry (spacing, crop size) the run was trained at, so a detector always sees
     cines as it saw them in training."""
-    profile = get_profile(profile)
     data = task.load_config(run_dir).get("shaping", {}).get("data")
     if not data:
         return profile
@@ -151,11 +153,10 @@ def load_detector(run_dir: str | os.PathLike, profile: Profile, decoder: str | N
     return task.load(run_dir, decoder=decoder or p.decoder, threshold=p.threshold if threshold is None else threshold)
 
 
-def detect_cohort(run_dir: str | os.PathLike, root: str | os.PathLike, profile: Profile | str | None = None,
+def detect_cohort(run_dir: str | os.PathLike, root: str | os.PathLike, profile: Profile,
                   decoder: str | None = None, threshold: float | None = None) -> list[dict]:
     """`detect_subject` for every subject of an ACDC-layout cohort; the whole folder is checked first, so a
     broken file stops it before any work."""
-    profile = get_profile(profile)
     model = load_detector(run_dir, profile, decoder, threshold)
     raise_if_problems(scan_cohort(root, "acdc")[1])
     geometry = run_profile(run_dir, profile)
@@ -197,11 +198,10 @@ def score_masks(results: Sequence[dict], truth_dir: str | os.PathLike) -> dict:
 
 
 def write_landmarks(run_dir: str | os.PathLike, root: str | os.PathLike, out_json: str | os.PathLike,
-                    profile: Profile | str | None = None, truth_dir: str | os.PathLike | None = None,
+                    profile: Profile, truth_dir: str | os.PathLike | None = None,
                     decoder: str | None = None, threshold: float | None = None) -> dict:
     """The `landmarks` verb: detect, optionally score against RVIP masks, then write the JSON (only once
     everything succeeded, atomically). Returns the written dict."""
-    profile = get_profile(profile)
     if truth_dir is not None and not Path(truth_dir).is_dir():
         raise CardiolabError(f"{truth_dir}: --truth is not a folder")
     results = detect_cohort(run_dir, root, profile, decoder, threshold)
@@ -264,7 +264,7 @@ def _label_points(vol: dict, frames: Sequence[int]) -> np.ndarray:
     return metrics.points_from_labels(labels, vol.get("superior", (0.0, 1.0)))
 
 
-def cross_validate(profile: Profile | str | None = None, variants: dict | None = None, folds: int | None = None,
+def cross_validate(profile: Profile, variants: dict | None = None, folds: int | None = None,
                    out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                    steps: int | None = None, seed: int = 0) -> dict:
     """Group-stratified k-fold CV of detector variants on the cache (every subject is scored once, by the
@@ -276,13 +276,6 @@ def cross_validate(profile: Profile | str | None = None, variants: dict | None =
     Returns {"truth": (N, 2, 2), "preds": {name: (N, 2, 2)}, "spacing": (N, 2), "shape": (2,),
     "subject", "level", "fold": (N,), "folds": [[ids]], "truth_kind"}.
     """
-    from cardiolab.data.cines import cache_volumes
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.engine import ensure_run
-    from cardiolab.profiles import override
-
-    profile = get_profile(profile)
     variants = dict(VARIANTS if variants is None else variants)
     k = profile.landmarks.folds if folds is None else folds
     cache_dir = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
@@ -348,14 +341,10 @@ def cv_summary(cv: dict, name: str, policy: metrics.Policy = metrics.Policy()) -
                              subject=cv["subject"], level=cv["level"])
 
 
-def drift_table(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None,
+def drift_table(profile: Profile, run_dir: str | os.PathLike | None = None,
                 cohorts: Mapping[str, str | os.PathLike] | None = None, split: str = "holdout") -> dict:
     """Septal drift of the real cache `split` and of each synthetic cohort (default: every cohort already under
     runs/<profile>/samples/, none generated here): {name: `cohort_drift`}; "real" first."""
-    from cardiolab.data.cines import load_cines
-    from cardiolab.data.prepare import ensure_prepared
-
-    profile = get_profile(profile)
     model = load_detector(run_dir if run_dir is not None else task.ensure(profile), profile)
     if cohorts is None:
         folder = profile.samples_dir

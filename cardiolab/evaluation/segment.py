@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from cardiolab.core import CardiolabError, atomic_path, write_json
-from cardiolab.data.prepare import canonical_inplane, label_stack, prepare_subject
+from cardiolab.data.geometry import canonical_inplane, label_stack
+from cardiolab.data.prepare import prepare_subject
 from cardiolab.io.cohort import Subject, write_subject
 from cardiolab.io.layouts import read_cohort, scan_cohort
 from cardiolab.metrics.segmentation import STRUCTURES, seg_scores
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile
 from cardiolab.tasks import segmenter as seg
 from cardiolab.tasks import task_of_run
 
@@ -59,9 +60,8 @@ def check_inputs(root: str | os.PathLike, out: str | os.PathLike, run: str | os.
             raise CardiolabError(f"{run}: no checkpoint.pt (train the segmenter first)")
 
 
-def segment_subject(model, subject: Subject, profile: Profile | str | None = None) -> np.ndarray:
+def segment_subject(model, subject: Subject, profile: Profile) -> np.ndarray:
     """Labels (X, Y, Z, T) uint8 of every frame of `subject`, in its own voxel grid (see the module docstring)."""
-    profile = get_profile(profile)
     X, Y, Z, T = subject.image.shape
     data = dataclasses.replace(profile.data, slices=Z, frames=T)
     tensors, entry = prepare_subject(subject, dataclasses.replace(profile, data=data))
@@ -106,7 +106,7 @@ def subject_scores(pred: np.ndarray, subject: Subject) -> dict | None:
     return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in s.items()}
 
 
-def segment_cohort(root: str | os.PathLike, out: str | os.PathLike, profile: Profile | str | None = None,
+def segment_cohort(root: str | os.PathLike, out: str | os.PathLike, profile: Profile,
                    run: str | os.PathLike | None = None, json_out: str | os.PathLike | None = None) -> dict:
     """Segment every frame of every subject of the ACDC-layout cohort `root` into the new cohort `out`.
 
@@ -114,7 +114,6 @@ def segment_cohort(root: str | os.PathLike, out: str | os.PathLike, profile: Pro
     when json_out is given, {"root", "out", "run", "n_subjects", "n_labelled", "dice", "hd95", "per_subject"}.
     Returns that summary.
     """
-    profile = get_profile(profile)
     check_inputs(root, out, run)
     run = Path(run) if run is not None else seg.ensure(profile)
     model = seg.load(run)

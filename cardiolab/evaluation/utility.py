@@ -22,9 +22,10 @@ import torch
 
 from cardiolab.core import MANIFEST, SCORES, CardiolabError, read_json, write_json
 from cardiolab.data.cines import cohort_volumes
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import ensure_run
 from cardiolab.metrics.segmentation import STRUCTURES, bootstrap_ci, mean_ci
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile
 from cardiolab.tasks import segmenter as seg
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _summarise(scores: list[dict]) -> dict:
     return out
 
 
-def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
+def utility(profile: Profile, synthetic_root: str | os.PathLike,
             out_json: str | os.PathLike | None = None, seeds: int | Sequence[int] | None = None,
             steps: int | None = None, cache_dir: str | os.PathLike | None = None,
             run_root: str | os.PathLike | None = None, fractions: Sequence[float] = (1.0,),
@@ -70,8 +71,6 @@ def utility(profile: Profile | str | None, synthetic_root: str | os.PathLike,
     "steps", "ci", "results": {setting: {"dice": {RV|MYO|LV|mean: {mean, ci_low, ci_high, per_seed}},
     "hd95": ...}}}.
     """
-    from cardiolab.data.prepare import ensure_prepared
-    profile = get_profile(profile)
     seeds = list(seeds) if isinstance(seeds, (list, tuple)) else list(range(seeds or profile.eval.utility_seeds))
     if not seeds:
         raise CardiolabError("utility: at least one seed is needed")

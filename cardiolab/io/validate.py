@@ -7,6 +7,7 @@ registry that dispatches between layouts in layouts.py.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,6 @@ def check_image(vol: Volume) -> list[Problem]:
 
 def check_distinct(images: dict[Path, np.ndarray]) -> list[Problem]:
     """Subjects of one cohort whose images are voxel-identical (a collapsed generator, or a copy)."""
-    import hashlib
-
     first: dict[str, Path] = {}
     problems = []
     for path, image in images.items():

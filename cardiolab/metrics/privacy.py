@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy.stats import beta, binom, norm
 
 from cardiolab.core import CardiolabError
 from cardiolab.metrics.stats import bootstrap
@@ -85,8 +86,6 @@ def bootstrap_interval(scores: np.ndarray, members: np.ndarray, stat: Callable[[
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Exact two-sided interval of a binomial rate k / n (Clopper & Pearson 1934): [0, hi] at k = 0, [lo, 1] at k = n."""
-    from scipy.stats import beta
-
     if n < 1 or not 0 <= k <= n or not 0 < level < 1:
         raise CardiolabError(f"Clopper-Pearson: need 0 <= k <= n, n >= 1 and level in (0, 1); got k={k}, n={n}, "
                              f"level={level}")
@@ -143,8 +142,6 @@ def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> flo
     """P[>= v of r guesses correct] if the training run is (epsilon, delta)-DP, for m canaries each included
     independently with probability 1/2 (Steinke, Nasr & Jagielski 2023, "Privacy auditing with one (1) training
     run", Theorem 3.1): P[Bin(r, p) >= v] + 2 m delta max_i P[v - i <= Bin(r, p) < v] / i, p = e^eps / (1 + e^eps)."""
-    from scipy.stats import binom
-
     if not 0 <= v <= r <= m or epsilon < 0 or not 0 <= delta <= 1:
         raise CardiolabError(f"one-run audit: need 0 <= v <= r <= m, epsilon >= 0, delta in [0, 1]; got m={m}, r={r}, "
                              f"v={v}, epsilon={epsilon}, delta={delta}")
@@ -172,15 +169,15 @@ def one_run_epsilon(scores: np.ndarray, included: np.ndarray, k_pos: int, k_neg:
                              f"k_neg={k_neg}: need equal 1-D arrays and 0 <= k_pos + k_neg <= m")
     order = np.argsort(-scores, kind="stable")
     correct = int(included[order[:k_pos]].sum()) + int((~included[order[m - k_neg:]]).sum())
-    r, beta = k_pos + k_neg, 1.0 - confidence
+    r, level = k_pos + k_neg, 1.0 - confidence
     lo, hi = 0.0, 1.0
-    if r == 0 or one_run_p_value(m, r, correct, 0.0, delta) >= beta:
+    if r == 0 or one_run_p_value(m, r, correct, 0.0, delta) >= level:
         return {"epsilon_lower_bound": 0.0, "guesses": r, "correct": correct, "m": m}
-    while one_run_p_value(m, r, correct, hi, delta) < beta:
+    while one_run_p_value(m, r, correct, hi, delta) < level:
         lo, hi = hi, 2 * hi
     while hi - lo > 1e-4:
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if one_run_p_value(m, r, correct, mid, delta) < beta else (lo, mid)
+        lo, hi = (mid, hi) if one_run_p_value(m, r, correct, mid, delta) < level else (lo, mid)
     return {"epsilon_lower_bound": lo, "guesses": r, "correct": correct, "m": m}
 
 
@@ -194,8 +191,6 @@ def lira_offline(losses: np.ndarray, reference_losses: np.ndarray) -> np.ndarray
     too noisy (the paper's global-variance variant). The score is -log P[OUT loss <= observed]: a member's loss
     falls far into the OUT distribution's lower tail.
     """
-    from scipy.stats import norm
-
     losses, ref = np.asarray(losses, dtype=np.float64), np.asarray(reference_losses, dtype=np.float64)
     if ref.ndim != 2 or ref.shape[1] != losses.shape[0] or losses.ndim != 1 or ref.shape[0] < 2:
         raise CardiolabError(f"LiRA: need losses (N,) and reference losses (K >= 2, N), got {losses.shape} and "

@@ -23,6 +23,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from cardiolab.core import CardiolabError
 from cardiolab.io.cohort import LABELS
+from cardiolab.metrics.function import compare_distributions
 
 STRUCTURES = {name: value for name, value in LABELS.items() if name != "background"}
 STATS = ("area", "eccentricity", "roundness", "solidity")
@@ -127,8 +128,6 @@ def compare_mask_shapes(real: Sequence[np.ndarray], synthetic: Sequence[np.ndarr
     Returns `metrics.function.compare_distributions` rows: group (structure), metric, n_real, n_synth, means, w1,
     ks, ks_pvalue.
     """
-    from cardiolab.metrics.function import compare_distributions
-
     tables = [cohort_shape_stats(list(series), spacing, frames=frames) for series in (real, synthetic)]
     if tables[0].empty or tables[1].empty:
         side = "real" if tables[0].empty else "synthetic"

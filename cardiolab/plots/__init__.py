@@ -14,6 +14,7 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.animation import FuncAnimation, PillowWriter
 
 from cardiolab.core import CardiolabError, atomic_path
 from cardiolab.io.acdc import read_acdc
@@ -75,8 +76,6 @@ def save_gif(image, path: str | os.PathLike, slice: int | None = None, labels=No
 
     image: (D, H, W, T) (slice picks one, default the middle) or (H, W, T); labels: same shape, optional.
     """
-    from matplotlib.animation import FuncAnimation, PillowWriter
-
     image = _np(image)
     lab = None if labels is None else _np(labels)
     if image.ndim == 4:
@@ -137,7 +136,7 @@ def volume_curves(curves: dict, frame_ms: float | None = None, title: str | None
 
 def group_distributions(table, columns: Sequence[str], by: str = "Group", order: Sequence[str] | None = None):
     """One box + strip plot per column of a pandas DataFrame, grouped by `by` (e.g. EF, EDV, mass per group)."""
-    import seaborn as sns
+    import seaborn as sns  # lazy: seaborn is a slow import, needed only here
 
     missing = [c for c in (*columns, by) if c not in table.columns]
     if missing:

@@ -2,15 +2,17 @@
 leakage vs epsilon."""
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from cardiolab.data.cines import load_cines
+from cardiolab.profiles import Profile
 
 
 def plot_grad_norms(norms: dict, title: str = "per-subject gradient norms"):
     """Histogram of per-sample gradient norms before and after clipping, C marked. norms: dp.mechanism's
     per_sample_grad_norms result {"before", "after", "C"}."""
-    import matplotlib.pyplot as plt
-
     before, after, C = np.asarray(norms["before"]), np.asarray(norms["after"]), float(norms["C"])
     fig, ax = plt.subplots(figsize=(5, 3.2))
     top = max(float(before.max()), C) * 1.05
@@ -29,8 +31,6 @@ def plot_grad_norms(norms: dict, title: str = "per-subject gradient norms"):
 def plot_quality_vs_epsilon(table: pd.DataFrame, metrics=("FD-cardiolab", "KID-cardiolab", "EF_W1")):
     """One panel per metric: value vs epsilon (log axis; inf drawn at the right edge), one line per init.
     table: rows with columns epsilon, init ('pre-trained' | 'scratch') and the metrics."""
-    import matplotlib.pyplot as plt
-
     metrics = [m for m in metrics if m in table.columns]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
     finite = table["epsilon"][np.isfinite(table["epsilon"])]
@@ -51,8 +51,6 @@ def plot_quality_vs_epsilon(table: pd.DataFrame, metrics=("FD-cardiolab", "KID-c
 def plot_leakage_vs_epsilon(leak: pd.DataFrame):
     """Membership-inference AUC and TPR at 1 % FPR vs epsilon with their 95 % intervals, one line per attack, and
     the epsilon the intervals prove beside the accountant's (the diagonal). leak: `experiments.leakage_table`."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 3, figsize=(10.8, 3.2))
     finite = leak["epsilon"][np.isfinite(leak["epsilon"])]
     inf_at = (finite.max() * 4) if len(finite) else 100.0
@@ -79,13 +77,9 @@ def plot_leakage_vs_epsilon(leak: pd.DataFrame):
     return fig
 
 
-def plot_group_samples(cohorts: dict, profile=None, frame: int = 0):
+def plot_group_samples(cohorts: dict, profile: Profile, frame: int = 0):
     """One sample per conditioned group: the middle slice at `frame` of each cohort's first study.
     cohorts: {group: cohort folder} (e.g. controllability's runs/<profile>/eval/<run>-groups/<group>)."""
-    import matplotlib.pyplot as plt
-
-    from cardiolab.data.cines import load_cines
-
     fig, axes = plt.subplots(1, len(cohorts), figsize=(2.2 * len(cohorts), 2.4), squeeze=False)
     for ax, (group, cohort) in zip(axes[0], cohorts.items()):
         images = load_cines(cohort, profile).images                    # (N, D, H, W, T)

@@ -1,4 +1,4 @@
-"""Figures of training: loss curves, reconstructions, codebook use, DiT tokens and guidance.
+"""Figures of training: loss curves, reconstructions, codebook use, DiT tokens, the noise schedule and guidance.
 
 Each function returns a matplotlib Figure; save it with `cardiolab.plots.save_figure`.
 """
@@ -108,6 +108,43 @@ def plot_loss(curves, smooth: int = 5):
 
 def plot_guidance(images: torch.Tensor, scales, slice: int | None = None, frames: int = 6, info: dict | None = None):
     """Rows: guidance scales; columns: frames of one slice."""
+    fig = _frame_rows(images, [f"s={s:g}" for s in scales], slice, frames)
+    if info:
+        fig.suptitle("guidance for " + ", ".join(f"{k}={v}" for k, v in info.items()), fontsize=8)
+    return fig
+
+
+def plot_schedule(alpha_bar, sample_timesteps=None):
+    """The noise schedule: abar_t (signal variance kept in x_t) and 1 - abar_t (noise variance) against the training
+    step t, and the signal-to-noise ratio abar / (1 - abar) on a log scale; sample_timesteps (DDIM's t) as ticks."""
+    abar = np.asarray(alpha_bar, dtype=np.float64)
+    t = np.arange(len(abar))
+    fig, (ax, ax_snr) = plt.subplots(1, 2, figsize=(9, 3), layout="constrained")
+    snr = abar / np.maximum(1 - abar, 1e-12)
+    ax.plot(t, abar, label="abar_t (signal)")
+    ax.plot(t, 1 - abar, label="1 - abar_t (noise)")
+    ax.set(xlabel="t", ylabel="variance share", title=f"cosine schedule, T = {len(abar)}")
+    ax_snr.semilogy(t, snr)
+    ax_snr.set(xlabel="t", ylabel="abar / (1 - abar)", title="signal-to-noise ratio")
+    if sample_timesteps is not None:
+        steps = np.asarray(sample_timesteps, dtype=int)
+        ax.plot(steps, abar[steps], "k|", markersize=10, label=f"DDIM steps ({len(steps)})")
+        ax_snr.plot(steps, snr[steps], "k|", markersize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_noised_cines(images: torch.Tensor, timesteps, alpha_bar=None, slice: int | None = None, frames: int = 6):
+    """Rows: the decoded x_t of one study at each diffusion step t (`tasks.dit.noised_cines`); columns: frames of
+    one slice. images: (S, D, H, W, T) in [-1, 1]; alpha_bar: the schedule, to print abar_t beside each row."""
+    labels = [f"t={t}" + ("" if alpha_bar is None else f"\nabar={float(alpha_bar[t]):.2f}") for t in timesteps]
+    fig = _frame_rows(images, labels, slice, frames)
+    fig.suptitle("x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, decoded by the VQ-GAN", fontsize=8)
+    return fig
+
+
+def _frame_rows(images: torch.Tensor, row_labels, slice: int | None, frames: int):
+    """One row per image of (S, D, H, W, T) in [-1, 1], labelled; columns: evenly spaced frames of one slice."""
     S, D, H, W, T = images.shape
     z = D // 2 if slice is None else slice
     cols = np.unique(np.linspace(0, T - 1, min(T, frames)).round().astype(int))
@@ -116,8 +153,6 @@ def plot_guidance(images: torch.Tensor, scales, slice: int | None = None, frames
         for c, t in enumerate(cols):
             axes[r, c].imshow(images[r, z, :, :, t], cmap="gray", vmin=-1, vmax=1)
             axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
-            axes[0, c].set_title(f"t={t}", fontsize=8)
-        axes[r, 0].set_ylabel(f"s={scales[r]:g}", fontsize=8)
-    if info:
-        fig.suptitle("guidance for " + ", ".join(f"{k}={v}" for k, v in info.items()), fontsize=8)
+            axes[0, c].set_title(f"frame {t}", fontsize=8)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
     return fig

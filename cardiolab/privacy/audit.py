@@ -2,7 +2,7 @@
 
 Every cohort reaches the embedding through one label-free path, `cardiolab.data.cines.load_cines(label_free=True)`:
 a cohort folder, or the cohort a prepared cache was made from (its splits), prepared without ever using a label
-(`prepare.label_free_view`), so an image-only copy of a labelled training subject is cropped exactly as its source
+(`geometry.label_free_view`), so an image-only copy of a labelled training subject is cropped exactly as its source
 and a cine's distance does not depend on which files sit beside it. Training, holdout, calibration, synthetic and
 control cohorts all take that path.
 Defaults follow what the generators trained on: the training set is every non-holdout subject of the profile's
@@ -19,14 +19,26 @@ import os
 import tempfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
-from cardiolab.core import CardiolabError, is_cache, write_json
-from cardiolab.data.cines import load_cines
+from cardiolab.core import CardiolabError, atomic_path, is_cache, read_json, read_stamp, up_to_date, write_json
+from cardiolab.data.cines import is_phantom, load_cines
+from cardiolab.data.datasets import load_manifest
+from cardiolab.data.phantom import COHORT_FILE, cohort_params, generate_cohort
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.dp.accounting import training_cohort_id
-from cardiolab.privacy.copies import DEFAULT_CONFIDENCE
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.engine import ensure_run, kept_checkpoints, run_status
+from cardiolab.privacy.copies import (DEFAULT_CONFIDENCE, calibrate, check_confidence, check_percentile,
+                                      compare_control, detect_copies, distance_summary, planted_scores)
+from cardiolab.privacy.embeddings import check_embedding, default_embedding, embedder
+from cardiolab.privacy.membership import check_dit_run
+from cardiolab.privacy.plant import (FAMILIES, PLANTED_JSON, CopyTransforms, family_transforms, plant, read_planted,
+                                     write_planted)
+from cardiolab.profiles import Profile
+from cardiolab.tasks import copy_detector, dit
+from cardiolab.tasks import vqgan as vqgan_task     # `vqgan` is the run argument of plant_cohort and audit_families
 
 
 KIND = "cardiolab-audit-copies"
@@ -40,7 +52,6 @@ def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, 
     the label-free comparison geometry (module docstring)."""
 
     if path is None:
-        from cardiolab.data.prepare import ensure_prepared
         path = ensure_prepared(profile)
     path = Path(path)
     if not path.exists():
@@ -55,8 +66,6 @@ def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, 
 def _check_slices(path: Path, profile: Profile) -> None:
     """A cohort folder whose cines have fewer slices than the profile compares is of another geometry: refused
     (bringing it to profile geometry would invent slices). Reads NIfTI headers only."""
-    import nibabel as nib
-
     for image in sorted(path.glob("*/*_4d.nii.gz")):
         shape = nib.load(image).shape
         if len(shape) != 4 or shape[2] < profile.data.slices:
@@ -82,9 +91,6 @@ def _same_geometry(name: str, images: torch.Tensor, ref: torch.Tensor, ref_name:
 
 def _phantom_source(path: str | os.PathLike | None, profile: Profile) -> Path | None:
     """The phantom cohort folder a training cache (or cohort folder) came from, or None for other data."""
-    from cardiolab.data.cines import is_phantom
-    from cardiolab.data.datasets import load_manifest
-
     path = Path(path) if path is not None else profile.cache_dir
     if not is_phantom(path):
         return None
@@ -94,9 +100,6 @@ def _phantom_source(path: str | os.PathLike | None, profile: Profile) -> Path | 
 def calibration_phantoms(source: str | os.PathLike, n: int, seed: int = CALIBRATION_SEED) -> Path:
     """`n` fresh phantoms drawn like the phantom cohort `source` (its cohort.json: size, spacing, slices, frames,
     SNR range) with `seed`, in the folder `<source>-calibration` (generated once; regenerated when stale)."""
-    from cardiolab.core import atomic_path, read_json, read_stamp, up_to_date
-    from cardiolab.data.phantom import COHORT_FILE, cohort_params, generate_cohort
-
     source = Path(source)
     meta = read_json(source / COHORT_FILE) if (source / COHORT_FILE).exists() else None
     if not meta:
@@ -131,7 +134,7 @@ def calibration_cines(profile: Profile, train: str | os.PathLike | None, n: int 
     return [f"calibration/{i}" for i in cal.ids], cal.images
 
 
-def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, train: str | os.PathLike | None = None,
+def plant_cohort(out: str | os.PathLike, profile: Profile, train: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, n_copies: int | None = None,
                  n_fresh: int | None = None, seed: int = 0, fresh_seed: int = FRESH_SEED, transforms=None,
                  family: str | None = None, vqgan: str | os.PathLike | None = None) -> dict:
@@ -140,10 +143,6 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     (a `privacy.plant.CopyTransforms`; default its ranges) or by one `family` (`plant.family_transforms`: a
     family of `plant.FAMILIES` on every copy, or "mixed"). The vqgan family round-trips each copy through the
     VQ-GAN run `vqgan` (default runs/<profile>/vqgan). Returns a summary dict."""
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.privacy.plant import CopyTransforms, family_transforms, plant, write_planted
-
-    profile = get_profile(profile)
     if family is not None:
         if transforms is not None:
             raise CardiolabError("audit plant: give transforms or a family, not both")
@@ -162,6 +161,7 @@ def plant_cohort(out: str | os.PathLike, profile: Profile | str | None = None, t
     # One geometry for every planted cine: the training cache's (cines are at profile geometry already).
     cache = Path(train) if train is not None else profile.cache_dir
     records = load_manifest(cache)["subjects"] if is_cache(cache) else []
+    d = profile.data                                    # a cohort without a cache: the profile's geometry
     spacing = np.median([r["spacing"] for r in records], axis=0) if records else (d.spacing, d.spacing, 10.0)
     frame_ms = float(np.median([r.get("frame_ms", 0.0) for r in records])) if records else 0.0
     es = int(np.median([r["es"] for r in records])) if records else d.frames // 3
@@ -178,8 +178,6 @@ FRESH_MEMO = 4               # fresh sets kept: `audit families` plants every fa
 def fresh_cines(profile: Profile, n: int, seed: int) -> torch.Tensor:
     """n fresh phantoms (seed) at the profile's phantom geometry, label-free at profile geometry (N, D, H, W, T);
     kept for the process, since `audit families` plants the same fresh cines beside every family's copies."""
-    from cardiolab.data.phantom import generate_cohort
-
     key = (repr(profile.data), n, seed)
     if key not in _FRESH:
         d = profile.data
@@ -194,17 +192,14 @@ def fresh_cines(profile: Profile, n: int, seed: int) -> torch.Tensor:
 
 def _round_trip(profile: Profile, run: str | os.PathLike | None):
     """The VQ-GAN encode-decode of the vqgan family: (1, D, H, W, T) -> (1, D, H, W, T), from a trained run."""
-    from cardiolab.engine import run_status
-    from cardiolab.tasks import vqgan
-
     run = Path(run) if run is not None else profile.run("vqgan")
     if run_status(run, 0) == "fresh":
         raise CardiolabError(f"--family vqgan: no trained VQ-GAN in {run} (run `train vqgan` first, or give --vqgan)")
-    model = vqgan.load(run)
-    return lambda x: vqgan.reconstruct(model, x)
+    model = vqgan_task.load(run)
+    return lambda x: vqgan_task.reconstruct(model, x)
 
 
-def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = None,
+def audit_copies(synthetic: str | os.PathLike, profile: Profile,
                  train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, holdout_split: str | None = "holdout",
                  percentile: float = 5.0, embedding: str | None = None, max_copy_fraction: float | None = None,
@@ -226,12 +221,6 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
     embedding: default the copy detector when its run is trained, else pixels (`embeddings.default_embedding`).
     Written to `out_json` (default runs/<profile>/audit/copies.json).
     """
-    from cardiolab.privacy.copies import (calibrate, check_confidence, check_percentile, compare_control,
-                                          detect_copies, distance_summary, planted_scores)
-    from cardiolab.privacy.embeddings import check_embedding, default_embedding, embedder
-    from cardiolab.privacy.plant import PLANTED_JSON, read_planted
-
-    profile = get_profile(profile)
     percentile, confidence = check_percentile(percentile), check_confidence(confidence)
     embedding = check_embedding(embedding or default_embedding(profile))
     if max_copy_fraction is not None and not 0 <= max_copy_fraction <= 100:
@@ -283,7 +272,7 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile | str | None = N
 SWEEP_KIND = "cardiolab-audit-sweep"
 
 
-def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n: int | None = None,
+def audit_sweep(run: str | os.PathLike, profile: Profile, n: int | None = None,
                 steps: int | None = None, seed: int = 0, embedding: str | None = None,
                 out: str | os.PathLike | None = None, train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None) -> dict:
     """Memorization against training length: sample every kept checkpoint (checkpoint-<step>.pt, from
@@ -294,13 +283,6 @@ def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n:
     runs/<profile>/audit/sweep-<run name>; n, steps: the DiT's sample defaults; embedding: default the copy
     detector when trained, else pixels (`embeddings.default_embedding`).
     """
-    from cardiolab.engine import kept_checkpoints
-    from cardiolab.privacy.membership import check_dit_run
-    from cardiolab.tasks import dit
-
-    from cardiolab.privacy.embeddings import check_embedding, default_embedding
-
-    profile = get_profile(profile)
     embedding = check_embedding(embedding or default_embedding(profile))
     run = Path(run)
     check_dit_run(run)
@@ -324,11 +306,10 @@ def audit_sweep(run: str | os.PathLike, profile: Profile | str | None = None, n:
     return result
 
 
-def top_pairs(result: dict, profile: Profile | str | None = None, k: int = 4,
+def top_pairs(result: dict, profile: Profile, k: int = 4,
               train: str | os.PathLike | None = None) -> list[dict]:
     """The k synthetic cines of an `audit copies` result nearest their training cine: [{id, train_id, distance,
     synthetic (D, H, W, T), train (D, H, W, T)}], nearest first."""
-    profile = get_profile(profile)
     per = sorted(result["per_synthetic"], key=lambda p: p["distance"])[:k]
     syn_ids, syn = _cines(result["synthetic"], profile, None)
     tr_ids, tr = _cines(train, profile, TRAIN_SPLITS)
@@ -344,7 +325,7 @@ REPORT_SEEDS = (11, 12, 13)
 REPORT_FRESH_OFFSET = 100           # fresh seed of reported cohort s: 100 + s
 
 
-def audit_families(out: str | os.PathLike, profile: Profile | str | None = None,
+def audit_families(out: str | os.PathLike, profile: Profile,
                    families: tuple[str, ...] | None = None, seeds: tuple[int, ...] = REPORT_SEEDS[:1],
                    leave_out: bool = True, steps: int | None = None, n_fresh: int | None = None,
                    train: str | os.PathLike | None = None, holdout: str | os.PathLike | None = None,
@@ -360,12 +341,6 @@ def audit_families(out: str | os.PathLike, profile: Profile | str | None = None,
     leave_out, rows: [{family, seed, fresh_seed, detector, without, recall, recall_matched, fpr, fpr_bound,
     threshold, n_planted, n_fresh}]}. Returns it with "json".
     """
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.engine import ensure_run
-    from cardiolab.privacy.plant import FAMILIES
-    from cardiolab.tasks import copy_detector
-
-    profile = get_profile(profile)
     families = tuple(families) if families else FAMILIES[:-1] + ("mixed",)
     for f in families:
         if f not in FAMILIES and f != "mixed":

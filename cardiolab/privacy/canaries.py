@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.tasks.vqgan import save_latents
 
 CANARIES_JSON = "canaries.json"     # {"canaries": [{id, kind, m}], "source": latents.pt, "seed"}
 LATENTS = "latents.pt"
@@ -78,8 +79,6 @@ def make_canaries(record: dict, k: int = 2, copies: Sequence[int] = (4,), n_outl
 
 def write_latents(record: dict, out: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write out/latents.pt (weights_only-safe) and, with `extra`, out/canaries.json; returns the latents path."""
-    from cardiolab.tasks.vqgan import save_latents
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_latents(record, out / LATENTS)        # its VQ-GAN and cache named relative to the root

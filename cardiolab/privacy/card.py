@@ -14,7 +14,12 @@ from pathlib import Path
 
 from cardiolab.core import CardiolabError, atomic_path, read_json
 from cardiolab.data.cines import cine_cohorts
-from cardiolab.profiles import AUDIT_DIR, Profile, get_profile
+from cardiolab.plots import save_figure
+from cardiolab.plots.audits import plot_dcr
+from cardiolab.privacy.audit import audit_copies
+from cardiolab.privacy.copies import check_percentile
+from cardiolab.privacy.embeddings import check_embedding, default_embedding
+from cardiolab.profiles import AUDIT_DIR, Profile
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +95,10 @@ def _table(rows: list[dict]) -> list[str]:
             + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows] + [""])
 
 
-def audit_report(profile: Profile | str | None = None, embedding: str | None = None, percentile: float = 5.0) -> Path:
+def audit_report(profile: Profile, embedding: str | None = None, percentile: float = 5.0) -> Path:
     """Copy-audit each cohort in runs/<profile>/samples/* that has no copies-<name>.json yet, draw the DCR
     histograms, then write runs/<profile>/audit/card.md. embedding: default copy-detector when its run is trained,
     else pixels. Returns the card's path."""
-    from cardiolab.plots import save_figure
-    from cardiolab.plots.audits import plot_dcr
-    from cardiolab.privacy.audit import audit_copies
-    from cardiolab.privacy.copies import check_percentile
-    from cardiolab.privacy.embeddings import check_embedding, default_embedding
-
-    profile = get_profile(profile)
     percentile = check_percentile(percentile)
     if embedding is not None:
         check_embedding(embedding)

@@ -39,6 +39,10 @@ from einops import rearrange
 
 from cardiolab.core import CardiolabError
 from cardiolab.data.cines import align_cines, zoom_cines
+from cardiolab.engine import run_status
+from cardiolab.metrics.features import features
+from cardiolab.profiles import Profile
+from cardiolab.tasks import get_task
 
 EMBEDDINGS = ("pixels", "copy-detector", "evaluator")
 LEARNED = ("copy-detector", "evaluator")
@@ -119,18 +123,13 @@ MEMO_SIZE = 8
 _MEMO: dict = {}
 
 
-def embedder(kind: str = "pixels", profile=None, run_dir=None) -> Embedder:
-    """The `Embedder` of `kind` (one of EMBEDDINGS). Learned kinds load their run (default runs/<profile>/<kind>)
-    once; a missing run raises CardiolabError."""
+def embedder(kind: str = "pixels", profile: Profile | None = None, run_dir=None) -> Embedder:
+    """The `Embedder` of `kind` (one of EMBEDDINGS). Learned kinds load their run (default runs/<profile>/<kind>:
+    give `profile` or `run_dir`) once; a missing run raises CardiolabError."""
     check_embedding(kind)
     if kind == "pixels":
         return Embedder(kind, None, pixel_embeddings)
-    from cardiolab.engine import run_status
-    from cardiolab.metrics.features import features
-    from cardiolab.profiles import get_profile
-    from cardiolab.tasks import get_task
-
-    run = run_dir or get_profile(profile).run(kind)
+    run = run_dir or profile.run(kind)
     if run_status(run, 0) == "fresh":
         raise CardiolabError(f"--embedding {kind}: no trained run in {run} (run `train {kind}` first)")
     task = get_task(kind)
@@ -140,15 +139,12 @@ def embedder(kind: str = "pixels", profile=None, run_dir=None) -> Embedder:
     return Embedder(kind, run, lambda aligned: features(model, aligned, per_cine=True).double())
 
 
-def default_embedding(profile=None) -> str:
+def default_embedding(profile: Profile) -> str:
     """The copy audit's embedding when none is named: the copy detector when its run is trained, else pixels (the
     caller says so in one line: pixels miss rotated and re-rendered copies)."""
-    from cardiolab.engine import run_status
-    from cardiolab.profiles import get_profile
-
-    return "copy-detector" if run_status(get_profile(profile).run("copy-detector"), 0) != "fresh" else "pixels"
+    return "copy-detector" if run_status(profile.run("copy-detector"), 0) != "fresh" else "pixels"
 
 
-def embed(images: torch.Tensor, kind: str = "pixels", profile=None) -> torch.Tensor:
+def embed(images: torch.Tensor, kind: str = "pixels", profile: Profile | None = None) -> torch.Tensor:
     """Embeddings (N, F) of cines (N, D, H, W, T) in [-1, 1] by `kind` (one of EMBEDDINGS)."""
     return embedder(kind, profile)(images)

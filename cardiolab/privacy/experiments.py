@@ -15,10 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cardiolab.core import RUN_CONFIG, read_json
-from cardiolab.profiles import Profile, get_profile, override
+from cardiolab.evaluation.evaluate import evaluate
+from cardiolab.metrics import privacy as mia
+from cardiolab.privacy.cohorts import encode_latents, phantom_cohort
+from cardiolab.privacy.membership import audit_mia
+from cardiolab.profiles import Profile, override
+from cardiolab.tasks import dit, dp as task, segmenter, vqgan
+from cardiolab.tasks.dp import PRIVATE_LATENTS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +46,7 @@ class Setting:
 TINY_GRID = (Setting(math.inf), Setting(10.0), Setting(1.0), Setting(10.0, "scratch"))
 
 
-def private_cohort(profile: Profile | str | None = None, subjects: int | None = None, seed: int = 1) -> dict:
+def private_cohort(profile: Profile, subjects: int | None = None, seed: int = 1) -> dict:
     """The private cohort, its cache and its latents (made if missing); returns {"root", "cache", "latents",
     "public_dit"}. The phantom's: a second phantom cohort, data/phantom/<profile>-private, its cache
     data/cache/<profile>-private; another data source's: its own private split (the public VQ-GAN and DiT trained
@@ -48,11 +55,6 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     The latents use the public VQ-GAN and record the public DiT's scale (no statistic of the private subjects).
     subjects: phantom cohort size (default profile.dp.private_subjects); a cohort of another size or seed is remade.
     """
-    from cardiolab.privacy.cohorts import encode_latents, phantom_cohort
-    from cardiolab.tasks import dit, vqgan
-    from cardiolab.tasks.dp import PRIVATE_LATENTS
-
-    profile = get_profile(profile)
     public_dit = dit.ensure(profile)
     latents = profile.run(PRIVATE_LATENTS)
     if profile.data_source is not None:       # a real source: its private split, beside its holdout
@@ -64,13 +66,11 @@ def private_cohort(profile: Profile | str | None = None, subjects: int | None = 
     return {**made, "latents": latents, "public_dit": public_dit}
 
 
-def run_setting(profile: Profile | str | None, setting: Setting, private: dict, steps: int, seed: int = 0,
+def run_setting(profile: Profile, setting: Setting, private: dict, steps: int, seed: int = 0,
                 out: str | Path | None = None) -> dict:
     """Train one grid point (dit-dp on private["latents"]); returns {"run", "seconds", "s_per_step"} (wall time
     of the whole `train` call: setup, sigma search and privacy.json included)."""
-    from cardiolab.tasks import dp as task
-
-    profile = override(get_profile(profile), [f"dp.epsilon={setting.epsilon}", f"dp.params={setting.params}"])
+    profile = override(profile, [f"dp.epsilon={setting.epsilon}", f"dp.params={setting.params}"])
     out = Path(out) if out is not None else profile.run(setting.name)
     init = private["public_dit"] if setting.init == "pre-trained" else "none"
     t0 = time.perf_counter()
@@ -79,14 +79,10 @@ def run_setting(profile: Profile | str | None, setting: Setting, private: dict, 
     return {"run": run, "seconds": seconds, "s_per_step": seconds / steps}
 
 
-def evaluate_setting(profile: Profile | str | None, run: str | Path, private: dict, n: int, sample_steps: int,
+def evaluate_setting(profile: Profile, run: str | Path, private: dict, n: int, sample_steps: int,
                      seed: int = 0, seg_model=None, labels: bool = True) -> dict:
     """Sample n studies from a grid run and evaluate them against the private holdout: FD/KID-cardiolab and, with
     labels, the segmenter EF W1 (all groups pooled). Returns {"cohort", "FD-cardiolab", "KID-cardiolab", "EF_W1"}."""
-    from cardiolab.evaluation.evaluate import evaluate
-    from cardiolab.tasks import dp as task
-
-    profile = get_profile(profile)
     run = Path(run)
     cohort = task.sample_cohort(run, n, sample_steps, seed, profile.samples(run.name),
                                 cond="from-training-distribution")
@@ -97,14 +93,11 @@ def evaluate_setting(profile: Profile | str | None, run: str | Path, private: di
             "KID-cardiolab": res["fidelity"]["KID-cardiolab"], "EF_W1": ef[0] if ef else float("nan")}
 
 
-def run_grid(profile: Profile | str | None = None, settings=TINY_GRID, steps: int | None = None,
+def run_grid(profile: Profile, settings=TINY_GRID, steps: int | None = None,
              n_samples: int | None = None, sample_steps: int | None = None, subjects: int | None = None, seed: int = 0,
              labels: bool = True, seg_model=None) -> pd.DataFrame:
     """The whole experiment: one row per setting with setting, epsilon, init, params, sigma, epsilon_rdp,
     epsilon_prv, delta, s_per_step, FD-cardiolab, KID-cardiolab, EF_W1, run (None where not private)."""
-    from cardiolab.tasks import dit, segmenter
-
-    profile = get_profile(profile)
     private = private_cohort(profile, subjects)
     steps = int(steps or profile.dp.steps)
     defaults = dit.sample_defaults(profile)
@@ -137,7 +130,7 @@ def settings_from(epsilons=(math.inf, 10.0, 1.0), scratch=(10.0,), attention=())
 LEAKAGE_ATTACKS = ("loss", "calibrated", "lira")   # calibrated: minus the public init's loss (none without an init)
 
 
-def leakage_table(profile: Profile | str | None, table: pd.DataFrame, n_fresh: int | None = None,
+def leakage_table(profile: Profile, table: pd.DataFrame, n_fresh: int | None = None,
                   delta: float = 1e-5) -> pd.DataFrame:
     """Membership inference against every run of a `run_grid` table (`audit mia`, each run with its own samples):
     one row per (setting, attack: loss, calibrated, LiRA with the profile's mia.references) with epsilon, AUC and its
@@ -145,12 +138,6 @@ def leakage_table(profile: Profile | str | None, table: pd.DataFrame, n_fresh: i
     n_fresh default mia.fresh), and the epsilon those intervals prove
     (`mia.dp_bound_check` at `delta`; for a DP run at its own delta): what an attack shows, beside the accountant's
     epsilon it must stay under."""
-    import numpy as np
-
-    from cardiolab.metrics import privacy as mia
-    from cardiolab.privacy.membership import audit_mia
-
-    profile = get_profile(profile)
     rows = []
     for _, row in table.iterrows():
         r = audit_mia(row["run"], profile, n_fresh=n_fresh)

@@ -33,7 +33,9 @@ from pathlib import Path
 
 from cardiolab.core import from_record
 from cardiolab.engine import ensure_run
+from cardiolab.privacy.cohorts import encode_latents, phantom_cohort
 from cardiolab.profiles import Profile
+from cardiolab.tasks import dit, dp as dp_task, vqgan
 
 SHADOW_SEED = 100
 
@@ -41,8 +43,6 @@ SHADOW_SEED = 100
 def shadow_cohort(profile: Profile, k: int) -> tuple[dict, Path]:
     """Reference k's shadow phantoms and their cache (`cohorts.phantom_cohort`), and the folder of their latents
     (runs/<profile>/lira/shadow<k>-n<subjects>)."""
-    from cardiolab.privacy.cohorts import phantom_cohort
-
     n = profile.mia.reference_subjects
     out = profile.run("lira") / f"shadow{k}-n{n}"
     return phantom_cohort(profile, f"shadow{k}-n{n}", n, SHADOW_SEED + k, (out,)), out
@@ -50,8 +50,6 @@ def shadow_cohort(profile: Profile, k: int) -> tuple[dict, Path]:
 
 def shadow_latents(profile: Profile, k: int, vqgan_run: Path, scale_from: Path) -> Path:
     """The latents of reference k's shadow phantoms (made if missing or stale)."""
-    from cardiolab.privacy.cohorts import encode_latents
-
     cohort, out = shadow_cohort(profile, k)
     return encode_latents(cohort, vqgan_run, scale_from, out)
 
@@ -59,10 +57,6 @@ def shadow_latents(profile: Profile, k: int, vqgan_run: Path, scale_from: Path) 
 def ensure_references(run: Path, conf: dict, task: str, profile: Profile, k: int) -> list[Path]:
     """The k reference runs of target `run` (config `conf`, registry name `task`: dit or dit-dp), trained if
     missing or stale. Returns their folders."""
-    from cardiolab.tasks import dit
-    from cardiolab.tasks import dp as dp_task
-    from cardiolab.tasks.vqgan import LATENTS, load_latents
-
     vq = from_record(conf["vqgan_run"])
     init = from_record(conf["init_run"]) if conf.get("init_run") else None
     steps, n = profile.mia.reference_steps, profile.mia.reference_subjects
@@ -78,8 +72,8 @@ def ensure_references(run: Path, conf: dict, task: str, profile: Profile, k: int
             shaping = dp_task.shaping(profile, latents, init or "none", seed=i)
             train = partial(dp_task.train, profile, out, steps=steps, seed=i, latents=latents, init=init or "none")
         else:
-            path = latents / LATENTS
-            shaping = dit.shaping(profile, i, load_latents(path).get("vqgan_id"), path, steps)
+            path = latents / vqgan.LATENTS
+            shaping = dit.shaping(profile, i, vqgan.load_latents(path).get("vqgan_id"), path, steps)
             train = partial(dit.train, profile, out, steps=steps, seed=i, latents=path)
         refs.append(ensure_run(out, steps, shaping, train))
     return refs

@@ -46,7 +46,7 @@ from cardiolab.plots.audits import save_mia_roc
 from cardiolab.privacy.copies import dcr
 from cardiolab.privacy.embeddings import embedder
 from cardiolab.privacy.lira import ensure_references
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile
 from cardiolab.tasks import dit, task_of_run
 from cardiolab.tasks.vqgan import encode_volume, load as load_vqgan, load_latents
 
@@ -197,7 +197,7 @@ def _trained_latents(run: Path, conf: dict) -> Path:
     return from_record(latents)
 
 
-def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, reference: str | os.PathLike | None = None,
+def audit_mia(run: str | os.PathLike, profile: Profile, reference: str | os.PathLike | None = None,
               synthetic: str | os.PathLike | None = None, n_fresh: int | None = None, n_boot: int = 1000,
               out_json: str | os.PathLike | None = None, figure: str | os.PathLike | None = None,
               references: int | None = None) -> dict:
@@ -209,7 +209,6 @@ def audit_mia(run: str | os.PathLike, profile: Profile | str | None = None, refe
     runs/<profile>/lira, `privacy.lira`).
     Default paths: runs/<profile>/audit/mia-<run name>.json / .png.
     """
-    profile = get_profile(profile)
     run = Path(run)
     task = check_dit_run(run)
     n_fresh, references = _phantom_sides(profile, n_fresh, references)

@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from cardiolab.core import CardiolabError, write_json
-from cardiolab.profiles import Profile, get_profile, override
+from cardiolab.diffusion import DiffusionConfig, create_scheduler
+from cardiolab.dp.accounting import read_privacy_json
+from cardiolab.metrics import privacy as mia
+from cardiolab.privacy.canaries import write_latents
+from cardiolab.privacy.membership import T_FRACTIONS, loss_scores
+from cardiolab.profiles import Profile, override
+from cardiolab.tasks import dit, dp as dp_task, vqgan
 
 KIND = "cardiolab-audit-one-run"
 ONE_RUN_JSON = "one-run.json"
@@ -49,7 +55,7 @@ def split_canaries(record: dict, m: int, seed: int = 0) -> tuple[dict, dict]:
     return kept, canaries
 
 
-def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, init: str | os.PathLike,
+def audit_one_run(profile: Profile, latents: str | os.PathLike, init: str | os.PathLike,
                   out: str | os.PathLike, m: int | None = None, k: int | None = None, seed: int = 0,
                   steps: int | None = None, confidence: float = 0.95, epsilon: float | None = None) -> dict:
     """Train one dit-dp run (the profile's dp section, release mode) on `latents` with m canaries included at
@@ -63,19 +69,10 @@ def audit_one_run(profile: Profile | str | None, latents: str | os.PathLike, ini
     Returns the JSON: {kind, run, m, k, guesses, correct, epsilon_lower_bound, confidence, epsilon, delta,
     accountant, canaries: [{id, included, score}]}.
     """
-    from cardiolab.diffusion import DiffusionConfig, create_scheduler
-    from cardiolab.metrics import privacy as mia
-    from cardiolab.dp.accounting import read_privacy_json
-    from cardiolab.privacy.canaries import write_latents
-    from cardiolab.privacy.membership import T_FRACTIONS, loss_scores
-    from cardiolab.tasks import dit
-    from cardiolab.tasks import dp as dp_task
-    from cardiolab.tasks.vqgan import load_latents
-
-    profile, out = get_profile(profile), Path(out)
+    out = Path(out)
     if epsilon is not None:
         profile = override(profile, [f"dp.epsilon={epsilon}"])
-    record = load_latents(latents)
+    record = vqgan.load_latents(latents)
     n_train = sum(dict(record["splits"]).get(s) != "holdout" for s in record["ids"])
     m = int(m if m is not None else n_train // 2)
     k = int(k if k is not None else max(1, m // 4))     # a small private split still gets one guess each way

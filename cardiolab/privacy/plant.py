@@ -31,8 +31,11 @@ from typing import Sequence
 import numpy as np
 import torch
 from einops import rearrange
+from monai.transforms import Affine
+from scipy import ndimage
 
 from cardiolab.core import CardiolabError, read_json, write_json
+from cardiolab.data.geometry import plain_tensor
 from cardiolab.io.cohort import write_cines
 
 PLANTED_JSON = "planted.json"          # {synthetic id: training id or null}
@@ -126,9 +129,6 @@ def apply_transform(cine: torch.Tensor, t: dict, labels: torch.Tensor | None = N
     and its labels (D, H, W, T) moved with it (nearest neighbour; intensity, blur and noise leave them alone).
     Order: the VQ-GAN round trip (`round_trip`: (1, D, H, W, T) -> same, needed when t["vqgan"]), flip, one
     affine warp (rotation, zoom, shift; the border replicated), gamma, gain, blur, noise, phase roll."""
-    from monai.transforms import Affine
-    from scipy import ndimage
-
     t = dict(IDENTITY, **t)
     D, H, W, T = cine.shape
     x = cine.float()
@@ -144,10 +144,10 @@ def apply_transform(cine: torch.Tensor, t: dict, labels: torch.Tensor | None = N
         kw = dict(rotate_params=math.radians(t["rotation_deg"]), translate_params=tuple(t["shift_px"]),
                   scale_params=(t["zoom"], t["zoom"]), padding_mode="border", image_only=True)
         planes = rearrange(x, "d h w t -> (d t) h w")                         # every slice-frame as a channel
-        x = rearrange(_plain(Affine(**kw)(planes)), "(d t) h w -> d h w t", d=D, t=T)
+        x = rearrange(plain_tensor(Affine(**kw)(planes)), "(d t) h w -> d h w t", d=D, t=T)
         if lab is not None:
             planes = rearrange(lab.float(), "d h w t -> (d t) h w")
-            moved = _plain(Affine(mode="nearest", **kw)(planes))
+            moved = plain_tensor(Affine(mode="nearest", **kw)(planes))
             lab = rearrange(moved, "(d t) h w -> d h w t", d=D, t=T).round().to(labels.dtype)
     if t["gamma"] != 1.0:
         x = ((x + 1.0) / 2.0).clamp(0.0, 1.0) ** t["gamma"] * 2.0 - 1.0
@@ -171,11 +171,6 @@ def _roll(x: torch.Tensor, shift: float) -> torch.Tensor:
     lo = torch.floor(t).long()
     w = (t - lo).to(x.dtype)
     return (1 - w) * x[..., lo % T] + w * x[..., (lo + 1) % T]
-
-
-def _plain(x) -> torch.Tensor:
-    """A MONAI MetaTensor as a plain tensor (its metadata has no use here)."""
-    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
 
 
 def plant(train: torch.Tensor, train_ids: Sequence[str], fresh: torch.Tensor, n_copies: int, seed: int = 0,

@@ -20,10 +20,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardiolab.core import RUN_CONFIG, CardiolabError, atomic_path, is_cache, read_json, write_csv
+from cardiolab.core import RUN_CONFIG, CardiolabError, atomic_path, from_record, is_cache, read_json, write_csv
 from cardiolab.data.cines import is_phantom
+from cardiolab.dp.accounting import cohort_privacy, is_release
+from cardiolab.engine import read_metrics
 from cardiolab.evaluation.evaluate import load_evaluations, model_table
 from cardiolab.io.cohort import samples_record
+from cardiolab.plots import save_figure
+from cardiolab.plots.evaluation import plot_models
+from cardiolab.privacy.card import report_section
+from cardiolab.profiles import PROFILES
+from cardiolab.reporting.reproduce import read_timings
+from cardiolab.tasks import REGISTRY, get_task
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +73,6 @@ def training_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per trained model of the registry under run_dir (<run_dir>/<name>/config.json): model, kind,
     parameters, steps, s/step (median of metrics.jsonl), training time (s, summed over the logged windows) and
     s/sample (samples/<name>/samples.json, when sampled)."""
-    from cardiolab.engine import read_metrics
-    from cardiolab.profiles import PROFILES
-    from cardiolab.tasks import REGISTRY, get_task
-
     run_dir = Path(run_dir)
     profile = PROFILES.get(run_dir.resolve().name)
     rows = []
@@ -127,7 +131,6 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
 def data_sources(run_dir: str | os.PathLike) -> list[dict]:
     """The data sources the runs under run_dir trained on, one per prepared cache their config.json files record:
     {"cache", "root", "layout", "phantom"} (cache and root as recorded; phantom from the cache's manifest)."""
-    from cardiolab.core import from_record
     caches = set()
     for conf in sorted(Path(run_dir).rglob("config.json")):
         try:
@@ -158,7 +161,6 @@ def describe_sources(sources: list[dict]) -> str:
 def run_data_label(run_dir: str | os.PathLike) -> str:
     """'phantom' when every run under run_dir trained on the phantom, 'real' when every one on another data source
     (`data_sources`); without runs, the profile's phantom cache decides; else 'unknown'."""
-    from cardiolab.profiles import PROFILES
     kinds = {s["phantom"] for s in data_sources(run_dir)}
     if kinds:
         return "unknown" if len(kinds) > 1 else ("phantom" if kinds == {True} else "real")
@@ -174,7 +176,6 @@ def run_data_label(run_dir: str | os.PathLike) -> str:
 def privacy_table(run_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per DP-sampled cohort under run_dir/samples: its samples.json privacy record (epsilon rdp and prv);
     "release" says whether the guarantee holds as released (no: seeded, replayable noise)."""
-    from cardiolab.dp.accounting import cohort_privacy, is_release
     rows = []
     samples = Path(run_dir) / "samples"
     for cohort in sorted(p for p in samples.iterdir() if p.is_dir()) if samples.is_dir() else []:
@@ -191,7 +192,6 @@ def privacy_table(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def time_section(run_dir: str | os.PathLike) -> list[str]:
     """Markdown lines of the "Time" section from run_dir/timings.json (cardiolab.reporting.reproduce); [] when absent."""
-    from cardiolab.reporting.reproduce import read_timings
     stages = read_timings(run_dir)
     if not stages:
         return []
@@ -254,7 +254,6 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if len(bench):
         md += ["## Benchmarks", "", "Made by: the scripts in `benchmarks/` (file column).", "",
                markdown_table(bench), ""]
-    from cardiolab.privacy.card import report_section
     md += report_section(run_dir)
     md += time_section(run_dir)
     figures = sorted(p for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
@@ -268,9 +267,6 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 
 def _models_section(run_dir: Path, out: Path) -> tuple[list[str], int]:
     """The report's model table (every evaluate JSON of the run folder), its CSV and figure: (markdown lines, models)."""
-    from cardiolab.plots import save_figure
-    from cardiolab.plots.evaluation import plot_models
-
     evaluations = load_evaluations(run_dir)
     models = model_table(evaluations)
     md = ["## Generative models vs real data", ""]

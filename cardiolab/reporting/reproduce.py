@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cardiolab.core import (CardiolabError, atomic_path, machine_info, pick_device, precision_name, project_root,
                             read_json, resolve_amp, write_json)
-from cardiolab.profiles import DATA_ENV, LAYOUT_ENV, Profile, get_profile, with_data
+from cardiolab.profiles import DATA_ENV, LAYOUT_ENV, PROFILES, Profile, get_profile, with_data
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,13 @@ def read_timings(run_dir: str | Path) -> list[dict]:
     return read_json(path).get("stages", []) if path.exists() else []
 
 
-def record_stage(profile: Profile | str, stage: str, seconds: float) -> Path:
+def record_stage(profile: Profile, stage: str, seconds: float) -> Path:
     """Merge one stage's wall time into runs/<profile>/timings.json (replacing that stage's earlier entry).
 
     Beside the seconds: the precision amp='auto' resolves to here and the CPU capability, because the same
     stage takes 50x longer on a CPU that emulates bf16 (README, "CPU kinds and precision").
     """
-    prof = get_profile(profile)
+    prof = profile
     device = pick_device(prof.device)
     machine = machine_info(device)
     entry = {"stage": stage, "seconds": round(float(seconds), 1),
@@ -79,9 +79,9 @@ def estimate(profile: str, stage: str) -> float | None:
     return seconds.get(stage if stage == "phantom" else stage[:2])
 
 
-def plan(profile: Profile | str, only: list[str] | None = None) -> str:
+def plan(profile: Profile, only: list[str] | None = None) -> str:
     """What `make reproduce` will run: each stage's seconds last time on this machine, else MEASURED's estimate."""
-    prof = get_profile(profile)
+    prof = profile
     last = {s["stage"]: s for s in read_timings(prof.run_dir)}
     names = ["phantom"] + [p.name for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
     lines = [f"stages of profile {prof.name} (seconds last time on this machine; 'est.': another machine's run):"]
@@ -109,12 +109,15 @@ def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0, da
                   layout: str | None = None) -> Path:
     """Execute the notebooks headless with `profile=<profile>`; returns the folder of executed copies.
 
+    profile: a profile NAME, as each notebook's parameters cell takes it and resolves it (an entry point, like the
+    CLI: a `--set` override could not follow it into the notebooks).
+
     data, layout: the root's data source (`profiles.with_data`; None: $CARDIOLAB_DATA, else the phantom). Each
     notebook gets it as its `data_dir` / `layout` parameters, and its kernel as $CARDIOLAB_DATA /
     $CARDIOLAB_LAYOUT, so that every profile it looks up reads that source's cache.
     Records each notebook's wall time in runs/<profile>/timings.json as soon as it has run.
     """
-    import papermill as pm
+    import papermill as pm  # lazy: papermill is a slow import, needed only here
 
     prof = with_data(get_profile(profile), data, layout)
     out = prof.run_dir / "notebooks"
@@ -168,7 +171,7 @@ def publish_figures(run_dir: str | Path, dest: str | Path | None = None) -> list
 
     Figures that would take the folder past MAX_FIGURE_BYTES are skipped with a warning. Returns the copies.
     """
-    if Path(run_dir).resolve() != get_profile(README_PROFILE).run_dir.resolve():
+    if Path(run_dir).resolve() != PROFILES[README_PROFILE].run_dir.resolve():
         return []
     dest = Path(dest) if dest else project_root() / "docs" / "figures"
     copied, total = [], 0

@@ -22,7 +22,7 @@ from types import ModuleType
 from cardiolab.core import RUN_CONFIG, CardiolabError, read_stamp, up_to_date
 from cardiolab.engine import STATE, run_id, run_status
 from cardiolab.io.cohort import SAMPLES_JSON
-from cardiolab.profiles import Profile, get_profile
+from cardiolab.profiles import Profile
 
 REGISTRY: dict[str, str] = {
     "vqgan": "cardiolab.tasks.vqgan",
@@ -78,10 +78,9 @@ def generators() -> list[str]:
     return [name for name in REGISTRY if get_task(name).KIND == "generator"]
 
 
-def status(name: str, profile: Profile | str | None = None) -> str:
+def status(name: str, profile: Profile) -> str:
     """The state of model `name`'s run of the profile (runs/<profile>/<name>) under the one staleness rule:
     'finished', 'partial', 'stale' (trained with other shaping settings: `ensure` retrains it) or 'missing'."""
-    profile = get_profile(profile)
     run = profile.run(name)
     # shaping holds the step count, so "finished" with the same shaping is the profile's whole run
     state = run_status(run, 0, {"shaping": get_task(name).shaping(profile)})
@@ -90,19 +89,17 @@ def status(name: str, profile: Profile | str | None = None) -> str:
     return state
 
 
-def describe(profile: Profile | str | None = None) -> list[dict]:
+def describe(profile: Profile) -> list[dict]:
     """One row per registered model: name, kind, parameters at the profile's sizes, its run folder and `status`."""
-    profile = get_profile(profile)
     return [{"name": name, "kind": get_task(name).KIND, "parameters": int(get_task(name).num_parameters(profile)),
              "run": str(profile.run(name)), "status": status(name, profile)} for name in REGISTRY]
 
 
-def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0,
+def ensure_samples(name: str, profile: Profile, seed: int = 0,
                    run_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None, **kw) -> Path:
     """Generator `name`'s cohort at the profile's sampling settings (default runs/<profile>/samples/<name>): its run
     ensured (trained unless current), the cohort redrawn unless its samples.json records this run's id and the
     profile's count, sampling steps and this seed (the one staleness rule). kw: more sample_cohort options."""
-    profile = get_profile(profile)
     task = get_task(name)
     run = task.ensure(profile, run_dir)
     out = Path(out or profile.samples(name))

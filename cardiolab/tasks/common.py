@@ -26,8 +26,8 @@ import os
 import time
 from dataclasses import dataclass
 from functools import partial
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from einops import rearrange, repeat
@@ -36,14 +36,16 @@ from cardiolab.core import (RUN_CONFIG, CardiolabError, from_record, machine_inf
                             write_json)
 from cardiolab.data import attributes
 from cardiolab.data.cines import cohort_geometry
+from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
 from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig, channel_merged_config, factorized_config
 from cardiolab.models.unet import SliceUNet, SliceUNetConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, run_profile, shaping_fields
+from cardiolab.profiles import Profile, data_shaping, profile_record, run_profile, shaping_fields
 from cardiolab.tasks import ensure_samples as ensure_generator_samples
-from cardiolab.tasks import dit as dit_task
+from cardiolab.tasks import dit as dit_task, vqgan
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +142,9 @@ def build(conf: dict) -> DiT4D | SliceUNet:
     return SliceUNet(SliceUNetConfig(**d))
 
 
-def shaping(spec: Spec, profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+def shaping(spec: Spec, profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     """The settings that shape this model's weights: its section's shaping fields that the model reads, the
     prepared data, the VQ-GAN run behind latents (`tasks.vqgan.run_id`) and the seed."""
-    from cardiolab.tasks import vqgan
-
-    profile = get_profile(profile)
     # read: pixel_* come in as channels / batch / steps (`Spec.section`); family picks mask-to-image's stage 2 only
     section = {k: v for k, v in shaping_fields(spec.section(profile)).items()
                if not k.startswith("pixel_") and (k != "family" or spec.masks)}
@@ -156,9 +155,8 @@ def shaping(spec: Spec, profile: Profile | str | None = None, seed: int = 0, ste
     return out
 
 
-def num_parameters(spec: Spec, profile: Profile | str | None = None) -> int:
+def num_parameters(spec: Spec, profile: Profile) -> int:
     """Parameters of spec's network at the profile's sizes (latent or image shape from the profile)."""
-    profile = get_profile(profile)
     if spec.source == "latents":
         shape = dit_task.latent_shape(profile)
     else:
@@ -168,9 +166,9 @@ def num_parameters(spec: Spec, profile: Profile | str | None = None) -> int:
                                          "net": dataclasses.asdict(network_config(spec, profile, shape))}).parameters())
 
 
-def sample_defaults(spec: Spec, profile: Profile | str | None = None) -> dict:
+def sample_defaults(spec: Spec, profile: Profile) -> dict:
     """{"n", "steps"}: the sampling settings of spec's profile section."""
-    section = spec.section(get_profile(profile))
+    section = spec.section(profile)
     return {"n": section.n_samples, "steps": section.sample_steps}
 
 
@@ -178,8 +176,6 @@ def sample_defaults(spec: Spec, profile: Profile | str | None = None) -> dict:
 def pixel_record(cache_dir: str | os.PathLike) -> dict:
     """The prepared cache as a latents.pt-like record: images (N, 1, D, H, W, T) in [-1, 1], scale 1; the
     generator splits and the holdout (`datasets.generator_splits`, as `vqgan.encode_cohort`)."""
-    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
-
     manifest = load_manifest(cache_dir)
     keep = (*generator_splits(manifest), "holdout")
     data = CineDataset(cache_dir, split=[s["id"] for s in manifest["subjects"] if s["split"] in keep], mode="volume")
@@ -190,8 +186,6 @@ def pixel_record(cache_dir: str | os.PathLike) -> dict:
 
 def cache_labels(cache_dir: str | os.PathLike, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(label series (N, D, H, W, T) int64, fully labelled (N,) bool) of the cache subjects `ids`, in that order."""
-    from cardiolab.data.datasets import CineDataset
-
     data = CineDataset(cache_dir, split=list(ids), mode="volume")
     return data.stack("labels"), data.stack("label_mask").all(dim=1)
 
@@ -202,9 +196,6 @@ TWO_STAGE = ("mask-generator", "mask-to-image")   # learn from every frame's lab
 def labels_every_frame(profile: Profile) -> bool:
     """True when some training subject of the profile's cache is labelled in every frame, as the two-stage models
     need: the phantom's are; real ACDC and M&Ms label ED and ES only."""
-    from cardiolab.data.datasets import load_manifest
-    from cardiolab.data.prepare import ensure_prepared
-
     manifest = load_manifest(ensure_prepared(profile))
     return any(len(s["label_frames"]) == manifest["frames"] for s in manifest["subjects"] if s["split"] != "holdout")
 
@@ -212,10 +203,7 @@ def labels_every_frame(profile: Profile) -> bool:
 def data_path(spec: Spec, profile: Profile) -> Path:
     """The profile's training data for spec: latents.pt or the cache folder (built first if missing or stale)."""
     if spec.source == "latents":
-        from cardiolab.tasks.vqgan import ensure_latents
-
-        return ensure_latents(profile)
-    from cardiolab.data.prepare import ensure_prepared
+        return vqgan.ensure_latents(profile)
 
     return ensure_prepared(profile)
 
@@ -225,12 +213,9 @@ def load_record(spec: Spec, profile: Profile, latents=None, cache_dir=None) -> t
 
     With spec.masks (or source "labels") the record also has "labels" (N, D, H, W, T) and "labelled" (N,).
     """
-    from cardiolab.data.prepare import ensure_prepared
-    from cardiolab.tasks.vqgan import load_latents
-
     if spec.source == "latents":
         path = Path(latents) if latents else data_path(spec, profile)
-        record = load_latents(path)
+        record = vqgan.load_latents(path)
     else:
         path = Path(cache_dir) if cache_dir else data_path(spec, profile)
         record = pixel_record(path)
@@ -281,11 +266,10 @@ def make_step_fn(spec: Spec, scheduler, loss: str):
     return step_fn
 
 
-def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLike | None = None,
+def train(spec: Spec, profile: Profile, out: str | os.PathLike | None = None,
           resume: bool = False, steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
           cache_dir: str | os.PathLike | None = None) -> Path:
     """Train spec's model on the profile's non-holdout studies; returns the run folder (default runs/<profile>/<name>)."""
-    profile = get_profile(profile)
     out = Path(out or profile.run(spec.name))
     record, path = load_record(spec, profile, latents, cache_dir)
     data = training_set(spec, record, path)
@@ -319,9 +303,8 @@ def train(spec: Spec, profile: Profile | str | None = None, out: str | os.PathLi
     return out
 
 
-def ensure(spec: Spec, profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(spec: Spec, profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """spec's run folder; trains (resuming a partial run) unless finished with the same shaping settings."""
-    profile = get_profile(profile)
     run = Path(run_dir or profile.run(spec.name))
     data_path(spec, profile)                   # (re)builds latents or cache; their identity is in shaping()
     return ensure_run(run, spec.section(profile).steps, shaping(spec, profile),
@@ -403,9 +386,8 @@ def decode(conf: dict, z: torch.Tensor) -> torch.Tensor:
         return z.argmax(dim=1)                                     # (n, D, H, W, T) class per voxel
     if conf["source"] == "pixels":
         return z[:, 0].clamp(-1, 1)
-    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
 
-    return decode_latents(load_vqgan(from_record(conf["vqgan_run"])), z)[:, 0]
+    return vqgan.decode_latents(vqgan.load(from_record(conf["vqgan_run"])), z)[:, 0]
 
 
 def sampling_setup(conf: dict, device: torch.device, run_dir: str | os.PathLike | None = None,
@@ -463,7 +445,7 @@ def sample_cohort(name: str | None, run_dir: str | os.PathLike, n: int, steps: i
     return out
 
 
-def ensure_samples(name: str, profile: Profile | str | None = None, seed: int = 0, **kw) -> Path:
+def ensure_samples(name: str, profile: Profile, seed: int = 0, **kw) -> Path:
     """The baseline `name`'s cohort runs/<profile>/samples/<name> at the profile's sampling settings, redrawn
     unless current (`cardiolab.tasks.ensure_samples`: run id, count, sampling steps, seed); trained first if
     needed. kw: more sample_cohort options."""

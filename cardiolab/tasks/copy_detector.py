@@ -30,13 +30,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from monai.losses import ContrastiveLoss
 
 from cardiolab.core import CardiolabError, seed_everything, to_record
+from cardiolab.data.cines import align_cines
 from cardiolab.data.datasets import CineDataset, load_manifest
 from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record
+from cardiolab.profiles import Profile, data_shaping, profile_record
 from cardiolab.tasks.evaluator import load_encoder
 
 log = logging.getLogger(__name__)
@@ -100,18 +102,17 @@ def encoder_config(profile: Profile) -> EvaluatorConfig:
 ALIGN = 1                       # version of the canonical alignment the detector trains on (data.cines.align_cines)
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+def shaping(profile: Profile, seed: int = 0, cache: str | os.PathLike | None = None,
             steps: int | None = None, without: tuple[str, ...] = ()) -> dict:
     """What shapes the detector's weights: its network, batch, steps, augmentations (less `without`), the
     alignment, the prepared data, the seed."""
-    profile = get_profile(profile)
     return {"encoder": dataclasses.asdict(encoder_config(profile)), "batch": profile.copydetector.batch,
             "steps": steps or profile.copydetector.steps, "augment": dataclasses.asdict(CopyAugment().without(*without)),
             "align": ALIGN, "temperature": TEMPERATURE, **data_shaping(profile, cache), "seed": seed}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in CineEncoder(encoder_config(get_profile(profile))).parameters())
+def num_parameters(profile: Profile) -> int:
+    return sum(p.numel() for p in CineEncoder(encoder_config(profile)).parameters())
 
 
 def augment(x: torch.Tensor, cfg: CopyAugment = CopyAugment(), generator: torch.Generator | None = None
@@ -172,7 +173,7 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return rearrange(planes, "1 (b d t) h w -> b d h w t", b=B, d=D)
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
           without: tuple[str, ...] = ()) -> Path:
     """NT-Xent training of the copy detector on the training subjects (public + private) of the prepared cache.
@@ -181,11 +182,6 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     augmentation families left out (`CopyAugment.without`, for the leave-one-family-out audit).
     Returns the run folder (default runs/<profile>/copy-detector).
     """
-    from cardiolab.data.cines import align_cines
-
-    from monai.losses import ContrastiveLoss
-
-    profile = get_profile(profile)
     out = Path(out or profile.run(NAME))
     cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
     steps = steps or profile.copydetector.steps
@@ -221,9 +217,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """The trained detector's run folder (runs/<profile>/copy-detector), trained unless finished with this shaping."""
-    profile = get_profile(profile)
     out = Path(run_dir or profile.run(NAME))
     return ensure_run(out, profile.copydetector.steps, shaping(profile),
                       lambda resume: train(profile, out, resume=resume))

@@ -21,14 +21,15 @@ from torch.utils.data import Dataset
 
 from cardiolab.core import (RUN_CONFIG, CardiolabError, from_record, machine_info, pick_device, seed_everything,
                             to_record, write_json)
-from cardiolab.data.cines import cohort_geometry
 from cardiolab.data import attributes
+from cardiolab.data.cines import cohort_geometry
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss, sample, sampling_precision
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
-from cardiolab.io.cohort import SAMPLES_JSON
+from cardiolab.io.cohort import INTENSITY_SCALE, SAMPLES_JSON, write_cines
 from cardiolab.models.dit4d import DiT4D, DiT4DConfig
-from cardiolab.profiles import Profile, get_profile, profile_record, run_profile, shaping_fields
-from cardiolab.tasks import ensure_samples as ensure_generator_samples
+from cardiolab.models.vqgan import latent_shape as per_slice
+from cardiolab.profiles import Profile, profile_record, run_profile, shaping_fields
+from cardiolab.tasks import ensure_samples as ensure_generator_samples, vqgan
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,13 @@ def diffusion_config(profile: Profile) -> DiffusionConfig:
     return DiffusionConfig(train_timesteps=profile.dit.train_timesteps)
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, vqgan_id: str | None = None,
+def shaping(profile: Profile, seed: int = 0, vqgan_id: str | None = None,
             latents: str | os.PathLike | None = None, steps: int | None = None) -> dict:
     """What shapes the DiT's weights: its training fields, the VQ-GAN run behind its latents, the seed.
 
     vqgan_id: of the latents trained on (default: the profile's VQ-GAN, `tasks.vqgan.run_id`); latents: a
     latent set other than the profile's (canaries, subsets, private cohorts) is named too.
     """
-    from cardiolab.tasks import vqgan
-
-    profile = get_profile(profile)
     dit = shaping_fields(profile.dit)
     dit["steps"] = steps or dit["steps"]
     out = {"dit": dit, "vqgan": vqgan_id or vqgan.run_id(profile), "seed": seed}
@@ -73,20 +71,16 @@ def shaping(profile: Profile | str | None = None, seed: int = 0, vqgan_id: str |
 
 def latent_shape(profile: Profile) -> tuple[int, ...]:
     """(C_z, D, h, w, t) of the profile's latents, from its sizes (no encoding needed)."""
-    from cardiolab.models.vqgan import latent_shape as per_slice
-
     C, h, w, t = per_slice(profile.vqgan, (profile.data.image_size, profile.data.image_size, profile.data.frames))
     return (C, profile.data.slices, h, w, t)
 
 
-def sample_defaults(profile: Profile | str | None = None) -> dict:
+def sample_defaults(profile: Profile) -> dict:
     """The profile's sampling settings: {"n": studies, "steps": DDIM steps}."""
-    profile = get_profile(profile)
     return {"n": profile.dit.n_samples, "steps": profile.dit.sample_steps}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    profile = get_profile(profile)
+def num_parameters(profile: Profile) -> int:
     return sum(p.numel() for p in DiT4D(model_config(profile, latent_shape(profile))).parameters())
 
 
@@ -122,18 +116,15 @@ def make_step_fn(scheduler, loss: str = "smooth_l1"):
 
 
 # ---- train / ensure / load ------------------------------------------------------------------------
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
           keep_every: int | None = None) -> Path:
     """Train the DiT of `profile` on its latents (built via the VQ-GAN if missing); returns the run folder.
 
     keep_every: also keep checkpoint-<step>.pt every this many steps (`audit sweep`); shapes no weights."""
-    from cardiolab.tasks.vqgan import ensure_latents, load_latents
-
-    profile = get_profile(profile)
     out = Path(out or profile.run(NAME))
-    path = Path(latents) if latents else ensure_latents(profile)
-    record = load_latents(path)
+    path = Path(latents) if latents else vqgan.ensure_latents(profile)
+    record = vqgan.load_latents(path)
     data = training_set(record, path)
     seed_everything(seed)
     mcfg, dcfg = model_config(profile, tuple(data.z.shape[1:])), diffusion_config(profile)
@@ -160,17 +151,14 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None,
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None,
            latents: str | os.PathLike | None = None, keep_every: int | None = None) -> Path:
     """The DiT run folder (default runs/<profile>/dit); trains (resuming a partial run) unless finished.
 
     latents: another latent set (canaries, subsets; named in the shaping by its path); keep_every: as `train`."""
-    from cardiolab.tasks.vqgan import ensure_latents
-
-    profile = get_profile(profile)
     run = Path(run_dir or profile.run(NAME))
     if latents is None:
-        ensure_latents(profile)                # (re)encoded when the VQ-GAN changed; its id is in shaping()
+        vqgan.ensure_latents(profile)                # (re)encoded when the VQ-GAN changed; its id is in shaping()
     return ensure_run(run, profile.dit.steps, shaping(profile, latents=latents),
                       lambda resume: train(profile, run, resume=resume, latents=latents, keep_every=keep_every))
 
@@ -243,21 +231,18 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     out/synth0001/... per sample, out/samples.json (generator, run, steps, seed, guidance, conditioning mode,
     ES rule; no patient identifiers). GIFs are a figure: `plots.save_cohort_gifs` (the sample verb calls it).
     """
-    from cardiolab.io.cohort import INTENSITY_SCALE, write_cines
-    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
-
     if n < 1:
         raise CardiolabError(f"sample: --n must be at least 1, got {n}")
     run_dir = Path(run_dir)
     device = pick_device(device)
     model, conf = load(run_dir, device=device)
-    vq = load_vqgan(from_record(conf["vqgan_run"]))
+    vq = vqgan.load(from_record(conf["vqgan_run"]))
     geometry = cohort_geometry(from_record(conf["cache_dir"]))
     profile = profile or run_profile(conf)
     precision = sampling_precision(profile.dit.amp, device, run_dir)   # bf16 where native and sound
     z, codes = sample_latents(model, conf, n, steps, seed, guidance, cond, eta, batch, device,
                               autocast=precision == "bf16")
-    images = decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
+    images = vqgan.decode_latents(vq, z)[:, 0]                                # (n, D, H, W, T) in [-1, 1]
     ids = [f"synth{i + 1:04d}" for i in range(n)]
     info = [attributes.decode(codes[i]) if codes is not None else {"Group": "UNKNOWN"} for i in range(n)]
     record = {"generator": GENERATOR, "task": NAME, "run": to_record(run_dir), "run_id": run_id(run_dir),
@@ -274,7 +259,7 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
     return out
 
 
-def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir: str | os.PathLike | None = None,
+def ensure_samples(profile: Profile, seed: int = 0, run_dir: str | os.PathLike | None = None,
                    out: str | os.PathLike | None = None) -> Path:
     """The profile's n_samples DiT samples (default runs/<profile>/samples/dit), redrawn unless current
     (`cardiolab.tasks.ensure_samples`); trains the DiT first if needed."""
@@ -286,12 +271,30 @@ def ensure_samples(profile: Profile | str | None = None, seed: int = 0, run_dir:
 def guidance_sweep(run_dir: str | os.PathLike, scales=(1.0, 2.0, 4.0), steps: int = 20, seed: int = 0,
                    cond: str = "from-training-distribution") -> tuple[torch.Tensor, dict]:
     """One sample per guidance scale from the same noise and attributes: images (S, D, H, W, T) in [-1, 1]."""
-    from cardiolab.tasks.vqgan import decode_latents, load as load_vqgan
-
     model, conf = load(run_dir)
-    vq = load_vqgan(from_record(conf["vqgan_run"]))
+    vq = vqgan.load(from_record(conf["vqgan_run"]))
     codes = sample_conditions(conf, 1, cond, torch.Generator().manual_seed(seed))
     z = torch.cat([sample_latents(model, conf, 1, steps, seed, s, codes if codes is not None else "none")[0]
                    for s in scales])
     info = attributes.describe(codes[0]) if codes is not None else {}
-    return decode_latents(vq, z)[:, 0], info
+    return vqgan.decode_latents(vq, z)[:, 0], info
+
+
+@torch.no_grad()
+def noised_cines(vq, z0: torch.Tensor, scale: float, scheduler, timesteps, seed: int = 0) -> torch.Tensor:
+    """What the DiT sees at each noise level, made visible: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps drawn from
+    q(x_t | x0) with one eps for every t, divided by `scale` again and decoded by the VQ-GAN `vq` as it is (not
+    snapped to the codebook, so the noise shows as the decoder renders it).
+
+    z0: one study's unscaled latent (C_z, D, h, w, t) as latents.pt holds it; scale: its `scale` (1 / std), so the
+    noise meets the unit-variance latents the DiT trains on; scheduler: `cardiolab.diffusion.create_scheduler`'s;
+    timesteps: the t to show. Returns images (len(timesteps), D, H, W, T) in [-1, 1].
+    """
+    t = torch.as_tensor(list(timesteps), dtype=torch.long)
+    if t.ndim != 1 or not len(t) or int(t.min()) < 0 or int(t.max()) >= scheduler.num_train_timesteps:
+        raise CardiolabError(f"noised_cines: timesteps must be in 0..{scheduler.num_train_timesteps - 1}, "
+                             f"got {t.tolist()}")
+    x0 = (z0.float() * float(scale))[None].expand(len(t), *z0.shape)                  # (S, C_z, D, h, w, t)
+    eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))[None].expand_as(x0)
+    x_t = scheduler.add_noise(x0, eps, t)
+    return vqgan.decode_latents(vq, x_t / float(scale), snap=False)[:, 0]             # (S, D, H, W, T)

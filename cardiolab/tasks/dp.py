@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 
 from cardiolab.core import RUN_CONFIG, CardiolabError, from_record, read_json, seed_everything, to_record
-from cardiolab.diffusion import DiffusionConfig, create_scheduler
-from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
+from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss
 from cardiolab.dp import accounting
-from cardiolab.dp.mechanism import make_private, resolve_delta, sample_rate, select_parameters
-from cardiolab.profiles import Profile, get_profile, profile_record, shaping_fields
-from cardiolab.tasks import dit
+from cardiolab.dp.mechanism import make_private, per_sample_grad_norms, resolve_delta, sample_rate, select_parameters
+from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, run_id
+from cardiolab.models.dit4d import DiT4D, DiT4DConfig
+from cardiolab.profiles import Profile, profile_record, shaping_fields
+from cardiolab.tasks import dit, vqgan
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,15 @@ def _defaults(profile: Profile, latents, init) -> tuple[Path, Path | None]:
     return latents, init
 
 
-def shaping(profile: Profile | str | None = None, latents=None, init=None, seed: int = 0) -> dict:
+def shaping(profile: Profile, latents=None, init=None, seed: int = 0) -> dict:
     """The config fields and upstream runs that shape a dit-dp run's weights: the dp section, the DiT's training
     fields, the private latents and the id of the public init run (`engine.run_id`)."""
-    profile = get_profile(profile)
     latents, init = _defaults(profile, latents, init)
     return {"dp": shaping_fields(profile.dp), "dit": dit.shaping(profile)["dit"],
             "latents": to_record(latents), "init_run": None if init is None else run_id(init), "seed": seed}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
+def num_parameters(profile: Profile) -> int:
     return dit.num_parameters(profile)
 
 
@@ -88,10 +88,9 @@ def _public_side(profile: Profile, init: Path | None, record: dict, path: Path) 
             raise CardiolabError(f"--init {init}: its latents came from {conf['vqgan_run']}, {path}'s from "
                                  f"{record['vqgan_run']} (another latent space)")
         return model.train(), conf
-    from cardiolab.tasks.vqgan import ensure_latents, load_latents
 
-    public_path = ensure_latents(profile)
-    public = load_latents(public_path)
+    public_path = vqgan.ensure_latents(profile)
+    public = vqgan.load_latents(public_path)
     shape = tuple(record["latents"].shape[1:])
     if tuple(public["latents"].shape[1:]) != shape:
         raise CardiolabError(f"{path}: latents {shape} differ from the profile's public latents "
@@ -104,7 +103,7 @@ def _public_side(profile: Profile, init: Path | None, record: dict, path: Path) 
     return None, conf
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, latents: str | os.PathLike | None = None,
           init: str | os.PathLike | None = None, replayable: bool | None = None) -> Path:
     """DP fine-tune the DiT `init` (a run folder, or 'none' for scratch) on the private `latents`; returns the run.
@@ -114,17 +113,13 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     dp.epsilon = inf: the non-private reference of the same fine-tuning (same init, data, steps, batch, lr;
     plain AdamW, no clipping or noise); it writes no privacy.json and its config records "private": false.
     """
-    from cardiolab.models.dit4d import DiT4D, DiT4DConfig
-    from cardiolab.tasks.vqgan import load_latents
-
-    profile = get_profile(profile)
     if replayable is not None:
         profile = dataclasses.replace(profile, dp=dataclasses.replace(profile.dp, replayable=bool(replayable)))
     p = profile.dp
     out = Path(out or profile.run(NAME))
     latents, init = _defaults(profile, latents, init)
     private = math.isfinite(p.epsilon)
-    record = load_latents(latents)
+    record = vqgan.load_latents(latents)
     path = latents / "latents.pt" if latents.is_dir() else latents
     _refuse_duplicate_ids(record, path)
     _refuse_private_vqgan(record["vqgan_run"], record, path)
@@ -224,9 +219,8 @@ def _train_non_private(profile: Profile, out: Path, model, opt, data, public: di
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """The dit-dp run (default runs/<profile>/dit-dp) on the default private latents and init; trains unless finished."""
-    profile = get_profile(profile)
     run = Path(run_dir or profile.run(NAME))
     dit.ensure(profile)                                     # the public init the fine-tune starts from
     return ensure_run(run, profile.dp.steps, shaping(profile), lambda resume: train(profile, run, resume=resume))
@@ -252,12 +246,8 @@ def gradient_norms(run_dir: str | os.PathLike, latents: str | os.PathLike, max_g
     """Per-subject gradient norms of a DiT run's (raw, not EMA) weights on the training subjects of `latents`
     (scaled with the run's own scale), before and after clipping to C (default: the run's dp.max_grad_norm,
     else 1). One diffusion-loss draw (t, noise) per subject, seeded. See dp.mechanism.per_sample_grad_norms."""
-    from cardiolab.diffusion import diffusion_loss
-    from cardiolab.dp.mechanism import per_sample_grad_norms
-    from cardiolab.tasks.vqgan import load_latents
-
     model, conf = dit.load(run_dir, ema=False)
-    record = load_latents(latents)
+    record = vqgan.load_latents(latents)
     data = dit.training_set({**record, "scale": conf["scale"]}, latents)
     k = len(data) if n is None else min(n, len(data))
     dp_conf = conf.get("shaping", {}).get("dp", {})

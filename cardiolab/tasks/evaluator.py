@@ -22,14 +22,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from monai.losses import ContrastiveLoss
 
 from cardiolab.core import MANIFEST, CardiolabError, is_cache, seed_everything, to_record
 from cardiolab.data.datasets import CineDataset, load_manifest
-from cardiolab.data.prepare import ensure_prepared
+from cardiolab.data.prepare import ensure_prepared, prepare
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, unwrap
+from cardiolab.io.layouts import detect_layout
 from cardiolab.metrics.features import DEGRADATIONS, _derange, corrupt, moved_frames, slabs
 from cardiolab.models.evaluator import CineEncoder, EvaluatorConfig, image_statistics
-from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record
+from cardiolab.profiles import Profile, data_shaping, profile_record
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +52,15 @@ def evaluator_config(profile: Profile) -> EvaluatorConfig:
                            degradations=True, statistics=True)
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+def shaping(profile: Profile, seed: int = 0, cache: str | os.PathLike | None = None,
             steps: int | None = None) -> dict:
     """What shapes the evaluator's weights: its network, batch, steps, the prepared data and the seed."""
-    profile = get_profile(profile)
     return {"evaluator": dataclasses.asdict(evaluator_config(profile)), "batch": profile.eval.feature_batch,
             "steps": steps or profile.eval.feature_steps, **data_shaping(profile, cache), "seed": seed}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in CineEncoder(evaluator_config(get_profile(profile))).parameters())
+def num_parameters(profile: Profile) -> int:
+    return sum(p.numel() for p in CineEncoder(evaluator_config(profile)).parameters())
 
 
 def augment(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +141,7 @@ def _heads(net: torch.nn.Module, project: list, classify: list, regress: list) -
             [raw.degradation_head(f) for f in feats[b:]])
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
           root: str | os.PathLike | None = None) -> Path:
     """SimCLR + order + degradation training of the evaluator on the public + private splits of the prepared cache.
@@ -150,15 +151,10 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     geometry first, so the evaluator can be fitted to real cines.
     Returns the run folder (default runs/<profile>/evaluator).
     """
-    from monai.losses import ContrastiveLoss
-
-    profile = get_profile(profile)
     out = Path(out or profile.run(NAME))
     if root is not None and cache_dir is not None:
         raise CardiolabError("train evaluator: give --root or --cache, not both")
     if root is not None:
-        from cardiolab.data.prepare import prepare
-        from cardiolab.io.layouts import detect_layout
         cache_dir = out.with_name(f"{out.name}-cache")
         prepare(root, detect_layout(root), profile, cache_dir)
     cache = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
@@ -202,9 +198,8 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """The trained evaluator's run folder (runs/<profile>/evaluator), trained unless finished with this shaping."""
-    profile = get_profile(profile)
     out = Path(run_dir or profile.run(NAME))
     return ensure_run(out, profile.eval.feature_steps, shaping(profile),
                       lambda resume: train(profile, out, resume=resume))

@@ -33,8 +33,8 @@ from cardiolab.engine import TrainConfig, ensure_run, load_checkpoint
 from cardiolab.io.volume import LABELS, VolumeSubject, read_volume_cohort
 from cardiolab.models.controlnet_slim import ControlNetConfig
 from cardiolab.models.ldm3d import LDM3DConfig
-from cardiolab.models.vqgan import LEVELS
-from cardiolab.profiles import HighresConfig, Profile, VQGANConfig, get_profile, shaping_fields
+from cardiolab.models.vqgan import LEVELS, decode_sliding
+from cardiolab.profiles import HighresConfig, Profile, VQGANConfig, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,15 @@ STEPS_FIELD = {"highres-vqgan": "vq_steps", "highres-ldm": "ldm_steps", "highres
 
 
 # ---- shaping ------------------------------------------------------------------------------------------
-def shaping(name: str, profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+def shaping(name: str, profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     """What shapes stage `name`'s weights: the volume data fields, its own fields, the upstream run ids, the seed."""
-    profile = get_profile(profile)
     own = shaping_fields(profile.highres, STAGE_FIELDS[name])
     own[STEPS_FIELD[name]] = steps or own[STEPS_FIELD[name]]
     return {"highres_data": shaping_fields(profile.highres, DATA_FIELDS), name: own,
             "upstream": {u: run_id(u, profile) for u in UPSTREAM[name]}, "seed": seed}
 
 
-def run_id(name: str, profile: Profile | str | None = None) -> str:
+def run_id(name: str, profile: Profile) -> str:
     """Id of a stage's profile run: what the stages above it record."""
     return fingerprint(shaping(name, profile))
 
@@ -76,11 +75,10 @@ def steps_of(name: str, profile: Profile) -> int:
     return getattr(profile.highres, STEPS_FIELD[name])
 
 
-def ensure_stage(name: str, train, profile: Profile | str | None = None,
+def ensure_stage(name: str, train, profile: Profile,
                  run_dir: str | os.PathLike | None = None) -> Path:
     """engine.ensure_run for stage `name`: `train(profile, out=, resume=)` unless its run (default
     runs/<profile>/<name>) finished with the profile's steps and shaping; returns the run folder."""
-    profile = get_profile(profile)
     run = Path(run_dir or profile.run(name))
     return ensure_run(run, steps_of(name, profile), shaping(name, profile),
                       lambda resume: train(profile, out=run, resume=resume))
@@ -206,8 +204,6 @@ def decode(vq, z: torch.Tensor, window: Sequence[int] = (0, 0, 0)) -> torch.Tens
 
     window: sliding-window decode with this latent window (any 0: the whole volume at once).
     """
-    from cardiolab.models.vqgan import decode_sliding
-
     z_q = vq.embed(vq.snap(z))
     if all(int(w) > 0 for w in window):
         win = tuple(min(int(w), s) for w, s in zip(window, z_q.shape[2:]))

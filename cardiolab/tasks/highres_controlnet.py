@@ -26,7 +26,7 @@ from cardiolab.engine import Trainer, run_id
 from cardiolab.io.cohort import SAMPLES_JSON
 from cardiolab.io.volume import VolumeSubject, read_volume_cohort, write_labels, write_volume_subject
 from cardiolab.models.controlnet_slim import ControlledUNet, ControlNetConfig, SlimControlNet, masks_to_channels
-from cardiolab.profiles import Profile, get_profile, profile_record, run_profile
+from cardiolab.profiles import Profile, profile_record, run_profile
 from cardiolab.tasks import highres_common as hc
 from cardiolab.tasks import highres_ldm, highres_vqgan
 
@@ -36,19 +36,19 @@ NAME = "highres-controlnet"
 KIND = "generator"
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+def shaping(profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     return hc.shaping(NAME, profile, seed, steps)
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
+def num_parameters(profile: Profile) -> int:
     """Trainable parameters (the ControlNet; the frozen UNet is highres-ldm's)."""
-    h = get_profile(profile).highres
+    h = profile.highres
     return sum(p.numel() for p in SlimControlNet(hc.unet_config(h), hc.controlnet_config(h)).parameters())
 
 
-def sample_defaults(profile: Profile | str | None = None) -> dict:
+def sample_defaults(profile: Profile) -> dict:
     """{"n": None (one sample per conditioning mask), "steps": the profile's DDIM steps}."""
-    return {"n": None, "steps": get_profile(profile).highres.sample_steps}
+    return {"n": None, "steps": profile.highres.sample_steps}
 
 
 def _step(scheduler):
@@ -62,10 +62,9 @@ def _step(scheduler):
     return step_fn
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0) -> Path:
     """Train the ControlNet on (latent, mask) pairs of the training volumes, the UNet frozen; returns the run."""
-    profile = get_profile(profile)
     h = profile.highres
     out = Path(out) if out else profile.run(NAME)
     lat_path = highres_vqgan.ensure_latents(profile)
@@ -87,7 +86,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     return hc.ensure_stage(NAME, train, profile, run_dir)
 
 
@@ -116,13 +115,13 @@ def read_masks(root: str | os.PathLike, size_check) -> list[VolumeSubject]:
 def sample_cohort(run_dir: str | os.PathLike, n: int | None = None, steps: int | None = None, seed: int = 0,
                   out: str | os.PathLike | None = None, mask: str | os.PathLike | None = None,
                   conditioning_scale: float | None = None, eta: float = 0.0, device: str = "auto",
-                  profile: Profile | str | None = None, **_ignored) -> Path:
+                  profile: Profile | None = None, **_ignored) -> Path:
     """Sample one volume per conditioning mask (cycled to n) into a volume cohort `out`; returns `out`.
 
     mask: a volume-layout cohort whose masks condition the samples (default: the profile's holdout volumes).
     conditioning_scale: ControlNet residual scale (default highres.conditioning_scale; 0: unconditional).
     """
-    profile = get_profile(profile or _run_profile(run_dir))
+    profile = profile or _run_profile(run_dir)          # None: the profile the run was trained with
     h = profile.highres
     scale = h.conditioning_scale if conditioning_scale is None else float(conditioning_scale)
     if not scale >= 0:

@@ -16,7 +16,7 @@ from cardiolab.core import seed_everything, to_record
 from cardiolab.diffusion import DiffusionConfig, create_scheduler, diffusion_loss
 from cardiolab.engine import Trainer
 from cardiolab.models.ldm3d import LatentUNet3D, LDM3DConfig
-from cardiolab.profiles import Profile, get_profile, profile_record
+from cardiolab.profiles import Profile, profile_record
 from cardiolab.tasks import highres_common as hc
 from cardiolab.tasks import highres_vqgan
 
@@ -24,12 +24,12 @@ NAME = "highres-ldm"
 KIND = "latent-diffusion"
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+def shaping(profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     return hc.shaping(NAME, profile, seed, steps)
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in LatentUNet3D(hc.unet_config(get_profile(profile).highres)).parameters())
+def num_parameters(profile: Profile) -> int:
+    return sum(p.numel() for p in LatentUNet3D(hc.unet_config(profile.highres)).parameters())
 
 
 def diffusion_config(profile: Profile) -> DiffusionConfig:
@@ -45,10 +45,9 @@ def _step(scheduler):
     return step_fn
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0) -> Path:
     """Train the UNet on the scaled training latents; returns the run folder."""
-    profile = get_profile(profile)
     h = profile.highres
     out = Path(out) if out else profile.run(NAME)
     lat, data = hc.latent_training_set(profile, highres_vqgan.ensure_latents(profile))
@@ -65,7 +64,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     return hc.ensure_stage(NAME, train, profile, run_dir)
 
 

@@ -15,7 +15,7 @@ from monai.losses import DiceCELoss
 
 from cardiolab.core import seed_everything
 from cardiolab.engine import Trainer
-from cardiolab.profiles import Profile, get_profile, profile_record
+from cardiolab.profiles import Profile, profile_record
 from cardiolab.tasks import highres_common as hc
 
 NAME = "highres-segmenter"
@@ -24,12 +24,12 @@ INTENSITY_JITTER = 0.1
 LOSS = DiceCELoss(to_onehot_y=True, softmax=True)
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+def shaping(profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     return hc.shaping(NAME, profile, seed, steps)
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in hc.build_segmenter(get_profile(profile).highres.seg_channels).parameters())
+def num_parameters(profile: Profile) -> int:
+    return sum(p.numel() for p in hc.build_segmenter(profile.highres.seg_channels).parameters())
 
 
 def _step(batch: dict, step: int, tr: Trainer) -> dict:
@@ -48,9 +48,8 @@ def _jitter(x: torch.Tensor) -> torch.Tensor:
     return INTENSITY_JITTER * (2 * torch.rand(x.shape[0], 1, 1, 1, 1, device=x.device) - 1)
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0) -> Path:
-    profile = get_profile(profile)
     h = profile.highres
     out = Path(out) if out else profile.run(NAME)
     data = hc.VolumeSet(hc.load_volumes(profile, "train"))
@@ -66,7 +65,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return out
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     return hc.ensure_stage(NAME, train, profile, run_dir)
 
 

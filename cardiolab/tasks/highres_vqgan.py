@@ -16,7 +16,7 @@ from einops import rearrange
 from cardiolab.core import SCORES, atomic_path, read_stamp, up_to_date, write_json
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, VQConfig
-from cardiolab.profiles import Profile, get_profile, profile_record
+from cardiolab.profiles import Profile, profile_record
 from cardiolab.tasks import highres_common as hc
 from cardiolab.tasks import vqgan as vqgan_task
 
@@ -26,18 +26,17 @@ NAME = "highres-vqgan"
 KIND = "autoencoder"
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+def shaping(profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     return hc.shaping(NAME, profile, seed, steps)
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in VQGAN(VQConfig.pick(hc.vq_config(get_profile(profile).highres))).parameters())
+def num_parameters(profile: Profile) -> int:
+    return sum(p.numel() for p in VQGAN(VQConfig.pick(hc.vq_config(profile.highres))).parameters())
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0) -> Path:
     """Train on random crops of the training volumes; returns the run folder."""
-    profile = get_profile(profile)
     h = profile.highres
     out = Path(out) if out else profile.run(NAME)
     hc.check_size(h, h.size, "profiles.py: highres.size")
@@ -55,7 +54,7 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     return run
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     return hc.ensure_stage(NAME, train, profile, run_dir)
 
 
@@ -65,10 +64,9 @@ def load(run_dir: str | os.PathLike, device: str = "cpu") -> VQGAN:
 
 
 @torch.no_grad()
-def reconstruction_metrics(vq: VQGAN, profile: Profile | str | None = None, split: str = "holdout") -> dict:
+def reconstruction_metrics(vq: VQGAN, profile: Profile, split: str = "holdout") -> dict:
     """`metrics.fidelity.reconstruction_metrics` of the `split` volumes and their VQ-GAN reconstructions
     (encode, snap, decode), each volume (X, Y, Z) read as Z axial slices of one frame; with "split"."""
-    profile = get_profile(profile)
     subjects = hc.load_volumes(profile, split)
     device = next(vq.parameters()).device
     real, recon = [], []

@@ -31,7 +31,7 @@ from cardiolab.data.cines import cache_volumes
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics import landmarks as metrics
 from cardiolab.models.landmarks import LandmarkConfig, LandmarkNet, decode_heatmaps, encode_heatmaps
-from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, shaping_fields
+from cardiolab.profiles import Profile, data_shaping, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -129,19 +129,18 @@ def model_config(profile: Profile) -> LandmarkConfig:
                           decoder=p.decoder, threshold=p.threshold, temporal_context=p.temporal_context)
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None,
+def shaping(profile: Profile, seed: int = 0, steps: int | None = None,
             subjects: str | Sequence[str] = "public") -> dict:
     """The settings that shape the weights: the section's shaping fields (decoder, threshold and folds are
     runtime: they decode or evaluate), the targets, the network version, the data, the seed and the subjects."""
-    profile = get_profile(profile)
     section = shaping_fields(profile.landmarks)
     section["steps"] = steps or section["steps"]
     return {"landmarks": section, "truth": TRUTH_RULE, "net": NET_VERSION, **data_shaping(profile), "seed": seed,
             "subjects": subjects if isinstance(subjects, str) else list(subjects)}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in LandmarkNet(model_config(get_profile(profile))).parameters())
+def num_parameters(profile: Profile) -> int:
+    return sum(p.numel() for p in LandmarkNet(model_config(profile)).parameters())
 
 
 def load_config(run_dir: str | os.PathLike) -> dict:
@@ -210,14 +209,13 @@ def _make_step(kind: str):
     return step
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
           subjects: str | Sequence[str] = "public", evaluate_on: str | Sequence[str] | None = "holdout") -> Path:
     """Train the detector on the cache's labelled frames and score it; returns the run folder.
 
     subjects: cache split or ids to train on; evaluate_on: split or ids scored into <out>/scores.json (None: skip).
     """
-    profile = get_profile(profile)
     config = model_config(profile)                       # checks the landmarks section before any work
     p = profile.landmarks
     out = Path(out) if out is not None else profile.run(NAME)
@@ -276,9 +274,8 @@ def score(model: LandmarkNet, volumes: Sequence[dict]) -> dict:
             "pitfalls": metrics.pitfall_table(truth, pred, spacing, shape)}
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """The profile's detector run folder (runs/<profile>/landmarks), trained (or finished) if needed."""
-    profile = get_profile(profile)
     out = Path(run_dir) if run_dir is not None else profile.run(NAME)
     return ensure_run(out, profile.landmarks.steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume),
                       require=(SCORES,))

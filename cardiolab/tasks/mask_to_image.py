@@ -15,41 +15,42 @@ import torch
 from einops import rearrange
 
 from cardiolab.core import CardiolabError, to_record
-from cardiolab.profiles import Profile, get_profile, run_profile
-from cardiolab.tasks import common
+from cardiolab.io.layouts import read_cohort
+from cardiolab.profiles import Profile, run_profile
+from cardiolab.tasks import common, mask_generator
 
 KIND = "generator"
 NAME = "mask-to-image"
 FAMILIES = {"ddpm": ("pixels", "ddim"), "ldm": ("latents", "ddim"), "flow": ("latents", "rflow")}
 
 
-def spec(profile: Profile | str | None = None) -> common.Spec:
+def spec(profile: Profile) -> common.Spec:
     """The Spec of the profile's family."""
-    family = get_profile(profile).baselines.family
+    family = profile.baselines.family
     if family not in FAMILIES:
         raise CardiolabError(f"baselines.family {family!r}: choose one of {', '.join(FAMILIES)}")
     source, sampler = FAMILIES[family]
     return common.Spec(NAME, network="unet", layout="slices", source=source, sampler=sampler, masks=True)
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, steps: int | None = None) -> dict:
+def shaping(profile: Profile, seed: int = 0, steps: int | None = None) -> dict:
     return common.shaping(spec(profile), profile, seed, steps)
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
+def num_parameters(profile: Profile) -> int:
     return common.num_parameters(spec(profile), profile)
 
 
-def sample_defaults(profile: Profile | str | None = None) -> dict:
+def sample_defaults(profile: Profile) -> dict:
     return common.sample_defaults(spec(profile), profile)
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, **kw) -> Path:
     return common.train(spec(profile), profile, out, resume, steps, seed, **kw)
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     return common.ensure(spec(profile), profile, run_dir)
 
 
@@ -62,8 +63,6 @@ def read_masks(root: str | os.PathLike, n: int, shape: tuple[int, int, int, int]
 
     Every subject must have a full label series (`<id>_4d_gt.nii.gz`) of the run's geometry.
     """
-    from cardiolab.io.layouts import read_cohort
-
     masks = []
     for subject in read_cohort(root):
         if len(masks) == n:
@@ -88,8 +87,6 @@ def sample_cohort(run_dir: str | os.PathLike, n: int, steps: int, seed: int, out
                   device: str = "auto", profile: Profile | None = None) -> Path:
     """Images for n masks: from the cohort `mask`, else sampled by the mask-generator run `mask_run`
     (default: the profile's, trained if needed) with `mask_steps` (default `steps`) and the same seed."""
-    from cardiolab.tasks import mask_generator
-
     _, conf = load(run_dir)
     if mask is not None:
         masks, origin = read_masks(mask, n, tuple(conf["mask_shape"])), {"masks": to_record(mask)}

@@ -30,7 +30,7 @@ from cardiolab.data.randomise import RandomiseConfig, randomise_batch
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint
 from cardiolab.metrics.segmentation import STRUCTURES, seg_scores
 from cardiolab.models.segmenter import Segmenter, SegmenterConfig
-from cardiolab.profiles import Profile, data_shaping, get_profile, profile_record, shaping_fields
+from cardiolab.profiles import Profile, data_shaping, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +114,19 @@ def model_config(profile: Profile) -> SegmenterConfig:
     return SegmenterConfig(channels=tuple(profile.eval.seg_channels))
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+def shaping(profile: Profile, seed: int = 0, cache: str | os.PathLike | None = None,
             data: dict | None = None, steps: int | None = None) -> dict:
     """What shapes the segmenter's weights: the seg_* fields (never the evaluator's or utility's; seg_randomise
     and seg_plain_share included: they pick the augmentation), the training data (default: the profile's
     public split) and the seed."""
-    profile = get_profile(profile)
     seg = {k: v for k, v in shaping_fields(profile.eval).items() if k.startswith("seg_")}
     seg["seg_steps"] = steps or seg["seg_steps"]
     return {"segmenter": seg, **data_shaping(profile, cache), "train_data": data or {"subjects": "public"},
             "seed": seed}
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
-    return sum(p.numel() for p in Segmenter(model_config(get_profile(profile))).parameters())
+def num_parameters(profile: Profile) -> int:
+    return sum(p.numel() for p in Segmenter(model_config(profile)).parameters())
 
 
 def segment(model: Segmenter, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
@@ -177,7 +176,7 @@ def _step(batch: dict, step: int, tr, augment: Callable = _jitter) -> dict:
     return {"loss": loss.item()}
 
 
-def train(profile: Profile | str | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
           subjects: str | Sequence[str] | None = None, cohort: str | os.PathLike | Sequence[dict] | None = None,
           evaluate_on: str | Sequence[str] | None = "holdout") -> Path:
@@ -188,7 +187,6 @@ def train(profile: Profile | str | None = None, out: str | os.PathLike | None = 
     evaluate_on: cache split or ids scored after training into <out>/scores.json (None: skip).
     cache_dir: the prepared cache (default: profile.cache_dir, prepared if missing).
     """
-    profile = get_profile(profile)
     out = Path(out) if out is not None else profile.run_dir / RUN
     steps = steps if steps is not None else profile.eval.seg_steps
     if subjects is None and cohort is None:
@@ -256,14 +254,13 @@ def score(model: Segmenter, volumes: Sequence[dict]) -> dict:
     return summary
 
 
-def ensure(profile: Profile | str | None = None, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """The profile's segmenter run folder (runs/<profile>/segmenter), trained (or finished) if needed."""
-    profile = get_profile(profile)
     out = Path(run_dir or profile.run(NAME))
     return ensure_run(out, profile.eval.seg_steps, shaping(profile), lambda resume: train(profile, out=out, resume=resume),
                       require=(SCORES,))
 
 
-def ensure_model(profile: Profile | str | None = None, device: str | torch.device = "cpu") -> Segmenter:
+def ensure_model(profile: Profile, device: str | torch.device = "cpu") -> Segmenter:
     """`ensure` then `load`: the trained segmenter of the profile."""
     return load(ensure(profile), device=device)

@@ -30,10 +30,13 @@ from tqdm import tqdm
 
 from cardiolab.core import (RUN_CONFIG, CardiolabError, atomic_path, fingerprint, from_record, read_json, read_stamp,
                             seed_everything, to_record, up_to_date)
+from cardiolab.data.cines import load_cines
+from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
+from cardiolab.data.prepare import ensure_prepared
 from cardiolab.engine import Trainer, TrainConfig, ensure_run, load_checkpoint, recorded_shaping
 from cardiolab.metrics import fidelity
 from cardiolab.models.vqgan import VQGAN, VQConfig, build_discriminator, latent_shape, perplexity  # noqa: F401 (re-export)
-from cardiolab.profiles import Profile, VQGANConfig, data_shaping, get_profile, profile_record, shaping_fields
+from cardiolab.profiles import Profile, VQGANConfig, data_shaping, profile_record, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -139,23 +142,22 @@ def crop_size(profile: Profile) -> tuple[int, int, int]:
     return tuple(min(c, n) if c else n for c, n in zip(profile.vqgan.crop, slice_size(profile)))
 
 
-def shaping(profile: Profile | str | None = None, seed: int = 0, cache: str | os.PathLike | None = None,
+def shaping(profile: Profile, seed: int = 0, cache: str | os.PathLike | None = None,
             steps: int | None = None) -> dict:
     """What shapes the VQ-GAN's weights: its section's shaping fields, the prepared data and the seed."""
-    profile = get_profile(profile)
     cfg = shaping_fields(profile.vqgan)
     cfg["steps"] = steps or cfg["steps"]
     return {"vqgan": cfg, **data_shaping(profile, cache), "seed": seed}
 
 
-def run_id(profile: Profile | str | None = None) -> str:
+def run_id(profile: Profile) -> str:
     """Id of the profile's VQ-GAN run: what a latent set and a DiT record as the VQ-GAN they were built on."""
     return fingerprint(shaping(profile))
 
 
-def num_parameters(profile: Profile | str | None = None) -> int:
+def num_parameters(profile: Profile) -> int:
     """Parameters of the autoencoder (the discriminator, used only in training, not counted)."""
-    return sum(p.numel() for p in VQGAN(VQConfig.pick(get_profile(profile).vqgan)).parameters())
+    return sum(p.numel() for p in VQGAN(VQConfig.pick(profile.vqgan)).parameters())
 
 
 def build(cfg: VQGANConfig, size: tuple[int, int, int], code_chunk: int = 0,
@@ -164,14 +166,10 @@ def build(cfg: VQGANConfig, size: tuple[int, int, int], code_chunk: int = 0,
     return VQGAN(net, code_chunk=code_chunk, checkpointing=checkpointing), build_discriminator(net, size)
 
 
-def train(profile: Profile | str, out: str | os.PathLike | None = None, resume: bool = False,
+def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool = False,
           steps: int | None = None, seed: int = 0) -> Path:
     """Train the VQ-GAN on every slice of the cache's generator splits (`datasets.generator_splits`: not the
     holdout, nor a real source's private split); returns the run folder."""
-    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
-    from cardiolab.data.prepare import ensure_prepared
-
-    profile = get_profile(profile)
     out = Path(out) if out else profile.run(NAME)
     cfg, size = profile.vqgan, crop_size(profile)
     cache = ensure_prepared(profile)
@@ -207,9 +205,8 @@ def fit(data, cfg: VQGANConfig, size: tuple[int, int, int], out: str | os.PathLi
     return Path(out)
 
 
-def ensure(profile: Profile | str, run_dir: str | os.PathLike | None = None) -> Path:
+def ensure(profile: Profile, run_dir: str | os.PathLike | None = None) -> Path:
     """The VQ-GAN run folder (default runs/<profile>/vqgan); trains (resuming a partial run) unless finished."""
-    profile = get_profile(profile)
     run = Path(run_dir) if run_dir else profile.run(NAME)
     return ensure_run(run, profile.vqgan.steps, shaping(profile), lambda resume: train(profile, run, resume=resume))
 
@@ -265,8 +262,6 @@ def encode_cohort(run_dir: str | os.PathLike, cache_dir: str | os.PathLike, out:
     reads the latents trains on their non-holdout subjects, so a real source's private split stays out of the
     public latents, and DP's latents hold it alone (`splits=("private",)`).
     """
-    from cardiolab.data.datasets import CineDataset, generator_splits, load_manifest
-
     public_scale = None if scale_from is None else recorded_scale(scale_from)
     model = load(run_dir)
     manifest = load_manifest(cache_dir)
@@ -310,12 +305,9 @@ def recorded_scale(source: str | os.PathLike) -> float:
     raise CardiolabError(f"--scale-from {source}: neither a run folder with {RUN_CONFIG} nor a latents.pt")
 
 
-def ensure_latents(profile: Profile | str, run_dir: str | os.PathLike | None = None,
+def ensure_latents(profile: Profile, run_dir: str | os.PathLike | None = None,
                    out: str | os.PathLike | None = None) -> Path:
     """Path of latents.pt (default runs/<profile>/latents/); trains the VQ-GAN and encodes if missing or stale."""
-    from cardiolab.data.prepare import ensure_prepared
-
-    profile = get_profile(profile)
     path = Path(out or profile.run("latents")) / LATENTS
     run = ensure(profile, run_dir)
     # re-encode unless the latents were made by the VQ-GAN run with the shaping the profile asks for
@@ -362,8 +354,6 @@ def reconstruct(model: VQGAN, image: torch.Tensor) -> torch.Tensor:
 def reconstruction_metrics(model: VQGAN, cache_dir: str | os.PathLike, split: str = "holdout") -> dict:
     """`cardiolab.metrics.fidelity.reconstruction_metrics` of the cache's `split` and its reconstructions,
     with "split" and per-subject rows ("subjects")."""
-    from cardiolab.data.cines import load_cines
-
     real = load_cines(cache_dir, split=split)
     recon = torch.cat([reconstruct(model, x[None]) for x in real.images])       # (N, D, H, W, T)
     return {"split": split, **fidelity.reconstruction_metrics(real.images, recon, ids=real.ids)}
