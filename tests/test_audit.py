@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -363,6 +364,36 @@ def test_alignment_cancels_a_frame_roll_exactly_and_a_shift_nearly():
     aligned = correlation_distance(pixel_embeddings(a).numpy(),
                                    pixel_embeddings(align_cines(shifted)).numpy()).diagonal()
     assert (aligned < raw / 3).all(), (aligned, raw)
+
+
+def test_a_zoomed_copy_meets_its_source_in_the_view_that_undoes_the_zoom():
+    from cardiolab.data.cines import align_cines
+    from cardiolab.privacy.copies import correlation_distance
+    from cardiolab.privacy.embeddings import Embedder
+    from cardiolab.privacy.plant import apply_transform
+
+    x = _beating()
+    zoomed = torch.stack([apply_transform(c, {"zoom": 1.1})[0] for c in x])
+    embed = Embedder("pixels", None, pixel_embeddings)
+    views = embed.views(zoomed).numpy()
+    assert views.shape[:2] == (len(x), 5)
+    torch.testing.assert_close(torch.from_numpy(views[:, 0]), embed(zoomed))     # view 0: the cine as it is
+    source = embed(x).numpy()
+    as_is = correlation_distance(views[:, 0], source).diagonal()
+    searched = correlation_distance(views, source).diagonal()
+    assert (searched < as_is / 3).all(), (searched, as_is)
+    # distance over views: the nearest view, per pair
+    d = correlation_distance(views, source)
+    per_view = [correlation_distance(views[:, v], source) for v in range(views.shape[1])]
+    assert (abs(d - np.min(per_view, axis=0)) < 1e-12).all()
+
+
+def test_correlation_distance_takes_views_on_the_query_side_only():
+    from cardiolab.core import CardiolabError
+    from cardiolab.privacy.copies import correlation_distance
+
+    with pytest.raises(CardiolabError, match="b: expected embeddings"):
+        correlation_distance(np.ones((2, 3, 4)), np.ones((2, 3, 4)))
 
 
 def test_alignment_rejects_other_shapes():

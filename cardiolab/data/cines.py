@@ -257,11 +257,22 @@ def _motion_centre(motion: torch.Tensor) -> torch.Tensor:
     return torch.where((total > 0)[:, None], torch.stack([cx, cy], 1), 0.0)
 
 
-def _shift_planes(planes: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """planes (N, C, H, W) in [-1, 1] sampled at +shift (N, 2) (x, y) px, bilinear, -1 outside the field of view."""
+def zoom_cines(images: torch.Tensor, zoom: float) -> torch.Tensor:
+    """Cines (N, D, H, W, T) in [-1, 1] magnified by `zoom` about the middle of the plane (bilinear, -1 outside the
+    field of view): after `align_cines` the middle is the heart's motion centre, so a copy zoomed about any point
+    and then aligned is undone by `zoom_cines(aligned, 1 / zoom)` up to interpolation."""
+    N, D, H, W, T = images.shape
+    planes = rearrange(images.float(), "n d h w t -> n (d t) h w")
+    out = _shift_planes(planes, torch.zeros(N, 2), zoom)
+    return rearrange(out, "n (d t) h w -> n d h w t", d=D).to(images.dtype)
+
+
+def _shift_planes(planes: torch.Tensor, shift: torch.Tensor, zoom: float = 1.0) -> torch.Tensor:
+    """planes (N, C, H, W) in [-1, 1] sampled at +shift (N, 2) (x, y) px and magnified by `zoom` about the middle,
+    bilinear, -1 outside the field of view."""
     N, C, H, W = planes.shape
     theta = torch.zeros(N, 2, 3, dtype=planes.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zoom
     theta[:, 0, 2], theta[:, 1, 2] = 2 * shift[:, 0] / W, 2 * shift[:, 1] / H
     grid = F.affine_grid(theta, (N, 1, H, W), align_corners=False)
     return F.grid_sample(planes + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0

@@ -245,8 +245,9 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile,
     if cal is not None:
         _same_geometry("calibration phantoms", cal, tr, "the training data")
     embed = embedder(embedding, profile, detector)
-    e_syn, e_tr, e_ho = (embed(x).numpy() for x in (syn, tr, ho))
-    e_ref = e_ho if cal is None else np.concatenate([e_ho, embed(cal).numpy()])
+    # the training side as it is; every scan compared with it (synthetic, references) in all its views
+    e_tr, e_syn, e_ho = embed(tr).numpy(), embed.views(syn).numpy(), embed.views(ho).numpy()
+    e_ref = e_ho if cal is None else np.concatenate([e_ho, embed.views(cal).numpy()])
     calibration = dict(calibrate(e_tr, e_ref, percentile, confidence), n_holdout=len(hold_ids),
                        n_calibration=len(cal_ids), calibration_seed=CALIBRATION_SEED if cal_ids else None)
     result = detect_copies(e_syn, e_tr, calibration["threshold"], syn_ids, train_ids)
@@ -255,7 +256,7 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile,
                   distances=distance_summary(e_syn, e_tr, e_ho),
                   training_cohort=training_cohort_id(train if train is not None else profile.cache_dir, train_ids))
     if control is not None:
-        scored = detect_copies(embed(ctrl).numpy(), e_tr, calibration["threshold"], ctrl_ids, train_ids)
+        scored = detect_copies(embed.views(ctrl).numpy(), e_tr, calibration["threshold"], ctrl_ids, train_ids)
         result["control"] = dict(compare_control(result, scored), synthetic=str(control))
     if (synthetic / PLANTED_JSON).exists():
         result["planted"] = planted_scores(result["per_synthetic"], read_planted(synthetic))

@@ -51,10 +51,11 @@ def check_confidence(confidence: float | None) -> float | None:
     return None if confidence is None else float(confidence)
 
 
-def _embeddings(x: np.ndarray, name: str) -> np.ndarray:
+def _embeddings(x: np.ndarray, name: str, views: bool = False) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise CardiolabError(f"{name}: expected embeddings (N, F) with N >= 1, got shape {x.shape}")
+    shapes = "(N, F) or (N, V, F) views" if views else "(N, F)"
+    if x.ndim not in ((2, 3) if views else (2,)) or x.shape[0] == 0 or 0 in x.shape:
+        raise CardiolabError(f"{name}: expected embeddings {shapes} with N >= 1, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise CardiolabError(f"{name}: embeddings contain NaN or infinite values")
     return x
@@ -65,17 +66,24 @@ def correlation_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     Invariant to a per-scan intensity offset and scale, which is why the paper uses it for copies.
     A constant row (zero variance) has no correlation; it gets distance 1 to everything.
+    a may hold several views of each scan (N, V, F) (`Embedder.views`): a scan is as near as its nearest view.
     """
-    a, b = _embeddings(a, "a"), _embeddings(b, "b")
-    if a.shape[1] != b.shape[1]:
-        raise CardiolabError(f"embeddings have {a.shape[1]} and {b.shape[1]} features; they must match")
+    a, b = _embeddings(a, "a", views=True), _embeddings(b, "b")
+    if a.shape[-1] != b.shape[1]:
+        raise CardiolabError(f"embeddings have {a.shape[-1]} and {b.shape[1]} features; they must match")
 
     def unit(x):
-        x = x - x.mean(axis=1, keepdims=True)
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        x = x - x.mean(axis=-1, keepdims=True)
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
         return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
-    return np.clip(1.0 - unit(a) @ unit(b).T, 0.0, 2.0)
+    d = 1.0 - unit(a) @ unit(b).T                                       # (N, M) or (N, V, M)
+    return np.clip(d.min(axis=1) if d.ndim == 3 else d, 0.0, 2.0)
+
+
+def first_view(x: np.ndarray) -> np.ndarray:
+    """Embeddings (N, F) of the scans as they are: view 0 of (N, V, F) views, else x."""
+    return x[:, 0] if np.ndim(x) == 3 else x
 
 
 def nearest(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -96,13 +104,13 @@ def calibrate(train: np.ndarray, reference: np.ndarray, percentile: float = DEFA
               confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
     """tau from unseen reference scans: the k-th smallest reference -> nearest-training distance (module docstring).
 
-    train: (N, F) embeddings of the scans the generator saw; reference: (M, F) embeddings of real scans it did not
+    train: (N, F) embeddings of the scans the generator saw; reference: (M, F) embeddings (or (M, V, F) views) of real scans it did not
     see (holdout, calibration phantoms). Returns {"threshold", "percentile", "confidence", "rank" (k), "n_reference"
     (M), "fpr_expected" (100 k / (M + 1)), "fpr_bound" (the FPR that tau exceeds with probability 1 - confidence;
     = fpr_expected when confidence is None), both in %, "enough" (fpr_bound <= percentile), "dcr_reference"}.
     """
     p, confidence = check_percentile(percentile), check_confidence(confidence)
-    d = np.sort(dcr(_embeddings(reference, "reference"), train))
+    d = np.sort(dcr(_embeddings(reference, "reference", views=True), train))
     n = len(d)
 
     def bound(k: int) -> float:
@@ -130,7 +138,7 @@ def detect_copies(synthetic: np.ndarray, train: np.ndarray, threshold: float,
                   synthetic_ids: Sequence[str], train_ids: Sequence[str]) -> dict:
     """Flag synthetic scans whose nearest training scan is closer than `threshold`.
 
-    synthetic: (S, F), train: (N, F) embeddings; ids in the same order.
+    synthetic: (S, F) or views (S, V, F), train: (N, F) embeddings; ids in the same order.
     Returns {"threshold", "copy_fraction" (% of synthetic flagged), "memorized_fraction" (% of training
     subjects that are the nearest training scan of at least one copy), "n_synthetic", "n_train",
     "per_synthetic": [{"id", "nearest_train_id", "distance", "nndr", "is_copy"}]}.
@@ -182,7 +190,7 @@ def dcr(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def distance_summary(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray) -> dict:
     """DCR / NNDR of synthetic -> train against holdout -> train, and who is nearer whom.
 
-    synthetic (S, F), train (N, F), holdout (M, F). `share_nearer_train` is the % of synthetic scans whose
+    synthetic (S, F), train (N, F), holdout (M, F); synthetic and holdout may be views (`correlation_distance`). `share_nearer_train` is the % of synthetic scans whose
     nearest real scan is a training one (expected n_train / (n_train + n_holdout) without memorization, stored
     as `share_expected`). `mannwhitney_p`: one-sided U test that synthetic->train DCRs are stochastically
     smaller than holdout->train DCRs (a small p suggests the generator sits closer to its training data).
@@ -190,7 +198,7 @@ def distance_summary(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarr
     d_syn = correlation_distance(synthetic, train)
     _, s1, _, s2 = nearest(d_syn)
     _, h1, _, h2 = nearest(correlation_distance(holdout, train))
-    nearer_train = s1 < dcr(synthetic, holdout)
+    nearer_train = s1 < dcr(synthetic, first_view(holdout))
     test = mannwhitneyu(s1, h1, alternative="less")
     return {"dcr_synthetic_train": _summary(s1), "dcr_holdout_train": _summary(h1),
             "nndr_synthetic_train": _summary(nndr(s1, s2)), "nndr_holdout_train": _summary(nndr(h1, h2)),

@@ -5,13 +5,15 @@ Every kind sees the same thing (`Embedder`): the cine from the label-free compar
 place (`cardiolab.data.cines.align_cines`: a circular roll of the frames, whole or fractional, cancels exactly; an
 in-plane shift to within about a pixel when the heart's motion dominates the field of view), then cut to its
 `central` window (a band of MARGIN x the size blanked on every side), so what a shift brought into the field of
-view, and how the copying tool filled it, is not compared. Beyond that, per kind:
+view, and how the copying tool filled it, is not compared. A scan compared with the training set is embedded in
+several views, magnified by each of VIEW_ZOOMS about the aligned motion centre (`Embedder.views`), and is as near
+as its nearest view: a zoom of 0.9-1.1 (about any point) is undone to within 2.5 %. Beyond that, per kind:
 
 =============  ==========================================================================================
-kind           invariant to (besides phase roll, in-plane translation and which label files sit beside it)
+kind           invariant to (besides phase roll, translation, zoom and which label files sit beside it)
 =============  ==========================================================================================
 pixels         a per-cine intensity gain and offset (the correlation distance), mild noise (pooled to a
-               16 x 16 grid). Not flips, rotation, zoom, gamma, blur or a VQ-GAN round trip. No training: a
+               16 x 16 grid). Not flips, rotation, gamma, blur or a VQ-GAN round trip. No training: a
                baseline and a check on the learned ones.
 copy-detector  left-right flip exactly (`copy_detector.embed` averages each cine with its mirror); what it
                was trained on (`copy_detector.CopyAugment`): rotation <= 10 degrees, zoom 0.92-1.08, a
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from cardiolab.core import CardiolabError
-from cardiolab.data.cines import align_cines
+from cardiolab.data.cines import align_cines, zoom_cines
 from cardiolab.engine import run_status
 from cardiolab.metrics.features import features
 from cardiolab.profiles import Profile
@@ -80,6 +82,9 @@ def central(images: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
     return out
 
 
+VIEW_ZOOMS = (1.0, 0.9, 0.95, 1.05, 1.1)   # the query's views: zooms of 0.9-1.1 (and between) come within 2.5 %
+
+
 class Embedder:
     """Cines (N, D, H, W, T) in [-1, 1] -> embeddings (N, F) float64 of their `central` window after `align_cines`.
     Embeddings are kept per cine content for the process (an audit embeds the same training and reference cines for
@@ -91,11 +96,21 @@ class Embedder:
         self.run = (str(run), weights.stat().st_mtime_ns if weights and weights.exists() else None)  # retrained: new
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self._memo(images, lambda: self.fn(central(align_cines(images))))
+        return self._memo(images, "one", lambda: self.fn(central(align_cines(images))))
 
-    def _memo(self, images: torch.Tensor, compute) -> torch.Tensor:
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, V, F): the embeddings of each aligned cine magnified by every VIEW_ZOOMS (view 0: as it is). A query
+        compared in all its views (`copies.correlation_distance`) is as near as its nearest view: a zoomed copy
+        meets its source in the view that undoes the zoom to within half a step."""
+        def compute():
+            aligned = align_cines(images)
+            return torch.stack([self.fn(central(zoom_cines(aligned, z) if z != 1.0 else aligned))
+                                for z in VIEW_ZOOMS], dim=1)
+        return self._memo(images, "views", compute)
+
+    def _memo(self, images: torch.Tensor, what: str, compute) -> torch.Tensor:
         digest = hashlib.sha1(images.detach().float().contiguous().numpy().tobytes()).hexdigest()
-        key = (self.kind, self.run, tuple(images.shape), digest)
+        key = (self.kind, self.run, what, tuple(images.shape), digest)
         if key not in _MEMO:
             while len(_MEMO) >= MEMO_SIZE:
                 _MEMO.pop(next(iter(_MEMO)))                      # least recently used
