@@ -54,7 +54,7 @@ def check_confidence(confidence: float | None) -> float | None:
 def _embeddings(x: np.ndarray, name: str, views: bool = False) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     shapes = "(N, F) or (N, V, F) views" if views else "(N, F)"
-    if x.ndim not in ((2, 3) if views else (2,)) or x.shape[0] == 0 or 0 in x.shape:
+    if x.ndim not in ((2, 3) if views else (2,)) or x.size == 0:
         raise CardiolabError(f"{name}: expected embeddings {shapes} with N >= 1, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise CardiolabError(f"{name}: embeddings contain NaN or infinite values")
@@ -104,10 +104,11 @@ def calibrate(train: np.ndarray, reference: np.ndarray, percentile: float = DEFA
               confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
     """tau from unseen reference scans: the k-th smallest reference -> nearest-training distance (module docstring).
 
-    train: (N, F) embeddings of the scans the generator saw; reference: (M, F) embeddings (or (M, V, F) views) of real scans it did not
-    see (holdout, calibration phantoms). Returns {"threshold", "percentile", "confidence", "rank" (k), "n_reference"
-    (M), "fpr_expected" (100 k / (M + 1)), "fpr_bound" (the FPR that tau exceeds with probability 1 - confidence;
-    = fpr_expected when confidence is None), both in %, "enough" (fpr_bound <= percentile), "dcr_reference"}.
+    train: (N, F) embeddings of the scans the generator saw; reference: (M, F) embeddings (or (M, V, F) views) of
+    real scans it did not see (holdout, calibration phantoms). Returns {"threshold", "percentile", "confidence",
+    "rank" (k), "n_reference" (M), "fpr_expected" (100 k / (M + 1)), "fpr_bound" (the FPR that tau exceeds with
+    probability 1 - confidence; = fpr_expected when confidence is None), both in %, "enough" (fpr_bound <=
+    percentile), "dcr_reference"}.
     """
     p, confidence = check_percentile(percentile), check_confidence(confidence)
     d = np.sort(dcr(_embeddings(reference, "reference", views=True), train))
@@ -190,10 +191,11 @@ def dcr(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def distance_summary(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray) -> dict:
     """DCR / NNDR of synthetic -> train against holdout -> train, and who is nearer whom.
 
-    synthetic (S, F), train (N, F), holdout (M, F); synthetic and holdout may be views (`correlation_distance`). `share_nearer_train` is the % of synthetic scans whose
-    nearest real scan is a training one (expected n_train / (n_train + n_holdout) without memorization, stored
-    as `share_expected`). `mannwhitney_p`: one-sided U test that synthetic->train DCRs are stochastically
-    smaller than holdout->train DCRs (a small p suggests the generator sits closer to its training data).
+    synthetic (S, F), train (N, F), holdout (M, F); synthetic and holdout may be views (`correlation_distance`).
+    `share_nearer_train` is the % of synthetic scans whose nearest real scan is a training one (expected
+    n_train / (n_train + n_holdout) without memorization, stored as `share_expected`). `mannwhitney_p`: one-sided
+    U test that synthetic->train DCRs are stochastically smaller than holdout->train DCRs (a small p suggests the
+    generator sits closer to its training data).
     """
     d_syn = correlation_distance(synthetic, train)
     _, s1, _, s2 = nearest(d_syn)

@@ -62,15 +62,14 @@ def record_stage(profile: Profile, stage: str, seconds: float) -> Path:
     Beside the seconds: the precision amp='auto' resolves to here and the CPU capability, because the same
     stage takes 50x longer on a CPU that emulates bf16 (README, "CPU kinds and precision").
     """
-    prof = profile
-    device = pick_device(prof.device)
+    device = pick_device(profile.device)
     machine = machine_info(device)
     entry = {"stage": stage, "seconds": round(float(seconds), 1),
              "precision": precision_name(resolve_amp("auto", device)),
              "cpu_capability": machine["cpu_capability"], "gpu": machine["gpu"]}
-    stages = [s for s in read_timings(prof.run_dir) if s.get("stage") != stage] + [entry]
+    stages = [s for s in read_timings(profile.run_dir) if s.get("stage") != stage] + [entry]
     stages.sort(key=lambda s: (s["stage"] != "phantom", s["stage"]))   # run order: phantom, then NN_ notebooks
-    return write_json(prof.run_dir / TIMINGS, {"stages": stages})
+    return write_json(profile.run_dir / TIMINGS, {"stages": stages})
 
 
 def estimate(profile: str, stage: str) -> float | None:
@@ -82,13 +81,13 @@ def estimate(profile: str, stage: str) -> float | None:
 def plan(profile: Profile, only: list[str] | None = None, data: str | os.PathLike | None = None) -> str:
     """What `make reproduce` will run: each stage's seconds last time on this machine, else MEASURED's estimate.
     data: a real data source (`make reproduce DATA=...`): no phantom stage."""
-    prof = profile
-    last = {s["stage"]: s for s in read_timings(prof.run_dir)}
-    names = ([] if data else ["phantom"]) + [p.name for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
-    lines = [f"stages of profile {prof.name} (seconds last time on this machine; 'est.': another machine's run):"]
+    last = {s["stage"]: s for s in read_timings(profile.run_dir)}
+    names = [p.name for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
+    names = ([] if data else ["phantom"]) + names
+    lines = [f"stages of profile {profile.name} (seconds last time on this machine; 'est.': another machine's run):"]
     total, estimated = 0.0, False
     for name in names:
-        s, guess = last.get(name), estimate(prof.name, name)
+        s, guess = last.get(name), estimate(profile.name, name)
         if s:
             total += s["seconds"]
             lines.append(f"  {name:<28} {s['seconds']:8.1f} s  ({s['precision']}, {s['cpu_capability']})")
@@ -101,7 +100,7 @@ def plan(profile: Profile, only: list[str] | None = None, data: str | os.PathLik
         lines.append(f"  {'total (known stages)':<28} {total:8.1f} s  (~{total / 60:.0f} min"
                      + (", with estimates)" if estimated else ")"))
     if estimated:
-        lines.append(f"  est.: {MEASURED[prof.name]['source']}; another CPU kind, precision or load changes them "
+        lines.append(f"  est.: {MEASURED[profile.name]['source']}; another CPU kind, precision or load changes them "
                      "several-fold")
     return "\n".join(lines)
 
