@@ -213,7 +213,10 @@ def cohort_geometry(cache_dir: str | os.PathLike) -> dict:
             "es": int(round(float(np.median([s["es"] for s in subjects]))))}
 
 
-MOTION_POWER = 2.0           # weight of the motion map above its median in the centre estimate: the heart, not noise
+MOTION_HARMONICS = 2         # the motion map is the amplitude of the first temporal harmonics: the beat lives there,
+                             # white noise spreads over all T/2 of them
+MOTION_POWER = 1.0           # weight of the motion map above its median: linear, so the centre of a blurred map stays
+                             # the centre of the map (power 2 moved a 1 px blurred copy's centre by up to 1.5 px)
 ALIGN_ITERATIONS = 3         # re-estimate the centre on the moved cine: what enters / leaves the field of view moves
                              # the estimate, and a fixed point is what a shifted copy and its source both reach
 
@@ -226,7 +229,8 @@ def align_cines(images: torch.Tensor) -> torch.Tensor:
       the cine's mean intensity to 0; a circular roll by any number of frames, whole or fractional, cancels
       exactly, and an ED-first cine moves by a fraction of a frame;
     * place: a bilinear shift (background -1 filled in) that brings the centre of mass of the motion map (the
-      per-pixel temporal std above its median, squared: what beats, not noise or a padded band) to the middle.
+      per-pixel amplitude of the first MOTION_HARMONICS temporal harmonics above its median: what beats, not
+      noise or a padded band) to the middle. Phase-free, so a frame roll leaves it unchanged.
     Both are functions of the cine alone (no labels, no partner), so an exact copy aligns exactly as its source.
     """
     if images.ndim != 5:
@@ -238,7 +242,8 @@ def align_cines(images: torch.Tensor) -> torch.Tensor:
     k = torch.arange(spec.shape[-1], dtype=x.dtype)
     x = torch.fft.irfft(spec * torch.exp(-1j * phase.view(N, 1, 1, 1, 1) * k), n=T, dim=-1)
     # the motion map of a moved cine is the moved motion map (the -1 fill does not move): iterate on the map alone
-    motion = x.std(dim=-1).mean(dim=1, keepdim=True)                                   # (N, 1, H, W)
+    harmonics = spec[..., 1:MOTION_HARMONICS + 1].abs().pow(2).sum(-1)                 # |.| is phase-free
+    motion = harmonics.mean(dim=1, keepdim=True).sqrt() * (2.0 / T)                   # (N, 1, H, W), ~ amplitude
     shift = torch.zeros(N, 2, dtype=x.dtype)                                          # (x, y) px, applied as one move
     for _ in range(ALIGN_ITERATIONS):
         shift = shift + _motion_centre(_shift_planes(motion - 1.0, shift)[:, 0] + 1.0)

@@ -99,7 +99,7 @@ def encoder_config(profile: Profile) -> EvaluatorConfig:
                            proj_dim=profile.copydetector.dim, stem_stride=(2, 2, t_stride))
 
 
-ALIGN = 1                       # version of the canonical alignment the detector trains on (data.cines.align_cines)
+ALIGN = 2                       # version of the canonical alignment the detector trains on (data.cines.align_cines)
 
 
 def shaping(profile: Profile, seed: int = 0, cache: str | os.PathLike | None = None,
