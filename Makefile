@@ -1,6 +1,7 @@
 # cardiolab: two commands on a fresh machine.
 #   make reproduce [PROFILE=smoke|tiny|full]   all notebooks through papermill -> runs/$(PROFILE)/report.md
 #        [DATA=/path/to/cohort LAYOUT=acdc|mnms]  on that cohort (its own cache) instead of the phantom (not made)
+#        [HOLDOUT_VENDOR=A[,B]]                   its subjects of those vendors all in holdout (M&Ms: A..D)
 #   make test                                  unit tests + notebooks under nbval (smoke profile)
 #   make test-kinds                            the numerics subset on the two other CPU kinds, emulated (CI runs it)
 #   make lab [PROFILE=tiny|smoke] [DATA=...]   JupyterLab on notebooks/ with CARDIOLAB_PROFILE=$(PROFILE) (and the
@@ -8,8 +9,10 @@
 PROFILE ?= tiny
 DATA ?=
 LAYOUT ?= acdc
-DATA_ARGS := $(if $(DATA),--data "$(DATA)" --layout $(LAYOUT))
-DATA_ENV := $(if $(DATA),CARDIOLAB_DATA="$(DATA)" CARDIOLAB_LAYOUT=$(LAYOUT))
+HOLDOUT_VENDOR ?=
+DATA_ARGS := $(if $(DATA),--data "$(DATA)" --layout $(LAYOUT)) $(if $(HOLDOUT_VENDOR),--holdout-vendor "$(HOLDOUT_VENDOR)")
+DATA_ENV := $(if $(DATA),CARDIOLAB_DATA="$(DATA)" CARDIOLAB_LAYOUT=$(LAYOUT)) \
+            $(if $(HOLDOUT_VENDOR),CARDIOLAB_HOLDOUT_VENDOR="$(HOLDOUT_VENDOR)")
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from cardiolab.core import RUN_CONFIG, CardiolabError, fingerprint, from_record, project_root, read_json, to_record
 # The sections live in sections.py; profiles is where callers find them with the profiles (re-exported).
@@ -39,6 +40,9 @@ class Profile:
     # embedded phantom. A source shapes every model trained on it (`data_shaping`) and has its own cache.
     data_source: str | None = None
     data_layout: str = "acdc"         # the source's layout: acdc | mnms (the phantom is written as acdc)
+    # Vendors whose every subject the cache puts in holdout (`with_data`), to test generalisation to a scanner
+    # never trained on; () = the plain stratified split of `data.split`.
+    holdout_vendor: tuple[str, ...] = ()
 
     # Where this profile's files live (all git-ignored).
     @property
@@ -68,7 +72,14 @@ class Profile:
         """One line naming the data source and its cache, for logs, notebooks and reports."""
         source = (f"{self.data_layout} cohort {self.data_root}" if self.data_source is not None
                   else f"the embedded phantom ({self.phantom_dir})")
-        return f"data: {source} -> cache {self.cache_dir}"
+        rule = f" (holdout: vendor {', '.join(self.holdout_vendor)})" if self.holdout_vendor else ""
+        return f"data: {source} -> cache {self.cache_dir}{rule}"
+
+    @property
+    def split_rule(self) -> dict | None:
+        """How the cache splits its subjects beyond `data.split`, as its manifest records it and as every model
+        trained on it is shaped by it; None for the plain stratified split (what older caches hold too)."""
+        return {"holdout_vendor": list(self.holdout_vendor)} if self.holdout_vendor else None
 
     @property
     def run_dir(self) -> Path:
@@ -157,6 +168,7 @@ PROFILES: dict[str, Profile] = {
 
 
 DATA_ENV, LAYOUT_ENV = "CARDIOLAB_DATA", "CARDIOLAB_LAYOUT"   # the root's data source when no --data is given
+HOLDOUT_ENV = "CARDIOLAB_HOLDOUT_VENDOR"                       # its split rule when no --holdout-vendor is given
 LAYOUTS = ("acdc", "mnms")
 
 
@@ -167,12 +179,20 @@ def source_key(source: str, layout: str) -> str:
     return f"{name}-{fingerprint({'source': source, 'layout': layout})[:8]}"
 
 
-def with_data(profile: Profile, data: str | os.PathLike | None = None, layout: str | None = None) -> Profile:
+def with_data(profile: Profile, data: str | os.PathLike | None = None, layout: str | None = None,
+              holdout_vendor: str | Sequence[str] | None = None) -> Profile:
     """`profile` reading the cohort folder `data` in `layout` (acdc | mnms) instead of the phantom.
 
     data None: $CARDIOLAB_DATA (and $CARDIOLAB_LAYOUT), else the profile as it is (the phantom by default).
     layout None: $CARDIOLAB_LAYOUT, else acdc. The folder is recorded relative to the root when under it.
+    holdout_vendor: vendors ("A" or "A,B", as the source names them) whose subjects all go to the holdout split,
+    checked against the cohort when it is prepared; None: $CARDIOLAB_HOLDOUT_VENDOR, else the profile's; "": none.
     """
+    if holdout_vendor is None:
+        holdout_vendor = os.environ.get(HOLDOUT_ENV)
+    if holdout_vendor is not None:
+        names = holdout_vendor.split(",") if isinstance(holdout_vendor, str) else holdout_vendor
+        profile = dataclasses.replace(profile, holdout_vendor=tuple(sorted({str(v).strip() for v in names} - {""})))
     if data is None or str(data) == "":
         data = os.environ.get(DATA_ENV) or None
         layout = layout or os.environ.get(LAYOUT_ENV) or None
@@ -194,6 +214,8 @@ def data_shaping(profile: Profile, cache: str | os.PathLike | None = None) -> di
     out = {"data": shaping_fields(profile.data)}
     if profile.data_source is not None:
         out["source"] = {"root": profile.data_source, "layout": profile.data_layout}
+    if profile.split_rule is not None:        # another split, other training subjects; absent: older runs stay current
+        out["split_rule"] = profile.split_rule
     if cache is not None and Path(cache).resolve() != profile.cache_dir.resolve():
         out["cache"] = to_record(cache)       # relative to the root: a copied root keeps its runs current
     return out
@@ -244,7 +266,7 @@ def profile_from_dict(d: dict) -> Profile:
             values[f.name] = dataclasses.replace(default, **{k: tuple(v) if isinstance(known[k], tuple) else v
                                                              for k, v in d[f.name].items() if k in known})
         else:
-            values[f.name] = d[f.name]
+            values[f.name] = tuple(d[f.name]) if isinstance(getattr(base, f.name), tuple) else d[f.name]
     return dataclasses.replace(base, **values)
 
 

@@ -93,3 +93,88 @@ def test_phantom_release_cli(tmp_path, capsys):
     assert len(list(read_cohort(out, "acdc"))) == 3
     assert main(["phantom", "--profile", "smoke", "--release", "mnms"]) != 0
     assert "--out" in capsys.readouterr().err
+
+
+# ---- generalisation across vendors: `prepare --holdout-vendor` ------------------------------------------------
+
+def _vendor_and_centre(root) -> dict:
+    """{subject code: (Vendor, Centre)} as the release's CSV has them: the truth the cache must follow."""
+    rows = csv.DictReader((root / "211230_M&Ms_Dataset_information.csv").open())
+    return {r["External code"]: (r["Vendor"], r["Centre"]) for r in rows}
+
+
+def test_holdout_vendor_puts_that_vendor_alone_in_holdout(releases, tmp_path, monkeypatch):
+    from cardiolab.data import prepare as prep
+    from cardiolab.data.datasets import load_manifest
+    from cardiolab.profiles import HOLDOUT_ENV, get_profile, with_data
+
+    monkeypatch.delenv(HOLDOUT_ENV, raising=False)
+    root, truth = releases["mnms"], _vendor_and_centre(releases["mnms"])
+    plain = with_data(get_profile("smoke"), root, "mnms")
+    profile = with_data(plain, root, "mnms", holdout_vendor="A")
+    m = load_manifest(prep.prepare(root, "mnms", profile, tmp_path / "vendor").parent)
+    assert m["split_rule"] == {"holdout_vendor": ["A"]}
+    assert {e["id"]: (e["vendor"], e["centre"]) for e in m["subjects"]} == truth
+    assert m["splits"]["holdout"] == sorted(code for code, (vendor, _) in truth.items() if vendor == "A")
+    trained = m["splits"]["public"] + m["splits"]["private"]
+    assert sorted({truth[code][0] for code in trained}) == ["B", "C", "D"]
+    assert [len(m["splits"][k]) for k in ("public", "private")] == [4, 2]     # 0.5 : 0.3 of the other 6
+    assert prep.is_current(tmp_path / "vendor", profile)
+    assert not prep.is_current(tmp_path / "vendor", plain)                    # another rule: rebuilt, not reused
+    assert not prep.is_current(tmp_path / "vendor", with_data(plain, root, "mnms", holdout_vendor="B"))
+
+
+def test_default_split_is_unchanged_and_older_caches_stay_current(releases, tmp_path, monkeypatch):
+    from cardiolab.core import read_json, write_json
+    from cardiolab.data import attributes
+    from cardiolab.data import prepare as prep
+    from cardiolab.profiles import HOLDOUT_ENV, get_profile, with_data
+
+    monkeypatch.delenv(HOLDOUT_ENV, raising=False)
+    root = releases["mnms"]
+    plain = with_data(get_profile("smoke"), root, "mnms")
+    path = prep.prepare(root, "mnms", plain, tmp_path / "plain")
+    m = read_json(path)
+    assert "split_rule" not in m
+    ids, groups = [e["id"] for e in m["subjects"]], [attributes.describe(e["cond"])["group"] for e in m["subjects"]]
+    assert m["splits"] == prep.stratified_splits(ids, groups, plain.data.split, 0)   # the split of every older cache
+    assert {e["id"]: (e["vendor"], e["centre"]) for e in m["subjects"]} == _vendor_and_centre(root)
+    for e in m["subjects"]:                           # the cache as cardiolab wrote it before vendors were recorded
+        del e["vendor"], e["centre"]
+    del m["profile"]["holdout_vendor"]
+    write_json(path, m)
+    assert prep.is_current(path.parent, plain)
+    assert not prep.is_current(path.parent, with_data(plain, root, "mnms", holdout_vendor="A"))
+
+
+def test_unknown_or_missing_vendor_fails_in_one_line_and_writes_nothing(releases, tmp_path, capsys, monkeypatch):
+    from cardiolab.core import CardiolabError
+    from cardiolab.data import prepare as prep
+    from cardiolab.profiles import HOLDOUT_ENV, get_profile, with_data
+
+    monkeypatch.delenv(HOLDOUT_ENV, raising=False)
+    out = tmp_path / "cache"
+    assert main(["prepare", "--profile", "smoke", "--data", str(releases["mnms"]), "--layout", "mnms",
+                 "--holdout-vendor", "Z", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --holdout-vendor Z")
+    assert err.endswith("vendors present: A, B, C, D")
+    assert list(tmp_path.iterdir()) == []
+    acdc = with_data(get_profile("smoke"), releases["acdc"], "acdc", holdout_vendor="A")
+    with pytest.raises(CardiolabError, match="^--holdout-vendor A .*no vendor information") as e:
+        prep.prepare(releases["acdc"], "acdc", acdc, out)
+    assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_holdout_vendor_comes_from_the_environment_and_shapes_the_runs(monkeypatch):
+    from cardiolab.profiles import HOLDOUT_ENV, data_shaping, get_profile, profile_from_dict, with_data
+
+    monkeypatch.setenv(HOLDOUT_ENV, "C, A")
+    profile = get_profile("smoke")
+    assert profile.holdout_vendor == ("A", "C")
+    assert data_shaping(profile)["split_rule"] == {"holdout_vendor": ["A", "C"]}   # other subjects: other models
+    assert profile_from_dict(profile.to_dict()) == profile
+    assert with_data(profile, holdout_vendor="").holdout_vendor == ()
+    monkeypatch.delenv(HOLDOUT_ENV)
+    assert "split_rule" not in data_shaping(get_profile("smoke"))                   # plain: runs shaped as before

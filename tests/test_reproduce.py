@@ -112,6 +112,18 @@ def test_make_lab_passes_the_data_source_make_reproduce_was_given():
     assert "CARDIOLAB_LAYOUT=mnms" in lab
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_passes_the_vendor_holdout_to_the_notebooks_and_the_lab():
+    repo = Path(__file__).resolve().parents[1]
+    make = ["make", "-n", "-C", str(repo), "DATA=/data/MnM", "LAYOUT=mnms", "HOLDOUT_VENDOR=A,B"]
+    dry = subprocess.run(make + ["reproduce"], capture_output=True, text=True, check=True).stdout
+    runs = [line for line in dry.splitlines() if "cardiolab notebooks" in line]
+    assert len(runs) == 2
+    assert all('--holdout-vendor "A,B"' in line for line in runs)
+    dry = subprocess.run(make + ["lab"], capture_output=True, text=True, check=True).stdout
+    assert 'CARDIOLAB_HOLDOUT_VENDOR="A,B"' in next(line for line in dry.splitlines() if "jupyter lab" in line)
+
+
 def test_report_time_section(root):
     assert time_section(root / "runs" / "smoke") == []
     reproduce.record_stage(get_profile("smoke"), "phantom", 30.0)

@@ -25,11 +25,22 @@ def add_data(p: argparse.ArgumentParser) -> None:
                         "cache data/cache/<profile>-<folder>-<id> (default $CARDIOLAB_DATA, else the phantom)")
     p.add_argument("--layout", choices=LAYOUTS, default=None,
                    help="layout of --data (default $CARDIOLAB_LAYOUT, else acdc)")
+    add_holdout_vendor(p)
+
+
+def add_holdout_vendor(p: argparse.ArgumentParser) -> None:
+    """The shared --holdout-vendor option: the data source's split rule (`profiles.with_data`)."""
+    p.add_argument("--holdout-vendor", default=None, metavar="A[,B]",
+                   help="put every subject of these vendors (as the cohort's CSV names them, e.g. M&Ms's A..D) in "
+                        "the holdout split and split the rest between public and private, to score on a vendor never "
+                        "trained on (default $CARDIOLAB_HOLDOUT_VENDOR, else none)")
 
 
 def resolve_profile(args) -> Profile:
-    """The profile of --profile with the data source of --data / --layout (or $CARDIOLAB_DATA) and any --set."""
+    """The profile of --profile with the data source of --data / --layout / --holdout-vendor (or $CARDIOLAB_DATA)
+    and any --set."""
     if isinstance(args.profile, Profile):          # resolved already (`main`)
         return args.profile
-    profile = with_data(get_profile(args.profile), getattr(args, "data", None), getattr(args, "layout", None))
+    profile = with_data(get_profile(args.profile), getattr(args, "data", None), getattr(args, "layout", None),
+                        getattr(args, "holdout_vendor", None))
     return override(profile, getattr(args, "set", None) or [])

@@ -24,6 +24,6 @@ def run(args) -> int:
         print(plan(profile, only=args.only, data=args.data))
         return 0
     out = run_notebooks(profile.name, only=args.only, seed=args.seed, data=args.data,
-                        layout=args.layout)
+                        layout=args.layout, holdout_vendor=args.holdout_vendor)
     print(f"executed notebooks in {out}")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from cardiolab.cli import add_profile, resolve_profile
+from cardiolab.cli import add_holdout_vendor, add_profile, resolve_profile
 from cardiolab.data import phantom
 from cardiolab.data.prepare import prepare
 from cardiolab.profiles import LAYOUTS
@@ -18,6 +18,7 @@ def add_arguments(p) -> None:
                         "missing)")
     p.add_argument("--layout", choices=LAYOUTS, default=None,
                    help="dataset layout of --data (default $CARDIOLAB_LAYOUT, else acdc)")
+    add_holdout_vendor(p)
     add_profile(p)
     p.add_argument("--out", default=None,
                    help="cache folder (default: the data source's own cache, data/cache/<profile> for the phantom, "
@@ -32,5 +33,6 @@ def run(args) -> int:
     else:
         root = profile.data_root
     manifest = prepare(root, profile.data_layout, profile, args.out or profile.cache_dir, seed=args.seed)
-    print(f"prepared {root} ({profile.data_layout}) -> cache {manifest.parent}")
+    rule = f", holdout: vendor {','.join(profile.holdout_vendor)}" if profile.holdout_vendor else ""
+    print(f"prepared {root} ({profile.data_layout}{rule}) -> cache {manifest.parent}")
     return 0

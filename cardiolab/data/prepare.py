@@ -42,7 +42,7 @@ from cardiolab.data.phantom import ensure_phantom, read_rvip
 from cardiolab.io.cohort import Subject
 from cardiolab.io.layouts import read_cohort, scan_cohort
 from cardiolab.io.validate import raise_if_problems
-from cardiolab.profiles import Profile, shaping_fields
+from cardiolab.profiles import HOLDOUT_ENV, Profile, shaping_fields
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None 
     entry = {
         "id": sid,
         "attributes": attributes.raw_attributes(subject.info),
+        "vendor": _text(subject.info.get("Vendor")),          # M&Ms's CSV has them; ACDC and the phantom do not
+        "centre": _text(subject.info.get("Centre")),
         "cond": cond.tolist(),
         "ed": 0,
         "es": cycle_index(subject.es, subject.ed, T, cfg.frames),
@@ -119,6 +121,11 @@ def prepare_subject(subject: Subject, profile: Profile, rvip: np.ndarray | None 
         "rvip": rvip is not None,
     }
     return tensors, entry
+
+
+def _text(value) -> str | None:
+    """An Info value as the manifest records a name: text, None where missing."""
+    return None if value is None or str(value).strip() == "" else str(value).strip()
 
 
 # ----------------------------------------------------------------------------- points: native <-> cache
@@ -203,9 +210,41 @@ def stratified_splits(ids: list[str], groups: list[str], fractions, seed: int = 
     return {n: sorted(v) for n, v in splits.items()}
 
 
+def split_cohort(entries: list[dict], profile: Profile, seed: int = 0,
+                 root: str | os.PathLike = "the cohort") -> dict[str, list[str]]:
+    """The splits of prepared subjects (manifest entries) under the profile's split rule (`Profile.split_rule`).
+
+    Plain: `stratified_splits` by `data.split`. With `holdout_vendor`: every subject of those vendors is holdout,
+    the others are split between public and private by their two fractions renormalised (stratified, seeded), so
+    models train on some vendors and are scored on another. A vendor the cohort lacks raises CardiolabError.
+    """
+    ids = [e["id"] for e in entries]
+    groups = [attributes.describe(e["cond"])["group"] for e in entries]
+    if not profile.holdout_vendor:
+        return stratified_splits(ids, groups, profile.data.split, seed)
+    option = f"--holdout-vendor {','.join(profile.holdout_vendor)} (or ${HOLDOUT_ENV})"
+    present = sorted({e["vendor"] for e in entries if e.get("vendor") is not None})
+    if not present:
+        raise CardiolabError(f"{option}: {root} has no vendor information (vendors present: none; an M&Ms "
+                             "cohort names them in its CSV)")
+    if unknown := [v for v in profile.holdout_vendor if v not in present]:
+        raise CardiolabError(f"{option}: no vendor {', '.join(unknown)} in {root}; vendors present: "
+                             f"{', '.join(present)}")
+    held = [e.get("vendor") in profile.holdout_vendor for e in entries]
+    if all(held):
+        raise CardiolabError(f"{option}: every subject of {root} would be holdout, none left to train on; vendors "
+                             f"present: {', '.join(present)}")
+    public, private, _ = profile.data.split
+    rest = [(sid, g) for sid, g, h in zip(ids, groups, held) if not h]
+    splits = stratified_splits([sid for sid, _ in rest], [g for _, g in rest], (public, private, 0.0), seed)
+    splits["holdout"] = sorted(sid for sid, h in zip(ids, held) if h)
+    return splits
+
+
 def prepare(root: str | os.PathLike, layout: str, profile: Profile,
             out: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """Preprocess every subject under `root` into the cache `out` (default profile.cache_dir).
+    """Preprocess every subject under `root` into the cache `out` (default profile.cache_dir), split by the
+    profile's split rule (`split_cohort`).
 
     Returns the path of `<out>/manifest.json`. Replaces an existing cache only once the new one is complete.
     """
@@ -222,8 +261,7 @@ def prepare(root: str | os.PathLike, layout: str, profile: Profile,
             entries.append(entry)
         if not entries:
             raise CardiolabError(f"{root}: no subjects to prepare")
-        groups = [attributes.describe(e["cond"])["group"] for e in entries]
-        splits = stratified_splits([e["id"] for e in entries], groups, profile.data.split, seed)
+        splits = split_cohort(entries, profile, seed, root)
         split_of = {sid: name for name, ids in splits.items() for sid in ids}
         for e in entries:
             e["split"] = split_of[e["id"]]
@@ -238,6 +276,7 @@ def prepare(root: str | os.PathLike, layout: str, profile: Profile,
             "source": {"root": to_record(root), "layout": layout, "seed": seed, "listing": source_listing(root),
                        "subjects": len(entries)},
             "attributes": {f.name: list(f.classes) for f in attributes.FIELDS},
+            **({"split_rule": profile.split_rule} if profile.split_rule is not None else {}),  # plain: as before
             "splits": splits,
             "subjects": entries,
         }
@@ -268,15 +307,17 @@ def is_current(cache_dir: str | os.PathLike, profile: Profile) -> bool:
 def cache_stamps(manifest: dict | None, profile: Profile) -> tuple[dict | None, dict]:
     """(the stamp a cache's manifest records, the stamp the profile's data source would give it now), for
     `core.stale`: cache version, profile name, data settings, source folder (as recorded: relative to the root),
-    layout and, where both sides have one, the source's listing."""
+    layout, split rule (None: plain, as caches made before the rule hold) and, where both sides have one, the
+    source's listing."""
     root = profile.data_root
     wanted = {"version": CACHE_VERSION, "profile": profile.name, "data": shaping_fields(profile.data),
-              "root": to_record(root), "layout": profile.data_layout}
+              "root": to_record(root), "layout": profile.data_layout, "split_rule": profile.split_rule}
     if manifest is None:
         return None, wanted
     source, made_with = manifest.get("source", {}), manifest.get("profile", {})
     recorded = {"version": manifest.get("version"), "profile": made_with.get("name"), "data": made_with.get("data"),
-                "root": to_record(from_record(source.get("root"))), "layout": source.get("layout", "acdc")}
+                "root": to_record(from_record(source.get("root"))), "layout": source.get("layout", "acdc"),
+                "split_rule": manifest.get("split_rule")}
     if "listing" in source and root.is_dir():
         recorded["listing"], wanted["listing"] = source["listing"], source_listing(root)
     return recorded, wanted

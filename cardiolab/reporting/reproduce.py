@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cardiolab.core import (CardiolabError, atomic_path, machine_info, pick_device, precision_name, project_root,
                             read_json, resolve_amp, write_json)
-from cardiolab.profiles import DATA_ENV, LAYOUT_ENV, PROFILES, Profile, get_profile, with_data
+from cardiolab.profiles import DATA_ENV, HOLDOUT_ENV, LAYOUT_ENV, PROFILES, Profile, get_profile, with_data
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def plan(profile: Profile, only: list[str] | None = None, data: str | os.PathLik
 
 
 def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0, data: str | os.PathLike | None = None,
-                  layout: str | None = None) -> Path:
+                  layout: str | None = None, holdout_vendor: str | None = None) -> Path:
     """Execute the notebooks headless with `profile=<profile>`; returns the folder of executed copies.
 
     profile: a profile NAME, as each notebook's parameters cell takes it and resolves it (an entry point, like the
@@ -114,12 +114,13 @@ def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0, da
 
     data, layout: the root's data source (`profiles.with_data`; None: $CARDIOLAB_DATA, else the phantom). Each
     notebook gets it as its `data_dir` / `layout` parameters, and its kernel as $CARDIOLAB_DATA /
-    $CARDIOLAB_LAYOUT, so that every profile it looks up reads that source's cache.
+    $CARDIOLAB_LAYOUT, so that every profile it looks up reads that source's cache. holdout_vendor (None:
+    $CARDIOLAB_HOLDOUT_VENDOR) reaches each kernel as $CARDIOLAB_HOLDOUT_VENDOR, read by the same `with_data`.
     Records each notebook's wall time in runs/<profile>/timings.json as soon as it has run.
     """
     import papermill as pm  # lazy: papermill is a slow import, needed only here
 
-    prof = with_data(get_profile(profile), data, layout)
+    prof = with_data(get_profile(profile), data, layout, holdout_vendor)
     out = prof.run_dir / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
     parameters = {"profile": profile, "seed": seed}
@@ -127,6 +128,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0, da
     if prof.data_source is not None:
         parameters.update(data_dir=str(prof.data_root), layout=prof.data_layout)
         env = {DATA_ENV: str(prof.data_root), LAYOUT_ENV: prof.data_layout}
+    env[HOLDOUT_ENV] = ",".join(prof.holdout_vendor)      # "" clears one the shell may have set
     log.info("%s", prof.describe_data())
     for path in notebook_paths():
         if only and not any(path.name.startswith(o) for o in only):
