@@ -15,7 +15,8 @@ kind           invariant to (besides phase roll, translation, zoom and which lab
 pixels         a per-cine intensity gain and offset (the correlation distance), mild noise (pooled to a
                16 x 16 grid). Not flips, rotation, gamma, blur or a VQ-GAN round trip. No training: a
                baseline and a check on the learned ones.
-copy-detector  left-right flip exactly (`copy_detector.embed` averages each cine with its mirror); what it
+copy-detector  left-right flip exactly (`copy_detector.embed` averages each cine with its mirror); blur
+               largely (it sees every cine through a fixed 1 px Gaussian, `copy_detector.canonical`); what it
                was trained on (`copy_detector.CopyAugment`): rotation <= 10 degrees, zoom 0.92-1.08, a
                residual shift, elastic warp, gain, offset, gamma 0.85-1.18, blur sigma <= 0.8 px, noise and
                whole-frame rolls. A change outside those ranges, or a generator's decoder (the VQ-GAN round
