@@ -221,7 +221,7 @@ def nonmember_cines(profile: Profile, train: str | os.PathLike | None, train_ids
     ids, images = _cines(cache, profile, (HOLDOUT,))
     return (images[[ids.index(i) for i in chosen]],
             {"kind": REAL_HOLDOUT, "cache": to_record(cache), "split": HOLDOUT, "subjects": chosen, "n": len(chosen),
-             "description": f"real holdout, {len(chosen)} subjects"})
+             "description": f"real holdout, {len(chosen)} subject{'' if len(chosen) == 1 else 's'}"})
 
 
 def _unplanted(synthetic: Path, holdout: str | os.PathLike | None, profile: Profile, ids: list[str],
