@@ -39,6 +39,70 @@ def test_audit_plant_writes_a_cohort_with_planted_json(planted):
     assert sum(v is not None for v in record.values()) == 4
     assert len([p for p in planted.iterdir() if p.is_dir()]) == 7
     assert not any(planted.glob("*/*_4d_gt.nii.gz"))          # image-only, like another tool's cohort
+    nonmembers = json.loads((planted / "nonmembers.json").read_text())
+    assert nonmembers == {"kind": "fresh phantoms", "seed": 7, "n": 3, "description": "fresh phantoms, seed 7"}
+
+
+@pytest.fixture(scope="module")
+def real_source(tmp_path_factory):
+    """A root whose data source is a 20-subject ACDC release (phantom subjects as ACDC ships them, no phantom truth
+    beside them), prepared at smoke: splits 0.5 / 0.3 / 0.2 leave a holdout of 4."""
+    from cardiolab.data.prepare import ensure_prepared
+    from cardiolab.data.releases import write_acdc_release
+    from cardiolab.profiles import DATA_ENV, with_data
+
+    base = tmp_path_factory.mktemp("real")
+    data = write_acdc_release(base / "ACDC", 20, seed=3, size=48, spacing=4.0, slices=6, frames=10)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CARDIOLAB_ROOT", str(base / "root"))
+        mp.delenv(DATA_ENV, raising=False)
+        cache = ensure_prepared(with_data(get_profile("smoke"), data, "acdc"))
+    return {"root": base / "root", "data": data, "cache": cache}
+
+
+def test_on_real_data_the_planted_non_members_are_held_out_patients_never_calibrating_tau(real_source, tmp_path,
+                                                                                        monkeypatch, capsys):
+    from cardiolab.core import read_json
+    from cardiolab.privacy.audit import audit_copies, holdout_halves
+    from cardiolab.profiles import with_data
+
+    monkeypatch.setenv("CARDIOLAB_ROOT", str(real_source["root"]))
+    splits = read_json(real_source["cache"] / "manifest.json")["splits"]
+    holdout, trained = sorted(splits["holdout"]), set(splits["public"] + splits["private"])
+    assert len(holdout) == 4
+    out = tmp_path / "planted"
+    assert main(["audit", "plant", "--profile", "smoke", "--data", str(real_source["data"]), "--out", str(out),
+                 "--n-copies", "3"]) == 0                          # smoke asks for 4 non-members: capped at 2
+    assert "among 2 non-members (real holdout, 2 subjects)" in capsys.readouterr().out
+    record = json.loads((out / "nonmembers.json").read_text())
+    calibration_half, nonmember_half = holdout_halves(holdout)
+    assert record["kind"] == "real holdout"
+    assert record["subjects"] == nonmember_half == holdout[1::2]
+    assert not set(record["subjects"]) & trained
+    assert not set(record["subjects"]) & set(calibration_half)
+    assert sum(v is None for v in json.loads((out / "planted.json").read_text()).values()) == 2
+    r = audit_copies(out, with_data(get_profile("smoke"), real_source["data"]), embedding="pixels",
+                     out_json=tmp_path / "c.json")
+    c = r["calibration"]
+    assert c["holdout_planted"] == 2                               # the planted patients calibrate nothing
+    assert c["n_holdout"] == len(calibration_half)
+    assert c["n_reference"] == len(calibration_half)               # no phantoms beside a real holdout
+    assert r["planted"]["n_fresh"] == 2
+    assert r["planted"]["nonmembers"] == "real holdout, 2 subjects"
+
+
+def test_real_non_members_need_a_holdout_of_two(tmp_path):
+    from cardiolab.core import CardiolabError, write_json
+    from cardiolab.data.prepare import CACHE_VERSION
+    from cardiolab.privacy.audit import nonmember_cines
+    from cardiolab.profiles import with_data
+
+    write_json(tmp_path / "cache" / "manifest.json",
+               {"version": CACHE_VERSION, "subjects": [], "splits": {"public": ["a", "b"], "holdout": ["c"]}})
+    real = with_data(get_profile("smoke"), tmp_path, "acdc")
+    with pytest.raises(CardiolabError, match=r"has 1 subject\(s\); real non-members need >= 2"):
+        nonmember_cines(real, tmp_path / "cache", ["a", "b"], 4)
+    assert nonmember_cines(real, tmp_path / "cache", ["a", "b"], 0)[0] is None    # copies only: nothing to draw
 
 
 def test_audit_copies_pixels_end_to_end(planted, cache, tmp_path):
@@ -51,6 +115,8 @@ def test_audit_copies_pixels_end_to_end(planted, cache, tmp_path):
     assert set(r["per_synthetic"][0]) >= {"id", "nearest_train_id", "distance", "is_copy"}
     assert r["n_train"] == 5
     assert r["n_holdout"] == 1
+    assert r["calibration"]["holdout_planted"] == 0               # phantom non-members: the holdout stays whole
+    assert r["planted"]["nonmembers"] == "fresh phantoms, seed 7"
 
 
 def test_audit_copies_calibrates_on_holdout_plus_calibration_phantoms(planted, cache, phantom_root, tmp_path):

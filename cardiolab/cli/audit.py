@@ -1,6 +1,6 @@
 """`python -m cardiolab audit <plant|copies|families|mia|canaries|subset|sweep|report>`: privacy audits.
 
-    python -m cardiolab audit plant --out runs/tiny/audit/planted          # fresh phantoms + copies, planted.json
+    python -m cardiolab audit plant --out runs/tiny/audit/planted          # non-members + copies, planted.json
     python -m cardiolab audit copies --synthetic runs/tiny/audit/planted --embedding copy-detector
     python -m cardiolab audit mia --run runs/tiny/dit
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cardiolab.cli import add_profile
+from cardiolab.cli import add_data, add_profile
 from cardiolab.core import CardiolabError, read_json, write_json
 from cardiolab.privacy.copies import DEFAULT_CONFIDENCE, min_references
 
@@ -28,16 +28,20 @@ def add_arguments(p) -> None:
 
 
 def _add_plant(sub) -> None:
-    plant = sub.add_parser("plant", help="fresh phantoms plus transformed copies of training subjects")
+    plant = sub.add_parser("plant", help="non-members (fresh phantoms, or on real data held-out patients) plus "
+                                         "transformed copies of training subjects")
     add_profile(plant)
+    add_data(plant)
     plant.add_argument("--out", type=Path, required=True, help="planted cohort folder (ACDC layout + planted.json)")
     plant.add_argument("--train", type=Path, default=None, help="training cache or cohort (default: profile cache)")
     plant.add_argument("--train-split", default="public,private", help="cache splits that trained the generator")
     plant.add_argument("--n-copies", type=int, default=None, help="copies (default: one per training subject)")
     plant.add_argument("--n-fresh", type=int, default=None,
-                       help="fresh phantoms (default: the profile's copydetector.fresh)")
+                       help="non-members (default: the profile's copydetector.fresh): fresh phantoms, or on real "
+                            "data (--data) holdout patients, at most half the holdout split (the other half "
+                            "calibrates tau)")
     plant.add_argument("--seed", type=int, default=0, help="which subjects are copied and how")
-    plant.add_argument("--fresh-seed", type=int, default=7, help="phantom seed of the fresh cines")
+    plant.add_argument("--fresh-seed", type=int, default=7, help="phantom seed of the fresh cines (phantom data)")
     plant.add_argument("--family", default=None,
                        help="one transform family on every copy (flip, rotation, shift, zoom, roll, gain, gamma, "
                             "blur, noise, vqgan) or mixed; default: the detector's own families, each at p 0.5")
@@ -47,6 +51,7 @@ def _add_plant(sub) -> None:
 def _add_copies(sub) -> None:
     copies = sub.add_parser("copies", help="copy detection (tau from held-out data), DCR, NNDR, Mann-Whitney")
     add_profile(copies)
+    add_data(copies)
     copies.add_argument("--synthetic", type=Path, required=True, help="synthetic cohort folder")
     copies.add_argument("--train", type=Path, default=None, help="training cache or cohort (default: profile cache)")
     copies.add_argument("--train-split", default="public,private", help="cache splits of the training set")
@@ -77,6 +82,7 @@ def _add_families(sub) -> None:
     fam = sub.add_parser("families", help="leave-one-family-out: per transform family, a detector trained without "
                                           "it finds copies made with it alone (recall / FPR table)")
     add_profile(fam)
+    add_data(fam)
     fam.add_argument("--out", type=Path, required=True, help="folder for the detectors, cohorts and families.json")
     fam.add_argument("--families", default=None, help="comma-separated (default: every family and mixed)")
     fam.add_argument("--seeds", default="11", help="plant seeds of the reported cohorts (fresh seed 100 + s)")
@@ -256,8 +262,8 @@ def run(args) -> int:
     if args.audit == "plant":
         s = plant_cohort(args.out, args.profile, args.train, _splits(args.train_split), args.n_copies, args.n_fresh,
                          args.seed, args.fresh_seed, family=args.family, vqgan=args.vqgan)
-        print(f"planted {s['n_copies']} copies ({', '.join(s['families'])}) among {s['n_fresh']} fresh cines in "
-              f"{s['out']}")
+        print(f"planted {s['n_copies']} copies ({', '.join(s['families'])}) among {s['n_fresh']} non-members "
+              f"({s['nonmembers']}) in {s['out']}")
         return 0
     if args.embedding is None:
         from cardiolab.privacy.embeddings import default_embedding  # lazy: CLI start-up
@@ -290,7 +296,7 @@ def run(args) -> int:
     if "planted" in r:
         p = r["planted"]
         print(f"planted: recall {p['recall']:.1f} % of {p['n_planted']} copies (matched {p['recall_matched']:.1f} %), "
-              f"FPR {p['fpr']:.1f} % of {p['n_fresh']} fresh")
+              f"FPR {p['fpr']:.1f} % of {p['n_fresh']} non-members ({p['nonmembers']})")
     print(r["json"])
     if r.get("passed") is False:
         print(f"refused: copy fraction {r['copy_fraction']:.2f} % above --max-copy-fraction "

@@ -40,7 +40,7 @@ def plot_planted_roc(copies: dict, planted: dict):
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     p = copies["planted"]
     ax.plot(p["fpr"] / 100, p["recall"] / 100, "ro", label="at tau")
-    ax.set(xlabel="false-positive rate (fresh)", ylabel="recall (planted copies)", title="planted-copy ROC")
+    ax.set(xlabel="false-positive rate (non-members)", ylabel="recall (planted copies)", title="planted-copy ROC")
     ax.legend(fontsize=8)
     return fig
 

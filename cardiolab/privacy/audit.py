@@ -12,9 +12,14 @@ split plus `copydetector.calibration` fresh phantoms (seed CALIBRATION_SEED, the
 generated once beside it in `<phantom>-calibration`): the phantom is free, and 8 holdout subjects (tiny) cannot
 calibrate a 5 % false-positive rate (`privacy.copies.calibrate` needs >= 19). Those phantoms are never the
 planted cohort's fresh ones (seed FRESH_SEED) nor training subjects (seed 0).
+A planted cohort's non-members are fresh phantoms on phantom data; on a real source (`profile.data_source`) a
+phantom's FPR says nothing about patients, so they are held-out patients: the training cache's holdout split cut
+in two (`holdout_halves`), one half planted, the other left to calibrate tau. `audit_copies` leaves every planted
+holdout subject (the cohort's nonmembers.json) out of its holdout, so no cine both sets tau and is scored by it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -23,7 +28,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from cardiolab.core import CardiolabError, atomic_path, is_cache, read_json, read_stamp, up_to_date, write_json
+from cardiolab.core import (CardiolabError, atomic_path, from_record, is_cache, read_json, read_stamp, to_record,
+                            up_to_date, write_json)
 from cardiolab.data.cines import is_phantom, load_cines
 from cardiolab.data.datasets import load_manifest
 from cardiolab.data.phantom import COHORT_FILE, cohort_params, generate_cohort
@@ -34,8 +40,8 @@ from cardiolab.privacy.copies import (DEFAULT_CONFIDENCE, calibrate, check_confi
                                       compare_control, detect_copies, distance_summary, planted_scores)
 from cardiolab.privacy.embeddings import check_embedding, default_embedding, embedder
 from cardiolab.privacy.membership import check_dit_run
-from cardiolab.privacy.plant import (FAMILIES, PLANTED_JSON, CopyTransforms, family_transforms, plant, read_planted,
-                                     write_planted)
+from cardiolab.privacy.plant import (FAMILIES, NONMEMBERS_JSON, PLANTED_JSON, CopyTransforms, family_transforms,
+                                     plant, read_nonmembers, read_planted, write_planted)
 from cardiolab.profiles import Profile
 from cardiolab.tasks import copy_detector, dit
 from cardiolab.tasks import vqgan as vqgan_task     # `vqgan` is the run argument of plant_cohort and audit_families
@@ -45,6 +51,11 @@ KIND = "cardiolab-audit-copies"
 TRAIN_SPLITS = ("public", "private")
 FRESH_SEED = 7            # fresh phantoms: a seed the profile's own phantom cohort (seed 0) never used
 CALIBRATION_SEED = 8      # calibration phantoms: neither training (0) nor the planted / MIA fresh ones (7)
+HOLDOUT = "holdout"       # the cache split of unseen patients
+MIN_HOLDOUT = 2           # real non-members: one holdout subject to plant, one left to calibrate tau
+REAL_HOLDOUT = "real holdout"
+
+log = logging.getLogger(__name__)
 
 
 def _cines(path: str | os.PathLike | None, profile: Profile, splits: tuple[str, ...] | None):
@@ -138,11 +149,12 @@ def plant_cohort(out: str | os.PathLike, profile: Profile, train: str | os.PathL
                  train_splits: tuple[str, ...] | None = TRAIN_SPLITS, n_copies: int | None = None,
                  n_fresh: int | None = None, seed: int = 0, fresh_seed: int = FRESH_SEED, transforms=None,
                  family: str | None = None, vqgan: str | os.PathLike | None = None) -> dict:
-    """Write a planted cohort to `out`: `n_fresh` fresh phantoms (seed `fresh_seed`; default copydetector.fresh) +
-    `n_copies` transformed copies of training cines (default: one per training subject), changed by `transforms`
-    (a `privacy.plant.CopyTransforms`; default its ranges) or by one `family` (`plant.family_transforms`: a
-    family of `plant.FAMILIES` on every copy, or "mixed"). The vqgan family round-trips each copy through the
-    VQ-GAN run `vqgan` (default runs/<profile>/vqgan). Returns a summary dict."""
+    """Write a planted cohort to `out`: `n_fresh` non-members (default copydetector.fresh; `nonmember_cines`: fresh
+    phantoms of seed `fresh_seed`, or on a real source held-out patients) + `n_copies` transformed copies of
+    training cines (default: one per training subject), changed by `transforms` (a `privacy.plant.CopyTransforms`;
+    default its ranges) or by one `family` (`plant.family_transforms`: a family of `plant.FAMILIES` on every copy,
+    or "mixed"). The vqgan family round-trips each copy through the VQ-GAN run `vqgan` (default
+    runs/<profile>/vqgan). Returns a summary dict; "nonmembers" says which non-members it holds."""
     if family is not None:
         if transforms is not None:
             raise CardiolabError("audit plant: give transforms or a family, not both")
@@ -154,7 +166,10 @@ def plant_cohort(out: str | os.PathLike, profile: Profile, train: str | os.PathL
     n_fresh = profile.copydetector.fresh if n_fresh is None else n_fresh
     if n_copies < 0 or n_fresh < 0 or n_copies + n_fresh == 0:
         raise CardiolabError(f"audit plant: --n-copies {n_copies} / --n-fresh {n_fresh}: need >= 0 and a total > 0")
-    fresh = fresh_cines(profile, n_fresh, fresh_seed) if n_fresh else train_images[:0]
+    fresh, nonmembers = nonmember_cines(profile, train, train_ids, n_fresh, fresh_seed)
+    fresh = train_images[:0] if fresh is None else fresh
+    n_fresh = len(fresh)
+    log.info("audit plant: non-members %s", nonmembers["description"])
     # Image-only, like a cohort from another tool: the audit reads every side label-free, so labels would change
     # nothing (the copies are at profile geometry and keep their field of view).
     cohort = plant(train_images, train_ids, fresh, n_copies, seed=seed, cfg=transforms, round_trip=round_trip)
@@ -165,10 +180,64 @@ def plant_cohort(out: str | os.PathLike, profile: Profile, train: str | os.PathL
     spacing = np.median([r["spacing"] for r in records], axis=0) if records else (d.spacing, d.spacing, 10.0)
     frame_ms = float(np.median([r.get("frame_ms", 0.0) for r in records])) if records else 0.0
     es = int(np.median([r["es"] for r in records])) if records else d.frames // 3
-    write_planted(out, cohort, tuple(float(s) for s in spacing), frame_ms, es)
+    write_planted(out, cohort, tuple(float(s) for s in spacing), frame_ms, es, nonmembers)
     summary = {"out": str(out), "n_copies": n_copies, "n_fresh": n_fresh, "seed": seed, "fresh_seed": fresh_seed,
-               "profile": profile.name, "family": family, "families": list(transforms.families)}
+               "profile": profile.name, "family": family, "families": list(transforms.families),
+               "nonmembers": nonmembers["description"]}
     return summary
+
+
+def holdout_halves(ids) -> tuple[list[str], list[str]]:
+    """A real holdout split cut in two, deterministically: (calibration half, non-member half), every other id in
+    sorted order (ids of one group sit together in the stratified split, so each half gets about half of each)."""
+    ids = sorted(ids)
+    return ids[0::2], ids[1::2]
+
+
+def nonmember_cines(profile: Profile, train: str | os.PathLike | None, train_ids: list[str], n: int,
+                    fresh_seed: int = FRESH_SEED) -> tuple[torch.Tensor | None, dict]:
+    """A planted cohort's non-members, label-free at profile geometry (n', D, H, W, T) or None when n = 0, and
+    their record (plant.NONMEMBERS_JSON). Phantom data: n fresh phantoms (seed fresh_seed). A real source
+    (`profile.data_source`): the first n of the non-member half of the training cache's holdout split
+    (`holdout_halves`; n capped at its size), so the FPR is measured on patients, never on phantoms."""
+    if not n:
+        return None, {"kind": "none", "n": 0, "description": "none"}
+    if profile.data_source is None:
+        return fresh_cines(profile, n, fresh_seed), {"kind": "fresh phantoms", "seed": fresh_seed, "n": n,
+                                                     "description": f"fresh phantoms, seed {fresh_seed}"}
+    cache = Path(train) if train is not None else ensure_prepared(profile)
+    if not is_cache(cache):
+        raise CardiolabError(f"audit plant --train {cache}: a cohort folder has no holdout split to draw real "
+                             "non-members from; give its prepared cache (or --n-fresh 0)")
+    holdout = load_manifest(cache).get("splits", {}).get(HOLDOUT, [])
+    if len(holdout) < MIN_HOLDOUT:
+        raise CardiolabError(f"audit plant: the holdout split of {cache} has {len(holdout)} subject(s); real "
+                             f"non-members need >= {MIN_HOLDOUT} (half planted, half calibrate tau); or --n-fresh 0")
+    chosen = holdout_halves(holdout)[1][:n]
+    trained = sorted(set(chosen) & set(train_ids))
+    if trained:
+        raise CardiolabError(f"audit plant: holdout subjects {trained[:5]} are in the training splits too; a "
+                             "training subject is no non-member")
+    ids, images = _cines(cache, profile, (HOLDOUT,))
+    return (images[[ids.index(i) for i in chosen]],
+            {"kind": REAL_HOLDOUT, "cache": to_record(cache), "split": HOLDOUT, "subjects": chosen, "n": len(chosen),
+             "description": f"real holdout, {len(chosen)} subject{'' if len(chosen) == 1 else 's'}"})
+
+
+def _unplanted(synthetic: Path, holdout: str | os.PathLike | None, profile: Profile, ids: list[str],
+               images: torch.Tensor) -> tuple[list[str], torch.Tensor, int]:
+    """The holdout (ids, images) less the subjects the planted cohort `synthetic` holds as non-members (its
+    nonmembers.json), and how many were left out: a cine that both sets tau and is scored by it flatters the FPR."""
+    record = read_nonmembers(synthetic)
+    source = Path(holdout) if holdout is not None else profile.cache_dir
+    if not record or record["kind"] != REAL_HOLDOUT or from_record(record["cache"]).resolve() != source.resolve():
+        return ids, images, 0
+    planted = set(record["subjects"])
+    keep = [k for k, i in enumerate(ids) if i not in planted]
+    if not keep:
+        raise CardiolabError(f"{synthetic / NONMEMBERS_JSON}: every holdout subject is a planted non-member; none is "
+                             "left to calibrate tau")
+    return [ids[k] for k in keep], images[keep], len(ids) - len(keep)
 
 
 _FRESH: dict = {}            # (profile data, n, seed) -> label-free fresh cines: one family cohort after another
@@ -210,8 +279,9 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile,
 
     JSON keys: threshold, percentile, embedding, copy_fraction, memorized_fraction (both %), per_synthetic
     [{id, nearest_train_id, distance, nndr, is_copy}], calibration (`privacy.copies.calibrate`: rank, n_reference,
-    confidence, fpr_bound, fpr_expected, enough, dcr_reference; n_holdout, n_calibration, calibration_seed), distances
-    (DCR / NNDR / share nearer train / Mann-Whitney, against the holdout split), planted (recall / FPR, when the
+    confidence, fpr_bound, fpr_expected, enough, dcr_reference; n_holdout, n_calibration, calibration_seed,
+    holdout_planted: holdout subjects left out as the planted cohort's non-members), distances (DCR / NNDR / share
+    nearer train / Mann-Whitney, against the holdout split), planted (recall / FPR and which non-members, when the
     cohort has planted.json), max_copy_fraction and passed (when a limit is given), training_cohort
     (`accounting.training_cohort_id` of the training set compared against: the export gate checks it against the
     generator's). `detector`: the run of a
@@ -232,6 +302,7 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile,
         ctrl_ids, ctrl = _generated(control, profile, "--control")
     train_ids, tr = _cines(train, profile, train_splits)
     hold_ids, ho = _cines(holdout, profile, (holdout_split,) if holdout_split else None)
+    hold_ids, ho, n_planted_out = _unplanted(synthetic, holdout, profile, hold_ids, ho)
     _same_geometry(str(synthetic), syn, tr, "the training data")
     if control is not None:
         _same_geometry(str(control), ctrl, tr, "the training data")
@@ -249,7 +320,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile,
     e_tr, e_syn, e_ho = embed(tr).numpy(), embed.views(syn).numpy(), embed.views(ho).numpy()
     e_ref = e_ho if cal is None else np.concatenate([e_ho, embed.views(cal).numpy()])
     calibration = dict(calibrate(e_tr, e_ref, percentile, confidence), n_holdout=len(hold_ids),
-                       n_calibration=len(cal_ids), calibration_seed=CALIBRATION_SEED if cal_ids else None)
+                       n_calibration=len(cal_ids), calibration_seed=CALIBRATION_SEED if cal_ids else None,
+                       holdout_planted=n_planted_out)
     result = detect_copies(e_syn, e_tr, calibration["threshold"], syn_ids, train_ids)
     result.update(kind=KIND, percentile=percentile, embedding=embedding, profile=profile.name,
                   synthetic=str(synthetic), n_holdout=len(hold_ids), calibration=calibration,
@@ -259,7 +331,9 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile,
         scored = detect_copies(embed.views(ctrl).numpy(), e_tr, calibration["threshold"], ctrl_ids, train_ids)
         result["control"] = dict(compare_control(result, scored), synthetic=str(control))
     if (synthetic / PLANTED_JSON).exists():
-        result["planted"] = planted_scores(result["per_synthetic"], read_planted(synthetic))
+        nonmembers = read_nonmembers(synthetic) or {"description": "fresh phantoms"}
+        result["planted"] = dict(planted_scores(result["per_synthetic"], read_planted(synthetic)),
+                                 nonmembers=nonmembers["description"])
     if max_copy_fraction is not None:
         result.update(max_copy_fraction=float(max_copy_fraction),
                       passed=result["copy_fraction"] <= max_copy_fraction)
@@ -339,7 +413,8 @@ def audit_families(out: str | os.PathLike, profile: Profile,
 
     Writes out/<F>-<s>/ (cohort), out/<F>-<s>.json (its audit) and out/families.json: {kind, profile, steps,
     leave_out, rows: [{family, seed, fresh_seed, detector, without, recall, recall_matched, fpr, fpr_bound,
-    threshold, n_planted, n_fresh}]}. Returns it with "json".
+    threshold, n_planted, n_fresh, nonmembers}]}; on a real source every cohort's non-members are the same
+    held-out patients (`nonmember_cines`), so the seeds vary the copies only. Returns it with "json".
     """
     families = tuple(families) if families else FAMILIES[:-1] + ("mixed",)
     for f in families:
@@ -369,7 +444,7 @@ def audit_families(out: str | os.PathLike, profile: Profile,
             rows.append({"family": f, "seed": s, "fresh_seed": REPORT_FRESH_OFFSET + s, "detector": str(run),
                          "without": list(without), "recall": p["recall"], "recall_matched": p["recall_matched"],
                          "fpr": p["fpr"], "fpr_bound": c["fpr_bound"], "threshold": r["threshold"],
-                         "n_planted": p["n_planted"], "n_fresh": p["n_fresh"]})
+                         "n_planted": p["n_planted"], "n_fresh": p["n_fresh"], "nonmembers": p["nonmembers"]})
     result = {"kind": FAMILIES_KIND, "profile": profile.name, "steps": steps, "leave_out": leave_out,
               "rows": rows}
     write_json(out / "families.json", result)

@@ -1,7 +1,8 @@
-"""Planted cohorts: fresh cines mixed with transformed copies of training cines, and the record of which is which.
+"""Planted cohorts: non-members mixed with transformed copies of training cines, and the record of which is which.
 
-An audit counts only if it catches copies we know are there. A planted cohort holds fresh phantom cines plus
-copies of training subjects, each passed through the kind of change a generator or another tool might make to a
+An audit counts only if it catches copies we know are there. A planted cohort holds non-member cines (fresh
+phantoms on phantom data, held-out patients on a real source: `privacy.audit.plant_cohort`) plus copies of
+training subjects, each passed through the kind of change a generator or another tool might make to a
 memorized scan. The changes come in families (`FAMILIES`), each with its range:
 
     flip      left-right mirror                     gain      intensity scale 0.85-1.15 around the background
@@ -16,8 +17,9 @@ shift, gain, noise, whole-frame roll), each with probability 0.5; `family_transf
 every copy, `family_transforms("mixed")` every family but flip and vqgan, each with probability 0.5. The copy
 detector trains on its own augmentations (`tasks.copy_detector.CopyAugment`); a family it was trained without
 (`train copy-detector --without F`) is the honest test of what the audit generalizes to.
-`planted.json` beside the cohort maps each synthetic id to the training id it copies, or null for a fresh cine;
-`transforms.json` holds what was drawn for each copy; `audit copies` then reports recall and false-positive rate.
+`planted.json` beside the cohort maps each synthetic id to the training id it copies, or null for a non-member;
+`transforms.json` holds what was drawn for each copy; `nonmembers.json` says which non-members the cohort holds;
+`audit copies` then reports recall and false-positive rate.
 Cines are (N, D, H, W, T) in [-1, 1] (slices, height, width, frames), as `data.cines.load_cines` returns them.
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ from cardiolab.io.cohort import write_cines
 
 PLANTED_JSON = "planted.json"          # {synthetic id: training id or null}
 TRANSFORMS_JSON = "transforms.json"    # {synthetic id: the transform drawn for that copy}
+NONMEMBERS_JSON = "nonmembers.json"    # {kind, description, ...}: fresh phantoms or held-out real subjects
 
 
 FAMILIES = ("flip", "rotation", "shift", "zoom", "roll", "gain", "gamma", "blur", "noise", "vqgan")
@@ -211,9 +214,9 @@ def plant(train: torch.Tensor, train_ids: Sequence[str], fresh: torch.Tensor, n_
 
 
 def write_planted(out: str | os.PathLike, cohort: PlantedCohort, spacing: Sequence[float], frame_ms: float,
-                  es: int) -> Path:
-    """Write a planted cohort as an ACDC-layout cohort with planted.json and transforms.json, atomically
-    (labels as the full label series when the cohort has them).
+                  es: int, nonmembers: dict | None = None) -> Path:
+    """Write a planted cohort as an ACDC-layout cohort with planted.json, transforms.json and (when given) the
+    `nonmembers` record in nonmembers.json, atomically (labels as the full label series when the cohort has them).
 
     spacing: (sx, sy, sz) mm of the cine grid (H, W, D axes -> NIfTI x, y, slice, as prepare.py orders them);
     frame_ms, es: the frame spacing and 0-based ES frame every subject gets (ED is frame 0, as in the cache).
@@ -221,6 +224,8 @@ def write_planted(out: str | os.PathLike, cohort: PlantedCohort, spacing: Sequen
     def extra(tmp: Path) -> None:
         write_json(tmp / PLANTED_JSON, cohort.planted)
         write_json(tmp / TRANSFORMS_JSON, cohort.transforms)
+        if nonmembers is not None:
+            write_json(tmp / NONMEMBERS_JSON, nonmembers)
 
     write_cines(out, cohort.images, {"spacing": list(spacing), "frame_ms": float(frame_ms), "es": int(es)},
                 ids=cohort.ids, labels=cohort.labels, extra=extra)
@@ -236,3 +241,15 @@ def read_planted(root: str | os.PathLike) -> dict[str, str | None]:
     if not isinstance(planted, dict) or not all(v is None or isinstance(v, str) for v in planted.values()):
         raise CardiolabError(f"{path}: expected {{synthetic id: training id or null}}")
     return planted
+
+
+def read_nonmembers(root: str | os.PathLike) -> dict | None:
+    """nonmembers.json of a planted cohort folder ({kind, description, ...}), or None for a cohort planted before
+    the record existed (its non-members are fresh phantoms)."""
+    path = Path(root) / NONMEMBERS_JSON
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+        raise CardiolabError(f"{path}: expected {{kind, description, ...}}")
+    return record
