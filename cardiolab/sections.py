@@ -218,10 +218,13 @@ class LandmarksConfig:
     threshold: float = runtime(0.3)   # peak below which a point is "missing": decoding only
     temporal_context: int = 0         # 0: 2D per frame; k: frames t-k..t+k as channels (2D+t)
     augment: bool = True              # rotation, scaling, shift, elastic, intensity (data/landmark_transforms)
-    steps: int = 1500
+    steps: int = 500                  # also each CV fold's; tiny: 500 keep the holdout median < 2 px with >= 90 %
+                                      # found at a third of 1500's time (benchmarks/README.md, "Notebooks 08 and 09 at
+                                      # tiny"); the CV then scores the main detector's own recipe
     batch: int = 16
     lr: float = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
-    folds: int = runtime(4)           # group-stratified CV (`rvip.cross_validate`), as the seed paper; 0 = none;
+    folds: int = runtime(2)           # group-stratified CV (`rvip.cross_validate`); 0 = none; tiny: 2 still score
+                                      # every subject once per variant at half the runs of the seed paper's 4 (full);
                                       # evaluation only: each fold is its own run, so it never retrains the main one
 
     def __post_init__(self):
