@@ -241,7 +241,8 @@ class HighresConfig:
     (sample_steps, conditioning_scale, n_samples) never shape weights (declared `runtime`).
     """
     size: tuple[int, int, int] = (64, 64, 32)        # volume X, Y, Z (full: MedLoRD's 512 x 512 x 256); tiny:
-                                                     # 64 x 64 x 32 (3 x 3 x 5 mm), 30 min on 2 shared CPU cores; at
+                                                     # 64 x 64 x 32 (3 x 3 x 5 mm), 30 min on 2 shared CPU cores with
+                                                     # 1500 LDM / ControlNet steps (benchmarks/README.md); at
                                                      # 128 x 128 x 64 latent UNet and ControlNet steps cost ~5x and
                                                      # the segmenter sees 8x the voxels: ~100 min (benchmarks/README.md)
     subjects: int = 24                               # phantom volumes written by `phantom --kind volume`
@@ -259,12 +260,14 @@ class HighresConfig:
     attention_levels: tuple[bool, ...] = (False, False, True, True)   # attention only at the two lowest levels
     res_blocks: int = 1                              # MONAI default: 2
     train_timesteps: int = 300                       # cosine schedule, v-prediction (MedLoRD)
-    ldm_steps: int = 1500
+    ldm_steps: int = 1000                            # tiny: 1000, not 1500, to fit notebook 09 in ~15 min on 2 shared
+                                                     # cores (benchmarks/README.md, "Notebooks 08 and 09 at tiny")
     ldm_lr: float = 5e-4                             # also the ControlNet's
     r: float = 0.5                                   # ControlNet width ratio (MedLoRD: 0.5)
     initial_stride: int = 2                          # first mask conv's stride (MedLoRD: 2)
     control_dropout: float = 0.1                     # drop a sample's masks in training (MedLoRD: 0.1)
-    cn_steps: int = 1500
+    cn_steps: int = 1000                             # tiny: as ldm_steps; adherence is what the notebook compares, and
+                                                     # conditional vs unconditional stays a like-for-like pair
     seg_channels: tuple[int, ...] = (16, 32, 64, 128)    # MONAI 3D UNet widths of the adherence segmenter
     seg_steps: int = 400
     seg_lr: float = 5e-3
