@@ -155,7 +155,7 @@ PROFILES: dict[str, Profile] = {
                                   pixel_channels=(64, 128, 256), pixel_batch=4, pixel_steps=200_000,
                                   pixel_sample_steps=50),
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
-        landmarks=LandmarksConfig(sigma_mm=3.0, steps=20_000, batch=32, lr=1e-3),
+        landmarks=LandmarksConfig(sigma_mm=3.0, steps=20_000, batch=32, lr=1e-3, folds=4),   # 4 folds: the seed paper
         copydetector=CopyDetectorConfig(steps=5000, batch=32, dim=128, calibration=142),
         # MedLoRD's shapes on one GPU: 512x512x256 CT, 128^3 crops, 16384 x 8 codes, widths 64..512
         highres=HighresConfig(size=(512, 512, 256), subjects=100, holdout=0.2, crop=(128, 128, 128),

@@ -218,10 +218,13 @@ class LandmarksConfig:
     threshold: float = runtime(0.3)   # peak below which a point is "missing": decoding only
     temporal_context: int = 0         # 0: 2D per frame; k: frames t-k..t+k as channels (2D+t)
     augment: bool = True              # rotation, scaling, shift, elastic, intensity (data/landmark_transforms)
-    steps: int = 1500
+    steps: int = 500                  # also each CV fold's; tiny: 500 keep the holdout median < 2 px with >= 90 %
+                                      # found at a third of 1500's time (benchmarks/README.md, "Notebooks 08 and 09 at
+                                      # tiny"); the CV then scores the main detector's own recipe
     batch: int = 16
     lr: float = 5e-3                  # AdamW peak LR; the engine warms up and cosine-decays it
-    folds: int = runtime(4)           # group-stratified CV (`rvip.cross_validate`), as the seed paper; 0 = none;
+    folds: int = runtime(2)           # group-stratified CV (`rvip.cross_validate`); 0 = none; tiny: 2 still score
+                                      # every subject once per variant at half the runs of the seed paper's 4 (full);
                                       # evaluation only: each fold is its own run, so it never retrains the main one
 
     def __post_init__(self):
@@ -238,7 +241,8 @@ class HighresConfig:
     (sample_steps, conditioning_scale, n_samples) never shape weights (declared `runtime`).
     """
     size: tuple[int, int, int] = (64, 64, 32)        # volume X, Y, Z (full: MedLoRD's 512 x 512 x 256); tiny:
-                                                     # 64 x 64 x 32 (3 x 3 x 5 mm), 30 min on 2 shared CPU cores; at
+                                                     # 64 x 64 x 32 (3 x 3 x 5 mm), 30 min on 2 shared CPU cores with
+                                                     # 1500 LDM / ControlNet steps (benchmarks/README.md); at
                                                      # 128 x 128 x 64 latent UNet and ControlNet steps cost ~5x and
                                                      # the segmenter sees 8x the voxels: ~100 min (benchmarks/README.md)
     subjects: int = 24                               # phantom volumes written by `phantom --kind volume`
@@ -256,12 +260,14 @@ class HighresConfig:
     attention_levels: tuple[bool, ...] = (False, False, True, True)   # attention only at the two lowest levels
     res_blocks: int = 1                              # MONAI default: 2
     train_timesteps: int = 300                       # cosine schedule, v-prediction (MedLoRD)
-    ldm_steps: int = 1500
+    ldm_steps: int = 1000                            # tiny: 1000, not 1500, to fit notebook 09 in ~15 min on 2 shared
+                                                     # cores (benchmarks/README.md, "Notebooks 08 and 09 at tiny")
     ldm_lr: float = 5e-4                             # also the ControlNet's
     r: float = 0.5                                   # ControlNet width ratio (MedLoRD: 0.5)
     initial_stride: int = 2                          # first mask conv's stride (MedLoRD: 2)
     control_dropout: float = 0.1                     # drop a sample's masks in training (MedLoRD: 0.1)
-    cn_steps: int = 1500
+    cn_steps: int = 1000                             # tiny: as ldm_steps; adherence is what the notebook compares, and
+                                                     # conditional vs unconditional stays a like-for-like pair
     seg_channels: tuple[int, ...] = (16, 32, 64, 128)    # MONAI 3D UNet widths of the adherence segmenter
     seg_steps: int = 400
     seg_lr: float = 5e-3
