@@ -46,3 +46,16 @@ def test_second_rater_is_close_to_phantom_truth(cv):
 
 def test_cv_summary_has_levels(cv):
     assert set(rvip.cv_summary(cv, rvip.SECOND_RATER)["by_level"]) <= {"basal", "mid", "apical"}
+
+
+def test_cv_folds_train_cv_steps_when_set(smoke_cache, tmp_path):
+    """landmarks.cv_steps sizes each fold's run (tiny: 500 against the main detector's 1500); 0 means steps."""
+    import json
+
+    variants = {"gaussian / argmax / 2D": rvip.VARIANTS["gaussian / argmax / 2D"]}
+    profile = override(get_profile("smoke"), ["landmarks.cv_steps=3"])
+    rvip.cross_validate(profile, variants, folds=2, out_dir=tmp_path, cache_dir=smoke_cache)
+    states = [json.loads(p.read_text()) for p in tmp_path.rglob("state.json")]
+    assert len(states) == 2 and all(s["steps"] == 3 for s in states), states
+    assert get_profile("tiny").landmarks.cv_steps == 500 and get_profile("tiny").landmarks.steps == 1500
+    assert get_profile("full").landmarks.cv_steps == 0

@@ -270,7 +270,8 @@ def cross_validate(profile: Profile, variants: dict | None = None, folds: int | 
     """Group-stratified k-fold CV of detector variants on the cache (every subject is scored once, by the
     variant trained on the other folds), plus the label-derived "second rater" on the same slices.
 
-    variants: name -> (overrides, decoder) (default VARIANTS); folds: default profile.landmarks.folds.
+    variants: name -> (overrides, decoder) (default VARIANTS); folds: default profile.landmarks.folds; steps:
+    default landmarks.cv_steps (0: landmarks.steps).
     Each (weights, fold) is a run under out_dir/<variant>/fold<k> (default runs/<profile>/landmarks_cv),
     trained only when missing or stale (`tasks.landmarks.shaping` + `engine.ensure_run`).
     Returns {"truth": (N, 2, 2), "preds": {name: (N, 2, 2)}, "spacing": (N, 2), "shape": (2,),
@@ -280,7 +281,7 @@ def cross_validate(profile: Profile, variants: dict | None = None, folds: int | 
     k = profile.landmarks.folds if folds is None else folds
     cache_dir = Path(cache_dir) if cache_dir is not None else ensure_prepared(profile)
     out_dir = Path(out_dir) if out_dir is not None else profile.run(f"{task.NAME}_cv")
-    steps = steps if steps is not None else profile.landmarks.steps
+    steps = steps if steps is not None else (profile.landmarks.cv_steps or profile.landmarks.steps)
     subjects = load_manifest(cache_dir)["subjects"]
     groups = [s.get("attributes", {}).get("Group", "?") for s in subjects]
     fold_ids = group_folds([s["id"] for s in subjects], groups, k, seed)
