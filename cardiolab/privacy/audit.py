@@ -224,11 +224,11 @@ def nonmember_cines(profile: Profile, train: str | os.PathLike | None, train_ids
              "description": f"real holdout, {len(chosen)} subject{'' if len(chosen) == 1 else 's'}"})
 
 
-def _unplanted(synthetic: Path, holdout: str | os.PathLike | None, profile: Profile, ids: list[str],
-               images: torch.Tensor) -> tuple[list[str], torch.Tensor, int]:
-    """The holdout (ids, images) less the subjects the planted cohort `synthetic` holds as non-members (its
-    nonmembers.json), and how many were left out: a cine that both sets tau and is scored by it flatters the FPR."""
-    record = read_nonmembers(synthetic)
+def _unplanted(record: dict | None, synthetic: Path, holdout: str | os.PathLike | None, profile: Profile,
+               ids: list[str], images: torch.Tensor) -> tuple[list[str], torch.Tensor, int]:
+    """The holdout (ids, images) less the subjects the planted cohort `synthetic` holds as non-members (`record`,
+    its nonmembers.json), and how many were left out: a cine that both sets tau and is scored by it flatters the
+    FPR."""
     source = Path(holdout) if holdout is not None else profile.cache_dir
     if not record or record["kind"] != REAL_HOLDOUT or from_record(record["cache"]).resolve() != source.resolve():
         return ids, images, 0
@@ -302,7 +302,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile,
         ctrl_ids, ctrl = _generated(control, profile, "--control")
     train_ids, tr = _cines(train, profile, train_splits)
     hold_ids, ho = _cines(holdout, profile, (holdout_split,) if holdout_split else None)
-    hold_ids, ho, n_planted_out = _unplanted(synthetic, holdout, profile, hold_ids, ho)
+    nonmembers = read_nonmembers(synthetic)
+    hold_ids, ho, n_planted_out = _unplanted(nonmembers, synthetic, holdout, profile, hold_ids, ho)
     _same_geometry(str(synthetic), syn, tr, "the training data")
     if control is not None:
         _same_geometry(str(control), ctrl, tr, "the training data")
@@ -331,9 +332,8 @@ def audit_copies(synthetic: str | os.PathLike, profile: Profile,
         scored = detect_copies(embed.views(ctrl).numpy(), e_tr, calibration["threshold"], ctrl_ids, train_ids)
         result["control"] = dict(compare_control(result, scored), synthetic=str(control))
     if (synthetic / PLANTED_JSON).exists():
-        nonmembers = read_nonmembers(synthetic) or {"description": "fresh phantoms"}
         result["planted"] = dict(planted_scores(result["per_synthetic"], read_planted(synthetic)),
-                                 nonmembers=nonmembers["description"])
+                                 nonmembers=(nonmembers or {"description": "fresh phantoms"})["description"])
     if max_copy_fraction is not None:
         result.update(max_copy_fraction=float(max_copy_fraction),
                       passed=result["copy_fraction"] <= max_copy_fraction)

@@ -108,7 +108,8 @@ def shaping(profile: Profile, seed: int = 0, cache: str | os.PathLike | None = N
     alignment, the prepared data, the seed."""
     return {"encoder": dataclasses.asdict(encoder_config(profile)), "batch": profile.copydetector.batch,
             "steps": steps or profile.copydetector.steps, "augment": dataclasses.asdict(CopyAugment().without(*without)),
-            "align": ALIGN, "canonical_blur": CANONICAL_BLUR, "temperature": TEMPERATURE, **data_shaping(profile, cache), "seed": seed}
+            "align": ALIGN, "canonical_blur": CANONICAL_BLUR, "temperature": TEMPERATURE,
+            **data_shaping(profile, cache), "seed": seed}
 
 
 def num_parameters(profile: Profile) -> int:
@@ -210,8 +211,8 @@ def train(profile: Profile, out: str | os.PathLike | None = None, resume: bool =
 
     def step_fn(batch, step, tr):
         cines = batch["image"][:, 0]                                            # (B, D, H, W, T)
-        views = torch.cat([canonical(align_cines(augment(cines.cpu(), cfg_aug))),
-                           canonical(align_cines(augment(cines.cpu(), cfg_aug)))]).to(cines.device)
+        views = torch.cat([canonical(align_cines(augment(cines.cpu(), cfg_aug)))
+                           for _ in range(2)]).to(cines.device)                # two views of each cine
         with tr.autocast():
             net = tr.modules["model"]
             z1, z2 = tr.raw("model").proj(net(views)).float().chunk(2)
@@ -243,7 +244,7 @@ def embed(model: CineEncoder, cines: torch.Tensor, batch_size: int = 32) -> torc
                              f"got shape {tuple(cines.shape)}")
     model = model.eval()
     device = next(model.parameters()).device
-    views, cines = [], canonical(cines)
+    cines, views = canonical(cines), []
     for x in (cines, cines.flip(3)):                                           # W: left-right
         z = torch.cat([model.project(x[i:i + batch_size].float().to(device)).float().cpu()
                        for i in range(0, len(x), batch_size)])                # (N, P)
