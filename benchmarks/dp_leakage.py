@@ -11,7 +11,7 @@ Per epsilon, in order, each stage reused when already done (kill and rerun to re
 After each stage the table so far is written to --json and printed as markdown.
 
     OMP_NUM_THREADS=1 python benchmarks/dp_leakage.py --profile tiny --epsilons 10,1,inf \
-        --json runs/bench/dp_leakage-tiny.json
+        --set dp.steps=300 dp.batch=16 dp.private_subjects=150 --json runs/bench/dp_leakage-tiny.json
     python benchmarks/dp_leakage.py --profile tiny --data-only    # the phantoms alone (no model needed)
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main(args) -> None:
     from cardiolab.tasks import dit
     from cardiolab.tasks import dp as dp_task
 
-    profile = get_profile(args.profile)
+    profile = override(get_profile(args.profile), args.set)
     if args.data_only:
         data_only(profile)
         return
@@ -129,4 +129,7 @@ if __name__ == "__main__":
     p.add_argument("--epsilons", default="10,1,inf", help="comma-separated targets (inf: non-private fine-tune)")
     p.add_argument("--json", default=None, help="output (default runs/bench/dp_leakage-<profile>.json)")
     p.add_argument("--data-only", action="store_true", help="only the phantom cohorts (no trained model needed)")
+    p.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="profile overrides, e.g. dp.steps=300 (the measured tiny table: the DP settings before tiny's "
+                        "were cut for notebook 06)")
     main(p.parse_args())

@@ -115,13 +115,23 @@ class DPConfig:
     epsilon: float = 10.0             # target epsilon of the whole run (arXiv 2407.16405 reports 10, 5, 1)
     delta: float = 0.0                # 0: min(1e-5, 1/(10 N)); else must be <= 1/(10 N) (delta N <= 0.1; N public)
     max_grad_norm: float = 1.0        # per-subject clip C; noise std = sigma * C
-    batch: int = 16                   # expected Poisson batch: q = 1/ceil(N/batch)
+    # tiny: 100 steps of an expected 8 subjects, one physical pass each (~0.7 s/step, 2 threads), so notebook 06's
+    # four fine-tunes and its one-run audit fit its 20-minute share of `make reproduce`; the leakage figures of
+    # benchmarks/README ("DP leakage at tiny") were measured at 300 steps of 16 on 150 private subjects
+    batch: int = 8                    # expected Poisson batch: q = 1/ceil(N/batch)
     physical_batch: int = 8           # samples per forward/backward (per-sample gradients cost memory)
-    steps: int = 300
+    steps: int = 100
     lr: float = 1e-4                  # fine-tuning from pre-trained weights: DiT's LR
     accountant: str = "prv"           # prv (tight, Gopi et al.) or rdp; both are recorded in privacy.json
     params: str = "all"               # all | attention (qkv/proj, adaLN, attribute embeddings; the rest frozen)
-    private_subjects: int = 150       # the private phantom cohort of the experiments (phantom seed 1; notebook 06)
+    private_subjects: int = 60        # the private phantom cohort of the experiments (phantom seed 1; notebook 06)
+    # Notebook 06's grid and audits (never shape a run): the finite epsilons fine-tuned from the public DiT beside
+    # the non-private epsilon = inf, and per run's membership audit its fresh phantom non-members (>= 100 for a TPR
+    # at 1 % FPR; each new count is generated once, ~2 s a phantom) and its LiRA reference models (0: no LiRA; each
+    # trains on its own shadow phantoms, minutes apiece at tiny, so notebook 07's audits keep LiRA there)
+    epsilons: tuple[float, ...] = runtime((10.0,))
+    audit_fresh: int = runtime(100)
+    audit_references: int = runtime(0)
     # False (release): Poisson masks and noise from the OS's secret source, never stored. True: from (seed, step),
     # bit-exact replay for tests and teaching; privacy.json then says release: false and export refuses to call it DP.
     replayable: bool = False
@@ -137,7 +147,8 @@ class MIAConfig:
     fresh: int = runtime(1000)
     references: int = runtime(4)          # LiRA OUT reference models (>= 4: Carlini et al. 2022); 0 skips LiRA
     reference_subjects: int = runtime(40)  # shadow phantoms per reference (phantom seed 100 + k), as the public cohort
-    reference_steps: int = runtime(150)   # each reference's steps: half the tiny DP fine-tune, ~2 CPU-min each
+    reference_steps: int = runtime(150)   # each reference's steps (half the 300-step DP fine-tune of the leakage
+                                          # benchmark, benchmarks/README), ~2 CPU-min each
 
 
 @dataclass(frozen=True)
@@ -146,12 +157,14 @@ class BaselinesConfig:
     # use the dit section instead, so they match CardioDiT in size, steps, batch and sampler.
     channels: tuple[int, ...] = (32, 64, 64)  # SliceUNet widths; attention at the last level only
     train_timesteps: int = 300        # as the DiT: cosine schedule, v-prediction (flow: its own ODE time)
-    steps: int = 1500                 # as the DiT's tiny run
+    # tiny: 200 steps, not the DiT's 1500, so that notebook 04 fits 20 minutes of a 2-core CPU (its DiT variants,
+    # factorized and channel-merged, keep the DiT's steps: the comparison the notebook is about)
+    steps: int = 200
     batch: int = 4                    # subjects per step; each gives its D slices (same voxels per step as the DiT)
     lr: float = 3e-4
     ema_decay: float = 0.999
     family: str = "ldm"               # mask-to-image stage 2: ddpm | ldm | flow
-    sample_steps: int = runtime(50)   # DDIM / Euler steps at sampling
+    sample_steps: int = runtime(25)   # DDIM / Euler steps at sampling
     n_samples: int = runtime(16)
     amp: str = runtime("auto")        # engine AMP: bf16 where native
     # Pixel-space UNets (ddpm, mask-generator, mask-to-image with family ddpm) use these instead of channels /
@@ -161,8 +174,8 @@ class BaselinesConfig:
     # them equal to the latent models' sizes.
     pixel_channels: tuple[int, ...] = (16, 32, 64)
     pixel_batch: int = 1              # subjects per step (ddpm: their D slices; mask-generator: one study each)
-    pixel_steps: int = 600
-    pixel_sample_steps: int = runtime(25)
+    pixel_steps: int = 100
+    pixel_sample_steps: int = runtime(10)
 
 
 @dataclass(frozen=True)

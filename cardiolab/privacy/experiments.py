@@ -42,10 +42,6 @@ class Setting:
         return f"dit-dp-eps{eps}-{self.init}" + ("" if self.params == "all" else f"-{self.params}")
 
 
-# The tiny notebook grid (the full one adds epsilon 5, scratch at every epsilon and params=attention).
-TINY_GRID = (Setting(math.inf), Setting(10.0), Setting(1.0), Setting(10.0, "scratch"))
-
-
 def private_cohort(profile: Profile, subjects: int | None = None, seed: int = 1) -> dict:
     """The private cohort, its cache and its latents (made if missing); returns {"root", "cache", "latents",
     "public_dit"}. The phantom's: a second phantom cohort, data/phantom/<profile>-private, its cache
@@ -93,11 +89,13 @@ def evaluate_setting(profile: Profile, run: str | Path, private: dict, n: int, s
             "KID-cardiolab": res["fidelity"]["KID-cardiolab"], "EF_W1": ef[0] if ef else float("nan")}
 
 
-def run_grid(profile: Profile, settings=TINY_GRID, steps: int | None = None,
+def run_grid(profile: Profile, settings=None, steps: int | None = None,
              n_samples: int | None = None, sample_steps: int | None = None, subjects: int | None = None, seed: int = 0,
              labels: bool = True, seg_model=None) -> pd.DataFrame:
     """The whole experiment: one row per setting with setting, epsilon, init, params, sigma, epsilon_rdp,
-    epsilon_prv, delta, s_per_step, FD-cardiolab, KID-cardiolab, EF_W1, run (None where not private)."""
+    epsilon_prv, delta, s_per_step, FD-cardiolab, KID-cardiolab, EF_W1, run (None where not private).
+    settings: default the profile's (epsilon = inf and dp.epsilons pre-trained, 10 from scratch; `settings_from`)."""
+    settings = settings or settings_from((math.inf, *profile.dp.epsilons))
     private = private_cohort(profile, subjects)
     steps = int(steps or profile.dp.steps)
     defaults = dit.sample_defaults(profile)
@@ -127,20 +125,25 @@ def settings_from(epsilons=(math.inf, 10.0, 1.0), scratch=(10.0,), attention=())
 
 
 
+
 LEAKAGE_ATTACKS = ("loss", "calibrated", "lira")   # calibrated: minus the public init's loss (none without an init)
 
 
-def leakage_table(profile: Profile, table: pd.DataFrame, n_fresh: int | None = None,
+def leakage_table(profile: Profile, table: pd.DataFrame, n_fresh: int | None = None, references: int | None = None,
                   delta: float = 1e-5) -> pd.DataFrame:
     """Membership inference against every run of a `run_grid` table (`audit mia`, each run with its own samples):
-    one row per (setting, attack: loss, calibrated, LiRA with the profile's mia.references) with epsilon, AUC and its
-    bootstrap 95 % interval, TPR at 1 % FPR with its Clopper-Pearson interval (NaN with fewer than 100 non-members;
-    n_fresh default mia.fresh), and the epsilon those intervals prove
-    (`mia.dp_bound_check` at `delta`; for a DP run at its own delta): what an attack shows, beside the accountant's
-    epsilon it must stay under."""
+    one row per (setting, attack: loss, calibrated, LiRA with `references` reference models) with epsilon, AUC and its
+    bootstrap 95 % interval, TPR at 1 % FPR with its Clopper-Pearson interval (NaN with fewer than 100 non-members),
+    and the epsilon those intervals prove (`mia.dp_bound_check` at `delta`; for a DP run at its own delta): what an
+    attack shows, beside the accountant's epsilon it must stay under.
+    n_fresh, references: default dp.audit_fresh and dp.audit_references on phantom data (`audit_mia`'s own rule on
+    a real source: none)."""
+    if profile.data_source is None:
+        n_fresh = profile.dp.audit_fresh if n_fresh is None else n_fresh
+        references = profile.dp.audit_references if references is None else references
     rows = []
     for _, row in table.iterrows():
-        r = audit_mia(row["run"], profile, n_fresh=n_fresh)
+        r = audit_mia(row["run"], profile, n_fresh=n_fresh, references=references)
         d = (r.get("dp") or {}).get("delta", delta)
         for attack in LEAKAGE_ATTACKS:
             if attack not in r["attacks"]:
