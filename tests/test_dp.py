@@ -717,3 +717,27 @@ def test_leakage_figure_draws_intervals_and_survives_missing_tpr():
     assert auc.get_xscale() == "log"
     assert len(auc.lines) >= 2                       # the AUC line and the chance level
     assert eps.get_ylim()[0] == 0
+
+
+def test_notebook_06_grid_and_audits_come_from_the_profile(monkeypatch):
+    """run_grid's default grid is epsilon = inf plus dp.epsilons (and 10 from scratch); leakage_table audits with
+    dp.audit_fresh fresh phantoms and dp.audit_references LiRA models on the phantom, audit_mia's own rule (None) on a
+    real source, and an explicit count wins."""
+    import dataclasses
+
+    import pandas as pd
+
+    from cardiolab.privacy import experiments
+    from cardiolab.profiles import get_profile, override
+
+    asked = []
+    monkeypatch.setattr(experiments, "audit_mia", lambda run, profile, n_fresh, references: asked.append(
+        (n_fresh, references)) or {"attacks": {}, "dp": None, "n_members": 1, "n_nonmembers": 1})
+    table = pd.DataFrame([{"run": "r", "setting": "s", "epsilon": 10.0, "init": "pre-trained"}])
+    tiny = override(get_profile("tiny"), ["dp.audit_fresh=7", "dp.audit_references=2"])
+    experiments.leakage_table(tiny, table)
+    experiments.leakage_table(tiny, table, n_fresh=3, references=0)
+    experiments.leakage_table(dataclasses.replace(tiny, data_source="cohort"), table)
+    assert asked == [(7, 2), (3, 0), (None, None)]
+    grid = [s.name for s in experiments.settings_from((math.inf, *get_profile("tiny").dp.epsilons))]
+    assert grid == ["dit-dp-epsinf-pre-trained", "dit-dp-eps10-pre-trained", "dit-dp-eps10-scratch"]
