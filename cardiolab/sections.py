@@ -115,9 +115,9 @@ class DPConfig:
     epsilon: float = 10.0             # target epsilon of the whole run (arXiv 2407.16405 reports 10, 5, 1)
     delta: float = 0.0                # 0: min(1e-5, 1/(10 N)); else must be <= 1/(10 N) (delta N <= 0.1; N public)
     max_grad_norm: float = 1.0        # per-subject clip C; noise std = sigma * C
-    # tiny: 100 steps of an expected 8 subjects, one physical pass each (~0.7 s/step, 2 threads), so notebook 06's
-    # four fine-tunes and its one-run audit fit its 20-minute share of `make reproduce`; the leakage figures of
-    # benchmarks/README ("DP leakage at tiny") were measured at 300 steps of 16 on 150 private subjects
+    # tiny: 100 steps of an expected 8 subjects, one physical pass each (1.2 s/step on one loaded thread), so
+    # notebook 06's three fine-tunes and its one-run audit fit its 20-minute share of `make reproduce`; the leakage
+    # table of benchmarks/README ("Measured leakage of the DP grid") ran 300 steps of 16 on 150 private subjects
     batch: int = 8                    # expected Poisson batch: q = 1/ceil(N/batch)
     physical_batch: int = 8           # samples per forward/backward (per-sample gradients cost memory)
     steps: int = 100
@@ -127,8 +127,8 @@ class DPConfig:
     private_subjects: int = 60        # the private phantom cohort of the experiments (phantom seed 1; notebook 06)
     # Notebook 06's grid and audits (never shape a run): the finite epsilons fine-tuned from the public DiT beside
     # the non-private epsilon = inf, and per run's membership audit its fresh phantom non-members (>= 100 for a TPR
-    # at 1 % FPR; each new count is generated once, ~2 s a phantom) and its LiRA reference models (0: no LiRA; each
-    # trains on its own shadow phantoms, minutes apiece at tiny, so notebook 07's audits keep LiRA there)
+    # at 1 % FPR; each new count is generated once, ~1.5 s a phantom) and its LiRA reference models (0: no LiRA; each
+    # trains on its own shadow phantoms, minutes apiece at tiny; `audit mia` itself keeps the mia section's)
     epsilons: tuple[float, ...] = runtime((10.0,))
     audit_fresh: int = runtime(100)
     audit_references: int = runtime(0)
