@@ -124,8 +124,6 @@ def settings_from(epsilons=(math.inf, 10.0, 1.0), scratch=(10.0,), attention=())
             + tuple(Setting(float(e), params="attention") for e in attention))
 
 
-
-
 LEAKAGE_ATTACKS = ("loss", "calibrated", "lira")   # calibrated: minus the public init's loss (none without an init)
 
 
