@@ -28,8 +28,8 @@ MEASURED = {
         "source": "2-core Intel Xeon, AVX512 with AVX-512 BF16 + AMX, bf16: phantom, 01, 02, 03, 05 from a fresh-clone "
                   "make reproduce at commit cdd9d5d (2026-12-01); 07, 08 at fd9e5a7 and 09's pipeline at 1c3c1fc "
                   "(2026-11-30), beside other jobs; 04 and 06 (2-core AMD EPYC, AVX512 BF16 without AMX) after "
-                  "their tiny cut (2026-12-07): 04 alone on 2 threads, 06 on one thread beside other jobs",
-        "seconds": {"phantom": 37, "01": 53, "02": 1263, "03": 427, "04": 1168, "05": 1078, "06": 1219, "07": 1200,
+                  "their tiny cut (2026-12-07), each alone on 2 threads",
+        "seconds": {"phantom": 37, "01": 53, "02": 1263, "03": 427, "04": 1168, "05": 1078, "06": 596, "07": 1200,
                     "08": 5700, "09": 1890},
     },
     "smoke": {
