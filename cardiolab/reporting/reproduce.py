@@ -25,12 +25,11 @@ TIMINGS = "timings.json"   # runs/<profile>/timings.json: {"stages": [{stage, se
 # two-digit prefix. A profile without an entry (full) prints "? s".
 MEASURED = {
     "tiny": {
-        "source": "2-core Intel Xeon, AVX512 with AVX-512 BF16 + AMX, bf16: phantom, 01, 02, 03, 05 from a fresh-clone "
-                  "make reproduce at commit cdd9d5d (2026-12-01); 07, 08 at fd9e5a7 and 09's pipeline at 1c3c1fc "
-                  "(2026-11-30), beside other jobs; 04 and 06 (2-core AMD EPYC, AVX512 BF16 without AMX) after "
-                  "their tiny cut (2026-12-07), each alone on 2 threads",
-        "seconds": {"phantom": 37, "01": 53, "02": 1263, "03": 427, "04": 1168, "05": 1078, "06": 596, "07": 1200,
-                    "08": 5700, "09": 1890},
+        "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16 where amp=auto keeps it (DP-SGD fp32): a "
+                  "fresh-clone make reproduce at commit a3e293e (2026-12-07), nothing else running, stopped after 07; "
+                  "08 and 09 predicted from seconds per step (benchmarks/README.md)",
+        "seconds": {"phantom": 22, "01": 48, "02": 1293, "03": 394, "04": 1384, "05": 1193, "06": 700, "07": 3342,
+                    "08": 840, "09": 840},
     },
     "smoke": {
         "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16: a fresh-clone make reproduce "
