@@ -132,7 +132,7 @@ PROFILES: dict[str, Profile] = {
                         feature_dim=16, utility_seeds=2),
         landmarks=LandmarksConfig(channels=(8, 16, 32), sigma_mm=9.0, steps=20, cv_steps=0, batch=8, lr=1e-2,
                                   folds=2),
-        copydetector=CopyDetectorConfig(steps=6, batch=4, dim=16, calibration=44, fresh=4),
+        copydetector=CopyDetectorConfig(steps=6, batch=4, dim=16, calibration=44, fresh=4, canary_steps=0),
         highres=HighresConfig(size=(32, 32, 16), subjects=6, holdout=0.34, crop=(32, 32, 16), vq_channels=(8, 16),
                               codes=64, code_dim=4, vq_steps=10, vq_lr=1e-3, unet_channels=(16, 32, 32),
                               attention_levels=(False, True, True), ldm_steps=6, ldm_lr=1e-3, cn_steps=6,
@@ -154,12 +154,13 @@ PROFILES: dict[str, Profile] = {
                       n_samples=64),
         dp=DPConfig(delta=1e-5, batch=64, physical_batch=16, steps=5000, private_subjects=1000, epsilons=(10.0, 1.0),
                     audit_fresh=1000, audit_references=4),
+        mia=MIAConfig(fresh=1000, references=4),
         baselines=BaselinesConfig(channels=(64, 128, 256), steps=200_000, batch=4, lr=1e-4, sample_steps=50,
                                   n_samples=64, pixel_channels=(64, 128, 256), pixel_batch=4, pixel_steps=200_000,
                                   pixel_sample_steps=50),
         eval=EvalConfig(seg_steps=20_000, seg_batch=32, feature_steps=10_000, feature_dim=128, utility_seeds=5),
         landmarks=LandmarksConfig(sigma_mm=3.0, steps=20_000, batch=32, lr=1e-3, folds=4, cv_steps=0),  # 4: seed paper
-        copydetector=CopyDetectorConfig(steps=5000, batch=32, dim=128, calibration=142),
+        copydetector=CopyDetectorConfig(steps=5000, batch=32, dim=128, calibration=142, canary_steps=0),
         # MedLoRD's shapes on one GPU: 512x512x256 CT, 128^3 crops, 16384 x 8 codes, widths 64..512
         highres=HighresConfig(size=(512, 512, 256), subjects=100, holdout=0.2, crop=(128, 128, 128),
                               vq_channels=(64, 128), codes=16384, code_dim=8, vq_steps=100_000, vq_lr=1e-4,

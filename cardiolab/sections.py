@@ -130,7 +130,7 @@ class DPConfig:
     # at 1 % FPR; each new count is generated once, ~1.5 s a phantom) and its LiRA reference models (0: no LiRA; each
     # trains on its own shadow phantoms, minutes apiece at tiny; `audit mia` itself keeps the mia section's)
     epsilons: tuple[float, ...] = runtime((10.0,))
-    audit_fresh: int = runtime(100)
+    audit_fresh: int = runtime(128)      # = mia.fresh and copydetector.fresh at tiny: one shared set
     audit_references: int = runtime(0)
     # False (release): Poisson masks and noise from the OS's secret source, never stored. True: from (seed, step),
     # bit-exact replay for tests and teaching; privacy.json then says release: false and export refuses to call it DP.
@@ -143,9 +143,14 @@ class MIAConfig:
     registered model; the LiRA reference models name theirs in their folders (runs/<p>/lira/<task>-<init>-n<subjects>
     -s<steps>), so a change trains new ones beside the old."""
     # fresh phantoms (phantom seed 7, never trained on) among the non-members: a TPR at 1 % FPR needs >= 100
-    # non-members, and 1000 bound the FPR of 0 false positives by 0.37 % (Clopper-Pearson 95 %)
-    fresh: int = runtime(1000)
-    references: int = runtime(4)          # LiRA OUT reference models (>= 4: Carlini et al. 2022); 0 skips LiRA
+    # non-members (tiny: 128, one cached set shared with notebook 06's audits (dp.audit_fresh) and the planted
+    # copy cohorts (copydetector.fresh): 1000 took ~23 of notebook 07's minutes on 2 cores), and 1000 bound the
+    # FPR of 0 false positives by 0.37 % (Clopper-Pearson 95 %; full)
+    fresh: int = runtime(128)
+    references: int = runtime(2)          # LiRA OUT reference models: tiny 2 (~75 s each on 2 cores), each
+                                          # target's mean from them, one variance pooled over all targets (the
+                                          # fixed-variance LiRA of Carlini et al. 2022 for few references); full 4;
+                                          # 0 skips LiRA
     reference_subjects: int = runtime(40)  # shadow phantoms per reference (phantom seed 100 + k), as the public cohort
     reference_steps: int = runtime(150)   # each reference's steps (half the 300-step DP fine-tune of the leakage
                                           # benchmark, benchmarks/README), ~2 CPU-min each
@@ -157,9 +162,10 @@ class BaselinesConfig:
     # use the dit section instead, so they match CardioDiT in size, steps, batch and sampler.
     channels: tuple[int, ...] = (32, 64, 64)  # SliceUNet widths; attention at the last level only
     train_timesteps: int = 300        # as the DiT: cosine schedule, v-prediction (flow: its own ODE time)
-    # tiny: 200 steps, not the DiT's 1500, so that notebook 04 fits 20 minutes of a 2-core CPU (its DiT variants,
-    # factorized and channel-merged, keep the DiT's steps: the comparison the notebook is about)
-    steps: int = 200
+    # tiny: 150 steps, not the DiT's 1500, so that notebook 04 fits 20 minutes of a 2-core CPU (its DiT variants,
+    # factorized and channel-merged, keep the DiT's steps: the comparison the notebook is about); at 200 steps
+    # (0.47-0.54 s each) the ldm, flow and mask-to-image UNets drew no heart either (benchmarks/README.md)
+    steps: int = 150
     batch: int = 4                    # subjects per step; each gives its D slices (same voxels per step as the DiT)
     lr: float = 3e-4
     ema_decay: float = 0.999
@@ -171,11 +177,12 @@ class BaselinesConfig:
     # batch / steps / sample_steps: a tiny slice is 64 x 64 x 16 pixels, 64x the voxels of its latent. At the
     # latent models' sizes ddpm takes 15.5 s/step in bf16 (45 s in fp32, 2 threads, AVX512), ~6.5 h for 1500
     # steps; at these 1.0 s/step (2.7 in fp32), so the tiny notebook 04 fits a CPU. The full profile sets
-    # them equal to the latent models' sizes.
+    # them equal to the latent models' sizes. Tiny: 50 steps and 5 sampling steps, a pipeline check only (at
+    # 100 steps the pixel ddpm scored FD 64.7 against the DiT's 8.9: it learns no cine in a CPU budget either way)
     pixel_channels: tuple[int, ...] = (16, 32, 64)
     pixel_batch: int = 1              # subjects per step (ddpm: their D slices; mask-generator: one study each)
-    pixel_steps: int = 100
-    pixel_sample_steps: int = runtime(10)
+    pixel_steps: int = 50
+    pixel_sample_steps: int = runtime(5)
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,12 @@ class CopyDetectorConfig:
     # (2.6 % on average). 59 references allow only the smallest one (k = 1), whose spread moves tau a lot.
     calibration: int = runtime(142)
     # `audit plant` (default --n-fresh): fresh phantoms beside the copies; 128 measure an FPR of 3 % to +-1.5 %
+    # (tiny: the same 128 as the membership audits' mia.fresh and dp.audit_fresh, one cached set made once)
     fresh: int = runtime(128)
+    # the canary DiT of notebook 07 (`canaries.ensure_canary_dit`: a DiT trained on latents with planted canaries,
+    # audited halfway and at the end); 0 = dit.steps. Tiny: 600, not the DiT's 1500 (~140 s instead of ~350 s on
+    # 2 cores): at 1500 steps it copied no canary either (recall 0 %), so the longer run showed nothing more
+    canary_steps: int = runtime(600)
 
 
 @dataclass(frozen=True)

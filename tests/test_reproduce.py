@@ -40,6 +40,21 @@ def test_run_notebooks_records_each_notebook_and_keeps_earlier_stages(root):
     assert {s["cpu_capability"] for s in stages} == {torch.backends.cpu.get_cpu_capability()}
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory is read from Linux's /proc")
+def test_peak_memory_sees_the_largest_child_process():
+    hold = "x = bytearray(200 * 2**20); import time; time.sleep(1.5)"     # a child holding 200 MiB
+    with reproduce.PeakMemory(every=0.2) as peak:
+        subprocess.run(["python3", "-c", hold], check=True)
+    assert 0.19 < peak.gib < 1.0
+
+
+def test_peak_memory_reaches_timings_plan_and_report(root):
+    reproduce.record_stage(get_profile("smoke"), "01_data.ipynb", 10.0, peak_rss_gib=3.456)
+    assert reproduce.read_timings(root / "runs" / "smoke")[0]["peak_rss_gib"] == 3.46
+    assert "peak 3.5 GiB" in reproduce.plan(get_profile("smoke"))
+    assert "| 01_data.ipynb | 10 | fp32 |" in "\n".join(time_section(root / "runs" / "smoke"))
+
+
 def test_a_rerun_replaces_only_its_own_stage(root):
     reproduce.record_stage(get_profile("smoke"), "02_vqvae.ipynb", 5.0)
     reproduce.record_stage(get_profile("smoke"), "phantom", 1.0)

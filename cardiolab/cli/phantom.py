@@ -32,7 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--spacing", type=float, help="in-plane mm (default: profile.data.phantom_spacing)")
     p.add_argument("--snr", type=snr_range, help="LO,HI blood-pool SNR range per subject, e.g. 6,10 for a noisier "
                    "second site (default: the phantom's 14,28)")
-    p.add_argument("--workers", type=int, default=1, help="processes (same output for any number)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (same output for any number; default: every core, at most 4, from 16 subjects)")
     p.add_argument("--release", choices=["acdc", "mnms"],
                    help="write the cine phantom as that dataset ships (needs --out): ACDC's training/ and testing/ "
                         "or M&Ms' vendors, centres and CSV, labels at ED and ES only, 5-10 mm slices, varying "

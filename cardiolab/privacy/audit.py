@@ -39,7 +39,8 @@ from cardiolab.engine import ensure_run, kept_checkpoints, run_status
 from cardiolab.privacy.copies import (DEFAULT_CONFIDENCE, calibrate, check_confidence, check_percentile,
                                       compare_control, detect_copies, distance_summary, planted_scores)
 from cardiolab.privacy.embeddings import check_embedding, default_embedding, embedder
-from cardiolab.privacy.membership import check_dit_run
+from cardiolab.privacy import membership
+from cardiolab.privacy.membership import FRESH_SEED, check_dit_run
 from cardiolab.privacy.plant import (FAMILIES, NONMEMBERS_JSON, PLANTED_JSON, CopyTransforms, family_transforms,
                                      plant, read_nonmembers, read_planted, write_planted)
 from cardiolab.profiles import Profile
@@ -49,7 +50,6 @@ from cardiolab.tasks import vqgan as vqgan_task     # `vqgan` is the run argumen
 
 KIND = "cardiolab-audit-copies"
 TRAIN_SPLITS = ("public", "private")
-FRESH_SEED = 7            # fresh phantoms: a seed the profile's own phantom cohort (seed 0) never used
 CALIBRATION_SEED = 8      # calibration phantoms: neither training (0) nor the planted / MIA fresh ones (7)
 HOLDOUT = "holdout"       # the cache split of unseen patients
 MIN_HOLDOUT = 2           # real non-members: one holdout subject to plant, one left to calibrate tau
@@ -245,8 +245,12 @@ FRESH_MEMO = 4               # fresh sets kept: `audit families` plants every fa
 
 
 def fresh_cines(profile: Profile, n: int, seed: int) -> torch.Tensor:
-    """n fresh phantoms (seed) at the profile's phantom geometry, label-free at profile geometry (N, D, H, W, T);
-    kept for the process, since `audit families` plants the same fresh cines beside every family's copies."""
+    """n fresh phantoms (seed) at the profile's phantom geometry, label-free at profile geometry (N, D, H, W, T).
+    Seed FRESH_SEED: the membership audits' cached set (`membership.fresh_cines`, made once on disk and shared);
+    other seeds (the benchmarks' report cohorts) are kept for the process only, since `audit families` plants the
+    same fresh cines beside every family's copies."""
+    if seed == FRESH_SEED:
+        return membership.fresh_cines(profile, n, seed)["label_free"]
     key = (repr(profile.data), n, seed)
     if key not in _FRESH:
         d = profile.data

@@ -10,6 +10,7 @@ training subjects (memorization against data size). Latent records are the dicts
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Sequence
@@ -75,6 +76,16 @@ def make_canaries(record: dict, k: int = 2, copies: Sequence[int] = (4,), n_outl
         out["cond"] = torch.cat([record["cond"], torch.stack(extra_c)])
     out.update(ids=ids, splits=splits)
     return out, {"canaries": canaries, "seed": seed}
+
+
+def ensure_canary_dit(profile, latents: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The canary DiT: CardioDiT trained once on `latents` (canaries planted, `write_latents`) for
+    copydetector.canary_steps steps (0: dit.steps), a checkpoint kept halfway for the memorization sweep."""
+    from cardiolab.tasks import dit    # lazy: tasks.dit is the heavier import, needed only here
+
+    steps = profile.copydetector.canary_steps or profile.dit.steps
+    recipe = dataclasses.replace(profile, dit=dataclasses.replace(profile.dit, steps=steps))
+    return dit.ensure(recipe, out, latents=latents, keep_every=max(1, steps // 2))
 
 
 def write_latents(record: dict, out: str | os.PathLike, extra: dict | None = None) -> Path:

@@ -1,8 +1,8 @@
 """`audit mia`: membership inference against a DiT run (dit or dit-dp), one JSON and one log-log ROC figure.
 
 Members are the run's training latents (latents.pt: every non-holdout id); non-members are the latents.pt's
-holdout subjects plus fresh phantoms (`phantom --seed 7`, never seen by any run; profile mia.fresh, 1000 at tiny so
-that TPR at 1 % FPR is measured) encoded with the run's own VQ-GAN (`tasks.vqgan.encode_volume`). Every subject is
+holdout subjects plus fresh phantoms (`phantom --seed 7`, never seen by any run; profile mia.fresh: 128 at tiny, 1000 at
+full, so that TPR at 1 % FPR is measured; the set is cached and shared with notebook 06's audits) encoded with the run's own VQ-GAN (`tasks.vqgan.encode_volume`). Every subject is
 scored unconditionally (the null attribute class): fresh phantoms have no attribute codes, and one conditioning for
 all keeps the comparison fair.
 
@@ -56,7 +56,7 @@ KIND = "cardiolab-audit-mia"
 DIT_TASKS = ("dit", "dit-dp")
 T_FRACTIONS = (0.05, 0.1, 0.2, 0.3)   # fixed steps as fractions of T: low noise, where members stand out
 PIA_FRACTION = 0.2                     # PIA's query step (Kong et al.: t = 200 of 1000)
-FRESH_SEED = 7
+FRESH_SEED = 7                         # fresh phantoms: a seed the profile's own cohort (seed 0) never used
 ATTACKS = ("loss", "pia", "calibrated", "lira", "distance")
 JSON_KEYS = ("kind", "run", "task", "profile", "n_members", "n_nonmembers", "timesteps", "attacks", "skipped",
              "reference", "lira_references", "dp", "figure", "roc")
@@ -124,23 +124,25 @@ FRESH_CHUNK = 50          # phantoms generated and read per temporary folder whi
 
 
 def fresh_cines(profile: Profile, n: int, seed: int = FRESH_SEED) -> dict:
-    """n fresh phantoms as the MIA needs them: {"ids", "images": (n, D, H, W, T) prepared at profile geometry (what
-    the DiT's members went through before encoding), "pixels": (n, E) pixel embeddings of the label-free comparison
-    geometry (what the distance attack compares)}.
+    """n fresh phantoms as the audits need them: {"ids", "images": (n, D, H, W, T) prepared at profile geometry
+    (what the DiT's members went through before encoding), "label_free": (n, D, H, W, T) the label-free comparison
+    geometry (what every copy audit compares, `audit.fresh_cines`), "pixels": (n, E) their pixel embeddings (what
+    the distance attack compares)}.
 
     They depend on the profile's data settings only, so they are made once, FRESH_CHUNK at a time (a tiny phantom
-    is ~5 MB on disk, 1000 of them would fill 5 GB), and kept in data/cache/<profile>-fresh<seed>-<n>.pt.
+    is ~5 MB on disk, 1000 of them would fill 5 GB), and kept in data/cache/<profile>-fresh<seed>-<n>.pt: the
+    membership audits of notebooks 06 and 07 and the planted copy cohorts of 07 share one set.
     """
     d = profile.data
     key = {"data": {k: v for k, v in vars(d).items()}, "n": n, "seed": seed, "phantom": VERSION,
-           "embedding": "pixels, aligned"}
+           "embedding": "pixels, aligned", "label_free": True}
     pixels = embedder("pixels")            # as `_distance_scores` embeds the members: aligned, then pooled
     path = profile.cache_dir.with_name(f"{profile.cache_dir.name}-fresh{seed}-{n}.pt")
     if path.exists():
         cached = torch.load(path, weights_only=True)
         if cached.get("key") == repr(key):
             return cached
-    ids, images, embedded = [], [], []
+    ids, images, label_free, embedded = [], [], [], []
     for first in range(0, n, FRESH_CHUNK):
         with tempfile.TemporaryDirectory(prefix="cardiolab-mia-") as tmp:
             generate_cohort(tmp, min(FRESH_CHUNK, n - first), seed=seed, size=d.phantom_size,
@@ -148,8 +150,10 @@ def fresh_cines(profile: Profile, n: int, seed: int = FRESH_SEED) -> dict:
             c = load_cines(tmp, profile)
             ids += [f"fresh-{seed}-{s}" for s in c.ids]
             images.append(c.images)
-            embedded.append(pixels(load_cines(tmp, profile, label_free=True).images).float())
-    out = {"key": repr(key), "ids": ids, "images": torch.cat(images), "pixels": torch.cat(embedded)}
+            label_free.append(load_cines(tmp, profile, label_free=True).images)
+            embedded.append(pixels(label_free[-1]).float())
+    out = {"key": repr(key), "ids": ids, "images": torch.cat(images), "label_free": torch.cat(label_free),
+           "pixels": torch.cat(embedded)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(out, tmp)

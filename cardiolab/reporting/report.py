@@ -195,11 +195,13 @@ def time_section(run_dir: str | os.PathLike) -> list[str]:
     stages = read_timings(run_dir)
     if not stages:
         return []
-    df = pd.DataFrame(stages, columns=["stage", "seconds", "precision", "cpu_capability"])
+    columns = ["stage", "seconds", "precision", "cpu_capability"]
+    df = pd.DataFrame(stages, columns=columns + (["peak_rss_gib"] if any("peak_rss_gib" in s for s in stages) else []))
     total = float(df["seconds"].sum())
     return ["## Time", "", "Made by: `make reproduce` (runs/<profile>/timings.json): wall seconds of each stage's last "
-            "run, the precision `amp=auto` picked and the CPU capability (bf16 is used only where native: an AVX2-only "
-            "CPU runs fp32).", "", markdown_table(df, digits=6), "",
+            "run, the precision `amp=auto` picked, the CPU capability (bf16 is used only where native: an AVX2-only "
+            "CPU runs fp32) and, where recorded, the peak resident memory of the stage's largest process (GiB).", "",
+            markdown_table(df, digits=6), "",
             f"Total: {total:.0f} s ({total / 60:.1f} min).", ""]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -56,17 +57,20 @@ def read_timings(run_dir: str | Path) -> list[dict]:
     return read_json(path).get("stages", []) if path.exists() else []
 
 
-def record_stage(profile: Profile, stage: str, seconds: float) -> Path:
+def record_stage(profile: Profile, stage: str, seconds: float, peak_rss_gib: float | None = None) -> Path:
     """Merge one stage's wall time into runs/<profile>/timings.json (replacing that stage's earlier entry).
 
     Beside the seconds: the precision amp='auto' resolves to here and the CPU capability, because the same
-    stage takes 50x longer on a CPU that emulates bf16 (README, "CPU kinds and precision").
+    stage takes 50x longer on a CPU that emulates bf16 (README, "CPU kinds and precision"); and the peak resident
+    memory of the stage's largest process (`PeakMemory`), what a smaller machine needs to know.
     """
     device = pick_device(profile.device)
     machine = machine_info(device)
     entry = {"stage": stage, "seconds": round(float(seconds), 1),
              "precision": precision_name(resolve_amp("auto", device)),
              "cpu_capability": machine["cpu_capability"], "gpu": machine["gpu"]}
+    if peak_rss_gib is not None:
+        entry["peak_rss_gib"] = round(float(peak_rss_gib), 2)
     stages = [s for s in read_timings(profile.run_dir) if s.get("stage") != stage] + [entry]
     stages.sort(key=lambda s: (s["stage"] != "phantom", s["stage"]))   # run order: phantom, then NN_ notebooks
     return write_json(profile.run_dir / TIMINGS, {"stages": stages})
@@ -90,7 +94,8 @@ def plan(profile: Profile, only: list[str] | None = None, data: str | os.PathLik
         s, guess = last.get(name), estimate(profile.name, name)
         if s:
             total += s["seconds"]
-            lines.append(f"  {name:<28} {s['seconds']:8.1f} s  ({s['precision']}, {s['cpu_capability']})")
+            peak = f", peak {s['peak_rss_gib']:.1f} GiB" if s.get("peak_rss_gib") is not None else ""
+            lines.append(f"  {name:<28} {s['seconds']:8.1f} s  ({s['precision']}, {s['cpu_capability']}{peak})")
         elif guess is not None:
             total, estimated = total + guess, True
             lines.append(f"  {name:<28} {guess:8.0f} s  est.")
@@ -136,14 +141,64 @@ def run_notebooks(profile: str, only: list[str] | None = None, seed: int = 0, da
         log.info("running %s (profile %s)", path.name, profile)
         t0 = time.perf_counter()
         try:
-            with _environment(env):             # the kernel papermill starts inherits it
+            with _environment(env), PeakMemory() as peak:   # the kernel papermill starts inherits env
                 pm.execute_notebook(str(path), str(out / path.name), parameters=parameters,
                                     cwd=str(path.parent), progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as e:
             raise CardiolabError(f"{path}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
                                  f"(executed copy: {out / path.name})") from None
-        record_stage(prof, path.name, time.perf_counter() - t0)
+        record_stage(prof, path.name, time.perf_counter() - t0, peak.gib)
     return out
+
+
+class PeakMemory:
+    """The peak resident memory (GiB) of the largest process under this one (a notebook's kernel and its workers),
+    polled from /proc/<pid>/status (VmHWM, the kernel's own high-water mark) every `every` seconds in a thread;
+    gib stays None where /proc is missing (not Linux)."""
+
+    def __init__(self, every: float = 2.0):
+        self.every, self.gib = every, None
+        self._stop = threading.Event()
+
+    def _poll(self):
+        while True:
+            for pid in _descendants(os.getpid()):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:                  # it ended between listing and reading
+                    continue
+                kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+                self.gib = max(self.gib or 0.0, kib / 2**20)
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self):
+        if Path("/proc/self/status").exists():
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if hasattr(self, "_thread"):
+            self._thread.join()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The pids of every process below `pid` (children, their children, ...), from /proc/<pid>/stat."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    below, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        below += kids
+        frontier = kids
+    return below
 
 
 @contextlib.contextmanager
