@@ -60,7 +60,9 @@ class VQGANConfig:
     res_blocks: int = 1
     codes: int = 1024                 # codebook size (paper: 16384); restarts keep them in use
     code_dim: int = 8                 # latent channels C_z (paper: 8)
-    steps: int = 8000                 # 48 x 48 crops, 1 core beside another job, native bf16: 31 min (full slices: 52)
+    steps: int = 7000                 # tiny, 2 quiet cores, bf16: ~0.14 s/step, 0.20 with the discriminator: ~17.5
+                                      # min, so notebook 02 fits 20; held-out phantom 30.37 dB / SSIM 0.922 (8000
+                                      # steps: 30.67 / 0.924; benchmarks/README.md, "The tiny reproduction ...")
     batch: int = 4
     lr: float = 4e-4                  # few steps: a high LR (grad-norm clipped by the engine) converges faster
     disc_start: int = 6000            # LSGAN term ramps in after the autoencoder has warmed up
