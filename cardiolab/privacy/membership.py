@@ -1,9 +1,9 @@
 """`audit mia`: membership inference against a DiT run (dit or dit-dp), one JSON and one log-log ROC figure.
 
 Members are the run's training latents (latents.pt: every non-holdout id); non-members are the latents.pt's
-holdout subjects plus fresh phantoms (`phantom --seed 7`, never seen by any run; profile mia.fresh: 128 at tiny, 1000 at
-full, so that TPR at 1 % FPR is measured; the set is cached and shared with notebook 06's audits) encoded with the run's own VQ-GAN (`tasks.vqgan.encode_volume`). Every subject is
-scored unconditionally (the null attribute class): fresh phantoms have no attribute codes, and one conditioning for
+holdout subjects plus fresh phantoms (`phantom --seed 7`, never seen by any run; profile mia.fresh: 128 at tiny,
+1000 at full, so that TPR at 1 % FPR is measured; one cached set, shared with the copy audits' fresh phantoms)
+encoded with the run's own VQ-GAN (`tasks.vqgan.encode_volume`). Every subject is scored unconditionally (the null attribute class): fresh phantoms have no attribute codes, and one conditioning for
 all keeps the comparison fair.
 
 Attacks (a higher score = "member"):
