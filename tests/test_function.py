@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -140,3 +141,26 @@ def test_phantom_cross_check(tmp_path):
     auto = function_from_labels(back.label_series, back.voxel_ml)   # ED/ES found from the LV curve
     assert auto["EDV"] == pytest.approx(truth["EDV"])
     assert auto["ESV"] == pytest.approx(truth["ESV"])
+
+
+def test_the_real_side_is_measured_once_per_segmenter(tmp_path, monkeypatch):
+    """`synthetic_function` compares every cohort with the same holdout: measured once per process, anew when the
+    segmenter's weights change."""
+    import torch
+
+    from cardiolab.evaluation import function
+    from cardiolab.profiles import get_profile
+
+    calls = []
+    monkeypatch.setattr(function, "measure_cohort", lambda root, model, profile, ids=None, source="segment":
+                        calls.append(root) or (pd.DataFrame({"EF": [60.0]}), pd.DataFrame({"area": [1.0]})))
+    model, smoke = torch.nn.Linear(2, 2), get_profile("smoke")
+    first = function._real_measure(tmp_path, model, smoke, ["a", "b"], "segment")
+    first[0].loc[0, "EF"] = 0.0                               # a caller's edit does not reach the memo
+    again = function._real_measure(tmp_path, model, smoke, ["a", "b"], "segment")
+    assert len(calls) == 1 and again[0].EF.tolist() == [60.0]
+    with torch.no_grad():
+        model.weight.add_(1.0)                                # retrained: measured anew
+    function._real_measure(tmp_path, model, smoke, ["a", "b"], "segment")
+    function._real_measure(tmp_path, model, smoke, ["a"], "segment")                  # other subjects: anew
+    assert len(calls) == 3
