@@ -26,11 +26,13 @@ TIMINGS = "timings.json"   # runs/<profile>/timings.json: {"stages": [{stage, se
 # two-digit prefix. A profile without an entry (full) prints "? s".
 MEASURED = {
     "tiny": {
-        "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16 where amp=auto keeps it (DP-SGD fp32): a "
-                  "fresh-clone make reproduce at commit a3e293e (2026-12-07), nothing else running, stopped after 07; "
-                  "08 and 09 predicted from seconds per step (benchmarks/README.md)",
-        "seconds": {"phantom": 22, "01": 48, "02": 1293, "03": 394, "04": 1384, "05": 1193, "06": 700, "07": 3342,
-                    "08": 840, "09": 840},
+        "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16 where amp=auto keeps it (DP-SGD fp32), "
+                  "nothing else running: notebooks 04 and 06-09 timed one by one at commit cf7b118 (2026-12-07; "
+                  "04's two DiT variants kept from an earlier run, their 526 s of training added), 02 from its "
+                  "7000 steps at quiet seconds per step, phantom, 01, 03 and 05 from the fresh-clone make "
+                  "reproduce of a3e293e; not yet one fresh make reproduce (benchmarks/README.md)",
+        "seconds": {"phantom": 22, "01": 48, "02": 1070, "03": 394, "04": 1120, "05": 1193, "06": 718, "07": 990,
+                    "08": 790, "09": 566},
     },
     "smoke": {
         "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16: a fresh-clone make reproduce "
