@@ -352,3 +352,18 @@ def test_insertion_points_every_frame_named_by_world_rule(tmp_path):
             named += 1
     assert named > 0
     assert more_anterior / named > 0.9                                     # and, anatomically, anterior too
+
+
+def test_default_workers_stay_serial_under_a_plain_script(monkeypatch):
+    """Spawned workers rerun a plain script's top level: cohorts go parallel only under -m, notebooks and pytest."""
+    import sys
+    import types
+
+    script = types.ModuleType("__main__")
+    script.__file__, script.__spec__ = "/tmp/user_script.py", None
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert phantom.default_workers(100) == 1
+    script.__spec__ = types.SimpleNamespace(name="cardiolab.__main__")             # python -m cardiolab
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert phantom.default_workers(100) == 2
+    assert phantom.default_workers(phantom.PARALLEL_FROM - 1) == 1

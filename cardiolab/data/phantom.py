@@ -43,6 +43,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -328,8 +329,12 @@ PARALLEL_FROM = 16   # subjects from which a cohort is spread over processes by 
 
 
 def default_workers(n: int) -> int:
-    """Processes for n subjects: every core (at most 4) from PARALLEL_FROM subjects on, else 1."""
-    return min(4, os.cpu_count() or 1) if n >= PARALLEL_FROM else 1
+    """Processes for n subjects: every core (at most 4) from PARALLEL_FROM subjects on, else 1; and 1 under a
+    plain `python script.py`, whose top level a spawned worker runs again (fatal unless the script guards it with
+    `if __name__ == "__main__"`); the CLI (`python -m cardiolab`), notebooks and pytest are safe."""
+    main = sys.modules.get("__main__")
+    script = main is not None and getattr(main, "__spec__", None) is None and hasattr(main, "__file__")
+    return min(4, os.cpu_count() or 1) if n >= PARALLEL_FROM and not script else 1
 
 
 def generate_cohort(out: str | os.PathLike, n: int, seed: int = 0, size: int = 128, spacing: float = 1.5,
