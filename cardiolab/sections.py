@@ -146,7 +146,7 @@ class MIAConfig:
     -s<steps>), so a change trains new ones beside the old."""
     # fresh phantoms (phantom seed 7, never trained on) among the non-members: a TPR at 1 % FPR needs >= 100
     # non-members (tiny: 128, one cached set shared with notebook 06's audits (dp.audit_fresh) and the planted
-    # copy cohorts (copydetector.fresh): 1000 took ~23 of notebook 07's minutes on 2 cores), and 1000 bound the
+    # copy cohorts (copydetector.fresh): 1000 took ~25 of notebook 07's minutes on 2 cores), and 1000 bound the
     # FPR of 0 false positives by 0.37 % (Clopper-Pearson 95 %; full)
     fresh: int = runtime(128)
     references: int = runtime(2)          # LiRA OUT reference models: tiny 2 (~75 s each on 2 cores), each
@@ -209,7 +209,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class CopyDetectorConfig:
     """The copy detector of the privacy audits (cardiolab.tasks.copy_detector): NT-Xent on whole cines."""
-    # tiny: 600 steps (~4.5 min on 2 cores), the steps of the leave-one-family-out detectors that notebook 07's
+    # tiny: 600 steps (~4 min on 2 cores), the steps of the leave-one-family-out detectors that notebook 07's
     # family table reports (benchmarks/README.md), so the notebook's detector is the one that table measured and
     # notebook 07 fits its 20 minutes. An older detector on three `audit plant` cohorts (32 copies + 32 fresh each,
     # tau at p5 on 59 references, 1 thread of a shared AVX512 CPU): 600 steps -> recall 93.8 / 96.9 / 93.8 %, FPR
