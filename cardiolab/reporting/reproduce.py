@@ -27,7 +27,7 @@ TIMINGS = "timings.json"   # runs/<profile>/timings.json: {"stages": [{stage, se
 MEASURED = {
     "tiny": {
         "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16 where amp=auto keeps it (DP-SGD fp32), "
-                  "nothing else running: phantom and 01-03 from a fresh-clone make reproduce of d1d243f "
+                  "nothing else running: phantom, 01, 02 and 03 from a fresh-clone make reproduce of d1d243f "
                   "(2026-12-08, stopped after 03), notebooks 04 and 06-09 timed one by one at commit cf7b118 "
                   "(2026-12-07; 04's two DiT variants kept from an earlier run, their 526 s of training added), "
                   "05 from the fresh-clone make reproduce of a3e293e; not yet one fresh make reproduce "
