@@ -3,8 +3,9 @@
 Members are the run's training latents (latents.pt: every non-holdout id); non-members are the latents.pt's
 holdout subjects plus fresh phantoms (`phantom --seed 7`, never seen by any run; profile mia.fresh: 128 at tiny,
 1000 at full, so that TPR at 1 % FPR is measured; one cached set, shared with the copy audits' fresh phantoms)
-encoded with the run's own VQ-GAN (`tasks.vqgan.encode_volume`). Every subject is scored unconditionally (the null attribute class): fresh phantoms have no attribute codes, and one conditioning for
-all keeps the comparison fair.
+encoded with the run's own VQ-GAN (`tasks.vqgan.encode_volume`). Every subject is scored unconditionally (the
+null attribute class): fresh phantoms have no attribute codes, and one conditioning for all keeps the comparison
+fair.
 
 Attacks (a higher score = "member"):
 - loss: minus the denoising loss (`diffusion.per_sample_loss`) averaged over fixed steps t at 5-30 % of T, with

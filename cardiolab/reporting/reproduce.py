@@ -161,7 +161,7 @@ class PeakMemory:
 
     def __init__(self, every: float = 2.0):
         self.every, self.gib = every, None
-        self._stop = threading.Event()
+        self._stop, self._thread = threading.Event(), None
 
     def _poll(self):
         while True:
@@ -183,7 +183,7 @@ class PeakMemory:
 
     def __exit__(self, *exc):
         self._stop.set()
-        if hasattr(self, "_thread"):
+        if self._thread is not None:
             self._thread.join()
 
 
@@ -196,11 +196,11 @@ def _descendants(pid: int) -> list[int]:
         except OSError:
             continue
         parent[int(stat.parent.name)] = int(fields[1])
-    below, frontier = [], [pid]
+    below, frontier = [], {pid}
     while frontier:
         kids = [p for p, pp in parent.items() if pp in frontier]
         below += kids
-        frontier = kids
+        frontier = set(kids)
     return below
 
 
