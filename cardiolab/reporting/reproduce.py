@@ -27,13 +27,10 @@ TIMINGS = "timings.json"   # runs/<profile>/timings.json: {"stages": [{stage, se
 MEASURED = {
     "tiny": {
         "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16 where amp=auto keeps it (DP-SGD fp32), "
-                  "nothing else running: phantom, 01, 02 and 03 from a fresh-clone make reproduce of d1d243f "
-                  "(2026-12-08, stopped after 03), notebooks 04 and 06-09 timed one by one at commit cf7b118 "
-                  "(2026-12-07; 04's two DiT variants kept from an earlier run, their 526 s of training added), "
-                  "05 from the fresh-clone make reproduce of a3e293e; not yet one fresh make reproduce "
-                  "(benchmarks/README.md)",
-        "seconds": {"phantom": 14, "01": 53, "02": 1098, "03": 398, "04": 1120, "05": 1193, "06": 718, "07": 990,
-                    "08": 790, "09": 566},
+                  "nothing else running: one fresh-clone make reproduce of commit 5430c36 (2026-12-08; its "
+                  "runs/tiny/timings.json, benchmarks/README.md)",
+        "seconds": {"phantom": 12, "01": 44, "02": 989, "03": 375, "04": 1033, "05": 1041,
+                    "06": 625, "07": 902, "08": 729, "09": 541},
     },
     "smoke": {
         "source": "2-core AMD EPYC, AVX512 with AVX-512 BF16 (no AMX), bf16: a fresh-clone make reproduce "
